@@ -1,0 +1,231 @@
+//! The persistent bare cache of one source. One fetch into it serves every destination, and
+//! it lives across runs, so a one-commit push costs a one-commit fetch. A file lock keeps two
+//! ferry processes out of one cache; a damaged or half-written cache is rebuilt.
+
+use crate::git::{failure_from_stderr, Call, Git, GitFailure};
+use crate::kind::ErrorKind;
+use crate::refs::{parse_ref_listing, Oid, RefMap, RefSelection};
+use crate::remote::Remote;
+use nix::fcntl::{Flock, FlockArg};
+use sha2::{Digest, Sha256};
+use std::fs::{self, File, OpenOptions};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// Written last when a cache is created: a cache without it was never finished.
+const MARKER: &str = "ferry-cache";
+
+/// Where a source's cache and the records of its destinations live under the cache root.
+#[derive(Debug, Clone)]
+pub struct CachePaths {
+    pub repo: PathBuf,
+    pub lock: PathBuf,
+    pub records: PathBuf,
+}
+
+impl CachePaths {
+    pub fn new(root: &Path, source: &Remote) -> CachePaths {
+        let id = short_hash(source.identity());
+        let stem = format!("{}-{id}", source.slug());
+        CachePaths {
+            repo: root.join(format!("{stem}.git")),
+            lock: root.join(format!("{stem}.lock")),
+            records: root.join(format!("{stem}.records")),
+        }
+    }
+}
+
+/// A stable 16-hex-digit id for a URL (cache and record file names).
+pub fn short_hash(text: &str) -> String {
+    let digest = Sha256::digest(text.as_bytes());
+    digest.iter().take(8).map(|b| format!("{b:02x}")).collect()
+}
+
+/// An open, locked cache. The lock is held until this is dropped.
+pub struct Cache {
+    pub paths: CachePaths,
+    _lock: Flock<File>,
+}
+
+impl Cache {
+    /// Opens (creating or rebuilding as needed) the cache for `source`, waiting up to `wait`
+    /// for another ferry process to release it.
+    pub async fn open(root: &Path, source: &Remote, git: &Git, wait: Duration) -> Result<Cache, GitFailure> {
+        fs::create_dir_all(root).map_err(|e| io_failure(&format!("cannot create cache directory {}", root.display()), e))?;
+        let paths = CachePaths::new(root, source);
+        let lock = lock(&paths.lock, wait).await?;
+        let cache = Cache { paths, _lock: lock };
+        if !cache.is_intact() {
+            cache.rebuild(git).await?;
+        }
+        Ok(cache)
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.paths.repo
+    }
+
+    /// Cheap structural check: a finished init and the files git cannot work without.
+    fn is_intact(&self) -> bool {
+        let repo = &self.paths.repo;
+        repo.join(MARKER).is_file()
+            && repo.join("HEAD").is_file()
+            && repo.join("objects").is_dir()
+            && repo.join("refs").is_dir()
+            && !repo.join("shallow").exists()
+    }
+
+    /// Throws the cache away and creates an empty one (in a temporary directory, renamed into
+    /// place, so a crash never leaves a half-made cache that looks finished).
+    async fn rebuild(&self, git: &Git) -> Result<(), GitFailure> {
+        let repo = &self.paths.repo;
+        if repo.exists() {
+            tracing::warn!(cache = %repo.display(), "cache is damaged or unfinished; rebuilding it");
+            fs::remove_dir_all(repo).map_err(|e| io_failure(&format!("cannot remove damaged cache {}", repo.display()), e))?;
+        }
+        let tmp = repo.with_extension(format!("tmp-{}", std::process::id()));
+        if tmp.exists() {
+            fs::remove_dir_all(&tmp).map_err(|e| io_failure("cannot clear a stale temporary cache", e))?;
+        }
+        let parent = repo.parent().unwrap_or(Path::new("."));
+        let tmp_str = tmp.display().to_string();
+        git.run(parent, &["init", "--bare", "--quiet", &tmp_str], Call::default())
+            .await?
+            .check("creating the cache")?;
+        for (key, value) in [
+            // Nothing in the cache is ever a working branch: no reflogs, no tracking config.
+            ("core.logAllRefUpdates", "false"),
+            ("gc.autoDetach", "false"),
+            ("fetch.writeCommitGraph", "true"),
+        ] {
+            git.run(&tmp, &["config", key, value], Call::default()).await?.check("configuring the cache")?;
+        }
+        fs::write(tmp.join(MARKER), "a ferry cache; safe to delete (ferry rebuilds it)\n")
+            .map_err(|e| io_failure("cannot write the cache marker", e))?;
+        fs::rename(&tmp, repo).map_err(|e| io_failure("cannot move the new cache into place", e))?;
+        Ok(())
+    }
+
+    /// Fetches the selected refs of `source` into the cache (forced, pruned) and returns the
+    /// cache's refs, which are now the source's. A failure that looks like a damaged cache
+    /// rebuilds it and fetches once more.
+    pub async fn fetch(&self, source: &Remote, selection: &RefSelection, git: &Git) -> Result<RefMap, GitFailure> {
+        match self.fetch_once(source, selection, git).await {
+            Err(e) if e.kind == ErrorKind::Other && self.looks_damaged(git).await => {
+                tracing::warn!(error = %e.message, "fetch failed on a damaged cache; rebuilding and fetching again");
+                self.rebuild(git).await?;
+                self.fetch_once(source, selection, git).await
+            }
+            other => other,
+        }
+    }
+
+    async fn fetch_once(&self, source: &Remote, selection: &RefSelection, git: &Git) -> Result<RefMap, GitFailure> {
+        let mut args: Vec<String> = [
+            "fetch",
+            "--prune",
+            "--no-tags",
+            "--no-write-fetch-head",
+            "--no-recurse-submodules",
+            "--progress",
+            "--",
+            source.git_url(),
+        ]
+        .iter()
+        .map(|s| (*s).to_owned())
+        .collect();
+        args.extend(selection.fetch_refspecs());
+        let argv: Vec<&str> = args.iter().map(String::as_str).collect();
+        let what = format!("fetch from the source {}", source.display());
+        let out = git
+            .run(self.dir(), &argv, Call { remote: Some(source), transfer: true })
+            .await?;
+        if !out.success {
+            let mut failure = failure_from_stderr(&what, &out.stderr);
+            if failure.kind == ErrorKind::ShallowSource {
+                failure.message = format!("the source {} is a shallow clone: {}", source.display(), failure.message);
+            }
+            return Err(failure);
+        }
+        if self.dir().join("shallow").exists() {
+            return Err(GitFailure::new(
+                ErrorKind::ShallowSource,
+                format!("the source {} is a shallow clone; ferry mirrors only complete histories", source.display()),
+            ));
+        }
+        self.refs(selection, git).await
+    }
+
+    /// The cache's refs within the selection.
+    pub async fn refs(&self, selection: &RefSelection, git: &Git) -> Result<RefMap, GitFailure> {
+        let out = git
+            .run(self.dir(), &["for-each-ref", "--format=%(objectname) %(refname)"], Call::default())
+            .await?
+            .check("listing the cache's refs")?;
+        Ok(selection.filter(&parse_ref_listing(&out.stdout)))
+    }
+
+    /// Asks git whether the cache can still be read: every ref resolves and HEAD is sane.
+    async fn looks_damaged(&self, git: &Git) -> bool {
+        if !self.is_intact() {
+            return true;
+        }
+        match git.run(self.dir(), &["for-each-ref", "--format=%(objectname)"], Call::default()).await {
+            Ok(out) => !out.success || out.stderr.contains("fatal") || out.stderr.contains("error"),
+            Err(_) => true,
+        }
+    }
+
+    /// Whether `ancestor` is an ancestor of (or equal to) `descendant`, per the cache's history.
+    /// Objects the cache does not have (commits pushed only to a destination) answer false.
+    pub async fn is_ancestor(&self, ancestor: &Oid, descendant: &Oid, git: &Git) -> Result<bool, GitFailure> {
+        let out = git
+            .run(
+                self.dir(),
+                &["merge-base", "--is-ancestor", ancestor.as_str(), descendant.as_str()],
+                Call::default(),
+            )
+            .await?;
+        Ok(out.success)
+    }
+}
+
+async fn lock(path: &Path, wait: Duration) -> Result<Flock<File>, GitFailure> {
+    let started = Instant::now();
+    let mut logged = false;
+    loop {
+        let file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(path)
+            .map_err(|e| io_failure(&format!("cannot open the cache lock {}", path.display()), e))?;
+        match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+            Ok(lock) => return Ok(lock),
+            Err((_, nix::errno::Errno::EWOULDBLOCK)) => {
+                if started.elapsed() >= wait {
+                    return Err(GitFailure::new(
+                        ErrorKind::Timeout,
+                        format!(
+                            "another ferry process held the cache lock {} for over {}; wait for it to finish, or raise --timeout",
+                            path.display(),
+                            humantime::format_duration(wait)
+                        ),
+                    ));
+                }
+                if !logged {
+                    tracing::info!(lock = %path.display(), "another ferry process is using this cache; waiting");
+                    logged = true;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err((_, errno)) => {
+                return Err(io_failure(&format!("cannot lock {}", path.display()), errno.into()));
+            }
+        }
+    }
+}
+
+fn io_failure(what: &str, e: std::io::Error) -> GitFailure {
+    GitFailure::new(ErrorKind::Other, format!("{what}: {e}"))
+}

@@ -1,0 +1,302 @@
+//! The command line: raw arguments -> validated [`Mirror`]s and [`Settings`] -> a run -> an
+//! exit code. `main` stays a one-liner over [`main`] here.
+
+use crate::config::{self, Config, ConfigError, RawOptions};
+use crate::plan::{Divergence, Prune};
+use crate::remote::{Remote, Secret};
+use crate::report::RunReport;
+use crate::sync::{run_mirror, Mirror, Mode, Settings};
+use clap::{Args, Parser, Subcommand};
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+use toml::Spanned;
+
+/// Exit status when every selected ref is in sync on every destination.
+pub const EXIT_OK: u8 = 0;
+/// Exit status when any ref or destination failed or diverged.
+pub const EXIT_FAILED: u8 = 1;
+/// Exit status for usage and configuration errors.
+pub const EXIT_USAGE: u8 = 2;
+
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(600);
+
+#[derive(Debug, Parser)]
+#[command(name = "ferry", version, about = "Keeps Git repositories synchronized: incremental, safe, honest mirroring")]
+struct Cli {
+    /// More log output on stderr (-v info, -vv debug).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    verbose: u8,
+    /// Only errors on stderr; no progress meters.
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    quiet: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Mirror SOURCE to each DEST (or every mirror of --config, or the named ones).
+    #[command(after_help = SYNC_HELP)]
+    Sync(SyncArgs),
+    /// Show what `sync` would do, ref by ref; changes no destination (the cache is updated).
+    #[command(after_help = SYNC_HELP)]
+    Plan(SyncArgs),
+}
+
+const SYNC_HELP: &str = "\
+Without --config: ferry sync [OPTIONS] SOURCE DEST...   (SOURCE/DEST default to $SRC_REPO/$DEST_REPO)
+With --config:    ferry sync --config ferry.toml [MIRROR]...
+
+Credentials (never on the command line): FERRY_SOURCE_USERNAME, FERRY_SOURCE_PASSWORD,
+FERRY_DEST_USERNAME, FERRY_DEST_PASSWORD, FERRY_SSH_KEY, FERRY_KNOWN_HOSTS, FERRY_CA_FILE;
+the classic names SRC_USER, SRC_PASS, DEST_USER, DEST_PASS are accepted too.
+
+Exit status: 0 everything in sync; 1 a ref or destination failed or diverged; 2 usage or config error.";
+
+#[derive(Debug, Args)]
+struct SyncArgs {
+    /// SOURCE DEST... without --config; mirror names with --config.
+    args: Vec<String>,
+    /// Read mirrors from this TOML file.
+    #[arg(long, short = 'c', value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Refs to mirror (git refspec glob, repeatable). Default: refs/heads/* and refs/tags/*.
+    #[arg(long, value_name = "GLOB")]
+    include: Vec<String>,
+    /// Refs to leave out (repeatable), e.g. 'refs/pull/*'.
+    #[arg(long, value_name = "GLOB")]
+    exclude: Vec<String>,
+    /// What to do with a destination ref changed behind ferry's back.
+    #[arg(long, value_enum, value_name = "POLICY")]
+    divergence: Option<DivergenceArg>,
+    /// Which destination refs missing from the source to delete.
+    #[arg(long, value_enum, value_name = "POLICY")]
+    prune: Option<PruneArg>,
+    /// All refs of a destination update together or not at all.
+    #[arg(long)]
+    atomic: bool,
+    /// Create local destination paths that do not exist (as bare repositories).
+    #[arg(long)]
+    create: bool,
+    /// Cache directory [default: $FERRY_CACHE_DIR, else the platform cache dir + /ferry].
+    #[arg(long, value_name = "DIR")]
+    cache_dir: Option<PathBuf>,
+    /// Deadline for each git operation, e.g. 30s, 10m [default: 10m].
+    #[arg(long, value_name = "DURATION")]
+    timeout: Option<String>,
+    /// Print one JSON document describing the run on stdout.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum DivergenceArg {
+    Keep,
+    Overwrite,
+    Abort,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum PruneArg {
+    Synced,
+    All,
+    Never,
+}
+
+/// Entry point of the `ferry` binary.
+pub fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let code = if e.use_stderr() { EXIT_USAGE } else { EXIT_OK };
+            let _ = e.print();
+            return ExitCode::from(code);
+        }
+    };
+    init_logging(cli.verbose, cli.quiet);
+    let (mode, args) = match cli.command {
+        Command::Sync(a) => (Mode::Sync, a),
+        Command::Plan(a) => (Mode::Plan, a),
+    };
+    let (mirrors, settings) = match prepare(&args, cli.quiet) {
+        Ok(v) => v,
+        Err(e) => {
+            eprintln!("ferry: {e}");
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("ferry: cannot start the async runtime: {e}");
+            return ExitCode::from(EXIT_FAILED);
+        }
+    };
+    let report = runtime.block_on(run(&mirrors, &settings, mode));
+    if args.json {
+        match serde_json::to_string_pretty(&report) {
+            Ok(json) => println!("{json}"),
+            Err(e) => eprintln!("ferry: cannot encode the report: {e}"),
+        }
+    } else {
+        print!("{}", report.render_human());
+    }
+    ExitCode::from(if report.ok { EXIT_OK } else { EXIT_FAILED })
+}
+
+/// Runs the mirrors, a few at a time (each has its own cache and lock), in the given order.
+pub async fn run(mirrors: &[Mirror], settings: &Settings, mode: Mode) -> RunReport {
+    use futures::stream::{self, StreamExt};
+    let parallel = std::thread::available_parallelism().map_or(2, |n| n.get()).clamp(1, 8);
+    let reports = stream::iter(mirrors.iter().map(|m| run_mirror(m, settings, mode)))
+        .buffered(parallel)
+        .collect()
+        .await;
+    RunReport::new(mode == Mode::Plan, reports)
+}
+
+fn init_logging(verbose: u8, quiet: bool) {
+    let level = match (quiet, verbose) {
+        (true, _) => "error",
+        (false, 0) => "warn",
+        (false, 1) => "info",
+        _ => "debug",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("FERRY_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("ferry={level}")));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .try_init();
+}
+
+/// Turns raw arguments and the environment into validated mirrors and settings.
+fn prepare(args: &SyncArgs, quiet: bool) -> Result<(Vec<Mirror>, Settings), ConfigError> {
+    let overrides = RawOptions {
+        include: (!args.include.is_empty()).then(|| spanned(&args.include)),
+        exclude: (!args.exclude.is_empty()).then(|| spanned(&args.exclude)),
+        divergence: args.divergence.map(|d| match d {
+            DivergenceArg::Keep => Divergence::Keep,
+            DivergenceArg::Overwrite => Divergence::Overwrite,
+            DivergenceArg::Abort => Divergence::Abort,
+        }),
+        prune: args.prune.map(|p| match p {
+            PruneArg::Synced => Prune::Synced,
+            PruneArg::All => Prune::All,
+            PruneArg::Never => Prune::Never,
+        }),
+        atomic: args.atomic.then_some(true),
+        create: args.create.then_some(true),
+    };
+    let cli_timeout = args.timeout.as_deref().map(config::parse_duration).transpose().map_err(|e| ConfigError(format!("--timeout: {e}")))?;
+
+    let (mirrors, file_cache, file_timeout) = match &args.config {
+        Some(path) => {
+            let cfg = Config::load(path, &overrides)?;
+            let mirrors = select_mirrors(cfg.mirrors, &args.args, path)?;
+            (mirrors, cfg.cache_dir, cfg.timeout)
+        }
+        None => (vec![adhoc_mirror(&args.args, &overrides)?], None, None),
+    };
+    let cache_dir = match args.cache_dir.clone().or(file_cache).or_else(|| env_nonempty("FERRY_CACHE_DIR").map(PathBuf::from)) {
+        Some(d) => d,
+        None => dirs::cache_dir()
+            .map(|d| d.join("ferry"))
+            .ok_or_else(|| ConfigError("no cache directory: pass --cache-dir or set FERRY_CACHE_DIR".into()))?,
+    };
+    let cache_dir = std::path::absolute(&cache_dir).unwrap_or(cache_dir);
+    let settings = Settings {
+        cache_dir,
+        timeout: cli_timeout.or(file_timeout).unwrap_or(DEFAULT_TIMEOUT),
+        progress: !quiet && !args.json && std::io::stderr().is_terminal(),
+    };
+    Ok((mirrors, settings))
+}
+
+fn spanned(values: &[String]) -> Vec<Spanned<String>> {
+    values.iter().map(|v| Spanned::new(0..0, v.clone())).collect()
+}
+
+fn select_mirrors(all: Vec<Mirror>, names: &[String], path: &Path) -> Result<Vec<Mirror>, ConfigError> {
+    if names.is_empty() {
+        return Ok(all);
+    }
+    let unknown: Vec<&String> = names.iter().filter(|n| !all.iter().any(|m| &m.name == *n)).collect();
+    if !unknown.is_empty() {
+        let known: Vec<&str> = all.iter().map(|m| m.name.as_str()).collect();
+        return Err(ConfigError(format!(
+            "no mirror named {} in {} (it has: {})",
+            unknown.iter().map(|n| format!("'{n}'")).collect::<Vec<_>>().join(", "),
+            path.display(),
+            known.join(", ")
+        )));
+    }
+    Ok(all.into_iter().filter(|m| names.contains(&m.name)).collect())
+}
+
+fn env_nonempty(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.is_empty())
+}
+
+/// The first set variable among `names`.
+fn env_first(names: &[&str]) -> Option<String> {
+    names.iter().find_map(|n| env_nonempty(n))
+}
+
+/// A mirror from the command line and the environment (ferry's names, then the classic
+/// function's names, so its deployments switch without renaming anything).
+fn adhoc_mirror(args: &[String], options: &RawOptions) -> Result<Mirror, ConfigError> {
+    let cwd = std::env::current_dir().map_err(|e| ConfigError(format!("cannot read the current directory: {e}")))?;
+    let (source, dests): (String, Vec<String>) = match args.split_first() {
+        Some((s, d)) if !d.is_empty() => (s.clone(), d.to_vec()),
+        Some((s, _)) => match env_nonempty("DEST_REPO") {
+            Some(d) => (s.clone(), vec![d]),
+            None => return Err(ConfigError("missing DEST: usage: ferry sync [OPTIONS] SOURCE DEST... (or ferry sync --config ferry.toml)".into())),
+        },
+        None => match (env_nonempty("SRC_REPO"), env_nonempty("DEST_REPO")) {
+            (Some(s), Some(d)) => (s, vec![d]),
+            _ => {
+                return Err(ConfigError(
+                    "missing SOURCE and DEST: usage: ferry sync [OPTIONS] SOURCE DEST... (or set SRC_REPO and DEST_REPO, or use --config ferry.toml)".into(),
+                ))
+            }
+        },
+    };
+    let ssh_key = env_nonempty("FERRY_SSH_KEY").map(|p| config::existing_file(Path::new(&p)).map_err(|e| ConfigError(format!("FERRY_SSH_KEY: {e}")))).transpose()?;
+    let known_hosts = env_nonempty("FERRY_KNOWN_HOSTS").map(|p| config::existing_file(Path::new(&p)).map_err(|e| ConfigError(format!("FERRY_KNOWN_HOSTS: {e}")))).transpose()?;
+    let ca_file = env_nonempty("FERRY_CA_FILE").map(|p| config::existing_file(Path::new(&p)).map_err(|e| ConfigError(format!("FERRY_CA_FILE: {e}")))).transpose()?;
+    let remote = |url: &str, user_vars: &[&str], pass_vars: &[&str], what: &str| -> Result<Remote, ConfigError> {
+        let mut r = Remote::parse(url, &cwd).map_err(|e| ConfigError(format!("{what}: {e}")))?;
+        if let Some(u) = env_first(user_vars) {
+            r.credentials.username = Some(u);
+        }
+        if let Some(p) = env_first(pass_vars) {
+            r.credentials.password = Some(Secret::new(p));
+        }
+        r.credentials.ssh_key = ssh_key.clone();
+        r.credentials.known_hosts = known_hosts.clone();
+        r.credentials.ca_file = ca_file.clone();
+        Ok(r)
+    };
+    let source = remote(&source, &["FERRY_SOURCE_USERNAME", "SRC_USER"], &["FERRY_SOURCE_PASSWORD", "SRC_PASS"], "SOURCE")?;
+    let destinations = dests
+        .iter()
+        .map(|d| remote(d, &["FERRY_DEST_USERNAME", "DEST_USER"], &["FERRY_DEST_PASSWORD", "DEST_PASS"], "DEST"))
+        .collect::<Result<Vec<_>, _>>()?;
+    let selection = config::selection(options).map_err(ConfigError)?;
+    Ok(Mirror {
+        name: source.slug(),
+        source,
+        destinations,
+        selection,
+        policy: crate::plan::Policy {
+            divergence: options.divergence.unwrap_or_default(),
+            prune: options.prune.unwrap_or_default(),
+        },
+        atomic: options.atomic.unwrap_or(false),
+        create: options.create.unwrap_or(false),
+    })
+}

@@ -1,0 +1,404 @@
+//! The git process adapter. Every git call ferry makes goes through [`Git::run`], which gives
+//! it an isolated environment (no system or user config, no prompts, an allow-list of
+//! protocols), credentials through a credential helper that reads them from the child's
+//! environment (never argv, a URL or a file), a deadline and stall detection, and kills the
+//! whole process group when either trips (git's helpers, ssh and remote-https included).
+
+use crate::kind::{classify_stderr, ErrorKind};
+use crate::remote::{redact_text, Remote, Secret, Transport};
+use std::ffi::OsString;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncRead, AsyncReadExt};
+
+/// How long git may go without printing anything during a transfer before it counts as
+/// stalled. Capped by the operation's deadline.
+pub const STALL_LIMIT: Duration = Duration::from_secs(60);
+
+/// A failed git call, already classified and redacted: safe to show to anyone.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct GitFailure {
+    pub kind: ErrorKind,
+    pub message: String,
+}
+
+impl GitFailure {
+    pub fn new(kind: ErrorKind, message: impl Into<String>) -> GitFailure {
+        GitFailure { kind, message: message.into() }
+    }
+}
+
+/// What a finished git call printed.
+#[derive(Debug)]
+pub struct Output {
+    pub success: bool,
+    pub stdout: String,
+    /// Redacted, with progress updates collapsed.
+    pub stderr: String,
+}
+
+impl Output {
+    /// Turns a non-zero exit into a classified failure described by `what` ("fetch from …").
+    pub fn check(self, what: &str) -> Result<Output, GitFailure> {
+        if self.success {
+            Ok(self)
+        } else {
+            Err(failure_from_stderr(what, &self.stderr))
+        }
+    }
+}
+
+/// Builds a classified failure from git's stderr, keeping the lines a person needs.
+pub fn failure_from_stderr(what: &str, stderr: &str) -> GitFailure {
+    let kind = classify_stderr(stderr);
+    let detail = summarize_stderr(stderr);
+    let message = if detail.is_empty() {
+        format!("{what} failed (git printed nothing)")
+    } else {
+        format!("{what} failed: {detail}")
+    };
+    GitFailure { kind, message }
+}
+
+/// The meaningful part of git's stderr on one line: fatal/error/remote/ssh lines, without
+/// progress meters or ssh's banner art, at most a few lines.
+pub fn summarize_stderr(stderr: &str) -> String {
+    let interesting: Vec<&str> = stderr
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with("@@@") && !is_progress(l))
+        .collect();
+    let keep = |l: &&str| {
+        let l = l.to_ascii_lowercase();
+        l.starts_with("fatal")
+            || l.starts_with("error")
+            || l.starts_with("remote: error")
+            || l.contains("denied")
+            || l.contains("host key")
+            || l.contains("refused")
+            || l.contains("not found")
+    };
+    let mut picked: Vec<&str> = interesting.iter().copied().filter(keep).collect();
+    if picked.is_empty() {
+        picked = interesting.iter().rev().take(3).rev().copied().collect();
+    }
+    picked.dedup();
+    let joined = picked.iter().take(4).copied().collect::<Vec<_>>().join("; ");
+    truncate(&joined, 600)
+}
+
+fn truncate(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_owned();
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &s[..end])
+}
+
+fn is_progress(line: &str) -> bool {
+    let l = line.trim_start_matches("remote: ");
+    [
+        "Enumerating objects",
+        "Counting objects",
+        "Compressing objects",
+        "Writing objects",
+        "Receiving objects",
+        "Resolving deltas",
+        "Total ",
+        "Unpacking objects",
+    ]
+    .iter()
+    .any(|p| l.starts_with(p))
+}
+
+/// Runs git for ferry. Cheap to clone; one per sync run.
+#[derive(Debug, Clone)]
+pub struct Git {
+    inner: Arc<GitConfig>,
+}
+
+#[derive(Debug)]
+struct GitConfig {
+    program: OsString,
+    timeout: Duration,
+    /// Forward git's progress meters to our stderr (an interactive terminal).
+    show_progress: bool,
+    /// Every secret in play, scrubbed from anything git prints before ferry keeps it.
+    secrets: Vec<Secret>,
+    home: PathBuf,
+}
+
+/// Per-call options.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Call<'a> {
+    /// The remote this call talks to: selects credentials, SSH and TLS settings.
+    pub remote: Option<&'a Remote>,
+    /// A transfer that prints progress: enables stall detection and `--progress` forwarding.
+    pub transfer: bool,
+}
+
+impl Git {
+    pub fn new(timeout: Duration, show_progress: bool, secrets: Vec<Secret>, home: PathBuf) -> Git {
+        let program = std::env::var_os("FERRY_GIT").unwrap_or_else(|| "git".into());
+        Git {
+            inner: Arc::new(GitConfig { program, timeout, show_progress, secrets, home }),
+        }
+    }
+
+    pub fn timeout(&self) -> Duration {
+        self.inner.timeout
+    }
+
+    /// Runs `git <args>` in `cwd`. Returns the output whatever the exit status; only a timeout,
+    /// a stall or a failure to start git is an error here.
+    pub async fn run(&self, cwd: &Path, args: &[&str], call: Call<'_>) -> Result<Output, GitFailure> {
+        let cfg = &self.inner;
+        let mut cmd = tokio::process::Command::new(&cfg.program);
+        cmd.args(args)
+            .current_dir(cwd)
+            .env_clear()
+            .envs(self.environment(call.remote))
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .process_group(0)
+            .kill_on_drop(true);
+        let started = Instant::now();
+        let mut child = cmd.spawn().map_err(|e| {
+            GitFailure::new(
+                ErrorKind::Config,
+                format!("cannot run git ({}): {e}; install git and make sure it is on PATH", cfg.program.to_string_lossy()),
+            )
+        })?;
+        let group = ProcessGroup(child.id());
+        let activity = Arc::new(AtomicU64::new(0));
+        let stdout = child.stdout.take().map(|s| tokio::spawn(read_all(s, activity.clone(), started, false)));
+        let stderr = child.stderr.take().map(|s| {
+            tokio::spawn(read_all(s, activity.clone(), started, cfg.show_progress && call.transfer))
+        });
+
+        let deadline = started + cfg.timeout;
+        let stall = STALL_LIMIT.min(cfg.timeout);
+        let status = loop {
+            tokio::select! {
+                status = child.wait() => break status,
+                _ = tokio::time::sleep(Duration::from_millis(100)) => {
+                    let now = Instant::now();
+                    let idle = now.duration_since(started).saturating_sub(Duration::from_millis(activity.load(Ordering::Relaxed)));
+                    let timed_out = now >= deadline;
+                    if timed_out || (call.transfer && idle >= stall) {
+                        group.kill();
+                        let _ = child.wait().await;
+                        let what = if timed_out {
+                            format!("git {} did not finish within {}", args.first().unwrap_or(&""), humantime::format_duration(cfg.timeout))
+                        } else {
+                            format!("git {} made no progress for {}", args.first().unwrap_or(&""), humantime::format_duration(stall))
+                        };
+                        return Err(GitFailure::new(ErrorKind::Timeout, format!("{what}; it was stopped")));
+                    }
+                }
+            }
+        };
+        let status = status.map_err(|e| GitFailure::new(ErrorKind::Other, format!("waiting for git failed: {e}")))?;
+        // git has exited; anything still holding its pipes (a stray helper) is killed so the
+        // reads below finish.
+        group.kill();
+        let stdout = join_reader(stdout).await;
+        let stderr = join_reader(stderr).await;
+        Ok(Output {
+            success: status.success(),
+            stdout: self.scrub(&stdout),
+            stderr: redact_text(&self.scrub(&collapse_progress(&stderr))),
+        })
+    }
+
+    /// Replaces every known secret in `text` with `***`.
+    pub fn scrub(&self, text: &str) -> String {
+        let mut out = text.to_owned();
+        for s in &self.inner.secrets {
+            if s.expose().len() >= 3 {
+                out = out.replace(s.expose(), "***");
+            }
+        }
+        out
+    }
+
+    fn environment(&self, remote: Option<&Remote>) -> Vec<(OsString, OsString)> {
+        let mut env: Vec<(OsString, OsString)> = Vec::new();
+        let mut set = |k: &str, v: &str| env.push((k.into(), v.into()));
+        set("PATH", &std::env::var("PATH").unwrap_or_else(|_| "/usr/local/bin:/usr/bin:/bin".into()));
+        let home = std::env::var("HOME").unwrap_or_else(|_| self.inner.home.display().to_string());
+        set("HOME", &home);
+        set("LC_ALL", "C");
+        set("LANG", "C");
+        set("GIT_CONFIG_NOSYSTEM", "1");
+        set("GIT_CONFIG_GLOBAL", "/dev/null");
+        set("GIT_TERMINAL_PROMPT", "0");
+        set("GIT_ASKPASS", "");
+        set("SSH_ASKPASS", "");
+        set("GCM_INTERACTIVE", "never");
+        set("GIT_ALLOW_PROTOCOL", "file:git:http:https:ssh");
+        set("GIT_PROTOCOL_FROM_USER", "0");
+        for passthrough in ["TMPDIR", "http_proxy", "https_proxy", "no_proxy", "HTTPS_PROXY", "HTTP_PROXY", "NO_PROXY"] {
+            if let Ok(v) = std::env::var(passthrough) {
+                set(passthrough, &v);
+            }
+        }
+
+        // Config through the environment (git >= 2.31), so nothing lands in argv.
+        let mut config: Vec<(&str, String)> = vec![
+            ("gc.autoDetach", "false".into()),
+            ("core.askPass", String::new()),
+            ("credential.helper", String::new()),
+            ("http.lowSpeedLimit", "1".into()),
+            ("http.lowSpeedTime", STALL_LIMIT.min(self.inner.timeout).as_secs().max(1).to_string()),
+        ];
+        if let Some(remote) = remote {
+            let creds = &remote.credentials;
+            if remote.transport == Transport::Http && (creds.username.is_some() || creds.password.is_some()) {
+                // The helper prints what the child's environment holds; the script text names
+                // variables, never values.
+                config.push((
+                    "credential.helper",
+                    "!f() { test \"$1\" = get && printf 'username=%s\\npassword=%s\\n' \"$FERRY_GIT_USERNAME\" \"$FERRY_GIT_PASSWORD\"; }; f".into(),
+                ));
+                set("FERRY_GIT_USERNAME", creds.username.as_deref().unwrap_or("git"));
+                set("FERRY_GIT_PASSWORD", creds.password.as_ref().map(Secret::expose).unwrap_or(""));
+            }
+            if let Some(ca) = &creds.ca_file {
+                config.push(("http.sslCAInfo", ca.display().to_string()));
+            }
+            if remote.transport == Transport::Ssh {
+                set("GIT_SSH_COMMAND", &ssh_command(remote));
+                set("GIT_SSH_VARIANT", "ssh");
+                if creds.ssh_key.is_none() {
+                    if let Ok(sock) = std::env::var("SSH_AUTH_SOCK") {
+                        set("SSH_AUTH_SOCK", &sock);
+                    }
+                }
+            }
+        }
+        set("GIT_CONFIG_COUNT", &config.len().to_string());
+        for (i, (k, v)) in config.iter().enumerate() {
+            set(&format!("GIT_CONFIG_KEY_{i}"), k);
+            set(&format!("GIT_CONFIG_VALUE_{i}"), v);
+        }
+        env
+    }
+}
+
+/// ssh with no user config, batch mode (never prompts), strict host key checking, and only the
+/// configured key. Paths are absolute and shell-quoted because git runs this through `sh -c`.
+fn ssh_command(remote: &Remote) -> String {
+    let creds = &remote.credentials;
+    let mut cmd = String::from("ssh -F /dev/null -o BatchMode=yes -o StrictHostKeyChecking=yes -o ConnectTimeout=30 -o ServerAliveInterval=15 -o ServerAliveCountMax=4 -o LogLevel=ERROR");
+    if let Some(kh) = &creds.known_hosts {
+        cmd.push_str(&format!(" -o UserKnownHostsFile={} -o GlobalKnownHostsFile=/dev/null", shell_quote(&kh.display().to_string())));
+    }
+    if let Some(key) = &creds.ssh_key {
+        cmd.push_str(&format!(" -o IdentitiesOnly=yes -i {}", shell_quote(&key.display().to_string())));
+    }
+    cmd
+}
+
+fn shell_quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "'\\''"))
+}
+
+/// Kills the whole process group of a git call (git, its remote helpers, ssh).
+struct ProcessGroup(Option<u32>);
+
+impl ProcessGroup {
+    fn kill(&self) {
+        if let Some(pid) = self.0.and_then(|p| i32::try_from(p).ok()) {
+            let _ = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+        }
+    }
+}
+
+impl Drop for ProcessGroup {
+    /// A cancelled sync (the future dropped) must not leave git running.
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+async fn read_all(
+    mut pipe: impl AsyncRead + Unpin,
+    activity: Arc<AtomicU64>,
+    started: Instant,
+    forward: bool,
+) -> Vec<u8> {
+    let mut all = Vec::new();
+    let mut buf = [0u8; 16 * 1024];
+    loop {
+        match pipe.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => {
+                activity.store(started.elapsed().as_millis() as u64, Ordering::Relaxed);
+                if forward {
+                    let mut err = std::io::stderr().lock();
+                    let _ = err.write_all(&buf[..n]);
+                    let _ = err.flush();
+                }
+                all.extend_from_slice(&buf[..n]);
+            }
+        }
+    }
+    all
+}
+
+async fn join_reader(handle: Option<tokio::task::JoinHandle<Vec<u8>>>) -> String {
+    let Some(handle) = handle else { return String::new() };
+    match tokio::time::timeout(Duration::from_secs(5), handle).await {
+        Ok(Ok(bytes)) => String::from_utf8_lossy(&bytes).into_owned(),
+        _ => String::new(),
+    }
+}
+
+/// Keeps only the final state of each `\r`-updated progress line.
+fn collapse_progress(stderr: &str) -> String {
+    stderr
+        .lines()
+        .map(|l| l.rsplit('\r').find(|s| !s.trim().is_empty()).unwrap_or(""))
+        .filter(|l| !l.trim().is_empty())
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn summaries_keep_the_lines_that_explain_the_failure() {
+        let stderr = "Enumerating objects: 3, done.\nremote: Counting objects: 100% (3/3)\nerror: RPC failed; HTTP 413 curl 22 The requested URL returned error: 413\nfatal: the remote end hung up unexpectedly\nEverything up-to-date";
+        let s = summarize_stderr(stderr);
+        assert_eq!(s, "error: RPC failed; HTTP 413 curl 22 The requested URL returned error: 413; fatal: the remote end hung up unexpectedly");
+        assert_eq!(failure_from_stderr("push", stderr).kind, ErrorKind::TooLarge);
+    }
+
+    #[test]
+    fn progress_updates_collapse_to_their_final_state() {
+        let s = collapse_progress("Receiving objects:  10% (1/10)\rReceiving objects: 100% (10/10), done.\nfatal: x\n");
+        assert_eq!(s, "Receiving objects: 100% (10/10), done.\nfatal: x");
+    }
+
+    #[test]
+    fn ssh_command_quotes_paths_and_checks_host_keys_strictly() {
+        let mut r = Remote::parse("ssh://git@h:22/r.git", Path::new("/")).unwrap();
+        r.credentials.ssh_key = Some("/k e y".into());
+        r.credentials.known_hosts = Some("/kh".into());
+        let c = ssh_command(&r);
+        assert!(c.contains("StrictHostKeyChecking=yes") && c.contains("BatchMode=yes"));
+        assert!(c.contains("-i '/k e y'") && c.contains("UserKnownHostsFile='/kh'"), "{c}");
+    }
+}

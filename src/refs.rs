@@ -1,0 +1,207 @@
+//! Ref names, object ids and the include/exclude patterns that select which refs a mirror carries.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+/// A full hex object id as git prints it (SHA-1 or SHA-256).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(transparent)]
+pub struct Oid(String);
+
+impl Oid {
+    /// Accepts 40 (SHA-1) or 64 (SHA-256) lowercase hex digits.
+    pub fn parse(s: &str) -> Option<Oid> {
+        let ok = (s.len() == 40 || s.len() == 64)
+            && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+        ok.then(|| Oid(s.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The abbreviation used in human output.
+    pub fn short(&self) -> &str {
+        &self.0[..10]
+    }
+}
+
+impl fmt::Display for Oid {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Ref name -> object id, sorted by name so plans and reports are deterministic.
+pub type RefMap = BTreeMap<String, Oid>;
+
+/// Parses `<oid> SP|TAB <refname>` lines (for-each-ref and ls-remote output). Peeled tag lines
+/// (`^{}`), `HEAD` and anything that is not a full ref under `refs/` are dropped: ferry never
+/// pushes symbolic refs.
+pub fn parse_ref_listing(text: &str) -> RefMap {
+    let mut refs = RefMap::new();
+    for line in text.lines() {
+        let Some((oid, name)) = line.split_once(['\t', ' ']) else {
+            continue;
+        };
+        let name = name.trim();
+        if !name.starts_with("refs/") || name.ends_with("^{}") {
+            continue;
+        }
+        if let Some(oid) = Oid::parse(oid.trim()) {
+            refs.insert(name.to_owned(), oid);
+        }
+    }
+    refs
+}
+
+/// A ref pattern in git refspec syntax: a full ref name under `refs/`, with at most one `*`
+/// that matches any string, slashes included (as in `refs/heads/*` matching `refs/heads/a/b`).
+/// Keeping to refspec syntax means the same pattern can be handed to `git fetch` unchanged.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RefPattern {
+    text: String,
+}
+
+impl RefPattern {
+    pub fn parse(text: &str) -> Result<RefPattern, String> {
+        if !text.starts_with("refs/") {
+            return Err(format!(
+                "ref pattern '{text}' must be a full ref name starting with refs/ (for example refs/heads/* or refs/tags/v*)"
+            ));
+        }
+        if text.matches('*').count() > 1 {
+            return Err(format!(
+                "ref pattern '{text}' has more than one '*'; git refspecs allow one (for example refs/heads/release-*)"
+            ));
+        }
+        let bad = |c: char| c.is_ascii_control() || " ~^:?[\\".contains(c);
+        if text.contains(bad) || text.contains("..") || text.ends_with('/') || text.ends_with(".lock") {
+            return Err(format!(
+                "ref pattern '{text}' is not a valid git ref name (no spaces, ~ ^ : ? [ \\, '..', or trailing '/')"
+            ));
+        }
+        Ok(RefPattern { text: text.to_owned() })
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.text
+    }
+
+    pub fn matches(&self, name: &str) -> bool {
+        match self.text.split_once('*') {
+            None => self.text == name,
+            Some((prefix, suffix)) => {
+                name.len() >= prefix.len() + suffix.len()
+                    && name.starts_with(prefix)
+                    && name.ends_with(suffix)
+            }
+        }
+    }
+}
+
+impl fmt::Display for RefPattern {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.text)
+    }
+}
+
+/// Which refs a mirror carries: included by any `include`, not matched by any `exclude`, and
+/// never `refs/remotes/*` (another repository's remote-tracking state, not this repository's).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RefSelection {
+    pub include: Vec<RefPattern>,
+    pub exclude: Vec<RefPattern>,
+}
+
+impl Default for RefSelection {
+    fn default() -> Self {
+        RefSelection {
+            include: DEFAULT_INCLUDE
+                .iter()
+                .map(|p| RefPattern { text: (*p).to_owned() })
+                .collect(),
+            exclude: Vec::new(),
+        }
+    }
+}
+
+pub const DEFAULT_INCLUDE: &[&str] = &["refs/heads/*", "refs/tags/*"];
+
+impl RefSelection {
+    pub fn selects(&self, name: &str) -> bool {
+        !name.starts_with("refs/remotes/")
+            && self.include.iter().any(|p| p.matches(name))
+            && !self.exclude.iter().any(|p| p.matches(name))
+    }
+
+    pub fn filter(&self, refs: &RefMap) -> RefMap {
+        refs.iter()
+            .filter(|(name, _)| self.selects(name))
+            .map(|(n, o)| (n.clone(), o.clone()))
+            .collect()
+    }
+
+    /// Refspecs that fetch exactly the selected namespaces into the same names in the cache,
+    /// forced (the cache follows the source, force-pushes included), with negative refspecs
+    /// for the excludes so excluded refs are not even transferred.
+    pub fn fetch_refspecs(&self) -> Vec<String> {
+        let mut specs: Vec<String> = self
+            .include
+            .iter()
+            .map(|p| format!("+{p}:{p}"))
+            .collect();
+        specs.extend(self.exclude.iter().map(|p| format!("^{p}")));
+        specs
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pat(s: &str) -> RefPattern {
+        RefPattern::parse(s).unwrap()
+    }
+
+    #[test]
+    fn star_matches_across_slashes_like_git_refspecs() {
+        assert!(pat("refs/heads/*").matches("refs/heads/main"));
+        assert!(pat("refs/heads/*").matches("refs/heads/feature/x"));
+        assert!(!pat("refs/heads/*").matches("refs/tags/v1"));
+        assert!(pat("refs/tags/v*-rc").matches("refs/tags/v1.0-rc"));
+        assert!(!pat("refs/tags/v*-rc").matches("refs/tags/v1.0"));
+        assert!(pat("refs/notes/commits").matches("refs/notes/commits"));
+        assert!(!pat("refs/notes/commits").matches("refs/notes/commitsx"));
+    }
+
+    #[test]
+    fn rejects_patterns_git_would_not_accept() {
+        for bad in ["heads/*", "refs/*/x/*", "refs/heads/a b", "refs/heads/x?", "refs/heads/", "refs/a..b"] {
+            assert!(RefPattern::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn selection_excludes_and_never_takes_remote_tracking_refs() {
+        let sel = RefSelection {
+            include: vec![pat("refs/*")],
+            exclude: vec![pat("refs/pull/*")],
+        };
+        assert!(sel.selects("refs/heads/main"));
+        assert!(!sel.selects("refs/pull/1/head"));
+        assert!(!sel.selects("refs/remotes/origin/main"));
+        assert_eq!(sel.fetch_refspecs(), vec!["+refs/*:refs/*", "^refs/pull/*"]);
+    }
+
+    #[test]
+    fn parses_listings_dropping_peeled_and_symbolic_entries() {
+        let a = "a".repeat(40);
+        let b = "b".repeat(40);
+        let text = format!("{a}\tHEAD\n{a}\trefs/heads/main\n{b}\trefs/tags/v1\n{a}\trefs/tags/v1^{{}}\n{b} refs/heads/x\nnonsense\n");
+        let refs = parse_ref_listing(&text);
+        assert_eq!(refs.len(), 3);
+        assert_eq!(refs["refs/tags/v1"].as_str(), b);
+        assert_eq!(refs["refs/heads/x"].as_str(), b);
+    }
+}

@@ -1,0 +1,530 @@
+//! The sync engine: one run of one mirror. It wires the adapters (cache, git, record) around
+//! the pure planner:
+//!
+//! ```text
+//! lock cache ─┬─ fetch source into cache ──┐
+//!             └─ list each destination ────┴─> per destination: ancestry answers -> plan
+//!                 -> push (leases, porcelain) -> re-plan lease failures once
+//!                 -> verify with a fresh listing -> outcomes -> save record
+//! ```
+//! Destinations are independent: each gets its own report, and one failing never stops the
+//! others.
+
+use crate::cache::Cache;
+use crate::git::{failure_from_stderr, Call, Git, GitFailure};
+use crate::kind::{classify_ref_rejection, ErrorKind};
+use crate::plan::{self, Action, Note, Plan, PlanInput, Policy, RefPlan};
+use crate::record::Record;
+use crate::refs::{parse_ref_listing, Oid, RefMap, RefSelection};
+use crate::remote::{Remote, Secret};
+use crate::report::{DestinationReport, ErrorReport, MirrorReport, Outcome, RefReport, SourceReport};
+use futures::future::join_all;
+use std::collections::{BTreeMap, HashSet};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+/// Refs per `git push` when not atomic: keeps argv well under the kernel's limit on repos with
+/// tens of thousands of refs.
+const PUSH_BATCH: usize = 1000;
+
+/// Everything one mirror needs, validated.
+#[derive(Debug, Clone)]
+pub struct Mirror {
+    pub name: String,
+    pub source: Remote,
+    pub destinations: Vec<Remote>,
+    pub selection: RefSelection,
+    pub policy: Policy,
+    pub atomic: bool,
+    /// Create missing local destination repositories (bare).
+    pub create: bool,
+}
+
+/// How a run behaves, shared by all mirrors of a run.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub cache_dir: PathBuf,
+    /// Deadline for each git operation (and for waiting on the cache lock).
+    pub timeout: Duration,
+    /// Forward git's progress meters to stderr.
+    pub progress: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Fetch, plan, push, verify.
+    Sync,
+    /// Fetch into the cache and plan; change no destination.
+    Plan,
+}
+
+/// Runs one mirror and reports everything that happened. Never panics on bad input or network
+/// failures: they end up in the report.
+pub async fn run_mirror(mirror: &Mirror, settings: &Settings, mode: Mode) -> MirrorReport {
+    let started = Instant::now();
+    let secrets: Vec<Secret> = std::iter::once(&mirror.source)
+        .chain(&mirror.destinations)
+        .filter_map(|r| r.credentials.password.clone())
+        .collect();
+    let git = Git::new(settings.timeout, settings.progress, secrets, settings.cache_dir.clone());
+
+    let (source, destinations) = match Cache::open(&settings.cache_dir, &mirror.source, &git, settings.timeout).await {
+        Err(e) => source_failed(mirror, e),
+        Ok(cache) => {
+            let fetch = cache.fetch(&mirror.source, &mirror.selection, &git);
+            let listings = join_all(mirror.destinations.iter().map(|d| list_destination(d, mirror.create, mode, &git)));
+            let (fetched, listings) = tokio::join!(fetch, listings);
+            match fetched {
+                Err(e) => source_failed(mirror, e),
+                Ok(source_refs) => {
+                    let per_dest = mirror.destinations.iter().zip(listings).map(|(dest, listing)| {
+                        sync_destination(mirror, &cache, &git, &source_refs, dest, listing, mode)
+                    });
+                    let reports = join_all(per_dest).await;
+                    let source = SourceReport { url: mirror.source.display().to_owned(), ok: true, refs: source_refs.len(), error: None };
+                    (source, reports)
+                }
+            }
+        }
+    };
+    MirrorReport {
+        name: mirror.name.clone(),
+        ok: source.ok && destinations.iter().all(|d| d.ok),
+        duration_ms: started.elapsed().as_millis() as u64,
+        source,
+        destinations,
+    }
+}
+
+fn source_failed(mirror: &Mirror, e: GitFailure) -> (SourceReport, Vec<DestinationReport>) {
+    let kind = e.kind;
+    let source = SourceReport { url: mirror.source.display().to_owned(), ok: false, refs: 0, error: Some(e.into()) };
+    let dests = mirror
+        .destinations
+        .iter()
+        .map(|d| DestinationReport::failed(d.display(), ErrorReport::new(kind, "not synced: the source could not be read (see the source's error)")))
+        .collect();
+    (source, dests)
+}
+
+/// Lists a destination's refs, creating a missing local bare repository when asked (not in
+/// plan mode, which changes nothing).
+async fn list_destination(dest: &Remote, create: bool, mode: Mode, git: &Git) -> Result<RefMap, GitFailure> {
+    if let Some(path) = dest.local_path() {
+        if !path.exists() {
+            if !create {
+                return Err(GitFailure::new(
+                    ErrorKind::NotFound,
+                    format!("the destination {} does not exist; pass --create (or create = true) to create it as a bare repository", dest.display()),
+                ));
+            }
+            if mode == Mode::Plan {
+                return Ok(RefMap::new());
+            }
+            let parent = path.parent().unwrap_or(std::path::Path::new("/"));
+            std::fs::create_dir_all(parent)
+                .map_err(|e| GitFailure::new(ErrorKind::Other, format!("cannot create {}: {e}", parent.display())))?;
+            let path_str = path.display().to_string();
+            git.run(parent, &["init", "--bare", "--quiet", &path_str], Call::default())
+                .await?
+                .check(&format!("creating the destination {}", dest.display()))?;
+        }
+    }
+    ls_remote(dest, git).await
+}
+
+async fn ls_remote(remote: &Remote, git: &Git) -> Result<RefMap, GitFailure> {
+    let cwd = std::env::temp_dir();
+    let out = git
+        .run(&cwd, &["ls-remote", "--refs", "--", remote.git_url()], Call { remote: Some(remote), transfer: false })
+        .await?
+        .check(&format!("listing {}", remote.display()))?;
+    Ok(parse_ref_listing(&out.stdout))
+}
+
+async fn sync_destination(
+    mirror: &Mirror,
+    cache: &Cache,
+    git: &Git,
+    source_refs: &RefMap,
+    dest: &Remote,
+    listing: Result<RefMap, GitFailure>,
+    mode: Mode,
+) -> DestinationReport {
+    let url = dest.display();
+    let dest_refs = match listing {
+        Ok(refs) => mirror.selection.filter(&refs),
+        Err(e) => return DestinationReport::failed(url, e.into()),
+    };
+    let mut record = Record::load(&cache.paths.records, dest.identity());
+    let plan = match make_plan(mirror, cache, git, source_refs, &dest_refs, &record.refs).await {
+        Ok(p) => p,
+        Err(e) => return DestinationReport::failed(url, e.into()),
+    };
+
+    if mode == Mode::Plan {
+        let refs = plan.refs.iter().map(|p| planned_report(p, &plan)).collect();
+        return DestinationReport { url: url.to_owned(), ok: true, error: None, refs }.finish_plan(&plan);
+    }
+
+    if plan.aborted {
+        let diverged: Vec<&str> = plan.diverged().map(|r| r.name.as_str()).collect();
+        let message = format!("nothing pushed: divergence = abort and {} diverged", diverged.join(", "));
+        let refs = plan.refs.iter().map(|p| aborted_report(p, &message)).collect();
+        update_record(&mut record, &plan, source_refs, &dest_refs);
+        let error = ErrorReport::new(ErrorKind::Diverged, message);
+        return save_and_finish(DestinationReport { url: url.to_owned(), ok: false, error: Some(error), refs }, &record);
+    }
+
+    let pushes: Vec<RefPlan> = plan.pushes().cloned().collect();
+    if pushes.is_empty() {
+        let refs = plan.refs.iter().map(|p| settled_report(p, None, p.old.as_ref(), None)).collect();
+        update_record(&mut record, &plan, source_refs, &dest_refs);
+        return save_and_finish(DestinationReport { url: url.to_owned(), ok: false, error: None, refs }, &record);
+    }
+
+    let mut plan = plan;
+    let (mut statuses, mut push_error) = push(cache, git, dest, &pushes.iter().collect::<Vec<_>>(), mirror.atomic).await;
+    let lease_lost: Vec<String> = statuses
+        .iter()
+        .filter(|(_, s)| s.kind == Some(ErrorKind::Lease))
+        .map(|(n, _)| n.clone())
+        .collect();
+    if !lease_lost.is_empty() {
+        // Someone pushed while we synced. Look again and re-plan those refs once: the planner
+        // decides afresh whether the new destination value is safe to move.
+        tracing::info!(destination = url, refs = lease_lost.len(), "lease lost; re-planning once");
+        match ls_remote(dest, git).await {
+            Ok(fresh) => {
+                let fresh = mirror.selection.filter(&fresh);
+                match make_plan(mirror, cache, git, source_refs, &fresh, &record.refs).await {
+                    Ok(replanned) => {
+                        let retry: Vec<&RefPlan> = replanned
+                            .refs
+                            .iter()
+                            .filter(|r| lease_lost.contains(&r.name))
+                            .collect();
+                        let to_push: Vec<&RefPlan> = retry.iter().copied().filter(|r| r.action.pushes()).collect();
+                        let (again, again_error) = if to_push.is_empty() || replanned.aborted {
+                            (BTreeMap::new(), None)
+                        } else {
+                            push(cache, git, dest, &to_push, mirror.atomic).await
+                        };
+                        for r in retry {
+                            statuses.remove(&r.name);
+                            if let Some(slot) = plan.refs.iter_mut().find(|p| p.name == r.name) {
+                                *slot = r.clone();
+                            }
+                        }
+                        statuses.extend(again);
+                        push_error = push_error.or(again_error);
+                    }
+                    Err(e) => push_error = push_error.or(Some(e)),
+                }
+            }
+            Err(e) => push_error = push_error.or(Some(e)),
+        }
+    }
+
+    // Verify: trust neither git's summary nor only the porcelain; look at the destination.
+    let verified = match ls_remote(dest, git).await {
+        Ok(v) => Some(mirror.selection.filter(&v)),
+        Err(e) => {
+            push_error = push_error.or(Some(GitFailure::new(e.kind, format!("could not verify the push: {}", e.message))));
+            None
+        }
+    };
+    let refs = plan
+        .refs
+        .iter()
+        .map(|p| {
+            let status = statuses.get(&p.name);
+            let now = match &verified {
+                Some(v) => v.get(&p.name),
+                // Unverifiable: the porcelain is the best evidence left.
+                None if status.is_some_and(|s| s.flag != '!') => p.new.as_ref(),
+                None => p.old.as_ref(),
+            };
+            settled_report(p, status, now, push_error.as_ref())
+        })
+        .collect();
+    if let Some(v) = &verified {
+        update_record(&mut record, &plan, source_refs, v);
+    }
+    let report = DestinationReport { url: url.to_owned(), ok: false, error: push_error.map(ErrorReport::from), refs };
+    save_and_finish(report, &record)
+}
+
+async fn make_plan(
+    mirror: &Mirror,
+    cache: &Cache,
+    git: &Git,
+    source_refs: &RefMap,
+    dest_refs: &RefMap,
+    record: &RefMap,
+) -> Result<Plan, GitFailure> {
+    let input = PlanInput { source: source_refs, dest: dest_refs, record };
+    let questions = plan::ancestry_questions(input);
+    let answers = join_all(questions.iter().map(|(a, d)| cache.is_ancestor(a, d, git))).await;
+    let mut yes: HashSet<(&Oid, &Oid)> = HashSet::new();
+    for ((a, d), answer) in questions.iter().zip(answers) {
+        if answer? {
+            yes.insert((a, d));
+        }
+    }
+    Ok(plan::plan(input, mirror.policy, |a, d| a == d || yes.contains(&(a, d))))
+}
+
+/// One ref's result as `git push --porcelain` reported it.
+#[derive(Debug, Clone)]
+struct PushStatus {
+    /// `+` forced, ` ` fast-forward, `*` new, `-` deleted, `=` up to date, `!` rejected.
+    flag: char,
+    summary: String,
+    kind: Option<ErrorKind>,
+}
+
+/// Pushes the planned refs from the cache, with a lease on every update and delete. Returns
+/// each ref's porcelain status and, when git failed as a whole, the classified failure.
+async fn push(
+    cache: &Cache,
+    git: &Git,
+    dest: &Remote,
+    refs: &[&RefPlan],
+    atomic: bool,
+) -> (BTreeMap<String, PushStatus>, Option<GitFailure>) {
+    let mut statuses = BTreeMap::new();
+    let mut failure = None;
+    let batch = if atomic { refs.len().max(1) } else { PUSH_BATCH };
+    for chunk in refs.chunks(batch) {
+        let mut args: Vec<String> = vec!["push".into(), "--porcelain".into(), "--progress".into(), "--no-verify".into()];
+        if atomic {
+            args.push("--atomic".into());
+        }
+        for r in chunk {
+            if r.action != Action::Create {
+                let expect = r.old.as_ref().map_or("", Oid::as_str);
+                args.push(format!("--force-with-lease={}:{expect}", r.name));
+            }
+        }
+        args.push("--".into());
+        args.push(dest.git_url().into());
+        for r in chunk {
+            args.push(match (&r.new, r.action) {
+                (None, _) => format!(":{}", r.name),
+                (Some(new), Action::Force) => format!("+{new}:{}", r.name),
+                (Some(new), _) => format!("{new}:{}", r.name),
+            });
+        }
+        let argv: Vec<&str> = args.iter().map(String::as_str).collect();
+        let what = format!("push to {}", dest.display());
+        match git.run(cache.dir(), &argv, Call { remote: Some(dest), transfer: true }).await {
+            Err(e) => failure = failure.or(Some(e)),
+            Ok(out) => {
+                let parsed = parse_porcelain(&out.stdout);
+                let covered = chunk.iter().all(|r| parsed.contains_key(&r.name));
+                if !out.success && !covered {
+                    failure = failure.or(Some(failure_from_stderr(&what, &out.stderr)));
+                } else if !out.success && parsed.values().all(|s| s.flag != '!') {
+                    // Every ref looked fine, yet git failed: say so rather than trust the lines.
+                    failure = failure.or(Some(failure_from_stderr(&what, &out.stderr)));
+                }
+                statuses.extend(parsed);
+            }
+        }
+    }
+    (statuses, failure)
+}
+
+/// Parses `git push --porcelain` stdout: `<flag>\t<from>:<to>\t<summary>` per ref.
+fn parse_porcelain(stdout: &str) -> BTreeMap<String, PushStatus> {
+    let mut out = BTreeMap::new();
+    for line in stdout.lines() {
+        let mut parts = line.splitn(3, '\t');
+        let (Some(flag), Some(spec), Some(summary)) = (parts.next(), parts.next(), parts.next()) else {
+            continue;
+        };
+        let Some(flag) = flag.chars().next().filter(|_| flag.len() == 1) else { continue };
+        let Some((_, to)) = spec.rsplit_once(':') else { continue };
+        let kind = (flag == '!').then(|| classify_ref_rejection(summary));
+        out.insert(to.to_owned(), PushStatus { flag, summary: summary.to_owned(), kind });
+    }
+    out
+}
+
+fn planned_report(p: &RefPlan, plan: &Plan) -> RefReport {
+    let divergence = p.note.is_some_and(Note::is_divergence);
+    RefReport {
+        name: p.name.clone(),
+        action: p.action,
+        outcome: None,
+        old: p.old.clone(),
+        new: p.new.clone(),
+        kind: divergence.then_some(ErrorKind::Diverged),
+        reason: p.note.map(|n| n.describe().to_owned()).or_else(|| {
+            (plan.aborted && p.action.pushes()).then(|| "not pushed: divergence = abort and another ref diverged".to_owned())
+        }),
+        hint: divergence.then(|| ErrorKind::Diverged.hint().to_owned()),
+    }
+}
+
+fn aborted_report(p: &RefPlan, message: &str) -> RefReport {
+    let mut r = settled_report(p, None, p.old.as_ref(), None);
+    if p.action.pushes() {
+        r.outcome = Some(Outcome::Failed);
+        r.kind = Some(ErrorKind::Diverged);
+        r.reason = Some(message.to_owned());
+        r.hint = Some(ErrorKind::Diverged.hint().to_owned());
+    }
+    r
+}
+
+/// The final word on one ref: what the destination holds now (`now`) against what the plan
+/// wanted, explained by the porcelain status or the push's failure.
+fn settled_report(p: &RefPlan, status: Option<&PushStatus>, now: Option<&Oid>, push_error: Option<&GitFailure>) -> RefReport {
+    let mut r = RefReport {
+        name: p.name.clone(),
+        action: p.action,
+        outcome: None,
+        old: p.old.clone(),
+        new: p.new.clone(),
+        kind: None,
+        reason: p.note.map(|n| n.describe().to_owned()),
+        hint: None,
+    };
+    let landed = now == p.new.as_ref();
+    r.outcome = Some(match p.action {
+        Action::Unchanged => Outcome::Unchanged,
+        Action::Skip if p.note.is_some_and(Note::is_divergence) => {
+            r.kind = Some(ErrorKind::Diverged);
+            r.hint = Some(ErrorKind::Diverged.hint().to_owned());
+            Outcome::Diverged
+        }
+        Action::Skip => Outcome::Unchanged,
+        _ if landed => match p.action {
+            Action::Create => Outcome::Created,
+            Action::Delete => Outcome::Deleted,
+            Action::Force => Outcome::Forced,
+            _ if status.is_some_and(|s| s.flag == '+') => Outcome::Forced,
+            _ => Outcome::Updated,
+        },
+        _ => match status {
+            Some(s) if s.flag == '!' => {
+                let kind = s.kind.unwrap_or(ErrorKind::Other);
+                r.kind = Some(kind);
+                r.reason = Some(rejection_reason(kind, &s.summary));
+                r.hint = Some(kind.hint().to_owned());
+                Outcome::Rejected
+            }
+            _ => {
+                let kind = push_error.map_or(ErrorKind::Other, |e| e.kind);
+                r.kind = Some(kind);
+                r.reason = Some(match (status, push_error) {
+                    (_, Some(e)) => format!("not applied: {}", e.message),
+                    (Some(s), None) => format!("git reported '{}' but the destination does not hold the new value", s.summary),
+                    (None, None) => "git did not report this ref and the destination does not hold the new value".to_owned(),
+                });
+                r.hint = Some(kind.hint().to_owned());
+                Outcome::Failed
+            }
+        },
+    });
+    r
+}
+
+fn rejection_reason(kind: ErrorKind, summary: &str) -> String {
+    let words = match kind {
+        ErrorKind::HiddenRef => "the destination hides this ref",
+        ErrorKind::Protected => "a hook or protection rule on the destination declined it",
+        ErrorKind::NonFastForward => "the destination refuses non-fast-forward updates",
+        ErrorKind::DeletionProhibited => "the destination refuses deletions",
+        ErrorKind::Lease => "the destination changed during the sync (lease lost twice)",
+        _ => "the destination refused it",
+    };
+    format!("{words} ({})", summary.trim())
+}
+
+/// The new record: for every planned ref, the destination's value when it equals the source's
+/// (ferry's intent holds); diverged and failed refs keep their old entry; refs gone on both
+/// sides are forgotten.
+fn update_record(
+    record: &mut Record,
+    plan: &Plan,
+    source_refs: &RefMap,
+    dest_now: &RefMap,
+) {
+    let mut next = RefMap::new();
+    for p in &plan.refs {
+        match (source_refs.get(&p.name), dest_now.get(&p.name)) {
+            (Some(s), Some(d)) if s == d => {
+                next.insert(p.name.clone(), s.clone());
+            }
+            _ => {
+                if let Some(old) = record.refs.get(&p.name) {
+                    if dest_now.contains_key(&p.name) || source_refs.contains_key(&p.name) {
+                        next.insert(p.name.clone(), old.clone());
+                    }
+                }
+            }
+        }
+    }
+    record.refs = next;
+}
+
+fn save_and_finish(mut report: DestinationReport, record: &Record) -> DestinationReport {
+    if let Err(e) = record.save() {
+        report.error = report.error.or(Some(ErrorReport::new(
+            ErrorKind::Other,
+            format!("the sync record could not be saved ({e}); the next run treats this destination as a first sync"),
+        )));
+    }
+    report.finish()
+}
+
+impl DestinationReport {
+    fn finish_plan(mut self, plan: &Plan) -> DestinationReport {
+        if plan.aborted {
+            self.error = Some(ErrorReport::new(ErrorKind::Diverged, "a sync would push nothing here: divergence = abort and a ref diverged"));
+        }
+        self.finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn porcelain_lines_are_parsed_per_ref() {
+        let out = "To /x.git\n \tabc:refs/heads/main\t1111..2222\n+\tdef:refs/heads/f\t3333...4444 (forced update)\n-\t:refs/heads/gone\t[deleted]\n*\tabc:refs/tags/v1\t[new tag]\n!\tabc:refs/pull/1/head\t[remote rejected] (deny updating a hidden ref)\n!\tabc:refs/heads/p\t[rejected] (stale info)\nDone\n";
+        let s = parse_porcelain(out);
+        assert_eq!(s.len(), 6);
+        assert_eq!(s["refs/heads/main"].flag, ' ');
+        assert_eq!(s["refs/heads/f"].flag, '+');
+        assert_eq!(s["refs/heads/gone"].flag, '-');
+        assert_eq!(s["refs/pull/1/head"].kind, Some(ErrorKind::HiddenRef));
+        assert_eq!(s["refs/heads/p"].kind, Some(ErrorKind::Lease));
+        assert_eq!(s["refs/tags/v1"].kind, None);
+    }
+
+    fn oid(c: char) -> Oid {
+        Oid::parse(&c.to_string().repeat(40)).unwrap()
+    }
+
+    #[test]
+    fn outcomes_come_from_what_the_destination_holds() {
+        let p = RefPlan { name: "refs/heads/m".into(), action: Action::Update, old: Some(oid('a')), new: Some(oid('b')), note: None };
+        let ok = PushStatus { flag: ' ', summary: "a..b".into(), kind: None };
+        assert_eq!(settled_report(&p, Some(&ok), Some(&oid('b')), None).outcome, Some(Outcome::Updated));
+        // git said fine, the destination disagrees: failed, not updated.
+        let r = settled_report(&p, Some(&ok), Some(&oid('a')), None);
+        assert_eq!(r.outcome, Some(Outcome::Failed));
+        assert!(r.reason.unwrap().contains("does not hold"));
+        let rejected = PushStatus { flag: '!', summary: "[remote rejected] (hook declined)".into(), kind: Some(ErrorKind::Protected) };
+        let r = settled_report(&p, Some(&rejected), Some(&oid('a')), None);
+        assert_eq!((r.outcome, r.kind), (Some(Outcome::Rejected), Some(ErrorKind::Protected)));
+        let cut = GitFailure::new(ErrorKind::Network, "push failed: early EOF");
+        let r = settled_report(&p, None, Some(&oid('a')), Some(&cut));
+        assert_eq!((r.outcome, r.kind), (Some(Outcome::Failed), Some(ErrorKind::Network)));
+    }
+}
