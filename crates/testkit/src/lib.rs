@@ -1,0 +1,31 @@
+//! Test infrastructure for ferry: real git servers on loopback, no mocks.
+//!
+//! Ferry's job is talking to git remotes over every transport, so its tests
+//! need the real thing: [`Servers`] starts nginx + fcgiwrap +
+//! git-http-backend (HTTP with Basic auth, HTTPS with a self-signed
+//! certificate, and a body-size-limited location), sshd and git daemon in a
+//! temp dir, all serving the same bare repositories. [`TcpProxy`] injects
+//! network faults, [`WorkRepo`] makes commits to push, and [`generate_repo`]
+//! builds large repositories for benchmarks in seconds.
+//!
+//! Everything is isolated from the host: configs, keys, logs and repos live
+//! in a temp dir, `git` runs without system/global config, and all servers
+//! (with their process groups) are killed on drop — or by a watchdog if the
+//! test process dies without dropping them.
+//!
+//! Required Debian packages: git, nginx-light, fcgiwrap, openssh-server,
+//! openssh-client, openssl (scripts/test.sh installs them).
+
+mod git;
+mod process;
+mod proxy;
+mod servers;
+
+pub use git::{
+    generate_repo, git, git_binary, git_command, git_with_env, run_git, WorkRepo, GIT_DATE,
+    GIT_EMAIL, GIT_NAME,
+};
+pub use proxy::{ProxyMode, TcpProxy};
+pub use servers::{
+    Servers, ASKPASS_PASSWORD_VAR, ASKPASS_USER_VAR, READER, SMALL_BODY_LIMIT, WRITER,
+};
