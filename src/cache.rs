@@ -50,8 +50,18 @@ pub struct Cache {
 impl Cache {
     /// Opens (creating or rebuilding as needed) the cache for `source`, waiting up to `wait`
     /// for another ferry process to release it.
-    pub async fn open(root: &Path, source: &Remote, git: &Git, wait: Duration) -> Result<Cache, GitFailure> {
-        fs::create_dir_all(root).map_err(|e| io_failure(&format!("cannot create cache directory {}", root.display()), e))?;
+    pub async fn open(
+        root: &Path,
+        source: &Remote,
+        git: &Git,
+        wait: Duration,
+    ) -> Result<Cache, GitFailure> {
+        fs::create_dir_all(root).map_err(|e| {
+            io_failure(
+                &format!("cannot create cache directory {}", root.display()),
+                e,
+            )
+        })?;
         let paths = CachePaths::new(root, source);
         let lock = lock(&paths.lock, wait).await?;
         let cache = Cache { paths, _lock: lock };
@@ -81,35 +91,56 @@ impl Cache {
         let repo = &self.paths.repo;
         if repo.exists() {
             tracing::warn!(cache = %repo.display(), "cache is damaged or unfinished; rebuilding it");
-            fs::remove_dir_all(repo).map_err(|e| io_failure(&format!("cannot remove damaged cache {}", repo.display()), e))?;
+            fs::remove_dir_all(repo).map_err(|e| {
+                io_failure(
+                    &format!("cannot remove damaged cache {}", repo.display()),
+                    e,
+                )
+            })?;
         }
         let tmp = repo.with_extension(format!("tmp-{}", std::process::id()));
         if tmp.exists() {
-            fs::remove_dir_all(&tmp).map_err(|e| io_failure("cannot clear a stale temporary cache", e))?;
+            fs::remove_dir_all(&tmp)
+                .map_err(|e| io_failure("cannot clear a stale temporary cache", e))?;
         }
         let parent = repo.parent().unwrap_or(Path::new("."));
         let tmp_str = tmp.display().to_string();
-        git.run(parent, &["init", "--bare", "--quiet", &tmp_str], Call::default())
-            .await?
-            .check("creating the cache")?;
+        git.run(
+            parent,
+            &["init", "--bare", "--quiet", &tmp_str],
+            Call::default(),
+        )
+        .await?
+        .check("creating the cache")?;
         for (key, value) in [
             // Nothing in the cache is ever a working branch: no reflogs, no tracking config.
             ("core.logAllRefUpdates", "false"),
             ("gc.autoDetach", "false"),
             ("fetch.writeCommitGraph", "true"),
         ] {
-            git.run(&tmp, &["config", key, value], Call::default()).await?.check("configuring the cache")?;
+            git.run(&tmp, &["config", key, value], Call::default())
+                .await?
+                .check("configuring the cache")?;
         }
-        fs::write(tmp.join(MARKER), "a ferry cache; safe to delete (ferry rebuilds it)\n")
-            .map_err(|e| io_failure("cannot write the cache marker", e))?;
-        fs::rename(&tmp, repo).map_err(|e| io_failure("cannot move the new cache into place", e))?;
+        fs::write(
+            tmp.join(MARKER),
+            "a ferry cache; safe to delete (ferry rebuilds it)\n",
+        )
+        .map_err(|e| io_failure("cannot write the cache marker", e))?;
+        fs::rename(&tmp, repo)
+            .map_err(|e| io_failure("cannot move the new cache into place", e))?;
         Ok(())
     }
 
     /// Fetches the selected refs of `source` into the cache (forced, pruned) and returns the
     /// cache's refs, which are now the source's. A failure that looks like a damaged cache
     /// rebuilds it and fetches once more.
-    pub async fn fetch(&self, source: &Remote, selection: &RefSelection, git: &Git) -> Result<RefMap, GitFailure> {
+    pub async fn fetch(
+        &self,
+        source: &Remote,
+        selection: &RefSelection,
+        git: &Git,
+    ) -> Result<RefMap, GitFailure> {
         match self.fetch_once(source, selection, git).await {
             Err(e) if e.kind == ErrorKind::Other && self.looks_damaged(git).await => {
                 tracing::warn!(error = %e.message, "fetch failed on a damaged cache; rebuilding and fetching again");
@@ -120,7 +151,12 @@ impl Cache {
         }
     }
 
-    async fn fetch_once(&self, source: &Remote, selection: &RefSelection, git: &Git) -> Result<RefMap, GitFailure> {
+    async fn fetch_once(
+        &self,
+        source: &Remote,
+        selection: &RefSelection,
+        git: &Git,
+    ) -> Result<RefMap, GitFailure> {
         let mut args: Vec<String> = [
             "fetch",
             "--prune",
@@ -138,19 +174,33 @@ impl Cache {
         let argv: Vec<&str> = args.iter().map(String::as_str).collect();
         let what = format!("fetch from the source {}", source.display());
         let out = git
-            .run(self.dir(), &argv, Call { remote: Some(source), transfer: true })
+            .run(
+                self.dir(),
+                &argv,
+                Call {
+                    remote: Some(source),
+                    transfer: true,
+                },
+            )
             .await?;
         if !out.success {
             let mut failure = failure_from_stderr(&what, &out.stderr);
             if failure.kind == ErrorKind::ShallowSource {
-                failure.message = format!("the source {} is a shallow clone: {}", source.display(), failure.message);
+                failure.message = format!(
+                    "the source {} is a shallow clone: {}",
+                    source.display(),
+                    failure.message
+                );
             }
             return Err(failure);
         }
         if self.dir().join("shallow").exists() {
             return Err(GitFailure::new(
                 ErrorKind::ShallowSource,
-                format!("the source {} is a shallow clone; ferry mirrors only complete histories", source.display()),
+                format!(
+                    "the source {} is a shallow clone; ferry mirrors only complete histories",
+                    source.display()
+                ),
             ));
         }
         self.refs(selection, git).await
@@ -159,7 +209,11 @@ impl Cache {
     /// The cache's refs within the selection.
     pub async fn refs(&self, selection: &RefSelection, git: &Git) -> Result<RefMap, GitFailure> {
         let out = git
-            .run(self.dir(), &["for-each-ref", "--format=%(objectname) %(refname)"], Call::default())
+            .run(
+                self.dir(),
+                &["for-each-ref", "--format=%(objectname) %(refname)"],
+                Call::default(),
+            )
             .await?
             .check("listing the cache's refs")?;
         Ok(selection.filter(&parse_ref_listing(&out.stdout)))
@@ -170,7 +224,14 @@ impl Cache {
         if !self.is_intact() {
             return true;
         }
-        match git.run(self.dir(), &["for-each-ref", "--format=%(objectname)"], Call::default()).await {
+        match git
+            .run(
+                self.dir(),
+                &["for-each-ref", "--format=%(objectname)"],
+                Call::default(),
+            )
+            .await
+        {
             Ok(out) => !out.success || out.stderr.contains("fatal") || out.stderr.contains("error"),
             Err(_) => true,
         }
@@ -178,11 +239,21 @@ impl Cache {
 
     /// Whether `ancestor` is an ancestor of (or equal to) `descendant`, per the cache's history.
     /// Objects the cache does not have (commits pushed only to a destination) answer false.
-    pub async fn is_ancestor(&self, ancestor: &Oid, descendant: &Oid, git: &Git) -> Result<bool, GitFailure> {
+    pub async fn is_ancestor(
+        &self,
+        ancestor: &Oid,
+        descendant: &Oid,
+        git: &Git,
+    ) -> Result<bool, GitFailure> {
         let out = git
             .run(
                 self.dir(),
-                &["merge-base", "--is-ancestor", ancestor.as_str(), descendant.as_str()],
+                &[
+                    "merge-base",
+                    "--is-ancestor",
+                    ancestor.as_str(),
+                    descendant.as_str(),
+                ],
                 Call::default(),
             )
             .await?;
@@ -199,7 +270,9 @@ async fn lock(path: &Path, wait: Duration) -> Result<Flock<File>, GitFailure> {
             .truncate(false)
             .write(true)
             .open(path)
-            .map_err(|e| io_failure(&format!("cannot open the cache lock {}", path.display()), e))?;
+            .map_err(|e| {
+                io_failure(&format!("cannot open the cache lock {}", path.display()), e)
+            })?;
         match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
             Ok(lock) => return Ok(lock),
             Err((_, nix::errno::Errno::EWOULDBLOCK)) => {
@@ -220,7 +293,10 @@ async fn lock(path: &Path, wait: Duration) -> Result<Flock<File>, GitFailure> {
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
             Err((_, errno)) => {
-                return Err(io_failure(&format!("cannot lock {}", path.display()), errno.into()));
+                return Err(io_failure(
+                    &format!("cannot lock {}", path.display()),
+                    errno.into(),
+                ));
             }
         }
     }

@@ -23,7 +23,11 @@ pub const EXIT_USAGE: u8 = 2;
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(600);
 
 #[derive(Debug, Parser)]
-#[command(name = "ferry", version, about = "Keeps Git repositories synchronized: incremental, safe, honest mirroring")]
+#[command(
+    name = "ferry",
+    version,
+    about = "Keeps Git repositories synchronized: incremental, safe, honest mirroring"
+)]
 struct Cli {
     /// More log output on stderr (-v info, -vv debug).
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
@@ -127,7 +131,10 @@ pub fn main() -> ExitCode {
             return ExitCode::from(EXIT_USAGE);
         }
     };
-    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("ferry: cannot start the async runtime: {e}");
@@ -149,7 +156,9 @@ pub fn main() -> ExitCode {
 /// Runs the mirrors, a few at a time (each has its own cache and lock), in the given order.
 pub async fn run(mirrors: &[Mirror], settings: &Settings, mode: Mode) -> RunReport {
     use futures::stream::{self, StreamExt};
-    let parallel = std::thread::available_parallelism().map_or(2, |n| n.get()).clamp(1, 8);
+    let parallel = std::thread::available_parallelism()
+        .map_or(2, |n| n.get())
+        .clamp(1, 8);
     let reports = stream::iter(mirrors.iter().map(|m| run_mirror(m, settings, mode)))
         .buffered(parallel)
         .collect()
@@ -191,7 +200,12 @@ fn prepare(args: &SyncArgs, quiet: bool) -> Result<(Vec<Mirror>, Settings), Conf
         atomic: args.atomic.then_some(true),
         create: args.create.then_some(true),
     };
-    let cli_timeout = args.timeout.as_deref().map(config::parse_duration).transpose().map_err(|e| ConfigError(format!("--timeout: {e}")))?;
+    let cli_timeout = args
+        .timeout
+        .as_deref()
+        .map(config::parse_duration)
+        .transpose()
+        .map_err(|e| ConfigError(format!("--timeout: {e}")))?;
 
     let (mirrors, file_cache, file_timeout) = match &args.config {
         Some(path) => {
@@ -201,11 +215,16 @@ fn prepare(args: &SyncArgs, quiet: bool) -> Result<(Vec<Mirror>, Settings), Conf
         }
         None => (vec![adhoc_mirror(&args.args, &overrides)?], None, None),
     };
-    let cache_dir = match args.cache_dir.clone().or(file_cache).or_else(|| env_nonempty("FERRY_CACHE_DIR").map(PathBuf::from)) {
+    let cache_dir = match args
+        .cache_dir
+        .clone()
+        .or(file_cache)
+        .or_else(|| env_nonempty("FERRY_CACHE_DIR").map(PathBuf::from))
+    {
         Some(d) => d,
-        None => dirs::cache_dir()
-            .map(|d| d.join("ferry"))
-            .ok_or_else(|| ConfigError("no cache directory: pass --cache-dir or set FERRY_CACHE_DIR".into()))?,
+        None => dirs::cache_dir().map(|d| d.join("ferry")).ok_or_else(|| {
+            ConfigError("no cache directory: pass --cache-dir or set FERRY_CACHE_DIR".into())
+        })?,
     };
     let cache_dir = std::path::absolute(&cache_dir).unwrap_or(cache_dir);
     let settings = Settings {
@@ -217,24 +236,41 @@ fn prepare(args: &SyncArgs, quiet: bool) -> Result<(Vec<Mirror>, Settings), Conf
 }
 
 fn spanned(values: &[String]) -> Vec<Spanned<String>> {
-    values.iter().map(|v| Spanned::new(0..0, v.clone())).collect()
+    values
+        .iter()
+        .map(|v| Spanned::new(0..0, v.clone()))
+        .collect()
 }
 
-fn select_mirrors(all: Vec<Mirror>, names: &[String], path: &Path) -> Result<Vec<Mirror>, ConfigError> {
+fn select_mirrors(
+    all: Vec<Mirror>,
+    names: &[String],
+    path: &Path,
+) -> Result<Vec<Mirror>, ConfigError> {
     if names.is_empty() {
         return Ok(all);
     }
-    let unknown: Vec<&String> = names.iter().filter(|n| !all.iter().any(|m| &m.name == *n)).collect();
+    let unknown: Vec<&String> = names
+        .iter()
+        .filter(|n| !all.iter().any(|m| &m.name == *n))
+        .collect();
     if !unknown.is_empty() {
         let known: Vec<&str> = all.iter().map(|m| m.name.as_str()).collect();
         return Err(ConfigError(format!(
             "no mirror named {} in {} (it has: {})",
-            unknown.iter().map(|n| format!("'{n}'")).collect::<Vec<_>>().join(", "),
+            unknown
+                .iter()
+                .map(|n| format!("'{n}'"))
+                .collect::<Vec<_>>()
+                .join(", "),
             path.display(),
             known.join(", ")
         )));
     }
-    Ok(all.into_iter().filter(|m| names.contains(&m.name)).collect())
+    Ok(all
+        .into_iter()
+        .filter(|m| names.contains(&m.name))
+        .collect())
 }
 
 fn env_nonempty(name: &str) -> Option<String> {
@@ -249,7 +285,8 @@ fn env_first(names: &[&str]) -> Option<String> {
 /// A mirror from the command line and the environment (ferry's names, then the classic
 /// function's names, so its deployments switch without renaming anything).
 fn adhoc_mirror(args: &[String], options: &RawOptions) -> Result<Mirror, ConfigError> {
-    let cwd = std::env::current_dir().map_err(|e| ConfigError(format!("cannot read the current directory: {e}")))?;
+    let cwd = std::env::current_dir()
+        .map_err(|e| ConfigError(format!("cannot read the current directory: {e}")))?;
     let (source, dests): (String, Vec<String>) = match args.split_first() {
         Some((s, d)) if !d.is_empty() => (s.clone(), d.to_vec()),
         Some((s, _)) => match env_nonempty("DEST_REPO") {
@@ -265,10 +302,29 @@ fn adhoc_mirror(args: &[String], options: &RawOptions) -> Result<Mirror, ConfigE
             }
         },
     };
-    let ssh_key = env_nonempty("FERRY_SSH_KEY").map(|p| config::existing_file(Path::new(&p)).map_err(|e| ConfigError(format!("FERRY_SSH_KEY: {e}")))).transpose()?;
-    let known_hosts = env_nonempty("FERRY_KNOWN_HOSTS").map(|p| config::existing_file(Path::new(&p)).map_err(|e| ConfigError(format!("FERRY_KNOWN_HOSTS: {e}")))).transpose()?;
-    let ca_file = env_nonempty("FERRY_CA_FILE").map(|p| config::existing_file(Path::new(&p)).map_err(|e| ConfigError(format!("FERRY_CA_FILE: {e}")))).transpose()?;
-    let remote = |url: &str, user_vars: &[&str], pass_vars: &[&str], what: &str| -> Result<Remote, ConfigError> {
+    let ssh_key = env_nonempty("FERRY_SSH_KEY")
+        .map(|p| {
+            config::existing_file(Path::new(&p))
+                .map_err(|e| ConfigError(format!("FERRY_SSH_KEY: {e}")))
+        })
+        .transpose()?;
+    let known_hosts = env_nonempty("FERRY_KNOWN_HOSTS")
+        .map(|p| {
+            config::existing_file(Path::new(&p))
+                .map_err(|e| ConfigError(format!("FERRY_KNOWN_HOSTS: {e}")))
+        })
+        .transpose()?;
+    let ca_file = env_nonempty("FERRY_CA_FILE")
+        .map(|p| {
+            config::existing_file(Path::new(&p))
+                .map_err(|e| ConfigError(format!("FERRY_CA_FILE: {e}")))
+        })
+        .transpose()?;
+    let remote = |url: &str,
+                  user_vars: &[&str],
+                  pass_vars: &[&str],
+                  what: &str|
+     -> Result<Remote, ConfigError> {
         let mut r = Remote::parse(url, &cwd).map_err(|e| ConfigError(format!("{what}: {e}")))?;
         if let Some(u) = env_first(user_vars) {
             r.credentials.username = Some(u);
@@ -281,10 +337,22 @@ fn adhoc_mirror(args: &[String], options: &RawOptions) -> Result<Mirror, ConfigE
         r.credentials.ca_file = ca_file.clone();
         Ok(r)
     };
-    let source = remote(&source, &["FERRY_SOURCE_USERNAME", "SRC_USER"], &["FERRY_SOURCE_PASSWORD", "SRC_PASS"], "SOURCE")?;
+    let source = remote(
+        &source,
+        &["FERRY_SOURCE_USERNAME", "SRC_USER"],
+        &["FERRY_SOURCE_PASSWORD", "SRC_PASS"],
+        "SOURCE",
+    )?;
     let destinations = dests
         .iter()
-        .map(|d| remote(d, &["FERRY_DEST_USERNAME", "DEST_USER"], &["FERRY_DEST_PASSWORD", "DEST_PASS"], "DEST"))
+        .map(|d| {
+            remote(
+                d,
+                &["FERRY_DEST_USERNAME", "DEST_USER"],
+                &["FERRY_DEST_PASSWORD", "DEST_PASS"],
+                "DEST",
+            )
+        })
         .collect::<Result<Vec<_>, _>>()?;
     let selection = config::selection(options).map_err(ConfigError)?;
     Ok(Mirror {

@@ -150,26 +150,38 @@ impl Locator<'_> {
         if span.is_empty() && span.start == 0 {
             return self.path.display().to_string();
         }
-        let line = self.text[..span.start.min(self.text.len())].matches('\n').count() + 1;
+        let line = self.text[..span.start.min(self.text.len())]
+            .matches('\n')
+            .count()
+            + 1;
         format!("{}:{line}", self.path.display())
     }
 }
 
 impl Config {
     pub fn load(path: &Path, overrides: &RawOptions) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| ConfigError(format!("cannot read the config file {}: {e}", path.display())))?;
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            ConfigError(format!(
+                "cannot read the config file {}: {e}",
+                path.display()
+            ))
+        })?;
         Config::parse(&text, path, overrides)
     }
 
     /// Parses and validates `text` (read from `path`, which also anchors relative paths).
     /// `overrides` are command-line options; they win over the file.
     pub fn parse(text: &str, path: &Path, overrides: &RawOptions) -> Result<Config, ConfigError> {
-        let raw: RawConfig = toml::from_str(text)
-            .map_err(|e| ConfigError(format!("{}: {}", path.display(), e.to_string().trim_end())))?;
+        let raw: RawConfig = toml::from_str(text).map_err(|e| {
+            ConfigError(format!("{}: {}", path.display(), e.to_string().trim_end()))
+        })?;
         let loc = Locator { path, text };
         let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
-        let base = if base.as_os_str().is_empty() { PathBuf::from(".") } else { base };
+        let base = if base.as_os_str().is_empty() {
+            PathBuf::from(".")
+        } else {
+            base
+        };
         let mut errors = Vec::new();
 
         let timeout = match &raw.timeout {
@@ -193,11 +205,17 @@ impl Config {
         for m in &raw.mirror {
             let name = m.name.get_ref().trim().to_owned();
             let at = loc.at(m.name.span());
-            if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) {
+            if name.is_empty()
+                || !name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+            {
                 errors.push(format!("{at}: mirror name '{name}' must be non-empty and use only letters, digits, '-', '_' and '.'"));
             }
             if !names.insert(name.clone()) {
-                errors.push(format!("{at}: mirror name '{name}' is used twice; names must be unique"));
+                errors.push(format!(
+                    "{at}: mirror name '{name}' is used twice; names must be unique"
+                ));
             }
             let options = merge(&merge(&raw.defaults, &m.options()), overrides);
             let selection = match selection(&options) {
@@ -209,14 +227,24 @@ impl Config {
             };
             let source = resolve_remote(&m.source, &base, &loc, &format!("mirror '{name}' source"));
             if m.destinations.get_ref().is_empty() {
-                errors.push(format!("{}: mirror '{name}' has no destinations", loc.at(m.destinations.span())));
+                errors.push(format!(
+                    "{}: mirror '{name}' has no destinations",
+                    loc.at(m.destinations.span())
+                ));
             }
             let dests: Vec<_> = m
                 .destinations
                 .get_ref()
                 .iter()
                 .enumerate()
-                .map(|(i, d)| resolve_remote(d, &base, &loc, &format!("mirror '{name}' destination {}", i + 1)))
+                .map(|(i, d)| {
+                    resolve_remote(
+                        d,
+                        &base,
+                        &loc,
+                        &format!("mirror '{name}' destination {}", i + 1),
+                    )
+                })
                 .collect();
             let mut ok = true;
             for r in std::iter::once(&source).chain(&dests) {
@@ -228,7 +256,9 @@ impl Config {
             if !ok {
                 continue;
             }
-            let (Ok(source), Ok(destinations)) = (source, dests.into_iter().collect::<Result<Vec<_>, _>>()) else {
+            let (Ok(source), Ok(destinations)) =
+                (source, dests.into_iter().collect::<Result<Vec<_>, _>>())
+            else {
                 continue;
             };
             mirrors.push(Mirror {
@@ -236,7 +266,10 @@ impl Config {
                 source,
                 destinations,
                 selection,
-                policy: Policy { divergence: options.divergence.unwrap_or_default(), prune: options.prune.unwrap_or_default() },
+                policy: Policy {
+                    divergence: options.divergence.unwrap_or_default(),
+                    prune: options.prune.unwrap_or_default(),
+                },
                 atomic: options.atomic.unwrap_or(false),
                 create: options.create.unwrap_or(false),
             });
@@ -244,7 +277,11 @@ impl Config {
         if !errors.is_empty() {
             return Err(ConfigError(errors.join("\n")));
         }
-        Ok(Config { cache_dir: raw.cache_dir.map(|d| base.join(d)), timeout, mirrors })
+        Ok(Config {
+            cache_dir: raw.cache_dir.map(|d| base.join(d)),
+            timeout,
+            mirrors,
+        })
     }
 }
 
@@ -278,10 +315,16 @@ pub fn selection(options: &RawOptions) -> Result<RefSelection, String> {
     Ok(sel)
 }
 
-fn resolve_remote(raw: &RawRemote, base: &Path, loc: &Locator<'_>, what: &str) -> Result<Remote, String> {
+fn resolve_remote(
+    raw: &RawRemote,
+    base: &Path,
+    loc: &Locator<'_>,
+    what: &str,
+) -> Result<Remote, String> {
     let at = loc.at(raw.url.span());
     let cwd = std::env::current_dir().unwrap_or_else(|_| base.to_path_buf());
-    let mut remote = Remote::parse(raw.url.get_ref(), &cwd).map_err(|e| format!("{at}: {what}: {e}"))?;
+    let mut remote =
+        Remote::parse(raw.url.get_ref(), &cwd).map_err(|e| format!("{at}: {what}: {e}"))?;
     let creds = &mut remote.credentials;
     if let Some(u) = &raw.username {
         creds.username = Some(u.clone());
@@ -314,7 +357,9 @@ fn resolve_remote(raw: &RawRemote, base: &Path, loc: &Locator<'_>, what: &str) -
         ("ca_file", &raw.ca_file, &mut creds.ca_file),
     ] {
         if let Some(p) = value {
-            *slot = Some(existing_file(&base.join(p)).map_err(|e| format!("{at}: {what}: {key}: {e}"))?);
+            *slot = Some(
+                existing_file(&base.join(p)).map_err(|e| format!("{at}: {what}: {key}: {e}"))?,
+            );
         }
     }
     Ok(remote)
@@ -343,7 +388,11 @@ mod tests {
     use super::*;
 
     fn parse(text: &str) -> Result<Config, ConfigError> {
-        Config::parse(text, Path::new("/etc/ferry/ferry.toml"), &RawOptions::default())
+        Config::parse(
+            text,
+            Path::new("/etc/ferry/ferry.toml"),
+            &RawOptions::default(),
+        )
     }
 
     #[test]
@@ -369,25 +418,54 @@ prune = "all"
         let m = &c.mirrors[0];
         assert_eq!(m.name, "app");
         assert_eq!(m.destinations.len(), 2);
-        assert_eq!(m.destinations[1].credentials.username.as_deref(), Some("bot"));
-        assert_eq!(m.policy, Policy { divergence: Divergence::Overwrite, prune: Prune::All });
+        assert_eq!(
+            m.destinations[1].credentials.username.as_deref(),
+            Some("bot")
+        );
+        assert_eq!(
+            m.policy,
+            Policy {
+                divergence: Divergence::Overwrite,
+                prune: Prune::All
+            }
+        );
         assert!(!m.selection.selects("refs/pull/1/head"));
         assert!(m.selection.selects("refs/heads/main"));
     }
 
     #[test]
     fn errors_name_the_file_line_and_fix() {
-        let e = parse("[[mirror]]\nname = \"a\"\nsource = \"/x\"\ndestinations = [\"/y\"]\nfrobnicate = 1\n").unwrap_err().0;
-        assert!(e.contains("/etc/ferry/ferry.toml") && e.contains("line 5") && e.contains("frobnicate"), "{e}");
+        let e = parse(
+            "[[mirror]]\nname = \"a\"\nsource = \"/x\"\ndestinations = [\"/y\"]\nfrobnicate = 1\n",
+        )
+        .unwrap_err()
+        .0;
+        assert!(
+            e.contains("/etc/ferry/ferry.toml") && e.contains("line 5") && e.contains("frobnicate"),
+            "{e}"
+        );
 
         let e = parse("[[mirror]]\nname = \"a\"\nsource = \"/x\"\ndestinations = [\"/y\"]\n[[mirror]]\nname = \"a\"\nsource = \"/x\"\ndestinations = [\"/z\"]\n").unwrap_err().0;
-        assert!(e.contains("ferry.toml:6") && e.contains("used twice"), "{e}");
+        assert!(
+            e.contains("ferry.toml:6") && e.contains("used twice"),
+            "{e}"
+        );
 
         let e = parse("[[mirror]]\nname = \"a\"\nsource = { url = \"https://h/x\", password_env = \"FERRY_TEST_UNSET_VAR\" }\ndestinations = [\"/y\"]\n").unwrap_err().0;
-        assert!(e.contains("ferry.toml:3") && e.contains("FERRY_TEST_UNSET_VAR") && e.contains("not set"), "{e}");
+        assert!(
+            e.contains("ferry.toml:3")
+                && e.contains("FERRY_TEST_UNSET_VAR")
+                && e.contains("not set"),
+            "{e}"
+        );
 
-        let e = parse("[[mirror]]\nname = \"a\"\nsource = \"ftp://h/x\"\ndestinations = []\n").unwrap_err().0;
-        assert!(e.contains("unsupported scheme") && e.contains("no destinations"), "{e}");
+        let e = parse("[[mirror]]\nname = \"a\"\nsource = \"ftp://h/x\"\ndestinations = []\n")
+            .unwrap_err()
+            .0;
+        assert!(
+            e.contains("unsupported scheme") && e.contains("no destinations"),
+            "{e}"
+        );
 
         let e = parse("[[mirror]]\nname = \"a\"\nsource = \"/x\"\ndestinations = [\"/y\"]\ninclude = [\"heads/*\"]\n").unwrap_err().0;
         assert!(e.contains("refs/"), "{e}");
@@ -401,7 +479,10 @@ prune = "all"
 
     #[test]
     fn command_line_options_win_over_the_file() {
-        let over = RawOptions { prune: Some(Prune::Never), ..RawOptions::default() };
+        let over = RawOptions {
+            prune: Some(Prune::Never),
+            ..RawOptions::default()
+        };
         let c = Config::parse(
             "[defaults]\nprune = \"all\"\n[[mirror]]\nname = \"a\"\nsource = \"/x\"\ndestinations = [\"/y\"]\n",
             Path::new("f.toml"),

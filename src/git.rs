@@ -29,7 +29,10 @@ pub struct GitFailure {
 
 impl GitFailure {
     pub fn new(kind: ErrorKind, message: impl Into<String>) -> GitFailure {
-        GitFailure { kind, message: message.into() }
+        GitFailure {
+            kind,
+            message: message.into(),
+        }
     }
 }
 
@@ -88,7 +91,12 @@ pub fn summarize_stderr(stderr: &str) -> String {
         picked = interesting.iter().rev().take(3).rev().copied().collect();
     }
     picked.dedup();
-    let joined = picked.iter().take(4).copied().collect::<Vec<_>>().join("; ");
+    let joined = picked
+        .iter()
+        .take(4)
+        .copied()
+        .collect::<Vec<_>>()
+        .join("; ");
     truncate(&joined, 600)
 }
 
@@ -149,7 +157,13 @@ impl Git {
     pub fn new(timeout: Duration, show_progress: bool, secrets: Vec<Secret>, home: PathBuf) -> Git {
         let program = std::env::var_os("FERRY_GIT").unwrap_or_else(|| "git".into());
         Git {
-            inner: Arc::new(GitConfig { program, timeout, show_progress, secrets, home }),
+            inner: Arc::new(GitConfig {
+                program,
+                timeout,
+                show_progress,
+                secrets,
+                home,
+            }),
         }
     }
 
@@ -159,7 +173,12 @@ impl Git {
 
     /// Runs `git <args>` in `cwd`. Returns the output whatever the exit status; only a timeout,
     /// a stall or a failure to start git is an error here.
-    pub async fn run(&self, cwd: &Path, args: &[&str], call: Call<'_>) -> Result<Output, GitFailure> {
+    pub async fn run(
+        &self,
+        cwd: &Path,
+        args: &[&str],
+        call: Call<'_>,
+    ) -> Result<Output, GitFailure> {
         let cfg = &self.inner;
         let mut cmd = tokio::process::Command::new(&cfg.program);
         cmd.args(args)
@@ -175,14 +194,25 @@ impl Git {
         let mut child = cmd.spawn().map_err(|e| {
             GitFailure::new(
                 ErrorKind::Config,
-                format!("cannot run git ({}): {e}; install git and make sure it is on PATH", cfg.program.to_string_lossy()),
+                format!(
+                    "cannot run git ({}): {e}; install git and make sure it is on PATH",
+                    cfg.program.to_string_lossy()
+                ),
             )
         })?;
         let group = ProcessGroup(child.id());
         let activity = Arc::new(AtomicU64::new(0));
-        let stdout = child.stdout.take().map(|s| tokio::spawn(read_all(s, activity.clone(), started, false)));
+        let stdout = child
+            .stdout
+            .take()
+            .map(|s| tokio::spawn(read_all(s, activity.clone(), started, false)));
         let stderr = child.stderr.take().map(|s| {
-            tokio::spawn(read_all(s, activity.clone(), started, cfg.show_progress && call.transfer))
+            tokio::spawn(read_all(
+                s,
+                activity.clone(),
+                started,
+                cfg.show_progress && call.transfer,
+            ))
         });
 
         let deadline = started + cfg.timeout;
@@ -207,7 +237,9 @@ impl Git {
                 }
             }
         };
-        let status = status.map_err(|e| GitFailure::new(ErrorKind::Other, format!("waiting for git failed: {e}")))?;
+        let status = status.map_err(|e| {
+            GitFailure::new(ErrorKind::Other, format!("waiting for git failed: {e}"))
+        })?;
         // git has exited; anything still holding its pipes (a stray helper) is killed so the
         // reads below finish.
         group.kill();
@@ -234,7 +266,10 @@ impl Git {
     fn environment(&self, remote: Option<&Remote>) -> Vec<(OsString, OsString)> {
         let mut env: Vec<(OsString, OsString)> = Vec::new();
         let mut set = |k: &str, v: &str| env.push((k.into(), v.into()));
-        set("PATH", &std::env::var("PATH").unwrap_or_else(|_| "/usr/local/bin:/usr/bin:/bin".into()));
+        set(
+            "PATH",
+            &std::env::var("PATH").unwrap_or_else(|_| "/usr/local/bin:/usr/bin:/bin".into()),
+        );
         let home = std::env::var("HOME").unwrap_or_else(|_| self.inner.home.display().to_string());
         set("HOME", &home);
         set("LC_ALL", "C");
@@ -247,7 +282,15 @@ impl Git {
         set("GCM_INTERACTIVE", "never");
         set("GIT_ALLOW_PROTOCOL", "file:git:http:https:ssh");
         set("GIT_PROTOCOL_FROM_USER", "0");
-        for passthrough in ["TMPDIR", "http_proxy", "https_proxy", "no_proxy", "HTTPS_PROXY", "HTTP_PROXY", "NO_PROXY"] {
+        for passthrough in [
+            "TMPDIR",
+            "http_proxy",
+            "https_proxy",
+            "no_proxy",
+            "HTTPS_PROXY",
+            "HTTP_PROXY",
+            "NO_PROXY",
+        ] {
             if let Ok(v) = std::env::var(passthrough) {
                 set(passthrough, &v);
             }
@@ -259,19 +302,34 @@ impl Git {
             ("core.askPass", String::new()),
             ("credential.helper", String::new()),
             ("http.lowSpeedLimit", "1".into()),
-            ("http.lowSpeedTime", STALL_LIMIT.min(self.inner.timeout).as_secs().max(1).to_string()),
+            (
+                "http.lowSpeedTime",
+                STALL_LIMIT
+                    .min(self.inner.timeout)
+                    .as_secs()
+                    .max(1)
+                    .to_string(),
+            ),
         ];
         if let Some(remote) = remote {
             let creds = &remote.credentials;
-            if remote.transport == Transport::Http && (creds.username.is_some() || creds.password.is_some()) {
+            if remote.transport == Transport::Http
+                && (creds.username.is_some() || creds.password.is_some())
+            {
                 // The helper prints what the child's environment holds; the script text names
                 // variables, never values.
                 config.push((
                     "credential.helper",
                     "!f() { test \"$1\" = get && printf 'username=%s\\npassword=%s\\n' \"$FERRY_GIT_USERNAME\" \"$FERRY_GIT_PASSWORD\"; }; f".into(),
                 ));
-                set("FERRY_GIT_USERNAME", creds.username.as_deref().unwrap_or("git"));
-                set("FERRY_GIT_PASSWORD", creds.password.as_ref().map(Secret::expose).unwrap_or(""));
+                set(
+                    "FERRY_GIT_USERNAME",
+                    creds.username.as_deref().unwrap_or("git"),
+                );
+                set(
+                    "FERRY_GIT_PASSWORD",
+                    creds.password.as_ref().map(Secret::expose).unwrap_or(""),
+                );
             }
             if let Some(ca) = &creds.ca_file {
                 config.push(("http.sslCAInfo", ca.display().to_string()));
@@ -301,10 +359,16 @@ fn ssh_command(remote: &Remote) -> String {
     let creds = &remote.credentials;
     let mut cmd = String::from("ssh -F /dev/null -o BatchMode=yes -o StrictHostKeyChecking=yes -o ConnectTimeout=30 -o ServerAliveInterval=15 -o ServerAliveCountMax=4 -o LogLevel=ERROR");
     if let Some(kh) = &creds.known_hosts {
-        cmd.push_str(&format!(" -o UserKnownHostsFile={} -o GlobalKnownHostsFile=/dev/null", shell_quote(&kh.display().to_string())));
+        cmd.push_str(&format!(
+            " -o UserKnownHostsFile={} -o GlobalKnownHostsFile=/dev/null",
+            shell_quote(&kh.display().to_string())
+        ));
     }
     if let Some(key) = &creds.ssh_key {
-        cmd.push_str(&format!(" -o IdentitiesOnly=yes -i {}", shell_quote(&key.display().to_string())));
+        cmd.push_str(&format!(
+            " -o IdentitiesOnly=yes -i {}",
+            shell_quote(&key.display().to_string())
+        ));
     }
     cmd
 }
@@ -319,7 +383,10 @@ struct ProcessGroup(Option<u32>);
 impl ProcessGroup {
     fn kill(&self) {
         if let Some(pid) = self.0.and_then(|p| i32::try_from(p).ok()) {
-            let _ = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+            let _ = nix::sys::signal::killpg(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
         }
     }
 }
@@ -357,7 +424,9 @@ async fn read_all(
 }
 
 async fn join_reader(handle: Option<tokio::task::JoinHandle<Vec<u8>>>) -> String {
-    let Some(handle) = handle else { return String::new() };
+    let Some(handle) = handle else {
+        return String::new();
+    };
     match tokio::time::timeout(Duration::from_secs(5), handle).await {
         Ok(Ok(bytes)) => String::from_utf8_lossy(&bytes).into_owned(),
         _ => String::new(),
@@ -383,12 +452,17 @@ mod tests {
         let stderr = "Enumerating objects: 3, done.\nremote: Counting objects: 100% (3/3)\nerror: RPC failed; HTTP 413 curl 22 The requested URL returned error: 413\nfatal: the remote end hung up unexpectedly\nEverything up-to-date";
         let s = summarize_stderr(stderr);
         assert_eq!(s, "error: RPC failed; HTTP 413 curl 22 The requested URL returned error: 413; fatal: the remote end hung up unexpectedly");
-        assert_eq!(failure_from_stderr("push", stderr).kind, ErrorKind::TooLarge);
+        assert_eq!(
+            failure_from_stderr("push", stderr).kind,
+            ErrorKind::TooLarge
+        );
     }
 
     #[test]
     fn progress_updates_collapse_to_their_final_state() {
-        let s = collapse_progress("Receiving objects:  10% (1/10)\rReceiving objects: 100% (10/10), done.\nfatal: x\n");
+        let s = collapse_progress(
+            "Receiving objects:  10% (1/10)\rReceiving objects: 100% (10/10), done.\nfatal: x\n",
+        );
         assert_eq!(s, "Receiving objects: 100% (10/10), done.\nfatal: x");
     }
 
@@ -399,6 +473,9 @@ mod tests {
         r.credentials.known_hosts = Some("/kh".into());
         let c = ssh_command(&r);
         assert!(c.contains("StrictHostKeyChecking=yes") && c.contains("BatchMode=yes"));
-        assert!(c.contains("-i '/k e y'") && c.contains("UserKnownHostsFile='/kh'"), "{c}");
+        assert!(
+            c.contains("-i '/k e y'") && c.contains("UserKnownHostsFile='/kh'"),
+            "{c}"
+        );
     }
 }

@@ -100,7 +100,11 @@ pub fn classify_stderr(stderr: &str) -> ErrorKind {
         ErrorKind::HostKeyUnknown
     } else if has("shallow update not allowed") || has("source repository is shallow") {
         ErrorKind::ShallowSource
-    } else if has("http 413") || has("returned error: 413") || has("request entity too large") || has("413 request") {
+    } else if has("http 413")
+        || has("returned error: 413")
+        || has("request entity too large")
+        || has("413 request")
+    {
         ErrorKind::TooLarge
     } else if has("authentication failed")
         || has("could not read username")
@@ -209,13 +213,28 @@ mod tests {
     fn classifies_ref_rejections() {
         let cases = [
             ("[rejected] (stale info)", ErrorKind::Lease),
-            ("[remote rejected] (deny updating a hidden ref)", ErrorKind::HiddenRef),
-            ("[remote rejected] (deletion prohibited)", ErrorKind::DeletionProhibited),
-            ("[remote rejected] (non-fast-forward)", ErrorKind::NonFastForward),
+            (
+                "[remote rejected] (deny updating a hidden ref)",
+                ErrorKind::HiddenRef,
+            ),
+            (
+                "[remote rejected] (deletion prohibited)",
+                ErrorKind::DeletionProhibited,
+            ),
+            (
+                "[remote rejected] (non-fast-forward)",
+                ErrorKind::NonFastForward,
+            ),
             ("[rejected] (non-fast-forward)", ErrorKind::NonFastForward),
             ("[remote rejected] (hook declined)", ErrorKind::Protected),
-            ("[remote rejected] (protected branch hook declined)", ErrorKind::Protected),
-            ("[remote failure] (remote failed to report status)", ErrorKind::Other),
+            (
+                "[remote rejected] (protected branch hook declined)",
+                ErrorKind::Protected,
+            ),
+            (
+                "[remote failure] (remote failed to report status)",
+                ErrorKind::Other,
+            ),
         ];
         for (summary, want) in cases {
             assert_eq!(classify_ref_rejection(summary), want, "{summary}");

@@ -67,7 +67,10 @@ impl Action {
 
     /// Whether carrying out this action needs a push.
     pub fn pushes(self) -> bool {
-        matches!(self, Action::Create | Action::Update | Action::Force | Action::Delete)
+        matches!(
+            self,
+            Action::Create | Action::Update | Action::Force | Action::Delete
+        )
     }
 }
 
@@ -94,12 +97,22 @@ impl Note {
     pub fn describe(self) -> &'static str {
         match self {
             Note::FollowsSourceForcePush => "the source was force-pushed; following it",
-            Note::Diverged => "the destination holds commits ferry never pushed (changed out of band)",
-            Note::DivergedSourceDeleted => "the source deleted this ref, but the destination changed it out of band",
-            Note::OverwritesDivergence => "overwriting commits ferry never pushed (divergence = overwrite)",
-            Note::DestinationOnly => "only on the destination and never pushed by ferry; kept (prune = synced)",
+            Note::Diverged => {
+                "the destination holds commits ferry never pushed (changed out of band)"
+            }
+            Note::DivergedSourceDeleted => {
+                "the source deleted this ref, but the destination changed it out of band"
+            }
+            Note::OverwritesDivergence => {
+                "overwriting commits ferry never pushed (divergence = overwrite)"
+            }
+            Note::DestinationOnly => {
+                "only on the destination and never pushed by ferry; kept (prune = synced)"
+            }
             Note::SourceDeletedKept => "deleted on the source; kept (prune = never)",
-            Note::RecreatesDeleted => "the destination lost this ref after ferry pushed it; recreating",
+            Note::RecreatesDeleted => {
+                "the destination lost this ref after ferry pushed it; recreating"
+            }
         }
     }
 
@@ -163,7 +176,11 @@ pub fn ancestry_questions(input: PlanInput<'_>) -> Vec<(Oid, Oid)> {
 
 /// Plans every selected ref of one destination. `is_ancestor(a, b)` must say whether commit
 /// `a` is an ancestor of (or equal to) `b`; unknown objects answer false.
-pub fn plan(input: PlanInput<'_>, policy: Policy, is_ancestor: impl Fn(&Oid, &Oid) -> bool) -> Plan {
+pub fn plan(
+    input: PlanInput<'_>,
+    policy: Policy,
+    is_ancestor: impl Fn(&Oid, &Oid) -> bool,
+) -> Plan {
     let mut names: Vec<&String> = input.source.keys().chain(input.dest.keys()).collect();
     names.sort();
     names.dedup();
@@ -252,20 +269,49 @@ mod tests {
     }
 
     fn map(entries: &[(&str, char)]) -> RefMap {
-        entries.iter().map(|(n, c)| ((*n).to_owned(), oid(*c))).collect()
+        entries
+            .iter()
+            .map(|(n, c)| ((*n).to_owned(), oid(*c)))
+            .collect()
     }
 
     fn one(src: Option<char>, dst: Option<char>, rec: Option<char>, policy: Policy) -> Plan {
-        let m = |v: Option<char>| v.map(|c| map(&[("refs/heads/main", c)])).unwrap_or_default();
+        let m = |v: Option<char>| {
+            v.map(|c| map(&[("refs/heads/main", c)]))
+                .unwrap_or_default()
+        };
         let (s, d, r) = (m(src), m(dst), m(rec));
-        plan(PlanInput { source: &s, dest: &d, record: &r }, policy, ancestry)
+        plan(
+            PlanInput {
+                source: &s,
+                dest: &d,
+                record: &r,
+            },
+            policy,
+            ancestry,
+        )
     }
 
-    const KEEP: Policy = Policy { divergence: Divergence::Keep, prune: Prune::Synced };
-    const OVERWRITE: Policy = Policy { divergence: Divergence::Overwrite, prune: Prune::Synced };
-    const ABORT: Policy = Policy { divergence: Divergence::Abort, prune: Prune::Synced };
-    const PRUNE_ALL: Policy = Policy { divergence: Divergence::Keep, prune: Prune::All };
-    const PRUNE_NEVER: Policy = Policy { divergence: Divergence::Keep, prune: Prune::Never };
+    const KEEP: Policy = Policy {
+        divergence: Divergence::Keep,
+        prune: Prune::Synced,
+    };
+    const OVERWRITE: Policy = Policy {
+        divergence: Divergence::Overwrite,
+        prune: Prune::Synced,
+    };
+    const ABORT: Policy = Policy {
+        divergence: Divergence::Abort,
+        prune: Prune::Synced,
+    };
+    const PRUNE_ALL: Policy = Policy {
+        divergence: Divergence::Keep,
+        prune: Prune::All,
+    };
+    const PRUNE_NEVER: Policy = Policy {
+        divergence: Divergence::Keep,
+        prune: Prune::Never,
+    };
 
     #[test]
     fn decision_table() {
@@ -303,12 +349,19 @@ mod tests {
             let p = one(*src, *dst, *rec, *policy);
             assert_eq!(p.aborted, *aborted, "{what}: aborted");
             if src.is_none() && dst.is_none() {
-                assert!(p.refs.is_empty(), "{what}: a ref on neither side is not planned");
+                assert!(
+                    p.refs.is_empty(),
+                    "{what}: a ref on neither side is not planned"
+                );
                 continue;
             }
             let r = &p.refs[0];
             assert_eq!((r.action, r.note), (*action, *note), "{what}");
-            assert_eq!(r.old, dst.map(oid), "{what}: old is the destination's value (the lease)");
+            assert_eq!(
+                r.old,
+                dst.map(oid),
+                "{what}: old is the destination's value (the lease)"
+            );
             let want_new = match action {
                 Delete => None,
                 Skip | Unchanged => dst.map(oid),
@@ -320,25 +373,55 @@ mod tests {
 
     #[test]
     fn abort_blocks_every_push_to_that_destination_only_when_something_diverged() {
-        let source = map(&[("refs/heads/main", 'c'), ("refs/heads/dev", 'b'), ("refs/tags/v1", 'a')]);
+        let source = map(&[
+            ("refs/heads/main", 'c'),
+            ("refs/heads/dev", 'b'),
+            ("refs/tags/v1", 'a'),
+        ]);
         let dest = map(&[("refs/heads/main", 'e'), ("refs/tags/v1", 'a')]);
         let record = map(&[("refs/heads/main", 'b'), ("refs/tags/v1", 'a')]);
-        let input = PlanInput { source: &source, dest: &dest, record: &record };
+        let input = PlanInput {
+            source: &source,
+            dest: &dest,
+            record: &record,
+        };
         let p = plan(input, ABORT, ancestry);
         assert!(p.aborted);
-        assert_eq!(p.pushes().map(|r| r.name.as_str()).collect::<Vec<_>>(), ["refs/heads/dev"]);
+        assert_eq!(
+            p.pushes().map(|r| r.name.as_str()).collect::<Vec<_>>(),
+            ["refs/heads/dev"]
+        );
         assert_eq!(p.diverged().count(), 1);
         let clean = map(&[("refs/heads/main", 'b'), ("refs/tags/v1", 'a')]);
-        let p = plan(PlanInput { dest: &clean, ..input }, ABORT, ancestry);
+        let p = plan(
+            PlanInput {
+                dest: &clean,
+                ..input
+            },
+            ABORT,
+            ancestry,
+        );
         assert!(!p.aborted);
         assert_eq!(p.pushes().count(), 2);
     }
 
     #[test]
     fn questions_cover_every_ref_that_differs_on_both_sides() {
-        let source = map(&[("refs/heads/a", 'c'), ("refs/heads/b", 'b'), ("refs/heads/new", 'a')]);
-        let dest = map(&[("refs/heads/a", 'e'), ("refs/heads/b", 'b'), ("refs/heads/old", 'a')]);
-        let q = ancestry_questions(PlanInput { source: &source, dest: &dest, record: &RefMap::new() });
+        let source = map(&[
+            ("refs/heads/a", 'c'),
+            ("refs/heads/b", 'b'),
+            ("refs/heads/new", 'a'),
+        ]);
+        let dest = map(&[
+            ("refs/heads/a", 'e'),
+            ("refs/heads/b", 'b'),
+            ("refs/heads/old", 'a'),
+        ]);
+        let q = ancestry_questions(PlanInput {
+            source: &source,
+            dest: &dest,
+            record: &RefMap::new(),
+        });
         assert_eq!(q, vec![(oid('e'), oid('c'))]);
     }
 
@@ -346,7 +429,15 @@ mod tests {
     fn plans_are_sorted_and_cover_the_union_of_both_sides() {
         let source = map(&[("refs/tags/z", 'a'), ("refs/heads/m", 'b')]);
         let dest = map(&[("refs/heads/a", 'e')]);
-        let p = plan(PlanInput { source: &source, dest: &dest, record: &RefMap::new() }, KEEP, ancestry);
+        let p = plan(
+            PlanInput {
+                source: &source,
+                dest: &dest,
+                record: &RefMap::new(),
+            },
+            KEEP,
+            ancestry,
+        );
         let names: Vec<_> = p.refs.iter().map(|r| r.name.as_str()).collect();
         assert_eq!(names, ["refs/heads/a", "refs/heads/m", "refs/tags/z"]);
     }

@@ -41,16 +41,25 @@ impl Record {
             },
             Err(_) => RefMap::new(),
         };
-        Record { path, destination: destination.to_owned(), refs }
+        Record {
+            path,
+            destination: destination.to_owned(),
+            refs,
+        }
     }
 
     /// Writes the record atomically (temporary file, fsync, rename).
     pub fn save(&self) -> std::io::Result<()> {
         let dir = self.path.parent().unwrap_or(Path::new("."));
         fs::create_dir_all(dir)?;
-        let file = RecordFile { destination: self.destination.clone(), refs: self.refs.clone() };
+        let file = RecordFile {
+            destination: self.destination.clone(),
+            refs: self.refs.clone(),
+        };
         let bytes = serde_json::to_vec_pretty(&file).map_err(std::io::Error::other)?;
-        let tmp = self.path.with_extension(format!("json.tmp-{}", std::process::id()));
+        let tmp = self
+            .path
+            .with_extension(format!("json.tmp-{}", std::process::id()));
         {
             let mut f = fs::File::create(&tmp)?;
             f.write_all(&bytes)?;
@@ -70,12 +79,17 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut r = Record::load(dir.path(), "https://h/r.git");
         assert!(r.refs.is_empty());
-        r.refs.insert("refs/heads/main".into(), Oid::parse(&"a".repeat(40)).unwrap());
+        r.refs.insert(
+            "refs/heads/main".into(),
+            Oid::parse(&"a".repeat(40)).unwrap(),
+        );
         r.save().unwrap();
         let again = Record::load(dir.path(), "https://h/r.git");
         assert_eq!(again.refs, r.refs);
         fs::write(&again.path, b"{not json").unwrap();
         assert!(Record::load(dir.path(), "https://h/r.git").refs.is_empty());
-        assert!(Record::load(dir.path(), "https://h/other.git").refs.is_empty());
+        assert!(Record::load(dir.path(), "https://h/other.git")
+            .refs
+            .is_empty());
     }
 }

@@ -4,7 +4,9 @@ use std::collections::BTreeMap;
 use std::fmt;
 
 /// A full hex object id as git prints it (SHA-1 or SHA-256).
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
 #[serde(transparent)]
 pub struct Oid(String);
 
@@ -12,7 +14,8 @@ impl Oid {
     /// Accepts 40 (SHA-1) or 64 (SHA-256) lowercase hex digits.
     pub fn parse(s: &str) -> Option<Oid> {
         let ok = (s.len() == 40 || s.len() == 64)
-            && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+            && s.bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
         ok.then(|| Oid(s.to_owned()))
     }
 
@@ -76,12 +79,18 @@ impl RefPattern {
             ));
         }
         let bad = |c: char| c.is_ascii_control() || " ~^:?[\\".contains(c);
-        if text.contains(bad) || text.contains("..") || text.ends_with('/') || text.ends_with(".lock") {
+        if text.contains(bad)
+            || text.contains("..")
+            || text.ends_with('/')
+            || text.ends_with(".lock")
+        {
             return Err(format!(
                 "ref pattern '{text}' is not a valid git ref name (no spaces, ~ ^ : ? [ \\, '..', or trailing '/')"
             ));
         }
-        Ok(RefPattern { text: text.to_owned() })
+        Ok(RefPattern {
+            text: text.to_owned(),
+        })
     }
 
     pub fn as_str(&self) -> &str {
@@ -119,7 +128,9 @@ impl Default for RefSelection {
         RefSelection {
             include: DEFAULT_INCLUDE
                 .iter()
-                .map(|p| RefPattern { text: (*p).to_owned() })
+                .map(|p| RefPattern {
+                    text: (*p).to_owned(),
+                })
                 .collect(),
             exclude: Vec::new(),
         }
@@ -146,11 +157,7 @@ impl RefSelection {
     /// forced (the cache follows the source, force-pushes included), with negative refspecs
     /// for the excludes so excluded refs are not even transferred.
     pub fn fetch_refspecs(&self) -> Vec<String> {
-        let mut specs: Vec<String> = self
-            .include
-            .iter()
-            .map(|p| format!("+{p}:{p}"))
-            .collect();
+        let mut specs: Vec<String> = self.include.iter().map(|p| format!("+{p}:{p}")).collect();
         specs.extend(self.exclude.iter().map(|p| format!("^{p}")));
         specs
     }
@@ -177,7 +184,14 @@ mod tests {
 
     #[test]
     fn rejects_patterns_git_would_not_accept() {
-        for bad in ["heads/*", "refs/*/x/*", "refs/heads/a b", "refs/heads/x?", "refs/heads/", "refs/a..b"] {
+        for bad in [
+            "heads/*",
+            "refs/*/x/*",
+            "refs/heads/a b",
+            "refs/heads/x?",
+            "refs/heads/",
+            "refs/a..b",
+        ] {
             assert!(RefPattern::parse(bad).is_err(), "{bad}");
         }
     }

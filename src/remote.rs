@@ -82,7 +82,7 @@ impl Remote {
                 credentials: Credentials::default(),
             });
         }
-        let path = cwd.join(input);
+        let path = normalize(&cwd.join(input));
         let shown = path.display().to_string();
         Ok(Remote {
             git_url: shown.clone(),
@@ -126,7 +126,12 @@ impl Remote {
             }
             _ => git_url.clone(),
         };
-        Ok(Remote { git_url, display, transport, credentials })
+        Ok(Remote {
+            git_url,
+            display,
+            transport,
+            credentials,
+        })
     }
 
     /// The URL or path to hand to git. Contains no credentials.
@@ -169,7 +174,13 @@ impl Remote {
             .trim_end_matches(".git");
         let slug: String = last
             .chars()
-            .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' })
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                    c
+                } else {
+                    '_'
+                }
+            })
             .take(40)
             .collect();
         if slug.is_empty() {
@@ -184,6 +195,22 @@ impl fmt::Display for Remote {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.display)
     }
+}
+
+/// Resolves `.` and `..` lexically, so `.` becomes the directory's own name (and slug).
+fn normalize(path: &Path) -> PathBuf {
+    use std::path::Component;
+    let mut out = PathBuf::new();
+    for c in path.components() {
+        match c {
+            Component::CurDir => {}
+            Component::ParentDir => {
+                out.pop();
+            }
+            other => out.push(other),
+        }
+    }
+    out
 }
 
 /// git's rule for scp-like syntax: a colon before any slash, and not a Windows drive letter.
@@ -256,9 +283,15 @@ mod tests {
         assert_eq!(r.git_url(), "https://git.example.com/org/app.git");
         assert_eq!(r.display(), "https://bot@git.example.com/org/app.git");
         assert_eq!(r.credentials.username.as_deref(), Some("bot"));
-        assert_eq!(r.credentials.password.as_ref().map(Secret::expose), Some("p@ss"));
+        assert_eq!(
+            r.credentials.password.as_ref().map(Secret::expose),
+            Some("p@ss")
+        );
         assert_eq!(r.transport, Transport::Http);
-        assert!(!format!("{r:?}").contains("p@ss"), "Debug must not show the secret");
+        assert!(
+            !format!("{r:?}").contains("p@ss"),
+            "Debug must not show the secret"
+        );
     }
 
     #[test]
@@ -270,15 +303,26 @@ mod tests {
         let local = parse("backups/r.git");
         assert_eq!(local.transport, Transport::Local);
         assert_eq!(local.git_url(), "/work/backups/r.git");
-        assert_eq!(local.local_path(), Some(PathBuf::from("/work/backups/r.git")));
-        assert_eq!(parse("file:///srv/r.git").local_path(), Some(PathBuf::from("/srv/r.git")));
+        assert_eq!(
+            local.local_path(),
+            Some(PathBuf::from("/work/backups/r.git"))
+        );
+        assert_eq!(
+            parse("file:///srv/r.git").local_path(),
+            Some(PathBuf::from("/srv/r.git"))
+        );
         assert_eq!(parse("./a:b/r.git").transport, Transport::Local);
+        assert_eq!(parse(".").git_url(), "/work");
+        assert_eq!(parse("../x/./r.git").git_url(), "/x/r.git");
     }
 
     #[test]
     fn rejects_helpers_and_unknown_schemes_without_echoing_secrets() {
         let e = Remote::parse("ftp://u:hunter2@h/r", Path::new("/")).unwrap_err();
-        assert!(e.contains("unsupported scheme") && !e.contains("hunter2"), "{e}");
+        assert!(
+            e.contains("unsupported scheme") && !e.contains("hunter2"),
+            "{e}"
+        );
         assert!(Remote::parse("ext::sh -c evil", Path::new("/")).is_err());
         assert!(Remote::parse("  ", Path::new("/")).is_err());
     }
@@ -289,7 +333,10 @@ mod tests {
             redact_text("fatal: unable to access 'https://u:tok@h/r.git/': 403"),
             "fatal: unable to access 'https://u:***@h/r.git/': 403"
         );
-        assert_eq!(redact_text("https://h/x and ssh://git@h/y"), "https://h/x and ssh://git@h/y");
+        assert_eq!(
+            redact_text("https://h/x and ssh://git@h/y"),
+            "https://h/x and ssh://git@h/y"
+        );
     }
 
     #[test]

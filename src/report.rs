@@ -22,7 +22,14 @@ pub enum Outcome {
 
 impl Outcome {
     pub fn is_ok(self) -> bool {
-        matches!(self, Outcome::Created | Outcome::Updated | Outcome::Forced | Outcome::Deleted | Outcome::Unchanged)
+        matches!(
+            self,
+            Outcome::Created
+                | Outcome::Updated
+                | Outcome::Forced
+                | Outcome::Deleted
+                | Outcome::Unchanged
+        )
     }
 
     pub fn as_str(self) -> &'static str {
@@ -48,7 +55,11 @@ pub struct ErrorReport {
 
 impl ErrorReport {
     pub fn new(kind: ErrorKind, message: impl Into<String>) -> ErrorReport {
-        ErrorReport { kind, message: message.into(), hint: kind.hint().to_owned() }
+        ErrorReport {
+            kind,
+            message: message.into(),
+            hint: kind.hint().to_owned(),
+        }
     }
 }
 
@@ -96,7 +107,12 @@ pub struct DestinationReport {
 
 impl DestinationReport {
     pub fn failed(url: &str, error: ErrorReport) -> DestinationReport {
-        DestinationReport { url: url.to_owned(), ok: false, error: Some(error), refs: Vec::new() }
+        DestinationReport {
+            url: url.to_owned(),
+            ok: false,
+            error: Some(error),
+            refs: Vec::new(),
+        }
     }
 
     /// Sets `ok` from the error and the refs; call after filling them in.
@@ -135,7 +151,11 @@ pub struct RunReport {
 
 impl RunReport {
     pub fn new(plan_only: bool, mirrors: Vec<MirrorReport>) -> RunReport {
-        RunReport { ok: mirrors.iter().all(|m| m.ok), plan_only, mirrors }
+        RunReport {
+            ok: mirrors.iter().all(|m| m.ok),
+            plan_only,
+            mirrors,
+        }
     }
 
     /// Plain-words rendering for people. Unchanged refs are counted, not listed.
@@ -143,7 +163,13 @@ impl RunReport {
         let mut out = String::new();
         for m in &self.mirrors {
             let verb = if self.plan_only { "plan for" } else { "mirror" };
-            let _ = writeln!(out, "{verb} {}: {} ({} ms)", m.name, if m.ok { "ok" } else { "FAILED" }, m.duration_ms);
+            let _ = writeln!(
+                out,
+                "{verb} {}: {} ({} ms)",
+                m.name,
+                if m.ok { "ok" } else { "FAILED" },
+                m.duration_ms
+            );
             match &m.source.error {
                 Some(e) => {
                     let _ = writeln!(out, "  source {}: {}: {}", m.source.url, e.kind, e.message);
@@ -173,9 +199,18 @@ fn render_destination(out: &mut String, d: &DestinationReport, plan_only: bool) 
             None => counts.push((label, 1)),
         }
     }
-    let summary = counts.iter().map(|(l, n)| format!("{n} {l}")).collect::<Vec<_>>().join(", ");
+    let summary = counts
+        .iter()
+        .map(|(l, n)| format!("{n} {l}"))
+        .collect::<Vec<_>>()
+        .join(", ");
     let state = if d.ok { "ok" } else { "FAILED" };
-    let _ = writeln!(out, "  -> {}: {state}{}{summary}", d.url, if summary.is_empty() { "" } else { "; " });
+    let _ = writeln!(
+        out,
+        "  -> {}: {state}{}{summary}",
+        d.url,
+        if summary.is_empty() { "" } else { "; " }
+    );
     if let Some(e) = &d.error {
         let _ = writeln!(out, "     {}: {}", e.kind, e.message);
         let _ = writeln!(out, "     hint: {}", e.hint);
@@ -192,9 +227,14 @@ fn render_destination(out: &mut String, d: &DestinationReport, plan_only: bool) 
         let label = if plan_only {
             format!("would {}", r.action.as_str())
         } else {
-            r.outcome.map_or(r.action.as_str(), Outcome::as_str).to_owned()
+            r.outcome
+                .map_or(r.action.as_str(), Outcome::as_str)
+                .to_owned()
         };
-        let short = |o: &Option<Oid>| o.as_ref().map_or("(none)".to_owned(), |o| o.short().to_owned());
+        let short = |o: &Option<Oid>| {
+            o.as_ref()
+                .map_or("(none)".to_owned(), |o| o.short().to_owned())
+        };
         let change = match (&r.old, &r.new) {
             (Some(_), Some(_)) | (None, Some(_)) | (Some(_), None) if r.old != r.new => {
                 format!(" {}..{}", short(&r.old), short(&r.new))

@@ -17,7 +17,9 @@ use crate::plan::{self, Action, Note, Plan, PlanInput, Policy, RefPlan};
 use crate::record::Record;
 use crate::refs::{parse_ref_listing, Oid, RefMap, RefSelection};
 use crate::remote::{Remote, Secret};
-use crate::report::{DestinationReport, ErrorReport, MirrorReport, Outcome, RefReport, SourceReport};
+use crate::report::{
+    DestinationReport, ErrorReport, MirrorReport, Outcome, RefReport, SourceReport,
+};
 use futures::future::join_all;
 use std::collections::{BTreeMap, HashSet};
 use std::path::PathBuf;
@@ -66,27 +68,56 @@ pub async fn run_mirror(mirror: &Mirror, settings: &Settings, mode: Mode) -> Mir
         .chain(&mirror.destinations)
         .filter_map(|r| r.credentials.password.clone())
         .collect();
-    let git = Git::new(settings.timeout, settings.progress, secrets, settings.cache_dir.clone());
+    let git = Git::new(
+        settings.timeout,
+        settings.progress,
+        secrets,
+        settings.cache_dir.clone(),
+    );
 
-    let (source, destinations) = match Cache::open(&settings.cache_dir, &mirror.source, &git, settings.timeout).await {
-        Err(e) => source_failed(mirror, e),
-        Ok(cache) => {
-            let fetch = cache.fetch(&mirror.source, &mirror.selection, &git);
-            let listings = join_all(mirror.destinations.iter().map(|d| list_destination(d, mirror.create, mode, &git)));
-            let (fetched, listings) = tokio::join!(fetch, listings);
-            match fetched {
-                Err(e) => source_failed(mirror, e),
-                Ok(source_refs) => {
-                    let per_dest = mirror.destinations.iter().zip(listings).map(|(dest, listing)| {
-                        sync_destination(mirror, &cache, &git, &source_refs, dest, listing, mode)
-                    });
-                    let reports = join_all(per_dest).await;
-                    let source = SourceReport { url: mirror.source.display().to_owned(), ok: true, refs: source_refs.len(), error: None };
-                    (source, reports)
+    let (source, destinations) =
+        match Cache::open(&settings.cache_dir, &mirror.source, &git, settings.timeout).await {
+            Err(e) => source_failed(mirror, e),
+            Ok(cache) => {
+                let fetch = cache.fetch(&mirror.source, &mirror.selection, &git);
+                let listings = join_all(
+                    mirror
+                        .destinations
+                        .iter()
+                        .map(|d| list_destination(d, mirror.create, mode, &git)),
+                );
+                let (fetched, listings) = tokio::join!(fetch, listings);
+                match fetched {
+                    Err(e) => source_failed(mirror, e),
+                    Ok(source_refs) => {
+                        let per_dest =
+                            mirror
+                                .destinations
+                                .iter()
+                                .zip(listings)
+                                .map(|(dest, listing)| {
+                                    sync_destination(
+                                        mirror,
+                                        &cache,
+                                        &git,
+                                        &source_refs,
+                                        dest,
+                                        listing,
+                                        mode,
+                                    )
+                                });
+                        let reports = join_all(per_dest).await;
+                        let source = SourceReport {
+                            url: mirror.source.display().to_owned(),
+                            ok: true,
+                            refs: source_refs.len(),
+                            error: None,
+                        };
+                        (source, reports)
+                    }
                 }
             }
-        }
-    };
+        };
     MirrorReport {
         name: mirror.name.clone(),
         ok: source.ok && destinations.iter().all(|d| d.ok),
@@ -98,18 +129,36 @@ pub async fn run_mirror(mirror: &Mirror, settings: &Settings, mode: Mode) -> Mir
 
 fn source_failed(mirror: &Mirror, e: GitFailure) -> (SourceReport, Vec<DestinationReport>) {
     let kind = e.kind;
-    let source = SourceReport { url: mirror.source.display().to_owned(), ok: false, refs: 0, error: Some(e.into()) };
+    let source = SourceReport {
+        url: mirror.source.display().to_owned(),
+        ok: false,
+        refs: 0,
+        error: Some(e.into()),
+    };
     let dests = mirror
         .destinations
         .iter()
-        .map(|d| DestinationReport::failed(d.display(), ErrorReport::new(kind, "not synced: the source could not be read (see the source's error)")))
+        .map(|d| {
+            DestinationReport::failed(
+                d.display(),
+                ErrorReport::new(
+                    kind,
+                    "not synced: the source could not be read (see the source's error)",
+                ),
+            )
+        })
         .collect();
     (source, dests)
 }
 
 /// Lists a destination's refs, creating a missing local bare repository when asked (not in
 /// plan mode, which changes nothing).
-async fn list_destination(dest: &Remote, create: bool, mode: Mode, git: &Git) -> Result<RefMap, GitFailure> {
+async fn list_destination(
+    dest: &Remote,
+    create: bool,
+    mode: Mode,
+    git: &Git,
+) -> Result<RefMap, GitFailure> {
     if let Some(path) = dest.local_path() {
         if !path.exists() {
             if !create {
@@ -122,12 +171,20 @@ async fn list_destination(dest: &Remote, create: bool, mode: Mode, git: &Git) ->
                 return Ok(RefMap::new());
             }
             let parent = path.parent().unwrap_or(std::path::Path::new("/"));
-            std::fs::create_dir_all(parent)
-                .map_err(|e| GitFailure::new(ErrorKind::Other, format!("cannot create {}: {e}", parent.display())))?;
+            std::fs::create_dir_all(parent).map_err(|e| {
+                GitFailure::new(
+                    ErrorKind::Other,
+                    format!("cannot create {}: {e}", parent.display()),
+                )
+            })?;
             let path_str = path.display().to_string();
-            git.run(parent, &["init", "--bare", "--quiet", &path_str], Call::default())
-                .await?
-                .check(&format!("creating the destination {}", dest.display()))?;
+            git.run(
+                parent,
+                &["init", "--bare", "--quiet", &path_str],
+                Call::default(),
+            )
+            .await?
+            .check(&format!("creating the destination {}", dest.display()))?;
         }
     }
     ls_remote(dest, git).await
@@ -136,7 +193,14 @@ async fn list_destination(dest: &Remote, create: bool, mode: Mode, git: &Git) ->
 async fn ls_remote(remote: &Remote, git: &Git) -> Result<RefMap, GitFailure> {
     let cwd = std::env::temp_dir();
     let out = git
-        .run(&cwd, &["ls-remote", "--refs", "--", remote.git_url()], Call { remote: Some(remote), transfer: false })
+        .run(
+            &cwd,
+            &["ls-remote", "--refs", "--", remote.git_url()],
+            Call {
+                remote: Some(remote),
+                transfer: false,
+            },
+        )
         .await?
         .check(&format!("listing {}", remote.display()))?;
     Ok(parse_ref_listing(&out.stdout))
@@ -164,27 +228,67 @@ async fn sync_destination(
 
     if mode == Mode::Plan {
         let refs = plan.refs.iter().map(|p| planned_report(p, &plan)).collect();
-        return DestinationReport { url: url.to_owned(), ok: true, error: None, refs }.finish_plan(&plan);
+        return DestinationReport {
+            url: url.to_owned(),
+            ok: true,
+            error: None,
+            refs,
+        }
+        .finish_plan(&plan);
     }
 
     if plan.aborted {
         let diverged: Vec<&str> = plan.diverged().map(|r| r.name.as_str()).collect();
-        let message = format!("nothing pushed: divergence = abort and {} diverged", diverged.join(", "));
-        let refs = plan.refs.iter().map(|p| aborted_report(p, &message)).collect();
+        let message = format!(
+            "nothing pushed: divergence = abort and {} diverged",
+            diverged.join(", ")
+        );
+        let refs = plan
+            .refs
+            .iter()
+            .map(|p| aborted_report(p, &message))
+            .collect();
         update_record(&mut record, &plan, source_refs, &dest_refs);
         let error = ErrorReport::new(ErrorKind::Diverged, message);
-        return save_and_finish(DestinationReport { url: url.to_owned(), ok: false, error: Some(error), refs }, &record);
+        return save_and_finish(
+            DestinationReport {
+                url: url.to_owned(),
+                ok: false,
+                error: Some(error),
+                refs,
+            },
+            &record,
+        );
     }
 
     let pushes: Vec<RefPlan> = plan.pushes().cloned().collect();
     if pushes.is_empty() {
-        let refs = plan.refs.iter().map(|p| settled_report(p, None, p.old.as_ref(), None)).collect();
+        let refs = plan
+            .refs
+            .iter()
+            .map(|p| settled_report(p, None, p.old.as_ref(), None))
+            .collect();
         update_record(&mut record, &plan, source_refs, &dest_refs);
-        return save_and_finish(DestinationReport { url: url.to_owned(), ok: false, error: None, refs }, &record);
+        return save_and_finish(
+            DestinationReport {
+                url: url.to_owned(),
+                ok: false,
+                error: None,
+                refs,
+            },
+            &record,
+        );
     }
 
     let mut plan = plan;
-    let (mut statuses, mut push_error) = push(cache, git, dest, &pushes.iter().collect::<Vec<_>>(), mirror.atomic).await;
+    let (mut statuses, mut push_error) = push(
+        cache,
+        git,
+        dest,
+        &pushes.iter().collect::<Vec<_>>(),
+        mirror.atomic,
+    )
+    .await;
     let lease_lost: Vec<String> = statuses
         .iter()
         .filter(|(_, s)| s.kind == Some(ErrorKind::Lease))
@@ -193,7 +297,11 @@ async fn sync_destination(
     if !lease_lost.is_empty() {
         // Someone pushed while we synced. Look again and re-plan those refs once: the planner
         // decides afresh whether the new destination value is safe to move.
-        tracing::info!(destination = url, refs = lease_lost.len(), "lease lost; re-planning once");
+        tracing::info!(
+            destination = url,
+            refs = lease_lost.len(),
+            "lease lost; re-planning once"
+        );
         match ls_remote(dest, git).await {
             Ok(fresh) => {
                 let fresh = mirror.selection.filter(&fresh);
@@ -204,7 +312,11 @@ async fn sync_destination(
                             .iter()
                             .filter(|r| lease_lost.contains(&r.name))
                             .collect();
-                        let to_push: Vec<&RefPlan> = retry.iter().copied().filter(|r| r.action.pushes()).collect();
+                        let to_push: Vec<&RefPlan> = retry
+                            .iter()
+                            .copied()
+                            .filter(|r| r.action.pushes())
+                            .collect();
                         let (again, again_error) = if to_push.is_empty() || replanned.aborted {
                             (BTreeMap::new(), None)
                         } else {
@@ -230,7 +342,10 @@ async fn sync_destination(
     let verified = match ls_remote(dest, git).await {
         Ok(v) => Some(mirror.selection.filter(&v)),
         Err(e) => {
-            push_error = push_error.or(Some(GitFailure::new(e.kind, format!("could not verify the push: {}", e.message))));
+            push_error = push_error.or(Some(GitFailure::new(
+                e.kind,
+                format!("could not verify the push: {}", e.message),
+            )));
             None
         }
     };
@@ -251,7 +366,12 @@ async fn sync_destination(
     if let Some(v) = &verified {
         update_record(&mut record, &plan, source_refs, v);
     }
-    let report = DestinationReport { url: url.to_owned(), ok: false, error: push_error.map(ErrorReport::from), refs };
+    let report = DestinationReport {
+        url: url.to_owned(),
+        ok: false,
+        error: push_error.map(ErrorReport::from),
+        refs,
+    };
     save_and_finish(report, &record)
 }
 
@@ -263,7 +383,11 @@ async fn make_plan(
     dest_refs: &RefMap,
     record: &RefMap,
 ) -> Result<Plan, GitFailure> {
-    let input = PlanInput { source: source_refs, dest: dest_refs, record };
+    let input = PlanInput {
+        source: source_refs,
+        dest: dest_refs,
+        record,
+    };
     let questions = plan::ancestry_questions(input);
     let answers = join_all(questions.iter().map(|(a, d)| cache.is_ancestor(a, d, git))).await;
     let mut yes: HashSet<(&Oid, &Oid)> = HashSet::new();
@@ -272,7 +396,9 @@ async fn make_plan(
             yes.insert((a, d));
         }
     }
-    Ok(plan::plan(input, mirror.policy, |a, d| a == d || yes.contains(&(a, d))))
+    Ok(plan::plan(input, mirror.policy, |a, d| {
+        a == d || yes.contains(&(a, d))
+    }))
 }
 
 /// One ref's result as `git push --porcelain` reported it.
@@ -295,9 +421,18 @@ async fn push(
 ) -> (BTreeMap<String, PushStatus>, Option<GitFailure>) {
     let mut statuses = BTreeMap::new();
     let mut failure = None;
-    let batch = if atomic { refs.len().max(1) } else { PUSH_BATCH };
+    let batch = if atomic {
+        refs.len().max(1)
+    } else {
+        PUSH_BATCH
+    };
     for chunk in refs.chunks(batch) {
-        let mut args: Vec<String> = vec!["push".into(), "--porcelain".into(), "--progress".into(), "--no-verify".into()];
+        let mut args: Vec<String> = vec![
+            "push".into(),
+            "--porcelain".into(),
+            "--progress".into(),
+            "--no-verify".into(),
+        ];
         if atomic {
             args.push("--atomic".into());
         }
@@ -318,7 +453,17 @@ async fn push(
         }
         let argv: Vec<&str> = args.iter().map(String::as_str).collect();
         let what = format!("push to {}", dest.display());
-        match git.run(cache.dir(), &argv, Call { remote: Some(dest), transfer: true }).await {
+        match git
+            .run(
+                cache.dir(),
+                &argv,
+                Call {
+                    remote: Some(dest),
+                    transfer: true,
+                },
+            )
+            .await
+        {
             Err(e) => failure = failure.or(Some(e)),
             Ok(out) => {
                 let parsed = parse_porcelain(&out.stdout);
@@ -341,13 +486,25 @@ fn parse_porcelain(stdout: &str) -> BTreeMap<String, PushStatus> {
     let mut out = BTreeMap::new();
     for line in stdout.lines() {
         let mut parts = line.splitn(3, '\t');
-        let (Some(flag), Some(spec), Some(summary)) = (parts.next(), parts.next(), parts.next()) else {
+        let (Some(flag), Some(spec), Some(summary)) = (parts.next(), parts.next(), parts.next())
+        else {
             continue;
         };
-        let Some(flag) = flag.chars().next().filter(|_| flag.len() == 1) else { continue };
-        let Some((_, to)) = spec.rsplit_once(':') else { continue };
+        let Some(flag) = flag.chars().next().filter(|_| flag.len() == 1) else {
+            continue;
+        };
+        let Some((_, to)) = spec.rsplit_once(':') else {
+            continue;
+        };
         let kind = (flag == '!').then(|| classify_ref_rejection(summary));
-        out.insert(to.to_owned(), PushStatus { flag, summary: summary.to_owned(), kind });
+        out.insert(
+            to.to_owned(),
+            PushStatus {
+                flag,
+                summary: summary.to_owned(),
+                kind,
+            },
+        );
     }
     out
 }
@@ -362,7 +519,8 @@ fn planned_report(p: &RefPlan, plan: &Plan) -> RefReport {
         new: p.new.clone(),
         kind: divergence.then_some(ErrorKind::Diverged),
         reason: p.note.map(|n| n.describe().to_owned()).or_else(|| {
-            (plan.aborted && p.action.pushes()).then(|| "not pushed: divergence = abort and another ref diverged".to_owned())
+            (plan.aborted && p.action.pushes())
+                .then(|| "not pushed: divergence = abort and another ref diverged".to_owned())
         }),
         hint: divergence.then(|| ErrorKind::Diverged.hint().to_owned()),
     }
@@ -381,7 +539,12 @@ fn aborted_report(p: &RefPlan, message: &str) -> RefReport {
 
 /// The final word on one ref: what the destination holds now (`now`) against what the plan
 /// wanted, explained by the porcelain status or the push's failure.
-fn settled_report(p: &RefPlan, status: Option<&PushStatus>, now: Option<&Oid>, push_error: Option<&GitFailure>) -> RefReport {
+fn settled_report(
+    p: &RefPlan,
+    status: Option<&PushStatus>,
+    now: Option<&Oid>,
+    push_error: Option<&GitFailure>,
+) -> RefReport {
     let mut r = RefReport {
         name: p.name.clone(),
         action: p.action,
@@ -405,7 +568,8 @@ fn settled_report(p: &RefPlan, status: Option<&PushStatus>, now: Option<&Oid>, p
             Action::Create => Outcome::Created,
             Action::Delete => Outcome::Deleted,
             Action::Force => Outcome::Forced,
-            _ if status.is_some_and(|s| s.flag == '+') => Outcome::Forced,
+            // A fast-forward by the plan's ancestry check, even where git calls it forced
+            // (git reports every tag move as a forced update).
             _ => Outcome::Updated,
         },
         _ => match status {
@@ -447,12 +611,7 @@ fn rejection_reason(kind: ErrorKind, summary: &str) -> String {
 /// The new record: for every planned ref, the destination's value when it equals the source's
 /// (ferry's intent holds); diverged and failed refs keep their old entry; refs gone on both
 /// sides are forgotten.
-fn update_record(
-    record: &mut Record,
-    plan: &Plan,
-    source_refs: &RefMap,
-    dest_now: &RefMap,
-) {
+fn update_record(record: &mut Record, plan: &Plan, source_refs: &RefMap, dest_now: &RefMap) {
     let mut next = RefMap::new();
     for p in &plan.refs {
         match (source_refs.get(&p.name), dest_now.get(&p.name)) {
@@ -484,7 +643,10 @@ fn save_and_finish(mut report: DestinationReport, record: &Record) -> Destinatio
 impl DestinationReport {
     fn finish_plan(mut self, plan: &Plan) -> DestinationReport {
         if plan.aborted {
-            self.error = Some(ErrorReport::new(ErrorKind::Diverged, "a sync would push nothing here: divergence = abort and a ref diverged"));
+            self.error = Some(ErrorReport::new(
+                ErrorKind::Diverged,
+                "a sync would push nothing here: divergence = abort and a ref diverged",
+            ));
         }
         self.finish()
     }
@@ -513,18 +675,41 @@ mod tests {
 
     #[test]
     fn outcomes_come_from_what_the_destination_holds() {
-        let p = RefPlan { name: "refs/heads/m".into(), action: Action::Update, old: Some(oid('a')), new: Some(oid('b')), note: None };
-        let ok = PushStatus { flag: ' ', summary: "a..b".into(), kind: None };
-        assert_eq!(settled_report(&p, Some(&ok), Some(&oid('b')), None).outcome, Some(Outcome::Updated));
+        let p = RefPlan {
+            name: "refs/heads/m".into(),
+            action: Action::Update,
+            old: Some(oid('a')),
+            new: Some(oid('b')),
+            note: None,
+        };
+        let ok = PushStatus {
+            flag: ' ',
+            summary: "a..b".into(),
+            kind: None,
+        };
+        assert_eq!(
+            settled_report(&p, Some(&ok), Some(&oid('b')), None).outcome,
+            Some(Outcome::Updated)
+        );
         // git said fine, the destination disagrees: failed, not updated.
         let r = settled_report(&p, Some(&ok), Some(&oid('a')), None);
         assert_eq!(r.outcome, Some(Outcome::Failed));
         assert!(r.reason.unwrap().contains("does not hold"));
-        let rejected = PushStatus { flag: '!', summary: "[remote rejected] (hook declined)".into(), kind: Some(ErrorKind::Protected) };
+        let rejected = PushStatus {
+            flag: '!',
+            summary: "[remote rejected] (hook declined)".into(),
+            kind: Some(ErrorKind::Protected),
+        };
         let r = settled_report(&p, Some(&rejected), Some(&oid('a')), None);
-        assert_eq!((r.outcome, r.kind), (Some(Outcome::Rejected), Some(ErrorKind::Protected)));
+        assert_eq!(
+            (r.outcome, r.kind),
+            (Some(Outcome::Rejected), Some(ErrorKind::Protected))
+        );
         let cut = GitFailure::new(ErrorKind::Network, "push failed: early EOF");
         let r = settled_report(&p, None, Some(&oid('a')), Some(&cut));
-        assert_eq!((r.outcome, r.kind), (Some(Outcome::Failed), Some(ErrorKind::Network)));
+        assert_eq!(
+            (r.outcome, r.kind),
+            (Some(Outcome::Failed), Some(ErrorKind::Network))
+        );
     }
 }

@@ -1,1 +1,4 @@
-fn main(){}
+//! ferry's integration tests: the real binary against real git servers on loopback.
+
+mod harness;
+mod lifecycle;

@@ -1,0 +1,145 @@
+//! The everyday life of a mirror, over every transport: first mirror, new commits, branches
+//! and tags coming and going, and a source force-push followed.
+
+use crate::harness::{branches_and_tags, Ferry, Repo, Transport, ALL_TRANSPORTS};
+
+fn lifecycle(t: Transport) {
+    let src = Repo::source("life-src");
+    let dst = Repo::empty("life-dst");
+    src.git(&["tag", "-a", "v1", "-m", "release 1"]);
+    src.git(&["branch", "dev"]);
+    src.push(&["main", "dev", "v1"]);
+    let ferry = Ferry::with_test_credentials();
+    let args = [src.url(t), dst.url(t)];
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+
+    // First mirror into an empty destination.
+    let run = ferry.sync(&args);
+    run.assert_code(0);
+    assert_eq!(
+        run.ref_result(0, "refs/heads/main"),
+        ("create".into(), "created".into())
+    );
+    assert_eq!(
+        run.ref_result(0, "refs/tags/v1"),
+        ("create".into(), "created".into())
+    );
+    assert_eq!(
+        branches_and_tags(&dst.path()),
+        branches_and_tags(&src.path()),
+        "{t:?}: first mirror"
+    );
+
+    // Nothing changed: nothing to do, still exit 0.
+    let run = ferry.sync(&args);
+    run.assert_code(0);
+    assert!(
+        run.outcomes(0).values().all(|o| o == "unchanged"),
+        "{}",
+        run.stdout
+    );
+
+    // A new commit is a fast-forward.
+    src.commit("second");
+    src.push(&["main"]);
+    let run = ferry.sync(&args);
+    run.assert_code(0);
+    assert_eq!(
+        run.ref_result(0, "refs/heads/main"),
+        ("update".into(), "updated".into())
+    );
+    assert_eq!(run.ref_result(0, "refs/heads/dev").1, "unchanged");
+
+    // Branch create and delete; tag create, move and delete.
+    src.git(&["branch", "feature"]);
+    src.git(&["tag", "v2"]);
+    src.push(&["feature", "v2"]);
+    src.push(&[":refs/heads/dev"]);
+    let run = ferry.sync(&args);
+    run.assert_code(0);
+    assert_eq!(run.ref_result(0, "refs/heads/feature").1, "created");
+    assert_eq!(run.ref_result(0, "refs/tags/v2").1, "created");
+    assert_eq!(
+        run.ref_result(0, "refs/heads/dev"),
+        ("delete".into(), "deleted".into())
+    );
+    assert_eq!(
+        branches_and_tags(&dst.path()),
+        branches_and_tags(&src.path()),
+        "{t:?}: create/delete"
+    );
+
+    src.commit("third");
+    src.git(&["tag", "-f", "v2"]);
+    src.push(&["main", "+refs/tags/v2:refs/tags/v2", ":refs/tags/v1"]);
+    let run = ferry.sync(&args);
+    run.assert_code(0);
+    assert_eq!(
+        run.ref_result(0, "refs/tags/v2").1,
+        "updated",
+        "a moved tag ahead of its old commit"
+    );
+    assert_eq!(run.ref_result(0, "refs/tags/v1").1, "deleted");
+
+    // The source rewrites main: ferry pushed the old value, so it follows the force-push.
+    src.git(&["reset", "-q", "--hard", "HEAD~2"]);
+    src.commit("rewritten");
+    src.push(&["+main"]);
+    let run = ferry.sync(&args);
+    run.assert_code(0);
+    assert_eq!(
+        run.ref_result(0, "refs/heads/main"),
+        ("force".into(), "forced".into())
+    );
+    assert_eq!(
+        branches_and_tags(&dst.path()),
+        branches_and_tags(&src.path()),
+        "{t:?}: after force-push"
+    );
+}
+
+#[test]
+fn lifecycle_over_file() {
+    lifecycle(Transport::File);
+}
+
+#[test]
+fn lifecycle_over_http() {
+    lifecycle(Transport::Http);
+}
+
+#[test]
+fn lifecycle_over_https() {
+    lifecycle(Transport::Https);
+}
+
+#[test]
+fn lifecycle_over_ssh() {
+    lifecycle(Transport::Ssh);
+}
+
+#[test]
+fn lifecycle_over_git_daemon() {
+    lifecycle(Transport::GitDaemon);
+}
+
+/// One source, one destination per transport, one run: every destination converges.
+#[test]
+fn one_source_many_destinations_across_transports() {
+    let src = Repo::source("fan-src");
+    src.git(&["tag", "v1"]);
+    src.push(&["v1"]);
+    let dests: Vec<Repo> = ALL_TRANSPORTS
+        .iter()
+        .map(|_| Repo::empty("fan-dst"))
+        .collect();
+    let mut args = vec![src.url(Transport::File)];
+    args.extend(dests.iter().zip(ALL_TRANSPORTS).map(|(d, t)| d.url(t)));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let run = Ferry::with_test_credentials().sync(&args);
+    run.assert_code(0);
+    for (i, d) in dests.iter().enumerate() {
+        assert_eq!(run.dest(i)["ok"], true);
+        assert_eq!(branches_and_tags(&d.path()), branches_and_tags(&src.path()));
+    }
+}
