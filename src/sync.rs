@@ -603,6 +603,9 @@ fn rejection_reason(kind: ErrorKind, summary: &str) -> String {
         ErrorKind::NonFastForward => "the destination refuses non-fast-forward updates",
         ErrorKind::DeletionProhibited => "the destination refuses deletions",
         ErrorKind::Lease => "the destination changed during the sync (lease lost twice)",
+        _ if summary.contains("atomic") => {
+            "not applied: the push is atomic and another ref was refused"
+        }
         _ => "the destination refused it",
     };
     format!("{words} ({})", summary.trim())
