@@ -222,17 +222,32 @@ impl SplitMix64 {
 /// stay small while every commit still changes exactly one file.
 const GENERATED_FILES: usize = 64;
 
+/// Every `ANNOTATED_TAG_EVERY`-th generated tag is annotated (the others are
+/// lightweight). Annotated tags exercise peeling (`^{}` lines), but fast-import
+/// writes each of their refs as a loose file, which is slow for thousands.
+const ANNOTATED_TAG_EVERY: usize = 8;
+
+/// A ref that [`generate_repo`] adds to `packed-refs` itself.
+enum ExtraRef {
+    /// `refs/heads/b-N` or a lightweight `refs/tags/t-N` at commit `:mark`.
+    Direct { name: String, mark: usize },
+    /// Annotated tag `t-N` at commit `:mark`, created by fast-import's `tag`
+    /// command (its ref is then packed by `git pack-refs`).
+    Annotated { tag: usize, mark: usize },
+}
+
 /// Generates a repository quickly with `git fast-import`: `commits` linear
 /// commits on `main`, each changing one file (`data/file-NN.bin`, cycling
 /// through 64 files) with `bytes_per_commit` of pseudo-random
 /// (incompressible, deterministic from `seed`) content, plus `extra_refs`
 /// additional refs pointing at pseudo-randomly chosen commits: the first half
-/// (rounded up) `refs/heads/b-N`, the rest `refs/tags/t-N` (even N annotated,
-/// odd N lightweight, so both kinds exist). Refs are packed at the end.
+/// (rounded up) `refs/heads/b-N`, the rest `refs/tags/t-N` (every 8th tag,
+/// starting with t-0, annotated; the others lightweight).
 ///
 /// The repository is a new bare repo at `path` (which must not exist or be an
 /// empty directory). Everything is streamed into a single fast-import
-/// process, so ~20k commits / 90 MB take seconds.
+/// process, and extra refs are written straight into `packed-refs` (as `git
+/// pack-refs` would), so ~20k commits / 90 MB or 10k refs take seconds.
 pub fn generate_repo(
     path: &Path,
     commits: usize,
@@ -257,8 +272,35 @@ pub fn generate_repo(
     fs::create_dir_all(path).with_context(|| format!("failed to create {}", path.display()))?;
     git(path, &["init", "-q", "--bare", "-b", "main", "."])?;
 
+    let mut rng = SplitMix64(seed);
+    let heads = extra_refs.div_ceil(2);
+    let refs: Vec<ExtraRef> = (0..extra_refs)
+        .map(|n| {
+            let mark = rng.below(commits) + 1;
+            if n < heads {
+                ExtraRef::Direct {
+                    name: format!("refs/heads/b-{n}"),
+                    mark,
+                }
+            } else if (n - heads) % ANNOTATED_TAG_EVERY == 0 {
+                ExtraRef::Annotated {
+                    tag: n - heads,
+                    mark,
+                }
+            } else {
+                ExtraRef::Direct {
+                    name: format!("refs/tags/t-{}", n - heads),
+                    mark,
+                }
+            }
+        })
+        .collect();
+
+    let marks_file = path.join("testkit-fast-import.marks");
     let mut cmd = git_command(path)?;
-    cmd.args(["fast-import", "--quiet"])
+    cmd.arg("fast-import")
+        .arg("--quiet")
+        .arg(format!("--export-marks={}", marks_file.display()))
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
         .stderr(Stdio::piped());
@@ -273,8 +315,8 @@ pub fn generate_repo(
         BufWriter::with_capacity(1 << 20, stdin),
         commits,
         bytes_per_commit,
-        extra_refs,
-        seed,
+        &refs,
+        &mut rng,
     );
     // Collect stderr even if writing failed: a broken pipe usually means
     // fast-import rejected the stream and said why on stderr.
@@ -293,19 +335,88 @@ pub fn generate_repo(
     })?;
     write_result.context("failed to stream input to git fast-import")?;
     if extra_refs > 0 {
+        // Packs main and the annotated tags (with their peeled lines).
         git(path, &["pack-refs", "--all"])?;
+        add_packed_refs(path, &marks_file, &refs)?;
     }
+    fs::remove_file(&marks_file)
+        .with_context(|| format!("failed to remove {}", marks_file.display()))?;
     Ok(())
+}
+
+/// Merges `refs` (resolved through fast-import's exported marks) into the
+/// repository's sorted `packed-refs` file, replacing it atomically. Writing
+/// ten thousand loose ref files would take far longer than the history.
+fn add_packed_refs(repo: &Path, marks_file: &Path, refs: &[ExtraRef]) -> Result<()> {
+    let marks_text = fs::read_to_string(marks_file)
+        .with_context(|| format!("failed to read {}", marks_file.display()))?;
+    let mut marks = std::collections::HashMap::new();
+    for line in marks_text.lines() {
+        let parsed = line
+            .strip_prefix(':')
+            .and_then(|l| l.split_once(' '))
+            .and_then(|(mark, oid)| Some((mark.parse::<usize>().ok()?, oid.to_string())));
+        let (mark, oid) = parsed
+            .with_context(|| format!("unexpected line {line:?} in {}", marks_file.display()))?;
+        marks.insert(mark, oid);
+    }
+
+    let packed_path = repo.join("packed-refs");
+    let packed = fs::read_to_string(&packed_path)
+        .with_context(|| format!("failed to read {}", packed_path.display()))?;
+    // (refname, full text of the entry including a following "^peeled" line)
+    let mut entries: Vec<(String, String)> = Vec::new();
+    for line in packed.lines() {
+        if line.starts_with('#') {
+            continue;
+        }
+        if line.starts_with('^') {
+            let last = entries.last_mut().with_context(|| {
+                format!("peeled line without a ref in {}", packed_path.display())
+            })?;
+            last.1.push_str(line);
+            last.1.push('\n');
+            continue;
+        }
+        let (_, name) = line
+            .split_once(' ')
+            .with_context(|| format!("unexpected line {line:?} in {}", packed_path.display()))?;
+        entries.push((name.to_string(), format!("{line}\n")));
+    }
+    for r in refs {
+        if let ExtraRef::Direct { name, mark } = r {
+            let oid = marks
+                .get(mark)
+                .with_context(|| format!("fast-import exported no object for mark :{mark}"))?;
+            entries.push((name.clone(), format!("{oid} {name}\n")));
+        }
+    }
+    entries.sort_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
+
+    let tmp = repo.join("packed-refs.testkit-new");
+    let mut out = BufWriter::new(
+        fs::File::create(&tmp).with_context(|| format!("failed to create {}", tmp.display()))?,
+    );
+    out.write_all(b"# pack-refs with: peeled fully-peeled sorted \n")
+        .and_then(|()| {
+            entries
+                .iter()
+                .try_for_each(|(_, text)| out.write_all(text.as_bytes()))
+        })
+        .and_then(|()| out.flush())
+        .with_context(|| format!("failed to write {}", tmp.display()))?;
+    drop(out);
+    fs::rename(&tmp, &packed_path)
+        .with_context(|| format!("failed to replace {}", packed_path.display()))
 }
 
 fn write_fast_import_stream<W: Write>(
     mut out: W,
     commits: usize,
     bytes_per_commit: usize,
-    extra_refs: usize,
-    seed: u64,
+    refs: &[ExtraRef],
+    rng: &mut SplitMix64,
 ) -> Result<()> {
-    let mut rng = SplitMix64(seed);
     let mut content = vec![0u8; bytes_per_commit];
     let base_time: u64 = 1_700_000_000;
     writeln!(out, "feature done")?;
@@ -328,24 +439,16 @@ fn write_fast_import_stream<W: Write>(
         out.write_all(&content)?;
         out.write_all(b"\n\n")?;
     }
-    let heads = extra_refs.div_ceil(2);
-    for n in 0..extra_refs {
-        let mark = rng.below(commits) + 1;
-        if n < heads {
-            write!(out, "reset refs/heads/b-{n}\nfrom :{mark}\n\n")?;
-        } else {
-            let t = n - heads;
-            if t % 2 == 0 {
-                let message = format!("tag t-{t}\n");
-                write!(
-                    out,
-                    "tag t-{t}\nfrom :{mark}\ntagger {GIT_NAME} <{GIT_EMAIL}> {base_time} +0000\ndata {}\n{message}\n",
-                    message.len()
-                )?;
-            } else {
-                write!(out, "reset refs/tags/t-{t}\nfrom :{mark}\n\n")?;
-            }
-        }
+    for r in refs {
+        let ExtraRef::Annotated { tag: t, mark } = r else {
+            continue;
+        };
+        let message = format!("tag t-{t}\n");
+        write!(
+            out,
+            "tag t-{t}\nfrom :{mark}\ntagger {GIT_NAME} <{GIT_EMAIL}> {base_time} +0000\ndata {}\n{message}\n",
+            message.len()
+        )?;
     }
     writeln!(out, "done")?;
     out.flush()?;

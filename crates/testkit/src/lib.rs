@@ -29,3 +29,16 @@ pub use proxy::{ProxyMode, TcpProxy};
 pub use servers::{
     Servers, ASKPASS_PASSWORD_VAR, ASKPASS_USER_VAR, READER, SMALL_BODY_LIMIT, WRITER,
 };
+
+#[cfg(test)]
+mod tests {
+    /// `Servers` is meant to be shareable (e.g. in a `OnceLock`) across test
+    /// threads; the proxy and work repos move between threads.
+    #[test]
+    fn public_types_are_send_and_sync() {
+        fn assert_send_sync<T: Send + Sync>() {}
+        assert_send_sync::<crate::Servers>();
+        assert_send_sync::<crate::TcpProxy>();
+        assert_send_sync::<crate::WorkRepo>();
+    }
+}

@@ -402,3 +402,42 @@ impl Drop for Watchdog {
         self.stdin.take();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn missing_program_names_package_and_setup_script() {
+        let err = find_program("ferry-testkit-no-such-program").unwrap_err();
+        let text = format!("{err:#}");
+        assert!(text.contains("ferry-testkit-no-such-program"), "{text}");
+        assert!(text.contains("scripts/test.sh"), "{text}");
+        let text = format!("{:#}", missing_program("nginx", "test"));
+        assert!(text.contains("nginx-light"), "{text}");
+        let text = format!("{:#}", missing_program("sshd", "test"));
+        assert!(text.contains("openssh-server"), "{text}");
+    }
+
+    #[test]
+    fn finds_sh() {
+        assert!(find_program("sh").unwrap().is_absolute());
+    }
+
+    #[test]
+    fn free_ports_are_distinct() {
+        let [a, b, c] = free_ports::<3>().unwrap();
+        assert!(a != b && b != c && a != c);
+    }
+
+    #[test]
+    fn log_tail_is_bounded() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("big.log");
+        fs::write(&log, "x".repeat(100_000) + "THE END").unwrap();
+        let text = read_logs(&[log, dir.path().join("missing.log")]);
+        assert!(text.contains("THE END") && text.contains("earlier bytes omitted"));
+        assert!(text.len() < 20_000);
+        assert!(text.contains("could not read"));
+    }
+}

@@ -183,7 +183,7 @@ impl Servers {
         let sock = http_dir.join("fcgiwrap.sock");
         let fcgi_log = http_dir.join("fcgiwrap.log");
         let mut fcgiwrap = {
-            let mut cmd = Command::new(&programs.fcgiwrap);
+            let mut cmd = server_command(&programs.fcgiwrap);
             // -c: several workers, so concurrent clones/pushes do not queue.
             cmd.arg("-c")
                 .arg("4")
@@ -207,7 +207,7 @@ impl Servers {
             )?;
             let stderr_log = http_dir.join("nginx-stderr.log");
             let error_log = http_dir.join("nginx-error.log");
-            let mut cmd = Command::new(&programs.nginx);
+            let mut cmd = server_command(&programs.nginx);
             cmd.arg("-p")
                 .arg(format!("{}/", http_dir.display()))
                 .arg("-e")
@@ -234,7 +234,7 @@ impl Servers {
             ensure_privsep_dir();
             let conf = ssh.write_sshd_conf(&ssh_dir, &programs)?;
             let log = ssh_dir.join("sshd.log");
-            let mut cmd = Command::new(&programs.sshd);
+            let mut cmd = server_command(&programs.sshd);
             cmd.arg("-D")
                 .arg("-e")
                 .arg("-f")
@@ -564,6 +564,21 @@ fn shell_quote(s: &str) -> String {
     } else {
         format!("'{}'", s.replace('\'', r"'\''"))
     }
+}
+
+/// A command for a server daemon with a clean environment, so nothing from
+/// the test process (`GIT_DIR`, proxies, `GIT_SSL_CAINFO`, ...) leaks into
+/// the servers or the git processes they spawn.
+fn server_command(program: &Path) -> Command {
+    let mut cmd = Command::new(program);
+    cmd.env_clear()
+        .env(
+            "PATH",
+            "/usr/local/bin:/usr/bin:/bin:/usr/local/sbin:/usr/sbin:/sbin",
+        )
+        .env("LANG", "C")
+        .env("LC_ALL", "C");
+    cmd
 }
 
 /// Starts a server, retrying with fresh ports when the chosen port was taken
