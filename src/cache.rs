@@ -3,7 +3,7 @@
 //! ferry processes out of one cache; a damaged or half-written cache is rebuilt.
 
 use crate::git::{failure_from_stderr, Call, Git, GitFailure};
-use crate::kind::ErrorKind;
+use crate::kind::{classify_stderr, ErrorKind};
 use crate::refs::{parse_ref_listing, Oid, RefMap, RefSelection};
 use crate::remote::Remote;
 use nix::fcntl::{Flock, FlockArg};
@@ -194,7 +194,10 @@ impl Cache {
             }
             return Err(failure);
         }
-        if self.dir().join("shallow").exists() {
+        // A shallow source makes git skip refs with only a warning, and exit 0.
+        if self.dir().join("shallow").exists()
+            || classify_stderr(&out.stderr) == ErrorKind::ShallowSource
+        {
             return Err(GitFailure::new(
                 ErrorKind::ShallowSource,
                 format!(

@@ -98,7 +98,10 @@ pub fn classify_stderr(stderr: &str) -> ErrorKind {
         ErrorKind::HostKeyChanged
     } else if has("host key verification failed") || has("no ") && has("host key is known") {
         ErrorKind::HostKeyUnknown
-    } else if has("shallow update not allowed") || has("source repository is shallow") {
+    } else if has("shallow update not allowed")
+        || has("source repository is shallow")
+        || has("shallow roots are not allowed")
+    {
         ErrorKind::ShallowSource
     } else if has("http 413")
         || has("returned error: 413")
@@ -115,6 +118,10 @@ pub fn classify_stderr(stderr: &str) -> ErrorKind {
         || has("invalid username or password")
     {
         ErrorKind::Auth
+    } else if has("no such repository") || has("repository not exported") {
+        // git daemon's words for a missing repository (without --informative-errors it
+        // cannot tell missing from not exported).
+        ErrorKind::NotFound
     } else if has("http 403")
         || has("returned error: 403")
         || has("403 forbidden")
@@ -202,6 +209,8 @@ mod tests {
             ("fatal: unable to connect to 127.0.0.1:\n127.0.0.1[0: 127.0.0.1]: errno=Connection refused", ErrorKind::Network),
             ("fatal: early EOF\nfatal: fetch-pack: invalid index-pack output", ErrorKind::Network),
             ("! [rejected] main (shallow update not allowed)", ErrorKind::ShallowSource),
+            ("fatal: remote error: no such repository: /nope.git", ErrorKind::NotFound),
+            ("warning: rejected refs/heads/main because shallow roots are not allowed to be updated", ErrorKind::ShallowSource),
             ("fatal: something nobody has seen", ErrorKind::Other),
         ];
         for (stderr, want) in cases {

@@ -347,16 +347,8 @@ fn server_rules_are_reported_per_ref() {
 #[test]
 fn request_too_large_is_reported_as_too_large() {
     let src = Repo::empty("big-src");
-    // Incompressible enough that the pack is well over the 16 KiB limit.
-    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
-    let blob: String = (0..64_000)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            char::from(b'!' + (x % 90) as u8)
-        })
-        .collect();
+    // Incompressible, so the pack is well over the 16 KiB limit.
+    let blob = crate::failures::noise(64_000, 1);
     src.work.commit("big.txt", &blob, "big").unwrap();
     src.push(&["main"]);
     let dst = Repo::empty("big-dst");
