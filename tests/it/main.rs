@@ -1,5 +1,6 @@
 //! ferry's integration tests: the real binary against real git servers on loopback.
 
+mod cli;
 mod failures;
 mod harness;
 mod lifecycle;
