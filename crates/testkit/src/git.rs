@@ -101,7 +101,7 @@ pub fn run_git(mut cmd: Command) -> Result<String> {
     check_output(&cmd, output)
 }
 
-fn check_output(cmd: &Command, output: Output) -> Result<String> {
+pub(crate) fn check_output(cmd: &Command, output: Output) -> Result<String> {
     if !output.status.success() {
         let dir = cmd
             .get_current_dir()

@@ -5,15 +5,15 @@ use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use tempfile::TempDir;
 
-use crate::git::{git, git_binary, git_command, run_git};
+use crate::git::{check_output, git, git_binary, git_command};
 use crate::process::{
-    find_program, free_ports, is_executable, is_port_conflict, missing_program, read_logs,
-    run_checked, stop_all, ServerProcess, Watchdog,
+    find_program, free_ports, is_executable, is_port_conflict, missing_program,
+    output_with_timeout, read_logs, run_checked, stop_all, ServerProcess, Watchdog,
 };
 
 /// HTTP(S) user that may read and push.
@@ -36,6 +36,9 @@ const PORT_ATTEMPTS: usize = 5;
 /// Name of the throwaway repository used to prove every transport works
 /// before [`Servers::start`] returns; deleted afterwards.
 const PROBE_REPO: &str = "testkit-readiness-probe";
+
+/// Upper bound for one readiness probe (`git ls-remote`); normally ~50 ms.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Programs every `Servers` needs, resolved up front so a missing one fails
 /// fast with the Debian package to install.
@@ -336,18 +339,22 @@ impl Servers {
                 .into_iter()
                 .map(|(server, url, cmd)| {
                     scope.spawn(move || -> Result<()> {
-                        run_git(cmd).map(drop).map_err(|e| {
-                            let logs = self
-                                .processes
-                                .iter()
-                                .filter(|p| p.name() == server)
-                                .flat_map(|p| p.log_paths().to_vec())
-                                .collect::<Vec<_>>();
-                            e.context(format!(
-                                "readiness probe via {url} failed; {server} logs:{}",
-                                read_logs(&logs)
-                            ))
-                        })
+                        let mut cmd = cmd;
+                        output_with_timeout(&mut cmd, PROBE_TIMEOUT)
+                            .and_then(|output| check_output(&cmd, output))
+                            .map(drop)
+                            .map_err(|e| {
+                                let logs = self
+                                    .processes
+                                    .iter()
+                                    .filter(|p| p.name() == server)
+                                    .flat_map(|p| p.log_paths().to_vec())
+                                    .collect::<Vec<_>>();
+                                e.context(format!(
+                                    "readiness probe via {url} failed; {server} logs:{}",
+                                    read_logs(&logs)
+                                ))
+                            })
                     })
                 })
                 .collect();
