@@ -313,11 +313,23 @@ mod tests {
         prune: Prune::Never,
     };
 
+    /// (what, source, destination, record, policy, action, note, aborted)
+    type Case = (
+        &'static str,
+        Option<char>,
+        Option<char>,
+        Option<char>,
+        Policy,
+        Action,
+        Option<Note>,
+        bool,
+    );
+
     #[test]
     fn decision_table() {
         use Action::*;
         #[rustfmt::skip]
-        let table: &[(&str, Option<char>, Option<char>, Option<char>, Policy, Action, Option<Note>, bool)] = &[
+        let table: &[Case] = &[
             // what,                                     src,       dst,       record,    policy,      action,    note,                                aborted
             ("in sync",                                  Some('b'), Some('b'), Some('b'), KEEP,        Unchanged, None,                                false),
             ("in sync, first sync (no record)",          Some('b'), Some('b'), None,      KEEP,        Unchanged, None,                                false),

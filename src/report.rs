@@ -231,14 +231,10 @@ fn render_destination(out: &mut String, d: &DestinationReport, plan_only: bool) 
                 .map_or(r.action.as_str(), Outcome::as_str)
                 .to_owned()
         };
-        let short = |o: &Option<Oid>| {
-            o.as_ref()
-                .map_or("(none)".to_owned(), |o| o.short().to_owned())
-        };
         let change = match (&r.old, &r.new) {
-            (Some(_), Some(_)) | (None, Some(_)) | (Some(_), None) if r.old != r.new => {
-                format!(" {}..{}", short(&r.old), short(&r.new))
-            }
+            (Some(o), Some(n)) if o != n => format!(" {}..{}", o.short(), n.short()),
+            (None, Some(n)) => format!(" {}", n.short()),
+            (Some(o), None) => format!(" (was {})", o.short()),
             _ => String::new(),
         };
         let mut line = format!("     {}: {label}{change}", r.name);

@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Runs ferry's whole test suite. The integration tests start real git servers on loopback
+# (nginx + fcgiwrap + git http-backend, sshd, git daemon), so this first installs the Debian
+# packages they need when any is missing (as root, or through sudo).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+packages=(git nginx-light fcgiwrap openssh-server openssh-client openssl)
+need=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || need+=("$p")
+done
+if [ ${#need[@]} -gt 0 ]; then
+  echo "installing test dependencies: ${need[*]}"
+  sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+  # The Debian nginx package starts a system nginx on port 80; the tests run their own.
+  $sudo service nginx stop >/dev/null 2>&1 || true
+fi
+
+cargo test --workspace --locked "$@"
