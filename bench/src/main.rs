@@ -1,1 +1,148 @@
-fn main() {}
+//! ferry's benchmark: how long it takes to propagate ONE new commit with
+//! ferry (warm cache) versus the classic clone+push-mirror, a raw cached git
+//! baseline and the floor (pushing just that commit), plus the no-op cost and
+//! ferry's peak memory. Prints a markdown table and target verdicts.
+//!
+//! `cargo run --release -p ferry-bench [-- --quick] [-- --runs N]`
+
+mod ferry_bin;
+mod fixture;
+mod method;
+mod report;
+mod repos;
+mod runner;
+mod sampler;
+mod stats;
+mod transport;
+
+use std::path::Path;
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use ferry_testkit::{git, Servers};
+
+use crate::fixture::Fixture;
+use crate::repos::{generated, Generated, RepoSpec};
+use crate::runner::{run_row, Rounds, Row};
+use crate::transport::Transport;
+
+const DEFAULT_RUNS: usize = 5;
+const QUICK_RUNS: usize = 2;
+const CLASSIC_RUNS_LARGE: usize = 3;
+
+const USAGE: &str = "usage: ferry-bench [--quick] [--runs N]";
+
+struct Options {
+    quick: bool,
+    runs: usize,
+}
+
+fn parse_args() -> Result<Options> {
+    let mut quick = false;
+    let mut runs = None;
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--quick" => quick = true,
+            "--runs" => {
+                let n = args.next().context("--runs needs a number")?;
+                let n: usize = n.parse().with_context(|| format!("bad --runs {n:?}"))?;
+                if n == 0 {
+                    bail!("--runs must be at least 1");
+                }
+                runs = Some(n);
+            }
+            "-h" | "--help" => {
+                println!("{USAGE}");
+                std::process::exit(0);
+            }
+            other => bail!("unknown argument {other:?}\n{USAGE}"),
+        }
+    }
+    let runs = runs.unwrap_or(if quick { QUICK_RUNS } else { DEFAULT_RUNS });
+    Ok(Options { quick, runs })
+}
+
+fn main() -> Result<()> {
+    let started = Instant::now();
+    let options = parse_args()?;
+    eprintln!("building ferry (release)...");
+    let ferry = ferry_bin::build_release()?;
+    let repo_cache = ferry_bin::target_dir(&ferry)?.join("ferry-bench-repos");
+    let repos = RepoSpec::all(options.quick)
+        .iter()
+        .map(|spec| generated(spec, &repo_cache))
+        .collect::<Result<Vec<_>>>()?;
+    eprintln!("starting git servers...");
+    let servers = Servers::start().context("failed to start testkit's git servers")?;
+    let rounds = Rounds {
+        runs: options.runs,
+        classic_runs_large: CLASSIC_RUNS_LARGE,
+    };
+    let rows = measure_all(&servers, &ferry, &repos, rounds)?;
+    drop(servers);
+    print_report(&options, &ferry, &rows, started)?;
+    Ok(())
+}
+
+fn measure_all(
+    servers: &Servers,
+    ferry: &Path,
+    repos: &[Generated],
+    rounds: Rounds,
+) -> Result<Vec<Row>> {
+    let mut rows = vec![];
+    for repo in repos {
+        for transport in Transport::ALL {
+            eprintln!("{} ({}) over {transport}:", repo.spec.name, repo.describe());
+            let mut fixture = Fixture::new(servers, ferry, transport, repo)?;
+            let row = run_row(&mut fixture, repo, transport, rounds).with_context(|| {
+                format!("benchmark of {} over {transport} failed", repo.spec.name)
+            })?;
+            rows.push(row);
+        }
+    }
+    Ok(rows)
+}
+
+fn print_report(options: &Options, ferry: &Path, rows: &[Row], started: Instant) -> Result<()> {
+    let git_version = git(Path::new("."), &["--version"])?;
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    println!(
+        "# ferry benchmark{}\n",
+        if options.quick { " (--quick)" } else { "" }
+    );
+    println!(
+        "{} timed runs per method after 1 untimed warm-up (classic: {} on the large repo); \
+         {git_version}; {cores} cores; ferry at {}.\n",
+        options.runs,
+        CLASSIC_RUNS_LARGE.min(options.runs),
+        ferry.display()
+    );
+    print!("{}", report::table(rows));
+    println!(
+        "\nTimings are wall-clock ms to propagate ONE new commit on the source's main branch to \
+         a destination that had everything before, as median (min, n runs); every method has \
+         its own destination, checked to be in sync (ls-remote, untimed) before each run and to \
+         have the new commit after it.\n\
+         - ferry: `ferry sync -q --cache-dir <warm cache> SRC DEST`.\n\
+         - raw cached: `git fetch --prune SRC '+refs/heads/*:refs/heads/*' \
+         '+refs/tags/*:refs/tags/*'` into a warm bare repo + `git push DEST refs/heads/main`.\n\
+         - floor: `git push DEST <new oid>:refs/heads/main` from the source repo itself.\n\
+         - classic: fresh `git clone --mirror SRC` + `git push --mirror DEST` (deleting the \
+         clone afterwards is not timed).\n\
+         - no-op: `ferry sync` again with nothing changed, vs one `git ls-remote SRC`.\n\
+         - peak RSS: VmHWM of the ferry process itself (not its git children), read from \
+         /proc/<pid>/status every ~2 ms while it runs, last value read; max over all timed \
+         ferry runs (sync and no-op) of the row.\n\
+         - http: smart HTTP via nginx + git-http-backend on loopback with Basic auth; git \
+         baselines get the credentials from a credential helper reading env vars (like ferry).\n"
+    );
+    println!("## Targets\n");
+    print!("{}", report::targets(rows));
+    println!(
+        "\nTotal benchmark time: {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}

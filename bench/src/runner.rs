@@ -1,0 +1,113 @@
+//! The measurement loop for one (repository, transport) pair.
+
+use std::collections::BTreeMap;
+
+use anyhow::Result;
+
+use crate::fixture::{Fixture, Measurement};
+use crate::method::Method;
+use crate::repos::Generated;
+use crate::stats::Stats;
+use crate::transport::Transport;
+
+/// Untimed rounds before the measured ones (page cache, first-use costs).
+const WARMUP_ROUNDS: usize = 1;
+
+/// How many rounds each method is measured.
+#[derive(Debug, Clone, Copy)]
+pub struct Rounds {
+    pub runs: usize,
+    /// Classic re-clones everything, so on the large repo it gets fewer runs.
+    pub classic_runs_large: usize,
+}
+
+/// The results of one table row.
+pub struct Row {
+    pub repo: Generated,
+    pub transport: Transport,
+    pub stats: BTreeMap<Method, Stats>,
+    /// Highest VmHWM of the ferry process over all timed ferry runs.
+    pub peak_kib: Option<u64>,
+}
+
+impl Row {
+    pub fn stats(&self, method: Method) -> Option<&Stats> {
+        self.stats.get(&method).filter(|s| s.len() > 0)
+    }
+
+    fn record(&mut self, method: Method, m: &Measurement) {
+        self.stats.entry(method).or_default().push(m.elapsed);
+        if let Some(kib) = m.peak_kib {
+            self.peak_kib = Some(self.peak_kib.map_or(kib, |p| p.max(kib)));
+        }
+    }
+}
+
+/// Each round: check every destination is in sync (untimed), make ONE new
+/// commit on the source, propagate it with each method to that method's own
+/// destination (order rotated every round), check it arrived; then time
+/// ferry's no-op and one `ls-remote` of the source.
+pub fn run_row(
+    fixture: &mut Fixture,
+    repo: &Generated,
+    transport: Transport,
+    rounds: Rounds,
+) -> Result<Row> {
+    let mut row = Row {
+        repo: repo.clone(),
+        transport,
+        stats: BTreeMap::new(),
+        peak_kib: None,
+    };
+    let classic_runs = if repo.spec.large {
+        rounds.classic_runs_large.min(rounds.runs)
+    } else {
+        rounds.runs
+    };
+    for round in 0..WARMUP_ROUNDS + rounds.runs {
+        let timed = round >= WARMUP_ROUNDS;
+        let active = active_methods(round, round < WARMUP_ROUNDS + classic_runs);
+        let label = if timed {
+            format!("run {}/{}", round + 1 - WARMUP_ROUNDS, rounds.runs)
+        } else {
+            "warm-up".to_string()
+        };
+        eprintln!(
+            "  {} / {transport}: {label} ({} methods)",
+            repo.spec.name,
+            active.len()
+        );
+        let before = fixture.source_refs()?;
+        for &method in &active {
+            fixture.check_in_sync(method, &before)?;
+        }
+        let oid = fixture.new_commit()?;
+        for &method in &active {
+            let m = fixture.measure(method, &oid)?;
+            fixture.check_has(method, &oid)?;
+            if timed {
+                row.record(method, &m);
+            }
+        }
+        let after = fixture.source_refs()?;
+        fixture.check_in_sync(Method::FerryNoop, &after)?;
+        for method in [Method::FerryNoop, Method::LsRemote] {
+            let m = fixture.measure(method, &oid)?;
+            if timed {
+                row.record(method, &m);
+            }
+        }
+    }
+    Ok(row)
+}
+
+/// The propagating methods of `round`, rotated so none always goes first.
+fn active_methods(round: usize, with_classic: bool) -> Vec<Method> {
+    let mut methods: Vec<Method> = Method::PROPAGATING
+        .into_iter()
+        .filter(|&m| with_classic || m != Method::Classic)
+        .collect();
+    let len = methods.len();
+    methods.rotate_left(round % len);
+    methods
+}

@@ -1,0 +1,72 @@
+//! Median/min over a handful of timed runs.
+
+use std::time::Duration;
+
+/// The samples of one measured operation.
+#[derive(Debug, Default, Clone)]
+pub struct Stats {
+    samples: Vec<Duration>,
+}
+
+impl Stats {
+    pub fn push(&mut self, sample: Duration) {
+        self.samples.push(sample);
+    }
+
+    pub fn len(&self) -> usize {
+        self.samples.len()
+    }
+
+    /// The median (mean of the two middle samples for an even count).
+    pub fn median(&self) -> Option<Duration> {
+        let mut sorted = self.samples.clone();
+        sorted.sort();
+        let n = sorted.len();
+        match n {
+            0 => None,
+            _ if n % 2 == 1 => Some(sorted[n / 2]),
+            _ => Some((sorted[n / 2 - 1] + sorted[n / 2]) / 2),
+        }
+    }
+
+    pub fn min(&self) -> Option<Duration> {
+        self.samples.iter().min().copied()
+    }
+
+    /// Median in milliseconds, for ratios and the table.
+    pub fn median_ms(&self) -> Option<f64> {
+        self.median().map(ms)
+    }
+
+    pub fn min_ms(&self) -> Option<f64> {
+        self.min().map(ms)
+    }
+}
+
+pub fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stats(ms: &[u64]) -> Stats {
+        let mut s = Stats::default();
+        for &m in ms {
+            s.push(Duration::from_millis(m));
+        }
+        s
+    }
+
+    #[test]
+    fn median_and_min() {
+        assert_eq!(stats(&[]).median(), None);
+        assert_eq!(stats(&[5, 1, 3]).median(), Some(Duration::from_millis(3)));
+        assert_eq!(
+            stats(&[4, 1, 3, 2]).median(),
+            Some(Duration::from_micros(2500))
+        );
+        assert_eq!(stats(&[4, 1, 3, 2]).min(), Some(Duration::from_millis(1)));
+    }
+}
