@@ -15,6 +15,21 @@
 //!
 //! Required Debian packages: git, nginx-light, fcgiwrap, openssh-server,
 //! openssh-client, openssl (scripts/test.sh installs them).
+//!
+//! # Gotchas
+//!
+//! * `GIT_SSL_CAINFO` (set in some CI images) overrides `-c http.sslCAInfo`;
+//!   [`git_command`] removes it, but code under test that spawns git with the
+//!   inherited environment must do the same or HTTPS verification fails.
+//! * A `Servers` kept in a `static` is never dropped; the watchdog then
+//!   stops the servers and deletes the temp dir about a second after the test
+//!   process exits.
+//! * The reader's push is refused by git-http-backend itself (nginx passes an
+//!   empty `REMOTE_USER` for everyone but [`WRITER`]), so the 403 comes after
+//!   successful authentication, and a wrong password still gets 401.
+//! * A push rejected with 413 makes git exit with status 1 and print
+//!   "Everything up-to-date" after "error: RPC failed; HTTP 413".
+//! * Set `FERRY_TESTKIT_VERBOSE=1` to log start-up and shutdown timings.
 
 mod git;
 mod process;

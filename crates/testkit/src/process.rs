@@ -367,7 +367,8 @@ impl ServerProcess {
             return;
         }
         self.terminate();
-        let deadline = Instant::now() + Duration::from_secs(3);
+        let started = Instant::now();
+        let deadline = started + Duration::from_secs(3);
         while Instant::now() < deadline {
             match self.child.try_wait() {
                 Ok(None) => std::thread::sleep(Duration::from_millis(5)),
@@ -378,6 +379,13 @@ impl ServerProcess {
         let _ = self.child.kill();
         let _ = self.child.wait();
         self.stopped = true;
+        if std::env::var_os("FERRY_TESTKIT_VERBOSE").is_some() {
+            eprintln!(
+                "ferry-testkit: stopped {} (waited {:?})",
+                self.name,
+                started.elapsed()
+            );
+        }
     }
 
     fn pgid(&self) -> Pid {
