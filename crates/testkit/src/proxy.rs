@@ -29,7 +29,7 @@ pub enum ProxyMode {
     Stall,
 }
 
-/// A TCP proxy on 127.0.0.1:<free port> forwarding to a target address, in
+/// A TCP proxy on `127.0.0.1:<free port>` forwarding to a target address, in
 /// background threads. Stops (closing all its connections) on drop.
 pub struct TcpProxy {
     port: u16,
