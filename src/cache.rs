@@ -10,6 +10,7 @@ use nix::fcntl::{Flock, FlockArg};
 use sha2::{Digest, Sha256};
 use std::fs::{self, File, OpenOptions};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 /// Written last when a cache is created: a cache without it was never finished.
@@ -44,6 +45,9 @@ pub fn short_hash(text: &str) -> String {
 /// An open, locked cache. The lock is held until this is dropped.
 pub struct Cache {
     pub paths: CachePaths,
+    /// Set when git reported that the cache's own objects are unreadable (a corrupt pack, a
+    /// missing object). The engine then rebuilds the cache and runs the mirror once more.
+    damaged: AtomicBool,
     _lock: Flock<File>,
 }
 
@@ -64,7 +68,11 @@ impl Cache {
         })?;
         let paths = CachePaths::new(root, source);
         let lock = lock(&paths.lock, wait).await?;
-        let cache = Cache { paths, _lock: lock };
+        let cache = Cache {
+            paths,
+            damaged: AtomicBool::new(false),
+            _lock: lock,
+        };
         if !cache.is_intact() {
             cache.rebuild(git).await?;
         }
@@ -73,6 +81,26 @@ impl Cache {
 
     pub fn dir(&self) -> &Path {
         &self.paths.repo
+    }
+
+    /// Looks at what a git call in the cache printed and remembers whether it says the cache's
+    /// own objects are damaged.
+    pub fn note_damage(&self, stderr: &str) {
+        if signals_damage(stderr) {
+            tracing::warn!(cache = %self.dir().display(), "git reports damaged objects in the cache");
+            self.damaged.store(true, Ordering::Relaxed);
+        }
+    }
+
+    pub fn is_damaged(&self) -> bool {
+        self.damaged.load(Ordering::Relaxed)
+    }
+
+    /// Throws away the cache's contents and starts empty (the next fetch refills it).
+    pub async fn reset(&self, git: &Git) -> Result<(), GitFailure> {
+        self.rebuild(git).await?;
+        self.damaged.store(false, Ordering::Relaxed);
+        Ok(())
     }
 
     /// Cheap structural check: a finished init and the files git cannot work without.
@@ -142,9 +170,12 @@ impl Cache {
         git: &Git,
     ) -> Result<RefMap, GitFailure> {
         match self.fetch_once(source, selection, git).await {
-            Err(e) if e.kind == ErrorKind::Other && self.looks_damaged(git).await => {
+            Err(e)
+                if e.kind == ErrorKind::Other
+                    && (self.is_damaged() || self.tips_unreadable(git).await) =>
+            {
                 tracing::warn!(error = %e.message, "fetch failed on a damaged cache; rebuilding and fetching again");
-                self.rebuild(git).await?;
+                self.reset(git).await?;
                 self.fetch_once(source, selection, git).await
             }
             other => other,
@@ -183,6 +214,7 @@ impl Cache {
                 },
             )
             .await?;
+        self.note_damage(&out.stderr);
         if !out.success {
             let mut failure = failure_from_stderr(&what, &out.stderr);
             if failure.kind == ErrorKind::ShallowSource {
@@ -222,20 +254,20 @@ impl Cache {
         Ok(selection.filter(&parse_ref_listing(&out.stdout)))
     }
 
-    /// Asks git whether the cache can still be read: every ref resolves and HEAD is sane.
-    async fn looks_damaged(&self, git: &Git) -> bool {
+    /// Whether the object every ref points at can be read (objecttype makes git open it).
+    async fn tips_unreadable(&self, git: &Git) -> bool {
         if !self.is_intact() {
             return true;
         }
         match git
             .run(
                 self.dir(),
-                &["for-each-ref", "--format=%(objectname)"],
+                &["for-each-ref", "--format=%(objecttype)"],
                 Call::default(),
             )
             .await
         {
-            Ok(out) => !out.success || out.stderr.contains("fatal") || out.stderr.contains("error"),
+            Ok(out) => !out.success || signals_damage(&out.stderr),
             Err(_) => true,
         }
     }
@@ -260,6 +292,7 @@ impl Cache {
                 Call::default(),
             )
             .await?;
+        self.note_damage(&out.stderr);
         Ok(out.success)
     }
 }
@@ -305,6 +338,49 @@ async fn lock(path: &Path, wait: Duration) -> Result<Flock<File>, GitFailure> {
     }
 }
 
+/// Whether git's stderr says the local repository's objects are damaged. Lines relayed from
+/// the other side (`remote: ...`) are about the remote, not the cache.
+pub fn signals_damage(stderr: &str) -> bool {
+    stderr
+        .lines()
+        .map(str::to_ascii_lowercase)
+        .filter(|l| !l.starts_with("remote:"))
+        .any(|l| {
+            [
+                "inflate:",
+                "is corrupt",
+                "corrupt packed object",
+                "bad packed object",
+                "packfile",
+                "bad object",
+                "missing blob",
+                "missing tree",
+                "missing commit",
+                "unable to read",
+                "pack-objects died",
+                "loose object",
+            ]
+            .iter()
+            .any(|needle| l.contains(needle))
+        })
+}
+
 fn io_failure(what: &str, e: std::io::Error) -> GitFailure {
     GitFailure::new(ErrorKind::Other, format!("{what}: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn damage_signals_ignore_the_remotes_words() {
+        assert!(signals_damage("error: inflate: data stream error (incorrect data check)\nfatal: pack-objects died of signal 13"));
+        assert!(signals_damage("fatal: bad object 1234"));
+        assert!(!signals_damage(
+            "remote: fatal: bad object 1234\nerror: failed to push some refs"
+        ));
+        assert!(!signals_damage("fatal: Not a valid commit name 1234"));
+        assert!(!signals_damage(""));
+    }
 }

@@ -241,14 +241,22 @@ impl Git {
             GitFailure::new(ErrorKind::Other, format!("waiting for git failed: {e}"))
         })?;
         // git has exited; anything still holding its pipes (a stray helper) is killed so the
-        // reads below finish.
+        // reads below finish. The group id cannot have been reused yet: a pid is not handed
+        // out again while a process group with that id exists, and ours was alive a moment ago.
         group.kill();
         let stdout = join_reader(stdout).await;
-        let stderr = join_reader(stderr).await;
+        let stderr = redact_text(&self.scrub(&collapse_progress(&join_reader(stderr).await)));
+        tracing::debug!(
+            args = %args.join(" "),
+            status = %status,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            stderr = %stderr,
+            "git finished"
+        );
         Ok(Output {
             success: status.success(),
             stdout: self.scrub(&stdout),
-            stderr: redact_text(&self.scrub(&collapse_progress(&stderr))),
+            stderr,
         })
     }
 

@@ -79,41 +79,15 @@ pub async fn run_mirror(mirror: &Mirror, settings: &Settings, mode: Mode) -> Mir
         match Cache::open(&settings.cache_dir, &mirror.source, &git, settings.timeout).await {
             Err(e) => source_failed(mirror, e),
             Ok(cache) => {
-                let fetch = cache.fetch(&mirror.source, &mirror.selection, &git);
-                let listings = join_all(
-                    mirror
-                        .destinations
-                        .iter()
-                        .map(|d| list_destination(d, mirror.create, mode, &git)),
-                );
-                let (fetched, listings) = tokio::join!(fetch, listings);
-                match fetched {
-                    Err(e) => source_failed(mirror, e),
-                    Ok(source_refs) => {
-                        let per_dest =
-                            mirror
-                                .destinations
-                                .iter()
-                                .zip(listings)
-                                .map(|(dest, listing)| {
-                                    sync_destination(
-                                        mirror,
-                                        &cache,
-                                        &git,
-                                        &source_refs,
-                                        dest,
-                                        listing,
-                                        mode,
-                                    )
-                                });
-                        let reports = join_all(per_dest).await;
-                        let source = SourceReport {
-                            url: mirror.source.display().to_owned(),
-                            ok: true,
-                            refs: source_refs.len(),
-                            error: None,
-                        };
-                        (source, reports)
+                let first = attempt(mirror, &cache, &git, mode).await;
+                if !cache.is_damaged() {
+                    first
+                } else {
+                    // git could not read the cache's own objects (a corrupt pack): start from
+                    // an empty cache and run once more; destinations already done are no-ops.
+                    match cache.reset(&git).await {
+                        Ok(()) => attempt(mirror, &cache, &git, mode).await,
+                        Err(e) => source_failed(mirror, e),
                     }
                 }
             }
@@ -125,6 +99,42 @@ pub async fn run_mirror(mirror: &Mirror, settings: &Settings, mode: Mode) -> Mir
         source,
         destinations,
     }
+}
+
+/// One pass: fetch and list concurrently, then sync every destination concurrently.
+async fn attempt(
+    mirror: &Mirror,
+    cache: &Cache,
+    git: &Git,
+    mode: Mode,
+) -> (SourceReport, Vec<DestinationReport>) {
+    let fetch = cache.fetch(&mirror.source, &mirror.selection, git);
+    let listings = join_all(
+        mirror
+            .destinations
+            .iter()
+            .map(|d| list_destination(d, mirror.create, mode, git)),
+    );
+    let (fetched, listings) = tokio::join!(fetch, listings);
+    let source_refs = match fetched {
+        Err(e) => return source_failed(mirror, e),
+        Ok(refs) => refs,
+    };
+    let per_dest = mirror
+        .destinations
+        .iter()
+        .zip(listings)
+        .map(|(dest, listing)| {
+            sync_destination(mirror, cache, git, &source_refs, dest, listing, mode)
+        });
+    let reports = join_all(per_dest).await;
+    let source = SourceReport {
+        url: mirror.source.display().to_owned(),
+        ok: true,
+        refs: source_refs.len(),
+        error: None,
+    };
+    (source, reports)
 }
 
 fn source_failed(mirror: &Mirror, e: GitFailure) -> (SourceReport, Vec<DestinationReport>) {
@@ -466,6 +476,7 @@ async fn push(
         {
             Err(e) => failure = failure.or(Some(e)),
             Ok(out) => {
+                cache.note_damage(&out.stderr);
                 let parsed = parse_porcelain(&out.stdout);
                 let covered = chunk.iter().all(|r| parsed.contains_key(&r.name));
                 if !out.success && !covered {
