@@ -144,7 +144,6 @@ impl Cache {
             // Nothing in the cache is ever a working branch: no reflogs, no tracking config.
             ("core.logAllRefUpdates", "false"),
             ("gc.autoDetach", "false"),
-            ("fetch.writeCommitGraph", "true"),
         ] {
             git.run(&tmp, &["config", key, value], Call::default())
                 .await?

@@ -22,6 +22,8 @@ struct RecordFile {
 pub struct Record {
     path: PathBuf,
     destination: String,
+    /// As loaded, so an unchanged record is not rewritten (and fsynced) on every no-op sync.
+    saved: RefMap,
     pub refs: RefMap,
 }
 
@@ -44,12 +46,16 @@ impl Record {
         Record {
             path,
             destination: destination.to_owned(),
+            saved: refs.clone(),
             refs,
         }
     }
 
-    /// Writes the record atomically (temporary file, fsync, rename).
-    pub fn save(&self) -> std::io::Result<()> {
+    /// Writes the record atomically (temporary file, fsync, rename), if it changed.
+    pub fn save(&mut self) -> std::io::Result<()> {
+        if self.refs == self.saved && self.path.exists() {
+            return Ok(());
+        }
         let dir = self.path.parent().unwrap_or(Path::new("."));
         fs::create_dir_all(dir)?;
         let file = RecordFile {
@@ -65,7 +71,9 @@ impl Record {
             f.write_all(&bytes)?;
             f.sync_all()?;
         }
-        fs::rename(&tmp, &self.path)
+        fs::rename(&tmp, &self.path)?;
+        self.saved = self.refs.clone();
+        Ok(())
     }
 }
 

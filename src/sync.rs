@@ -267,7 +267,7 @@ async fn sync_destination(
                 error: Some(error),
                 refs,
             },
-            &record,
+            &mut record,
         );
     }
 
@@ -286,7 +286,7 @@ async fn sync_destination(
                 error: None,
                 refs,
             },
-            &record,
+            &mut record,
         );
     }
 
@@ -382,7 +382,7 @@ async fn sync_destination(
         error: push_error.map(ErrorReport::from),
         refs,
     };
-    save_and_finish(report, &record)
+    save_and_finish(report, &mut record)
 }
 
 async fn make_plan(
@@ -644,7 +644,7 @@ fn update_record(record: &mut Record, plan: &Plan, source_refs: &RefMap, dest_no
     record.refs = next;
 }
 
-fn save_and_finish(mut report: DestinationReport, record: &Record) -> DestinationReport {
+fn save_and_finish(mut report: DestinationReport, record: &mut Record) -> DestinationReport {
     if let Err(e) = record.save() {
         report.error = report.error.or(Some(ErrorReport::new(
             ErrorKind::Other,
