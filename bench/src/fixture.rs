@@ -102,12 +102,15 @@ impl<'a> Fixture<'a> {
     pub fn new_commit(&mut self) -> Result<String> {
         self.commits_made += 1;
         let source = self.source();
-        let nanos = SystemTime::now()
+        let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or_default();
+            .context("the system clock is before 1970")?;
         let content = self.scratch.path().join("marker");
-        let message = format!("ferry-bench commit {} at {nanos}\n", self.commits_made);
+        let message = format!(
+            "ferry-bench commit {} at {}\n",
+            self.commits_made,
+            now.as_nanos()
+        );
         fs::write(&content, &message)
             .with_context(|| format!("failed to write {}", content.display()))?;
         let content = content.to_string_lossy();
@@ -123,9 +126,15 @@ impl<'a> Fixture<'a> {
         )?;
         let tree = git_with_env(&source, &["write-tree"], &env)?;
         let old = git(&source, &["rev-parse", "refs/heads/main"])?;
-        let commit = git(
+        // Dated now, i.e. after its parent like a real new commit: testkit's
+        // fixed date predates the generated history, and a commit older than
+        // its parent makes git's date-ordered walks (push, fetch,
+        // connectivity checks) crawl the whole history.
+        let date = format!("{} +0000", now.as_secs());
+        let commit = git_with_env(
             &source,
             &["commit-tree", &tree, "-p", &old, "-m", message.trim_end()],
+            &[("GIT_COMMITTER_DATE", &date), ("GIT_AUTHOR_DATE", &date)],
         )?;
         git(&source, &["update-ref", "refs/heads/main", &commit, &old])?;
         Ok(commit)
@@ -168,7 +177,11 @@ impl<'a> Fixture<'a> {
     }
 
     /// Runs `method` once (timed); `oid` is the new commit on the source.
+    /// Dirty pages are flushed first (untimed), so the write-back of an
+    /// earlier operation (a classic clone, the fixture's copies) does not
+    /// land in this one's time.
     pub fn measure(&self, method: Method, oid: &str) -> Result<Measurement> {
+        flush_dirty_pages()?;
         let result = match method {
             Method::Ferry | Method::FerryNoop => self.ferry_sync(method),
             Method::RawCached => self.raw_cached(),
@@ -266,6 +279,17 @@ impl Drop for Fixture<'_> {
             let _ = fs::remove_dir_all(self.repo_path(role));
         }
     }
+}
+
+/// sync(1): write back all dirty pages.
+fn flush_dirty_pages() -> Result<()> {
+    let status = Command::new("sync")
+        .status()
+        .context("failed to run sync")?;
+    if !status.success() {
+        bail!("sync failed ({status})");
+    }
+    Ok(())
 }
 
 fn ls_remote_local(repo: &Path) -> Result<String> {

@@ -7,7 +7,7 @@ use anyhow::Result;
 use crate::fixture::{Fixture, Measurement};
 use crate::method::Method;
 use crate::repos::Generated;
-use crate::stats::Stats;
+use crate::stats::{ms, Stats};
 use crate::transport::Transport;
 
 /// Untimed rounds before the measured ones (page cache, first-use costs).
@@ -72,11 +72,7 @@ pub fn run_row(
         } else {
             "warm-up".to_string()
         };
-        eprintln!(
-            "  {} / {transport}: {label} ({} methods)",
-            repo.spec.name,
-            active.len()
-        );
+        let mut progress = vec![];
         let before = fixture.source_refs()?;
         for &method in &active {
             fixture.check_in_sync(method, &before)?;
@@ -85,6 +81,7 @@ pub fn run_row(
         for &method in &active {
             let m = fixture.measure(method, &oid)?;
             fixture.check_has(method, &oid)?;
+            progress.push(format!("{method} {:.1}", ms(m.elapsed)));
             if timed {
                 row.record(method, &m);
             }
@@ -93,10 +90,16 @@ pub fn run_row(
         fixture.check_in_sync(Method::FerryNoop, &after)?;
         for method in [Method::FerryNoop, Method::LsRemote] {
             let m = fixture.measure(method, &oid)?;
+            progress.push(format!("{method} {:.1}", ms(m.elapsed)));
             if timed {
                 row.record(method, &m);
             }
         }
+        eprintln!(
+            "  {}/{transport} {label}: {} ms",
+            repo.spec.name,
+            progress.join(", ")
+        );
     }
     Ok(row)
 }
