@@ -79,9 +79,10 @@ impl Generated {
     /// "2000 commits, 1 ref, 4.1 MB" for the table.
     pub fn describe(&self) -> String {
         format!(
-            "{} commits, {} refs, {:.1} MB",
+            "{} commits, {} ref{}, {:.1} MB",
             self.spec.commits,
             self.refs,
+            if self.refs == 1 { "" } else { "s" },
             self.bytes as f64 / 1e6
         )
     }
