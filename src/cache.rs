@@ -13,6 +13,12 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+/// Up to this many changed or deleted refs are fetched by name; more take one full fetch.
+const NARROW_FETCH_LIMIT: usize = 64;
+
+/// A full fetch that updated at least this many refs is followed by `git pack-refs`.
+const PACK_REFS_AFTER: usize = 64;
+
 /// Written last when a cache is created: a cache without it was never finished.
 const MARKER: &str = "ferry-cache";
 
@@ -144,6 +150,9 @@ impl Cache {
             // Nothing in the cache is ever a working branch: no reflogs, no tracking config.
             ("core.logAllRefUpdates", "false"),
             ("gc.autoDetach", "false"),
+            // Housekeeping runs on ferry's schedule (after a fetch, beside the pushes), not
+            // inside every fetch.
+            ("maintenance.auto", "false"),
         ] {
             git.run(&tmp, &["config", key, value], Call::default())
                 .await?
@@ -159,48 +168,122 @@ impl Cache {
         Ok(())
     }
 
-    /// Fetches the selected refs of `source` into the cache (forced, pruned) and returns the
-    /// cache's refs, which are now the source's. A failure that looks like a damaged cache
+    /// Brings the cache up to the source's `listing` (already restricted to the selection) and
+    /// returns the cache's refs, which are then the source's. Nothing is fetched when the
+    /// cache already matches; a few changed refs are fetched by name (so the server only
+    /// advertises those) and refs the source deleted are deleted locally; many changes, or an
+    /// empty cache, take one full fetch with prune. A failure that looks like a damaged cache
     /// rebuilds it and fetches once more.
-    pub async fn fetch(
+    pub async fn catch_up(
         &self,
         source: &Remote,
         selection: &RefSelection,
+        cached: RefMap,
+        listing: &RefMap,
         git: &Git,
     ) -> Result<RefMap, GitFailure> {
-        match self.fetch_once(source, selection, git).await {
+        if &cached == listing {
+            return Ok(cached);
+        }
+        match self
+            .catch_up_once(source, selection, cached, listing, git)
+            .await
+        {
             Err(e)
                 if e.kind == ErrorKind::Other
                     && (self.is_damaged() || self.tips_unreadable(git).await) =>
             {
                 tracing::warn!(error = %e.message, "fetch failed on a damaged cache; rebuilding and fetching again");
                 self.reset(git).await?;
-                self.fetch_once(source, selection, git).await
+                self.catch_up_once(source, selection, RefMap::new(), listing, git)
+                    .await
             }
             other => other,
         }
     }
 
-    async fn fetch_once(
+    async fn catch_up_once(
         &self,
         source: &Remote,
         selection: &RefSelection,
+        cached: RefMap,
+        listing: &RefMap,
         git: &Git,
     ) -> Result<RefMap, GitFailure> {
-        let mut args: Vec<String> = [
-            "fetch",
-            "--prune",
-            "--no-tags",
-            "--no-write-fetch-head",
-            "--no-recurse-submodules",
-            "--progress",
-            "--",
-            source.git_url(),
-        ]
-        .iter()
-        .map(|s| (*s).to_owned())
-        .collect();
-        args.extend(selection.fetch_refspecs());
+        let changed: Vec<&str> = listing
+            .iter()
+            .filter(|(name, oid)| cached.get(*name) != Some(*oid))
+            .map(|(name, _)| name.as_str())
+            .collect();
+        let deleted: Vec<String> = cached
+            .keys()
+            .filter(|name| !listing.contains_key(*name))
+            .cloned()
+            .collect();
+        if cached.is_empty() || changed.len() + deleted.len() > NARROW_FETCH_LIMIT {
+            let updated = self
+                .fetch(source, selection.fetch_refspecs(), true, git)
+                .await?;
+            if updated >= PACK_REFS_AFTER {
+                // Thousands of loose ref files make every later fetch and listing slow.
+                git.run(self.dir(), &["pack-refs", "--all"], Call::default())
+                    .await?
+                    .check("packing the cache's refs")?;
+            }
+            return self.refs(selection, git).await;
+        }
+        let mut refs = cached;
+        if !changed.is_empty() {
+            let refspecs = changed
+                .iter()
+                .map(|name| format!("+{name}:{name}"))
+                .collect();
+            self.fetch(source, refspecs, false, git).await?;
+            // Read back what the fetch wrote: the source may have moved since it was listed.
+            let mut args = vec!["for-each-ref", "--format=%(objectname) %(refname)"];
+            args.extend(changed.iter().copied());
+            let out = git
+                .run(self.dir(), &args, Call::default())
+                .await?
+                .check("listing the cache's refs")?;
+            let fresh = parse_ref_listing(&out.stdout);
+            for name in &changed {
+                match fresh.get(*name) {
+                    Some(oid) => refs.insert((*name).to_owned(), oid.clone()),
+                    None => refs.remove(*name),
+                };
+            }
+        }
+        for name in deleted {
+            git.run(self.dir(), &["update-ref", "-d", &name], Call::default())
+                .await?
+                .check("deleting a ref the source deleted from the cache")?;
+            refs.remove(&name);
+        }
+        Ok(refs)
+    }
+
+    /// One `git fetch` into the cache. Returns how many refs it updated.
+    async fn fetch(
+        &self,
+        source: &Remote,
+        refspecs: Vec<String>,
+        prune: bool,
+        git: &Git,
+    ) -> Result<usize, GitFailure> {
+        let mut args: Vec<String> = vec![
+            "fetch".into(),
+            "--no-tags".into(),
+            "--no-write-fetch-head".into(),
+            "--no-recurse-submodules".into(),
+            "--progress".into(),
+        ];
+        if prune {
+            args.push("--prune".into());
+        }
+        args.push("--".into());
+        args.push(source.git_url().into());
+        args.extend(refspecs);
         let argv: Vec<&str> = args.iter().map(String::as_str).collect();
         let what = format!("fetch from the source {}", source.display());
         let out = git
@@ -237,7 +320,22 @@ impl Cache {
                 ),
             ));
         }
-        self.refs(selection, git).await
+        // git lists each updated ref as "<old>..<new>  <src> -> <dst>" (or "[new ...]").
+        Ok(out.stderr.lines().filter(|l| l.contains(" -> ")).count())
+    }
+
+    /// `git gc --auto` (fetches run with automatic maintenance off, so that a no-op fetch does
+    /// not pay for it); run alongside the pushes after something was fetched. Failures are
+    /// only logged: a cache that is never repacked is slower, not wrong.
+    pub async fn housekeeping(&self, git: &Git) {
+        match git
+            .run(self.dir(), &["gc", "--auto", "--quiet"], Call::default())
+            .await
+        {
+            Ok(out) if out.success => {}
+            Ok(out) => tracing::warn!(stderr = %out.stderr, "git gc --auto failed in the cache"),
+            Err(e) => tracing::warn!(error = %e.message, "git gc --auto failed in the cache"),
+        }
     }
 
     /// The cache's refs within the selection.

@@ -101,24 +101,40 @@ pub async fn run_mirror(mirror: &Mirror, settings: &Settings, mode: Mode) -> Mir
     }
 }
 
-/// One pass: fetch and list concurrently, then sync every destination concurrently.
+/// One pass: list the source and every destination and read the cache, all concurrently;
+/// bring the cache up to the source (fetching only if something changed); then sync every
+/// destination concurrently, with the cache's housekeeping alongside.
 async fn attempt(
     mirror: &Mirror,
     cache: &Cache,
     git: &Git,
     mode: Mode,
 ) -> (SourceReport, Vec<DestinationReport>) {
-    let fetch = cache.fetch(&mirror.source, &mirror.selection, git);
+    let selection = &mirror.selection;
     let listings = join_all(
         mirror
             .destinations
             .iter()
-            .map(|d| list_destination(d, mirror.create, mode, git)),
+            .map(|d| list_destination(d, selection, mirror.create, mode, git)),
     );
-    let (fetched, listings) = tokio::join!(fetch, listings);
-    let source_refs = match fetched {
+    let (cached, source_listing, listings) = tokio::join!(
+        cache.refs(selection, git),
+        ls_remote(&mirror.source, selection, git),
+        listings
+    );
+    let listing = match source_listing {
+        Ok(l) => l,
         Err(e) => return source_failed(mirror, e),
+    };
+    // An unreadable cache counts as empty: the full fetch that follows repairs it.
+    let cached = cached.unwrap_or_default();
+    let fetched = cached != listing;
+    let source_refs = match cache
+        .catch_up(&mirror.source, selection, cached, &listing, git)
+        .await
+    {
         Ok(refs) => refs,
+        Err(e) => return source_failed(mirror, e),
     };
     let per_dest = mirror
         .destinations
@@ -127,7 +143,11 @@ async fn attempt(
         .map(|(dest, listing)| {
             sync_destination(mirror, cache, git, &source_refs, dest, listing, mode)
         });
-    let reports = join_all(per_dest).await;
+    let (reports, ()) = tokio::join!(join_all(per_dest), async {
+        if fetched {
+            cache.housekeeping(git).await;
+        }
+    });
     let source = SourceReport {
         url: mirror.source.display().to_owned(),
         ok: true,
@@ -165,6 +185,7 @@ fn source_failed(mirror: &Mirror, e: GitFailure) -> (SourceReport, Vec<Destinati
 /// plan mode, which changes nothing).
 async fn list_destination(
     dest: &Remote,
+    selection: &RefSelection,
     create: bool,
     mode: Mode,
     git: &Git,
@@ -197,15 +218,37 @@ async fn list_destination(
             .check(&format!("creating the destination {}", dest.display()))?;
         }
     }
-    ls_remote(dest, git).await
+    ls_remote(dest, selection, git).await
 }
 
-async fn ls_remote(remote: &Remote, git: &Git) -> Result<RefMap, GitFailure> {
+/// The remote's refs within the selection. When the selection is branches and/or tags only,
+/// git is told so and the server lists only those (GitHub's thousands of refs/pull/* stay
+/// on the server).
+async fn ls_remote(
+    remote: &Remote,
+    selection: &RefSelection,
+    git: &Git,
+) -> Result<RefMap, GitFailure> {
     let cwd = std::env::temp_dir();
+    let mut args = vec!["ls-remote", "--refs"];
+    let patterns: Vec<&str> = selection.include.iter().map(|p| p.as_str()).collect();
+    if patterns
+        .iter()
+        .all(|p| p.starts_with("refs/heads/") || p.starts_with("refs/tags/"))
+    {
+        if patterns.iter().any(|p| p.starts_with("refs/heads/")) {
+            args.push("--heads");
+        }
+        if patterns.iter().any(|p| p.starts_with("refs/tags/")) {
+            args.push("--tags");
+        }
+    }
+    args.push("--");
+    args.push(remote.git_url());
     let out = git
         .run(
             &cwd,
-            &["ls-remote", "--refs", "--", remote.git_url()],
+            &args,
             Call {
                 remote: Some(remote),
                 transfer: false,
@@ -213,7 +256,7 @@ async fn ls_remote(remote: &Remote, git: &Git) -> Result<RefMap, GitFailure> {
         )
         .await?
         .check(&format!("listing {}", remote.display()))?;
-    Ok(parse_ref_listing(&out.stdout))
+    Ok(selection.filter(&parse_ref_listing(&out.stdout)))
 }
 
 async fn sync_destination(
@@ -312,7 +355,7 @@ async fn sync_destination(
             refs = lease_lost.len(),
             "lease lost; re-planning once"
         );
-        match ls_remote(dest, git).await {
+        match ls_remote(dest, &mirror.selection, git).await {
             Ok(fresh) => {
                 let fresh = mirror.selection.filter(&fresh);
                 match make_plan(mirror, cache, git, source_refs, &fresh, &record.refs).await {
@@ -349,7 +392,7 @@ async fn sync_destination(
     }
 
     // Verify: trust neither git's summary nor only the porcelain; look at the destination.
-    let verified = match ls_remote(dest, git).await {
+    let verified = match ls_remote(dest, &mirror.selection, git).await {
         Ok(v) => Some(mirror.selection.filter(&v)),
         Err(e) => {
             push_error = push_error.or(Some(GitFailure::new(
