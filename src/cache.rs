@@ -13,9 +13,6 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-/// Up to this many changed or deleted refs are fetched by name; more take one full fetch.
-const NARROW_FETCH_LIMIT: usize = 64;
-
 /// A full fetch that updated at least this many refs is followed by `git pack-refs`.
 const PACK_REFS_AFTER: usize = 64;
 
@@ -168,122 +165,54 @@ impl Cache {
         Ok(())
     }
 
-    /// Brings the cache up to the source's `listing` (already restricted to the selection) and
-    /// returns the cache's refs, which are then the source's. Nothing is fetched when the
-    /// cache already matches; a few changed refs are fetched by name (so the server only
-    /// advertises those) and refs the source deleted are deleted locally; many changes, or an
-    /// empty cache, take one full fetch with prune. A failure that looks like a damaged cache
-    /// rebuilds it and fetches once more.
-    pub async fn catch_up(
+    /// Fetches the selected refs of the source into the cache (forced, pruned) and returns how
+    /// many refs changed. After a large fetch the refs are packed. A failure that looks like a
+    /// damaged cache rebuilds it and fetches once more.
+    pub async fn update(
         &self,
         source: &Remote,
         selection: &RefSelection,
-        cached: RefMap,
-        listing: &RefMap,
         git: &Git,
-    ) -> Result<RefMap, GitFailure> {
-        if &cached == listing {
-            return Ok(cached);
-        }
-        match self
-            .catch_up_once(source, selection, cached, listing, git)
-            .await
-        {
+    ) -> Result<usize, GitFailure> {
+        let updated = match self.fetch(source, selection, git).await {
             Err(e)
                 if e.kind == ErrorKind::Other
                     && (self.is_damaged() || self.tips_unreadable(git).await) =>
             {
                 tracing::warn!(error = %e.message, "fetch failed on a damaged cache; rebuilding and fetching again");
                 self.reset(git).await?;
-                self.catch_up_once(source, selection, RefMap::new(), listing, git)
-                    .await
+                self.fetch(source, selection, git).await?
             }
-            other => other,
+            other => other?,
+        };
+        if updated >= PACK_REFS_AFTER {
+            // Thousands of loose ref files make every later fetch and listing slow.
+            git.run(self.dir(), &["pack-refs", "--all"], Call::default())
+                .await?
+                .check("packing the cache's refs")?;
         }
+        Ok(updated)
     }
 
-    async fn catch_up_once(
-        &self,
-        source: &Remote,
-        selection: &RefSelection,
-        cached: RefMap,
-        listing: &RefMap,
-        git: &Git,
-    ) -> Result<RefMap, GitFailure> {
-        let changed: Vec<&str> = listing
-            .iter()
-            .filter(|(name, oid)| cached.get(*name) != Some(*oid))
-            .map(|(name, _)| name.as_str())
-            .collect();
-        let deleted: Vec<String> = cached
-            .keys()
-            .filter(|name| !listing.contains_key(*name))
-            .cloned()
-            .collect();
-        if cached.is_empty() || changed.len() + deleted.len() > NARROW_FETCH_LIMIT {
-            let updated = self
-                .fetch(source, selection.fetch_refspecs(), true, git)
-                .await?;
-            if updated >= PACK_REFS_AFTER {
-                // Thousands of loose ref files make every later fetch and listing slow.
-                git.run(self.dir(), &["pack-refs", "--all"], Call::default())
-                    .await?
-                    .check("packing the cache's refs")?;
-            }
-            return self.refs(selection, git).await;
-        }
-        let mut refs = cached;
-        if !changed.is_empty() {
-            let refspecs = changed
-                .iter()
-                .map(|name| format!("+{name}:{name}"))
-                .collect();
-            self.fetch(source, refspecs, false, git).await?;
-            // Read back what the fetch wrote: the source may have moved since it was listed.
-            let mut args = vec!["for-each-ref", "--format=%(objectname) %(refname)"];
-            args.extend(changed.iter().copied());
-            let out = git
-                .run(self.dir(), &args, Call::default())
-                .await?
-                .check("listing the cache's refs")?;
-            let fresh = parse_ref_listing(&out.stdout);
-            for name in &changed {
-                match fresh.get(*name) {
-                    Some(oid) => refs.insert((*name).to_owned(), oid.clone()),
-                    None => refs.remove(*name),
-                };
-            }
-        }
-        for name in deleted {
-            git.run(self.dir(), &["update-ref", "-d", &name], Call::default())
-                .await?
-                .check("deleting a ref the source deleted from the cache")?;
-            refs.remove(&name);
-        }
-        Ok(refs)
-    }
-
-    /// One `git fetch` into the cache. Returns how many refs it updated.
+    /// One `git fetch --prune` of the selection into the cache (explicit refspecs, no remote
+    /// configuration). Returns how many refs it updated.
     async fn fetch(
         &self,
         source: &Remote,
-        refspecs: Vec<String>,
-        prune: bool,
+        selection: &RefSelection,
         git: &Git,
     ) -> Result<usize, GitFailure> {
         let mut args: Vec<String> = vec![
             "fetch".into(),
+            "--prune".into(),
             "--no-tags".into(),
             "--no-write-fetch-head".into(),
             "--no-recurse-submodules".into(),
             "--progress".into(),
+            "--".into(),
+            source.git_url().into(),
         ];
-        if prune {
-            args.push("--prune".into());
-        }
-        args.push("--".into());
-        args.push(source.git_url().into());
-        args.extend(refspecs);
+        args.extend(selection.fetch_refspecs());
         let argv: Vec<&str> = args.iter().map(String::as_str).collect();
         let what = format!("fetch from the source {}", source.display());
         let out = git
@@ -320,7 +249,8 @@ impl Cache {
                 ),
             ));
         }
-        // git lists each updated ref as "<old>..<new>  <src> -> <dst>" (or "[new ...]").
+        // git lists each updated, created or pruned ref as "... <src> -> <dst>"; nothing at all
+        // when nothing changed.
         Ok(out.stderr.lines().filter(|l| l.contains(" -> ")).count())
     }
 

@@ -101,9 +101,9 @@ pub async fn run_mirror(mirror: &Mirror, settings: &Settings, mode: Mode) -> Mir
     }
 }
 
-/// One pass: list the source and every destination and read the cache, all concurrently;
-/// bring the cache up to the source (fetching only if something changed); then sync every
-/// destination concurrently, with the cache's housekeeping alongside.
+/// One pass: fetch the source into the cache while listing every destination (and reading
+/// the cache's refs, which stand when the fetch changed nothing); then sync every destination
+/// concurrently, with the cache's housekeeping alongside.
 async fn attempt(
     mirror: &Mirror,
     cache: &Cache,
@@ -117,22 +117,20 @@ async fn attempt(
             .iter()
             .map(|d| list_destination(d, selection, mirror.create, mode, git)),
     );
-    let (cached, source_listing, listings) = tokio::join!(
+    let (before, fetched, listings) = tokio::join!(
         cache.refs(selection, git),
-        ls_remote(&mirror.source, selection, git),
+        cache.update(&mirror.source, selection, git),
         listings
     );
-    let listing = match source_listing {
-        Ok(l) => l,
+    let updated = match fetched {
+        Ok(n) => n,
         Err(e) => return source_failed(mirror, e),
     };
-    // An unreadable cache counts as empty: the full fetch that follows repairs it.
-    let cached = cached.unwrap_or_default();
-    let fetched = cached != listing;
-    let source_refs = match cache
-        .catch_up(&mirror.source, selection, cached, &listing, git)
-        .await
-    {
+    let source_refs = match before {
+        Ok(refs) if updated == 0 => Ok(refs),
+        _ => cache.refs(selection, git).await,
+    };
+    let source_refs = match source_refs {
         Ok(refs) => refs,
         Err(e) => return source_failed(mirror, e),
     };
@@ -144,7 +142,7 @@ async fn attempt(
             sync_destination(mirror, cache, git, &source_refs, dest, listing, mode)
         });
     let (reports, ()) = tokio::join!(join_all(per_dest), async {
-        if fetched {
+        if updated > 0 {
             cache.housekeeping(git).await;
         }
     });
