@@ -13,8 +13,26 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+/// A cache whose packed-refs file is at least this large (about 2,000 refs) lists first.
+const LIST_FIRST_PACKED_REFS_BYTES: u64 = 128 * 1024;
+
+/// Listing first, up to this many changed or deleted refs are fetched by name.
+const NARROW_FETCH_LIMIT: usize = 64;
+
+/// How a sync brings the cache up to the source.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Strategy {
+    /// Fetch straight away (beside the destination listings).
+    FetchFirst,
+    /// List the source (beside the destination listings), fetch only what changed.
+    ListFirst,
+}
+
 /// A full fetch that updated at least this many refs is followed by `git pack-refs`.
 const PACK_REFS_AFTER: usize = 64;
+
+/// The push repository inside the cache (see [`Cache::push_dir`]).
+const PUSH_REPO: &str = "ferry-push.git";
 
 /// Written last when a cache is created: a cache without it was never finished.
 const MARKER: &str = "ferry-cache";
@@ -113,7 +131,19 @@ impl Cache {
             && repo.join("HEAD").is_file()
             && repo.join("objects").is_dir()
             && repo.join("refs").is_dir()
+            && repo
+                .join(PUSH_REPO)
+                .join("objects/info/alternates")
+                .is_file()
             && !repo.join("shallow").exists()
+    }
+
+    /// The repository pushes run in: no refs of its own, the cache's objects borrowed through
+    /// `objects/info/alternates`. git push matches every refspec against every local ref
+    /// (with a few formatted candidate names per pair), which is quadratic; from a repository
+    /// with no refs, pushing 1,000 refs out of a 10,000-ref cache takes 0.5 s instead of 5.
+    pub fn push_dir(&self) -> PathBuf {
+        self.paths.repo.join(PUSH_REPO)
     }
 
     /// Throws the cache away and creates an empty one (in a temporary directory, renamed into
@@ -143,6 +173,18 @@ impl Cache {
         )
         .await?
         .check("creating the cache")?;
+        let push_repo = tmp.join(PUSH_REPO);
+        let push_str = push_repo.display().to_string();
+        git.run(
+            parent,
+            &["init", "--bare", "--quiet", &push_str],
+            Call::default(),
+        )
+        .await?
+        .check("creating the cache's push repository")?;
+        // Relative to the push repository's objects directory: survives moving the cache.
+        fs::write(push_repo.join("objects/info/alternates"), "../../objects\n")
+            .map_err(|e| io_failure("cannot link the push repository to the cache", e))?;
         for (key, value) in [
             // Nothing in the cache is ever a working branch: no reflogs, no tracking config.
             ("core.logAllRefUpdates", "false"),
@@ -165,6 +207,19 @@ impl Cache {
         Ok(())
     }
 
+    /// How to bring this cache up to date. A cache with many refs lists the source first and
+    /// fetches only what changed: for it a fetch's own ref advertisement and connectivity
+    /// check cost several times a listing. Small caches fetch straight away, which is the
+    /// shorter path when something did change (the usual reason to sync).
+    pub fn strategy(&self) -> Strategy {
+        let packed = fs::metadata(self.dir().join("packed-refs")).map_or(0, |m| m.len());
+        if packed >= LIST_FIRST_PACKED_REFS_BYTES {
+            Strategy::ListFirst
+        } else {
+            Strategy::FetchFirst
+        }
+    }
+
     /// Fetches the selected refs of the source into the cache (forced, pruned) and returns how
     /// many refs changed. After a large fetch the refs are packed. A failure that looks like a
     /// damaged cache rebuilds it and fetches once more.
@@ -174,14 +229,14 @@ impl Cache {
         selection: &RefSelection,
         git: &Git,
     ) -> Result<usize, GitFailure> {
-        let updated = match self.fetch(source, selection, git).await {
-            Err(e)
-                if e.kind == ErrorKind::Other
-                    && (self.is_damaged() || self.tips_unreadable(git).await) =>
-            {
-                tracing::warn!(error = %e.message, "fetch failed on a damaged cache; rebuilding and fetching again");
+        let updated = match self
+            .fetch(source, selection.fetch_refspecs(), true, git)
+            .await
+        {
+            Err(e) if self.fetch_failed_on_damage(&e, git).await => {
                 self.reset(git).await?;
-                self.fetch(source, selection, git).await?
+                self.fetch(source, selection.fetch_refspecs(), true, git)
+                    .await?
             }
             other => other?,
         };
@@ -194,25 +249,102 @@ impl Cache {
         Ok(updated)
     }
 
-    /// One `git fetch --prune` of the selection into the cache (explicit refspecs, no remote
-    /// configuration). Returns how many refs it updated.
-    async fn fetch(
+    /// Brings the cache from `cached` (its refs) up to the source's `listing` (both within the
+    /// selection) and returns the cache's refs, which are then the source's. Changed refs are
+    /// fetched by name, so the server advertises only those; refs the source deleted are
+    /// deleted locally; many changes take one full fetch instead.
+    pub async fn catch_up(
         &self,
         source: &Remote,
         selection: &RefSelection,
+        cached: RefMap,
+        listing: &RefMap,
+        git: &Git,
+    ) -> Result<RefMap, GitFailure> {
+        let changed: Vec<String> = listing
+            .iter()
+            .filter(|(name, oid)| cached.get(*name) != Some(*oid))
+            .map(|(name, _)| name.clone())
+            .collect();
+        let deleted: Vec<String> = cached
+            .keys()
+            .filter(|name| !listing.contains_key(*name))
+            .cloned()
+            .collect();
+        if changed.len() + deleted.len() > NARROW_FETCH_LIMIT {
+            self.update(source, selection, git).await?;
+            return self.refs(selection, git).await;
+        }
+        let mut refs = cached;
+        if !changed.is_empty() {
+            let refspecs: Vec<String> = changed
+                .iter()
+                .map(|name| format!("+{name}:{name}"))
+                .collect();
+            if let Err(e) = self.fetch(source, refspecs, false, git).await {
+                if !self.fetch_failed_on_damage(&e, git).await {
+                    return Err(e);
+                }
+                self.reset(git).await?;
+                self.update(source, selection, git).await?;
+                return self.refs(selection, git).await;
+            }
+            // Read back what the fetch wrote: the source may have moved since it was listed.
+            let mut args = vec!["for-each-ref", "--format=%(objectname) %(refname)"];
+            args.extend(changed.iter().map(String::as_str));
+            let out = git
+                .run(self.dir(), &args, Call::default())
+                .await?
+                .check("listing the cache's refs")?;
+            let fresh = parse_ref_listing(&out.stdout);
+            for name in changed {
+                match fresh.get(&name) {
+                    Some(oid) => refs.insert(name, oid.clone()),
+                    None => refs.remove(&name),
+                };
+            }
+        }
+        for name in deleted {
+            git.run(self.dir(), &["update-ref", "-d", &name], Call::default())
+                .await?
+                .check("deleting a ref the source deleted from the cache")?;
+            refs.remove(&name);
+        }
+        Ok(refs)
+    }
+
+    /// Whether a failed fetch is explained by a damaged cache (then: rebuild, fetch again).
+    async fn fetch_failed_on_damage(&self, e: &GitFailure, git: &Git) -> bool {
+        let damaged =
+            e.kind == ErrorKind::Other && (self.is_damaged() || self.tips_unreadable(git).await);
+        if damaged {
+            tracing::warn!(error = %e.message, "fetch failed on a damaged cache; rebuilding and fetching again");
+        }
+        damaged
+    }
+
+    /// One `git fetch` into the cache (explicit refspecs, no remote configuration). Returns how
+    /// many refs it updated.
+    async fn fetch(
+        &self,
+        source: &Remote,
+        refspecs: Vec<String>,
+        prune: bool,
         git: &Git,
     ) -> Result<usize, GitFailure> {
         let mut args: Vec<String> = vec![
             "fetch".into(),
-            "--prune".into(),
             "--no-tags".into(),
             "--no-write-fetch-head".into(),
             "--no-recurse-submodules".into(),
             "--progress".into(),
-            "--".into(),
-            source.git_url().into(),
         ];
-        args.extend(selection.fetch_refspecs());
+        if prune {
+            args.push("--prune".into());
+        }
+        args.push("--".into());
+        args.push(source.git_url().into());
+        args.extend(refspecs);
         let argv: Vec<&str> = args.iter().map(String::as_str).collect();
         let what = format!("fetch from the source {}", source.display());
         let out = git
@@ -278,7 +410,7 @@ impl Cache {
             )
             .await?
             .check("listing the cache's refs")?;
-        Ok(selection.filter(&parse_ref_listing(&out.stdout)))
+        Ok(selection.parse(&out.stdout))
     }
 
     /// Whether the object every ref points at can be read (objecttype makes git open it).

@@ -181,9 +181,27 @@ pub fn plan(
     policy: Policy,
     is_ancestor: impl Fn(&Oid, &Oid) -> bool,
 ) -> Plan {
-    let mut names: Vec<&String> = input.source.keys().chain(input.dest.keys()).collect();
-    names.sort();
-    names.dedup();
+    // Both maps are sorted: merge their keys rather than sort the union.
+    let mut names: Vec<&String> = Vec::with_capacity(input.source.len().max(input.dest.len()));
+    let (mut src_names, mut dst_names) =
+        (input.source.keys().peekable(), input.dest.keys().peekable());
+    loop {
+        let next = match (src_names.peek(), dst_names.peek()) {
+            (Some(s), Some(d)) if s < d => src_names.next(),
+            (Some(s), Some(d)) if s > d => dst_names.next(),
+            (Some(_), Some(_)) => {
+                dst_names.next();
+                src_names.next()
+            }
+            (Some(_), None) => src_names.next(),
+            (None, Some(_)) => dst_names.next(),
+            (None, None) => None,
+        };
+        match next {
+            Some(name) => names.push(name),
+            None => break,
+        }
+    }
 
     let mut refs = Vec::with_capacity(names.len());
     for name in names {

@@ -42,20 +42,20 @@ pub type RefMap = BTreeMap<String, Oid>;
 /// (`^{}`), `HEAD` and anything that is not a full ref under `refs/` are dropped: ferry never
 /// pushes symbolic refs.
 pub fn parse_ref_listing(text: &str) -> RefMap {
-    let mut refs = RefMap::new();
-    for line in text.lines() {
-        let Some((oid, name)) = line.split_once(['\t', ' ']) else {
-            continue;
-        };
+    ref_listing(text).collect()
+}
+
+/// The entries of a listing, in git's order (sorted by name, so collecting into a map is a
+/// bulk build rather than one search per ref).
+pub fn ref_listing(text: &str) -> impl Iterator<Item = (String, Oid)> + '_ {
+    text.lines().filter_map(|line| {
+        let (oid, name) = line.split_once(['\t', ' '])?;
         let name = name.trim();
         if !name.starts_with("refs/") || name.ends_with("^{}") {
-            continue;
+            return None;
         }
-        if let Some(oid) = Oid::parse(oid.trim()) {
-            refs.insert(name.to_owned(), oid);
-        }
-    }
-    refs
+        Some((name.to_owned(), Oid::parse(oid.trim())?))
+    })
 }
 
 /// A ref pattern in git refspec syntax: a full ref name under `refs/`, with at most one `*`
@@ -146,10 +146,10 @@ impl RefSelection {
             && !self.exclude.iter().any(|p| p.matches(name))
     }
 
-    pub fn filter(&self, refs: &RefMap) -> RefMap {
-        refs.iter()
+    /// The selected refs of a listing (`<oid> <name>` lines).
+    pub fn parse(&self, listing: &str) -> RefMap {
+        ref_listing(listing)
             .filter(|(name, _)| self.selects(name))
-            .map(|(n, o)| (n.clone(), o.clone()))
             .collect()
     }
 

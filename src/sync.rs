@@ -10,12 +10,12 @@
 //! Destinations are independent: each gets its own report, and one failing never stops the
 //! others.
 
-use crate::cache::Cache;
+use crate::cache::{Cache, Strategy};
 use crate::git::{failure_from_stderr, Call, Git, GitFailure};
 use crate::kind::{classify_ref_rejection, ErrorKind};
 use crate::plan::{self, Action, Note, Plan, PlanInput, Policy, RefPlan};
 use crate::record::Record;
-use crate::refs::{parse_ref_listing, Oid, RefMap, RefSelection};
+use crate::refs::{Oid, RefMap, RefSelection};
 use crate::remote::{Remote, Secret};
 use crate::report::{
     DestinationReport, ErrorReport, MirrorReport, Outcome, RefReport, SourceReport,
@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 
 /// Refs per `git push` when not atomic: keeps argv well under the kernel's limit on repos with
 /// tens of thousands of refs.
-const PUSH_BATCH: usize = 1000;
+const PUSH_BATCH: usize = 2000;
 
 /// Everything one mirror needs, validated.
 #[derive(Debug, Clone)]
@@ -101,9 +101,9 @@ pub async fn run_mirror(mirror: &Mirror, settings: &Settings, mode: Mode) -> Mir
     }
 }
 
-/// One pass: fetch the source into the cache while listing every destination (and reading
-/// the cache's refs, which stand when the fetch changed nothing); then sync every destination
-/// concurrently, with the cache's housekeeping alongside.
+/// One pass: bring the cache up to the source while listing every destination (see
+/// [`Strategy`]); then sync every destination concurrently, with the cache's housekeeping
+/// alongside.
 async fn attempt(
     mirror: &Mirror,
     cache: &Cache,
@@ -117,21 +117,45 @@ async fn attempt(
             .iter()
             .map(|d| list_destination(d, selection, mirror.create, mode, git)),
     );
-    let (before, fetched, listings) = tokio::join!(
-        cache.refs(selection, git),
-        cache.update(&mirror.source, selection, git),
-        listings
-    );
-    let updated = match fetched {
-        Ok(n) => n,
-        Err(e) => return source_failed(mirror, e),
+    // (the source's refs, whether anything was fetched)
+    let (source, listings) = match cache.strategy() {
+        Strategy::FetchFirst => {
+            // The refs read beside the fetch stand when the fetch changed nothing.
+            let (before, updated, listings) = tokio::join!(
+                cache.refs(selection, git),
+                cache.update(&mirror.source, selection, git),
+                listings
+            );
+            let source = match (updated, before) {
+                (Err(e), _) => Err(e),
+                (Ok(0), Ok(before)) => Ok((before, false)),
+                (Ok(n), _) => cache.refs(selection, git).await.map(|r| (r, n > 0)),
+            };
+            (source, listings)
+        }
+        Strategy::ListFirst => {
+            let (cached, source_listing, listings) = tokio::join!(
+                cache.refs(selection, git),
+                ls_remote(&mirror.source, selection, git),
+                listings
+            );
+            let source = match source_listing {
+                Err(e) => Err(e),
+                Ok(listing) => {
+                    // An unreadable cache counts as empty: the full fetch that follows repairs it.
+                    let cached = cached.unwrap_or_default();
+                    let changed = cached != listing;
+                    cache
+                        .catch_up(&mirror.source, selection, cached, &listing, git)
+                        .await
+                        .map(|r| (r, changed))
+                }
+            };
+            (source, listings)
+        }
     };
-    let source_refs = match before {
-        Ok(refs) if updated == 0 => Ok(refs),
-        _ => cache.refs(selection, git).await,
-    };
-    let source_refs = match source_refs {
-        Ok(refs) => refs,
+    let (source_refs, fetched) = match source {
+        Ok(source) => source,
         Err(e) => return source_failed(mirror, e),
     };
     let per_dest = mirror
@@ -142,7 +166,7 @@ async fn attempt(
             sync_destination(mirror, cache, git, &source_refs, dest, listing, mode)
         });
     let (reports, ()) = tokio::join!(join_all(per_dest), async {
-        if updated > 0 {
+        if fetched {
             cache.housekeeping(git).await;
         }
     });
@@ -227,8 +251,32 @@ async fn ls_remote(
     selection: &RefSelection,
     git: &Git,
 ) -> Result<RefMap, GitFailure> {
+    list_refs(remote, selection, git, false).await
+}
+
+/// Lists right after a push, to see what the destination really holds. Protocol v0, whose
+/// first response is the listing, saves a round trip over v2 (capabilities, then ls-refs);
+/// this listing is on the critical path, the ones before it run beside the fetch.
+async fn verify_listing(
+    remote: &Remote,
+    selection: &RefSelection,
+    git: &Git,
+) -> Result<RefMap, GitFailure> {
+    list_refs(remote, selection, git, true).await
+}
+
+async fn list_refs(
+    remote: &Remote,
+    selection: &RefSelection,
+    git: &Git,
+    protocol_v0: bool,
+) -> Result<RefMap, GitFailure> {
     let cwd = std::env::temp_dir();
-    let mut args = vec!["ls-remote", "--refs"];
+    let mut args = vec![];
+    if protocol_v0 {
+        args.extend(["-c", "protocol.version=0"]);
+    }
+    args.extend(["ls-remote", "--refs"]);
     let patterns: Vec<&str> = selection.include.iter().map(|p| p.as_str()).collect();
     if patterns
         .iter()
@@ -254,7 +302,7 @@ async fn ls_remote(
         )
         .await?
         .check(&format!("listing {}", remote.display()))?;
-    Ok(selection.filter(&parse_ref_listing(&out.stdout)))
+    Ok(selection.parse(&out.stdout))
 }
 
 async fn sync_destination(
@@ -268,7 +316,7 @@ async fn sync_destination(
 ) -> DestinationReport {
     let url = dest.display();
     let dest_refs = match listing {
-        Ok(refs) => mirror.selection.filter(&refs),
+        Ok(refs) => refs,
         Err(e) => return DestinationReport::failed(url, e.into()),
     };
     let mut record = Record::load(&cache.paths.records, dest.identity());
@@ -355,7 +403,6 @@ async fn sync_destination(
         );
         match ls_remote(dest, &mirror.selection, git).await {
             Ok(fresh) => {
-                let fresh = mirror.selection.filter(&fresh);
                 match make_plan(mirror, cache, git, source_refs, &fresh, &record.refs).await {
                     Ok(replanned) => {
                         let retry: Vec<&RefPlan> = replanned
@@ -390,8 +437,8 @@ async fn sync_destination(
     }
 
     // Verify: trust neither git's summary nor only the porcelain; look at the destination.
-    let verified = match ls_remote(dest, &mirror.selection, git).await {
-        Ok(v) => Some(mirror.selection.filter(&v)),
+    let verified = match verify_listing(dest, &mirror.selection, git).await {
+        Ok(v) => Some(v),
         Err(e) => {
             push_error = push_error.or(Some(GitFailure::new(
                 e.kind,
@@ -478,59 +525,70 @@ async fn push(
         PUSH_BATCH
     };
     for chunk in refs.chunks(batch) {
-        let mut args: Vec<String> = vec![
-            "push".into(),
-            "--porcelain".into(),
-            "--progress".into(),
-            "--no-verify".into(),
-        ];
-        if atomic {
-            args.push("--atomic".into());
-        }
-        for r in chunk {
-            if r.action != Action::Create {
-                let expect = r.old.as_ref().map_or("", Oid::as_str);
-                args.push(format!("--force-with-lease={}:{expect}", r.name));
-            }
-        }
-        args.push("--".into());
-        args.push(dest.git_url().into());
-        for r in chunk {
-            args.push(match (&r.new, r.action) {
-                (None, _) => format!(":{}", r.name),
-                (Some(new), Action::Force) => format!("+{new}:{}", r.name),
-                (Some(new), _) => format!("{new}:{}", r.name),
-            });
-        }
-        let argv: Vec<&str> = args.iter().map(String::as_str).collect();
-        let what = format!("push to {}", dest.display());
-        match git
-            .run(
-                cache.dir(),
-                &argv,
-                Call {
-                    remote: Some(dest),
-                    transfer: true,
-                },
-            )
-            .await
-        {
-            Err(e) => failure = failure.or(Some(e)),
-            Ok(out) => {
-                cache.note_damage(&out.stderr);
-                let parsed = parse_porcelain(&out.stdout);
-                let covered = chunk.iter().all(|r| parsed.contains_key(&r.name));
-                if !out.success && !covered {
-                    failure = failure.or(Some(failure_from_stderr(&what, &out.stderr)));
-                } else if !out.success && parsed.values().all(|s| s.flag != '!') {
-                    // Every ref looked fine, yet git failed: say so rather than trust the lines.
-                    failure = failure.or(Some(failure_from_stderr(&what, &out.stderr)));
-                }
+        match push_batch(cache, git, dest, chunk, atomic).await {
+            Ok((parsed, batch_failure)) => {
                 statuses.extend(parsed);
+                failure = failure.or(batch_failure);
             }
+            Err(e) => failure = failure.or(Some(e)),
         }
     }
     (statuses, failure)
+}
+
+/// One `git push` of up to [`PUSH_BATCH`] refs, from the cache's push repository, with a
+/// lease on every update and delete and `+` only on forced refs.
+async fn push_batch(
+    cache: &Cache,
+    git: &Git,
+    dest: &Remote,
+    chunk: &[&RefPlan],
+    atomic: bool,
+) -> Result<(BTreeMap<String, PushStatus>, Option<GitFailure>), GitFailure> {
+    let mut args: Vec<String> = vec![
+        "push".into(),
+        "--porcelain".into(),
+        "--progress".into(),
+        "--no-verify".into(),
+    ];
+    if atomic {
+        args.push("--atomic".into());
+    }
+    for r in chunk {
+        if r.action != Action::Create {
+            let expect = r.old.as_ref().map_or("", Oid::as_str);
+            args.push(format!("--force-with-lease={}:{expect}", r.name));
+        }
+    }
+    args.push("--".into());
+    args.push(dest.git_url().into());
+    for r in chunk {
+        args.push(match (&r.new, r.action) {
+            (None, _) => format!(":{}", r.name),
+            (Some(new), Action::Force) => format!("+{new}:{}", r.name),
+            (Some(new), _) => format!("{new}:{}", r.name),
+        });
+    }
+    let argv: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out = git
+        .run(
+            &cache.push_dir(),
+            &argv,
+            Call {
+                remote: Some(dest),
+                transfer: true,
+            },
+        )
+        .await?;
+    cache.note_damage(&out.stderr);
+    let parsed = parse_porcelain(&out.stdout);
+    let covered = chunk.iter().all(|r| parsed.contains_key(&r.name));
+    // Not every ref reported, or every ref looked fine yet git failed: the push failed as a
+    // whole, and git's words say why.
+    let failed = !out.success && (!covered || parsed.values().all(|s| s.flag != '!'));
+    let failure =
+        failed.then(|| failure_from_stderr(&format!("push to {}", dest.display()), &out.stderr));
+    Ok((parsed, failure))
 }
 
 /// Parses `git push --porcelain` stdout: `<flag>\t<from>:<to>\t<summary>` per ref.

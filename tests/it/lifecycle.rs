@@ -143,3 +143,49 @@ fn one_source_many_destinations_across_transports() {
         assert_eq!(branches_and_tags(&d.path()), branches_and_tags(&src.path()));
     }
 }
+
+/// A source with thousands of refs: after the first sync the cache lists the source first and
+/// fetches only what changed. Creates, updates, deletes and no-ops must all still be right.
+#[test]
+fn many_refs_are_synced_by_listing_first() {
+    let name = crate::harness::unique("many-src");
+    let path = crate::harness::servers().repo_path(&name);
+    ferry_testkit::generate_repo(&path, 50, 64, 4000, 7).unwrap();
+    let dst = Repo::empty("many-dst");
+    let ferry = Ferry::new();
+    let (s, d) = (Transport::File.url(&name), dst.url(Transport::File));
+    let run = ferry.sync(&[&s, &d]);
+    run.assert_code(0);
+    assert_eq!(branches_and_tags(&dst.path()), branches_and_tags(&path));
+    let cache_packed = std::fs::read_dir(ferry.cache.path())
+        .unwrap()
+        .filter_map(Result::ok)
+        .map(|e| e.path().join("packed-refs"))
+        .find(|p| p.exists())
+        .expect("the cache packed its refs after the large first fetch");
+    assert!(
+        std::fs::metadata(&cache_packed).unwrap().len() >= 128 * 1024,
+        "large enough to list first"
+    );
+
+    // One new commit on a branch, a deleted branch, a new tag.
+    let work = ferry_testkit::WorkRepo::new().unwrap();
+    let p = path.display().to_string();
+    work.git(&["fetch", "-q", &p, "refs/heads/b-1:refs/heads/b-1"])
+        .unwrap();
+    work.git(&["checkout", "-q", "b-1"]).unwrap();
+    work.commit("more.txt", "more", "more").unwrap();
+    work.git(&["tag", "fresh-tag"]).unwrap();
+    work.git(&["push", "-q", &p, "b-1", "fresh-tag", ":refs/heads/b-2"])
+        .unwrap();
+    let run = ferry.sync(&[&s, &d]);
+    run.assert_code(0);
+    assert_eq!(run.ref_result(0, "refs/heads/b-1").1, "updated");
+    assert_eq!(run.ref_result(0, "refs/heads/b-2").1, "deleted");
+    assert_eq!(run.ref_result(0, "refs/tags/fresh-tag").1, "created");
+    assert_eq!(branches_and_tags(&dst.path()), branches_and_tags(&path));
+
+    let run = ferry.sync(&[&s, &d]);
+    run.assert_code(0);
+    assert!(run.outcomes(0).values().all(|o| o == "unchanged"));
+}
