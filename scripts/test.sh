@@ -14,10 +14,15 @@ if [ ${#need[@]} -gt 0 ]; then
   echo "installing test dependencies: ${need[*]}"
   sudo=""
   [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  # The packages would start system nginx and sshd on ports 80 and 22; the tests run their
+  # own on free ports, so keep the package scripts from starting any service.
+  if [ ! -e /usr/sbin/policy-rc.d ]; then
+    printf '#!/bin/sh\nexit 101\n' | $sudo tee /usr/sbin/policy-rc.d >/dev/null
+    $sudo chmod +x /usr/sbin/policy-rc.d
+    trap '$sudo rm -f /usr/sbin/policy-rc.d' EXIT
+  fi
   $sudo apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
-  # The Debian nginx package starts a system nginx on port 80; the tests run their own.
-  $sudo service nginx stop >/dev/null 2>&1 || true
 fi
 
 cargo test --workspace --locked "$@"

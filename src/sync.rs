@@ -2,7 +2,7 @@
 //! the pure planner:
 //!
 //! ```text
-//! lock cache ─┬─ fetch source into cache ──┐
+//! lock cache ─┬─ fetch source into cache ──┐   (large caches: list source, fetch changed refs)
 //!             └─ list each destination ────┴─> per destination: ancestry answers -> plan
 //!                 -> push (leases, porcelain) -> re-plan lease failures once
 //!                 -> verify with a fresh listing -> outcomes -> save record
