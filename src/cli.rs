@@ -200,6 +200,7 @@ fn prepare(args: &SyncArgs, quiet: bool) -> Result<(Vec<Mirror>, Settings), Conf
         }),
         atomic: args.atomic.then_some(true),
         create: args.create.then_some(true),
+        ..RawOptions::default()
     };
     let cli_timeout = args
         .timeout
@@ -211,7 +212,8 @@ fn prepare(args: &SyncArgs, quiet: bool) -> Result<(Vec<Mirror>, Settings), Conf
     let (mirrors, file_cache, file_timeout) = match &args.config {
         Some(path) => {
             let cfg = Config::load(path, &overrides)?;
-            let mirrors = select_mirrors(cfg.mirrors, &args.args, path)?;
+            let all = cfg.mirrors.into_iter().map(|m| m.mirror).collect();
+            let mirrors = select_mirrors(all, &args.args, path)?;
             (mirrors, cfg.cache_dir, cfg.timeout)
         }
         None => (vec![adhoc_mirror(&args.args, &overrides)?], None, None),

@@ -10,6 +10,7 @@ use serde::de::{self, Deserializer, MapAccess, Visitor};
 use serde::Deserialize;
 use std::collections::HashSet;
 use std::fmt;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 use toml::Spanned;
@@ -24,6 +25,8 @@ pub struct ConfigError(pub String);
 struct RawConfig {
     cache_dir: Option<PathBuf>,
     timeout: Option<Spanned<String>>,
+    #[serde(default)]
+    serve: RawServe,
     #[serde(default)]
     defaults: RawOptions,
     #[serde(default)]
@@ -40,6 +43,71 @@ pub struct RawOptions {
     pub prune: Option<Prune>,
     pub atomic: Option<bool>,
     pub create: Option<bool>,
+    pub poll_interval: Option<Spanned<String>>,
+    pub reconcile_interval: Option<Spanned<String>>,
+}
+
+/// `[serve]`: settings of `ferry serve`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawServe {
+    listen: Option<Spanned<String>>,
+    data_dir: Option<PathBuf>,
+    workers: Option<usize>,
+    admin_token_env: Option<String>,
+    admin_token_file: Option<PathBuf>,
+    notify_url: Option<Spanned<String>>,
+    notify_after: Option<u32>,
+    shutdown_grace: Option<Spanned<String>>,
+    max_body_bytes: Option<usize>,
+    retry_base: Option<Spanned<String>>,
+    retry_max: Option<Spanned<String>>,
+}
+
+/// Settings of `ferry serve`, validated, with defaults applied.
+#[derive(Debug, Clone)]
+pub struct ServeSettings {
+    pub listen: SocketAddr,
+    /// The SQLite store and (unless `cache_dir` is set) the caches live here.
+    pub data_dir: Option<PathBuf>,
+    /// Syncs running at once across mirrors.
+    pub workers: usize,
+    /// Bearer token for `POST /api/mirrors/{mirror}/sync`; without one that route is closed.
+    pub admin_token: Option<Secret>,
+    /// Where failure-streak and recovery notifications are POSTed.
+    pub notify_url: Option<url::Url>,
+    /// Consecutive failed runs before the failure notification.
+    pub notify_after: u32,
+    /// How long running syncs may take to finish after SIGTERM.
+    pub shutdown_grace: Duration,
+    /// Webhook bodies larger than this get 413.
+    pub max_body_bytes: usize,
+    /// First retry delay after a transient failure; doubles per attempt up to `retry_max`.
+    pub retry_base: Duration,
+    pub retry_max: Duration,
+}
+
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_secs(300);
+pub const DEFAULT_RECONCILE_INTERVAL: Duration = Duration::from_secs(3600);
+
+/// A configured mirror: what the sync engine needs plus what the service needs.
+#[derive(Debug, Clone)]
+pub struct ConfiguredMirror {
+    pub mirror: Mirror,
+    /// Secret that webhook deliveries for this mirror are signed (or authenticated) with.
+    pub webhook_secret: Option<Secret>,
+    /// How often to compare the source's refs with the cache (`None`: never).
+    pub poll_interval: Option<Duration>,
+    /// How often to run a full sync whatever happened (`None`: never).
+    pub reconcile_interval: Option<Duration>,
+}
+
+impl ConfiguredMirror {
+    /// Changes whenever anything that affects what the mirror does changes (not secrets).
+    pub fn fingerprint(&self) -> String {
+        crate::cache::short_hash(&format!("{:?}", self.mirror))
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -56,6 +124,10 @@ struct RawMirror {
     prune: Option<Prune>,
     atomic: Option<bool>,
     create: Option<bool>,
+    poll_interval: Option<Spanned<String>>,
+    reconcile_interval: Option<Spanned<String>>,
+    webhook_secret_env: Option<String>,
+    webhook_secret_file: Option<PathBuf>,
 }
 
 impl RawMirror {
@@ -67,6 +139,8 @@ impl RawMirror {
             prune: self.prune,
             atomic: self.atomic,
             create: self.create,
+            poll_interval: self.poll_interval.clone(),
+            reconcile_interval: self.reconcile_interval.clone(),
         }
     }
 }
@@ -136,7 +210,8 @@ impl<'de> Deserialize<'de> for RawRemote {
 pub struct Config {
     pub cache_dir: Option<PathBuf>,
     pub timeout: Option<Duration>,
-    pub mirrors: Vec<Mirror>,
+    pub serve: ServeSettings,
+    pub mirrors: Vec<ConfiguredMirror>,
 }
 
 /// Where a value came from, for error messages: `ferry.toml:12`.
@@ -176,13 +251,21 @@ impl Config {
             ConfigError(format!("{}: {}", path.display(), e.to_string().trim_end()))
         })?;
         let loc = Locator { path, text };
+        // Relative paths in the file (repositories included) are relative to the file.
         let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
-        let base = if base.as_os_str().is_empty() {
-            PathBuf::from(".")
+        let base = std::path::absolute(if base.as_os_str().is_empty() {
+            Path::new(".")
         } else {
-            base
-        };
+            &base
+        })
+        .map_err(|e| {
+            ConfigError(format!(
+                "{}: cannot resolve its directory: {e}",
+                path.display()
+            ))
+        })?;
         let mut errors = Vec::new();
+        let serve = serve_settings(&raw.serve, &base, &loc, &mut errors);
 
         let timeout = match &raw.timeout {
             Some(t) => match parse_duration(t.get_ref()) {
@@ -261,17 +344,51 @@ impl Config {
             else {
                 continue;
             };
-            mirrors.push(Mirror {
-                name,
-                source,
-                destinations,
-                selection,
-                policy: Policy {
-                    divergence: options.divergence.unwrap_or_default(),
-                    prune: options.prune.unwrap_or_default(),
+            let mut interval =
+                |value: &Option<Spanned<String>>, key: &str, default: Duration| match value {
+                    None => Some(default),
+                    Some(v) => parse_interval(v.get_ref()).unwrap_or_else(|e| {
+                        errors.push(format!("{}: mirror '{name}': {key}: {e}", loc.at(v.span())));
+                        None
+                    }),
+                };
+            let poll_interval = interval(
+                &options.poll_interval,
+                "poll_interval",
+                DEFAULT_POLL_INTERVAL,
+            );
+            let reconcile_interval = interval(
+                &options.reconcile_interval,
+                "reconcile_interval",
+                DEFAULT_RECONCILE_INTERVAL,
+            );
+            let webhook_secret = secret(
+                m.webhook_secret_env.as_deref(),
+                m.webhook_secret_file.as_deref(),
+                &base,
+                &format!("{at}: mirror '{name}': webhook secret"),
+                ("webhook_secret_env", "webhook_secret_file"),
+            )
+            .unwrap_or_else(|e| {
+                errors.push(e);
+                None
+            });
+            mirrors.push(ConfiguredMirror {
+                mirror: Mirror {
+                    name,
+                    source,
+                    destinations,
+                    selection,
+                    policy: Policy {
+                        divergence: options.divergence.unwrap_or_default(),
+                        prune: options.prune.unwrap_or_default(),
+                    },
+                    atomic: options.atomic.unwrap_or(false),
+                    create: options.create.unwrap_or(false),
                 },
-                atomic: options.atomic.unwrap_or(false),
-                create: options.create.unwrap_or(false),
+                webhook_secret,
+                poll_interval,
+                reconcile_interval,
             });
         }
         if !errors.is_empty() {
@@ -280,6 +397,7 @@ impl Config {
         Ok(Config {
             cache_dir: raw.cache_dir.map(|d| base.join(d)),
             timeout,
+            serve,
             mirrors,
         })
     }
@@ -294,6 +412,123 @@ fn merge(base: &RawOptions, over: &RawOptions) -> RawOptions {
         prune: over.prune.or(base.prune),
         atomic: over.atomic.or(base.atomic),
         create: over.create.or(base.create),
+        poll_interval: over
+            .poll_interval
+            .clone()
+            .or_else(|| base.poll_interval.clone()),
+        reconcile_interval: over
+            .reconcile_interval
+            .clone()
+            .or_else(|| base.reconcile_interval.clone()),
+    }
+}
+
+fn serve_settings(
+    raw: &RawServe,
+    base: &Path,
+    loc: &Locator<'_>,
+    errors: &mut Vec<String>,
+) -> ServeSettings {
+    let mut duration = |value: &Option<Spanned<String>>, key: &str, default: Duration| match value {
+        None => default,
+        Some(v) => parse_duration(v.get_ref()).unwrap_or_else(|e| {
+            errors.push(format!("{}: serve.{key}: {e}", loc.at(v.span())));
+            default
+        }),
+    };
+    let shutdown_grace = duration(
+        &raw.shutdown_grace,
+        "shutdown_grace",
+        Duration::from_secs(30),
+    );
+    let retry_base = duration(&raw.retry_base, "retry_base", Duration::from_secs(5));
+    let retry_max = duration(&raw.retry_max, "retry_max", Duration::from_secs(600));
+    let listen = match &raw.listen {
+        None => DEFAULT_LISTEN.parse().ok(),
+        Some(v) => v.get_ref().parse::<SocketAddr>().map_err(|e| {
+            errors.push(format!(
+                "{}: serve.listen: '{}' is not an address ({e}); write it like 127.0.0.1:8080 or [::]:8080",
+                loc.at(v.span()),
+                v.get_ref()
+            ))
+        }).ok(),
+    };
+    let notify_url = raw
+        .notify_url
+        .as_ref()
+        .and_then(|v| match url::Url::parse(v.get_ref()) {
+            Ok(u) if matches!(u.scheme(), "http" | "https") => Some(u),
+            _ => {
+                errors.push(format!(
+                    "{}: serve.notify_url: '{}' is not an http(s) URL",
+                    loc.at(v.span()),
+                    crate::remote::redact_text(v.get_ref())
+                ));
+                None
+            }
+        });
+    let admin_token = secret(
+        raw.admin_token_env.as_deref(),
+        raw.admin_token_file.as_deref(),
+        base,
+        &format!("{}: serve: admin token", loc.path.display()),
+        ("admin_token_env", "admin_token_file"),
+    )
+    .unwrap_or_else(|e| {
+        errors.push(e);
+        None
+    });
+    if raw.workers == Some(0) {
+        errors.push(format!(
+            "{}: serve.workers must be at least 1",
+            loc.path.display()
+        ));
+    }
+    ServeSettings {
+        listen: listen.unwrap_or(SocketAddr::from(([127, 0, 0, 1], 8080))),
+        data_dir: raw.data_dir.as_ref().map(|d| base.join(d)),
+        workers: raw
+            .workers
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()))
+            .max(1),
+        admin_token,
+        notify_url,
+        notify_after: raw.notify_after.unwrap_or(3).max(1),
+        shutdown_grace,
+        max_body_bytes: raw.max_body_bytes.unwrap_or(1024 * 1024),
+        retry_base,
+        retry_max,
+    }
+}
+
+/// A secret named by an environment variable or read from a file (at most one of the two).
+fn secret(
+    env: Option<&str>,
+    file: Option<&Path>,
+    base: &Path,
+    what: &str,
+    keys: (&str, &str),
+) -> Result<Option<Secret>, String> {
+    match (env, file) {
+        (Some(_), Some(_)) => Err(format!("{what}: set {} or {}, not both", keys.0, keys.1)),
+        (Some(var), None) => match std::env::var(var) {
+            Ok(v) if !v.is_empty() => Ok(Some(Secret::new(v))),
+            _ => Err(format!(
+                "{what}: {} names the environment variable {var}, which is not set (or empty); export it before running ferry",
+                keys.0
+            )),
+        },
+        (None, Some(file)) => {
+            let file = base.join(file);
+            let text = std::fs::read_to_string(&file)
+                .map_err(|e| format!("{what}: cannot read {} {}: {e}", keys.1, file.display()))?;
+            let value = text.trim_end_matches(['\n', '\r']).to_owned();
+            if value.is_empty() {
+                return Err(format!("{what}: {} {} is empty", keys.1, file.display()));
+            }
+            Ok(Some(Secret::new(value)))
+        }
+        (None, None) => Ok(None),
     }
 }
 
@@ -322,34 +557,20 @@ fn resolve_remote(
     what: &str,
 ) -> Result<Remote, String> {
     let at = loc.at(raw.url.span());
-    let cwd = std::env::current_dir().unwrap_or_else(|_| base.to_path_buf());
     let mut remote =
-        Remote::parse(raw.url.get_ref(), &cwd).map_err(|e| format!("{at}: {what}: {e}"))?;
+        Remote::parse(raw.url.get_ref(), base).map_err(|e| format!("{at}: {what}: {e}"))?;
     let creds = &mut remote.credentials;
     if let Some(u) = &raw.username {
         creds.username = Some(u.clone());
     }
-    match (&raw.password_env, &raw.password_file) {
-        (Some(_), Some(_)) => return Err(format!("{at}: {what}: set password_env or password_file, not both")),
-        (Some(var), None) => match std::env::var(var) {
-            Ok(v) if !v.is_empty() => creds.password = Some(Secret::new(v)),
-            _ => {
-                return Err(format!(
-                    "{at}: {what}: password_env names the environment variable {var}, which is not set (or empty); export it before running ferry"
-                ))
-            }
-        },
-        (None, Some(file)) => {
-            let file = base.join(file);
-            let text = std::fs::read_to_string(&file)
-                .map_err(|e| format!("{at}: {what}: cannot read password_file {}: {e}", file.display()))?;
-            let secret = text.trim_end_matches(['\n', '\r']).to_owned();
-            if secret.is_empty() {
-                return Err(format!("{at}: {what}: password_file {} is empty", file.display()));
-            }
-            creds.password = Some(Secret::new(secret));
-        }
-        (None, None) => {}
+    if let Some(password) = secret(
+        raw.password_env.as_deref(),
+        raw.password_file.as_deref(),
+        base,
+        &format!("{at}: {what}"),
+        ("password_env", "password_file"),
+    )? {
+        creds.password = Some(password);
     }
     for (key, value, slot) in [
         ("ssh_key", &raw.ssh_key, &mut creds.ssh_key),
@@ -363,6 +584,21 @@ fn resolve_remote(
         }
     }
     Ok(remote)
+}
+
+/// Parses an interval: a duration, or `0` / `off` for never.
+pub fn parse_interval(text: &str) -> Result<Option<Duration>, String> {
+    match text.trim() {
+        "0" | "off" | "never" => Ok(None),
+        other => {
+            let d = humantime::parse_duration(other).map_err(|e| {
+                format!(
+                    "'{text}' is not a duration ({e}); write it like 30s, 5m or 1h, or 0 for never"
+                )
+            })?;
+            Ok((!d.is_zero()).then_some(d))
+        }
+    }
 }
 
 /// An absolute path to a file that exists (ssh and git need absolute paths).
@@ -415,7 +651,7 @@ prune = "all"
         .unwrap();
         assert_eq!(c.cache_dir, Some(PathBuf::from("/var/cache/ferry")));
         assert_eq!(c.timeout, Some(Duration::from_secs(120)));
-        let m = &c.mirrors[0];
+        let m = &c.mirrors[0].mirror;
         assert_eq!(m.name, "app");
         assert_eq!(m.destinations.len(), 2);
         assert_eq!(
@@ -431,6 +667,66 @@ prune = "all"
         );
         assert!(!m.selection.selects("refs/pull/1/head"));
         assert!(m.selection.selects("refs/heads/main"));
+        assert_eq!(c.mirrors[0].poll_interval, Some(DEFAULT_POLL_INTERVAL));
+        assert_eq!(c.serve.listen.to_string(), DEFAULT_LISTEN);
+        assert_eq!(m.source.git_url(), "https://git.example.com/app.git");
+    }
+
+    #[test]
+    fn parses_the_serve_section_and_service_options() {
+        let c = parse(
+            r#"
+[serve]
+listen = "127.0.0.1:9000"
+data_dir = "data"
+workers = 3
+notify_url = "https://hooks.example.com/ferry"
+notify_after = 2
+retry_base = "1s"
+[defaults]
+poll_interval = "0"
+[[mirror]]
+name = "a"
+source = "src.git"
+destinations = ["dst.git"]
+reconcile_interval = "10m"
+webhook_secret_file = "/dev/null"
+"#,
+        );
+        // An empty secret file is refused with the key's name.
+        let e = c.unwrap_err().0;
+        assert!(
+            e.contains("webhook_secret_file") && e.contains("is empty"),
+            "{e}"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("hook-secret"), "s3cret\n").unwrap();
+        let text = "[serve]\nlisten = \"127.0.0.1:9000\"\ndata_dir = \"data\"\nworkers = 3\n[defaults]\npoll_interval = \"0\"\n[[mirror]]\nname = \"a\"\nsource = \"src.git\"\ndestinations = [\"dst.git\"]\nreconcile_interval = \"10m\"\nwebhook_secret_file = \"hook-secret\"\n";
+        let path = dir.path().join("ferry.toml");
+        let c = Config::parse(text, &path, &RawOptions::default()).unwrap();
+        assert_eq!(c.serve.listen.port(), 9000);
+        assert_eq!(c.serve.workers, 3);
+        assert_eq!(c.serve.data_dir, Some(dir.path().join("data")));
+        let m = &c.mirrors[0];
+        assert_eq!(m.poll_interval, None);
+        assert_eq!(m.reconcile_interval, Some(Duration::from_secs(600)));
+        assert_eq!(
+            m.webhook_secret.as_ref().map(Secret::expose),
+            Some("s3cret")
+        );
+        assert_eq!(
+            m.mirror.source.git_url(),
+            dir.path().join("src.git").display().to_string(),
+            "paths are relative to the file"
+        );
+
+        let e = parse("[serve]\nlisten = \"localhost\"\nfrobs = 1\n[[mirror]]\nname = \"a\"\nsource = \"/x\"\ndestinations = [\"/y\"]\n").unwrap_err().0;
+        assert!(e.contains("frobs"), "{e}");
+        let e = parse("[serve]\nlisten = \"localhost\"\n[[mirror]]\nname = \"a\"\nsource = \"/x\"\ndestinations = [\"/y\"]\npoll_interval = \"often\"\n").unwrap_err().0;
+        assert!(
+            e.contains("serve.listen") && e.contains("poll_interval"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -489,6 +785,6 @@ prune = "all"
             &over,
         )
         .unwrap();
-        assert_eq!(c.mirrors[0].policy.prune, Prune::Never);
+        assert_eq!(c.mirrors[0].mirror.policy.prune, Prune::Never);
     }
 }

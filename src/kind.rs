@@ -5,7 +5,7 @@
 use serde::Serialize;
 
 /// Why a destination, a source or a single ref failed. Serialized in snake_case in `--json`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ErrorKind {
     Auth,

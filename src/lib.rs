@@ -14,4 +14,5 @@ pub mod record;
 pub mod refs;
 pub mod remote;
 pub mod report;
+pub mod status;
 pub mod sync;

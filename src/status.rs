@@ -1,0 +1,156 @@
+//! What the service knows about each mirror, as the store returns it and as the API, the
+//! status page and `ferry status` show it. Plain data; times are Unix milliseconds.
+
+use crate::report::ErrorReport;
+use serde::{Deserialize, Serialize};
+
+/// Why a sync ran. Stored as its snake_case name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Trigger {
+    /// A push webhook (GitHub, GitLab, Gitea, Forgejo, Bitbucket, generic).
+    Webhook,
+    /// An AWS CodeCommit reference event delivered by EventBridge.
+    Codecommit,
+    /// Polling saw the source change.
+    Poll,
+    /// The periodic full comparison of every destination with the source.
+    Reconcile,
+    /// `POST /api/mirrors/{mirror}/sync`.
+    Manual,
+    /// The mirror's configuration changed (or is new) since the service last ran.
+    Config,
+    /// A retry after a transient failure.
+    Retry,
+}
+
+impl Trigger {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Trigger::Webhook => "webhook",
+            Trigger::Codecommit => "codecommit",
+            Trigger::Poll => "poll",
+            Trigger::Reconcile => "reconcile",
+            Trigger::Manual => "manual",
+            Trigger::Config => "config",
+            Trigger::Retry => "retry",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Trigger> {
+        [
+            Trigger::Webhook,
+            Trigger::Codecommit,
+            Trigger::Poll,
+            Trigger::Reconcile,
+            Trigger::Manual,
+            Trigger::Config,
+            Trigger::Retry,
+        ]
+        .into_iter()
+        .find(|t| t.as_str() == s)
+    }
+}
+
+/// A mirror at a glance.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MirrorState {
+    /// In sync as of the last run; nothing waiting.
+    Idle,
+    /// A sync is waiting for a worker (or for its retry time).
+    Queued,
+    /// A sync is running.
+    Syncing,
+    /// The last run failed (and is not a divergence only).
+    Failing,
+    /// The last run left refs diverged (destination changed behind ferry's back).
+    Diverged,
+}
+
+impl MirrorState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MirrorState::Idle => "idle",
+            MirrorState::Queued => "queued",
+            MirrorState::Syncing => "syncing",
+            MirrorState::Failing => "failing",
+            MirrorState::Diverged => "diverged",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<MirrorState> {
+        [
+            MirrorState::Idle,
+            MirrorState::Queued,
+            MirrorState::Syncing,
+            MirrorState::Failing,
+            MirrorState::Diverged,
+        ]
+        .into_iter()
+        .find(|m| m.as_str() == s)
+    }
+}
+
+/// One destination of a mirror, as of the last run that reached it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DestinationStatus {
+    /// Redacted URL.
+    pub url: String,
+    pub last_success_at: Option<i64>,
+    pub last_attempt_at: Option<i64>,
+    /// The error of the last attempt, if it failed.
+    pub last_error: Option<ErrorReport>,
+}
+
+/// One finished run, without its per-ref detail.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunSummary {
+    pub id: i64,
+    pub mirror: String,
+    pub trigger: Trigger,
+    pub started_at: i64,
+    pub finished_at: i64,
+    pub ok: bool,
+}
+
+/// One run with its full report (the `--json` document of that mirror).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RunDetail {
+    #[serde(flatten)]
+    pub summary: RunSummary,
+    pub report: serde_json::Value,
+}
+
+/// A mirror for the API, the page and `ferry status`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MirrorStatus {
+    pub name: String,
+    pub state: MirrorState,
+    /// Redacted source URL.
+    pub source: String,
+    /// Consecutive failed runs (0 after a success).
+    pub failure_streak: u32,
+    /// When the oldest trigger not yet satisfied by a successful run arrived: how far behind
+    /// the destinations may be. `None` when in sync.
+    pub behind_since: Option<i64>,
+    /// When the next retry is due, for a mirror waiting after a transient failure.
+    pub retry_at: Option<i64>,
+    pub last_run: Option<RunSummary>,
+    pub destinations: Vec<DestinationStatus>,
+}
+
+impl MirrorStatus {
+    /// Seconds the mirror has been behind its source at `now` (0 when in sync).
+    pub fn lag_seconds(&self, now: i64) -> f64 {
+        self.behind_since
+            .map_or(0.0, |t| ((now - t).max(0) as f64) / 1000.0)
+    }
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
