@@ -16,4 +16,5 @@ pub mod refs;
 pub mod remote;
 pub mod report;
 pub mod status;
+pub mod store;
 pub mod sync;

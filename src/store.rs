@@ -1,0 +1,1394 @@
+//! The durable state of `ferry serve`: the queue of syncs, the events that caused them, the
+//! history of runs and the per-mirror and per-destination status, in one SQLite file.
+//!
+//! The store is the service's memory across restarts, so every write that the outside world
+//! relies on is committed before the call returns: a webhook is answered 202 only after
+//! [`Store::enqueue`] has committed its event (WAL, `synchronous = FULL`, so it survives a
+//! power loss). The queue is one `pending` row per mirror (see the migration for the schema):
+//!
+//! - `queued`: a run is needed; `running`: a run is in progress; both may be set (events
+//!   arrived during the run: exactly one follow-up run, however many arrived).
+//! - `not_before`: the earliest time the run may start (a retry waits for it);
+//!   `attempt`: retries so far.
+//!
+//! Every write transaction starts with `BEGIN IMMEDIATE`, taking SQLite's write lock up front:
+//! two dispatchers claiming at once are serialized instead of both reading the same queued row,
+//! and no transaction fails half-way with `SQLITE_BUSY` when it upgrades from read to write.
+//!
+//! One process owns a database file: [`Store::open`] treats every running sync as interrupted.
+
+use crate::kind::ErrorKind;
+use crate::report::{DestinationReport, ErrorReport, MirrorReport, Outcome};
+use crate::status::{
+    now_ms, DestinationStatus, MirrorState, MirrorStatus, RunDetail, RunSummary, Trigger,
+};
+use anyhow::{bail, Context, Result};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
+    SqliteSynchronous,
+};
+use std::collections::HashSet;
+use std::path::Path;
+use std::time::Duration;
+
+/// Takes the write lock at the start of the transaction (see the module documentation).
+const BEGIN_WRITE: &str = "BEGIN IMMEDIATE";
+
+/// A handle on the database; cheap to clone (it is a connection pool).
+#[derive(Debug, Clone)]
+pub struct Store {
+    pool: SqlitePool,
+}
+
+/// A sync a dispatcher has taken: the mirror is now `running` until [`Store::finish`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Claim {
+    pub mirror: String,
+    /// The distinct triggers of the events this run handles, oldest first; `[Retry]` for a
+    /// retry that no new event joined.
+    pub triggers: Vec<Trigger>,
+    /// Retries before this run (0 for a first try).
+    pub attempt: u32,
+    /// The `now` the claim was made at.
+    pub started_at: i64,
+}
+
+/// What a finished run reports to the store.
+#[derive(Debug, Clone, Copy)]
+pub struct Finish<'a> {
+    pub mirror: &'a str,
+    pub started_at: i64,
+    pub finished_at: i64,
+    pub trigger: Trigger,
+    pub report: &'a MirrorReport,
+    /// `Some(at)`: the failure was transient; run again at `at` (unless an event comes first).
+    pub retry_at: Option<i64>,
+}
+
+/// What [`Store::finish`] recorded, for the service's notification decisions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FinishOutcome {
+    pub run_id: i64,
+    /// Consecutive failed runs including this one (0 after a success).
+    pub failure_streak: u32,
+    /// Whether a failure notification is outstanding for this mirror (as last set by
+    /// [`Store::mark_notified`]). `finish` leaves it alone: after a success with
+    /// `was_notified`, the service sends a recovery notice and clears it.
+    pub was_notified: bool,
+}
+
+/// One `pending` row as `finish` reads it.
+struct Pending {
+    queued: bool,
+    running: bool,
+    claimed_through: Option<i64>,
+}
+
+/// The base row of a mirror's status: (name, source, state, failure_streak, queued, running,
+/// not_before, attempt); the pending columns are NULL when nothing is pending.
+type StatusRow = (
+    String,
+    String,
+    String,
+    i64,
+    Option<bool>,
+    Option<bool>,
+    Option<i64>,
+    Option<i64>,
+);
+
+/// A `destinations` row: (url, last_success_at, last_attempt_at, last_error JSON).
+type DestinationRow = (String, Option<i64>, Option<i64>, Option<String>);
+
+/// A `runs` row: (id, mirror, trigger, started_at, finished_at, ok, report JSON).
+type RunRow = (i64, String, String, i64, i64, bool, String);
+
+const STATUS_SELECT: &str = "SELECT m.name, m.source, m.state, m.failure_streak, \
+     p.queued, p.running, p.not_before, p.attempt \
+     FROM mirrors m LEFT JOIN pending p ON p.mirror = m.name";
+
+impl Store {
+    /// Opens (creating it and its parent directories if needed) the database at `path`,
+    /// migrates it, and requeues every sync that was running when the previous process died:
+    /// its events are still unhandled, so running it again loses nothing.
+    pub async fn open(path: &Path) -> Result<Store> {
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            tokio::fs::create_dir_all(parent)
+                .await
+                .with_context(|| format!("creating the directory {}", parent.display()))?;
+        }
+        let options = SqliteConnectOptions::new()
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            // FULL: a committed event survives a power loss, not just a process crash.
+            .synchronous(SqliteSynchronous::Full)
+            .busy_timeout(Duration::from_secs(5))
+            .foreign_keys(true);
+        let pool = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(options)
+            .await
+            .with_context(|| format!("opening the database {}", path.display()))?;
+        sqlx::migrate!("./migrations")
+            .run(&pool)
+            .await
+            .with_context(|| format!("migrating the database {}", path.display()))?;
+
+        let recovered = sqlx::query(
+            "UPDATE pending SET queued = 1, running = 0, not_before = ?1, claimed_through = NULL \
+             WHERE running = 1",
+        )
+        .bind(now_ms())
+        .execute(&pool)
+        .await
+        .context("requeueing syncs interrupted by the previous process")?
+        .rows_affected();
+        if recovered > 0 {
+            tracing::info!(
+                recovered,
+                "requeued syncs that were running when ferry stopped"
+            );
+        }
+        Ok(Store { pool })
+    }
+
+    /// Records an accepted trigger and makes sure a run will handle it. Returns once the event
+    /// is committed. Coalesces: a mirror already queued stays one queued run (made due now,
+    /// with its retry count reset, because a fresh event deserves an immediate try); a mirror
+    /// that is running gets exactly one follow-up run.
+    pub async fn enqueue(&self, mirror: &str, trigger: Trigger, detail: &str) -> Result<i64> {
+        let now = now_ms();
+        let mut tx = self
+            .pool
+            .begin_with(BEGIN_WRITE)
+            .await
+            .context("starting the enqueue transaction")?;
+        ensure_mirror(&mut tx, mirror).await?;
+        let id: i64 = sqlx::query_scalar(
+            "INSERT INTO events (mirror, trigger_name, detail, received_at) \
+             VALUES (?1, ?2, ?3, ?4) RETURNING id",
+        )
+        .bind(mirror)
+        .bind(trigger.as_str())
+        .bind(detail)
+        .bind(now)
+        .fetch_one(&mut *tx)
+        .await
+        .with_context(|| format!("recording a {} event for {mirror}", trigger.as_str()))?;
+        sqlx::query(
+            "INSERT INTO pending (mirror, queued, running, not_before, attempt) \
+             VALUES (?1, 1, 0, ?2, 0) \
+             ON CONFLICT (mirror) DO UPDATE SET \
+               queued = 1, not_before = MIN(not_before, excluded.not_before), attempt = 0",
+        )
+        .bind(mirror)
+        .bind(now)
+        .execute(&mut *tx)
+        .await
+        .with_context(|| format!("queueing a sync of {mirror}"))?;
+        tx.commit()
+            .await
+            .with_context(|| format!("committing the event for {mirror}"))?;
+        Ok(id)
+    }
+
+    /// Takes up to `limit` due mirrors (queued, not running, `not_before <= now`, longest due
+    /// first) and marks them running, in one write transaction so that two callers never take
+    /// the same mirror. Mirrors dropped from the configuration are never claimed.
+    pub async fn claim(&self, now: i64, limit: usize) -> Result<Vec<Claim>> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let mut tx = self
+            .pool
+            .begin_with(BEGIN_WRITE)
+            .await
+            .context("starting the claim transaction")?;
+        let due: Vec<(String, i64)> = sqlx::query_as(
+            "SELECT p.mirror, p.attempt FROM pending p JOIN mirrors m ON m.name = p.mirror \
+             WHERE p.queued = 1 AND p.running = 0 AND p.not_before <= ?1 \
+               AND m.config_state <> 'removed' \
+             ORDER BY p.not_before, p.mirror LIMIT ?2",
+        )
+        .bind(now)
+        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+        .fetch_all(&mut *tx)
+        .await
+        .context("listing due syncs")?;
+
+        let mut claims = Vec::with_capacity(due.len());
+        for (mirror, attempt) in due {
+            // The events this run covers: every one recorded so far (we hold the write lock,
+            // so none can arrive between this read and the commit).
+            let through: i64 =
+                sqlx::query_scalar("SELECT COALESCE(MAX(id), 0) FROM events WHERE mirror = ?1")
+                    .bind(&mirror)
+                    .fetch_one(&mut *tx)
+                    .await
+                    .with_context(|| format!("reading the events of {mirror}"))?;
+            let taken = sqlx::query(
+                "UPDATE pending SET queued = 0, running = 1, claimed_through = ?2 \
+                 WHERE mirror = ?1 AND queued = 1 AND running = 0",
+            )
+            .bind(&mirror)
+            .bind(through)
+            .execute(&mut *tx)
+            .await
+            .with_context(|| format!("claiming {mirror}"))?
+            .rows_affected();
+            if taken != 1 {
+                continue;
+            }
+            let names: Vec<String> = sqlx::query_scalar(
+                "SELECT trigger_name FROM events WHERE mirror = ?1 AND run_id IS NULL \
+                 GROUP BY trigger_name ORDER BY MIN(id)",
+            )
+            .bind(&mirror)
+            .fetch_all(&mut *tx)
+            .await
+            .with_context(|| format!("reading the triggers of {mirror}"))?;
+            let mut triggers = names
+                .iter()
+                .map(|n| parse_trigger(n))
+                .collect::<Result<Vec<_>>>()?;
+            if triggers.is_empty() {
+                triggers.push(Trigger::Retry);
+            }
+            claims.push(Claim {
+                mirror,
+                triggers,
+                attempt: to_u32(attempt),
+                started_at: now,
+            });
+        }
+        tx.commit().await.context("committing the claim")?;
+        Ok(claims)
+    }
+
+    /// Records a finished run in one transaction: the run and its report, the events it
+    /// handled (those its claim covered), the queue (a follow-up run if events arrived
+    /// meanwhile, else a retry if asked for, else nothing), the destinations' status and the
+    /// mirror's state and failure streak.
+    pub async fn finish(&self, f: Finish<'_>) -> Result<FinishOutcome> {
+        let mirror = f.mirror;
+        let report_json = serde_json::to_string(f.report)
+            .with_context(|| format!("serializing the report of {mirror}"))?;
+        let mut tx = self
+            .pool
+            .begin_with(BEGIN_WRITE)
+            .await
+            .context("starting the finish transaction")?;
+        ensure_mirror(&mut tx, mirror).await?;
+
+        let run_id: i64 = sqlx::query_scalar(
+            "INSERT INTO runs (mirror, trigger_name, started_at, finished_at, ok, report) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6) RETURNING id",
+        )
+        .bind(mirror)
+        .bind(f.trigger.as_str())
+        .bind(f.started_at)
+        .bind(f.finished_at)
+        .bind(f.report.ok)
+        .bind(&report_json)
+        .fetch_one(&mut *tx)
+        .await
+        .with_context(|| format!("recording the run of {mirror}"))?;
+
+        let pending: Option<Pending> = sqlx::query_as::<_, (bool, bool, Option<i64>)>(
+            "SELECT queued, running, claimed_through FROM pending WHERE mirror = ?1",
+        )
+        .bind(mirror)
+        .fetch_optional(&mut *tx)
+        .await
+        .with_context(|| format!("reading the queue entry of {mirror}"))?
+        .map(|(queued, running, claimed_through)| Pending {
+            queued,
+            running,
+            claimed_through,
+        });
+
+        // The events this run handled. The claim's watermark is exact; without one (a run
+        // that was not claimed) fall back to the events received before the run started.
+        let handled = match pending.as_ref().filter(|p| p.running) {
+            Some(Pending {
+                claimed_through: Some(through),
+                ..
+            }) => sqlx::query(
+                "UPDATE events SET run_id = ?2 \
+                 WHERE mirror = ?1 AND run_id IS NULL AND id <= ?3",
+            )
+            .bind(mirror)
+            .bind(run_id)
+            .bind(*through),
+            _ => sqlx::query(
+                "UPDATE events SET run_id = ?2 \
+                 WHERE mirror = ?1 AND run_id IS NULL AND received_at <= ?3",
+            )
+            .bind(mirror)
+            .bind(run_id)
+            .bind(f.started_at),
+        };
+        handled
+            .execute(&mut *tx)
+            .await
+            .with_context(|| format!("marking the events of {mirror} handled"))?;
+
+        let queue = if pending.as_ref().is_some_and(|p| p.queued) {
+            // Events arrived during the run: one immediate follow-up, a fresh first try.
+            sqlx::query(
+                "UPDATE pending SET running = 0, not_before = ?2, attempt = 0, \
+                 claimed_through = NULL WHERE mirror = ?1",
+            )
+            .bind(mirror)
+            .bind(f.finished_at)
+        } else if let Some(at) = f.retry_at {
+            sqlx::query(
+                "INSERT INTO pending (mirror, queued, running, not_before, attempt) \
+                 VALUES (?1, 1, 0, ?2, 1) \
+                 ON CONFLICT (mirror) DO UPDATE SET queued = 1, running = 0, \
+                   not_before = excluded.not_before, attempt = attempt + 1, \
+                   claimed_through = NULL",
+            )
+            .bind(mirror)
+            .bind(at)
+        } else {
+            sqlx::query("DELETE FROM pending WHERE mirror = ?1").bind(mirror)
+        };
+        queue
+            .execute(&mut *tx)
+            .await
+            .with_context(|| format!("updating the queue entry of {mirror}"))?;
+
+        let (config_state, streak_before, was_notified): (String, i64, bool) = sqlx::query_as(
+            "SELECT config_state, failure_streak, notified FROM mirrors WHERE name = ?1",
+        )
+        .bind(mirror)
+        .fetch_one(&mut *tx)
+        .await
+        .with_context(|| format!("reading the state of {mirror}"))?;
+
+        for (position, d) in f.report.destinations.iter().enumerate() {
+            record_destination(&mut tx, mirror, position, d, f.finished_at, &config_state).await?;
+        }
+
+        let failure_streak = if f.report.ok { 0 } else { streak_before + 1 };
+        sqlx::query("UPDATE mirrors SET state = ?2, failure_streak = ?3 WHERE name = ?1")
+            .bind(mirror)
+            .bind(state_after(f.report).as_str())
+            .bind(failure_streak)
+            .execute(&mut *tx)
+            .await
+            .with_context(|| format!("updating the state of {mirror}"))?;
+
+        tx.commit()
+            .await
+            .with_context(|| format!("committing the run of {mirror}"))?;
+        Ok(FinishOutcome {
+            run_id,
+            failure_streak: to_u32(failure_streak),
+            was_notified,
+        })
+    }
+
+    /// Remembers whether a failure notification is outstanding for the mirror's current
+    /// streak: true after sending one (so it is sent once per streak), false after the
+    /// recovery notice.
+    pub async fn mark_notified(&self, mirror: &str, notified: bool) -> Result<()> {
+        let updated = sqlx::query("UPDATE mirrors SET notified = ?2 WHERE name = ?1")
+            .bind(mirror)
+            .bind(notified)
+            .execute(&self.pool)
+            .await
+            .with_context(|| format!("recording the notification state of {mirror}"))?
+            .rows_affected();
+        if updated == 0 {
+            bail!("the store knows no mirror named {mirror}");
+        }
+        Ok(())
+    }
+
+    /// Makes the store's list of mirrors the configuration's, so that status shows every
+    /// configured mirror and destination before its first run: upserts each (name, redacted
+    /// source, redacted destinations, config fingerprint) in order, drops the status of
+    /// destinations no longer configured, and retires mirrors no longer configured (their
+    /// history stays; they are neither listed nor claimed). Returns the names whose
+    /// fingerprint is new or changed: the service syncs those with [`Trigger::Config`].
+    pub async fn register_mirrors(
+        &self,
+        mirrors: &[(String, String, Vec<String>, String)],
+    ) -> Result<Vec<String>> {
+        let mut tx = self
+            .pool
+            .begin_with(BEGIN_WRITE)
+            .await
+            .context("starting the registration transaction")?;
+        let mut changed = Vec::new();
+        let mut names = HashSet::new();
+        for (position, (name, source, destinations, fingerprint)) in mirrors.iter().enumerate() {
+            names.insert(name.as_str());
+            let stored: Option<Option<String>> =
+                sqlx::query_scalar("SELECT fingerprint FROM mirrors WHERE name = ?1")
+                    .bind(name)
+                    .fetch_optional(&mut *tx)
+                    .await
+                    .with_context(|| format!("reading the fingerprint of {name}"))?;
+            if stored.flatten().as_deref() != Some(fingerprint.as_str()) {
+                changed.push(name.clone());
+            }
+            sqlx::query(
+                "INSERT INTO mirrors (name, source, fingerprint, config_state, position) \
+                 VALUES (?1, ?2, ?3, 'configured', ?4) \
+                 ON CONFLICT (name) DO UPDATE SET source = excluded.source, \
+                   fingerprint = excluded.fingerprint, config_state = 'configured', \
+                   position = excluded.position",
+            )
+            .bind(name)
+            .bind(source)
+            .bind(fingerprint)
+            .bind(position as i64)
+            .execute(&mut *tx)
+            .await
+            .with_context(|| format!("registering the mirror {name}"))?;
+
+            for (position, url) in destinations.iter().enumerate() {
+                sqlx::query(
+                    "INSERT INTO destinations (mirror, url, position) VALUES (?1, ?2, ?3) \
+                     ON CONFLICT (mirror, url) DO UPDATE SET position = excluded.position",
+                )
+                .bind(name)
+                .bind(url)
+                .bind(position as i64)
+                .execute(&mut *tx)
+                .await
+                .with_context(|| format!("registering a destination of {name}"))?;
+            }
+            let stored_urls: Vec<String> =
+                sqlx::query_scalar("SELECT url FROM destinations WHERE mirror = ?1")
+                    .bind(name)
+                    .fetch_all(&mut *tx)
+                    .await
+                    .with_context(|| format!("listing the destinations of {name}"))?;
+            for url in stored_urls.iter().filter(|u| !destinations.contains(u)) {
+                sqlx::query("DELETE FROM destinations WHERE mirror = ?1 AND url = ?2")
+                    .bind(name)
+                    .bind(url)
+                    .execute(&mut *tx)
+                    .await
+                    .with_context(|| format!("dropping a destination of {name}"))?;
+            }
+        }
+
+        let live: Vec<String> =
+            sqlx::query_scalar("SELECT name FROM mirrors WHERE config_state <> 'removed'")
+                .fetch_all(&mut *tx)
+                .await
+                .context("listing the known mirrors")?;
+        for name in live.iter().filter(|n| !names.contains(n.as_str())) {
+            sqlx::query("UPDATE mirrors SET config_state = 'removed' WHERE name = ?1")
+                .bind(name)
+                .execute(&mut *tx)
+                .await
+                .with_context(|| format!("retiring the mirror {name}"))?;
+            sqlx::query("DELETE FROM destinations WHERE mirror = ?1")
+                .bind(name)
+                .execute(&mut *tx)
+                .await
+                .with_context(|| format!("dropping the destinations of {name}"))?;
+        }
+        tx.commit()
+            .await
+            .context("committing the mirror registration")?;
+        Ok(changed)
+    }
+
+    /// Every configured mirror, in configuration order, read from one snapshot.
+    pub async fn mirrors(&self) -> Result<Vec<MirrorStatus>> {
+        let mut tx = self.pool.begin().await.context("starting a status read")?;
+        let rows: Vec<StatusRow> = sqlx::query_as(&format!(
+            "{STATUS_SELECT} WHERE m.config_state = 'configured' ORDER BY m.position, m.name"
+        ))
+        .fetch_all(&mut *tx)
+        .await
+        .context("listing the mirrors")?;
+        let mut out = Vec::with_capacity(rows.len());
+        for row in rows {
+            out.push(status_of(&mut tx, row).await?);
+        }
+        tx.commit().await.context("ending a status read")?;
+        Ok(out)
+    }
+
+    /// One mirror's status; `None` for a mirror the store does not know or that was removed
+    /// from the configuration.
+    pub async fn mirror(&self, name: &str) -> Result<Option<MirrorStatus>> {
+        let mut tx = self.pool.begin().await.context("starting a status read")?;
+        let row: Option<StatusRow> = sqlx::query_as(&format!(
+            "{STATUS_SELECT} WHERE m.name = ?1 AND m.config_state <> 'removed'"
+        ))
+        .bind(name)
+        .fetch_optional(&mut *tx)
+        .await
+        .with_context(|| format!("reading the mirror {name}"))?;
+        let status = match row {
+            Some(row) => Some(status_of(&mut tx, row).await?),
+            None => None,
+        };
+        tx.commit().await.context("ending a status read")?;
+        Ok(status)
+    }
+
+    /// The mirror's last `limit` runs with their reports, newest first.
+    pub async fn runs(&self, mirror: &str, limit: usize) -> Result<Vec<RunDetail>> {
+        let rows: Vec<RunRow> = sqlx::query_as(
+            "SELECT id, mirror, trigger_name, started_at, finished_at, ok, report FROM runs \
+             WHERE mirror = ?1 ORDER BY id DESC LIMIT ?2",
+        )
+        .bind(mirror)
+        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+        .fetch_all(&self.pool)
+        .await
+        .with_context(|| format!("listing the runs of {mirror}"))?;
+        rows.into_iter()
+            .map(
+                |(id, mirror, trigger, started_at, finished_at, ok, report)| {
+                    let report = serde_json::from_str(&report)
+                        .with_context(|| format!("reading the report of run {id}"))?;
+                    Ok(RunDetail {
+                        summary: RunSummary {
+                            id,
+                            mirror,
+                            trigger: parse_trigger(&trigger)?,
+                            started_at,
+                            finished_at,
+                            ok,
+                        },
+                        report,
+                    })
+                },
+            )
+            .collect()
+    }
+
+    /// How many mirrors are queued or running (a gauge for metrics and the page).
+    pub async fn queue_depth(&self) -> Result<i64> {
+        sqlx::query_scalar(
+            "SELECT COUNT(*) FROM pending p JOIN mirrors m ON m.name = p.mirror \
+             WHERE p.running = 1 OR (p.queued = 1 AND m.config_state <> 'removed')",
+        )
+        .fetch_one(&self.pool)
+        .await
+        .context("counting the queue")
+    }
+
+    /// How many events the mirror has received.
+    pub async fn event_count(&self, mirror: &str) -> Result<i64> {
+        sqlx::query_scalar("SELECT COUNT(*) FROM events WHERE mirror = ?1")
+            .bind(mirror)
+            .fetch_one(&self.pool)
+            .await
+            .with_context(|| format!("counting the events of {mirror}"))
+    }
+
+    /// How many runs of the mirror are recorded.
+    pub async fn run_count(&self, mirror: &str) -> Result<i64> {
+        sqlx::query_scalar("SELECT COUNT(*) FROM runs WHERE mirror = ?1")
+            .bind(mirror)
+            .fetch_one(&self.pool)
+            .await
+            .with_context(|| format!("counting the runs of {mirror}"))
+    }
+
+    /// When the next claimable sync becomes due (it may be in the past), so the dispatcher can
+    /// sleep until then; `None` when nothing is waiting. A mirror queued behind its own running
+    /// sync is not counted: it becomes due when that run finishes.
+    pub async fn next_due(&self) -> Result<Option<i64>> {
+        sqlx::query_scalar(
+            "SELECT MIN(p.not_before) FROM pending p JOIN mirrors m ON m.name = p.mirror \
+             WHERE p.queued = 1 AND p.running = 0 AND m.config_state <> 'removed'",
+        )
+        .fetch_one(&self.pool)
+        .await
+        .context("reading when the next sync is due")
+    }
+}
+
+/// Creates the mirror's row if the store has not heard of it (an ad hoc mirror: enqueued
+/// without being registered), so that events and runs can reference it.
+async fn ensure_mirror(conn: &mut SqliteConnection, mirror: &str) -> Result<()> {
+    sqlx::query("INSERT INTO mirrors (name) VALUES (?1) ON CONFLICT (name) DO NOTHING")
+        .bind(mirror)
+        .execute(conn)
+        .await
+        .with_context(|| format!("recording the mirror {mirror}"))?;
+    Ok(())
+}
+
+/// Updates one destination's status after a run. A configured mirror's destinations were
+/// registered beforehand; one that is no longer configured (the configuration changed during
+/// the run) is not brought back. An ad hoc mirror's destinations are created on first sight.
+async fn record_destination(
+    conn: &mut SqliteConnection,
+    mirror: &str,
+    position: usize,
+    d: &DestinationReport,
+    finished_at: i64,
+    config_state: &str,
+) -> Result<()> {
+    let error = destination_error(d)
+        .map(|e| serde_json::to_string(&e))
+        .transpose()
+        .with_context(|| format!("serializing the error of a destination of {mirror}"))?;
+    let updated = sqlx::query(
+        "UPDATE destinations SET last_attempt_at = ?3, \
+           last_success_at = CASE WHEN ?4 THEN ?3 ELSE last_success_at END, \
+           last_error = ?5 \
+         WHERE mirror = ?1 AND url = ?2",
+    )
+    .bind(mirror)
+    .bind(&d.url)
+    .bind(finished_at)
+    .bind(d.ok)
+    .bind(&error)
+    .execute(&mut *conn)
+    .await
+    .with_context(|| format!("updating a destination of {mirror}"))?
+    .rows_affected();
+    if updated == 0 && config_state == "adhoc" {
+        sqlx::query(
+            "INSERT INTO destinations \
+               (mirror, url, position, last_success_at, last_attempt_at, last_error) \
+             VALUES (?1, ?2, ?3, CASE WHEN ?4 THEN ?5 END, ?5, ?6)",
+        )
+        .bind(mirror)
+        .bind(&d.url)
+        .bind(position as i64)
+        .bind(d.ok)
+        .bind(finished_at)
+        .bind(&error)
+        .execute(&mut *conn)
+        .await
+        .with_context(|| format!("recording a destination of {mirror}"))?;
+    }
+    Ok(())
+}
+
+/// Assembles a mirror's status from its base row (inside the caller's read snapshot).
+async fn status_of(conn: &mut SqliteConnection, row: StatusRow) -> Result<MirrorStatus> {
+    let (name, source, stored_state, failure_streak, queued, running, not_before, attempt) = row;
+    let queued = queued.unwrap_or(false);
+    let running = running.unwrap_or(false);
+    let state = if running {
+        MirrorState::Syncing
+    } else if queued {
+        MirrorState::Queued
+    } else {
+        MirrorState::parse(&stored_state)
+            .with_context(|| format!("unknown state {stored_state:?} of {name} in the store"))?
+    };
+    let retry_at = if queued && !running && attempt.unwrap_or(0) > 0 {
+        not_before
+    } else {
+        None
+    };
+
+    let last: Option<(i64, String, i64, i64, bool)> = sqlx::query_as(
+        "SELECT id, trigger_name, started_at, finished_at, ok FROM runs \
+         WHERE mirror = ?1 ORDER BY id DESC LIMIT 1",
+    )
+    .bind(&name)
+    .fetch_optional(&mut *conn)
+    .await
+    .with_context(|| format!("reading the last run of {name}"))?;
+    let last_run = match last {
+        Some((id, trigger, started_at, finished_at, ok)) => Some(RunSummary {
+            id,
+            mirror: name.clone(),
+            trigger: parse_trigger(&trigger)?,
+            started_at,
+            finished_at,
+            ok,
+        }),
+        None => None,
+    };
+
+    // Behind since the oldest event no successful run has satisfied: the unhandled ones, and,
+    // while the mirror is failing, those handled by the failed runs since the last success.
+    let unhandled: Option<i64> = sqlx::query_scalar(
+        "SELECT MIN(received_at) FROM events WHERE mirror = ?1 AND run_id IS NULL",
+    )
+    .bind(&name)
+    .fetch_one(&mut *conn)
+    .await
+    .with_context(|| format!("reading the unhandled events of {name}"))?;
+    let failed = match &last_run {
+        Some(run) if !run.ok => sqlx::query_scalar(
+            "SELECT MIN(received_at) FROM events WHERE mirror = ?1 AND run_id > \
+               COALESCE((SELECT MAX(id) FROM runs WHERE mirror = ?1 AND ok = 1), 0)",
+        )
+        .bind(&name)
+        .fetch_one(&mut *conn)
+        .await
+        .with_context(|| format!("reading the events of the failed runs of {name}"))?,
+        _ => None,
+    };
+    let behind_since = match (unhandled, failed) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    };
+
+    let rows: Vec<DestinationRow> = sqlx::query_as(
+        "SELECT url, last_success_at, last_attempt_at, last_error FROM destinations \
+         WHERE mirror = ?1 ORDER BY position, url",
+    )
+    .bind(&name)
+    .fetch_all(&mut *conn)
+    .await
+    .with_context(|| format!("reading the destinations of {name}"))?;
+    let destinations = rows
+        .into_iter()
+        .map(|(url, last_success_at, last_attempt_at, last_error)| {
+            let last_error = last_error
+                .map(|e| serde_json::from_str::<ErrorReport>(&e))
+                .transpose()
+                .with_context(|| format!("reading the last error of {url}"))?;
+            Ok(DestinationStatus {
+                url,
+                last_success_at,
+                last_attempt_at,
+                last_error,
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+
+    Ok(MirrorStatus {
+        name,
+        state,
+        source,
+        failure_streak: to_u32(failure_streak),
+        behind_since,
+        retry_at,
+        last_run,
+        destinations,
+    })
+}
+
+/// The error a destination's status shows: its own error, else its first failing ref's.
+fn destination_error(d: &DestinationReport) -> Option<ErrorReport> {
+    if d.ok {
+        return None;
+    }
+    if let Some(e) = &d.error {
+        return Some(e.clone());
+    }
+    Some(match d.refs.iter().find(|r| !r.is_ok()) {
+        Some(r) => {
+            let kind = r.kind.unwrap_or(ErrorKind::Other);
+            let what = r
+                .reason
+                .clone()
+                .or_else(|| r.outcome.map(|o| o.as_str().to_owned()))
+                .unwrap_or_else(|| "failed".to_owned());
+            ErrorReport {
+                kind,
+                message: format!("{}: {what}", r.name),
+                hint: r.hint.clone().unwrap_or_else(|| kind.hint().to_owned()),
+            }
+        }
+        None => ErrorReport::new(ErrorKind::Other, "the destination failed"),
+    })
+}
+
+/// The mirror's state after a run: idle on success; diverged when every problem is a
+/// divergence (which needs a person, not a retry); failing otherwise.
+fn state_after(report: &MirrorReport) -> MirrorState {
+    if report.ok {
+        return MirrorState::Idle;
+    }
+    if !report.source.ok || report.source.error.is_some() {
+        return MirrorState::Failing;
+    }
+    let mut problems = report.destinations.iter().filter(|d| !d.ok).peekable();
+    if problems.peek().is_some() && problems.all(diverged_only) {
+        MirrorState::Diverged
+    } else {
+        MirrorState::Failing
+    }
+}
+
+/// Whether a failed destination failed only because of divergence: its error is a divergence,
+/// or (without one) every failing ref diverged. Refs left unpushed because another ref
+/// diverged (`divergence = abort`) carry the divergence kind and count as divergence too.
+fn diverged_only(d: &DestinationReport) -> bool {
+    match &d.error {
+        Some(e) => e.kind == ErrorKind::Diverged,
+        None => {
+            let mut bad = d.refs.iter().filter(|r| !r.is_ok()).peekable();
+            bad.peek().is_some()
+                && bad.all(|r| {
+                    r.outcome == Some(Outcome::Diverged) || r.kind == Some(ErrorKind::Diverged)
+                })
+        }
+    }
+}
+
+fn parse_trigger(name: &str) -> Result<Trigger> {
+    Trigger::parse(name).with_context(|| format!("unknown trigger {name:?} in the store"))
+}
+
+/// Counters are stored as i64; they are never negative and never near u32::MAX.
+fn to_u32(n: i64) -> u32 {
+    u32::try_from(n.max(0)).unwrap_or(u32::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plan::Action;
+    use crate::refs::Oid;
+    use crate::report::{RefReport, SourceReport};
+
+    const SRC: &str = "https://git.example.com/app.git";
+    const D1: &str = "https://github.com/acme/app.git";
+    const D2: &str = "https://gitlab.com/acme/app.git";
+
+    async fn temp_store() -> (tempfile::TempDir, Store) {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = Store::open(&dir.path().join("state/ferry.db"))
+            .await
+            .expect("open store");
+        (dir, store)
+    }
+
+    fn oid(c: char) -> Option<Oid> {
+        Oid::parse(&c.to_string().repeat(40))
+    }
+
+    fn ref_report(name: &str, outcome: Outcome, kind: Option<ErrorKind>) -> RefReport {
+        RefReport {
+            name: name.to_owned(),
+            action: Action::Update,
+            outcome: Some(outcome),
+            old: oid('a'),
+            new: oid('b'),
+            kind,
+            reason: kind.map(|k| format!("{k} happened")),
+            hint: kind.map(|k| k.hint().to_owned()),
+        }
+    }
+
+    fn dest_ok(url: &str) -> DestinationReport {
+        DestinationReport {
+            url: url.to_owned(),
+            ok: false,
+            error: None,
+            refs: vec![ref_report("refs/heads/main", Outcome::Updated, None)],
+        }
+        .finish()
+    }
+
+    fn dest_error(url: &str, kind: ErrorKind) -> DestinationReport {
+        DestinationReport::failed(url, ErrorReport::new(kind, format!("{kind} failure")))
+    }
+
+    fn dest_refs(url: &str, refs: Vec<RefReport>) -> DestinationReport {
+        DestinationReport {
+            url: url.to_owned(),
+            ok: false,
+            error: None,
+            refs,
+        }
+        .finish()
+    }
+
+    fn report(name: &str, destinations: Vec<DestinationReport>) -> MirrorReport {
+        MirrorReport {
+            name: name.to_owned(),
+            ok: destinations.iter().all(|d| d.ok),
+            duration_ms: 5,
+            source: SourceReport {
+                url: SRC.to_owned(),
+                ok: true,
+                refs: 1,
+                error: None,
+            },
+            destinations,
+        }
+    }
+
+    fn ok_report(name: &str) -> MirrorReport {
+        report(name, vec![dest_ok(D1)])
+    }
+
+    fn failed_report(name: &str) -> MirrorReport {
+        report(name, vec![dest_error(D1, ErrorKind::Network)])
+    }
+
+    async fn finish(
+        store: &Store,
+        claim: &Claim,
+        report: &MirrorReport,
+        retry_at: Option<i64>,
+    ) -> FinishOutcome {
+        store
+            .finish(Finish {
+                mirror: &claim.mirror,
+                started_at: claim.started_at,
+                finished_at: claim.started_at + 1,
+                trigger: claim.triggers[0],
+                report,
+                retry_at,
+            })
+            .await
+            .expect("finish")
+    }
+
+    /// Claims exactly one sync, of `mirror`.
+    async fn claim_one(store: &Store, now: i64, mirror: &str) -> Claim {
+        let mut claims = store.claim(now, 10).await.expect("claim");
+        assert_eq!(claims.len(), 1, "{claims:?}");
+        let claim = claims.remove(0);
+        assert_eq!(claim.mirror, mirror);
+        claim
+    }
+
+    async fn unhandled(store: &Store, mirror: &str) -> i64 {
+        sqlx::query_scalar("SELECT COUNT(*) FROM events WHERE mirror = ?1 AND run_id IS NULL")
+            .bind(mirror)
+            .fetch_one(&store.pool)
+            .await
+            .expect("count")
+    }
+
+    async fn received_at(store: &Store, event: i64) -> i64 {
+        sqlx::query_scalar("SELECT received_at FROM events WHERE id = ?1")
+            .bind(event)
+            .fetch_one(&store.pool)
+            .await
+            .expect("event")
+    }
+
+    fn config(
+        name: &str,
+        dests: &[&str],
+        fingerprint: &str,
+    ) -> (String, String, Vec<String>, String) {
+        (
+            name.to_owned(),
+            SRC.to_owned(),
+            dests.iter().map(|d| (*d).to_owned()).collect(),
+            fingerprint.to_owned(),
+        )
+    }
+
+    #[tokio::test]
+    async fn enqueue_claim_finish_round_trip() {
+        let (_dir, store) = temp_store().await;
+        let event = store
+            .enqueue("app", Trigger::Webhook, "push to main")
+            .await
+            .unwrap();
+        assert!(event > 0);
+        assert_eq!(store.queue_depth().await.unwrap(), 1);
+        assert!(store.next_due().await.unwrap().is_some());
+
+        let now = now_ms();
+        let claim = claim_one(&store, now, "app").await;
+        assert_eq!(claim.triggers, vec![Trigger::Webhook]);
+        assert_eq!(claim.attempt, 0);
+        assert_eq!(claim.started_at, now);
+        assert!(
+            store.claim(now, 10).await.unwrap().is_empty(),
+            "claimed twice"
+        );
+        assert_eq!(
+            store.mirror("app").await.unwrap().unwrap().state,
+            MirrorState::Syncing
+        );
+
+        let r = ok_report("app");
+        let out = finish(&store, &claim, &r, None).await;
+        assert_eq!(out.failure_streak, 0);
+        assert!(!out.was_notified);
+        assert_eq!(store.queue_depth().await.unwrap(), 0);
+        assert_eq!(store.next_due().await.unwrap(), None);
+        assert_eq!(store.event_count("app").await.unwrap(), 1);
+        assert_eq!(store.run_count("app").await.unwrap(), 1);
+        assert_eq!(unhandled(&store, "app").await, 0);
+        assert!(store.claim(now_ms(), 10).await.unwrap().is_empty());
+
+        let runs = store.runs("app", 10).await.unwrap();
+        assert_eq!(runs.len(), 1);
+        assert_eq!(runs[0].summary.id, out.run_id);
+        assert_eq!(runs[0].summary.trigger, Trigger::Webhook);
+        assert!(runs[0].summary.ok);
+        assert_eq!(runs[0].report["name"], "app");
+        assert_eq!(runs[0].report["destinations"][0]["url"], D1);
+
+        let status = store.mirror("app").await.unwrap().unwrap();
+        assert_eq!(status.state, MirrorState::Idle);
+        assert_eq!(status.behind_since, None);
+        assert_eq!(status.last_run, Some(runs[0].summary.clone()));
+        assert_eq!(status.destinations.len(), 1);
+        assert_eq!(status.destinations[0].last_success_at, Some(now + 1));
+        assert_eq!(store.mirror("nope").await.unwrap(), None);
+    }
+
+    #[tokio::test]
+    async fn coalesces_events_while_queued_and_while_running() {
+        let (_dir, store) = temp_store().await;
+        for trigger in [
+            Trigger::Webhook,
+            Trigger::Poll,
+            Trigger::Webhook,
+            Trigger::Manual,
+            Trigger::Poll,
+        ] {
+            store.enqueue("app", trigger, "").await.unwrap();
+        }
+        assert_eq!(store.queue_depth().await.unwrap(), 1);
+        let claim = claim_one(&store, now_ms(), "app").await;
+        assert_eq!(
+            claim.triggers,
+            vec![Trigger::Webhook, Trigger::Poll, Trigger::Manual]
+        );
+        assert!(store.claim(now_ms(), 10).await.unwrap().is_empty());
+
+        // Events during the run: not claimable until it finishes, then exactly one follow-up.
+        for _ in 0..3 {
+            store.enqueue("app", Trigger::Poll, "").await.unwrap();
+        }
+        assert!(store.claim(now_ms(), 10).await.unwrap().is_empty());
+        assert_eq!(store.next_due().await.unwrap(), None);
+        finish(&store, &claim, &ok_report("app"), None).await;
+        assert_eq!(
+            unhandled(&store, "app").await,
+            3,
+            "the run handled only its own events"
+        );
+
+        let follow_up = claim_one(&store, now_ms(), "app").await;
+        assert_eq!(follow_up.triggers, vec![Trigger::Poll]);
+        assert_eq!(follow_up.attempt, 0);
+        finish(&store, &follow_up, &ok_report("app"), None).await;
+        assert_eq!(unhandled(&store, "app").await, 0);
+        assert!(store
+            .claim(now_ms() + 1_000_000, 10)
+            .await
+            .unwrap()
+            .is_empty());
+        assert_eq!(store.run_count("app").await.unwrap(), 2);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn concurrent_claims_never_share_a_mirror() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ferry.db");
+        // Two stores on one file as well as clones of one: both must serialize.
+        let a = Store::open(&path).await.unwrap();
+        let b = Store::open(&path).await.unwrap();
+        let names: Vec<String> = (0..40).map(|i| format!("m{i:02}")).collect();
+        for name in &names {
+            a.enqueue(name, Trigger::Webhook, "").await.unwrap();
+        }
+        let now = now_ms();
+        let tasks: Vec<_> = (0..8)
+            .map(|i| {
+                let store = if i % 2 == 0 { a.clone() } else { b.clone() };
+                tokio::spawn(async move {
+                    let mut got = Vec::new();
+                    loop {
+                        let claims = store.claim(now, 3).await.unwrap();
+                        if claims.is_empty() {
+                            return got;
+                        }
+                        got.extend(claims.into_iter().map(|c| c.mirror));
+                    }
+                })
+            })
+            .collect();
+        let mut all = Vec::new();
+        for task in tasks {
+            all.extend(task.await.unwrap());
+        }
+        all.sort();
+        assert_eq!(all, names, "every mirror claimed exactly once");
+    }
+
+    #[tokio::test]
+    async fn retries_wait_for_their_time_and_new_events_reset_them() {
+        let (_dir, store) = temp_store().await;
+        store.enqueue("app", Trigger::Webhook, "").await.unwrap();
+        let now = now_ms();
+        let claim = claim_one(&store, now, "app").await;
+        let retry_at = now + 60_000;
+        let out = finish(&store, &claim, &failed_report("app"), Some(retry_at)).await;
+        assert_eq!(out.failure_streak, 1);
+
+        assert!(store.claim(now_ms(), 10).await.unwrap().is_empty());
+        assert!(store.claim(retry_at - 1, 10).await.unwrap().is_empty());
+        assert_eq!(store.next_due().await.unwrap(), Some(retry_at));
+        assert_eq!(store.queue_depth().await.unwrap(), 1);
+        let status = store.mirror("app").await.unwrap().unwrap();
+        assert_eq!(status.state, MirrorState::Queued);
+        assert_eq!(status.retry_at, Some(retry_at));
+
+        let retry = claim_one(&store, retry_at, "app").await;
+        assert_eq!(retry.triggers, vec![Trigger::Retry]);
+        assert_eq!(retry.attempt, 1);
+        let retry_at2 = retry_at + 120_000;
+        let out = finish(&store, &retry, &failed_report("app"), Some(retry_at2)).await;
+        assert_eq!(out.failure_streak, 2);
+        assert!(store.claim(retry_at2 - 1, 10).await.unwrap().is_empty());
+
+        // A fresh event: due now, first try again.
+        store.enqueue("app", Trigger::Manual, "").await.unwrap();
+        let status = store.mirror("app").await.unwrap().unwrap();
+        assert_eq!(status.retry_at, None);
+        let fresh = claim_one(&store, now_ms(), "app").await;
+        assert_eq!(fresh.triggers, vec![Trigger::Manual]);
+        assert_eq!(fresh.attempt, 0);
+        let out = finish(&store, &fresh, &ok_report("app"), None).await;
+        assert_eq!(out.failure_streak, 0);
+        assert_eq!(store.queue_depth().await.unwrap(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_new_event_during_a_failing_run_wins_over_the_retry() {
+        let (_dir, store) = temp_store().await;
+        store.enqueue("app", Trigger::Webhook, "").await.unwrap();
+        let now = now_ms();
+        let claim = claim_one(&store, now, "app").await;
+        store.enqueue("app", Trigger::Poll, "").await.unwrap();
+        finish(&store, &claim, &failed_report("app"), Some(now + 60_000)).await;
+        let next = claim_one(&store, now + 1, "app").await;
+        assert_eq!(next.triggers, vec![Trigger::Poll]);
+        assert_eq!(next.attempt, 0);
+    }
+
+    #[tokio::test]
+    async fn interrupted_syncs_are_claimable_after_reopening() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ferry.db");
+        let store = Store::open(&path).await.unwrap();
+        store.enqueue("app", Trigger::Webhook, "").await.unwrap();
+        store.enqueue("app", Trigger::Poll, "").await.unwrap();
+        claim_one(&store, now_ms(), "app").await;
+        assert!(store.claim(now_ms(), 10).await.unwrap().is_empty());
+        // The process dies mid-sync: no finish.
+        store.pool.close().await;
+        drop(store);
+
+        let store = Store::open(&path).await.unwrap();
+        assert_eq!(unhandled(&store, "app").await, 2);
+        let again = claim_one(&store, now_ms(), "app").await;
+        assert_eq!(again.triggers, vec![Trigger::Webhook, Trigger::Poll]);
+        finish(&store, &again, &ok_report("app"), None).await;
+        assert_eq!(unhandled(&store, "app").await, 0);
+        assert_eq!(store.run_count("app").await.unwrap(), 1);
+    }
+
+    #[tokio::test]
+    async fn states_streaks_and_destination_errors_follow_the_reports() {
+        let (_dir, store) = temp_store().await;
+        store
+            .register_mirrors(&[config("app", &[D1, D2], "f1")])
+            .await
+            .unwrap();
+
+        async fn run(store: &Store, report: &MirrorReport) -> (FinishOutcome, MirrorStatus) {
+            store.enqueue("app", Trigger::Webhook, "").await.unwrap();
+            let claim = claim_one(store, now_ms(), "app").await;
+            let out = finish(store, &claim, report, None).await;
+            (out, store.mirror("app").await.unwrap().unwrap())
+        }
+
+        let (out, st) = run(&store, &report("app", vec![dest_ok(D1), dest_ok(D2)])).await;
+        assert_eq!((st.state, out.failure_streak), (MirrorState::Idle, 0));
+        let first_success = st.destinations[0].last_success_at;
+        assert!(first_success.is_some());
+
+        // A network failure on one destination.
+        let (out, st) = run(
+            &store,
+            &report("app", vec![dest_error(D1, ErrorKind::Network), dest_ok(D2)]),
+        )
+        .await;
+        assert_eq!((st.state, out.failure_streak), (MirrorState::Failing, 1));
+        assert_eq!(st.failure_streak, 1);
+        assert_eq!(st.destinations[0].url, D1);
+        assert_eq!(st.destinations[0].last_success_at, first_success);
+        assert_eq!(
+            st.destinations[0].last_error.as_ref().map(|e| e.kind),
+            Some(ErrorKind::Network)
+        );
+        assert!(st.destinations[0].last_attempt_at > first_success);
+        assert_eq!(st.destinations[1].last_error, None);
+        assert!(!out.was_notified);
+        store.mark_notified("app", true).await.unwrap();
+
+        // Divergence only: by the destination's error, then by its refs.
+        let (out, st) = run(
+            &store,
+            &report("app", vec![dest_error(D1, ErrorKind::Diverged)]),
+        )
+        .await;
+        assert_eq!((st.state, out.failure_streak), (MirrorState::Diverged, 2));
+        assert!(out.was_notified);
+        let refs = vec![
+            ref_report("refs/heads/main", Outcome::Unchanged, None),
+            ref_report(
+                "refs/heads/dev",
+                Outcome::Diverged,
+                Some(ErrorKind::Diverged),
+            ),
+        ];
+        let (out, st) = run(&store, &report("app", vec![dest_refs(D1, refs)])).await;
+        assert_eq!((st.state, out.failure_streak), (MirrorState::Diverged, 3));
+        let error = st.destinations[0].last_error.clone().unwrap();
+        assert_eq!(error.kind, ErrorKind::Diverged);
+        assert!(error.message.starts_with("refs/heads/dev: "), "{error:?}");
+        assert_eq!(error.hint, ErrorKind::Diverged.hint());
+
+        // Divergence plus another problem is a failure.
+        let refs = vec![
+            ref_report(
+                "refs/heads/dev",
+                Outcome::Diverged,
+                Some(ErrorKind::Diverged),
+            ),
+            ref_report(
+                "refs/heads/main",
+                Outcome::Rejected,
+                Some(ErrorKind::Protected),
+            ),
+        ];
+        let (out, st) = run(
+            &store,
+            &report(
+                "app",
+                vec![dest_refs(D1, refs), dest_error(D2, ErrorKind::Diverged)],
+            ),
+        )
+        .await;
+        assert_eq!((st.state, out.failure_streak), (MirrorState::Failing, 4));
+
+        // A source failure is a failure whatever the destinations say.
+        let mut source_failed = report("app", vec![]);
+        source_failed.ok = false;
+        source_failed.source.ok = false;
+        source_failed.source.error = Some(ErrorReport::new(ErrorKind::Auth, "denied"));
+        let (out, st) = run(&store, &source_failed).await;
+        assert_eq!((st.state, out.failure_streak), (MirrorState::Failing, 5));
+
+        // Recovery: streak reset; the notification flag is the service's to clear.
+        let (out, st) = run(&store, &report("app", vec![dest_ok(D1), dest_ok(D2)])).await;
+        assert_eq!((st.state, out.failure_streak), (MirrorState::Idle, 0));
+        assert!(out.was_notified);
+        assert!(st.destinations.iter().all(|d| d.last_error.is_none()));
+        store.mark_notified("app", false).await.unwrap();
+        let (out, _) = run(&store, &failed_report("app")).await;
+        assert!(!out.was_notified);
+        assert!(store.mark_notified("nope", true).await.is_err());
+    }
+
+    #[tokio::test]
+    async fn register_mirrors_detects_new_and_changed_configuration() {
+        let (_dir, store) = temp_store().await;
+        let mut changed = store
+            .register_mirrors(&[config("web", &[D1, D2], "w1"), config("app", &[D1], "a1")])
+            .await
+            .unwrap();
+        changed.sort();
+        assert_eq!(changed, vec!["app", "web"]);
+        let listed = store.mirrors().await.unwrap();
+        let names: Vec<&str> = listed.iter().map(|m| m.name.as_str()).collect();
+        assert_eq!(names, vec!["web", "app"], "configuration order");
+        assert_eq!(listed[0].state, MirrorState::Idle);
+        assert_eq!(listed[0].source, SRC);
+        assert_eq!(listed[0].last_run, None);
+        let urls: Vec<&str> = listed[0]
+            .destinations
+            .iter()
+            .map(|d| d.url.as_str())
+            .collect();
+        assert_eq!(urls, vec![D1, D2]);
+
+        let unchanged = store
+            .register_mirrors(&[config("web", &[D1, D2], "w1"), config("app", &[D1], "a1")])
+            .await
+            .unwrap();
+        assert!(unchanged.is_empty());
+
+        // web loses a destination (new fingerprint); app is dropped from the configuration.
+        store.enqueue("app", Trigger::Webhook, "").await.unwrap();
+        let changed = store
+            .register_mirrors(&[config("web", &[D2], "w2")])
+            .await
+            .unwrap();
+        assert_eq!(changed, vec!["web"]);
+        let listed = store.mirrors().await.unwrap();
+        assert_eq!(listed.len(), 1);
+        let urls: Vec<&str> = listed[0]
+            .destinations
+            .iter()
+            .map(|d| d.url.as_str())
+            .collect();
+        assert_eq!(urls, vec![D2]);
+        assert_eq!(store.mirror("app").await.unwrap(), None);
+        assert!(
+            store.claim(now_ms(), 10).await.unwrap().is_empty(),
+            "removed mirrors wait"
+        );
+        assert_eq!(store.next_due().await.unwrap(), None);
+        assert_eq!(store.event_count("app").await.unwrap(), 1, "history kept");
+
+        // Back with the same configuration: listed and claimable again, not "changed".
+        let changed = store
+            .register_mirrors(&[config("web", &[D2], "w2"), config("app", &[D1], "a1")])
+            .await
+            .unwrap();
+        assert!(changed.is_empty());
+        assert_eq!(store.mirrors().await.unwrap().len(), 2);
+        claim_one(&store, now_ms(), "app").await;
+    }
+
+    #[tokio::test]
+    async fn behind_since_covers_unhandled_and_failed_events() {
+        let (_dir, store) = temp_store().await;
+        let behind =
+            |store: Store| async move { store.mirror("app").await.unwrap().unwrap().behind_since };
+
+        let e1 = store.enqueue("app", Trigger::Webhook, "").await.unwrap();
+        let t1 = received_at(&store, e1).await;
+        assert_eq!(behind(store.clone()).await, Some(t1));
+        let claim = claim_one(&store, now_ms(), "app").await;
+        assert_eq!(behind(store.clone()).await, Some(t1), "running");
+
+        // A failed run keeps the mirror behind since its events, through later failures.
+        finish(&store, &claim, &failed_report("app"), None).await;
+        assert_eq!(behind(store.clone()).await, Some(t1));
+        store.enqueue("app", Trigger::Poll, "").await.unwrap();
+        let claim = claim_one(&store, now_ms(), "app").await;
+        finish(&store, &claim, &failed_report("app"), None).await;
+        assert_eq!(behind(store.clone()).await, Some(t1));
+
+        // Success clears it, except for events that arrived during the run.
+        store.enqueue("app", Trigger::Manual, "").await.unwrap();
+        let claim = claim_one(&store, now_ms(), "app").await;
+        let e4 = store.enqueue("app", Trigger::Poll, "").await.unwrap();
+        let t4 = received_at(&store, e4).await;
+        finish(&store, &claim, &ok_report("app"), None).await;
+        assert_eq!(behind(store.clone()).await, Some(t4));
+        let claim = claim_one(&store, now_ms(), "app").await;
+        finish(&store, &claim, &ok_report("app"), None).await;
+        assert_eq!(behind(store.clone()).await, None);
+
+        // Failures after a success count only their own events.
+        let e5 = store.enqueue("app", Trigger::Webhook, "").await.unwrap();
+        let t5 = received_at(&store, e5).await;
+        let claim = claim_one(&store, now_ms(), "app").await;
+        finish(&store, &claim, &failed_report("app"), None).await;
+        assert_eq!(behind(store.clone()).await, Some(t5));
+    }
+}
