@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-packages=(git nginx-light fcgiwrap openssh-server openssh-client openssl)
+packages=(git nginx-light fcgiwrap openssh-server openssh-client openssl chromium fonts-dejavu-core)
 need=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || need+=("$p")

@@ -5,6 +5,7 @@ use crate::config::{self, Config, ConfigError, RawOptions};
 use crate::plan::{Divergence, Prune};
 use crate::remote::{Remote, Secret};
 use crate::report::RunReport;
+use crate::serve::commands::{self, RunsArgs, ServeArgs, StatusArgs};
 use crate::sync::{run_mirror, Mirror, Mode, Settings};
 use clap::{Args, Parser, Subcommand};
 use std::io::IsTerminal;
@@ -20,7 +21,7 @@ pub const EXIT_FAILED: u8 = 1;
 /// Exit status for usage and configuration errors.
 pub const EXIT_USAGE: u8 = 2;
 
-const DEFAULT_TIMEOUT: Duration = Duration::from_secs(600);
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(600);
 
 #[derive(Debug, Parser)]
 #[command(
@@ -47,6 +48,13 @@ enum Command {
     /// Show what `sync` would do, ref by ref; changes no destination (the cache is updated).
     #[command(after_help = SYNC_HELP)]
     Plan(SyncArgs),
+    /// Run the always-on service: webhooks, polling, a durable queue, status page, metrics.
+    Serve(ServeArgs),
+    /// Every mirror's state, from the running service (or its store when it is down).
+    /// Exits 1 when a mirror is failing or diverged.
+    Status(StatusArgs),
+    /// A mirror's sync history, newest first.
+    Runs(RunsArgs),
 }
 
 const SYNC_HELP: &str = "\
@@ -119,10 +127,15 @@ pub fn main() -> ExitCode {
             return ExitCode::from(code);
         }
     };
-    init_logging(cli.verbose, cli.quiet);
+    // A service reports what it does; one-shot commands only what went wrong.
+    let chatty = matches!(cli.command, Command::Serve(_));
+    init_logging(cli.verbose + u8::from(chatty), cli.quiet);
     let (mode, args) = match cli.command {
         Command::Sync(a) => (Mode::Sync, a),
         Command::Plan(a) => (Mode::Plan, a),
+        Command::Serve(a) => return service_exit(commands::serve(&a).map(|r| r.map(|()| true))),
+        Command::Status(a) => return service_exit(commands::status(&a)),
+        Command::Runs(a) => return service_exit(commands::runs(&a).map(|r| r.map(|()| true))),
     };
     let (mirrors, settings) = match prepare(&args, cli.quiet) {
         Ok(v) => v,
@@ -153,6 +166,23 @@ pub fn main() -> ExitCode {
     ExitCode::from(if report.ok { EXIT_OK } else { EXIT_FAILED })
 }
 
+/// Exit status of a service command: 2 for config errors, 1 for failures (or a `false`
+/// verdict, such as a failing mirror in `ferry status`), else 0.
+fn service_exit(result: Result<anyhow::Result<bool>, ConfigError>) -> ExitCode {
+    match result {
+        Err(e) => {
+            eprintln!("ferry: {e}");
+            ExitCode::from(EXIT_USAGE)
+        }
+        Ok(Err(e)) => {
+            eprintln!("ferry: {e:#}");
+            ExitCode::from(EXIT_FAILED)
+        }
+        Ok(Ok(true)) => ExitCode::from(EXIT_OK),
+        Ok(Ok(false)) => ExitCode::from(EXIT_FAILED),
+    }
+}
+
 /// Runs the mirrors, a few at a time (each has its own cache and lock), in the given order.
 pub async fn run(mirrors: &[Mirror], settings: &Settings, mode: Mode) -> RunReport {
     use futures::stream::{self, StreamExt};
@@ -175,12 +205,16 @@ fn init_logging(verbose: u8, quiet: bool) {
     };
     let filter = tracing_subscriber::EnvFilter::try_from_env("FERRY_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("ferry={level}")));
-    let _ = tracing_subscriber::fmt()
+    // Text for people at a terminal, JSON lines for log collectors everywhere else.
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_target(false)
-        .try_init();
+        .with_target(false);
+    let _ = if std::io::stderr().is_terminal() {
+        builder.try_init()
+    } else {
+        builder.json().flatten_event(true).try_init()
+    };
 }
 
 /// Turns raw arguments and the environment into validated mirrors and settings.

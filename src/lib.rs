@@ -15,6 +15,8 @@ pub mod record;
 pub mod refs;
 pub mod remote;
 pub mod report;
+pub mod serve;
 pub mod status;
 pub mod store;
 pub mod sync;
+pub mod webhook;

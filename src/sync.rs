@@ -10,7 +10,7 @@
 //! Destinations are independent: each gets its own report, and one failing never stops the
 //! others.
 
-use crate::cache::{Cache, Strategy};
+use crate::cache::{Cache, CachePaths, Strategy};
 use crate::git::{failure_from_stderr, Call, Git, GitFailure};
 use crate::kind::{classify_ref_rejection, ErrorKind};
 use crate::plan::{self, Action, Note, Plan, PlanInput, Policy, RefPlan};
@@ -64,16 +64,7 @@ pub enum Mode {
 /// failures: they end up in the report.
 pub async fn run_mirror(mirror: &Mirror, settings: &Settings, mode: Mode) -> MirrorReport {
     let started = Instant::now();
-    let secrets: Vec<Secret> = std::iter::once(&mirror.source)
-        .chain(&mirror.destinations)
-        .filter_map(|r| r.credentials.password.clone())
-        .collect();
-    let git = Git::new(
-        settings.timeout,
-        settings.progress,
-        secrets,
-        settings.cache_dir.clone(),
-    );
+    let git = git_for(mirror, settings);
 
     let (source, destinations) =
         match Cache::open(&settings.cache_dir, &mirror.source, &git, settings.timeout).await {
@@ -99,6 +90,40 @@ pub async fn run_mirror(mirror: &Mirror, settings: &Settings, mode: Mode) -> Mir
         source,
         destinations,
     }
+}
+
+/// A git runner that knows every secret of the mirror (to scrub them from git's output).
+fn git_for(mirror: &Mirror, settings: &Settings) -> Git {
+    let secrets: Vec<Secret> = std::iter::once(&mirror.source)
+        .chain(&mirror.destinations)
+        .filter_map(|r| r.credentials.password.clone())
+        .collect();
+    Git::new(
+        settings.timeout,
+        settings.progress,
+        secrets,
+        settings.cache_dir.clone(),
+    )
+}
+
+/// For polling: whether the source's selected refs differ from the cache's. One listing of
+/// the source and a local read of the cache, without taking the cache's lock (a sync that
+/// holds it only moves the cache towards the source; the worst case is one extra sync).
+pub async fn source_changed(mirror: &Mirror, settings: &Settings) -> Result<bool, GitFailure> {
+    let git = git_for(mirror, settings);
+    let listing = ls_remote(&mirror.source, &mirror.selection, &git).await?;
+    let repo = CachePaths::new(&settings.cache_dir, &mirror.source).repo;
+    if !repo.is_dir() {
+        return Ok(true);
+    }
+    let out = git
+        .run(
+            &repo,
+            &["for-each-ref", "--format=%(objectname) %(refname)"],
+            Call::default(),
+        )
+        .await?;
+    Ok(!out.success || mirror.selection.parse(&out.stdout) != listing)
 }
 
 /// One pass: bring the cache up to the source while listing every destination (see

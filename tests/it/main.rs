@@ -5,3 +5,4 @@ mod failures;
 mod harness;
 mod lifecycle;
 mod policies;
+mod service;

@@ -1,0 +1,290 @@
+//! `ferry serve`, `ferry status` and `ferry runs`: the service's command-line side. Arguments
+//! and the config file become a [`Service`]; status and history come from the running service
+//! or, when it is down, straight from its store.
+
+use super::http::MirrorView;
+use super::Service;
+use crate::config::{Config, ConfigError, RawOptions};
+use crate::status::{now_ms, MirrorState, MirrorStatus, RunDetail};
+use crate::store::Store;
+use crate::sync::Settings;
+use anyhow::Context;
+use clap::Args;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Where the service keeps its store and, by default, its caches.
+#[derive(Debug, Args)]
+pub struct ServiceArgs {
+    /// The config file (mirrors, [serve] settings).
+    #[arg(long, short = 'c', value_name = "FILE", env = "FERRY_CONFIG")]
+    pub config: PathBuf,
+    /// Listen address [default: serve.listen, else 127.0.0.1:8080].
+    #[arg(long, value_name = "ADDR", env = "FERRY_LISTEN")]
+    pub listen: Option<SocketAddr>,
+    /// Data directory for the store (and caches) [default: serve.data_dir, else the platform data dir + /ferry].
+    #[arg(long, value_name = "DIR", env = "FERRY_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    pub service: ServiceArgs,
+    /// Syncs running at once [default: serve.workers, else the number of CPUs].
+    #[arg(long, value_name = "N", env = "FERRY_WORKERS")]
+    pub workers: Option<usize>,
+    /// Cache directory [default: cache_dir, else DATA_DIR/cache].
+    #[arg(long, value_name = "DIR", env = "FERRY_CACHE_DIR")]
+    pub cache_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    #[command(flatten)]
+    pub service: ServiceArgs,
+    /// Print JSON (the API's document) instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct RunsArgs {
+    /// The mirror whose history to show.
+    pub mirror: String,
+    #[command(flatten)]
+    pub service: ServiceArgs,
+    /// How many runs, newest first.
+    #[arg(long, default_value_t = 20)]
+    pub limit: usize,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// A loaded config with the command line's overrides applied.
+struct Resolved {
+    config: Config,
+    data_dir: PathBuf,
+}
+
+fn resolve(args: &ServiceArgs) -> Result<Resolved, ConfigError> {
+    let mut config = Config::load(&args.config, &RawOptions::default())?;
+    if let Some(listen) = args.listen {
+        config.serve.listen = listen;
+    }
+    let data_dir = match args
+        .data_dir
+        .clone()
+        .or_else(|| config.serve.data_dir.clone())
+    {
+        Some(d) => d,
+        None => dirs::data_dir().map(|d| d.join("ferry")).ok_or_else(|| {
+            ConfigError(
+                "no data directory: set serve.data_dir, --data-dir or FERRY_DATA_DIR".into(),
+            )
+        })?,
+    };
+    Ok(Resolved {
+        data_dir: std::path::absolute(&data_dir).unwrap_or(data_dir),
+        config,
+    })
+}
+
+fn store_path(data_dir: &std::path::Path) -> PathBuf {
+    data_dir.join("ferry.db")
+}
+
+/// `ferry serve`. Usage and config errors are `Err(ConfigError)` (exit 2); anything that goes
+/// wrong while serving is an `anyhow` error (exit 1).
+pub fn serve(args: &ServeArgs) -> Result<anyhow::Result<()>, ConfigError> {
+    let resolved = resolve(&args.service)?;
+    let mut serve = resolved.config.serve.clone();
+    if let Some(workers) = args.workers {
+        if workers == 0 {
+            return Err(ConfigError("--workers must be at least 1".into()));
+        }
+        serve.workers = workers;
+    }
+    let cache_dir = args
+        .cache_dir
+        .clone()
+        .or_else(|| resolved.config.cache_dir.clone())
+        .unwrap_or_else(|| resolved.data_dir.join("cache"));
+    let engine = Settings {
+        cache_dir: std::path::absolute(&cache_dir).unwrap_or(cache_dir),
+        timeout: resolved
+            .config
+            .timeout
+            .unwrap_or(crate::cli::DEFAULT_TIMEOUT),
+        progress: false,
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => return Ok(Err(e).context("cannot start the async runtime")),
+    };
+    Ok(runtime.block_on(async move {
+        let store = Store::open(&store_path(&resolved.data_dir)).await?;
+        let listen = serve.listen;
+        let listener = tokio::net::TcpListener::bind(listen)
+            .await
+            .with_context(|| format!("cannot listen on {listen} (is another process using it? set serve.listen or --listen)"))?;
+        let service = Service::new(resolved.config.mirrors, serve, engine, store)?;
+        super::run(listener, service, shutdown_signal()).await
+    }))
+}
+
+/// Resolves on SIGTERM or SIGINT.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
+        (Ok(mut term), Ok(mut int)) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+        }
+        _ => {
+            tracing::error!("cannot install signal handlers; stop ferry with SIGKILL");
+            std::future::pending::<()>().await
+        }
+    }
+}
+
+/// The address to reach the service at: its listen address, with a wildcard replaced by
+/// loopback.
+fn service_url(listen: SocketAddr) -> String {
+    let host = match listen.ip() {
+        ip if ip.is_unspecified() && ip.is_ipv4() => "127.0.0.1".to_owned(),
+        ip if ip.is_unspecified() => "[::1]".to_owned(),
+        ip if ip.is_ipv6() => format!("[{ip}]"),
+        ip => ip.to_string(),
+    };
+    format!("http://{host}:{}", listen.port())
+}
+
+/// GETs a JSON document from the running service; `None` when it does not answer.
+async fn from_service<T: serde::de::DeserializeOwned>(listen: SocketAddr, path: &str) -> Option<T> {
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(3))
+        .build()
+        .ok()?;
+    let response = client
+        .get(format!("{}{path}", service_url(listen)))
+        .send()
+        .await
+        .ok()?;
+    if !response.status().is_success() {
+        return None;
+    }
+    response.json().await.ok()
+}
+
+/// Opens the store of a service that is not running (to show its last known state).
+async fn offline_store(data_dir: &std::path::Path) -> anyhow::Result<Store> {
+    let path = store_path(data_dir);
+    if !path.exists() {
+        anyhow::bail!(
+            "the service at this config does not answer and has no store at {} yet: start it with ferry serve --config ...",
+            path.display()
+        );
+    }
+    eprintln!(
+        "ferry: the service does not answer; showing the last state recorded in {}",
+        path.display()
+    );
+    Store::open(&path).await
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+}
+
+/// `ferry status`: exit 0 when nothing is failing or diverged.
+pub fn status(args: &StatusArgs) -> Result<anyhow::Result<bool>, ConfigError> {
+    let resolved = resolve(&args.service)?;
+    let listen = resolved.config.serve.listen;
+    Ok(runtime().and_then(|rt| {
+        rt.block_on(async {
+            let mirrors: Vec<MirrorStatus> =
+                match from_service::<Vec<MirrorView>>(listen, "/api/mirrors").await {
+                    Some(views) => views.into_iter().map(|v| v.status).collect(),
+                    None => offline_store(&resolved.data_dir).await?.mirrors().await?,
+                };
+            if args.json {
+                let now = now_ms();
+                let views: Vec<MirrorView> = mirrors
+                    .iter()
+                    .cloned()
+                    .map(|status| MirrorView {
+                        lag_seconds: status.lag_seconds(now),
+                        status,
+                    })
+                    .collect();
+                println!("{}", serde_json::to_string_pretty(&views)?);
+            } else {
+                print!("{}", crate::page::status_table(&mirrors, now_ms()));
+            }
+            Ok(!mirrors
+                .iter()
+                .any(|m| matches!(m.state, MirrorState::Failing | MirrorState::Diverged)))
+        })
+    }))
+}
+
+/// `ferry runs MIRROR`.
+pub fn runs(args: &RunsArgs) -> Result<anyhow::Result<()>, ConfigError> {
+    let resolved = resolve(&args.service)?;
+    if !resolved
+        .config
+        .mirrors
+        .iter()
+        .any(|m| m.mirror.name == args.mirror)
+    {
+        let known: Vec<&str> = resolved
+            .config
+            .mirrors
+            .iter()
+            .map(|m| m.mirror.name.as_str())
+            .collect();
+        return Err(ConfigError(format!(
+            "no mirror named '{}' in {} (it has: {})",
+            args.mirror,
+            args.service.config.display(),
+            known.join(", ")
+        )));
+    }
+    let listen = resolved.config.serve.listen;
+    let limit = args.limit.clamp(1, 500);
+    Ok(runtime().and_then(|rt| {
+        rt.block_on(async {
+            let path = format!("/api/mirrors/{}/runs?limit={limit}", args.mirror);
+            let runs: Vec<RunDetail> = match from_service(listen, &path).await {
+                Some(runs) => runs,
+                None => {
+                    offline_store(&resolved.data_dir)
+                        .await?
+                        .runs(&args.mirror, limit)
+                        .await?
+                }
+            };
+            if args.json {
+                println!("{}", serde_json::to_string_pretty(&runs)?);
+            } else {
+                print!("{}", crate::page::runs_table(&runs, now_ms()));
+            }
+            Ok(())
+        })
+    }))
+}

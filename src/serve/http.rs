@@ -1,0 +1,259 @@
+//! The HTTP face of the service: webhook intake, the JSON API, metrics, health, and the status
+//! page. Handlers are thin: checks and parsing live in [`crate::webhook`], state in the store.
+
+use super::Service;
+use crate::remote::Secret;
+use crate::status::{now_ms, MirrorStatus, RunSummary, Trigger};
+use crate::webhook::{self, Event, Provider, Rejection};
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use std::sync::Arc;
+use subtle::ConstantTimeEq;
+
+type Svc = State<Arc<Service>>;
+
+pub fn router(svc: Arc<Service>) -> Router {
+    let hooks = Router::new()
+        .route("/hooks/{mirror}", post(hook))
+        .layer(DefaultBodyLimit::max(svc.serve.max_body_bytes))
+        .layer(middleware::from_fn(count_webhook_statuses));
+    Router::new()
+        .route("/", get(page))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .route("/api/mirrors", get(list))
+        .route("/api/mirrors/{mirror}", get(one))
+        .route("/api/mirrors/{mirror}/runs", get(runs))
+        .route("/api/mirrors/{mirror}/sync", post(manual))
+        .merge(hooks)
+        .with_state(svc)
+}
+
+fn error(status: StatusCode, message: impl Into<String>) -> Response {
+    (status, Json(json!({ "error": message.into() }))).into_response()
+}
+
+fn internal(e: anyhow::Error) -> Response {
+    tracing::error!(error = %format!("{e:#}"), "request failed");
+    error(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "the store is unavailable; try again",
+    )
+}
+
+/// `POST /hooks/{mirror}`: 202 once the event is committed, 200 for deliveries that need no
+/// sync (pings, pull requests), 401/400/404/413 for rejected ones, which queue nothing.
+async fn hook(
+    State(svc): Svc,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    if svc.is_stopping() {
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "ferry is shutting down; deliver again later",
+        );
+    }
+    let Some(configured) = svc.mirror(&name) else {
+        return error(
+            StatusCode::NOT_FOUND,
+            format!("no mirror named '{name}' is configured"),
+        );
+    };
+    let headers: Vec<(String, String)> = headers
+        .iter()
+        .filter_map(|(k, v)| Some((k.as_str().to_owned(), v.to_str().ok()?.to_owned())))
+        .collect();
+    let secret = configured
+        .webhook_secret
+        .as_ref()
+        .map_or("", Secret::expose);
+    let request = webhook::Request {
+        headers: &headers,
+        body: &body,
+    };
+    match webhook::receive(&request, secret) {
+        Err(Rejection::Unauthorized(message)) => error(StatusCode::UNAUTHORIZED, message),
+        Err(Rejection::Malformed(message)) => error(StatusCode::BAD_REQUEST, message),
+        Ok(Event::Ignored { provider, reason }) => (
+            StatusCode::OK,
+            Json(json!({ "queued": false, "provider": provider.as_str(), "ignored": reason })),
+        )
+            .into_response(),
+        Ok(Event::Push { provider, refs }) => {
+            let trigger = if provider == Provider::CodeCommit {
+                Trigger::Codecommit
+            } else {
+                Trigger::Webhook
+            };
+            let detail = format!("{} push {}", provider.as_str(), refs.join(" "))
+                .trim_end()
+                .to_owned();
+            match svc.trigger(&name, trigger, &detail).await {
+                Ok(id) => (
+                    StatusCode::ACCEPTED,
+                    Json(json!({ "queued": true, "event": id, "provider": provider.as_str() })),
+                )
+                    .into_response(),
+                Err(e) => internal(e),
+            }
+        }
+    }
+}
+
+async fn count_webhook_statuses(request: Request, next: Next) -> Response {
+    let response = next.run(request).await;
+    metrics::counter!("ferry_webhook_requests_total", "status" => response.status().as_u16().to_string()).increment(1);
+    response
+}
+
+/// `POST /api/mirrors/{mirror}/sync` with `Authorization: Bearer <admin token>`.
+async fn manual(State(svc): Svc, Path(name): Path<String>, headers: HeaderMap) -> Response {
+    let Some(token) = &svc.serve.admin_token else {
+        return error(
+            StatusCode::FORBIDDEN,
+            "manual syncs are disabled: set serve.admin_token_env or serve.admin_token_file",
+        );
+    };
+    let given = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    if !bool::from(given.as_bytes().ct_eq(token.expose().as_bytes())) {
+        return error(
+            StatusCode::UNAUTHORIZED,
+            "send the admin token as 'Authorization: Bearer <token>'",
+        );
+    }
+    if svc.mirror(&name).is_none() {
+        return error(
+            StatusCode::NOT_FOUND,
+            format!("no mirror named '{name}' is configured"),
+        );
+    }
+    match svc
+        .trigger(&name, Trigger::Manual, "requested through the API")
+        .await
+    {
+        Ok(id) => (
+            StatusCode::ACCEPTED,
+            Json(json!({ "queued": true, "event": id })),
+        )
+            .into_response(),
+        Err(e) => internal(e),
+    }
+}
+
+/// A mirror as the API shows it: the stored status plus its lag now.
+#[derive(Serialize, Deserialize)]
+pub struct MirrorView {
+    #[serde(flatten)]
+    pub status: MirrorStatus,
+    pub lag_seconds: f64,
+}
+
+fn view(status: MirrorStatus, now: i64) -> MirrorView {
+    MirrorView {
+        lag_seconds: status.lag_seconds(now),
+        status,
+    }
+}
+
+async fn list(State(svc): Svc) -> Response {
+    match svc.store.mirrors().await {
+        Ok(all) => {
+            let now = now_ms();
+            Json(all.into_iter().map(|m| view(m, now)).collect::<Vec<_>>()).into_response()
+        }
+        Err(e) => internal(e),
+    }
+}
+
+async fn one(State(svc): Svc, Path(name): Path<String>) -> Response {
+    match svc.store.mirror(&name).await {
+        Ok(Some(m)) => Json(view(m, now_ms())).into_response(),
+        Ok(None) => error(
+            StatusCode::NOT_FOUND,
+            format!("no mirror named '{name}' is configured"),
+        ),
+        Err(e) => internal(e),
+    }
+}
+
+#[derive(Deserialize)]
+struct RunsQuery {
+    limit: Option<usize>,
+}
+
+async fn runs(State(svc): Svc, Path(name): Path<String>, Query(q): Query<RunsQuery>) -> Response {
+    if svc.mirror(&name).is_none() {
+        return error(
+            StatusCode::NOT_FOUND,
+            format!("no mirror named '{name}' is configured"),
+        );
+    }
+    match svc
+        .store
+        .runs(&name, q.limit.unwrap_or(20).clamp(1, 500))
+        .await
+    {
+        Ok(runs) => Json(runs).into_response(),
+        Err(e) => internal(e),
+    }
+}
+
+async fn readyz(State(svc): Svc) -> Response {
+    if svc.is_stopping() {
+        return error(StatusCode::SERVICE_UNAVAILABLE, "shutting down");
+    }
+    match svc.store.queue_depth().await {
+        Ok(_) => "ready\n".into_response(),
+        Err(e) => internal(e),
+    }
+}
+
+/// Prometheus text format. Gauges that describe the store's state are refreshed per scrape.
+async fn metrics(State(svc): Svc) -> Response {
+    match (svc.store.queue_depth().await, svc.store.mirrors().await) {
+        (Ok(depth), Ok(mirrors)) => {
+            metrics::gauge!("ferry_queue_depth").set(depth as f64);
+            let now = now_ms();
+            for m in &mirrors {
+                metrics::gauge!("ferry_mirror_lag_seconds", "mirror" => m.name.clone())
+                    .set(m.lag_seconds(now));
+            }
+            (
+                [(
+                    header::CONTENT_TYPE,
+                    "text/plain; version=0.0.4; charset=utf-8",
+                )],
+                svc.metrics.render(),
+            )
+                .into_response()
+        }
+        (Err(e), _) | (_, Err(e)) => internal(e),
+    }
+}
+
+async fn page(State(svc): Svc) -> Response {
+    match svc.store.mirrors().await {
+        Ok(mirrors) => {
+            let mut recent: Vec<RunSummary> =
+                mirrors.iter().filter_map(|m| m.last_run.clone()).collect();
+            recent.sort_by_key(|r| std::cmp::Reverse(r.finished_at));
+            recent.truncate(20);
+            Html(crate::page::status_page(&mirrors, &recent, now_ms(), 5)).into_response()
+        }
+        Err(e) => internal(e),
+    }
+}

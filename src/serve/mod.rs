@@ -1,0 +1,472 @@
+//! `ferry serve`: the always-on service. Triggers (webhooks, CodeCommit events, polling,
+//! reconciliation, manual requests) become durable events in the store; a dispatcher claims
+//! mirrors that are due and runs one sync per mirror at a time on a bounded pool of workers;
+//! results, retries and notifications go back through the store.
+//!
+//! ```text
+//! POST /hooks/{m} ──┐
+//! poll / reconcile ─┼─> store.enqueue (committed before 202) ─> wake
+//! POST /api/../sync ┘
+//! dispatcher: store.claim(due, free workers) -> sync::run_mirror -> store.finish
+//!             (transient failure: retry_at with backoff; failure streak: notify)
+//! ```
+//! [`run`] takes the listener and a shutdown future, so tests and `main` drive it the same way.
+
+pub mod commands;
+mod http;
+
+use crate::config::{ConfiguredMirror, ServeSettings};
+use crate::report::MirrorReport;
+use crate::status::{now_ms, MirrorState, Trigger};
+use crate::store::{Claim, Finish, FinishOutcome, Store};
+use crate::sync::{self, Mode, Settings};
+use anyhow::Context;
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::{watch, Notify};
+use tokio::task::JoinSet;
+
+/// Everything the service's tasks share.
+pub struct Service {
+    mirrors: Vec<ConfiguredMirror>,
+    by_name: HashMap<String, usize>,
+    serve: ServeSettings,
+    engine: Settings,
+    store: Store,
+    /// Poked whenever something may have become due (a new event, a finished run).
+    wake: Notify,
+    metrics: PrometheusHandle,
+    notifier: reqwest::Client,
+    stopping: watch::Sender<bool>,
+}
+
+impl Service {
+    pub fn new(
+        mirrors: Vec<ConfiguredMirror>,
+        serve: ServeSettings,
+        engine: Settings,
+        store: Store,
+    ) -> anyhow::Result<Arc<Service>> {
+        let by_name = mirrors
+            .iter()
+            .enumerate()
+            .map(|(i, m)| (m.mirror.name.clone(), i))
+            .collect();
+        let notifier = reqwest::Client::builder()
+            .timeout(Duration::from_secs(10))
+            .build()
+            .context("cannot build the HTTP client for notifications")?;
+        Ok(Arc::new(Service {
+            mirrors,
+            by_name,
+            serve,
+            engine,
+            store,
+            wake: Notify::new(),
+            metrics: metrics_handle()?,
+            notifier,
+            stopping: watch::channel(false).0,
+        }))
+    }
+
+    fn mirror(&self, name: &str) -> Option<&ConfiguredMirror> {
+        self.by_name.get(name).map(|&i| &self.mirrors[i])
+    }
+
+    /// Records a trigger durably and wakes the dispatcher. Returns the event id.
+    async fn trigger(&self, mirror: &str, trigger: Trigger, detail: &str) -> anyhow::Result<i64> {
+        let id = self.store.enqueue(mirror, trigger, detail).await?;
+        self.wake.notify_one();
+        Ok(id)
+    }
+
+    fn is_stopping(&self) -> bool {
+        *self.stopping.borrow()
+    }
+}
+
+/// Serves until `shutdown` resolves, then stops taking work, lets running syncs finish within
+/// the grace period and returns. What is queued stays queued in the store.
+pub async fn run(
+    listener: TcpListener,
+    service: Arc<Service>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let configured: Vec<(String, String, Vec<String>, String)> = service
+        .mirrors
+        .iter()
+        .map(|m| {
+            (
+                m.mirror.name.clone(),
+                m.mirror.source.display().to_owned(),
+                m.mirror
+                    .destinations
+                    .iter()
+                    .map(|d| d.display().to_owned())
+                    .collect(),
+                m.fingerprint(),
+            )
+        })
+        .collect();
+    for name in service.store.register_mirrors(&configured).await? {
+        service
+            .trigger(
+                &name,
+                Trigger::Config,
+                "the mirror is new or its configuration changed",
+            )
+            .await?;
+    }
+
+    let mut background = JoinSet::new();
+    background.spawn(dispatch(service.clone()));
+    for (i, m) in service.mirrors.iter().enumerate() {
+        if let Some(every) = m.poll_interval {
+            background.spawn(every_interval(service.clone(), i, every, Trigger::Poll));
+        }
+        if let Some(every) = m.reconcile_interval {
+            background.spawn(every_interval(
+                service.clone(),
+                i,
+                every,
+                Trigger::Reconcile,
+            ));
+        }
+    }
+    tracing::info!(
+        listen = %listener.local_addr().map_or_else(|_| "?".into(), |a| a.to_string()),
+        mirrors = service.mirrors.len(),
+        workers = service.serve.workers,
+        "ferry serve is ready"
+    );
+
+    let stopper = service.clone();
+    let served = axum::serve(listener, http::router(service.clone()))
+        .with_graceful_shutdown(async move {
+            shutdown.await;
+            tracing::info!("shutting down: no new work; running syncs get the grace period");
+            stopper.stopping.send_replace(true);
+        })
+        .await;
+    // The dispatcher drains on its own; the timers just stop.
+    service.stopping.send_replace(true);
+    while let Some(done) = background.join_next().await {
+        if let Err(e) = done {
+            tracing::error!(error = %e, "a background task failed");
+        }
+    }
+    served.context("the HTTP server failed")
+}
+
+/// Claims due mirrors while workers are free, runs them, and on shutdown waits for the
+/// running syncs up to the grace period (then cancels them: the git processes are killed and
+/// the store re-queues those mirrors at the next start).
+async fn dispatch(svc: Arc<Service>) {
+    let mut running: JoinSet<()> = JoinSet::new();
+    let mut stop = svc.stopping.subscribe();
+    while !svc.is_stopping() {
+        let free = svc.serve.workers.saturating_sub(running.len());
+        if free > 0 {
+            match svc.store.claim(now_ms(), free).await {
+                Ok(claims) => {
+                    for claim in claims {
+                        let svc = svc.clone();
+                        running.spawn(async move { execute(&svc, claim).await });
+                    }
+                }
+                Err(e) => tracing::error!(error = %format!("{e:#}"), "cannot read the queue"),
+            }
+        }
+        let idle = match svc.store.next_due().await {
+            Ok(Some(due)) => Duration::from_millis((due - now_ms()).clamp(0, 60_000) as u64),
+            _ => Duration::from_secs(60),
+        };
+        tokio::select! {
+            _ = svc.wake.notified() => {}
+            Some(_) = running.join_next(), if !running.is_empty() => {}
+            _ = tokio::time::sleep(idle) => {}
+            _ = stop.changed() => {}
+        }
+    }
+    let grace = svc.serve.shutdown_grace;
+    let drained = tokio::time::timeout(grace, async {
+        while running.join_next().await.is_some() {}
+    })
+    .await;
+    if drained.is_err() {
+        tracing::warn!(
+            running = running.len(),
+            "syncs still running after the grace period; stopping them (they run again at the next start)"
+        );
+        running.shutdown().await;
+    }
+}
+
+/// Runs one claimed mirror and records the result.
+async fn execute(svc: &Service, claim: Claim) {
+    let trigger = claim.triggers.first().copied().unwrap_or(Trigger::Retry);
+    let Some(configured) = svc.mirror(&claim.mirror) else {
+        tracing::warn!(mirror = %claim.mirror, "a queued mirror is no longer configured; dropping it");
+        return;
+    };
+    tracing::info!(mirror = %claim.mirror, trigger = trigger.as_str(), attempt = claim.attempt, "sync started");
+    let report = sync::run_mirror(&configured.mirror, &svc.engine, Mode::Sync).await;
+    let finished_at = now_ms();
+    let retry_at = (!report.ok && has_transient_failure(&report))
+        .then(|| finished_at + backoff(&svc.serve, claim.attempt).as_millis() as i64);
+    let result = if report.ok { "ok" } else { "failed" };
+    metrics::counter!("ferry_syncs_total", "mirror" => claim.mirror.clone(), "result" => result)
+        .increment(1);
+    metrics::histogram!("ferry_sync_duration_seconds", "mirror" => claim.mirror.clone())
+        .record((finished_at - claim.started_at).max(0) as f64 / 1000.0);
+    tracing::info!(
+        mirror = %claim.mirror,
+        ok = report.ok,
+        duration_ms = finished_at - claim.started_at,
+        retry_in_ms = retry_at.map(|t| t - finished_at),
+        "sync finished"
+    );
+    let finish = Finish {
+        mirror: &claim.mirror,
+        started_at: claim.started_at,
+        finished_at,
+        trigger,
+        report: &report,
+        retry_at,
+    };
+    match svc.store.finish(finish).await {
+        Ok(outcome) => notify(svc, &report, outcome).await,
+        Err(e) => {
+            tracing::error!(mirror = %claim.mirror, error = %format!("{e:#}"), "cannot record the run")
+        }
+    }
+    svc.wake.notify_one();
+}
+
+/// Whether a retry could help: the source or some destination failed for a transient reason
+/// (network, timeout, 5xx, lease). Permanent failures wait for a new event.
+fn has_transient_failure(report: &MirrorReport) -> bool {
+    if let Some(e) = &report.source.error {
+        return e.kind.is_transient();
+    }
+    report
+        .destinations
+        .iter()
+        .filter(|d| !d.ok)
+        .any(|d| match &d.error {
+            Some(e) => e.kind.is_transient(),
+            None => d
+                .refs
+                .iter()
+                .filter(|r| !r.is_ok())
+                .any(|r| r.kind.is_some_and(crate::kind::ErrorKind::is_transient)),
+        })
+}
+
+/// Exponential backoff with jitter: base * 2^attempt, capped, then 50-100% of that.
+fn backoff(serve: &ServeSettings, attempt: u32) -> Duration {
+    let exp = serve.retry_base.saturating_mul(1u32 << attempt.min(16));
+    let capped = exp.min(serve.retry_max);
+    capped.mul_f64(0.5 + fastrand::f64() * 0.5)
+}
+
+/// One notification when a failure streak reaches the threshold, one when it ends.
+async fn notify(svc: &Service, report: &MirrorReport, outcome: FinishOutcome) {
+    let Some(url) = &svc.serve.notify_url else {
+        return;
+    };
+    let event = if !report.ok
+        && outcome.failure_streak >= svc.serve.notify_after
+        && !outcome.was_notified
+    {
+        "failing"
+    } else if report.ok && outcome.was_notified {
+        "recovered"
+    } else {
+        return;
+    };
+    let errors: Vec<serde_json::Value> = report
+        .source
+        .error
+        .iter()
+        .map(|e| serde_json::json!({ "where": report.source.url, "kind": e.kind, "message": e.message, "hint": e.hint }))
+        .chain(report.destinations.iter().filter(|d| !d.ok).map(|d| {
+            let (kind, message) = match &d.error {
+                Some(e) => (e.kind.as_str().to_owned(), e.message.clone()),
+                None => {
+                    let bad: Vec<String> = d
+                        .refs
+                        .iter()
+                        .filter(|r| !r.is_ok())
+                        .map(|r| format!("{}: {}", r.name, r.outcome.map_or("failed", |o| o.as_str())))
+                        .collect();
+                    ("refs".to_owned(), bad.join(", "))
+                }
+            };
+            serde_json::json!({ "where": d.url, "kind": kind, "message": message })
+        }))
+        .collect();
+    let body = serde_json::json!({
+        "event": event,
+        "mirror": report.name,
+        "failure_streak": outcome.failure_streak,
+        "errors": errors,
+    });
+    match svc.notifier.post(url.clone()).json(&body).send().await {
+        Ok(resp) if resp.status().is_success() => {
+            let notified = event == "failing";
+            if let Err(e) = svc.store.mark_notified(&report.name, notified).await {
+                tracing::error!(error = %format!("{e:#}"), "cannot record the notification");
+            }
+        }
+        Ok(resp) => {
+            tracing::warn!(mirror = %report.name, status = %resp.status(), "the notification webhook refused the notification; will try again after the next run")
+        }
+        Err(e) => {
+            tracing::warn!(mirror = %report.name, error = %e, "cannot send the notification; will try again after the next run")
+        }
+    }
+}
+
+/// Polling (compare the source with the cache; sync when they differ) or reconciliation
+/// (a full sync whatever happened) for one mirror, every `every` with jitter.
+async fn every_interval(svc: Arc<Service>, index: usize, every: Duration, trigger: Trigger) {
+    let mut stop = svc.stopping.subscribe();
+    // Spread the first round over the interval so a hundred mirrors do not poll at once.
+    let mut wait = every.mul_f64(fastrand::f64());
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = stop.changed() => return,
+        }
+        if svc.is_stopping() {
+            return;
+        }
+        wait = every.mul_f64(0.8 + fastrand::f64() * 0.4);
+        let configured = &svc.mirrors[index];
+        let name = &configured.mirror.name;
+        let busy = matches!(
+            svc.store.mirror(name).await,
+            Ok(Some(s)) if matches!(s.state, MirrorState::Queued | MirrorState::Syncing)
+        );
+        if busy {
+            continue;
+        }
+        let detail = match trigger {
+            Trigger::Poll => match sync::source_changed(&configured.mirror, &svc.engine).await {
+                Ok(true) => "polling saw the source's refs change",
+                Ok(false) => continue,
+                Err(e) => {
+                    tracing::warn!(mirror = %name, kind = e.kind.as_str(), error = %e.message, "polling the source failed");
+                    continue;
+                }
+            },
+            _ => "periodic reconciliation",
+        };
+        if let Err(e) = svc.trigger(name, trigger, detail).await {
+            tracing::error!(mirror = %name, error = %format!("{e:#}"), "cannot queue a sync");
+        }
+    }
+}
+
+/// The process-wide Prometheus recorder (metrics macros need a global one).
+fn metrics_handle() -> anyhow::Result<PrometheusHandle> {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    if let Some(h) = HANDLE.get() {
+        return Ok(h.clone());
+    }
+    let recorder = PrometheusBuilder::new()
+        .set_buckets_for_metric(
+            Matcher::Full("ferry_sync_duration_seconds".into()),
+            &[0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0],
+        )
+        .context("cannot configure the metrics histogram")?
+        .build_recorder();
+    let handle = recorder.handle();
+    metrics::set_global_recorder(recorder).context("cannot install the metrics recorder")?;
+    metrics::describe_counter!(
+        "ferry_syncs_total",
+        "Syncs by mirror and result (ok, failed)"
+    );
+    metrics::describe_histogram!(
+        "ferry_sync_duration_seconds",
+        "Wall time of one sync of one mirror"
+    );
+    metrics::describe_gauge!("ferry_queue_depth", "Mirrors queued or syncing");
+    metrics::describe_gauge!(
+        "ferry_mirror_lag_seconds",
+        "How long a mirror has been behind its source (0 when in sync)"
+    );
+    metrics::describe_counter!(
+        "ferry_webhook_requests_total",
+        "Webhook requests by HTTP status"
+    );
+    Ok(HANDLE.get_or_init(|| handle).clone())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kind::ErrorKind;
+    use crate::report::{DestinationReport, ErrorReport, SourceReport};
+
+    fn report(source: Option<ErrorKind>, dests: &[Option<ErrorKind>]) -> MirrorReport {
+        MirrorReport {
+            name: "m".into(),
+            ok: false,
+            duration_ms: 1,
+            source: SourceReport {
+                url: "s".into(),
+                ok: source.is_none(),
+                refs: 0,
+                error: source.map(|k| ErrorReport::new(k, "x")),
+            },
+            destinations: dests
+                .iter()
+                .map(|k| DestinationReport {
+                    url: "d".into(),
+                    ok: k.is_none(),
+                    error: k.map(|k| ErrorReport::new(k, "x")),
+                    refs: Vec::new(),
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn only_transient_failures_are_retried() {
+        assert!(has_transient_failure(&report(
+            Some(ErrorKind::Network),
+            &[]
+        )));
+        assert!(!has_transient_failure(&report(Some(ErrorKind::Auth), &[])));
+        assert!(has_transient_failure(&report(
+            None,
+            &[None, Some(ErrorKind::Timeout)]
+        )));
+        assert!(!has_transient_failure(&report(
+            None,
+            &[Some(ErrorKind::Permission), Some(ErrorKind::Diverged)]
+        )));
+    }
+
+    #[test]
+    fn backoff_grows_and_is_capped() {
+        let serve = crate::config::Config::parse(
+            "[serve]\nretry_base = \"1s\"\nretry_max = \"8s\"\n[[mirror]]\nname = \"a\"\nsource = \"/a\"\ndestinations = [\"/b\"]\n",
+            std::path::Path::new("/f.toml"),
+            &crate::config::RawOptions::default(),
+        )
+        .unwrap()
+        .serve;
+        for attempt in 0..10 {
+            let d = backoff(&serve, attempt);
+            let full = Duration::from_secs(1 << attempt.min(3));
+            assert!(d >= full / 2 && d <= full, "attempt {attempt}: {d:?}");
+        }
+    }
+}
