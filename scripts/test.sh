@@ -25,4 +25,12 @@ if [ ${#need[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 fi
 
+# Python tools the tests drive: cargo-lambda (the Lambda Runtime API emulator) and cfn-lint
+# (the SAM template's linter), both from PyPI.
+if ! command -v cargo-lambda >/dev/null 2>&1 || ! command -v cfn-lint >/dev/null 2>&1; then
+  echo "installing test dependencies: cargo-lambda cfn-lint (pip)"
+  python3 -m pip install --quiet --disable-pip-version-check cargo-lambda cfn-lint
+  command -v pyenv >/dev/null 2>&1 && pyenv rehash || true
+fi
+
 cargo test --workspace --locked "$@"

@@ -55,6 +55,9 @@ enum Command {
     Status(StatusArgs),
     /// A mirror's sync history, newest first.
     Runs(RunsArgs),
+    /// Run as an AWS Lambda function (what the container's bootstrap does when
+    /// AWS_LAMBDA_RUNTIME_API is set); configured from the environment.
+    Lambda,
 }
 
 const SYNC_HELP: &str = "\
@@ -119,6 +122,11 @@ enum PruneArg {
 
 /// Entry point of the `ferry` binary.
 pub fn main() -> ExitCode {
+    // Lambda starts the container's bootstrap with no arguments.
+    if std::env::var_os("AWS_LAMBDA_RUNTIME_API").is_some() && std::env::args_os().len() <= 1 {
+        init_logging(1, false);
+        return crate::lambda::main();
+    }
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {
@@ -128,7 +136,7 @@ pub fn main() -> ExitCode {
         }
     };
     // A service reports what it does; one-shot commands only what went wrong.
-    let chatty = matches!(cli.command, Command::Serve(_));
+    let chatty = matches!(cli.command, Command::Serve(_) | Command::Lambda);
     init_logging(cli.verbose + u8::from(chatty), cli.quiet);
     let (mode, args) = match cli.command {
         Command::Sync(a) => (Mode::Sync, a),
@@ -136,6 +144,7 @@ pub fn main() -> ExitCode {
         Command::Serve(a) => return service_exit(commands::serve(&a).map(|r| r.map(|()| true))),
         Command::Status(a) => return service_exit(commands::status(&a)),
         Command::Runs(a) => return service_exit(commands::runs(&a).map(|r| r.map(|()| true))),
+        Command::Lambda => return crate::lambda::main(),
     };
     let (mirrors, settings) = match prepare(&args, cli.quiet) {
         Ok(v) => v,
@@ -321,7 +330,7 @@ fn env_first(names: &[&str]) -> Option<String> {
 
 /// A mirror from the command line and the environment (ferry's names, then the classic
 /// function's names, so its deployments switch without renaming anything).
-fn adhoc_mirror(args: &[String], options: &RawOptions) -> Result<Mirror, ConfigError> {
+pub(crate) fn adhoc_mirror(args: &[String], options: &RawOptions) -> Result<Mirror, ConfigError> {
     let cwd = std::env::current_dir()
         .map_err(|e| ConfigError(format!("cannot read the current directory: {e}")))?;
     let (source, dests): (String, Vec<String>) = match args.split_first() {

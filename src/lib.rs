@@ -9,6 +9,7 @@ pub mod cli;
 pub mod config;
 pub mod git;
 pub mod kind;
+pub mod lambda;
 pub mod page;
 pub mod plan;
 pub mod record;

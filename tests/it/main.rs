@@ -3,6 +3,7 @@
 mod cli;
 mod failures;
 mod harness;
+mod lambda;
 mod lifecycle;
 mod policies;
 mod service;

@@ -1,0 +1,434 @@
+//! ferry as an AWS Lambda function (a custom runtime in a container image): the same binary,
+//! started as `bootstrap` with `AWS_LAMBDA_RUNTIME_API` set, or as `ferry lambda`.
+//!
+//! One invocation is one decision and at most a few syncs, run to completion:
+//! - EventBridge "CodeCommit Repository State Change" reference events sync the mirror of that
+//!   repository; other CodeCommit events are ignored (logged);
+//! - EventBridge scheduled events reconcile every mirror (EventBridge delivers events only
+//!   best effort; this catches what was missed);
+//! - Function URL / API Gateway HTTP requests to `/hooks/{mirror}` get the same checks as
+//!   `ferry serve` ([`crate::webhook`]) and sync before answering;
+//! - a direct invoke `{"mirror": "NAME"}` syncs that mirror.
+//!
+//! A sync that fails makes the invocation fail (an error for events and invokes, a 5xx for
+//! HTTP), so Lambda's retries and the on-failure destination see it. The cache lives in
+//! `/tmp` and warm invocations reuse it.
+
+use crate::config::{Config, ConfiguredMirror, RawOptions};
+use crate::plan::{Divergence, Prune};
+use crate::report::MirrorReport;
+use crate::status::Trigger;
+use crate::sync::{run_mirror, Mode, Settings};
+use crate::webhook::{self, Event, Rejection};
+use anyhow::{anyhow, bail, Context};
+use base64::Engine;
+use lambda_runtime::{service_fn, LambdaEvent};
+use serde_json::{json, Value};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+/// Where the cache lives unless `FERRY_CACHE_DIR` says otherwise: `/tmp` is the only
+/// writable place in Lambda, and it survives between warm invocations.
+pub const DEFAULT_CACHE_DIR: &str = "/tmp/ferry-cache";
+
+/// The function's configuration, read once per cold start.
+pub struct Function {
+    mirrors: Vec<ConfiguredMirror>,
+    settings: Settings,
+}
+
+impl Function {
+    /// From `FERRY_CONFIG` (a ferry.toml as text, or a path to one) or the classic function's
+    /// variables (`SRC_REPO`, `SRC_USER`, `SRC_PASS`, `DEST_REPO`, `DEST_USER`, `DEST_PASS`)
+    /// plus `FERRY_MIRROR`, `FERRY_INCLUDE`, `FERRY_EXCLUDE` (comma-separated),
+    /// `FERRY_DIVERGENCE`, `FERRY_PRUNE`, `FERRY_WEBHOOK_SECRET`.
+    pub fn from_env() -> anyhow::Result<Function> {
+        let var = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
+        let (mirrors, file_cache, file_timeout) = match var("FERRY_CONFIG") {
+            Some(config) => {
+                let cfg = if config.contains('\n') || config.contains("[[mirror]]") {
+                    Config::parse(
+                        &config,
+                        Path::new("/tmp/FERRY_CONFIG.toml"),
+                        &RawOptions::default(),
+                    )
+                } else {
+                    Config::load(Path::new(&config), &RawOptions::default())
+                }
+                .map_err(|e| anyhow!("FERRY_CONFIG: {e}"))?;
+                (cfg.mirrors, cfg.cache_dir, cfg.timeout)
+            }
+            None => (vec![classic_mirror()?], None, None),
+        };
+        let cache_dir = var("FERRY_CACHE_DIR")
+            .map(PathBuf::from)
+            .or(file_cache)
+            .unwrap_or_else(|| DEFAULT_CACHE_DIR.into());
+        let timeout = match var("FERRY_TIMEOUT") {
+            Some(t) => {
+                crate::config::parse_duration(&t).map_err(|e| anyhow!("FERRY_TIMEOUT: {e}"))?
+            }
+            None => file_timeout.unwrap_or(crate::cli::DEFAULT_TIMEOUT),
+        };
+        Ok(Function {
+            mirrors,
+            settings: Settings {
+                cache_dir,
+                timeout,
+                progress: false,
+            },
+        })
+    }
+
+    /// Handles one invocation. `Ok` is the response; `Err` fails the invocation.
+    pub async fn handle(&self, event: Value) -> anyhow::Result<Value> {
+        if let Some(name) = event.get("mirror").and_then(Value::as_str) {
+            let mirror = self.named(name)?;
+            return self.sync_all(&[mirror], Trigger::Manual).await;
+        }
+        if event.get("requestContext").is_some() || event.get("httpMethod").is_some() {
+            return Ok(self.http(&event).await);
+        }
+        let source = event.get("source").and_then(Value::as_str).unwrap_or("");
+        let detail_type = event
+            .get("detail-type")
+            .and_then(Value::as_str)
+            .unwrap_or("");
+        match (source, detail_type) {
+            ("aws.codecommit", _) => self.codecommit(&event, detail_type).await,
+            ("aws.events", "Scheduled Event") => {
+                let all: Vec<&ConfiguredMirror> = self.mirrors.iter().collect();
+                self.sync_all(&all, Trigger::Reconcile).await
+            }
+            _ => bail!(
+                "unrecognised event (expected a CodeCommit or scheduled EventBridge event, a Function URL / API Gateway request, or {{\"mirror\": \"NAME\"}}): {}",
+                truncate(&event.to_string(), 300)
+            ),
+        }
+    }
+
+    fn named(&self, name: &str) -> anyhow::Result<&ConfiguredMirror> {
+        self.mirrors
+            .iter()
+            .find(|m| m.mirror.name == name)
+            .ok_or_else(|| {
+                let known: Vec<&str> = self
+                    .mirrors
+                    .iter()
+                    .map(|m| m.mirror.name.as_str())
+                    .collect();
+                anyhow!(
+                    "no mirror named '{name}' is configured (configured: {})",
+                    known.join(", ")
+                )
+            })
+    }
+
+    async fn codecommit(&self, event: &Value, detail_type: &str) -> anyhow::Result<Value> {
+        let detail = &event["detail"];
+        let what = detail["event"].as_str().unwrap_or("");
+        let repository = detail["repositoryName"].as_str().unwrap_or("");
+        let is_reference = detail_type == "CodeCommit Repository State Change"
+            && matches!(
+                what,
+                "referenceCreated" | "referenceUpdated" | "referenceDeleted"
+            );
+        if !is_reference {
+            tracing::info!(
+                detail_type,
+                event = what,
+                repository,
+                "ignoring a CodeCommit event that changes no reference"
+            );
+            return Ok(
+                json!({ "ignored": format!("CodeCommit event '{what}' ({detail_type}) is not a reference change") }),
+            );
+        }
+        let matching: Vec<&ConfiguredMirror> = self
+            .mirrors
+            .iter()
+            .filter(|m| source_repository_name(&m.mirror.source) == repository)
+            .collect();
+        if matching.is_empty() {
+            bail!(
+                "no configured mirror has the CodeCommit repository '{repository}' as its source; check SRC_REPO (or the sources in FERRY_CONFIG) against the EventBridge rule"
+            );
+        }
+        self.sync_all(&matching, Trigger::Codecommit).await
+    }
+
+    /// Syncs the mirrors one after another; fails if any of them failed.
+    async fn sync_all(
+        &self,
+        mirrors: &[&ConfiguredMirror],
+        trigger: Trigger,
+    ) -> anyhow::Result<Value> {
+        let mut reports = Vec::new();
+        for m in mirrors {
+            let report = run_mirror(&m.mirror, &self.settings, Mode::Sync).await;
+            log_report(&report, trigger);
+            reports.push(report);
+        }
+        let failed: Vec<String> = reports
+            .iter()
+            .filter(|r| !r.ok)
+            .map(failure_summary)
+            .collect();
+        if failed.is_empty() {
+            Ok(json!({ "ok": true, "trigger": trigger.as_str(), "mirrors": reports }))
+        } else {
+            bail!("{}", failed.join("; "))
+        }
+    }
+
+    /// A Function URL (or API Gateway, payload 1.0 or 2.0) request: the response object.
+    async fn http(&self, event: &Value) -> Value {
+        let method = event["requestContext"]["http"]["method"]
+            .as_str()
+            .or(event["httpMethod"].as_str())
+            .unwrap_or("");
+        let path = event["rawPath"]
+            .as_str()
+            .or(event["path"].as_str())
+            .unwrap_or("");
+        let respond = |status: u16, body: Value| json!({ "statusCode": status, "headers": { "content-type": "application/json" }, "body": body.to_string() });
+        if method == "GET" && path == "/healthz" {
+            return respond(200, json!({ "ok": true }));
+        }
+        let Some(name) = path
+            .strip_prefix("/hooks/")
+            .filter(|n| !n.is_empty() && !n.contains('/'))
+        else {
+            return respond(
+                404,
+                json!({ "error": format!("no route for {method} {path}; webhooks go to POST /hooks/<mirror>") }),
+            );
+        };
+        if method != "POST" {
+            return respond(405, json!({ "error": "webhooks must be POSTed" }));
+        }
+        let Ok(configured) = self.named(name) else {
+            return respond(
+                404,
+                json!({ "error": format!("no mirror named '{name}' is configured") }),
+            );
+        };
+        let body = match request_body(event) {
+            Ok(b) => b,
+            Err(e) => return respond(400, json!({ "error": e.to_string() })),
+        };
+        let headers: Vec<(String, String)> = event["headers"]
+            .as_object()
+            .map(|h| {
+                h.iter()
+                    .filter_map(|(k, v)| Some((k.to_ascii_lowercase(), v.as_str()?.to_owned())))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let secret = configured
+            .webhook_secret
+            .as_ref()
+            .map_or("", crate::remote::Secret::expose);
+        match webhook::receive(
+            &webhook::Request {
+                headers: &headers,
+                body: &body,
+            },
+            secret,
+        ) {
+            Err(Rejection::Unauthorized(m)) => respond(401, json!({ "error": m })),
+            Err(Rejection::Malformed(m)) => respond(400, json!({ "error": m })),
+            Ok(Event::Ignored { provider, reason }) => respond(
+                200,
+                json!({ "synced": false, "provider": provider.as_str(), "ignored": reason }),
+            ),
+            Ok(Event::Push { provider, .. }) => {
+                let report = run_mirror(&configured.mirror, &self.settings, Mode::Sync).await;
+                log_report(&report, Trigger::Webhook);
+                let status = if report.ok { 200 } else { 502 };
+                respond(
+                    status,
+                    json!({ "synced": report.ok, "provider": provider.as_str(), "report": report }),
+                )
+            }
+        }
+    }
+}
+
+/// The mirror the classic function's variables describe.
+fn classic_mirror() -> anyhow::Result<ConfiguredMirror> {
+    let var = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
+    let list = |name: &str| {
+        var(name).map(|v| {
+            v.split(',')
+                .map(str::trim)
+                .filter(|p| !p.is_empty())
+                .map(|p| toml::Spanned::new(0..0, p.to_owned()))
+                .collect::<Vec<_>>()
+        })
+    };
+    let divergence = match var("FERRY_DIVERGENCE").as_deref() {
+        None => None,
+        Some("keep") => Some(Divergence::Keep),
+        Some("overwrite") => Some(Divergence::Overwrite),
+        Some("abort") => Some(Divergence::Abort),
+        Some(other) => bail!("FERRY_DIVERGENCE is '{other}'; use keep, overwrite or abort"),
+    };
+    let prune = match var("FERRY_PRUNE").as_deref() {
+        None => None,
+        Some("synced") => Some(Prune::Synced),
+        Some("all") => Some(Prune::All),
+        Some("never") => Some(Prune::Never),
+        Some(other) => bail!("FERRY_PRUNE is '{other}'; use synced, all or never"),
+    };
+    let options = RawOptions {
+        include: list("FERRY_INCLUDE"),
+        exclude: list("FERRY_EXCLUDE").filter(|v| !v.is_empty()),
+        divergence,
+        prune,
+        ..RawOptions::default()
+    };
+    if var("SRC_REPO").is_none() || var("DEST_REPO").is_none() {
+        bail!("no mirror configured: set SRC_REPO and DEST_REPO (and SRC_USER/SRC_PASS, DEST_USER/DEST_PASS), or FERRY_CONFIG");
+    }
+    let mut mirror = crate::cli::adhoc_mirror(&[], &options).map_err(|e| anyhow!("{e}"))?;
+    if let Some(name) = var("FERRY_MIRROR") {
+        mirror.name = name;
+    }
+    Ok(ConfiguredMirror {
+        mirror,
+        webhook_secret: var("FERRY_WEBHOOK_SECRET").map(crate::remote::Secret::new),
+        poll_interval: None,
+        reconcile_interval: None,
+    })
+}
+
+/// `https://git-codecommit.eu-west-1.amazonaws.com/v1/repos/app` -> `app`.
+fn source_repository_name(source: &crate::remote::Remote) -> &str {
+    let url = source.git_url().trim_end_matches('/');
+    let last = url.rsplit(['/', ':']).next().unwrap_or(url);
+    last.strip_suffix(".git").unwrap_or(last)
+}
+
+fn request_body(event: &Value) -> anyhow::Result<Vec<u8>> {
+    let body = event["body"].as_str().unwrap_or("");
+    if event["isBase64Encoded"].as_bool().unwrap_or(false) {
+        base64::engine::general_purpose::STANDARD
+            .decode(body)
+            .context("the request body is not valid base64")
+    } else {
+        Ok(body.as_bytes().to_vec())
+    }
+}
+
+/// One JSON line per mirror run, for CloudWatch.
+fn log_report(report: &MirrorReport, trigger: Trigger) {
+    match serde_json::to_string(report) {
+        Ok(json) => {
+            tracing::info!(mirror = %report.name, ok = report.ok, trigger = trigger.as_str(), report = %json, "sync finished")
+        }
+        Err(e) => tracing::error!(error = %e, "cannot encode a report"),
+    }
+}
+
+/// What failed, in one line: the error an invocation returns.
+fn failure_summary(report: &MirrorReport) -> String {
+    let mut parts = Vec::new();
+    if let Some(e) = &report.source.error {
+        parts.push(format!(
+            "source {}: {}: {}",
+            report.source.url, e.kind, e.message
+        ));
+    }
+    for d in report.destinations.iter().filter(|d| !d.ok) {
+        match &d.error {
+            Some(e) => parts.push(format!("{}: {}: {}", d.url, e.kind, e.message)),
+            None => {
+                let refs: Vec<String> = d
+                    .refs
+                    .iter()
+                    .filter(|r| !r.is_ok())
+                    .map(|r| format!("{} {}", r.name, r.outcome.map_or("failed", |o| o.as_str())))
+                    .collect();
+                parts.push(format!("{}: {}", d.url, refs.join(", ")));
+            }
+        }
+    }
+    format!("mirror {} failed: {}", report.name, parts.join("; "))
+}
+
+fn truncate(s: &str, max: usize) -> &str {
+    let mut end = s.len().min(max);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
+/// Runs the Lambda runtime loop until the runtime API goes away.
+pub fn main() -> ExitCode {
+    let function = match Function::from_env() {
+        Ok(f) => Arc::new(f),
+        Err(e) => {
+            // Printed where Lambda's init error reporting and CloudWatch see it.
+            eprintln!("ferry: {e:#}");
+            return ExitCode::from(crate::cli::EXIT_USAGE);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("ferry: cannot start the async runtime: {e}");
+            return ExitCode::from(crate::cli::EXIT_FAILED);
+        }
+    };
+    let result = runtime.block_on(lambda_runtime::run(service_fn(
+        move |event: LambdaEvent<Value>| {
+            let function = function.clone();
+            async move {
+                tracing::debug!(request_id = %event.context.request_id, "invocation");
+                function.handle(event.payload).await.map_err(|e| {
+                    tracing::error!(error = %format!("{e:#}"), "invocation failed");
+                    lambda_runtime::Diagnostic {
+                        error_type: "ferry.InvocationFailed".into(),
+                        error_message: format!("{e:#}"),
+                    }
+                })
+            }
+        },
+    )));
+    match result {
+        Ok(()) => ExitCode::from(crate::cli::EXIT_OK),
+        Err(e) => {
+            eprintln!("ferry: the Lambda runtime stopped: {e}");
+            ExitCode::from(crate::cli::EXIT_FAILED)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codecommit_repository_names_come_from_the_clone_url() {
+        let r = |u: &str| crate::remote::Remote::parse(u, Path::new("/")).unwrap();
+        assert_eq!(
+            source_repository_name(&r(
+                "https://git-codecommit.eu-west-1.amazonaws.com/v1/repos/app"
+            )),
+            "app"
+        );
+        assert_eq!(
+            source_repository_name(&r(
+                "ssh://git-codecommit.eu-west-1.amazonaws.com/v1/repos/app.git"
+            )),
+            "app"
+        );
+    }
+}

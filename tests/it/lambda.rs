@@ -1,0 +1,321 @@
+//! ferry as a Lambda function, end to end: the real binary as a custom runtime against
+//! cargo-lambda's Runtime API emulator on loopback, invoked with EventBridge and Function URL
+//! payloads, syncing between the real git servers.
+
+use crate::harness::{branches_and_tags, servers, Repo, Transport};
+use crate::service::{codecommit_event, delivery, SECRET};
+use ferry_testkit::WRITER;
+use serde_json::{json, Value};
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+/// cargo-lambda's emulator plus one ferry function process attached to it.
+struct LambdaRig {
+    emulator: Child,
+    function: Child,
+    port: u16,
+    pub cache: tempfile::TempDir,
+    events: tempfile::TempDir,
+}
+
+fn cargo_lambda() -> Command {
+    let mut cmd = Command::new("cargo");
+    cmd.arg("lambda");
+    cmd
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+impl LambdaRig {
+    fn start(env: &[(&str, String)]) -> LambdaRig {
+        assert!(
+            cargo_lambda()
+                .arg("--version")
+                .output()
+                .is_ok_and(|o| o.status.success()),
+            "cargo-lambda is not installed: run scripts/test.sh (it installs it with pip)"
+        );
+        let port = free_port();
+        let mut emulator = cargo_lambda()
+            .args([
+                "watch",
+                "--only-lambda-apis",
+                "-A",
+                "127.0.0.1",
+                "-P",
+                &port.to_string(),
+            ])
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start cargo lambda watch");
+        // Ready once it says so (it prints to stdout or stderr depending on the version).
+        let (tx, rx) = std::sync::mpsc::channel();
+        for pipe in [
+            emulator
+                .stdout
+                .take()
+                .map(|p| Box::new(p) as Box<dyn std::io::Read + Send>),
+            emulator
+                .stderr
+                .take()
+                .map(|p| Box::new(p) as Box<dyn std::io::Read + Send>),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            let tx = tx.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+                    if line.contains("starting Runtime server") {
+                        let _ = tx.send(());
+                    }
+                }
+            });
+        }
+        rx.recv_timeout(Duration::from_secs(60))
+            .expect("cargo lambda watch did not start its Runtime API");
+        let cache = tempfile::tempdir().expect("cache dir");
+        let function = Command::new(env!("CARGO_BIN_EXE_ferry"))
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env(
+                "AWS_LAMBDA_RUNTIME_API",
+                format!("http://127.0.0.1:{port}/.rt"),
+            )
+            .env("AWS_LAMBDA_FUNCTION_NAME", "_")
+            .env("AWS_LAMBDA_FUNCTION_VERSION", "1")
+            .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "1024")
+            .env("FERRY_CACHE_DIR", cache.path())
+            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start the function");
+        LambdaRig {
+            emulator,
+            function,
+            port,
+            cache,
+            events: tempfile::tempdir().expect("events dir"),
+        }
+    }
+
+    /// Invokes the function with `event`; `Ok(response)` or `Err(error text)`.
+    fn invoke(&self, event: &Value) -> Result<Value, String> {
+        let file = self.events.path().join("event.json");
+        std::fs::write(&file, event.to_string()).expect("write event");
+        let out = cargo_lambda()
+            .args([
+                "invoke",
+                "-A",
+                "127.0.0.1",
+                "-P",
+                &self.port.to_string(),
+                "--data-file",
+            ])
+            .arg(&file)
+            .arg("_")
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .output()
+            .expect("cargo lambda invoke");
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        if out.status.success() {
+            Ok(serde_json::from_str(&stdout).unwrap_or(Value::String(stdout)))
+        } else {
+            Err(format!("{stdout}{}", String::from_utf8_lossy(&out.stderr)))
+        }
+    }
+
+    /// The cache repository's marker file: written once, when the cache is created.
+    fn cache_marker(&self) -> Option<(u64, std::time::SystemTime)> {
+        use std::os::unix::fs::MetadataExt;
+        let dir: PathBuf = std::fs::read_dir(self.cache.path())
+            .ok()?
+            .filter_map(Result::ok)
+            .map(|e| e.path())
+            .find(|p| p.extension().is_some_and(|e| e == "git"))?;
+        let meta = std::fs::metadata(dir.join("ferry-cache")).ok()?;
+        Some((meta.ino(), meta.modified().ok()?))
+    }
+}
+
+impl Drop for LambdaRig {
+    fn drop(&mut self) {
+        let _ = self.function.kill();
+        let _ = self.function.wait();
+        let _ = self.emulator.kill();
+        let _ = self.emulator.wait();
+    }
+}
+
+/// The classic function's environment, pointing at real HTTP repositories.
+fn classic_env(src: &Repo, dst: &Repo) -> Vec<(&'static str, String)> {
+    vec![
+        ("SRC_REPO", src.url(Transport::Http)),
+        ("SRC_USER", WRITER.0.to_owned()),
+        ("SRC_PASS", WRITER.1.to_owned()),
+        ("DEST_REPO", dst.url(Transport::Http)),
+        ("DEST_USER", WRITER.0.to_owned()),
+        ("DEST_PASS", WRITER.1.to_owned()),
+        ("FERRY_WEBHOOK_SECRET", SECRET.to_owned()),
+    ]
+}
+
+fn event(payload: Vec<u8>) -> Value {
+    serde_json::from_slice(&payload).expect("event json")
+}
+
+fn codecommit(kind: &str, repository: &str) -> Value {
+    let mut e = event(codecommit_event(kind, "main"));
+    e["detail"]["repositoryName"] = json!(repository);
+    e
+}
+
+#[test]
+fn codecommit_events_sync_and_a_warm_invocation_reuses_the_cache() {
+    let (src, dst) = (Repo::source("lam-src"), Repo::empty("lam-dst"));
+    let rig = LambdaRig::start(&classic_env(&src, &dst));
+    let response = rig
+        .invoke(&codecommit("referenceCreated", &src.name))
+        .expect("invocation");
+    assert_eq!(response["ok"], true, "{response}");
+    assert_eq!(
+        branches_and_tags(&dst.path()),
+        branches_and_tags(&src.path())
+    );
+    let cold = rig.cache_marker().expect("a cache in FERRY_CACHE_DIR");
+
+    for kind in ["referenceUpdated", "referenceDeleted"] {
+        src.commit(kind);
+        src.push(&["main"]);
+        rig.invoke(&codecommit(kind, &src.name))
+            .expect("invocation");
+        assert_eq!(
+            branches_and_tags(&dst.path()),
+            branches_and_tags(&src.path()),
+            "{kind}"
+        );
+    }
+    assert_eq!(
+        rig.cache_marker(),
+        Some(cold),
+        "warm invocations reuse the cache instead of cloning again"
+    );
+
+    // A pull request event changes no reference: acknowledged, nothing synced.
+    src.commit("not for a pull request event");
+    src.push(&["main"]);
+    let mut pr = codecommit("pullRequestCreated", &src.name);
+    pr["detail-type"] = json!("CodeCommit Pull Request State Change");
+    let response = rig.invoke(&pr).expect("an ignored event is not a failure");
+    assert!(
+        response["ignored"]
+            .as_str()
+            .unwrap_or("")
+            .contains("pullRequestCreated"),
+        "{response}"
+    );
+    assert_ne!(
+        branches_and_tags(&dst.path()),
+        branches_and_tags(&src.path())
+    );
+
+    // The scheduled reconciliation catches it up.
+    let scheduled = json!({
+        "version": "0", "id": "53dc4d37-cffa-4f76-80c9-8b7d4a4d2eaa", "detail-type": "Scheduled Event",
+        "source": "aws.events", "account": "123456789012", "time": "2026-11-30T12:00:00Z", "region": "eu-west-1",
+        "resources": ["arn:aws:events:eu-west-1:123456789012:rule/ferry-reconcile"], "detail": {}
+    });
+    rig.invoke(&scheduled).expect("reconciliation");
+    assert_eq!(
+        branches_and_tags(&dst.path()),
+        branches_and_tags(&src.path())
+    );
+}
+
+#[test]
+fn a_failing_destination_fails_the_invocation() {
+    let (src, dst) = (Repo::source("lamfail-src"), Repo::empty("lamfail-dst"));
+    let mut env = classic_env(&src, &dst);
+    env.retain(|(k, _)| *k != "DEST_PASS");
+    env.push(("DEST_PASS", "wr0ng-Pa55-zq".to_owned()));
+    let rig = LambdaRig::start(&env);
+    let error = rig
+        .invoke(&codecommit("referenceUpdated", &src.name))
+        .expect_err("the invocation must fail");
+    assert!(error.contains("auth"), "says why: {error}");
+    assert!(
+        !error.contains("wr0ng-Pa55-zq"),
+        "no secret in the error: {error}"
+    );
+    let error = rig
+        .invoke(&json!({ "mirror": "nope" }))
+        .expect_err("unknown mirror");
+    assert!(error.contains("no mirror named 'nope'"), "{error}");
+}
+
+/// A Function URL request (API Gateway HTTP API payload 2.0).
+fn function_url_request(path: &str, headers: &[(&str, String)], body: &[u8]) -> Value {
+    let headers: serde_json::Map<String, Value> = headers
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), json!(v)))
+        .collect();
+    json!({
+        "version": "2.0",
+        "routeKey": "$default",
+        "rawPath": path,
+        "rawQueryString": "",
+        "headers": headers,
+        "requestContext": {
+            "accountId": "123456789012", "apiId": "abcdefghij", "domainName": "abcdefghij.lambda-url.eu-west-1.on.aws",
+            "http": { "method": "POST", "path": path, "protocol": "HTTP/1.1", "sourceIp": "192.0.2.1", "userAgent": "GitHub-Hookshot/1" },
+            "requestId": "c6af9ac6-7b61-11e6-9a41-93e8deadbeef", "routeKey": "$default", "stage": "$default",
+            "time": "30/Nov/2026:12:00:00 +0000", "timeEpoch": 1796040000000u64
+        },
+        "body": base64_encode(body),
+        "isBase64Encoded": true
+    })
+}
+
+fn base64_encode(bytes: &[u8]) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+#[test]
+fn function_url_webhooks_are_checked_like_the_service_does() {
+    let (src, dst) = (Repo::source("lamurl-src"), Repo::empty("lamurl-dst"));
+    let mut env = classic_env(&src, &dst);
+    env.push(("FERRY_MIRROR", "app".to_owned()));
+    let rig = LambdaRig::start(&env);
+    let (headers, body) = delivery("github", "refs/heads/main", SECRET);
+    let response = rig
+        .invoke(&function_url_request("/hooks/app", &headers, &body))
+        .expect("invocation");
+    assert_eq!(response["statusCode"], 200, "{response}");
+    assert_eq!(
+        branches_and_tags(&dst.path()),
+        branches_and_tags(&src.path())
+    );
+
+    let (bad, _) = delivery("github", "refs/heads/main", "not-the-secret");
+    let response = rig
+        .invoke(&function_url_request("/hooks/app", &bad, &body))
+        .expect("invocation");
+    assert_eq!(response["statusCode"], 401, "{response}");
+    let response = rig
+        .invoke(&function_url_request("/hooks/other", &headers, &body))
+        .expect("invocation");
+    assert_eq!(response["statusCode"], 404, "{response}");
+    let _ = servers();
+}
