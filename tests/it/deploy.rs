@@ -1,0 +1,375 @@
+//! The AWS deployment files (deploy/aws/): the SAM template passes cfn-lint and says what the
+//! Lambda function needs (the CodeCommit event rule spelled as EventBridge spells it, one sync
+//! at a time, the failed-sync queue, the classic environment), and the Dockerfile builds a
+//! provided.al2023 image with git. No AWS account or Docker engine is involved.
+
+use serde_json::{json, Map, Value};
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+const INSTALL_CFN_LINT: &str = "install cfn-lint: scripts/test.sh does it";
+
+/// The variables the classic function read, and the parameter each comes from.
+const CLASSIC_ENVIRONMENT: [(&str, &str); 6] = [
+    ("SRC_REPO", "SourceCodeCommitRepoCloneUrl"),
+    ("SRC_USER", "SourceGitUsername"),
+    ("SRC_PASS", "SourceGitPassword"),
+    ("DEST_REPO", "DestinationRepoUrl"),
+    ("DEST_USER", "DestinationGitUsername"),
+    ("DEST_PASS", "DestinationGitPassword"),
+];
+
+fn aws_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/aws")
+}
+
+fn template_path() -> PathBuf {
+    aws_dir().join("template.yaml")
+}
+
+/// Runs a program that comes from cfn-lint's installation; fails the test when it is missing.
+fn run(program: &str, args: &[&str]) -> Output {
+    match Command::new(program)
+        .args(args)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+    {
+        Ok(out) => out,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            panic!("{program} not found: {INSTALL_CFN_LINT}")
+        }
+        Err(e) => panic!("cannot run {program}: {e}"),
+    }
+}
+
+fn output_text(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// The template as JSON, read by cfn-lint's own YAML loader (it understands the short
+/// intrinsic tags: `!Ref X` becomes `{"Ref": "X"}`, `!Sub` becomes `{"Fn::Sub": ...}`).
+fn template() -> Value {
+    const DECODE: &str = "import json, sys\n\
+        from cfnlint.decode import decode\n\
+        t, matches = decode(sys.argv[1])\n\
+        if t is None or matches:\n    \
+            sys.exit('cannot read the template: ' + '; '.join(str(m) for m in matches))\n\
+        print(json.dumps(t, default=str))\n";
+    let path = template_path();
+    let out = run("python3", &["-c", DECODE, path.to_str().unwrap()]);
+    let text = output_text(&out);
+    if text.contains("No module named 'cfnlint'") {
+        panic!("python3 has no cfnlint module: {INSTALL_CFN_LINT}");
+    }
+    assert!(
+        out.status.success(),
+        "decoding the template failed:\n{text}"
+    );
+    serde_json::from_slice(&out.stdout).expect("the decoder prints JSON")
+}
+
+fn object<'a>(v: &'a Value, what: &str) -> &'a Map<String, Value> {
+    v.as_object()
+        .unwrap_or_else(|| panic!("{what} is not a mapping: {v}"))
+}
+
+fn keys(v: &Value, what: &str) -> BTreeSet<String> {
+    object(v, what).keys().cloned().collect()
+}
+
+fn set(items: &[&str]) -> BTreeSet<String> {
+    items.iter().map(|s| s.to_string()).collect()
+}
+
+/// The strings of a list, sorted.
+fn strings(v: &Value, what: &str) -> BTreeSet<String> {
+    v.as_array()
+        .unwrap_or_else(|| panic!("{what} is not a list: {v}"))
+        .iter()
+        .map(|s| {
+            s.as_str()
+                .unwrap_or_else(|| panic!("{what} holds a non-string: {s}"))
+                .to_string()
+        })
+        .collect()
+}
+
+/// The one resource of the given type: (logical id, resource).
+fn only_resource<'a>(t: &'a Value, kind: &str) -> (&'a str, &'a Value) {
+    let found: Vec<_> = object(&t["Resources"], "Resources")
+        .iter()
+        .filter(|(_, r)| r["Type"] == kind)
+        .collect();
+    assert_eq!(found.len(), 1, "expected exactly one {kind}: {found:?}");
+    (found[0].0.as_str(), found[0].1)
+}
+
+/// The events of the given SAM type on the function.
+fn events<'a>(function: &'a Value, kind: &str) -> Vec<&'a Value> {
+    object(&function["Properties"]["Events"], "Events")
+        .values()
+        .filter(|e| e["Type"] == kind)
+        .collect()
+}
+
+/// The resource a `!GetAtt X.Arn` names, with its logical id.
+fn arn_target<'a>(t: &'a Value, v: &Value) -> (String, &'a Value) {
+    let target = match &v["Fn::GetAtt"] {
+        Value::Array(a) if a.len() == 2 && a[1] == "Arn" => a[0].as_str().unwrap().to_string(),
+        Value::String(s) if s.ends_with(".Arn") => s.trim_end_matches(".Arn").to_string(),
+        _ => panic!("expected !GetAtt RESOURCE.Arn, got {v}"),
+    };
+    let resource = &t["Resources"][&target];
+    assert!(
+        resource.is_object(),
+        "{target} is not a resource of the template"
+    );
+    (target, resource)
+}
+
+fn assert_is_parameter(t: &Value, name: &str) {
+    assert!(
+        t["Parameters"][name].is_object(),
+        "{name} is not a parameter of the template"
+    );
+}
+
+#[test]
+fn cfn_lint_passes_on_the_template() {
+    let path = template_path();
+    let out = run("cfn-lint", &[path.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "cfn-lint {} failed ({}):\n{}",
+        path.display(),
+        out.status,
+        output_text(&out)
+    );
+}
+
+#[test]
+fn the_event_rule_matches_codecommit_reference_events() {
+    let t = template();
+    let (_, function) = only_resource(&t, "AWS::Serverless::Function");
+    let props = &function["Properties"];
+
+    // The rule: cfn-lint accepts any keys in a pattern, and EventBridge accepts a rule whose
+    // keys match nothing, so a misspelling here would only show as a mirror that never syncs.
+    let rules = events(function, "EventBridgeRule");
+    assert_eq!(rules.len(), 1, "expected one EventBridgeRule event");
+    let pattern = &rules[0]["Properties"]["Pattern"];
+    assert_eq!(
+        keys(pattern, "Pattern"),
+        set(&["source", "detail-type", "resources", "detail"]),
+        "pattern keys"
+    );
+    assert_eq!(pattern["source"], json!(["aws.codecommit"]));
+    assert_eq!(
+        pattern["detail-type"],
+        json!(["CodeCommit Repository State Change"])
+    );
+    let resources = pattern["resources"]
+        .as_array()
+        .expect("resources is a list");
+    assert_eq!(resources.len(), 1, "one repository: {resources:?}");
+    let arn = resources[0]["Fn::Sub"]
+        .as_str()
+        .unwrap_or_else(|| panic!("the repository ARN is a !Sub string: {}", resources[0]));
+    assert!(
+        arn.starts_with("arn:${AWS::Partition}:codecommit:${AWS::Region}:${AWS::AccountId}:")
+            && arn.ends_with(":${SourceCodeCommitRepoName}"),
+        "repository ARN: {arn}"
+    );
+    let detail = &pattern["detail"];
+    assert_eq!(
+        keys(detail, "detail"),
+        set(&["repositoryName", "event"]),
+        "detail keys"
+    );
+    assert_eq!(
+        detail["repositoryName"],
+        json!([{ "Ref": "SourceCodeCommitRepoName" }])
+    );
+    assert_eq!(
+        strings(&detail["event"], "detail.event"),
+        set(&["referenceCreated", "referenceUpdated", "referenceDeleted"]),
+        "only reference changes"
+    );
+    assert_is_parameter(&t, "SourceCodeCommitRepoName");
+
+    // The scheduled reconcile.
+    let schedules = events(function, "Schedule");
+    assert_eq!(schedules.len(), 1, "expected one Schedule event");
+    assert_eq!(
+        schedules[0]["Properties"]["Schedule"],
+        json!({ "Ref": "ReconcileSchedule" })
+    );
+    assert_eq!(
+        t["Parameters"]["ReconcileSchedule"]["Default"],
+        "rate(1 hour)"
+    );
+
+    // The function: an image, one sync at a time, Lambda's longest timeout.
+    assert_eq!(props["PackageType"], "Image");
+    assert_eq!(props["ReservedConcurrentExecutions"], 1);
+    assert_eq!(props["Timeout"], 900);
+    assert_eq!(
+        props["EphemeralStorage"]["Size"],
+        json!({ "Ref": "EphemeralStorageSize" })
+    );
+    let metadata = &function["Metadata"];
+    let context = aws_dir().join(metadata["DockerContext"].as_str().expect("DockerContext"));
+    let dockerfile = context.join(metadata["Dockerfile"].as_str().expect("Dockerfile"));
+    assert!(
+        dockerfile.is_file() && context.join("Cargo.lock").is_file(),
+        "the Docker context must be the repository root and the Dockerfile in it: {}",
+        dockerfile.display()
+    );
+
+    // Failed asynchronous invocations land in an SQS queue after Lambda's retries.
+    let invoke = &props["EventInvokeConfig"];
+    assert_eq!(invoke["MaximumRetryAttempts"], 2);
+    let on_failure = &invoke["DestinationConfig"]["OnFailure"];
+    assert_eq!(on_failure["Type"], "SQS");
+    let (queue, resource) = arn_target(&t, &on_failure["Destination"]);
+    assert_eq!(resource["Type"], "AWS::SQS::Queue");
+    assert!(
+        object(&t["Outputs"], "Outputs")
+            .values()
+            .any(|o| o["Value"] == json!({ "Ref": queue })),
+        "an output gives the URL of {queue}"
+    );
+
+    // The classic environment, each variable from the classic parameter; the passwords may
+    // come from a Secrets Manager secret instead.
+    let env = &props["Environment"]["Variables"];
+    for (var, parameter) in CLASSIC_ENVIRONMENT {
+        assert_is_parameter(&t, parameter);
+        let plain = json!({ "Ref": parameter });
+        let value = &env[var];
+        if var.ends_with("_PASS") {
+            assert_eq!(t["Parameters"][parameter]["NoEcho"], true, "{parameter}");
+            let branches = value["Fn::If"]
+                .as_array()
+                .unwrap_or_else(|| panic!("{var} is an !If on the secret: {value}"));
+            assert_eq!(branches.len(), 3, "{var}: {value}");
+            let condition = branches[0].as_str().expect("condition name");
+            assert_eq!(
+                t["Conditions"][condition],
+                json!({ "Fn::Not": [{ "Fn::Equals": [{ "Ref": "PasswordsSecretArn" }, ""] }] }),
+                "{var}: the secret is used when PasswordsSecretArn is set"
+            );
+            let key = if var == "SRC_PASS" {
+                "source_password"
+            } else {
+                "destination_password"
+            };
+            assert_eq!(
+                branches[1],
+                json!({ "Fn::Sub": format!(
+                    "{{{{resolve:secretsmanager:${{PasswordsSecretArn}}:SecretString:{key}}}}}"
+                ) }),
+                "{var}: a dynamic reference to the secret's {key}"
+            );
+            assert_eq!(branches[2], plain, "{var}");
+        } else {
+            assert_eq!(value, &plain, "{var}");
+        }
+    }
+    assert_is_parameter(&t, "PasswordsSecretArn");
+
+    // ferry's policies, with ferry's vocabulary.
+    assert_eq!(
+        env["FERRY_DIVERGENCE"],
+        json!({ "Ref": "DivergencePolicy" })
+    );
+    assert_eq!(env["FERRY_PRUNE"], json!({ "Ref": "PrunePolicy" }));
+    assert_eq!(
+        strings(
+            &t["Parameters"]["DivergencePolicy"]["AllowedValues"],
+            "DivergencePolicy"
+        ),
+        set(&["keep", "overwrite", "abort"])
+    );
+    assert_eq!(
+        strings(
+            &t["Parameters"]["PrunePolicy"]["AllowedValues"],
+            "PrunePolicy"
+        ),
+        set(&["synced", "all", "never"])
+    );
+    assert_eq!(t["Parameters"]["DivergencePolicy"]["Default"], "keep");
+    assert_eq!(t["Parameters"]["PrunePolicy"]["Default"], "synced");
+}
+
+#[test]
+fn the_dockerfile_builds_a_provided_al2023_image_with_git() {
+    let text = std::fs::read_to_string(aws_dir().join("Dockerfile")).expect("Dockerfile");
+    let instructions: Vec<&str> = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .collect();
+    let froms: Vec<&str> = instructions
+        .iter()
+        .copied()
+        .filter(|l| l.starts_with("FROM "))
+        .collect();
+    assert!(froms.len() >= 2, "a multi-stage build: {froms:?}");
+    assert_eq!(
+        froms.last().unwrap().trim(),
+        "FROM public.ecr.aws/lambda/provided:al2023",
+        "the runtime stage is Lambda's OS-only AL2023 image"
+    );
+    let build_stage = froms[0]
+        .split_whitespace()
+        .nth(3)
+        .expect("the build stage is named: FROM IMAGE AS NAME");
+    assert!(
+        text.contains("cargo build --release --locked --bin ferry"),
+        "builds the ferry binary from the locked workspace"
+    );
+    assert!(
+        text.contains("dnf install -y git-core"),
+        "installs git in the runtime image"
+    );
+    assert!(
+        instructions.iter().any(|l| l.starts_with(&format!(
+            "COPY --from={build_stage} /src/target/release/ferry ${{LAMBDA_RUNTIME_DIR}}/bootstrap"
+        ))),
+        "copies the binary to Lambda's bootstrap"
+    );
+    assert!(
+        instructions.iter().any(|l| l.starts_with("CMD ")),
+        "a handler name (unused, but part of the image's configuration)"
+    );
+
+    // The context is the repository root: its .dockerignore keeps build output out.
+    let ignore =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join(".dockerignore"))
+            .expect(".dockerignore at the repository root");
+    assert!(
+        ignore.lines().any(|l| l.trim() == "target/"),
+        ".dockerignore leaves target/ out"
+    );
+}
+
+#[test]
+fn the_deploy_readme_explains_every_parameter() {
+    let t = template();
+    let readme =
+        std::fs::read_to_string(aws_dir().join("README.md")).expect("deploy/aws/README.md");
+    let missing: Vec<&String> = object(&t["Parameters"], "Parameters")
+        .keys()
+        .filter(|p| !readme.contains(&format!("`{p}`")))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "deploy/aws/README.md does not explain {missing:?}"
+    );
+}
