@@ -599,6 +599,28 @@ impl Store {
             .with_context(|| format!("counting the runs of {mirror}"))
     }
 
+    /// Keeps the newest `keep` runs of every mirror and deletes older runs with the events they
+    /// handled, so the store does not grow forever. Returns how many runs were deleted. Events
+    /// not yet handled are never deleted.
+    pub async fn prune(&self, keep: i64) -> Result<u64> {
+        let mut tx = self.pool.begin().await.context("starting a prune")?;
+        const OLD_RUNS: &str = "SELECT id FROM (SELECT id, ROW_NUMBER() OVER (PARTITION BY mirror ORDER BY id DESC) AS newer \
+             FROM runs) WHERE newer > ?1";
+        sqlx::query(&format!("DELETE FROM events WHERE run_id IN ({OLD_RUNS})"))
+            .bind(keep)
+            .execute(&mut *tx)
+            .await
+            .context("pruning old events")?;
+        let deleted = sqlx::query(&format!("DELETE FROM runs WHERE id IN ({OLD_RUNS})"))
+            .bind(keep)
+            .execute(&mut *tx)
+            .await
+            .context("pruning old runs")?
+            .rows_affected();
+        tx.commit().await.context("committing a prune")?;
+        Ok(deleted)
+    }
+
     /// When the next claimable sync becomes due (it may be in the past), so the dispatcher can
     /// sleep until then; `None` when nothing is waiting. A mirror queued behind its own running
     /// sync is not counted: it becomes due when that run finishes.
@@ -1390,5 +1412,55 @@ mod tests {
         let claim = claim_one(&store, now_ms(), "app").await;
         finish(&store, &claim, &failed_report("app"), None).await;
         assert_eq!(behind(store.clone()).await, Some(t5));
+    }
+    #[tokio::test]
+    async fn prune_keeps_the_newest_runs_of_each_mirror() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("ferry.db")).await.unwrap();
+        let report = report_for_prune("p");
+        for _ in 0..5 {
+            store.enqueue("p", Trigger::Webhook, "x").await.unwrap();
+            let claim = store.claim(now_ms(), 1).await.unwrap().remove(0);
+            let finish = Finish {
+                mirror: "p",
+                started_at: claim.started_at,
+                finished_at: now_ms(),
+                trigger: Trigger::Webhook,
+                report: &report,
+                retry_at: None,
+            };
+            store.finish(finish).await.unwrap();
+        }
+        store
+            .enqueue("p", Trigger::Webhook, "still pending")
+            .await
+            .unwrap();
+        assert_eq!(store.prune(2).await.unwrap(), 3);
+        assert_eq!(store.run_count("p").await.unwrap(), 2);
+        assert_eq!(
+            store.event_count("p").await.unwrap(),
+            3,
+            "the kept runs' events and the pending one"
+        );
+        let runs = store.runs("p", 10).await.unwrap();
+        assert!(
+            runs[0].summary.id > runs[1].summary.id && runs[1].summary.id >= 4,
+            "the newest are kept"
+        );
+    }
+
+    fn report_for_prune(name: &str) -> MirrorReport {
+        MirrorReport {
+            name: name.into(),
+            ok: true,
+            duration_ms: 1,
+            source: crate::report::SourceReport {
+                url: "s".into(),
+                ok: true,
+                refs: 1,
+                error: None,
+            },
+            destinations: Vec::new(),
+        }
     }
 }

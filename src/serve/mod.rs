@@ -124,6 +124,7 @@ pub async fn run(
 
     let mut background = JoinSet::new();
     background.spawn(dispatch(service.clone()));
+    background.spawn(prune_history(service.clone()));
     for (i, m) in service.mirrors.iter().enumerate() {
         if let Some(every) = m.poll_interval {
             background.spawn(every_interval(service.clone(), i, every, Trigger::Poll));
@@ -369,6 +370,25 @@ async fn every_interval(svc: Arc<Service>, index: usize, every: Duration, trigge
         };
         if let Err(e) = svc.trigger(name, trigger, detail).await {
             tracing::error!(mirror = %name, error = %format!("{e:#}"), "cannot queue a sync");
+        }
+    }
+}
+
+/// Runs (with their reports) kept per mirror; older ones are pruned hourly.
+const KEEP_RUNS_PER_MIRROR: i64 = 1000;
+
+/// Keeps the store's history bounded: at start and then every hour.
+async fn prune_history(svc: Arc<Service>) {
+    let mut stop = svc.stopping.subscribe();
+    loop {
+        match svc.store.prune(KEEP_RUNS_PER_MIRROR).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(runs = n, "pruned old run history"),
+            Err(e) => tracing::warn!(error = %format!("{e:#}"), "cannot prune old run history"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(3600)) => {}
+            _ = stop.changed() => return,
         }
     }
 }
