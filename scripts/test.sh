@@ -26,11 +26,9 @@ if [ ${#need[@]} -gt 0 ]; then
 fi
 
 # Python tools the tests drive: cargo-lambda (the Lambda Runtime API emulator) and cfn-lint
-# (the SAM template's linter), both from PyPI.
-if ! command -v cargo-lambda >/dev/null 2>&1 || ! command -v cfn-lint >/dev/null 2>&1; then
-  echo "installing test dependencies: cargo-lambda cfn-lint (pip)"
-  python3 -m pip install --quiet --disable-pip-version-check cargo-lambda cfn-lint
-  command -v pyenv >/dev/null 2>&1 && pyenv rehash || true
-fi
+# (the SAM template's linter), both from PyPI, pinned: a new cfn-lint release can add warnings.
+# pip does nothing when they are already there.
+python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore cargo-lambda==1.9.2 cfn-lint==1.51.0
+if command -v pyenv >/dev/null 2>&1; then pyenv rehash; fi
 
 cargo test --workspace --locked "$@"
