@@ -26,9 +26,20 @@ if [ ${#need[@]} -gt 0 ]; then
 fi
 
 # Python tools the tests drive: cargo-lambda (the Lambda Runtime API emulator) and cfn-lint
-# (the SAM template's linter), both from PyPI, pinned: a new cfn-lint release can add warnings.
-# pip does nothing when they are already there.
-python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore cargo-lambda==1.9.2 cfn-lint==1.51.0
-if command -v pyenv >/dev/null 2>&1; then pyenv rehash; fi
+# (the SAM template's linter), from PyPI, pinned (a new cfn-lint can add warnings), in a venv
+# under target/ so no system Python is touched.
+tools="$PWD/target/test-tools"
+if [ ! -x "$tools/bin/cfn-lint" ] || [ ! -x "$tools/bin/cargo-lambda" ]; then
+  if ! python3 -m venv --help >/dev/null 2>&1; then
+    echo "installing test dependencies: python3-venv"
+    sudo=""
+    [ "$(id -u)" -eq 0 ] || sudo="sudo"
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends python3-venv >/dev/null
+  fi
+  echo "installing test dependencies: cargo-lambda, cfn-lint (pip, into $tools)"
+  python3 -m venv "$tools"
+  "$tools/bin/python3" -m pip install --quiet --disable-pip-version-check cargo-lambda==1.9.2 cfn-lint==1.51.0
+fi
+export PATH="$tools/bin:$PATH"
 
 cargo test --workspace --locked "$@"

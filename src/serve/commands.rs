@@ -35,8 +35,8 @@ pub struct ServeArgs {
     /// Syncs running at once [default: serve.workers, else the number of CPUs].
     #[arg(long, value_name = "N", env = "FERRY_WORKERS")]
     pub workers: Option<usize>,
-    /// Cache directory [default: cache_dir, else DATA_DIR/cache].
-    #[arg(long, value_name = "DIR", env = "FERRY_CACHE_DIR")]
+    /// Cache directory [default: cache_dir in the file, else $FERRY_CACHE_DIR, else DATA_DIR/cache].
+    #[arg(long, value_name = "DIR")]
     pub cache_dir: Option<PathBuf>,
 }
 
@@ -107,10 +107,16 @@ pub fn serve(args: &ServeArgs) -> Result<anyhow::Result<()>, ConfigError> {
         }
         serve.workers = workers;
     }
+    // The same order as `ferry sync`: flag, file, environment, then the service's default.
     let cache_dir = args
         .cache_dir
         .clone()
         .or_else(|| resolved.config.cache_dir.clone())
+        .or_else(|| {
+            std::env::var_os("FERRY_CACHE_DIR")
+                .filter(|v| !v.is_empty())
+                .map(PathBuf::from)
+        })
         .unwrap_or_else(|| resolved.data_dir.join("cache"));
     let engine = Settings {
         cache_dir: std::path::absolute(&cache_dir).unwrap_or(cache_dir),
@@ -129,6 +135,7 @@ pub fn serve(args: &ServeArgs) -> Result<anyhow::Result<()>, ConfigError> {
         Err(e) => return Ok(Err(e).context("cannot start the async runtime")),
     };
     Ok(runtime.block_on(async move {
+        let _lock = lock_data_dir(&resolved.data_dir)?;
         let store = Store::open(&store_path(&resolved.data_dir)).await?;
         let listen = serve.listen;
         let listener = tokio::net::TcpListener::bind(listen)
@@ -137,6 +144,26 @@ pub fn serve(args: &ServeArgs) -> Result<anyhow::Result<()>, ConfigError> {
         let service = Service::new(resolved.config.mirrors, serve, engine, store)?;
         super::run(listener, service, shutdown_signal()).await
     }))
+}
+
+/// One service per data directory: a second one would requeue the first one's running syncs
+/// as if it had crashed. The lock is held until the returned value is dropped.
+fn lock_data_dir(data_dir: &std::path::Path) -> anyhow::Result<nix::fcntl::Flock<std::fs::File>> {
+    std::fs::create_dir_all(data_dir)
+        .with_context(|| format!("cannot create the data directory {}", data_dir.display()))?;
+    let path = data_dir.join("ferry-serve.lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("cannot open {}", path.display()))?;
+    nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock).map_err(|(_, errno)| {
+        anyhow::anyhow!(
+            "another ferry serve is already using the data directory {} ({errno}); stop it first, or give this one its own data_dir",
+            data_dir.display()
+        )
+    })
 }
 
 /// Resolves on SIGTERM or SIGINT.

@@ -127,8 +127,9 @@ async fn manual(State(svc): Svc, Path(name): Path<String>, headers: HeaderMap) -
     let given = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .unwrap_or("");
+        .and_then(|v| v.split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map_or("", |(_, token)| token.trim());
     if !bool::from(given.as_bytes().ct_eq(token.expose().as_bytes())) {
         return error(
             StatusCode::UNAUTHORIZED,

@@ -998,3 +998,32 @@ fn the_status_page_renders_in_a_real_browser() {
         shot.display()
     );
 }
+
+#[test]
+fn a_second_service_on_the_same_data_dir_is_refused() {
+    let (src, dst) = pair("twice");
+    let toml = mirror_toml(
+        "tw",
+        &src.url(Transport::File),
+        &dst.url(Transport::File),
+        "",
+    );
+    let serve = Serve::start("", &toml);
+    serve.wait_converged("tw", &src.path(), &dst.path());
+    let out = Command::new(env!("CARGO_BIN_EXE_ferry"))
+        .args(["serve", "--config"])
+        .arg(serve.config_path())
+        .output()
+        .expect("run a second ferry serve");
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("already using the data directory"),
+        "{stderr}"
+    );
+    assert_eq!(
+        serve.mirror("tw")["state"],
+        "idle",
+        "the first one is unaffected"
+    );
+}
