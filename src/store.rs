@@ -581,7 +581,8 @@ impl Store {
         .context("counting the queue")
     }
 
-    /// How many events the mirror has received.
+    /// How many events the mirror has received (for tests).
+    #[cfg(test)]
     pub async fn event_count(&self, mirror: &str) -> Result<i64> {
         sqlx::query_scalar("SELECT COUNT(*) FROM events WHERE mirror = ?1")
             .bind(mirror)
@@ -590,7 +591,8 @@ impl Store {
             .with_context(|| format!("counting the events of {mirror}"))
     }
 
-    /// How many runs of the mirror are recorded.
+    /// How many runs of the mirror are recorded (for tests).
+    #[cfg(test)]
     pub async fn run_count(&self, mirror: &str) -> Result<i64> {
         sqlx::query_scalar("SELECT COUNT(*) FROM runs WHERE mirror = ?1")
             .bind(mirror)
