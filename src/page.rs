@@ -628,6 +628,7 @@ mod tests {
             last_success_at: Some(NOW - 7_200_000),
             last_attempt_at: Some(NOW - 60_000),
             last_error: error,
+            lag_seconds: 0.0,
         }
     }
 

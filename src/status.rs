@@ -93,7 +93,7 @@ impl MirrorState {
 }
 
 /// One destination of a mirror, as of the last run that reached it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DestinationStatus {
     /// Redacted URL.
     pub url: String,
@@ -101,6 +101,10 @@ pub struct DestinationStatus {
     pub last_attempt_at: Option<i64>,
     /// The error of the last attempt, if it failed.
     pub last_error: Option<ErrorReport>,
+    /// Seconds this destination has been behind the source; computed when shown (see
+    /// [`MirrorStatus::with_lag`]), 0 as stored.
+    #[serde(default)]
+    pub lag_seconds: f64,
 }
 
 /// One finished run, without its per-ref detail.
@@ -123,7 +127,7 @@ pub struct RunDetail {
 }
 
 /// A mirror for the API, the page and `ferry status`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct MirrorStatus {
     pub name: String,
     pub state: MirrorState,
@@ -146,6 +150,18 @@ impl MirrorStatus {
         self.behind_since
             .map_or(0.0, |t| ((now - t).max(0) as f64) / 1000.0)
     }
+
+    /// Fills in each destination's lag at `now`: a destination whose last success came after
+    /// the mirror fell behind is in sync; the others are as far behind as the mirror.
+    pub fn with_lag(mut self, now: i64) -> MirrorStatus {
+        let lag = self.lag_seconds(now);
+        let since = self.behind_since;
+        for d in &mut self.destinations {
+            let caught_up = matches!((d.last_success_at, since), (Some(ok), Some(t)) if ok >= t);
+            d.lag_seconds = if caught_up { 0.0 } else { lag };
+        }
+        self
+    }
 }
 
 /// Milliseconds since the Unix epoch.
@@ -153,4 +169,34 @@ pub fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as i64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_destination_that_succeeded_since_the_mirror_fell_behind_has_no_lag() {
+        let dest = |ok: Option<i64>| DestinationStatus {
+            url: "d".into(),
+            last_success_at: ok,
+            last_attempt_at: Some(9_000),
+            last_error: None,
+            lag_seconds: 0.0,
+        };
+        let m = MirrorStatus {
+            name: "m".into(),
+            state: MirrorState::Failing,
+            source: "s".into(),
+            failure_streak: 2,
+            behind_since: Some(5_000),
+            retry_at: None,
+            last_run: None,
+            destinations: vec![dest(Some(6_000)), dest(Some(1_000)), dest(None)],
+        }
+        .with_lag(10_000);
+        let lags: Vec<f64> = m.destinations.iter().map(|d| d.lag_seconds).collect();
+        assert_eq!(lags, [0.0, 5.0, 5.0]);
+        assert_eq!(m.lag_seconds(10_000), 5.0);
+    }
 }

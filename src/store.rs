@@ -781,6 +781,7 @@ async fn status_of(conn: &mut SqliteConnection, row: StatusRow) -> Result<Mirror
                 last_success_at,
                 last_attempt_at,
                 last_error,
+                lag_seconds: 0.0,
             })
         })
         .collect::<Result<Vec<_>>>()?;

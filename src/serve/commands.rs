@@ -2,7 +2,7 @@
 //! and the config file become a [`Service`]; status and history come from the running service
 //! or, when it is down, straight from its store.
 
-use super::http::MirrorView;
+use super::http::{view, MirrorView};
 use super::Service;
 use crate::config::{Config, ConfigError, RawOptions};
 use crate::status::{now_ms, MirrorState, MirrorStatus, RunDetail};
@@ -254,10 +254,7 @@ pub fn status(args: &StatusArgs) -> Result<anyhow::Result<bool>, ConfigError> {
                 let views: Vec<MirrorView> = mirrors
                     .iter()
                     .cloned()
-                    .map(|status| MirrorView {
-                        lag_seconds: status.lag_seconds(now),
-                        status,
-                    })
+                    .map(|status| view(status, now))
                     .collect();
                 println!("{}", serde_json::to_string_pretty(&views)?);
             } else {

@@ -163,10 +163,11 @@ pub struct MirrorView {
     pub lag_seconds: f64,
 }
 
-fn view(status: MirrorStatus, now: i64) -> MirrorView {
+/// The mirror with its lag, and each destination's, at `now`.
+pub fn view(status: MirrorStatus, now: i64) -> MirrorView {
     MirrorView {
         lag_seconds: status.lag_seconds(now),
-        status,
+        status: status.with_lag(now),
     }
 }
 
