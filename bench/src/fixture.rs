@@ -102,40 +102,9 @@ impl<'a> Fixture<'a> {
     pub fn new_commit(&mut self) -> Result<String> {
         self.commits_made += 1;
         let source = self.source();
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .context("the system clock is before 1970")?;
-        let content = self.scratch.path().join("marker");
-        let message = format!(
-            "ferry-bench commit {} at {}\n",
-            self.commits_made,
-            now.as_nanos()
-        );
-        fs::write(&content, &message)
-            .with_context(|| format!("failed to write {}", content.display()))?;
-        let content = content.to_string_lossy();
-        let blob = git(&source, &["hash-object", "-w", &content])?;
-        let index = self.scratch.path().join("index");
-        let env = [("GIT_INDEX_FILE", index.as_os_str())];
-        git_with_env(&source, &["read-tree", "refs/heads/main"], &env)?;
-        let cacheinfo = format!("100644,{blob},{MARKER_FILE}");
-        git_with_env(
-            &source,
-            &["update-index", "--add", "--cacheinfo", &cacheinfo],
-            &env,
-        )?;
-        let tree = git_with_env(&source, &["write-tree"], &env)?;
         let old = git(&source, &["rev-parse", "refs/heads/main"])?;
-        // Dated now, i.e. after its parent like a real new commit: testkit's
-        // fixed date predates the generated history, and a commit older than
-        // its parent makes git's date-ordered walks (push, fetch,
-        // connectivity checks) crawl the whole history.
-        let date = format!("{} +0000", now.as_secs());
-        let commit = git_with_env(
-            &source,
-            &["commit-tree", &tree, "-p", &old, "-m", message.trim_end()],
-            &[("GIT_COMMITTER_DATE", &date), ("GIT_AUTHOR_DATE", &date)],
-        )?;
+        let label = format!("ferry-bench commit {}", self.commits_made);
+        let commit = make_commit(&source, self.scratch.path(), &old, &label)?;
         git(&source, &["update-ref", "refs/heads/main", &commit, &old])?;
         Ok(commit)
     }
@@ -281,8 +250,43 @@ impl Drop for Fixture<'_> {
     }
 }
 
+/// Writes a commit on top of `parent` in the bare `repo` that changes one
+/// small file, without moving any ref: one new blob, tree and commit.
+/// `scratch` holds a temporary index and the file's content.
+pub fn make_commit(repo: &Path, scratch: &Path, parent: &str, label: &str) -> Result<String> {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .context("the system clock is before 1970")?;
+    let content = scratch.join("marker");
+    let message = format!("{label} at {}\n", now.as_nanos());
+    fs::write(&content, &message)
+        .with_context(|| format!("failed to write {}", content.display()))?;
+    let content = content.to_string_lossy();
+    let blob = git(repo, &["hash-object", "-w", &content])?;
+    let index = scratch.join("index");
+    let env = [("GIT_INDEX_FILE", index.as_os_str())];
+    git_with_env(repo, &["read-tree", parent], &env)?;
+    let cacheinfo = format!("100644,{blob},{MARKER_FILE}");
+    git_with_env(
+        repo,
+        &["update-index", "--add", "--cacheinfo", &cacheinfo],
+        &env,
+    )?;
+    let tree = git_with_env(repo, &["write-tree"], &env)?;
+    // Dated now, i.e. after its parent like a real new commit: testkit's
+    // fixed date predates the generated history, and a commit older than
+    // its parent makes git's date-ordered walks (push, fetch,
+    // connectivity checks) crawl the whole history.
+    let date = format!("{} +0000", now.as_secs());
+    git_with_env(
+        repo,
+        &["commit-tree", &tree, "-p", parent, "-m", message.trim_end()],
+        &[("GIT_COMMITTER_DATE", &date), ("GIT_AUTHOR_DATE", &date)],
+    )
+}
+
 /// sync(1): write back all dirty pages.
-fn flush_dirty_pages() -> Result<()> {
+pub fn flush_dirty_pages() -> Result<()> {
     let status = Command::new("sync")
         .status()
         .context("failed to run sync")?;

@@ -1,7 +1,10 @@
 //! ferry's benchmark: how long it takes to propagate ONE new commit with
 //! ferry (warm cache) versus the classic clone+push-mirror, a raw cached git
 //! baseline and the floor (pushing just that commit), plus the no-op cost and
-//! ferry's peak memory. Prints a markdown table and target verdicts.
+//! ferry's peak memory. Prints a markdown table and target verdicts; then the
+//! service section: a real `ferry serve` driven by signed webhooks (latency
+//! to the destination, acknowledgement latency under load, idle memory with
+//! 100 mirrors, cost of a burst), with a second table and its verdicts.
 //!
 //! `cargo run --release -p ferry-bench [-- --quick] [-- --runs N]`
 
@@ -12,6 +15,9 @@ mod report;
 mod repos;
 mod runner;
 mod sampler;
+mod serve;
+mod service;
+mod service_report;
 mod stats;
 mod transport;
 
@@ -30,20 +36,24 @@ const DEFAULT_RUNS: usize = 5;
 const QUICK_RUNS: usize = 2;
 const CLASSIC_RUNS_LARGE: usize = 3;
 
-const USAGE: &str = "usage: ferry-bench [--quick] [--runs N]";
+const USAGE: &str = "usage: ferry-bench [--quick] [--runs N] [--service-only]";
 
 struct Options {
     quick: bool,
     runs: usize,
+    /// Skip the sync table; only the service section.
+    service_only: bool,
 }
 
 fn parse_args() -> Result<Options> {
     let mut quick = false;
+    let mut service_only = false;
     let mut runs = None;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--quick" => quick = true,
+            "--service-only" => service_only = true,
             "--runs" => {
                 let n = args.next().context("--runs needs a number")?;
                 let n: usize = n.parse().with_context(|| format!("bad --runs {n:?}"))?;
@@ -60,7 +70,11 @@ fn parse_args() -> Result<Options> {
         }
     }
     let runs = runs.unwrap_or(if quick { QUICK_RUNS } else { DEFAULT_RUNS });
-    Ok(Options { quick, runs })
+    Ok(Options {
+        quick,
+        runs,
+        service_only,
+    })
 }
 
 fn main() -> Result<()> {
@@ -79,10 +93,34 @@ fn main() -> Result<()> {
         runs: options.runs,
         classic_runs_large: CLASSIC_RUNS_LARGE,
     };
-    let rows = measure_all(&servers, &ferry, &repos, rounds)?;
+    let rows = if options.service_only {
+        vec![]
+    } else {
+        measure_all(&servers, &ferry, &repos, rounds)?
+    };
+    let counts = service::Counts::new(options.quick);
+    let service = repos
+        .iter()
+        .find(|r| r.spec.name == "small")
+        .context("no small repo to mirror in the service section")
+        .and_then(|repo| service::run(&servers, &ferry, repo, counts))
+        .context("the service section failed");
     drop(servers);
-    print_report(&options, &ferry, &rows, started)?;
-    Ok(())
+    if !options.service_only {
+        print_report(&options, &ferry, &rows)?;
+    }
+    let service = match service {
+        Ok(results) => {
+            print_service(&results);
+            Ok(())
+        }
+        Err(e) => Err(e),
+    };
+    println!(
+        "\nTotal benchmark time: {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    service
 }
 
 fn measure_all(
@@ -105,7 +143,7 @@ fn measure_all(
     Ok(rows)
 }
 
-fn print_report(options: &Options, ferry: &Path, rows: &[Row], started: Instant) -> Result<()> {
+fn print_report(options: &Options, ferry: &Path, rows: &[Row]) -> Result<()> {
     let git_version = git(Path::new("."), &["--version"])?;
     let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
     println!(
@@ -140,9 +178,13 @@ fn print_report(options: &Options, ferry: &Path, rows: &[Row], started: Instant)
     );
     println!("## Targets\n");
     print!("{}", report::targets(rows));
-    println!(
-        "\nTotal benchmark time: {:.1} s",
-        started.elapsed().as_secs_f64()
-    );
     Ok(())
+}
+
+fn print_service(results: &service::ServiceResults) {
+    println!("\n## Service (`ferry serve`)\n");
+    print!("{}", service_report::table(results));
+    println!("\n{}", service_report::methods(results));
+    println!("## Service targets\n");
+    print!("{}", service_report::targets(results));
 }

@@ -47,6 +47,31 @@ pub fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
 
+/// The nearest-rank `p`-th percentile (0 < p <= 100) of `samples`: the
+/// smallest sample with at least p% of all samples at or below it.
+pub fn percentile(samples: &[Duration], p: f64) -> Option<Duration> {
+    let mut sorted = samples.to_vec();
+    sorted.sort();
+    let n = sorted.len();
+    if n == 0 {
+        return None;
+    }
+    let rank = ((p / 100.0) * n as f64).ceil() as usize;
+    Some(sorted[rank.clamp(1, n) - 1])
+}
+
+/// [`percentile`] of millisecond values.
+pub fn percentile_f64(samples: &[f64], p: f64) -> Option<f64> {
+    let mut sorted = samples.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    let n = sorted.len();
+    if n == 0 {
+        return None;
+    }
+    let rank = ((p / 100.0) * n as f64).ceil() as usize;
+    Some(sorted[rank.clamp(1, n) - 1])
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -68,5 +93,16 @@ mod tests {
             Some(Duration::from_micros(2500))
         );
         assert_eq!(stats(&[4, 1, 3, 2]).min(), Some(Duration::from_millis(1)));
+    }
+
+    #[test]
+    fn nearest_rank_percentiles() {
+        let d: Vec<Duration> = (1..=100).map(Duration::from_millis).collect();
+        assert_eq!(percentile(&d, 50.0), Some(Duration::from_millis(50)));
+        assert_eq!(percentile(&d, 99.0), Some(Duration::from_millis(99)));
+        assert_eq!(percentile(&d, 100.0), Some(Duration::from_millis(100)));
+        assert_eq!(percentile(&d[..3], 99.0), Some(Duration::from_millis(3)));
+        assert_eq!(percentile(&[], 50.0), None);
+        assert_eq!(percentile_f64(&[3.0, 1.0, 2.0], 50.0), Some(2.0));
     }
 }
