@@ -200,6 +200,21 @@ impl Store {
         if limit == 0 {
             return Ok(Vec::new());
         }
+        // Most wake-ups (a webhook for a mirror that is already queued or running) find
+        // nothing due: answer those with a read, without taking the write lock that every
+        // webhook's enqueue needs too.
+        let anything_due: bool = sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM pending p JOIN mirrors m ON m.name = p.mirror \
+             WHERE p.queued = 1 AND p.running = 0 AND p.not_before <= ?1 \
+               AND m.config_state <> 'removed')",
+        )
+        .bind(now)
+        .fetch_one(&self.pool)
+        .await
+        .context("checking for due syncs")?;
+        if !anything_due {
+            return Ok(Vec::new());
+        }
         let mut tx = self
             .pool
             .begin_with(BEGIN_WRITE)
