@@ -178,15 +178,21 @@ fn a_stalling_server_times_out_within_the_limit() {
     );
 }
 
-#[test]
-fn a_connection_cut_mid_fetch_fails_and_a_rerun_converges() {
-    let src = Repo::empty("cut-src");
+/// A source with about 500 KB of incompressible history: transfers long enough to cut.
+fn bulky_source(prefix: &str) -> Repo {
+    let src = Repo::empty(prefix);
     for i in 0..5 {
         src.work
             .commit(&format!("f{i}.txt"), &noise(100_000, i), "bulk")
             .unwrap();
     }
     src.push(&["main"]);
+    src
+}
+
+#[test]
+fn a_connection_cut_mid_fetch_fails_and_a_rerun_converges() {
+    let src = bulky_source("cut-src");
     let dst = Repo::empty("cut-dst");
     let target: SocketAddr = ([127, 0, 0, 1], servers().git_daemon_port()).into();
     let proxy = TcpProxy::start(target, ProxyMode::CutAfter { bytes: 4000 }).unwrap();
@@ -213,13 +219,7 @@ fn a_connection_cut_mid_fetch_fails_and_a_rerun_converges() {
 
 #[test]
 fn a_connection_cut_mid_push_fails_and_a_rerun_converges() {
-    let src = Repo::empty("cutp-src");
-    for i in 0..5 {
-        src.work
-            .commit(&format!("f{i}.txt"), &noise(100_000, i), "bulk")
-            .unwrap();
-    }
-    src.push(&["main"]);
+    let src = bulky_source("cutp-src");
     let dst = Repo::empty("cutp-dst");
     let target: SocketAddr = ([127, 0, 0, 1], servers().git_daemon_port()).into();
     let proxy = TcpProxy::start(target, ProxyMode::Forward).unwrap();
