@@ -100,7 +100,8 @@ pub fn summarize_stderr(stderr: &str) -> String {
     truncate(&joined, 600)
 }
 
-fn truncate(s: &str, max: usize) -> String {
+/// `s` cut to at most `max` bytes (on a character boundary), with `…` when cut.
+pub(crate) fn truncate(s: &str, max: usize) -> String {
     if s.len() <= max {
         return s.to_owned();
     }

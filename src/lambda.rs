@@ -103,7 +103,7 @@ impl Function {
             }
             _ => bail!(
                 "unrecognised event (expected a CodeCommit or scheduled EventBridge event, a Function URL / API Gateway request, or {{\"mirror\": \"NAME\"}}): {}",
-                truncate(&event.to_string(), 300)
+                crate::git::truncate(&event.to_string(), 300)
             ),
         }
     }
@@ -356,14 +356,6 @@ fn failure_summary(report: &MirrorReport) -> String {
         }
     }
     format!("mirror {} failed: {}", report.name, parts.join("; "))
-}
-
-fn truncate(s: &str, max: usize) -> &str {
-    let mut end = s.len().min(max);
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    &s[..end]
 }
 
 /// Runs the Lambda runtime loop until the runtime API goes away.

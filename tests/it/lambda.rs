@@ -2,7 +2,7 @@
 //! cargo-lambda's Runtime API emulator on loopback, invoked with EventBridge and Function URL
 //! payloads, syncing between the real git servers.
 
-use crate::harness::{branches_and_tags, servers, Repo, Transport};
+use crate::harness::{branches_and_tags, Repo, Transport};
 use crate::service::{codecommit_event, delivery, SECRET};
 use ferry_testkit::WRITER;
 use serde_json::{json, Value};
@@ -317,5 +317,4 @@ fn function_url_webhooks_are_checked_like_the_service_does() {
         .invoke(&function_url_request("/hooks/other", &headers, &body))
         .expect("invocation");
     assert_eq!(response["statusCode"], 404, "{response}");
-    let _ = servers();
 }
