@@ -1,23 +1,22 @@
 //! ferry keeps Git repositories synchronized. See ARCHITECTURE.md for the map.
 //!
-//! The planning core ([`plan`], [`refs`], [`kind`]) is pure; [`git`], [`cache`] and [`record`]
-//! are the I/O adapters; [`sync`] wires them together for one mirror; [`cli`] and [`config`]
-//! turn user input into validated mirrors; [`report`] is what a run says it did.
+//! The folders follow the flow, and dependencies point one way:
+//!
+//! ```text
+//! app ──> service ──> engine ──> model
+//!  │         ├──────> intake ──> model
+//!  │         └──────> config ──> model
+//!  └──> engine, intake, config, model
+//! ```
+//!
+//! [`model`] is the vocabulary; [`config`] turns files and the environment into it; [`intake`]
+//! authenticates and classifies what arrives from outside; [`engine`] runs one mirror once;
+//! [`service`] is the always-on queue around the engine; [`app`] holds the front ends. The
+//! `tidy` test enforces the arrows.
 
-pub mod cache;
-pub mod cli;
+pub mod app;
 pub mod config;
-pub mod git;
-pub mod kind;
-pub mod lambda;
-pub mod page;
-pub mod plan;
-pub mod record;
-pub mod refs;
-pub mod remote;
-pub mod report;
-pub mod serve;
-pub mod status;
-pub mod store;
-pub mod sync;
-pub mod webhook;
+pub mod engine;
+pub mod intake;
+pub mod model;
+pub mod service;

@@ -1,10 +1,11 @@
 //! The HTTP face of the service: webhook intake, the JSON API, metrics, health, and the status
-//! page. Handlers are thin: checks and parsing live in [`crate::webhook`], state in the store.
+//! page. Handlers are thin: checks and parsing live in [`crate::intake::webhook`], state in the store.
 
 use super::Service;
-use crate::remote::Secret;
-use crate::status::{now_ms, MirrorStatus, RunSummary, Trigger};
-use crate::webhook::{self, Event, Provider, Rejection};
+use crate::intake::webhook::{self, Event, Provider, Rejection};
+use crate::model::mirror::Trigger;
+use crate::model::remote::Secret;
+use crate::service::status::{now_ms, view, RunSummary};
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
 use axum::http::{header, HeaderMap, StatusCode};
@@ -12,7 +13,7 @@ use axum::middleware::{self, Next};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use serde_json::json;
 use std::sync::Arc;
 use subtle::ConstantTimeEq;
@@ -155,22 +156,6 @@ async fn manual(State(svc): Svc, Path(name): Path<String>, headers: HeaderMap) -
     }
 }
 
-/// A mirror as the API shows it: the stored status plus its lag now.
-#[derive(Serialize, Deserialize)]
-pub struct MirrorView {
-    #[serde(flatten)]
-    pub status: MirrorStatus,
-    pub lag_seconds: f64,
-}
-
-/// The mirror with its lag, and each destination's, at `now`.
-pub fn view(status: MirrorStatus, now: i64) -> MirrorView {
-    MirrorView {
-        lag_seconds: status.lag_seconds(now),
-        status: status.with_lag(now),
-    }
-}
-
 async fn list(State(svc): Svc) -> Response {
     match svc.store.mirrors().await {
         Ok(all) => {
@@ -254,7 +239,13 @@ async fn page(State(svc): Svc) -> Response {
                 mirrors.iter().filter_map(|m| m.last_run.clone()).collect();
             recent.sort_by_key(|r| std::cmp::Reverse(r.finished_at));
             recent.truncate(20);
-            Html(crate::page::status_page(&mirrors, &recent, now_ms(), 5)).into_response()
+            Html(crate::service::page::status_page(
+                &mirrors,
+                &recent,
+                now_ms(),
+                5,
+            ))
+            .into_response()
         }
         Err(e) => internal(e),
     }

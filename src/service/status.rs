@@ -1,56 +1,9 @@
 //! What the service knows about each mirror, as the store returns it and as the API, the
 //! status page and `ferry status` show it. Plain data; times are Unix milliseconds.
 
-use crate::report::ErrorReport;
+use crate::engine::report::ErrorReport;
+use crate::model::mirror::Trigger;
 use serde::{Deserialize, Serialize};
-
-/// Why a sync ran. Stored as its snake_case name.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Trigger {
-    /// A push webhook (GitHub, GitLab, Gitea, Forgejo, Bitbucket, generic).
-    Webhook,
-    /// An AWS CodeCommit reference event delivered by EventBridge.
-    Codecommit,
-    /// Polling saw the source change.
-    Poll,
-    /// The periodic full comparison of every destination with the source.
-    Reconcile,
-    /// `POST /api/mirrors/{mirror}/sync`.
-    Manual,
-    /// The mirror's configuration changed (or is new) since the service last ran.
-    Config,
-    /// A retry after a transient failure.
-    Retry,
-}
-
-impl Trigger {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Trigger::Webhook => "webhook",
-            Trigger::Codecommit => "codecommit",
-            Trigger::Poll => "poll",
-            Trigger::Reconcile => "reconcile",
-            Trigger::Manual => "manual",
-            Trigger::Config => "config",
-            Trigger::Retry => "retry",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Trigger> {
-        [
-            Trigger::Webhook,
-            Trigger::Codecommit,
-            Trigger::Poll,
-            Trigger::Reconcile,
-            Trigger::Manual,
-            Trigger::Config,
-            Trigger::Retry,
-        ]
-        .into_iter()
-        .find(|t| t.as_str() == s)
-    }
-}
 
 /// A mirror at a glance.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -161,6 +114,22 @@ impl MirrorStatus {
             d.lag_seconds = if caught_up { 0.0 } else { lag };
         }
         self
+    }
+}
+
+/// A mirror as the API shows it: the stored status plus its lag now.
+#[derive(Serialize, Deserialize)]
+pub struct MirrorView {
+    #[serde(flatten)]
+    pub status: MirrorStatus,
+    pub lag_seconds: f64,
+}
+
+/// The mirror with its lag, and each destination's, at `now`.
+pub fn view(status: MirrorStatus, now: i64) -> MirrorView {
+    MirrorView {
+        lag_seconds: status.lag_seconds(now),
+        status: status.with_lag(now),
     }
 }
 

@@ -10,47 +10,24 @@
 //! Destinations are independent: each gets its own report, and one failing never stops the
 //! others.
 
-use crate::cache::{Cache, CachePaths, Strategy};
-use crate::git::{failure_from_stderr, Call, Git, GitFailure};
-use crate::kind::{classify_ref_rejection, ErrorKind};
-use crate::plan::{self, Action, Note, Plan, PlanInput, Policy, RefPlan};
-use crate::record::Record;
-use crate::refs::{Oid, RefMap, RefSelection};
-use crate::remote::{Remote, Secret};
-use crate::report::{
+use crate::engine::cache::{Cache, CachePaths, Strategy};
+use crate::engine::git::{failure_from_stderr, Call, Git, GitFailure};
+use crate::engine::plan::{self, Action, Note, Plan, PlanInput, RefPlan};
+use crate::engine::record::Record;
+use crate::engine::report::{
     DestinationReport, ErrorReport, MirrorReport, Outcome, RefReport, SourceReport,
 };
+use crate::model::kind::{classify_ref_rejection, ErrorKind};
+use crate::model::mirror::{Mirror, Settings};
+use crate::model::refs::{Oid, RefMap, RefSelection};
+use crate::model::remote::{Remote, Secret};
 use futures::future::join_all;
 use std::collections::{BTreeMap, HashSet};
-use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 /// Refs per `git push` when not atomic: keeps argv well under the kernel's limit on repos with
 /// tens of thousands of refs.
 const PUSH_BATCH: usize = 2000;
-
-/// Everything one mirror needs, validated.
-#[derive(Debug, Clone)]
-pub struct Mirror {
-    pub name: String,
-    pub source: Remote,
-    pub destinations: Vec<Remote>,
-    pub selection: RefSelection,
-    pub policy: Policy,
-    pub atomic: bool,
-    /// Create missing local destination repositories (bare).
-    pub create: bool,
-}
-
-/// How a run behaves, shared by all mirrors of a run.
-#[derive(Debug, Clone)]
-pub struct Settings {
-    pub cache_dir: PathBuf,
-    /// Deadline for each git operation (and for waiting on the cache lock).
-    pub timeout: Duration,
-    /// Forward git's progress meters to stderr.
-    pub progress: bool,
-}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {

@@ -7,25 +7,25 @@
 //! - EventBridge scheduled events reconcile every mirror (EventBridge delivers events only
 //!   best effort; this catches what was missed);
 //! - Function URL / API Gateway HTTP requests to `/hooks/{mirror}` get the same checks as
-//!   `ferry serve` ([`crate::webhook`]) and sync before answering;
+//!   `ferry serve` ([`crate::intake::webhook`]) and sync before answering;
 //! - a direct invoke `{"mirror": "NAME"}` syncs that mirror.
 //!
 //! A sync that fails makes the invocation fail (an error for events and invokes, a 5xx for
 //! HTTP), so Lambda's retries and the on-failure destination see it. The cache lives in
 //! `/tmp` and warm invocations reuse it.
 
-use crate::config::{Config, ConfiguredMirror, RawOptions};
-use crate::plan::{Divergence, Prune};
-use crate::report::MirrorReport;
-use crate::status::Trigger;
-use crate::sync::{run_mirror, Mode, Settings};
-use crate::webhook::{self, Event, Rejection};
+use super::{runtime, AppError, Threads};
+use crate::config::{self, Config, ConfigError, ConfiguredMirror, RawOptions};
+use crate::engine::report::MirrorReport;
+use crate::engine::sync::{run_mirror, Mode};
+use crate::intake::codecommit;
+use crate::intake::webhook::{self, Event, Rejection};
+use crate::model::mirror::{Settings, Trigger};
 use anyhow::{anyhow, bail, Context};
 use base64::Engine;
 use lambda_runtime::{service_fn, LambdaEvent};
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
-use std::process::ExitCode;
 use std::sync::Arc;
 
 /// Where the cache lives unless `FERRY_CACHE_DIR` says otherwise: `/tmp` is the only
@@ -43,7 +43,7 @@ impl Function {
     /// variables (`SRC_REPO`, `SRC_USER`, `SRC_PASS`, `DEST_REPO`, `DEST_USER`, `DEST_PASS`)
     /// plus `FERRY_MIRROR`, `FERRY_INCLUDE`, `FERRY_EXCLUDE` (comma-separated),
     /// `FERRY_DIVERGENCE`, `FERRY_PRUNE`, `FERRY_WEBHOOK_SECRET`.
-    pub fn from_env() -> anyhow::Result<Function> {
+    pub fn from_env() -> Result<Function, ConfigError> {
         let var = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
         let (mirrors, file_cache, file_timeout) = match var("FERRY_CONFIG") {
             Some(config) => {
@@ -56,20 +56,19 @@ impl Function {
                 } else {
                     Config::load(Path::new(&config), &RawOptions::default())
                 }
-                .map_err(|e| anyhow!("FERRY_CONFIG: {e}"))?;
+                .map_err(|e| ConfigError(format!("FERRY_CONFIG: {e}")))?;
                 (cfg.mirrors, cfg.cache_dir, cfg.timeout)
             }
-            None => (vec![classic_mirror()?], None, None),
+            None => (vec![config::classic_mirror()?], None, None),
         };
         let cache_dir = var("FERRY_CACHE_DIR")
             .map(PathBuf::from)
             .or(file_cache)
             .unwrap_or_else(|| DEFAULT_CACHE_DIR.into());
         let timeout = match var("FERRY_TIMEOUT") {
-            Some(t) => {
-                crate::config::parse_duration(&t).map_err(|e| anyhow!("FERRY_TIMEOUT: {e}"))?
-            }
-            None => file_timeout.unwrap_or(crate::cli::DEFAULT_TIMEOUT),
+            Some(t) => config::parse_duration(&t)
+                .map_err(|e| ConfigError(format!("FERRY_TIMEOUT: {e}")))?,
+            None => file_timeout.unwrap_or(Settings::DEFAULT_TIMEOUT),
         };
         Ok(Function {
             mirrors,
@@ -96,14 +95,14 @@ impl Function {
             .and_then(Value::as_str)
             .unwrap_or("");
         match (source, detail_type) {
-            ("aws.codecommit", _) => self.codecommit(&event, detail_type).await,
+            ("aws.codecommit", _) => self.codecommit(&event).await,
             ("aws.events", "Scheduled Event") => {
                 let all: Vec<&ConfiguredMirror> = self.mirrors.iter().collect();
                 self.sync_all(&all, Trigger::Reconcile).await
             }
             _ => bail!(
                 "unrecognised event (expected a CodeCommit or scheduled EventBridge event, a Function URL / API Gateway request, or {{\"mirror\": \"NAME\"}}): {}",
-                crate::git::truncate(&event.to_string(), 300)
+                crate::engine::git::truncate(&event.to_string(), 300)
             ),
         }
     }
@@ -125,30 +124,22 @@ impl Function {
             })
     }
 
-    async fn codecommit(&self, event: &Value, detail_type: &str) -> anyhow::Result<Value> {
-        let detail = &event["detail"];
-        let what = detail["event"].as_str().unwrap_or("");
-        let repository = detail["repositoryName"].as_str().unwrap_or("");
-        let is_reference = detail_type == "CodeCommit Repository State Change"
-            && matches!(
-                what,
-                "referenceCreated" | "referenceUpdated" | "referenceDeleted"
-            );
-        if !is_reference {
-            tracing::info!(
-                detail_type,
-                event = what,
-                repository,
-                "ignoring a CodeCommit event that changes no reference"
-            );
-            return Ok(
-                json!({ "ignored": format!("CodeCommit event '{what}' ({detail_type}) is not a reference change") }),
-            );
+    async fn codecommit(&self, event: &Value) -> anyhow::Result<Value> {
+        let body = event
+            .as_object()
+            .context("a CodeCommit event is a JSON object")?;
+        let repository = codecommit::repository(body).unwrap_or("");
+        match codecommit::classify(body).map_err(|e| anyhow!("{e}"))? {
+            Event::Ignored { reason, .. } => {
+                tracing::info!(repository, %reason, "ignoring a CodeCommit event");
+                return Ok(json!({ "ignored": reason }));
+            }
+            Event::Push { .. } => {}
         }
         let matching: Vec<&ConfiguredMirror> = self
             .mirrors
             .iter()
-            .filter(|m| source_repository_name(&m.mirror.source) == repository)
+            .filter(|m| codecommit::repository_name(&m.mirror.source) == repository)
             .collect();
         if matching.is_empty() {
             bail!(
@@ -173,7 +164,7 @@ impl Function {
         let failed: Vec<String> = reports
             .iter()
             .filter(|r| !r.ok)
-            .map(failure_summary)
+            .map(MirrorReport::failure_summary)
             .collect();
         if failed.is_empty() {
             Ok(json!({ "ok": true, "trigger": trigger.as_str(), "mirrors": reports }))
@@ -229,7 +220,7 @@ impl Function {
         let secret = configured
             .webhook_secret
             .as_ref()
-            .map_or("", crate::remote::Secret::expose);
+            .map_or("", crate::model::remote::Secret::expose);
         match webhook::receive(
             &webhook::Request {
                 headers: &headers,
@@ -256,61 +247,6 @@ impl Function {
     }
 }
 
-/// The mirror the classic function's variables describe.
-fn classic_mirror() -> anyhow::Result<ConfiguredMirror> {
-    let var = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
-    let list = |name: &str| {
-        var(name).map(|v| {
-            v.split(',')
-                .map(str::trim)
-                .filter(|p| !p.is_empty())
-                .map(|p| toml::Spanned::new(0..0, p.to_owned()))
-                .collect::<Vec<_>>()
-        })
-    };
-    let divergence = match var("FERRY_DIVERGENCE").as_deref() {
-        None => None,
-        Some("keep") => Some(Divergence::Keep),
-        Some("overwrite") => Some(Divergence::Overwrite),
-        Some("abort") => Some(Divergence::Abort),
-        Some(other) => bail!("FERRY_DIVERGENCE is '{other}'; use keep, overwrite or abort"),
-    };
-    let prune = match var("FERRY_PRUNE").as_deref() {
-        None => None,
-        Some("synced") => Some(Prune::Synced),
-        Some("all") => Some(Prune::All),
-        Some("never") => Some(Prune::Never),
-        Some(other) => bail!("FERRY_PRUNE is '{other}'; use synced, all or never"),
-    };
-    let options = RawOptions {
-        include: list("FERRY_INCLUDE"),
-        exclude: list("FERRY_EXCLUDE").filter(|v| !v.is_empty()),
-        divergence,
-        prune,
-        ..RawOptions::default()
-    };
-    if var("SRC_REPO").is_none() || var("DEST_REPO").is_none() {
-        bail!("no mirror configured: set SRC_REPO and DEST_REPO (and SRC_USER/SRC_PASS, DEST_USER/DEST_PASS), or FERRY_CONFIG");
-    }
-    let mut mirror = crate::cli::adhoc_mirror(&[], &options).map_err(|e| anyhow!("{e}"))?;
-    if let Some(name) = var("FERRY_MIRROR") {
-        mirror.name = name;
-    }
-    Ok(ConfiguredMirror {
-        mirror,
-        webhook_secret: var("FERRY_WEBHOOK_SECRET").map(crate::remote::Secret::new),
-        poll_interval: None,
-        reconcile_interval: None,
-    })
-}
-
-/// `https://git-codecommit.eu-west-1.amazonaws.com/v1/repos/app` -> `app`.
-fn source_repository_name(source: &crate::remote::Remote) -> &str {
-    let url = source.git_url().trim_end_matches('/');
-    let last = url.rsplit(['/', ':']).next().unwrap_or(url);
-    last.strip_suffix(".git").unwrap_or(last)
-}
-
 fn request_body(event: &Value) -> anyhow::Result<Vec<u8>> {
     let body = event["body"].as_str().unwrap_or("");
     if event["isBase64Encoded"].as_bool().unwrap_or(false) {
@@ -332,95 +268,26 @@ fn log_report(report: &MirrorReport, trigger: Trigger) {
     }
 }
 
-/// What failed, in one line: the error an invocation returns.
-fn failure_summary(report: &MirrorReport) -> String {
-    let mut parts = Vec::new();
-    if let Some(e) = &report.source.error {
-        parts.push(format!(
-            "source {}: {}: {}",
-            report.source.url, e.kind, e.message
-        ));
-    }
-    for d in report.destinations.iter().filter(|d| !d.ok) {
-        match &d.error {
-            Some(e) => parts.push(format!("{}: {}: {}", d.url, e.kind, e.message)),
-            None => {
-                let refs: Vec<String> = d
-                    .refs
-                    .iter()
-                    .filter(|r| !r.is_ok())
-                    .map(|r| format!("{} {}", r.name, r.outcome.map_or("failed", |o| o.as_str())))
-                    .collect();
-                parts.push(format!("{}: {}", d.url, refs.join(", ")));
-            }
-        }
-    }
-    format!("mirror {} failed: {}", report.name, parts.join("; "))
-}
-
-/// Runs the Lambda runtime loop until the runtime API goes away.
-pub fn main() -> ExitCode {
-    let function = match Function::from_env() {
-        Ok(f) => Arc::new(f),
-        Err(e) => {
-            // Printed where Lambda's init error reporting and CloudWatch see it.
-            eprintln!("ferry: {e:#}");
-            return ExitCode::from(crate::cli::EXIT_USAGE);
-        }
-    };
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("ferry: cannot start the async runtime: {e}");
-            return ExitCode::from(crate::cli::EXIT_FAILED);
-        }
-    };
-    let result = runtime.block_on(lambda_runtime::run(service_fn(
-        move |event: LambdaEvent<Value>| {
-            let function = function.clone();
-            async move {
-                tracing::debug!(request_id = %event.context.request_id, "invocation");
-                function.handle(event.payload).await.map_err(|e| {
-                    tracing::error!(error = %format!("{e:#}"), "invocation failed");
-                    lambda_runtime::Diagnostic {
-                        error_type: "ferry.InvocationFailed".into(),
-                        error_message: format!("{e:#}"),
-                    }
-                })
-            }
-        },
-    )));
-    match result {
-        Ok(()) => ExitCode::from(crate::cli::EXIT_OK),
-        Err(e) => {
-            eprintln!("ferry: the Lambda runtime stopped: {e}");
-            ExitCode::from(crate::cli::EXIT_FAILED)
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn codecommit_repository_names_come_from_the_clone_url() {
-        let r = |u: &str| crate::remote::Remote::parse(u, Path::new("/")).unwrap();
-        assert_eq!(
-            source_repository_name(&r(
-                "https://git-codecommit.eu-west-1.amazonaws.com/v1/repos/app"
-            )),
-            "app"
-        );
-        assert_eq!(
-            source_repository_name(&r(
-                "ssh://git-codecommit.eu-west-1.amazonaws.com/v1/repos/app.git"
-            )),
-            "app"
-        );
-    }
+/// Runs the Lambda runtime loop until the runtime API goes away. A configuration error is
+/// printed where Lambda's init error reporting and CloudWatch see it.
+pub fn run() -> Result<bool, AppError> {
+    let function = Arc::new(Function::from_env().map_err(AppError::Usage)?);
+    runtime(Threads::Pool)?
+        .block_on(lambda_runtime::run(service_fn(
+            move |event: LambdaEvent<Value>| {
+                let function = function.clone();
+                async move {
+                    tracing::debug!(request_id = %event.context.request_id, "invocation");
+                    function.handle(event.payload).await.map_err(|e| {
+                        tracing::error!(error = %format!("{e:#}"), "invocation failed");
+                        lambda_runtime::Diagnostic {
+                            error_type: "ferry.InvocationFailed".into(),
+                            error_message: format!("{e:#}"),
+                        }
+                    })
+                }
+            },
+        )))
+        .map_err(|e| anyhow!("the Lambda runtime stopped: {e}"))?;
+    Ok(true)
 }

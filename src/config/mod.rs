@@ -1,11 +1,19 @@
 //! The configuration file (`ferry.toml`) and its validation into [`Mirror`]s. Raw TOML is
 //! deserialized strictly (unknown keys are errors) and then checked as a whole, so a user sees
 //! every mistake with the file and line it is on, and nothing runs on a half-valid config.
+//! [`env`] reads the environment: the ad hoc mirror of the command line and the classic
+//! Lambda function's variables.
+//!
+//! Architecture invariant: `config` imports only `model`. It produces validated values and
+//! runs nothing.
 
-use crate::plan::{Divergence, Policy, Prune};
-use crate::refs::{RefPattern, RefSelection};
-use crate::remote::{Remote, Secret};
-use crate::sync::Mirror;
+use crate::model::refs::{RefPattern, RefSelection};
+use crate::model::remote::{Remote, Secret};
+mod env;
+
+pub use env::{adhoc_mirror, classic_mirror, env_nonempty};
+
+use crate::model::mirror::{Divergence, Mirror, Policy, Prune};
 use serde::de::{self, Deserializer, MapAccess, Visitor};
 use serde::Deserialize;
 use std::collections::HashSet;
@@ -45,6 +53,30 @@ pub struct RawOptions {
     pub create: Option<bool>,
     pub poll_interval: Option<Spanned<String>>,
     pub reconcile_interval: Option<Spanned<String>>,
+}
+
+impl RawOptions {
+    /// The mirror these (merged) options describe between validated remotes.
+    fn mirror(
+        &self,
+        name: String,
+        source: Remote,
+        destinations: Vec<Remote>,
+        selection: RefSelection,
+    ) -> Mirror {
+        Mirror {
+            name,
+            source,
+            destinations,
+            selection,
+            policy: Policy {
+                divergence: self.divergence.unwrap_or_default(),
+                prune: self.prune.unwrap_or_default(),
+            },
+            atomic: self.atomic.unwrap_or(false),
+            create: self.create.unwrap_or(false),
+        }
+    }
 }
 
 /// `[serve]`: settings of `ferry serve`.
@@ -106,7 +138,7 @@ pub struct ConfiguredMirror {
 impl ConfiguredMirror {
     /// Changes whenever anything that affects what the mirror does changes (not secrets).
     pub fn fingerprint(&self) -> String {
-        crate::cache::short_hash(&format!("{:?}", self.mirror))
+        crate::model::mirror::short_hash(&format!("{:?}", self.mirror))
     }
 }
 
@@ -374,18 +406,7 @@ impl Config {
                 None
             });
             mirrors.push(ConfiguredMirror {
-                mirror: Mirror {
-                    name,
-                    source,
-                    destinations,
-                    selection,
-                    policy: Policy {
-                        divergence: options.divergence.unwrap_or_default(),
-                        prune: options.prune.unwrap_or_default(),
-                    },
-                    atomic: options.atomic.unwrap_or(false),
-                    create: options.create.unwrap_or(false),
-                },
+                mirror: options.mirror(name, source, destinations, selection),
                 webhook_secret,
                 poll_interval,
                 reconcile_interval,
@@ -462,7 +483,7 @@ fn serve_settings(
                 errors.push(format!(
                     "{}: serve.notify_url: '{}' is not an http(s) URL",
                     loc.at(v.span()),
-                    crate::remote::redact_text(v.get_ref())
+                    crate::model::remote::redact_text(v.get_ref())
                 ));
                 None
             }

@@ -4,8 +4,8 @@
 //! environment (never argv, a URL or a file), a deadline and stall detection, and kills the
 //! whole process group when either trips (git's helpers, ssh and remote-https included).
 
-use crate::kind::{classify_stderr, ErrorKind};
-use crate::remote::{redact_text, Remote, Secret, Transport};
+use crate::model::kind::{classify_stderr, ErrorKind};
+use crate::model::remote::{redact_text, Remote, Secret, Transport};
 use std::ffi::OsString;
 use std::io::Write;
 use std::path::{Path, PathBuf};

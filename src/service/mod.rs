@@ -11,15 +11,24 @@
 //!             (transient failure: retry_at with backoff; failure streak: notify)
 //! ```
 //! [`run`] takes the listener and a shutdown future, so tests and `main` drive it the same way.
+//!
+//! Rooms: [`store`] (the durable queue and history), [`status`] (the read model the API, the
+//! page and `ferry status` share), [`page`] (rendering), `http` (the router).
+//!
+//! Architecture invariant: `service` imports `engine`, `intake`, `config` and `model`, never
+//! `app`. Every answer about state comes from the store, not from memory.
 
-pub mod commands;
 mod http;
+pub mod page;
+pub mod status;
+pub mod store;
 
 use crate::config::{ConfiguredMirror, ServeSettings};
-use crate::report::MirrorReport;
-use crate::status::{now_ms, MirrorState, Trigger};
-use crate::store::{Claim, Finish, FinishOutcome, Store};
-use crate::sync::{self, Mode, Settings};
+use crate::engine::report::MirrorReport;
+use crate::engine::sync::{self, Mode};
+use crate::model::mirror::{Settings, Trigger};
+use crate::service::status::{now_ms, MirrorState};
+use crate::service::store::{Claim, Finish, FinishOutcome, Store};
 use anyhow::Context;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use std::collections::HashMap;
@@ -217,7 +226,7 @@ async fn execute(svc: &Service, claim: Claim) {
     tracing::info!(mirror = %claim.mirror, trigger = trigger.as_str(), attempt = claim.attempt, "sync started");
     let report = sync::run_mirror(&configured.mirror, &svc.engine, Mode::Sync).await;
     let finished_at = now_ms();
-    let retry_at = (!report.ok && has_transient_failure(&report))
+    let retry_at = (!report.ok && report.has_transient_failure())
         .then(|| finished_at + backoff(&svc.serve, claim.attempt).as_millis() as i64);
     let result = if report.ok { "ok" } else { "failed" };
     metrics::counter!("ferry_syncs_total", "mirror" => claim.mirror.clone(), "result" => result)
@@ -248,26 +257,6 @@ async fn execute(svc: &Service, claim: Claim) {
     svc.wake.notify_one();
 }
 
-/// Whether a retry could help: the source or some destination failed for a transient reason
-/// (network, timeout, 5xx, lease). Permanent failures wait for a new event.
-fn has_transient_failure(report: &MirrorReport) -> bool {
-    if let Some(e) = &report.source.error {
-        return e.kind.is_transient();
-    }
-    report
-        .destinations
-        .iter()
-        .filter(|d| !d.ok)
-        .any(|d| match &d.error {
-            Some(e) => e.kind.is_transient(),
-            None => d
-                .refs
-                .iter()
-                .filter(|r| !r.is_ok())
-                .any(|r| r.kind.is_some_and(crate::kind::ErrorKind::is_transient)),
-        })
-}
-
 /// Exponential backoff with jitter: base * 2^attempt, capped, then 50-100% of that.
 fn backoff(serve: &ServeSettings, attempt: u32) -> Duration {
     let exp = serve.retry_base.saturating_mul(1u32 << attempt.min(16));
@@ -291,25 +280,9 @@ async fn notify(svc: &Service, report: &MirrorReport, outcome: FinishOutcome) {
         return;
     };
     let errors: Vec<serde_json::Value> = report
-        .source
-        .error
-        .iter()
-        .map(|e| serde_json::json!({ "where": report.source.url, "kind": e.kind, "message": e.message, "hint": e.hint }))
-        .chain(report.destinations.iter().filter(|d| !d.ok).map(|d| {
-            let (kind, message) = match &d.error {
-                Some(e) => (e.kind.as_str().to_owned(), e.message.clone()),
-                None => {
-                    let bad: Vec<String> = d
-                        .refs
-                        .iter()
-                        .filter(|r| !r.is_ok())
-                        .map(|r| format!("{}: {}", r.name, r.outcome.map_or("failed", |o| o.as_str())))
-                        .collect();
-                    ("refs".to_owned(), bad.join(", "))
-                }
-            };
-            serde_json::json!({ "where": d.url, "kind": kind, "message": message })
-        }))
+        .failures()
+        .into_iter()
+        .map(|f| serde_json::json!({ "where": f.place, "kind": f.error.kind, "message": f.error.message, "hint": f.error.hint }))
         .collect();
     let body = serde_json::json!({
         "event": event,
@@ -431,49 +404,6 @@ fn metrics_handle() -> anyhow::Result<PrometheusHandle> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::kind::ErrorKind;
-    use crate::report::{DestinationReport, ErrorReport, SourceReport};
-
-    fn report(source: Option<ErrorKind>, dests: &[Option<ErrorKind>]) -> MirrorReport {
-        MirrorReport {
-            name: "m".into(),
-            ok: false,
-            duration_ms: 1,
-            source: SourceReport {
-                url: "s".into(),
-                ok: source.is_none(),
-                refs: 0,
-                error: source.map(|k| ErrorReport::new(k, "x")),
-            },
-            destinations: dests
-                .iter()
-                .map(|k| DestinationReport {
-                    url: "d".into(),
-                    ok: k.is_none(),
-                    error: k.map(|k| ErrorReport::new(k, "x")),
-                    refs: Vec::new(),
-                })
-                .collect(),
-        }
-    }
-
-    #[test]
-    fn only_transient_failures_are_retried() {
-        assert!(has_transient_failure(&report(
-            Some(ErrorKind::Network),
-            &[]
-        )));
-        assert!(!has_transient_failure(&report(Some(ErrorKind::Auth), &[])));
-        assert!(has_transient_failure(&report(
-            None,
-            &[None, Some(ErrorKind::Timeout)]
-        )));
-        assert!(!has_transient_failure(&report(
-            None,
-            &[Some(ErrorKind::Permission), Some(ErrorKind::Diverged)]
-        )));
-    }
-
     #[test]
     fn backoff_grows_and_is_capped() {
         let serve = crate::config::Config::parse(

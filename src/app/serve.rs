@@ -2,12 +2,13 @@
 //! and the config file become a [`Service`]; status and history come from the running service
 //! or, when it is down, straight from its store.
 
-use super::http::{view, MirrorView};
-use super::Service;
+use super::{runtime, AppError, Threads};
 use crate::config::{Config, ConfigError, RawOptions};
-use crate::status::{now_ms, MirrorState, MirrorStatus, RunDetail};
-use crate::store::Store;
-use crate::sync::Settings;
+use crate::model::mirror::Settings;
+use crate::service::status::{now_ms, MirrorState, MirrorStatus, RunDetail};
+use crate::service::status::{view, MirrorView};
+use crate::service::store::Store;
+use crate::service::Service;
 use anyhow::Context;
 use clap::Args;
 use std::net::SocketAddr;
@@ -98,12 +99,12 @@ fn store_path(data_dir: &std::path::Path) -> PathBuf {
 
 /// `ferry serve`. Usage and config errors are `Err(ConfigError)` (exit 2); anything that goes
 /// wrong while serving is an `anyhow` error (exit 1).
-pub fn serve(args: &ServeArgs) -> Result<anyhow::Result<()>, ConfigError> {
+pub fn serve(args: &ServeArgs) -> Result<(), AppError> {
     let resolved = resolve(&args.service)?;
     let mut serve = resolved.config.serve.clone();
     if let Some(workers) = args.workers {
         if workers == 0 {
-            return Err(ConfigError("--workers must be at least 1".into()));
+            return Err(ConfigError("--workers must be at least 1".into()).into());
         }
         serve.workers = workers;
     }
@@ -120,21 +121,10 @@ pub fn serve(args: &ServeArgs) -> Result<anyhow::Result<()>, ConfigError> {
         .unwrap_or_else(|| resolved.data_dir.join("cache"));
     let engine = Settings {
         cache_dir: std::path::absolute(&cache_dir).unwrap_or(cache_dir),
-        timeout: resolved
-            .config
-            .timeout
-            .unwrap_or(crate::cli::DEFAULT_TIMEOUT),
+        timeout: resolved.config.timeout.unwrap_or(Settings::DEFAULT_TIMEOUT),
         progress: false,
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => return Ok(Err(e).context("cannot start the async runtime")),
-    };
-    Ok(runtime.block_on(async move {
+    runtime(Threads::Pool)?.block_on(async move {
         let _lock = lock_data_dir(&resolved.data_dir)?;
         let store = Store::open(&store_path(&resolved.data_dir)).await?;
         let listen = serve.listen;
@@ -142,8 +132,9 @@ pub fn serve(args: &ServeArgs) -> Result<anyhow::Result<()>, ConfigError> {
             .await
             .with_context(|| format!("cannot listen on {listen} (is another process using it? set serve.listen or --listen)"))?;
         let service = Service::new(resolved.config.mirrors, serve, engine, store)?;
-        super::run(listener, service, shutdown_signal()).await
-    }))
+        crate::service::run(listener, service, shutdown_signal()).await
+    })?;
+    Ok(())
 }
 
 /// One service per data directory: a second one would requeue the first one's running syncs
@@ -231,44 +222,38 @@ async fn offline_store(data_dir: &std::path::Path) -> anyhow::Result<Store> {
     Store::open(&path).await
 }
 
-fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")
-}
-
 /// `ferry status`: exit 0 when nothing is failing or diverged.
-pub fn status(args: &StatusArgs) -> Result<anyhow::Result<bool>, ConfigError> {
+pub fn status(args: &StatusArgs) -> Result<bool, AppError> {
     let resolved = resolve(&args.service)?;
     let listen = resolved.config.serve.listen;
-    Ok(runtime().and_then(|rt| {
-        rt.block_on(async {
-            let mirrors: Vec<MirrorStatus> =
-                match from_service::<Vec<MirrorView>>(listen, "/api/mirrors").await {
-                    Some(views) => views.into_iter().map(|v| v.status).collect(),
-                    None => offline_store(&resolved.data_dir).await?.mirrors().await?,
-                };
-            if args.json {
-                let now = now_ms();
-                let views: Vec<MirrorView> = mirrors
-                    .iter()
-                    .cloned()
-                    .map(|status| view(status, now))
-                    .collect();
-                println!("{}", serde_json::to_string_pretty(&views)?);
-            } else {
-                print!("{}", crate::page::status_table(&mirrors, now_ms()));
-            }
-            Ok(!mirrors
+    let verdict = runtime(Threads::One)?.block_on(async {
+        let mirrors: Vec<MirrorStatus> =
+            match from_service::<Vec<MirrorView>>(listen, "/api/mirrors").await {
+                Some(views) => views.into_iter().map(|v| v.status).collect(),
+                None => offline_store(&resolved.data_dir).await?.mirrors().await?,
+            };
+        if args.json {
+            let now = now_ms();
+            let views: Vec<MirrorView> = mirrors
                 .iter()
-                .any(|m| matches!(m.state, MirrorState::Failing | MirrorState::Diverged)))
-        })
-    }))
+                .cloned()
+                .map(|status| view(status, now))
+                .collect();
+            println!("{}", serde_json::to_string_pretty(&views)?);
+        } else {
+            print!("{}", crate::service::page::status_table(&mirrors, now_ms()));
+        }
+        anyhow::Ok(
+            !mirrors
+                .iter()
+                .any(|m| matches!(m.state, MirrorState::Failing | MirrorState::Diverged)),
+        )
+    })?;
+    Ok(verdict)
 }
 
 /// `ferry runs MIRROR`.
-pub fn runs(args: &RunsArgs) -> Result<anyhow::Result<()>, ConfigError> {
+pub fn runs(args: &RunsArgs) -> Result<(), AppError> {
     let resolved = resolve(&args.service)?;
     if !resolved
         .config
@@ -282,33 +267,32 @@ pub fn runs(args: &RunsArgs) -> Result<anyhow::Result<()>, ConfigError> {
             .iter()
             .map(|m| m.mirror.name.as_str())
             .collect();
-        return Err(ConfigError(format!(
+        return Err(AppError::Usage(ConfigError(format!(
             "no mirror named '{}' in {} (it has: {})",
             args.mirror,
             args.service.config.display(),
             known.join(", ")
-        )));
+        ))));
     }
     let listen = resolved.config.serve.listen;
     let limit = args.limit.clamp(1, 500);
-    Ok(runtime().and_then(|rt| {
-        rt.block_on(async {
-            let path = format!("/api/mirrors/{}/runs?limit={limit}", args.mirror);
-            let runs: Vec<RunDetail> = match from_service(listen, &path).await {
-                Some(runs) => runs,
-                None => {
-                    offline_store(&resolved.data_dir)
-                        .await?
-                        .runs(&args.mirror, limit)
-                        .await?
-                }
-            };
-            if args.json {
-                println!("{}", serde_json::to_string_pretty(&runs)?);
-            } else {
-                print!("{}", crate::page::runs_table(&runs, now_ms()));
+    runtime(Threads::One)?.block_on(async {
+        let path = format!("/api/mirrors/{}/runs?limit={limit}", args.mirror);
+        let runs: Vec<RunDetail> = match from_service(listen, &path).await {
+            Some(runs) => runs,
+            None => {
+                offline_store(&resolved.data_dir)
+                    .await?
+                    .runs(&args.mirror, limit)
+                    .await?
             }
-            Ok(())
-        })
-    }))
+        };
+        if args.json {
+            println!("{}", serde_json::to_string_pretty(&runs)?);
+        } else {
+            print!("{}", crate::service::page::runs_table(&runs, now_ms()));
+        }
+        anyhow::Ok(())
+    })?;
+    Ok(())
 }

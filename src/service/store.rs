@@ -11,16 +11,17 @@
 //! - `not_before`: the earliest time the run may start (a retry waits for it);
 //!   `attempt`: retries so far.
 //!
-//! Every write transaction starts with `BEGIN IMMEDIATE`, taking SQLite's write lock up front:
+//! Every write that reads what it then changes (enqueue, claim, finish, registering mirrors)
+//! starts with `BEGIN IMMEDIATE`, taking SQLite's write lock up front:
 //! two dispatchers claiming at once are serialized instead of both reading the same queued row,
 //! and no transaction fails half-way with `SQLITE_BUSY` when it upgrades from read to write.
 //!
 //! One process owns a database file: [`Store::open`] treats every running sync as interrupted.
 
-use crate::kind::ErrorKind;
-use crate::report::{DestinationReport, ErrorReport, MirrorReport, Outcome};
-use crate::status::{
-    now_ms, DestinationStatus, MirrorState, MirrorStatus, RunDetail, RunSummary, Trigger,
+use crate::engine::report::{DestinationReport, ErrorReport, MirrorReport};
+use crate::model::mirror::Trigger;
+use crate::service::status::{
+    now_ms, DestinationStatus, MirrorState, MirrorStatus, RunDetail, RunSummary,
 };
 use anyhow::{bail, Context, Result};
 use sqlx::sqlite::{
@@ -78,30 +79,82 @@ pub struct FinishOutcome {
 }
 
 /// One `pending` row as `finish` reads it.
+#[derive(sqlx::FromRow)]
 struct Pending {
     queued: bool,
     running: bool,
     claimed_through: Option<i64>,
 }
 
-/// The base row of a mirror's status: (name, source, state, failure_streak, queued, running,
-/// not_before, attempt); the pending columns are NULL when nothing is pending.
-type StatusRow = (
-    String,
-    String,
-    String,
-    i64,
-    Option<bool>,
-    Option<bool>,
-    Option<i64>,
-    Option<i64>,
-);
+/// A due `pending` row as `claim` reads it.
+#[derive(sqlx::FromRow)]
+struct DueRow {
+    mirror: String,
+    attempt: i64,
+}
 
-/// A `destinations` row: (url, last_success_at, last_attempt_at, last_error JSON).
-type DestinationRow = (String, Option<i64>, Option<i64>, Option<String>);
+/// The `mirrors` columns `finish` reads before updating the state and streak.
+#[derive(sqlx::FromRow)]
+struct MirrorRow {
+    config_state: String,
+    failure_streak: i64,
+    notified: bool,
+}
 
-/// A `runs` row: (id, mirror, trigger, started_at, finished_at, ok, report JSON).
-type RunRow = (i64, String, String, i64, i64, bool, String);
+/// The base row of a mirror's status; the pending columns are NULL when nothing is pending.
+#[derive(sqlx::FromRow)]
+struct StatusRow {
+    name: String,
+    source: String,
+    state: String,
+    failure_streak: i64,
+    queued: Option<bool>,
+    running: Option<bool>,
+    not_before: Option<i64>,
+    attempt: Option<i64>,
+}
+
+/// A `destinations` row, its last error as JSON.
+#[derive(sqlx::FromRow)]
+struct DestinationRow {
+    url: String,
+    last_success_at: Option<i64>,
+    last_attempt_at: Option<i64>,
+    last_error: Option<String>,
+}
+
+/// A `runs` row without its report.
+#[derive(sqlx::FromRow)]
+struct RunSummaryRow {
+    id: i64,
+    mirror: String,
+    trigger_name: String,
+    started_at: i64,
+    finished_at: i64,
+    ok: bool,
+}
+
+/// A `runs` row with its report as JSON.
+#[derive(sqlx::FromRow)]
+struct RunRow {
+    #[sqlx(flatten)]
+    summary: RunSummaryRow,
+    report: String,
+}
+
+impl RunSummaryRow {
+    /// The run's summary, its trigger parsed.
+    fn into_summary(self) -> Result<RunSummary> {
+        Ok(RunSummary {
+            id: self.id,
+            mirror: self.mirror,
+            trigger: parse_trigger(&self.trigger_name)?,
+            started_at: self.started_at,
+            finished_at: self.finished_at,
+            ok: self.ok,
+        })
+    }
+}
 
 const STATUS_SELECT: &str = "SELECT m.name, m.source, m.state, m.failure_streak, \
      p.queued, p.running, p.not_before, p.attempt \
@@ -220,7 +273,7 @@ impl Store {
             .begin_with(BEGIN_WRITE)
             .await
             .context("starting the claim transaction")?;
-        let due: Vec<(String, i64)> = sqlx::query_as(
+        let due: Vec<DueRow> = sqlx::query_as(
             "SELECT p.mirror, p.attempt FROM pending p JOIN mirrors m ON m.name = p.mirror \
              WHERE p.queued = 1 AND p.running = 0 AND p.not_before <= ?1 \
                AND m.config_state <> 'removed' \
@@ -233,7 +286,7 @@ impl Store {
         .context("listing due syncs")?;
 
         let mut claims = Vec::with_capacity(due.len());
-        for (mirror, attempt) in due {
+        for DueRow { mirror, attempt } in due {
             // The events this run covers: every one recorded so far (we hold the write lock,
             // so none can arrive between this read and the commit).
             let through: i64 =
@@ -310,18 +363,13 @@ impl Store {
         .await
         .with_context(|| format!("recording the run of {mirror}"))?;
 
-        let pending: Option<Pending> = sqlx::query_as::<_, (bool, bool, Option<i64>)>(
+        let pending: Option<Pending> = sqlx::query_as(
             "SELECT queued, running, claimed_through FROM pending WHERE mirror = ?1",
         )
         .bind(mirror)
         .fetch_optional(&mut *tx)
         .await
-        .with_context(|| format!("reading the queue entry of {mirror}"))?
-        .map(|(queued, running, claimed_through)| Pending {
-            queued,
-            running,
-            claimed_through,
-        });
+        .with_context(|| format!("reading the queue entry of {mirror}"))?;
 
         // The events this run handled. The claim's watermark is exact; without one (a run
         // that was not claimed) fall back to the events received before the run started.
@@ -375,7 +423,11 @@ impl Store {
             .await
             .with_context(|| format!("updating the queue entry of {mirror}"))?;
 
-        let (config_state, streak_before, was_notified): (String, i64, bool) = sqlx::query_as(
+        let MirrorRow {
+            config_state,
+            failure_streak: streak_before,
+            notified: was_notified,
+        } = sqlx::query_as(
             "SELECT config_state, failure_streak, notified FROM mirrors WHERE name = ?1",
         )
         .bind(mirror)
@@ -565,23 +617,14 @@ impl Store {
         .await
         .with_context(|| format!("listing the runs of {mirror}"))?;
         rows.into_iter()
-            .map(
-                |(id, mirror, trigger, started_at, finished_at, ok, report)| {
-                    let report = serde_json::from_str(&report)
-                        .with_context(|| format!("reading the report of run {id}"))?;
-                    Ok(RunDetail {
-                        summary: RunSummary {
-                            id,
-                            mirror,
-                            trigger: parse_trigger(&trigger)?,
-                            started_at,
-                            finished_at,
-                            ok,
-                        },
-                        report,
-                    })
-                },
-            )
+            .map(|RunRow { summary, report }| {
+                let report = serde_json::from_str(&report)
+                    .with_context(|| format!("reading the report of run {}", summary.id))?;
+                Ok(RunDetail {
+                    summary: summary.into_summary()?,
+                    report,
+                })
+            })
             .collect()
     }
 
@@ -714,7 +757,16 @@ async fn record_destination(
 
 /// Assembles a mirror's status from its base row (inside the caller's read snapshot).
 async fn status_of(conn: &mut SqliteConnection, row: StatusRow) -> Result<MirrorStatus> {
-    let (name, source, stored_state, failure_streak, queued, running, not_before, attempt) = row;
+    let StatusRow {
+        name,
+        source,
+        state: stored_state,
+        failure_streak,
+        queued,
+        running,
+        not_before,
+        attempt,
+    } = row;
     let queued = queued.unwrap_or(false);
     let running = running.unwrap_or(false);
     let state = if running {
@@ -731,25 +783,15 @@ async fn status_of(conn: &mut SqliteConnection, row: StatusRow) -> Result<Mirror
         None
     };
 
-    let last: Option<(i64, String, i64, i64, bool)> = sqlx::query_as(
-        "SELECT id, trigger_name, started_at, finished_at, ok FROM runs \
+    let last: Option<RunSummaryRow> = sqlx::query_as(
+        "SELECT id, mirror, trigger_name, started_at, finished_at, ok FROM runs \
          WHERE mirror = ?1 ORDER BY id DESC LIMIT 1",
     )
     .bind(&name)
     .fetch_optional(&mut *conn)
     .await
     .with_context(|| format!("reading the last run of {name}"))?;
-    let last_run = match last {
-        Some((id, trigger, started_at, finished_at, ok)) => Some(RunSummary {
-            id,
-            mirror: name.clone(),
-            trigger: parse_trigger(&trigger)?,
-            started_at,
-            finished_at,
-            ok,
-        }),
-        None => None,
-    };
+    let last_run = last.map(RunSummaryRow::into_summary).transpose()?;
 
     // Behind since the oldest event no successful run has satisfied: the unhandled ones, and,
     // while the mirror is failing, those handled by the failed runs since the last success.
@@ -786,7 +828,13 @@ async fn status_of(conn: &mut SqliteConnection, row: StatusRow) -> Result<Mirror
     .with_context(|| format!("reading the destinations of {name}"))?;
     let destinations = rows
         .into_iter()
-        .map(|(url, last_success_at, last_attempt_at, last_error)| {
+        .map(|row| {
+            let DestinationRow {
+                url,
+                last_success_at,
+                last_attempt_at,
+                last_error,
+            } = row;
             let last_error = last_error
                 .map(|e| serde_json::from_str::<ErrorReport>(&e))
                 .transpose()
@@ -815,60 +863,20 @@ async fn status_of(conn: &mut SqliteConnection, row: StatusRow) -> Result<Mirror
 
 /// The error a destination's status shows: its own error, else its first failing ref's.
 fn destination_error(d: &DestinationReport) -> Option<ErrorReport> {
-    if d.ok {
-        return None;
-    }
-    if let Some(e) = &d.error {
-        return Some(e.clone());
-    }
-    Some(match d.refs.iter().find(|r| !r.is_ok()) {
-        Some(r) => {
-            let kind = r.kind.unwrap_or(ErrorKind::Other);
-            let what = r
-                .reason
-                .clone()
-                .or_else(|| r.outcome.map(|o| o.as_str().to_owned()))
-                .unwrap_or_else(|| "failed".to_owned());
-            ErrorReport {
-                kind,
-                message: format!("{}: {what}", r.name),
-                hint: r.hint.clone().unwrap_or_else(|| kind.hint().to_owned()),
-            }
-        }
-        None => ErrorReport::new(ErrorKind::Other, "the destination failed"),
-    })
+    d.failures().into_iter().next().map(|f| f.error)
 }
 
 /// The mirror's state after a run: idle on success; diverged when every problem is a
 /// divergence (which needs a person, not a retry); failing otherwise.
 fn state_after(report: &MirrorReport) -> MirrorState {
+    let failures = report.failures();
     if report.ok {
-        return MirrorState::Idle;
-    }
-    if !report.source.ok || report.source.error.is_some() {
-        return MirrorState::Failing;
-    }
-    let mut problems = report.destinations.iter().filter(|d| !d.ok).peekable();
-    if problems.peek().is_some() && problems.all(diverged_only) {
+        MirrorState::Idle
+    } else if !failures.is_empty() && report.source.ok && failures.iter().all(|f| f.is_divergence())
+    {
         MirrorState::Diverged
     } else {
         MirrorState::Failing
-    }
-}
-
-/// Whether a failed destination failed only because of divergence: its error is a divergence,
-/// or (without one) every failing ref diverged. Refs left unpushed because another ref
-/// diverged (`divergence = abort`) carry the divergence kind and count as divergence too.
-fn diverged_only(d: &DestinationReport) -> bool {
-    match &d.error {
-        Some(e) => e.kind == ErrorKind::Diverged,
-        None => {
-            let mut bad = d.refs.iter().filter(|r| !r.is_ok()).peekable();
-            bad.peek().is_some()
-                && bad.all(|r| {
-                    r.outcome == Some(Outcome::Diverged) || r.kind == Some(ErrorKind::Diverged)
-                })
-        }
     }
 }
 
@@ -884,9 +892,10 @@ fn to_u32(n: i64) -> u32 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::plan::Action;
-    use crate::refs::Oid;
-    use crate::report::{RefReport, SourceReport};
+    use crate::engine::plan::Action;
+    use crate::engine::report::{Outcome, RefReport, SourceReport};
+    use crate::model::kind::ErrorKind;
+    use crate::model::refs::Oid;
 
     const SRC: &str = "https://git.example.com/app.git";
     const D1: &str = "https://github.com/acme/app.git";
@@ -1472,7 +1481,7 @@ mod tests {
             name: name.into(),
             ok: true,
             duration_ms: 1,
-            source: crate::report::SourceReport {
+            source: crate::engine::report::SourceReport {
                 url: "s".into(),
                 ok: true,
                 refs: 1,

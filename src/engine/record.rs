@@ -3,8 +3,8 @@
 //! out-of-band change (it holds something ferry never pushed). One small JSON file per
 //! (source, destination) pair beside the cache, replaced atomically.
 
-use crate::cache::short_hash;
-use crate::refs::RefMap;
+use crate::model::mirror::short_hash;
+use crate::model::refs::RefMap;
 use serde::{Deserialize, Serialize};
 use std::fs;
 use std::io::Write;
@@ -80,7 +80,7 @@ impl Record {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::refs::Oid;
+    use crate::model::refs::Oid;
 
     #[test]
     fn round_trips_and_survives_garbage() {

@@ -4,42 +4,11 @@
 //! decides one action per ref. Everything risky ferry does is decided here, so this is the
 //! code the table tests exercise hardest.
 
-use crate::refs::{Oid, RefMap};
+use crate::model::mirror::{Divergence, Policy, Prune};
+use crate::model::refs::{Oid, RefMap};
 use serde::{Deserialize, Serialize};
 
-/// What to do when a destination ref holds something ferry did not put there.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Divergence {
-    /// Leave the ref alone and report it as diverged (exit 1). Nothing is ever lost.
-    #[default]
-    Keep,
-    /// Replace it with the source's value (the destination's extra commits are dropped).
-    Overwrite,
-    /// Push nothing at all to that destination.
-    Abort,
-}
-
-/// Which destination refs that the source no longer has are deleted.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Prune {
-    /// Only refs the source deleted and the destination still holds as ferry left them.
-    #[default]
-    Synced,
-    /// Every destination ref in the selected namespaces that the source lacks: an exact mirror.
-    All,
-    /// Never delete.
-    Never,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct Policy {
-    pub divergence: Divergence,
-    pub prune: Prune,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Action {
     Create,

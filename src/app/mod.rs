@@ -1,17 +1,23 @@
-//! The command line: raw arguments -> validated [`Mirror`]s and [`Settings`] -> a run -> an
-//! exit code. `main` stays a one-liner over [`main`] here.
+//! The front ends: the command line (`sync`, `plan`), the service's commands (`serve`,
+//! `status`, `runs`, in [`serve`]) and the Lambda runtime ([`lambda`]). Raw arguments and the
+//! environment become validated configuration, a run, and an exit status; `main.rs` only turns
+//! [`run`]'s result into the exit code.
+//!
+//! Architecture invariant: nothing imports `app`. It may import every other room.
 
 use crate::config::{self, Config, ConfigError, RawOptions};
-use crate::plan::{Divergence, Prune};
-use crate::remote::{Remote, Secret};
-use crate::report::RunReport;
-use crate::serve::commands::{self, RunsArgs, ServeArgs, StatusArgs};
-use crate::sync::{run_mirror, Mirror, Mode, Settings};
+use crate::engine::report::RunReport;
+use crate::engine::sync::{run_mirror, Mode};
+use crate::model::mirror::{Divergence, Mirror, Prune, Settings};
+use serve::{RunsArgs, ServeArgs, StatusArgs};
+pub mod lambda;
+pub mod serve;
+
+use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::time::Duration;
 use toml::Spanned;
 
 /// Exit status when every selected ref is in sync on every destination.
@@ -20,8 +26,6 @@ pub const EXIT_OK: u8 = 0;
 pub const EXIT_FAILED: u8 = 1;
 /// Exit status for usage and configuration errors.
 pub const EXIT_USAGE: u8 = 2;
-
-pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(600);
 
 #[derive(Debug, Parser)]
 #[command(
@@ -120,20 +124,56 @@ enum PruneArg {
     Never,
 }
 
-/// Entry point of the `ferry` binary.
-pub fn main() -> ExitCode {
+/// Why ferry stops with a non-zero exit status.
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    /// Bad arguments: clap's own message.
+    #[error("{0}")]
+    Args(clap::Error),
+    /// Bad configuration (exit 2): the message names the file, line or variable.
+    #[error("{0}")]
+    Usage(#[from] ConfigError),
+    /// Something went wrong while running (exit 1).
+    #[error("{0:#}")]
+    Failed(#[from] anyhow::Error),
+}
+
+impl AppError {
+    /// Prints the failure on stderr and returns the exit code that goes with it.
+    pub fn report(self) -> ExitCode {
+        match self {
+            AppError::Args(e) => {
+                let _ = e.print();
+                ExitCode::from(EXIT_USAGE)
+            }
+            AppError::Usage(e) => {
+                eprintln!("ferry: {e}");
+                ExitCode::from(EXIT_USAGE)
+            }
+            AppError::Failed(e) => {
+                eprintln!("ferry: {e:#}");
+                ExitCode::from(EXIT_FAILED)
+            }
+        }
+    }
+}
+
+/// Runs the command the arguments name. `Ok(true)`: everything in sync (exit 0); `Ok(false)`:
+/// the command ran and its verdict is a failure, already reported (exit 1).
+pub fn run() -> Result<bool, AppError> {
     // Lambda starts the container's bootstrap with no arguments.
     if std::env::var_os("AWS_LAMBDA_RUNTIME_API").is_some() && std::env::args_os().len() <= 1 {
         init_logging(1, false);
-        return crate::lambda::main();
+        return lambda::run();
     }
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
-        Err(e) => {
-            let code = if e.use_stderr() { EXIT_USAGE } else { EXIT_OK };
+        // --help and --version are not failures.
+        Err(e) if !e.use_stderr() => {
             let _ = e.print();
-            return ExitCode::from(code);
+            return Ok(true);
         }
+        Err(e) => return Err(AppError::Args(e)),
     };
     // A service reports what it does; one-shot commands only what went wrong.
     let chatty = matches!(cli.command, Command::Serve(_) | Command::Lambda);
@@ -141,59 +181,50 @@ pub fn main() -> ExitCode {
     let (mode, args) = match cli.command {
         Command::Sync(a) => (Mode::Sync, a),
         Command::Plan(a) => (Mode::Plan, a),
-        Command::Serve(a) => return service_exit(commands::serve(&a).map(|r| r.map(|()| true))),
-        Command::Status(a) => return service_exit(commands::status(&a)),
-        Command::Runs(a) => return service_exit(commands::runs(&a).map(|r| r.map(|()| true))),
-        Command::Lambda => return crate::lambda::main(),
+        Command::Serve(a) => return serve::serve(&a).map(|()| true),
+        Command::Status(a) => return serve::status(&a),
+        Command::Runs(a) => return serve::runs(&a).map(|()| true),
+        Command::Lambda => return lambda::run(),
     };
-    let (mirrors, settings) = match prepare(&args, cli.quiet) {
-        Ok(v) => v,
-        Err(e) => {
-            eprintln!("ferry: {e}");
-            return ExitCode::from(EXIT_USAGE);
-        }
-    };
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("ferry: cannot start the async runtime: {e}");
-            return ExitCode::from(EXIT_FAILED);
-        }
-    };
-    let report = runtime.block_on(run(&mirrors, &settings, mode));
+    let (mirrors, settings) = prepare(&args, cli.quiet)?;
+    let report = runtime(Threads::One)?.block_on(sync_mirrors(&mirrors, &settings, mode));
     if args.json {
-        match serde_json::to_string_pretty(&report) {
-            Ok(json) => println!("{json}"),
-            Err(e) => eprintln!("ferry: cannot encode the report: {e}"),
-        }
+        let json = serde_json::to_string_pretty(&report).context("cannot encode the report")?;
+        println!("{json}");
     } else {
         print!("{}", report.render_human());
     }
-    ExitCode::from(if report.ok { EXIT_OK } else { EXIT_FAILED })
+    Ok(report.ok)
 }
 
-/// Exit status of a service command: 2 for config errors, 1 for failures (or a `false`
-/// verdict, such as a failing mirror in `ferry status`), else 0.
-fn service_exit(result: Result<anyhow::Result<bool>, ConfigError>) -> ExitCode {
-    match result {
-        Err(e) => {
-            eprintln!("ferry: {e}");
-            ExitCode::from(EXIT_USAGE)
+/// How many threads a front end's runtime has.
+#[derive(Debug, Clone, Copy)]
+pub enum Threads {
+    /// One-shot commands: everything on the calling thread.
+    One,
+    /// Long-running front ends (the service, Lambda): a small pool, so a slow request never
+    /// stalls the others.
+    Pool,
+}
+
+/// The one way the front ends build their tokio runtime.
+pub fn runtime(threads: Threads) -> anyhow::Result<tokio::runtime::Runtime> {
+    let mut builder = match threads {
+        Threads::One => tokio::runtime::Builder::new_current_thread(),
+        Threads::Pool => {
+            let mut b = tokio::runtime::Builder::new_multi_thread();
+            b.worker_threads(2);
+            b
         }
-        Ok(Err(e)) => {
-            eprintln!("ferry: {e:#}");
-            ExitCode::from(EXIT_FAILED)
-        }
-        Ok(Ok(true)) => ExitCode::from(EXIT_OK),
-        Ok(Ok(false)) => ExitCode::from(EXIT_FAILED),
-    }
+    };
+    builder
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
 }
 
 /// Runs the mirrors, a few at a time (each has its own cache and lock), in the given order.
-pub async fn run(mirrors: &[Mirror], settings: &Settings, mode: Mode) -> RunReport {
+pub async fn sync_mirrors(mirrors: &[Mirror], settings: &Settings, mode: Mode) -> RunReport {
     use futures::stream::{self, StreamExt};
     let parallel = std::thread::available_parallelism()
         .map_or(2, |n| n.get())
@@ -259,13 +290,17 @@ fn prepare(args: &SyncArgs, quiet: bool) -> Result<(Vec<Mirror>, Settings), Conf
             let mirrors = select_mirrors(all, &args.args, path)?;
             (mirrors, cfg.cache_dir, cfg.timeout)
         }
-        None => (vec![adhoc_mirror(&args.args, &overrides)?], None, None),
+        None => (
+            vec![config::adhoc_mirror(&args.args, &overrides)?],
+            None,
+            None,
+        ),
     };
     let cache_dir = match args
         .cache_dir
         .clone()
         .or(file_cache)
-        .or_else(|| env_nonempty("FERRY_CACHE_DIR").map(PathBuf::from))
+        .or_else(|| config::env_nonempty("FERRY_CACHE_DIR").map(PathBuf::from))
     {
         Some(d) => d,
         None => dirs::cache_dir().map(|d| d.join("ferry")).ok_or_else(|| {
@@ -275,7 +310,9 @@ fn prepare(args: &SyncArgs, quiet: bool) -> Result<(Vec<Mirror>, Settings), Conf
     let cache_dir = std::path::absolute(&cache_dir).unwrap_or(cache_dir);
     let settings = Settings {
         cache_dir,
-        timeout: cli_timeout.or(file_timeout).unwrap_or(DEFAULT_TIMEOUT),
+        timeout: cli_timeout
+            .or(file_timeout)
+            .unwrap_or(Settings::DEFAULT_TIMEOUT),
         progress: !quiet && !args.json && std::io::stderr().is_terminal(),
     };
     Ok((mirrors, settings))
@@ -317,100 +354,4 @@ fn select_mirrors(
         .into_iter()
         .filter(|m| names.contains(&m.name))
         .collect())
-}
-
-fn env_nonempty(name: &str) -> Option<String> {
-    std::env::var(name).ok().filter(|v| !v.is_empty())
-}
-
-/// The first set variable among `names`.
-fn env_first(names: &[&str]) -> Option<String> {
-    names.iter().find_map(|n| env_nonempty(n))
-}
-
-/// A mirror from the command line and the environment (ferry's names, then the classic
-/// function's names, so its deployments switch without renaming anything).
-pub(crate) fn adhoc_mirror(args: &[String], options: &RawOptions) -> Result<Mirror, ConfigError> {
-    let cwd = std::env::current_dir()
-        .map_err(|e| ConfigError(format!("cannot read the current directory: {e}")))?;
-    let (source, dests): (String, Vec<String>) = match args.split_first() {
-        Some((s, d)) if !d.is_empty() => (s.clone(), d.to_vec()),
-        Some((s, _)) => match env_nonempty("DEST_REPO") {
-            Some(d) => (s.clone(), vec![d]),
-            None => return Err(ConfigError("missing DEST: usage: ferry sync [OPTIONS] SOURCE DEST... (or ferry sync --config ferry.toml)".into())),
-        },
-        None => match (env_nonempty("SRC_REPO"), env_nonempty("DEST_REPO")) {
-            (Some(s), Some(d)) => (s, vec![d]),
-            _ => {
-                return Err(ConfigError(
-                    "missing SOURCE and DEST: usage: ferry sync [OPTIONS] SOURCE DEST... (or set SRC_REPO and DEST_REPO, or use --config ferry.toml)".into(),
-                ))
-            }
-        },
-    };
-    let ssh_key = env_nonempty("FERRY_SSH_KEY")
-        .map(|p| {
-            config::existing_file(Path::new(&p))
-                .map_err(|e| ConfigError(format!("FERRY_SSH_KEY: {e}")))
-        })
-        .transpose()?;
-    let known_hosts = env_nonempty("FERRY_KNOWN_HOSTS")
-        .map(|p| {
-            config::existing_file(Path::new(&p))
-                .map_err(|e| ConfigError(format!("FERRY_KNOWN_HOSTS: {e}")))
-        })
-        .transpose()?;
-    let ca_file = env_nonempty("FERRY_CA_FILE")
-        .map(|p| {
-            config::existing_file(Path::new(&p))
-                .map_err(|e| ConfigError(format!("FERRY_CA_FILE: {e}")))
-        })
-        .transpose()?;
-    let remote = |url: &str,
-                  user_vars: &[&str],
-                  pass_vars: &[&str],
-                  what: &str|
-     -> Result<Remote, ConfigError> {
-        let mut r = Remote::parse(url, &cwd).map_err(|e| ConfigError(format!("{what}: {e}")))?;
-        if let Some(u) = env_first(user_vars) {
-            r.credentials.username = Some(u);
-        }
-        if let Some(p) = env_first(pass_vars) {
-            r.credentials.password = Some(Secret::new(p));
-        }
-        r.credentials.ssh_key = ssh_key.clone();
-        r.credentials.known_hosts = known_hosts.clone();
-        r.credentials.ca_file = ca_file.clone();
-        Ok(r)
-    };
-    let source = remote(
-        &source,
-        &["FERRY_SOURCE_USERNAME", "SRC_USER"],
-        &["FERRY_SOURCE_PASSWORD", "SRC_PASS"],
-        "SOURCE",
-    )?;
-    let destinations = dests
-        .iter()
-        .map(|d| {
-            remote(
-                d,
-                &["FERRY_DEST_USERNAME", "DEST_USER"],
-                &["FERRY_DEST_PASSWORD", "DEST_PASS"],
-                "DEST",
-            )
-        })
-        .collect::<Result<Vec<_>, _>>()?;
-    let selection = config::selection(options).map_err(ConfigError)?;
-    Ok(Mirror {
-        name: source.slug(),
-        source,
-        destinations,
-        selection,
-        policy: crate::plan::Policy {
-            divergence: options.divergence.unwrap_or_default(),
-            prune: options.prune.unwrap_or_default(),
-        },
-        atomic: options.atomic.unwrap_or(false),
-        create: options.create.unwrap_or(false),
-    })
 }

@@ -2,12 +2,12 @@
 //! it lives across runs, so a one-commit push costs a one-commit fetch. A file lock keeps two
 //! ferry processes out of one cache; a damaged or half-written cache is rebuilt.
 
-use crate::git::{failure_from_stderr, Call, Git, GitFailure};
-use crate::kind::{classify_stderr, ErrorKind};
-use crate::refs::{parse_ref_listing, Oid, RefMap, RefSelection};
-use crate::remote::Remote;
+use crate::engine::git::{failure_from_stderr, Call, Git, GitFailure};
+use crate::model::kind::{classify_stderr, ErrorKind};
+use crate::model::mirror::short_hash;
+use crate::model::refs::{parse_ref_listing, Oid, RefMap, RefSelection};
+use crate::model::remote::Remote;
 use nix::fcntl::{Flock, FlockArg};
-use sha2::{Digest, Sha256};
 use std::fs::{self, File, OpenOptions};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -55,12 +55,6 @@ impl CachePaths {
             records: root.join(format!("{stem}.records")),
         }
     }
-}
-
-/// A stable 16-hex-digit id for a URL (cache and record file names).
-pub fn short_hash(text: &str) -> String {
-    let digest = Sha256::digest(text.as_bytes());
-    digest.iter().take(8).map(|b| format!("{b:02x}")).collect()
 }
 
 /// An open, locked cache. The lock is held until this is dropped.

@@ -5,8 +5,10 @@
 //! page goes through maud, which escapes every splice; the terminal tables drop control
 //! characters, so a message cannot move the cursor or recolor the terminal.
 
-use crate::status::{DestinationStatus, MirrorState, MirrorStatus, RunDetail, RunSummary};
+use crate::engine::report::{Failure, MirrorReport};
+use crate::service::status::{DestinationStatus, MirrorState, MirrorStatus, RunDetail, RunSummary};
 use maud::{html, Markup, PreEscaped, DOCTYPE};
+use serde::Deserialize;
 use serde_json::Value;
 use std::fmt::Write;
 
@@ -269,7 +271,7 @@ fn state_class(s: MirrorState) -> &'static str {
 
 fn destination_state(d: &DestinationStatus) -> (&'static str, &'static str) {
     match &d.last_error {
-        Some(e) if e.kind == crate::kind::ErrorKind::Diverged => ("amber", "diverged"),
+        Some(e) if e.kind == crate::model::kind::ErrorKind::Diverged => ("amber", "diverged"),
         Some(_) => ("red", "error"),
         None if d.last_success_at.is_some() => ("green", "ok"),
         None => ("grey", "never synced"),
@@ -440,68 +442,57 @@ pub fn runs_table(runs: &[RunDetail], now: i64) -> String {
     out
 }
 
-/// The failing parts of a stored `MirrorReport` JSON, one indented line each. Read leniently:
-/// reports written by other versions may lack fields.
+/// The failing parts of a stored `MirrorReport` JSON, one indented line each (from
+/// [`MirrorReport::failures`]). A report that cannot be read names no failure.
 fn failure_details(report: &Value, hints: &mut Hints) -> Vec<String> {
-    let mut out = Vec::new();
-    let text = |v: &Value, key: &str| v.get(key).and_then(Value::as_str).map(clean);
-    let error = |e: &Value, hints: &mut Hints| -> String {
-        let kind = text(e, "kind").unwrap_or_else(|| "other".to_owned());
-        if let Some(h) = e.get("hint").and_then(Value::as_str) {
-            hints.add(&kind, h);
-        }
-        format!("{kind}: {}", text(e, "message").unwrap_or_default())
+    let Ok(report) = MirrorReport::deserialize(report) else {
+        return Vec::new();
     };
-    if let Some(source) = report.get("source") {
-        if let Some(e) = source.get("error").filter(|e| !e.is_null()) {
-            let url = text(source, "url").unwrap_or_default();
-            out.push(format!("  source {url}: {}", error(e, hints)));
-        }
-    }
-    let destinations = report.get("destinations").and_then(Value::as_array);
-    for d in destinations.into_iter().flatten() {
-        if d.get("ok").and_then(Value::as_bool) != Some(false) {
+    let failures = report.failures();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < failures.len() {
+        let f = &failures[i];
+        let kind = f.error.kind.as_str();
+        let url = clean(f.place);
+        if f.reference.is_none() {
+            hints.add(kind, &f.error.hint);
+            let role = if f.is_source { "source " } else { "-> " };
+            out.push(format!(
+                "  {role}{url}: {kind}: {}",
+                clean(&f.error.message)
+            ));
+            i += 1;
             continue;
         }
-        let url = text(d, "url").unwrap_or_default();
-        let refs = d.get("refs").and_then(Value::as_array);
-        let failed: Vec<&Value> = refs.into_iter().flatten().filter(|r| !ref_ok(r)).collect();
-        match d.get("error").filter(|e| !e.is_null()) {
-            Some(e) => out.push(format!("  -> {url}: {}", error(e, hints))),
-            None => out.push(format!(
-                "  -> {url}: {} ref{} failed",
-                failed.len(),
-                if failed.len() == 1 { "" } else { "s" }
-            )),
-        }
-        for r in failed {
-            let name = text(r, "ref").unwrap_or_default();
-            let outcome = text(r, "outcome").unwrap_or_else(|| "failed".to_owned());
-            let mut line = format!("     {name}: {outcome}");
-            if let Some(kind) = text(r, "kind") {
+        // A destination's failing refs: a count, then one line each.
+        let refs: Vec<&Failure<'_>> = failures[i..]
+            .iter()
+            .take_while(|g| g.place == f.place && g.reference.is_some())
+            .collect();
+        out.push(format!(
+            "  -> {url}: {} ref{} failed",
+            refs.len(),
+            if refs.len() == 1 { "" } else { "s" }
+        ));
+        for g in &refs {
+            let Some(r) = g.reference else { continue };
+            let outcome = r.outcome.map_or("failed", |o| o.as_str());
+            let mut line = format!("     {}: {outcome}", clean(&r.name));
+            if let Some(kind) = r.kind {
                 line.push_str(&format!(" ({kind})"));
-                if let Some(h) = r.get("hint").and_then(Value::as_str) {
-                    hints.add(&kind, h);
+                if let Some(h) = &r.hint {
+                    hints.add(kind.as_str(), h);
                 }
             }
-            if let Some(reason) = text(r, "reason") {
-                line.push_str(&format!(": {reason}"));
+            if let Some(reason) = &r.reason {
+                line.push_str(&format!(": {}", clean(reason)));
             }
             out.push(line);
         }
+        i += refs.len();
     }
     out
-}
-
-/// Mirrors `RefReport::is_ok` on the stored JSON.
-fn ref_ok(r: &Value) -> bool {
-    match r.get("outcome").and_then(Value::as_str) {
-        Some(o) => matches!(
-            o,
-            "created" | "updated" | "forced" | "deleted" | "unchanged"
-        ),
-        None => r.get("kind").is_none_or(Value::is_null),
-    }
 }
 
 /// Untrusted text for a terminal line: line breaks and tabs become spaces, other control
@@ -605,9 +596,9 @@ impl Hints {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::kind::ErrorKind;
-    use crate::report::ErrorReport;
-    use crate::status::Trigger;
+    use crate::engine::report::ErrorReport;
+    use crate::model::kind::ErrorKind;
+    use crate::model::mirror::Trigger;
 
     const NOW: i64 = 1_700_000_000_000;
 

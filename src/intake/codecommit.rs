@@ -1,0 +1,83 @@
+//! AWS CodeCommit events, as EventBridge delivers them: to a Lambda function directly, or to
+//! `ferry serve` through an API destination (then authenticated as a webhook first).
+
+use super::webhook::{ignored, push, qualify, Event, Provider, Rejection};
+use crate::model::remote::Remote;
+use serde_json::{Map, Value};
+
+pub const STATE_CHANGE: &str = "CodeCommit Repository State Change";
+
+/// An EventBridge event from CodeCommit. Only "Repository State Change" events can move refs,
+/// and among them `unreferencedMergeCommitCreated` does not. Pull requests and comments come
+/// with other detail-types ("CodeCommit Pull Request State Change", "CodeCommit Comment on
+/// Pull Request", ...).
+pub fn classify(body: &Map<String, Value>) -> Result<Event, Rejection> {
+    let provider = Provider::CodeCommit;
+    let detail = body.get("detail");
+    let event = detail.and_then(|d| d.get("event")).and_then(Value::as_str);
+    let detail_type = body.get("detail-type").and_then(Value::as_str);
+    if detail_type != Some(STATE_CHANGE) {
+        let detail_type = detail_type.unwrap_or("(no detail-type)");
+        let reason = match event {
+            Some(event) => {
+                format!("CodeCommit event '{event}' ({detail_type}) is not a reference change")
+            }
+            None => format!("CodeCommit '{detail_type}' event is not a reference change"),
+        };
+        return Ok(ignored(provider, reason));
+    }
+    let Some(event) = event else {
+        return Err(Rejection::Malformed(format!(
+            "{STATE_CHANGE} event without a string detail.event"
+        )));
+    };
+    match event {
+        "referenceCreated" | "referenceUpdated" | "referenceDeleted" => {
+            let field = |name: &str| detail.and_then(|d| d.get(name)).and_then(Value::as_str);
+            let full = field("referenceFullName").filter(|r| r.starts_with("refs/"));
+            let name = full.or_else(|| field("referenceName"));
+            let reference = name.and_then(|n| qualify(n, field("referenceType")));
+            Ok(push(provider, reference.into_iter().collect()))
+        }
+        _ => Ok(ignored(
+            provider,
+            format!("CodeCommit event '{event}' is not a reference change"),
+        )),
+    }
+}
+
+/// The CodeCommit repository an event is about (`detail.repositoryName`).
+pub fn repository(body: &Map<String, Value>) -> Option<&str> {
+    body.get("detail")?.get("repositoryName")?.as_str()
+}
+
+/// The CodeCommit repository name of a source URL:
+/// `https://git-codecommit.eu-west-1.amazonaws.com/v1/repos/app` -> `app`.
+pub fn repository_name(source: &Remote) -> &str {
+    let url = source.git_url().trim_end_matches('/');
+    let last = url.rsplit(['/', ':']).next().unwrap_or(url);
+    last.strip_suffix(".git").unwrap_or(last)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    #[test]
+    fn codecommit_repository_names_come_from_the_clone_url() {
+        let r = |u: &str| Remote::parse(u, Path::new("/")).unwrap();
+        assert_eq!(
+            repository_name(&r(
+                "https://git-codecommit.eu-west-1.amazonaws.com/v1/repos/app"
+            )),
+            "app"
+        );
+        assert_eq!(
+            repository_name(&r(
+                "ssh://git-codecommit.eu-west-1.amazonaws.com/v1/repos/app.git"
+            )),
+            "app"
+        );
+    }
+}

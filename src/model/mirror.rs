@@ -1,0 +1,122 @@
+//! A mirror and how it runs: what the configuration produces and every other room consumes.
+
+use crate::model::refs::RefSelection;
+use crate::model::remote::Remote;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Everything one mirror needs, validated.
+#[derive(Debug, Clone)]
+pub struct Mirror {
+    pub name: String,
+    pub source: Remote,
+    pub destinations: Vec<Remote>,
+    pub selection: RefSelection,
+    pub policy: Policy,
+    pub atomic: bool,
+    /// Create missing local destination repositories (bare).
+    pub create: bool,
+}
+
+/// How a run behaves, shared by all mirrors of a run.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub cache_dir: PathBuf,
+    /// Deadline for each git operation (and for waiting on the cache lock).
+    pub timeout: Duration,
+    /// Forward git's progress meters to stderr.
+    pub progress: bool,
+}
+
+impl Settings {
+    /// Deadline for each git operation unless the user says otherwise.
+    pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(600);
+}
+
+/// What to do when a destination ref holds something ferry did not put there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Divergence {
+    /// Leave the ref alone and report it as diverged (exit 1). Nothing is ever lost.
+    #[default]
+    Keep,
+    /// Replace it with the source's value (the destination's extra commits are dropped).
+    Overwrite,
+    /// Push nothing at all to that destination.
+    Abort,
+}
+
+/// Which destination refs that the source no longer has are deleted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Prune {
+    /// Only refs the source deleted and the destination still holds as ferry left them.
+    #[default]
+    Synced,
+    /// Every destination ref in the selected namespaces that the source lacks: an exact mirror.
+    All,
+    /// Never delete.
+    Never,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Policy {
+    pub divergence: Divergence,
+    pub prune: Prune,
+}
+
+/// Why a sync ran. Stored as its snake_case name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Trigger {
+    /// A push webhook (GitHub, GitLab, Gitea, Forgejo, Bitbucket, generic).
+    Webhook,
+    /// An AWS CodeCommit reference event delivered by EventBridge.
+    Codecommit,
+    /// Polling saw the source change.
+    Poll,
+    /// The periodic full comparison of every destination with the source.
+    Reconcile,
+    /// `POST /api/mirrors/{mirror}/sync`.
+    Manual,
+    /// The mirror's configuration changed (or is new) since the service last ran.
+    Config,
+    /// A retry after a transient failure.
+    Retry,
+}
+
+impl Trigger {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Trigger::Webhook => "webhook",
+            Trigger::Codecommit => "codecommit",
+            Trigger::Poll => "poll",
+            Trigger::Reconcile => "reconcile",
+            Trigger::Manual => "manual",
+            Trigger::Config => "config",
+            Trigger::Retry => "retry",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Trigger> {
+        [
+            Trigger::Webhook,
+            Trigger::Codecommit,
+            Trigger::Poll,
+            Trigger::Reconcile,
+            Trigger::Manual,
+            Trigger::Config,
+            Trigger::Retry,
+        ]
+        .into_iter()
+        .find(|t| t.as_str() == s)
+    }
+}
+
+/// A stable 16-hex-digit id for a URL (cache and record file names).
+pub fn short_hash(text: &str) -> String {
+    let digest = Sha256::digest(text.as_bytes());
+    digest.iter().take(8).map(|b| format!("{b:02x}")).collect()
+}
