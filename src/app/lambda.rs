@@ -226,7 +226,10 @@ impl Function {
                 headers: &headers,
                 body: &body,
             },
-            secret,
+            webhook::Expect {
+                secret,
+                provider: configured.webhook_provider,
+            },
         ) {
             Err(Rejection::Unauthorized(m)) => respond(401, json!({ "error": m })),
             Err(Rejection::Malformed(m)) => respond(400, json!({ "error": m })),

@@ -5,6 +5,7 @@
 
 use super::{existing_file, selection, ConfigError, ConfiguredMirror, RawOptions};
 use crate::model::mirror::{Divergence, Mirror, Prune};
+use crate::model::provider::Provider;
 use crate::model::remote::{Remote, Secret};
 use std::path::Path;
 
@@ -131,6 +132,15 @@ pub fn classic_mirror() -> Result<ConfiguredMirror, ConfigError> {
         prune,
         ..RawOptions::default()
     };
+    let webhook_provider = match var("FERRY_WEBHOOK_PROVIDER") {
+        None => None,
+        Some(name) => Some(Provider::parse(&name).ok_or_else(|| {
+            ConfigError(format!(
+                "FERRY_WEBHOOK_PROVIDER is '{name}'; use one of {}",
+                Provider::ALL.map(Provider::as_str).join(", ")
+            ))
+        })?),
+    };
     if var("SRC_REPO").is_none() || var("DEST_REPO").is_none() {
         return Err(ConfigError(
             "no mirror configured: set SRC_REPO and DEST_REPO (and SRC_USER/SRC_PASS, DEST_USER/DEST_PASS), or FERRY_CONFIG".into(),
@@ -143,6 +153,7 @@ pub fn classic_mirror() -> Result<ConfiguredMirror, ConfigError> {
     Ok(ConfiguredMirror {
         mirror,
         webhook_secret: var("FERRY_WEBHOOK_SECRET").map(Secret::new),
+        webhook_provider,
         poll_interval: None,
         reconcile_interval: None,
     })

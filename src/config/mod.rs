@@ -7,6 +7,7 @@
 //! Architecture invariant: `config` imports only `model`. It produces validated values and
 //! runs nothing.
 
+use crate::model::provider::Provider;
 use crate::model::refs::{RefPattern, RefSelection};
 use crate::model::remote::{Remote, Secret};
 mod env;
@@ -129,6 +130,8 @@ pub struct ConfiguredMirror {
     pub mirror: Mirror,
     /// Secret that webhook deliveries for this mirror are signed (or authenticated) with.
     pub webhook_secret: Option<Secret>,
+    /// The only provider whose deliveries this mirror accepts (`None`: any).
+    pub webhook_provider: Option<Provider>,
     /// How often to compare the source's refs with the cache (`None`: never).
     pub poll_interval: Option<Duration>,
     /// How often to run a full sync whatever happened (`None`: never).
@@ -160,6 +163,7 @@ struct RawMirror {
     reconcile_interval: Option<Spanned<String>>,
     webhook_secret_env: Option<String>,
     webhook_secret_file: Option<PathBuf>,
+    webhook_provider: Option<Provider>,
 }
 
 impl RawMirror {
@@ -408,6 +412,7 @@ impl Config {
             mirrors.push(ConfiguredMirror {
                 mirror: options.mirror(name, source, destinations, selection),
                 webhook_secret,
+                webhook_provider: m.webhook_provider,
                 poll_interval,
                 reconcile_interval,
             });
@@ -746,6 +751,20 @@ webhook_secret_file = "/dev/null"
         let e = parse("[serve]\nlisten = \"localhost\"\n[[mirror]]\nname = \"a\"\nsource = \"/x\"\ndestinations = [\"/y\"]\npoll_interval = \"often\"\n").unwrap_err().0;
         assert!(
             e.contains("serve.listen") && e.contains("poll_interval"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn webhook_provider_pins_a_provider_and_unknown_names_are_errors() {
+        let c = parse("[[mirror]]\nname = \"a\"\nsource = \"/x\"\ndestinations = [\"/y\"]\nwebhook_provider = \"bitbucket_server\"\n").unwrap();
+        assert_eq!(
+            c.mirrors[0].webhook_provider,
+            Some(Provider::BitbucketServer)
+        );
+        let e = parse("[[mirror]]\nname = \"a\"\nsource = \"/x\"\ndestinations = [\"/y\"]\nwebhook_provider = \"githb\"\n").unwrap_err().0;
+        assert!(
+            e.contains("line 5") && e.contains("githb") && e.contains("github"),
             "{e}"
         );
     }

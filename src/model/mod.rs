@@ -5,5 +5,6 @@
 
 pub mod kind;
 pub mod mirror;
+pub mod provider;
 pub mod refs;
 pub mod remote;

@@ -82,7 +82,11 @@ async fn hook(
         headers: &headers,
         body: &body,
     };
-    match webhook::receive(&request, secret) {
+    let expect = webhook::Expect {
+        secret,
+        provider: configured.webhook_provider,
+    };
+    match webhook::receive(&request, expect) {
         Err(Rejection::Unauthorized(message)) => error(StatusCode::UNAUTHORIZED, message),
         Err(Rejection::Malformed(message)) => error(StatusCode::BAD_REQUEST, message),
         Ok(Event::Ignored { provider, reason }) => (

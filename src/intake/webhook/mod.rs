@@ -54,48 +54,7 @@ pub struct Request<'a> {
     pub body: &'a [u8],
 }
 
-/// Who sent a delivery. Decides how it is authenticated and how its payload is read.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Provider {
-    GitHub,
-    GitLab,
-    Gitea,
-    Forgejo,
-    BitbucketCloud,
-    BitbucketServer,
-    CodeCommit,
-    Generic,
-}
-
-impl Provider {
-    /// The stable machine name (logs, metrics labels, the status page).
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Provider::GitHub => "github",
-            Provider::GitLab => "gitlab",
-            Provider::Gitea => "gitea",
-            Provider::Forgejo => "forgejo",
-            Provider::BitbucketCloud => "bitbucket_cloud",
-            Provider::BitbucketServer => "bitbucket_server",
-            Provider::CodeCommit => "codecommit",
-            Provider::Generic => "generic",
-        }
-    }
-
-    /// The name people know the provider by, for messages.
-    fn label(self) -> &'static str {
-        match self {
-            Provider::GitHub => "GitHub",
-            Provider::GitLab => "GitLab",
-            Provider::Gitea => "Gitea",
-            Provider::Forgejo => "Forgejo",
-            Provider::BitbucketCloud => "Bitbucket Cloud",
-            Provider::BitbucketServer => "Bitbucket Server",
-            Provider::CodeCommit => "CodeCommit",
-            Provider::Generic => "generic",
-        }
-    }
-}
+pub use crate::model::provider::Provider;
 
 /// What an authenticated delivery asks for.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -129,15 +88,38 @@ const NO_PROOF: &str = "no signature or token: GitHub sends x-github-event with 
     only when the webhook has a secret); CodeCommit through an EventBridge API destination and \
     generic senders must send 'authorization: Bearer <secret>' or 'x-ferry-token: <secret>'";
 
-/// Detects the provider, authenticates with the mirror's `secret`, parses and classifies.
-pub fn receive(req: &Request<'_>, secret: &str) -> Result<Event, Rejection> {
+/// What a mirror accepts: the secret deliveries prove knowledge of, and optionally the one
+/// provider allowed to send them (`webhook_provider`).
+#[derive(Debug, Clone, Copy)]
+pub struct Expect<'a> {
+    pub secret: &'a str,
+    /// When set, a delivery that authenticates any other way gets a 401: a secret that also
+    /// works as a plain `x-ferry-token` or bearer token must not open a second door.
+    pub provider: Option<Provider>,
+}
+
+/// Detects the provider, authenticates with the mirror's secret, parses and classifies.
+pub fn receive(req: &Request<'_>, expect: Expect<'_>) -> Result<Event, Rejection> {
+    let secret = expect.secret;
     // Checked first: with an empty secret an empty bearer token would "match", and whatever the
     // sender does, the fix is on ferry's side.
     if secret.is_empty() {
         return Err(Rejection::Unauthorized(NO_SECRET.to_string()));
     }
+    let pinned = |sent: Provider| {
+        match expect.provider {
+        Some(pin) if pin != sent => Err(Rejection::Unauthorized(format!(
+            "this mirror accepts only {} deliveries (webhook_provider = \"{}\"); this one was sent as {}",
+            pin.label(),
+            pin.as_str(),
+            sent.label()
+        ))),
+        _ => Ok(()),
+    }
+    };
     match detect(req) {
         Sender::Provider(provider) => {
+            pinned(provider)?;
             authenticate(provider, req, secret)?;
             let body = parse_body(req.body)?;
             classify(provider, req, &body)
@@ -145,11 +127,20 @@ pub fn receive(req: &Request<'_>, secret: &str) -> Result<Event, Rejection> {
         Sender::Token => {
             // CodeCommit and generic senders authenticate the same way, so the body (which is
             // what tells them apart) is only read once the token holds.
+            // A token proves nothing about who sent it, so a pin on a signing provider
+            // refuses it before the token is even compared.
+            if let Some(pin) = expect.provider {
+                if !matches!(pin, Provider::CodeCommit | Provider::Generic) {
+                    pinned(Provider::Generic)?;
+                }
+            }
             check_bearer_or_ferry_token(req, secret)?;
             let body = parse_body(req.body)?;
             if body.get("source").and_then(Value::as_str) == Some("aws.codecommit") {
+                pinned(Provider::CodeCommit)?;
                 codecommit::classify(&body)
             } else {
+                pinned(Provider::Generic)?;
                 generic::classify(&body)
             }
         }
@@ -497,6 +488,15 @@ mod tests {
         body: &str,
         secret: &str,
     ) -> Result<Event, Rejection> {
+        receive_pinned(headers, body, secret, None)
+    }
+
+    fn receive_pinned(
+        headers: &[(&str, &str)],
+        body: &str,
+        secret: &str,
+        provider: Option<Provider>,
+    ) -> Result<Event, Rejection> {
         let headers: Vec<(String, String)> = headers
             .iter()
             .map(|(n, v)| (n.to_string(), v.to_string()))
@@ -506,7 +506,7 @@ mod tests {
                 headers: &headers,
                 body: body.as_bytes(),
             },
-            secret,
+            Expect { secret, provider },
         )
     }
 
@@ -646,7 +646,10 @@ mod tests {
                 headers,
                 body: body.as_bytes(),
             },
-            SECRET,
+            Expect {
+                secret: SECRET,
+                provider: None,
+            },
         )
     }
 
@@ -1023,5 +1026,83 @@ mod tests {
             panic!("{result:?}")
         };
         assert!(!message.contains(&expected));
+    }
+
+    fn github_signed(body: &str) -> Vec<(String, String)> {
+        let sig = format!("sha256={}", sign(SECRET, body));
+        vec![
+            ("x-github-event".to_string(), "push".to_string()),
+            ("x-hub-signature-256".to_string(), sig),
+        ]
+    }
+
+    fn pinned(
+        headers: &[(String, String)],
+        body: &str,
+        provider: Provider,
+    ) -> Result<Event, Rejection> {
+        let headers: Vec<(&str, &str)> = headers
+            .iter()
+            .map(|(n, v)| (n.as_str(), v.as_str()))
+            .collect();
+        receive_pinned(&headers, body, SECRET, Some(provider))
+    }
+
+    #[test]
+    fn a_pinned_provider_accepts_its_own_signed_deliveries() {
+        assert_eq!(
+            pinned(&github_signed(GITHUB_PUSH), GITHUB_PUSH, Provider::GitHub),
+            pushed(Provider::GitHub, &["refs/heads/main"])
+        );
+        let bearer = vec![("authorization".to_string(), format!("Bearer {SECRET}"))];
+        assert!(matches!(
+            pinned(&bearer, CODECOMMIT_REFERENCE_CREATED, Provider::CodeCommit),
+            Ok(Event::Push { .. })
+        ));
+        assert!(matches!(
+            pinned(&bearer, r#"{"ref": "refs/heads/main"}"#, Provider::Generic),
+            Ok(Event::Push { .. })
+        ));
+    }
+
+    #[test]
+    fn a_pinned_provider_refuses_the_secret_sent_as_a_plain_token() {
+        // The right secret, but as x-ferry-token: without the pin this is a valid generic push.
+        let token = vec![("x-ferry-token".to_string(), SECRET.to_string())];
+        let body = r#"{"ref": "refs/heads/main"}"#;
+        assert!(matches!(
+            pinned(&token, body, Provider::Generic),
+            Ok(Event::Push { .. })
+        ));
+        assert_unauthorized(
+            pinned(&token, body, Provider::GitHub),
+            "accepts only GitHub deliveries (webhook_provider = \"github\")",
+        );
+        let bearer = vec![("authorization".to_string(), format!("Bearer {SECRET}"))];
+        assert_unauthorized(
+            pinned(&bearer, body, Provider::GitLab),
+            "accepts only GitLab",
+        );
+    }
+
+    #[test]
+    fn a_pinned_provider_refuses_other_providers_and_token_senders_of_the_other_kind() {
+        assert_unauthorized(
+            pinned(&github_signed(GITHUB_PUSH), GITHUB_PUSH, Provider::GitLab),
+            "this one was sent as GitHub",
+        );
+        let bearer = vec![("authorization".to_string(), format!("Bearer {SECRET}"))];
+        assert_unauthorized(
+            pinned(
+                &bearer,
+                r#"{"ref": "refs/heads/main"}"#,
+                Provider::CodeCommit,
+            ),
+            "accepts only CodeCommit",
+        );
+        assert_unauthorized(
+            pinned(&bearer, CODECOMMIT_REFERENCE_CREATED, Provider::Generic),
+            "this one was sent as CodeCommit",
+        );
     }
 }
