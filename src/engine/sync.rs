@@ -382,6 +382,8 @@ async fn sync_destination(
     }
 
     let mut plan = plan;
+    // Set when the re-plan after a lost lease aborts: the message for the refs it held back.
+    let mut replan_aborted: Option<String> = None;
     let (mut statuses, mut push_error) = push(
         cache,
         git,
@@ -417,6 +419,14 @@ async fn sync_destination(
                             .copied()
                             .filter(|r| r.action.pushes())
                             .collect();
+                        if replanned.aborted {
+                            let diverged: Vec<&str> =
+                                replanned.diverged().map(|r| r.name.as_str()).collect();
+                            replan_aborted = Some(format!(
+                                "not pushed: the destination changed during the sync, and on a second look divergence = abort and {} diverged",
+                                diverged.join(", ")
+                            ));
+                        }
                         let (again, again_error) = if to_push.is_empty() || replanned.aborted {
                             (BTreeMap::new(), None)
                         } else {
@@ -453,6 +463,11 @@ async fn sync_destination(
         .refs
         .iter()
         .map(|p| {
+            if let Some(message) = &replan_aborted {
+                if lease_lost.contains(&p.name) {
+                    return aborted_report(p, message);
+                }
+            }
             let status = statuses.get(&p.name);
             let now = match &verified {
                 Some(v) => v.get(&p.name),

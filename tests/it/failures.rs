@@ -306,6 +306,90 @@ fn a_push_racing_the_sync_is_protected_by_the_lease() {
     );
 }
 
+/// A race that makes the re-plan abort (divergence = abort, and the racer diverged another
+/// ref): every ref the re-plan covered says it was held back by the abort, not that git was
+/// silent about it.
+#[test]
+fn a_lease_replan_that_aborts_says_so_for_each_ref() {
+    let (src, dst) = (
+        Repo::source("abort-race-src"),
+        Repo::empty("abort-race-dst"),
+    );
+    src.git(&["branch", "dev"]);
+    src.push(&["main", "dev"]);
+    let ferry = Ferry::new();
+    let [s, d] = [src.url(Transport::File), dst.url(Transport::File)];
+    ferry
+        .sync(&["--divergence", "abort", &s, &d])
+        .assert_code(0);
+    let one = src.commit("one");
+    src.commit("two");
+    src.git(&["checkout", "-q", "dev"]);
+    src.commit("dev upstream");
+    src.git(&["checkout", "-q", "main"]);
+    src.push(&["main", "dev"]);
+
+    // The racer moves main to an ancestor of the source's main (safe to fast-forward) and
+    // diverges dev, between ferry's listing and its push.
+    let racer = WorkRepo::new().unwrap();
+    let dst_path = dst.path().display().to_string();
+    racer
+        .git(&[
+            "fetch",
+            "-q",
+            &src.path().display().to_string(),
+            "main:upstream",
+        ])
+        .unwrap();
+    racer.git(&["fetch", "-q", &dst_path, "dev:dev"]).unwrap();
+    racer.git(&["checkout", "-q", "dev"]).unwrap();
+    let theirs = racer.commit("race.txt", "racing", "racing commit").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let wrapper = dir.path().join("git-racing");
+    let marker = dir.path().join("raced");
+    let real_git = ferry_testkit::git_binary().unwrap().display().to_string();
+    std::fs::write(
+        &wrapper,
+        format!(
+            "#!/bin/sh\nif [ \"$1\" = push ] && [ ! -e '{m}' ]; then touch '{m}'; env -u GIT_CONFIG_COUNT '{g}' -C '{r}' push -q --force '{d}' {one}:refs/heads/main dev:refs/heads/dev >/dev/null 2>&1; fi\nexec '{g}' \"$@\"\n",
+            m = marker.display(),
+            g = real_git,
+            r = racer.path().display(),
+            d = dst_path,
+        ),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
+
+    let run = ferry
+        .env("FERRY_GIT", &wrapper.display().to_string())
+        .sync(&["--divergence", "abort", &s, &d]);
+    assert!(marker.exists(), "the race was staged");
+    run.assert_code(1);
+    assert_eq!(
+        dst.refs()["refs/heads/main"],
+        one,
+        "nothing pushed after the abort"
+    );
+    assert_eq!(
+        dst.refs()["refs/heads/dev"],
+        theirs,
+        "the racing commit survives"
+    );
+    let main = run.ref_entry(0, "refs/heads/main");
+    let reason = main["reason"].as_str().unwrap_or_default();
+    assert_eq!(main["kind"], "diverged", "{main}");
+    assert!(
+        reason.contains("divergence = abort") && reason.contains("refs/heads/dev"),
+        "{main}"
+    );
+    assert_eq!(
+        run.ref_result(0, "refs/heads/dev"),
+        ("skip".into(), "diverged".into())
+    );
+}
+
 #[test]
 fn two_ferry_processes_share_one_cache_safely() {
     let src = Repo::source("two-src");
