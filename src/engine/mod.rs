@@ -8,6 +8,8 @@
 pub mod cache;
 pub mod git;
 pub mod plan;
+#[cfg(test)]
+mod plan_props;
 pub mod record;
 pub mod report;
 pub mod sync;
