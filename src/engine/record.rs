@@ -1,10 +1,11 @@
 //! What each destination held after ferry's last sync, per ref. This is how ferry tells a
 //! legitimate upstream force-push (the destination still holds what ferry pushed) from an
 //! out-of-band change (it holds something ferry never pushed). One small JSON file per
-//! (source, destination) pair beside the cache, replaced atomically.
+//! (source, destination, ref selection) beside the cache, replaced atomically: two mirrors
+//! that differ only in their selection push different refs, so they keep separate records.
 
 use crate::model::mirror::short_hash;
-use crate::model::refs::RefMap;
+use crate::model::refs::{RefMap, RefSelection};
 use serde::{Deserialize, Serialize};
 use std::fs;
 use std::io::Write;
@@ -31,8 +32,15 @@ impl Record {
     /// Loads the record, or an empty one when there is none yet. An unreadable record is
     /// treated as absent (first-sync rules apply, which never lose destination commits) and
     /// reported in the log.
-    pub fn load(dir: &Path, destination: &str) -> Record {
-        let path = dir.join(format!("{}.json", short_hash(destination)));
+    pub fn load(dir: &Path, destination: &str, selection: &RefSelection) -> Record {
+        // The default selection keeps the name records had before selections were part of
+        // the key, so existing records stay valid.
+        let id = if *selection == RefSelection::default() {
+            short_hash(destination)
+        } else {
+            short_hash(&format!("{destination}\n{}", selection.key()))
+        };
+        let path = dir.join(format!("{id}.json"));
         let refs = match fs::read(&path) {
             Ok(bytes) => match serde_json::from_slice::<RecordFile>(&bytes) {
                 Ok(file) => file.refs,
@@ -85,19 +93,25 @@ mod tests {
     #[test]
     fn round_trips_and_survives_garbage() {
         let dir = tempfile::tempdir().unwrap();
-        let mut r = Record::load(dir.path(), "https://h/r.git");
+        let mut r = Record::load(dir.path(), "https://h/r.git", &RefSelection::default());
         assert!(r.refs.is_empty());
         r.refs.insert(
             "refs/heads/main".into(),
             Oid::parse(&"a".repeat(40)).unwrap(),
         );
         r.save().unwrap();
-        let again = Record::load(dir.path(), "https://h/r.git");
+        let again = Record::load(dir.path(), "https://h/r.git", &RefSelection::default());
         assert_eq!(again.refs, r.refs);
         fs::write(&again.path, b"{not json").unwrap();
-        assert!(Record::load(dir.path(), "https://h/r.git").refs.is_empty());
-        assert!(Record::load(dir.path(), "https://h/other.git")
-            .refs
-            .is_empty());
+        assert!(
+            Record::load(dir.path(), "https://h/r.git", &RefSelection::default())
+                .refs
+                .is_empty()
+        );
+        assert!(
+            Record::load(dir.path(), "https://h/other.git", &RefSelection::default())
+                .refs
+                .is_empty()
+        );
     }
 }

@@ -321,7 +321,7 @@ async fn sync_destination(
         Ok(refs) => refs,
         Err(e) => return DestinationReport::failed(url, e.into()),
     };
-    let mut record = Record::load(&cache.paths.records, dest.identity());
+    let mut record = Record::load(&cache.paths.records, dest.identity(), &mirror.selection);
     let plan = match make_plan(mirror, cache, git, source_refs, &dest_refs, &record.refs).await {
         Ok(p) => p,
         Err(e) => return DestinationReport::failed(url, e.into()),

@@ -140,6 +140,19 @@ impl Default for RefSelection {
 pub const DEFAULT_INCLUDE: &[&str] = &["refs/heads/*", "refs/tags/*"];
 
 impl RefSelection {
+    /// A stable text naming this selection, for keying what is kept per selection: the
+    /// include and exclude patterns in order.
+    pub fn key(&self) -> String {
+        let mut key = String::new();
+        for p in &self.include {
+            key.push_str(&format!("+{p}\n"));
+        }
+        for p in &self.exclude {
+            key.push_str(&format!("^{p}\n"));
+        }
+        key
+    }
+
     pub fn selects(&self, name: &str) -> bool {
         !name.starts_with("refs/remotes/")
             && self.include.iter().any(|p| p.matches(name))

@@ -364,3 +364,27 @@ fn request_too_large_is_reported_as_too_large() {
     assert_eq!(run.ref_result(0, "refs/heads/main").1, "failed");
     assert!(refs_of(&dst.path()).is_empty());
 }
+
+/// Two mirrors with the same source and destination but different ref selections keep
+/// separate records: syncing one must not make the other forget what it pushed (which would
+/// turn the next upstream force-push into a false "diverged").
+#[test]
+fn mirrors_with_different_selections_keep_separate_records() {
+    let (src, dst) = (Repo::source("sel-src"), Repo::empty("sel-dst"));
+    src.git(&["tag", "v1"]);
+    src.push(&["main", "v1"]);
+    let [s, d] = urls(&src, &dst);
+    let ferry = Ferry::new();
+    let heads = ["--include", "refs/heads/*"];
+    let tags = ["--include", "refs/tags/*"];
+    ferry.sync(&[&heads[..], &[&s, &d]].concat()).assert_code(0);
+    ferry.sync(&[&tags[..], &[&s, &d]].concat()).assert_code(0);
+
+    // Upstream rewrites main; the heads mirror pushed main, so it follows the force-push.
+    src.git(&["commit", "-q", "--amend", "-m", "first, rewritten"]);
+    src.push(&["main"]);
+    let run = ferry.sync(&[&heads[..], &[&s, &d]].concat());
+    run.assert_code(0);
+    assert_eq!(run.ref_result(0, "refs/heads/main").1, "forced");
+    assert_eq!(dst.refs()["refs/heads/main"], src.refs()["refs/heads/main"]);
+}
