@@ -212,6 +212,10 @@ pub struct SourceReport {
     pub refs: usize,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<ErrorReport>,
+    /// A digest of the selected refs the run synced from (see `engine::sync::refs_digest`):
+    /// what a poll compares the source with. Absent when the source could not be read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub digest: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -387,6 +391,7 @@ mod tests {
                 ok: source.is_none(),
                 refs: 0,
                 error: source.map(|k| ErrorReport::new(k, "x")),
+                digest: None,
             },
             destinations: dests
                 .iter()

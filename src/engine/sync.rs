@@ -18,7 +18,7 @@ use crate::engine::report::{
     DestinationReport, ErrorReport, MirrorReport, Outcome, RefReport, SourceReport,
 };
 use crate::model::kind::{classify_ref_rejection, ErrorKind};
-use crate::model::mirror::{Mirror, Settings};
+use crate::model::mirror::{short_hash, Mirror, Settings};
 use crate::model::refs::{Oid, RefMap, RefSelection};
 use crate::model::remote::{Remote, Secret};
 use futures::future::join_all;
@@ -83,12 +83,34 @@ fn git_for(mirror: &Mirror, settings: &Settings) -> Git {
     )
 }
 
-/// For polling: whether the source's selected refs differ from the cache's. One listing of
-/// the source and a local read of the cache, without taking the cache's lock (a sync that
+/// A digest of a ref table: equal digests, equal refs.
+pub fn refs_digest(refs: &RefMap) -> String {
+    let mut text = String::with_capacity(refs.len() * 64);
+    for (name, oid) in refs {
+        text.push_str(oid.as_str());
+        text.push(' ');
+        text.push_str(name);
+        text.push('\n');
+    }
+    short_hash(&text)
+}
+
+/// For polling: whether the source's selected refs differ from what this mirror last synced
+/// from (`last_synced`, the [`refs_digest`] of its last run's source). The cache is shared by
+/// every mirror and command with that source, so it says nothing about whether this mirror's
+/// destinations got a change; it is compared only when the mirror has no run to go by. One
+/// listing of the source, and then a local read without taking the cache's lock (a sync that
 /// holds it only moves the cache towards the source; the worst case is one extra sync).
-pub async fn source_changed(mirror: &Mirror, settings: &Settings) -> Result<bool, GitFailure> {
+pub async fn source_changed(
+    mirror: &Mirror,
+    settings: &Settings,
+    last_synced: Option<&str>,
+) -> Result<bool, GitFailure> {
     let git = git_for(mirror, settings);
     let listing = ls_remote(&mirror.source, &mirror.selection, &git).await?;
+    if let Some(last) = last_synced {
+        return Ok(refs_digest(&listing) != last);
+    }
     let repo = CachePaths::new(&settings.cache_dir, &mirror.source).repo;
     if !repo.is_dir() {
         return Ok(true);
@@ -177,6 +199,7 @@ async fn attempt(
         ok: true,
         refs: source_refs.len(),
         error: None,
+        digest: Some(refs_digest(&source_refs)),
     };
     (source, reports)
 }
@@ -188,6 +211,7 @@ fn source_failed(mirror: &Mirror, e: GitFailure) -> (SourceReport, Vec<Destinati
         ok: false,
         refs: 0,
         error: Some(e.into()),
+        digest: None,
     };
     let dests = mirror
         .destinations

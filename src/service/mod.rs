@@ -24,6 +24,7 @@ pub mod status;
 pub mod store;
 
 use crate::config::{ConfiguredMirror, ServeSettings};
+use crate::engine::git::GitFailure;
 use crate::engine::report::MirrorReport;
 use crate::engine::sync::{self, Mode};
 use crate::model::mirror::{Settings, Trigger};
@@ -257,6 +258,18 @@ async fn execute(svc: &Service, claim: Claim) {
     svc.wake.notify_one();
 }
 
+/// Whether polling sees the source's refs differ from what the mirror last synced from.
+async fn poll(svc: &Service, configured: &ConfiguredMirror) -> Result<bool, GitFailure> {
+    let name = &configured.mirror.name;
+    // Without the digest (an error reading it, or no run yet) the engine compares the source
+    // with the cache: the worst case is a missed poll until the next run records one.
+    let last = svc.store.source_digest(name).await.unwrap_or_else(|e| {
+        tracing::warn!(mirror = %name, error = %format!("{e:#}"), "cannot read the last synced source state");
+        None
+    });
+    sync::source_changed(&configured.mirror, &svc.engine, last.as_deref()).await
+}
+
 /// Exponential backoff with jitter: base * 2^attempt, capped, then 50-100% of that.
 fn backoff(serve: &ServeSettings, attempt: u32) -> Duration {
     let exp = serve.retry_base.saturating_mul(1u32 << attempt.min(16));
@@ -331,7 +344,7 @@ async fn every_interval(svc: Arc<Service>, index: usize, every: Duration, trigge
             continue;
         }
         let detail = match trigger {
-            Trigger::Poll => match sync::source_changed(&configured.mirror, &svc.engine).await {
+            Trigger::Poll => match poll(&svc, configured).await {
                 Ok(true) => "polling saw the source's refs change",
                 Ok(false) => continue,
                 Err(e) => {

@@ -440,13 +440,17 @@ impl Store {
         }
 
         let failure_streak = if f.report.ok { 0 } else { streak_before + 1 };
-        sqlx::query("UPDATE mirrors SET state = ?2, failure_streak = ?3 WHERE name = ?1")
-            .bind(mirror)
-            .bind(state_after(f.report).as_str())
-            .bind(failure_streak)
-            .execute(&mut *tx)
-            .await
-            .with_context(|| format!("updating the state of {mirror}"))?;
+        sqlx::query(
+            "UPDATE mirrors SET state = ?2, failure_streak = ?3, \
+             source_digest = COALESCE(?4, source_digest) WHERE name = ?1",
+        )
+        .bind(mirror)
+        .bind(state_after(f.report).as_str())
+        .bind(failure_streak)
+        .bind(f.report.source.digest.as_deref())
+        .execute(&mut *tx)
+        .await
+        .with_context(|| format!("updating the state of {mirror}"))?;
 
         tx.commit()
             .await
@@ -684,6 +688,18 @@ impl Store {
     /// When the next claimable sync becomes due (it may be in the past), so the dispatcher can
     /// sleep until then; `None` when nothing is waiting. A mirror queued behind its own running
     /// sync is not counted: it becomes due when that run finishes.
+    /// The digest of the source refs the mirror's last run synced from (`None`: no run read
+    /// the source yet).
+    pub async fn source_digest(&self, mirror: &str) -> Result<Option<String>> {
+        let digest: Option<Option<String>> =
+            sqlx::query_scalar("SELECT source_digest FROM mirrors WHERE name = ?1")
+                .bind(mirror)
+                .fetch_optional(&self.pool)
+                .await
+                .with_context(|| format!("reading the last synced source of {mirror}"))?;
+        Ok(digest.flatten())
+    }
+
     pub async fn next_due(&self) -> Result<Option<i64>> {
         sqlx::query_scalar(
             "SELECT MIN(p.not_before) FROM pending p JOIN mirrors m ON m.name = p.mirror \
@@ -960,6 +976,7 @@ mod tests {
                 ok: true,
                 refs: 1,
                 error: None,
+                digest: None,
             },
             destinations,
         }
@@ -1486,6 +1503,7 @@ mod tests {
                 ok: true,
                 refs: 1,
                 error: None,
+                digest: None,
             },
             destinations: Vec::new(),
         }

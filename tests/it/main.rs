@@ -7,4 +7,5 @@ mod harness;
 mod lambda;
 mod lifecycle;
 mod policies;
+mod polling;
 mod service;

@@ -300,7 +300,7 @@ pub fn codecommit_event(event: &str, branch: &str) -> Vec<u8> {
     .into_bytes()
 }
 
-fn mirror_toml(name: &str, src: &str, dst: &str, extra: &str) -> String {
+pub(crate) fn mirror_toml(name: &str, src: &str, dst: &str, extra: &str) -> String {
     format!("[[mirror]]\nname = \"{name}\"\nsource = \"{src}\"\ndestinations = [\"{dst}\"]\nwebhook_secret_file = \"hook-secret\"\n{extra}\n")
 }
 
@@ -312,7 +312,7 @@ fn pair(prefix: &str) -> (Repo, Repo) {
     )
 }
 
-fn push_commit(src: &Repo, msg: &str) {
+pub(crate) fn push_commit(src: &Repo, msg: &str) {
     src.commit(msg);
     src.push(&["main"]);
 }
