@@ -306,13 +306,13 @@ impl Git {
         }
 
         // Config through the environment (git >= 2.31), so nothing lands in argv.
-        let mut config: Vec<(&str, String)> = vec![
-            ("gc.autoDetach", "false".into()),
-            ("core.askPass", String::new()),
-            ("credential.helper", String::new()),
-            ("http.lowSpeedLimit", "1".into()),
+        let mut config: Vec<(String, String)> = vec![
+            ("gc.autoDetach".into(), "false".into()),
+            ("core.askPass".into(), String::new()),
+            ("credential.helper".into(), String::new()),
+            ("http.lowSpeedLimit".into(), "1".into()),
             (
-                "http.lowSpeedTime",
+                "http.lowSpeedTime".into(),
                 STALL_LIMIT
                     .min(self.inner.timeout)
                     .as_secs()
@@ -322,18 +322,26 @@ impl Git {
         ];
         if let Some(remote) = remote {
             let creds = &remote.credentials;
-            if remote.transport == Transport::Http
-                && (creds.username.is_some() || creds.password.is_some())
-            {
-                // The helper prints what the child's environment holds; the script text names
-                // variables, never values.
+            let has_credentials = creds.username.is_some() || creds.password.is_some();
+            if let Some(origin) = remote.http_origin().filter(|_| has_credentials) {
+                // The helper answers only for the remote's own scheme, host and port (git
+                // matches `credential.<url>.*` on all three, default ports normalized), and
+                // prints what the child's environment holds: the script names variables, never
+                // values.
                 config.push((
-                    "credential.helper",
+                    format!("credential.{origin}.helper"),
                     "!f() { test \"$1\" = get && printf 'username=%s\\npassword=%s\\n' \"$FERRY_GIT_USERNAME\" \"$FERRY_GIT_PASSWORD\"; }; f".into(),
                 ));
+                // No redirects at all, even to the same origin (a renamed repository): git
+                // cannot follow only same-origin ones, and after following one it sends its
+                // next requests to the new origin from connections that still hold the
+                // password, helper or not. The failure's kind says to use the new URL. Remotes
+                // without credentials keep git's default (follow on the first request).
+                config.push(("http.followRedirects".into(), "false".into()));
                 // Send the credentials with the first request instead of after a 401: one
-                // round trip less per git call (git >= 2.46; older git ignores the key).
-                config.push(("http.proactiveAuth", "basic".into()));
+                // round trip less per git call (git >= 2.46; older git ignores the key). Safe
+                // because the only origin this git call can reach is the remote's own.
+                config.push(("http.proactiveAuth".into(), "basic".into()));
                 set(
                     "FERRY_GIT_USERNAME",
                     creds.username.as_deref().unwrap_or("git"),
@@ -344,7 +352,7 @@ impl Git {
                 );
             }
             if let Some(ca) = &creds.ca_file {
-                config.push(("http.sslCAInfo", ca.display().to_string()));
+                config.push(("http.sslCAInfo".into(), ca.display().to_string()));
             }
             if remote.transport == Transport::Ssh {
                 set("GIT_SSH_COMMAND", &ssh_command(remote));

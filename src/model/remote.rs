@@ -144,6 +144,16 @@ impl Remote {
         &self.display
     }
 
+    /// `scheme://host[:port]` of an HTTP(S) remote, lower-cased and without a default port:
+    /// the origin its credentials belong to.
+    pub fn http_origin(&self) -> Option<String> {
+        if self.transport != Transport::Http {
+            return None;
+        }
+        let url = url::Url::parse(&self.git_url).ok()?;
+        Some(url.origin().ascii_serialization())
+    }
+
     /// The local filesystem path, for `file://` URLs and plain paths.
     pub fn local_path(&self) -> Option<PathBuf> {
         if self.transport != Transport::Local {
@@ -292,6 +302,23 @@ mod tests {
             !format!("{r:?}").contains("p@ss"),
             "Debug must not show the secret"
         );
+    }
+
+    #[test]
+    fn the_origin_of_an_http_remote_is_scheme_host_and_port() {
+        assert_eq!(
+            parse("https://bot:pw@Git.Example.com:8443/org/app.git").http_origin(),
+            Some("https://git.example.com:8443".into())
+        );
+        assert_eq!(
+            parse("https://git.example.com:443/app.git").http_origin(),
+            Some("https://git.example.com".into())
+        );
+        assert_eq!(
+            parse("http://[::1]:8080/app.git").http_origin(),
+            Some("http://[::1]:8080".into())
+        );
+        assert_eq!(parse("ssh://git@h/r.git").http_origin(), None);
     }
 
     #[test]
