@@ -185,7 +185,7 @@ impl Git {
         cmd.args(args)
             .current_dir(cwd)
             .env_clear()
-            .envs(self.environment(call.remote))
+            .envs(self.environment(call.remote, |name| std::env::var(name).ok()))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -272,14 +272,20 @@ impl Git {
         out
     }
 
-    fn environment(&self, remote: Option<&Remote>) -> Vec<(OsString, OsString)> {
+    /// The git child's whole environment, built from `remote` and the few variables of ours
+    /// (`parent`) that git may see.
+    fn environment(
+        &self,
+        remote: Option<&Remote>,
+        parent: impl Fn(&str) -> Option<String>,
+    ) -> Vec<(OsString, OsString)> {
         let mut env: Vec<(OsString, OsString)> = Vec::new();
         let mut set = |k: &str, v: &str| env.push((k.into(), v.into()));
         set(
             "PATH",
-            &std::env::var("PATH").unwrap_or_else(|_| "/usr/local/bin:/usr/bin:/bin".into()),
+            &parent("PATH").unwrap_or_else(|| "/usr/local/bin:/usr/bin:/bin".into()),
         );
-        let home = std::env::var("HOME").unwrap_or_else(|_| self.inner.home.display().to_string());
+        let home = parent("HOME").unwrap_or_else(|| self.inner.home.display().to_string());
         set("HOME", &home);
         set("LC_ALL", "C");
         set("LANG", "C");
@@ -291,8 +297,12 @@ impl Git {
         set("GCM_INTERACTIVE", "never");
         set("GIT_ALLOW_PROTOCOL", "file:git:http:https:ssh");
         set("GIT_PROTOCOL_FROM_USER", "0");
+        // What the host needs to reach and trust servers; none of it is a secret. The
+        // SSL_CERT_* variables point OpenSSL at the host's trust store.
         for passthrough in [
             "TMPDIR",
+            "SSL_CERT_FILE",
+            "SSL_CERT_DIR",
             "http_proxy",
             "https_proxy",
             "no_proxy",
@@ -300,7 +310,7 @@ impl Git {
             "HTTP_PROXY",
             "NO_PROXY",
         ] {
-            if let Ok(v) = std::env::var(passthrough) {
+            if let Some(v) = parent(passthrough) {
                 set(passthrough, &v);
             }
         }
@@ -358,7 +368,7 @@ impl Git {
                 set("GIT_SSH_COMMAND", &ssh_command(remote));
                 set("GIT_SSH_VARIANT", "ssh");
                 if creds.ssh_key.is_none() {
-                    if let Ok(sock) = std::env::var("SSH_AUTH_SOCK") {
+                    if let Some(sock) = parent("SSH_AUTH_SOCK") {
                         set("SSH_AUTH_SOCK", &sock);
                     }
                 }
@@ -484,6 +494,51 @@ mod tests {
             "Receiving objects:  10% (1/10)\rReceiving objects: 100% (10/10), done.\nfatal: x\n",
         );
         assert_eq!(s, "Receiving objects: 100% (10/10), done.\nfatal: x");
+    }
+
+    /// The environment a git child gets, from a made-up parent environment.
+    fn child_environment(
+        remote: Option<&Remote>,
+        parent: &[(&str, &str)],
+    ) -> Vec<(String, String)> {
+        let git = Git::new(
+            Duration::from_secs(60),
+            false,
+            Vec::new(),
+            "/home/ferry".into(),
+        );
+        git.environment(remote, |name| {
+            parent
+                .iter()
+                .find(|(k, _)| *k == name)
+                .map(|(_, v)| (*v).to_owned())
+        })
+        .into_iter()
+        .map(|(k, v)| {
+            (
+                k.to_string_lossy().into_owned(),
+                v.to_string_lossy().into_owned(),
+            )
+        })
+        .collect()
+    }
+
+    #[test]
+    fn the_isolated_environment_keeps_the_tls_trust_store_variables_and_drops_the_rest() {
+        let env = child_environment(
+            None,
+            &[
+                ("SSL_CERT_FILE", "/etc/corp/ca.pem"),
+                ("SSL_CERT_DIR", "/etc/corp/certs"),
+                ("GIT_DIR", "/somewhere/else"),
+                ("FERRY_SOURCE_PASSWORD", "s3cret"),
+            ],
+        );
+        let get = |name: &str| env.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str());
+        assert_eq!(get("SSL_CERT_FILE"), Some("/etc/corp/ca.pem"));
+        assert_eq!(get("SSL_CERT_DIR"), Some("/etc/corp/certs"));
+        assert_eq!(get("GIT_DIR"), None);
+        assert_eq!(get("FERRY_SOURCE_PASSWORD"), None);
     }
 
     #[test]
