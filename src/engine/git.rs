@@ -541,6 +541,55 @@ mod tests {
         assert_eq!(get("FERRY_SOURCE_PASSWORD"), None);
     }
 
+    /// The `GIT_CONFIG_KEY_n` / `GIT_CONFIG_VALUE_n` pairs of a child environment, in order.
+    fn git_config(env: &[(String, String)]) -> Vec<(String, String)> {
+        let get = |name: &str| env.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
+        let count: usize = get("GIT_CONFIG_COUNT")
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(0);
+        (0..count)
+            .filter_map(|i| {
+                Some((
+                    get(&format!("GIT_CONFIG_KEY_{i}"))?,
+                    get(&format!("GIT_CONFIG_VALUE_{i}"))?,
+                ))
+            })
+            .collect()
+    }
+
+    #[test]
+    fn credentials_are_offered_only_to_the_remotes_origin_and_redirects_are_not_followed() {
+        let remote = Remote::parse(
+            "https://bot:pa55word@Git.Example.com:8443/org/app.git",
+            Path::new("/"),
+        )
+        .unwrap();
+        let env = child_environment(Some(&remote), &[]);
+        let config = git_config(&env);
+        let helpers: Vec<&(String, String)> = config
+            .iter()
+            .filter(|(k, _)| k.starts_with("credential.") && k.ends_with(".helper"))
+            .collect();
+        assert_eq!(helpers.len(), 2, "{config:?}");
+        assert_eq!(helpers[0], &("credential.helper".into(), String::new()));
+        assert_eq!(
+            helpers[1].0,
+            "credential.https://git.example.com:8443.helper"
+        );
+        assert!(config.contains(&("http.followRedirects".into(), "false".into())));
+        assert!(!config.iter().any(|(_, v)| v.contains("pa55word")));
+
+        let anonymous = Remote::parse("https://git.example.com/app.git", Path::new("/")).unwrap();
+        let config = git_config(&child_environment(Some(&anonymous), &[]));
+        assert!(
+            config
+                .iter()
+                .all(|(k, v)| !k.starts_with("credential.") || v.is_empty()),
+            "{config:?}"
+        );
+        assert!(!config.iter().any(|(k, _)| k == "http.followRedirects"));
+    }
+
     #[test]
     fn ssh_command_quotes_paths_and_checks_host_keys_strictly() {
         let mut r = Remote::parse("ssh://git@h:22/r.git", Path::new("/")).unwrap();
