@@ -207,6 +207,13 @@ impl fmt::Display for Remote {
     }
 }
 
+/// Whether `input` is a URL with a password in it (`scheme://user:password@host/...`), as
+/// [`Remote::parse`] would lift it out.
+pub fn url_has_password(input: &str) -> bool {
+    let input = input.trim();
+    input.contains("://") && url::Url::parse(input).is_ok_and(|u| u.password().is_some())
+}
+
 /// Resolves `.` and `..` lexically, so `.` becomes the directory's own name (and slug).
 fn normalize(path: &Path) -> PathBuf {
     use std::path::Component;
@@ -319,6 +326,16 @@ mod tests {
             Some("http://[::1]:8080".into())
         );
         assert_eq!(parse("ssh://git@h/r.git").http_origin(), None);
+    }
+
+    #[test]
+    fn tells_urls_with_a_password_from_the_rest() {
+        assert!(url_has_password("https://bot:tok@h/r.git"));
+        assert!(url_has_password("ssh://git:pw@h/r.git"));
+        assert!(!url_has_password("https://bot@h/r.git"));
+        assert!(!url_has_password("https://h/r.git"));
+        assert!(!url_has_password("git@h:org/r.git"));
+        assert!(!url_has_password("./user:pw@dir/r.git"));
     }
 
     #[test]

@@ -1,8 +1,9 @@
 //! Credentials go only to the origin they were configured for, and a password given on the
 //! command line, where other users can read it, earns a warning.
 
-use crate::harness::{Ferry, Repo};
+use crate::harness::{branches_and_tags, Ferry, Repo, Transport};
 use base64::Engine;
+use ferry_testkit::WRITER;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -219,4 +220,51 @@ fn credentials_never_follow_a_redirect_to_another_origin() {
         );
         assert!(!run.stdout.contains(&password) && !run.stderr.contains(&password));
     }
+}
+
+/// A password in a SOURCE or DEST URL on ferry's command line is readable by every user of the
+/// machine (`ps`) and stays in shell history: `sync` and `plan` say so once, show no password,
+/// and still do their job. The same credentials from the environment draw no warning.
+#[test]
+fn a_password_in_a_command_line_url_is_warned_about_once_and_never_shown() {
+    const WARNING: &str = "visible to other users";
+    let (src, dst) = (Repo::source("argpw-src"), Repo::empty("argpw-dst"));
+    let with_password =
+        |url: String| url.replacen("http://", &format!("http://{}:{}@", WRITER.0, WRITER.1), 1);
+    let (src_url, dst_url) = (
+        with_password(src.url(Transport::Http)),
+        with_password(dst.url(Transport::Http)),
+    );
+    let ferry = Ferry::new();
+    for run in [
+        ferry.plan(&[&src_url, &dst_url]),
+        ferry.sync(&[&src_url, &dst_url]),
+    ] {
+        run.assert_code(0);
+        assert_eq!(run.stderr.matches(WARNING).count(), 1, "{}", run.stderr);
+        assert!(
+            run.stderr.contains("FERRY_SOURCE_PASSWORD")
+                && run.stderr.contains("FERRY_DEST_PASSWORD")
+                && run.stderr.contains("config file"),
+            "the warning says how to pass passwords instead: {}",
+            run.stderr
+        );
+        assert!(
+            !run.stderr.contains(WRITER.1) && !run.stdout.contains(WRITER.1),
+            "{}\n{}",
+            run.stdout,
+            run.stderr
+        );
+    }
+    assert_eq!(
+        branches_and_tags(&dst.path()),
+        branches_and_tags(&src.path())
+    );
+
+    let from_env = Ferry::with_test_credentials().sync(&[
+        &src.url(Transport::Http),
+        &Repo::empty("argpw-env-dst").url(Transport::Http),
+    ]);
+    from_env.assert_code(0);
+    assert!(!from_env.stderr.contains(WARNING), "{}", from_env.stderr);
 }
