@@ -9,6 +9,7 @@ use crate::config::{self, Config, ConfigError, RawOptions};
 use crate::engine::report::RunReport;
 use crate::engine::sync::{run_mirror, Mode};
 use crate::model::mirror::{Divergence, Mirror, Prune, Settings};
+use crate::model::remote::url_has_password;
 use serve::{RunsArgs, ServeArgs, StatusArgs};
 pub mod lambda;
 pub mod serve;
@@ -290,11 +291,16 @@ fn prepare(args: &SyncArgs, quiet: bool) -> Result<(Vec<Mirror>, Settings), Conf
             let mirrors = select_mirrors(all, &args.args, path)?;
             (mirrors, cfg.cache_dir, cfg.timeout)
         }
-        None => (
-            vec![config::adhoc_mirror(&args.args, &overrides)?],
-            None,
-            None,
-        ),
+        None => {
+            if !quiet {
+                warn_about_passwords_in_arguments(&args.args);
+            }
+            (
+                vec![config::adhoc_mirror(&args.args, &overrides)?],
+                None,
+                None,
+            )
+        }
     };
     let cache_dir = match args
         .cache_dir
@@ -316,6 +322,25 @@ fn prepare(args: &SyncArgs, quiet: bool) -> Result<(Vec<Mirror>, Settings), Conf
         progress: !quiet && !args.json && std::io::stderr().is_terminal(),
     };
     Ok((mirrors, settings))
+}
+
+/// Says once that a password in a SOURCE or DEST URL on the command line is visible to other
+/// users and stays in shell history, and how to pass it instead. Never shows the password.
+fn warn_about_passwords_in_arguments(urls: &[String]) {
+    let source = urls.first().is_some_and(|u| url_has_password(u));
+    let dest = urls.iter().skip(1).any(|u| url_has_password(u));
+    let place = match (source, dest) {
+        (true, true) => "the SOURCE and DEST URLs",
+        (true, false) => "the SOURCE URL",
+        (false, true) => "a DEST URL",
+        (false, false) => return,
+    };
+    eprintln!(
+        "ferry: warning: a password in {place} on the command line is visible to other users \
+         in `ps` and stays in your shell history; pass it in FERRY_SOURCE_PASSWORD / \
+         FERRY_DEST_PASSWORD instead (the URL keeps the user name), or use a config file \
+         (--config, with password_env or password_file)"
+    );
 }
 
 fn spanned(values: &[String]) -> Vec<Spanned<String>> {

@@ -185,7 +185,7 @@ impl Git {
         cmd.args(args)
             .current_dir(cwd)
             .env_clear()
-            .envs(self.environment(call.remote))
+            .envs(self.environment(call.remote, |name| std::env::var(name).ok()))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -272,14 +272,20 @@ impl Git {
         out
     }
 
-    fn environment(&self, remote: Option<&Remote>) -> Vec<(OsString, OsString)> {
+    /// The git child's whole environment, built from `remote` and the few variables of ours
+    /// (`parent`) that git may see.
+    fn environment(
+        &self,
+        remote: Option<&Remote>,
+        parent: impl Fn(&str) -> Option<String>,
+    ) -> Vec<(OsString, OsString)> {
         let mut env: Vec<(OsString, OsString)> = Vec::new();
         let mut set = |k: &str, v: &str| env.push((k.into(), v.into()));
         set(
             "PATH",
-            &std::env::var("PATH").unwrap_or_else(|_| "/usr/local/bin:/usr/bin:/bin".into()),
+            &parent("PATH").unwrap_or_else(|| "/usr/local/bin:/usr/bin:/bin".into()),
         );
-        let home = std::env::var("HOME").unwrap_or_else(|_| self.inner.home.display().to_string());
+        let home = parent("HOME").unwrap_or_else(|| self.inner.home.display().to_string());
         set("HOME", &home);
         set("LC_ALL", "C");
         set("LANG", "C");
@@ -291,8 +297,12 @@ impl Git {
         set("GCM_INTERACTIVE", "never");
         set("GIT_ALLOW_PROTOCOL", "file:git:http:https:ssh");
         set("GIT_PROTOCOL_FROM_USER", "0");
+        // What the host needs to reach and trust servers; none of it is a secret. The
+        // SSL_CERT_* variables point OpenSSL at the host's trust store.
         for passthrough in [
             "TMPDIR",
+            "SSL_CERT_FILE",
+            "SSL_CERT_DIR",
             "http_proxy",
             "https_proxy",
             "no_proxy",
@@ -300,19 +310,19 @@ impl Git {
             "HTTP_PROXY",
             "NO_PROXY",
         ] {
-            if let Ok(v) = std::env::var(passthrough) {
+            if let Some(v) = parent(passthrough) {
                 set(passthrough, &v);
             }
         }
 
         // Config through the environment (git >= 2.31), so nothing lands in argv.
-        let mut config: Vec<(&str, String)> = vec![
-            ("gc.autoDetach", "false".into()),
-            ("core.askPass", String::new()),
-            ("credential.helper", String::new()),
-            ("http.lowSpeedLimit", "1".into()),
+        let mut config: Vec<(String, String)> = vec![
+            ("gc.autoDetach".into(), "false".into()),
+            ("core.askPass".into(), String::new()),
+            ("credential.helper".into(), String::new()),
+            ("http.lowSpeedLimit".into(), "1".into()),
             (
-                "http.lowSpeedTime",
+                "http.lowSpeedTime".into(),
                 STALL_LIMIT
                     .min(self.inner.timeout)
                     .as_secs()
@@ -322,18 +332,26 @@ impl Git {
         ];
         if let Some(remote) = remote {
             let creds = &remote.credentials;
-            if remote.transport == Transport::Http
-                && (creds.username.is_some() || creds.password.is_some())
-            {
-                // The helper prints what the child's environment holds; the script text names
-                // variables, never values.
+            let has_credentials = creds.username.is_some() || creds.password.is_some();
+            if let Some(origin) = remote.http_origin().filter(|_| has_credentials) {
+                // The helper answers only for the remote's own scheme, host and port (git
+                // matches `credential.<url>.*` on all three, default ports normalized), and
+                // prints what the child's environment holds: the script names variables, never
+                // values.
                 config.push((
-                    "credential.helper",
+                    format!("credential.{origin}.helper"),
                     "!f() { test \"$1\" = get && printf 'username=%s\\npassword=%s\\n' \"$FERRY_GIT_USERNAME\" \"$FERRY_GIT_PASSWORD\"; }; f".into(),
                 ));
+                // No redirects at all, even to the same origin (a renamed repository): git
+                // cannot follow only same-origin ones, and after following one it sends its
+                // next requests to the new origin from connections that still hold the
+                // password, helper or not. The failure's kind says to use the new URL. Remotes
+                // without credentials keep git's default (follow on the first request).
+                config.push(("http.followRedirects".into(), "false".into()));
                 // Send the credentials with the first request instead of after a 401: one
-                // round trip less per git call (git >= 2.46; older git ignores the key).
-                config.push(("http.proactiveAuth", "basic".into()));
+                // round trip less per git call (git >= 2.46; older git ignores the key). Safe
+                // because the only origin this git call can reach is the remote's own.
+                config.push(("http.proactiveAuth".into(), "basic".into()));
                 set(
                     "FERRY_GIT_USERNAME",
                     creds.username.as_deref().unwrap_or("git"),
@@ -344,13 +362,13 @@ impl Git {
                 );
             }
             if let Some(ca) = &creds.ca_file {
-                config.push(("http.sslCAInfo", ca.display().to_string()));
+                config.push(("http.sslCAInfo".into(), ca.display().to_string()));
             }
             if remote.transport == Transport::Ssh {
                 set("GIT_SSH_COMMAND", &ssh_command(remote));
                 set("GIT_SSH_VARIANT", "ssh");
                 if creds.ssh_key.is_none() {
-                    if let Ok(sock) = std::env::var("SSH_AUTH_SOCK") {
+                    if let Some(sock) = parent("SSH_AUTH_SOCK") {
                         set("SSH_AUTH_SOCK", &sock);
                     }
                 }
@@ -476,6 +494,100 @@ mod tests {
             "Receiving objects:  10% (1/10)\rReceiving objects: 100% (10/10), done.\nfatal: x\n",
         );
         assert_eq!(s, "Receiving objects: 100% (10/10), done.\nfatal: x");
+    }
+
+    /// The environment a git child gets, from a made-up parent environment.
+    fn child_environment(
+        remote: Option<&Remote>,
+        parent: &[(&str, &str)],
+    ) -> Vec<(String, String)> {
+        let git = Git::new(
+            Duration::from_secs(60),
+            false,
+            Vec::new(),
+            "/home/ferry".into(),
+        );
+        git.environment(remote, |name| {
+            parent
+                .iter()
+                .find(|(k, _)| *k == name)
+                .map(|(_, v)| (*v).to_owned())
+        })
+        .into_iter()
+        .map(|(k, v)| {
+            (
+                k.to_string_lossy().into_owned(),
+                v.to_string_lossy().into_owned(),
+            )
+        })
+        .collect()
+    }
+
+    #[test]
+    fn the_isolated_environment_keeps_the_tls_trust_store_variables_and_drops_the_rest() {
+        let env = child_environment(
+            None,
+            &[
+                ("SSL_CERT_FILE", "/etc/corp/ca.pem"),
+                ("SSL_CERT_DIR", "/etc/corp/certs"),
+                ("GIT_DIR", "/somewhere/else"),
+                ("FERRY_SOURCE_PASSWORD", "s3cret"),
+            ],
+        );
+        let get = |name: &str| env.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str());
+        assert_eq!(get("SSL_CERT_FILE"), Some("/etc/corp/ca.pem"));
+        assert_eq!(get("SSL_CERT_DIR"), Some("/etc/corp/certs"));
+        assert_eq!(get("GIT_DIR"), None);
+        assert_eq!(get("FERRY_SOURCE_PASSWORD"), None);
+    }
+
+    /// The `GIT_CONFIG_KEY_n` / `GIT_CONFIG_VALUE_n` pairs of a child environment, in order.
+    fn git_config(env: &[(String, String)]) -> Vec<(String, String)> {
+        let get = |name: &str| env.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
+        let count: usize = get("GIT_CONFIG_COUNT")
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(0);
+        (0..count)
+            .filter_map(|i| {
+                Some((
+                    get(&format!("GIT_CONFIG_KEY_{i}"))?,
+                    get(&format!("GIT_CONFIG_VALUE_{i}"))?,
+                ))
+            })
+            .collect()
+    }
+
+    #[test]
+    fn credentials_are_offered_only_to_the_remotes_origin_and_redirects_are_not_followed() {
+        let remote = Remote::parse(
+            "https://bot:pa55word@Git.Example.com:8443/org/app.git",
+            Path::new("/"),
+        )
+        .unwrap();
+        let env = child_environment(Some(&remote), &[]);
+        let config = git_config(&env);
+        let helpers: Vec<&(String, String)> = config
+            .iter()
+            .filter(|(k, _)| k.starts_with("credential.") && k.ends_with(".helper"))
+            .collect();
+        assert_eq!(helpers.len(), 2, "{config:?}");
+        assert_eq!(helpers[0], &("credential.helper".into(), String::new()));
+        assert_eq!(
+            helpers[1].0,
+            "credential.https://git.example.com:8443.helper"
+        );
+        assert!(config.contains(&("http.followRedirects".into(), "false".into())));
+        assert!(!config.iter().any(|(_, v)| v.contains("pa55word")));
+
+        let anonymous = Remote::parse("https://git.example.com/app.git", Path::new("/")).unwrap();
+        let config = git_config(&child_environment(Some(&anonymous), &[]));
+        assert!(
+            config
+                .iter()
+                .all(|(k, v)| !k.starts_with("credential.") || v.is_empty()),
+            "{config:?}"
+        );
+        assert!(!config.iter().any(|(k, _)| k == "http.followRedirects"));
     }
 
     #[test]

@@ -18,6 +18,7 @@ pub enum ErrorKind {
     NonFastForward,
     DeletionProhibited,
     TooLarge,
+    Redirect,
     Timeout,
     Network,
     Lease,
@@ -40,6 +41,7 @@ impl ErrorKind {
             ErrorKind::NonFastForward => "non_fast_forward",
             ErrorKind::DeletionProhibited => "deletion_prohibited",
             ErrorKind::TooLarge => "too_large",
+            ErrorKind::Redirect => "redirect",
             ErrorKind::Timeout => "timeout",
             ErrorKind::Network => "network",
             ErrorKind::Lease => "lease",
@@ -72,6 +74,7 @@ impl ErrorKind {
             ErrorKind::NonFastForward => "the destination refuses non-fast-forward updates (receive.denyNonFastForwards or branch protection): allow force pushes for ferry's user, or exclude the ref",
             ErrorKind::DeletionProhibited => "the destination refuses ref deletions (receive.denyDeletes or branch protection): allow deletions, or use --prune never",
             ErrorKind::TooLarge => "the server refused the request as too large (HTTP 413): raise the server's request body limit (e.g. nginx client_max_body_size), or push over SSH",
+            ErrorKind::Redirect => "the server answered with a redirect, which ferry does not follow for a remote with credentials (so the password cannot follow it to another host), nor after git's first request: use the URL it redirects to (the Location header of curl -sI 'URL/info/refs?service=git-upload-pack'), e.g. a renamed repository's new name",
             ErrorKind::Timeout => "git made no progress within the time limit: check that the server is reachable and healthy, or raise --timeout",
             ErrorKind::Network => "the connection failed or was cut: check the host, port, proxy and TLS settings (ca_file for a private CA); a rerun resumes where this one stopped",
             ErrorKind::Lease => "someone pushed to the destination while ferry was syncing; ferry re-planned once and it moved again: rerun to sync against the new state",
@@ -109,6 +112,11 @@ pub fn classify_stderr(stderr: &str) -> ErrorKind {
         || has("413 request")
     {
         ErrorKind::TooLarge
+    } else if ["301", "302", "303", "307", "308"]
+        .iter()
+        .any(|code| has(&format!("returned error: {code}")))
+    {
+        ErrorKind::Redirect
     } else if has("authentication failed")
         || has("could not read username")
         || has("could not read password")
@@ -206,6 +214,8 @@ mod tests {
             ("No ED25519 host key is known for [127.0.0.1]:2222 and you have requested strict checking.\nHost key verification failed.", ErrorKind::HostKeyUnknown),
             ("@@@@ WARNING: REMOTE HOST IDENTIFICATION HAS CHANGED! @@@@\nHost key verification failed.", ErrorKind::HostKeyChanged),
             ("error: RPC failed; HTTP 413 curl 22 The requested URL returned error: 413", ErrorKind::TooLarge),
+            ("fatal: unable to access 'http://h/r.git/': The requested URL returned error: 302", ErrorKind::Redirect),
+            ("error: RPC failed; HTTP 301 curl 22 The requested URL returned error: 301", ErrorKind::Redirect),
             ("fatal: unable to connect to 127.0.0.1:\n127.0.0.1[0: 127.0.0.1]: errno=Connection refused", ErrorKind::Network),
             ("fatal: early EOF\nfatal: fetch-pack: invalid index-pack output", ErrorKind::Network),
             ("! [rejected] main (shallow update not allowed)", ErrorKind::ShallowSource),

@@ -144,6 +144,16 @@ impl Remote {
         &self.display
     }
 
+    /// `scheme://host[:port]` of an HTTP(S) remote, lower-cased and without a default port:
+    /// the origin its credentials belong to.
+    pub fn http_origin(&self) -> Option<String> {
+        if self.transport != Transport::Http {
+            return None;
+        }
+        let url = url::Url::parse(&self.git_url).ok()?;
+        Some(url.origin().ascii_serialization())
+    }
+
     /// The local filesystem path, for `file://` URLs and plain paths.
     pub fn local_path(&self) -> Option<PathBuf> {
         if self.transport != Transport::Local {
@@ -195,6 +205,13 @@ impl fmt::Display for Remote {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.display)
     }
+}
+
+/// Whether `input` is a URL with a password in it (`scheme://user:password@host/...`), as
+/// [`Remote::parse`] would lift it out.
+pub fn url_has_password(input: &str) -> bool {
+    let input = input.trim();
+    input.contains("://") && url::Url::parse(input).is_ok_and(|u| u.password().is_some())
 }
 
 /// Resolves `.` and `..` lexically, so `.` becomes the directory's own name (and slug).
@@ -292,6 +309,33 @@ mod tests {
             !format!("{r:?}").contains("p@ss"),
             "Debug must not show the secret"
         );
+    }
+
+    #[test]
+    fn the_origin_of_an_http_remote_is_scheme_host_and_port() {
+        assert_eq!(
+            parse("https://bot:pw@Git.Example.com:8443/org/app.git").http_origin(),
+            Some("https://git.example.com:8443".into())
+        );
+        assert_eq!(
+            parse("https://git.example.com:443/app.git").http_origin(),
+            Some("https://git.example.com".into())
+        );
+        assert_eq!(
+            parse("http://[::1]:8080/app.git").http_origin(),
+            Some("http://[::1]:8080".into())
+        );
+        assert_eq!(parse("ssh://git@h/r.git").http_origin(), None);
+    }
+
+    #[test]
+    fn tells_urls_with_a_password_from_the_rest() {
+        assert!(url_has_password("https://bot:tok@h/r.git"));
+        assert!(url_has_password("ssh://git:pw@h/r.git"));
+        assert!(!url_has_password("https://bot@h/r.git"));
+        assert!(!url_has_password("https://h/r.git"));
+        assert!(!url_has_password("git@h:org/r.git"));
+        assert!(!url_has_password("./user:pw@dir/r.git"));
     }
 
     #[test]
