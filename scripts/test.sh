@@ -43,3 +43,9 @@ fi
 export PATH="$tools/bin:$PATH"
 
 cargo test --workspace --locked "$@"
+
+# The whole suite (no filter given) also fuzzes every parser that outside input reaches, briefly;
+# scripts/fuzz.sh 600 fuzzes longer by hand.
+if [ $# -eq 0 ]; then
+  scripts/fuzz.sh "${FERRY_FUZZ_SECONDS:-15}"
+fi

@@ -542,11 +542,11 @@ async fn make_plan(
 
 /// One ref's result as `git push --porcelain` reported it.
 #[derive(Debug, Clone)]
-struct PushStatus {
+pub struct PushStatus {
     /// `+` forced, ` ` fast-forward, `*` new, `-` deleted, `=` up to date, `!` rejected.
-    flag: char,
-    summary: String,
-    kind: Option<ErrorKind>,
+    pub flag: char,
+    pub summary: String,
+    pub kind: Option<ErrorKind>,
 }
 
 /// Pushes the planned refs from the cache, with a lease on every update and delete. Returns
@@ -632,8 +632,9 @@ async fn push_batch(
     Ok((parsed, failure))
 }
 
-/// Parses `git push --porcelain` stdout: `<flag>\t<from>:<to>\t<summary>` per ref.
-fn parse_porcelain(stdout: &str) -> BTreeMap<String, PushStatus> {
+/// Parses `git push --porcelain` stdout: `<flag>\t<from>:<to>\t<summary>` per ref. Public
+/// for the fuzz targets: it reads what a remote's server says.
+pub fn parse_porcelain(stdout: &str) -> BTreeMap<String, PushStatus> {
     let mut out = BTreeMap::new();
     for line in stdout.lines() {
         let mut parts = line.splitn(3, '\t');
