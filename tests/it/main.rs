@@ -6,5 +6,6 @@ mod failures;
 mod harness;
 mod lambda;
 mod lifecycle;
+mod moto;
 mod policies;
 mod service;
