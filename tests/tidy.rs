@@ -27,6 +27,7 @@ const RULES: &[(&str, &[&str])] = &[
 const CONFINED: &[(&str, &str)] = &[
     ("aws_config", "aws"),
     ("aws_sdk_s3", "aws"),
+    ("aws_sdk_secretsmanager", "aws"),
     ("aws_smithy_http_client", "aws"),
 ];
 

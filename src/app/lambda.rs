@@ -17,9 +17,11 @@
 //! `/tmp` is empty, still knows them; without one they sit beside the cache and a cold start
 //! loses them. A CodeCommit reference event also says what its ref held before the change:
 //! where a record has no entry for that ref, that is the value to expect on the destination.
+//! Passwords may come from Secrets Manager (`FERRY_SOURCE_PASSWORD_SECRET`,
+//! `FERRY_DEST_PASSWORD_SECRET`), read once per execution environment, at its cold start.
 
 use super::{runtime, AppError, Threads};
-use crate::aws::{self, s3::S3Records};
+use crate::aws::{s3::S3Records, secrets, Aws};
 use crate::config::{self, Config, ConfigError, ConfiguredMirror, RawOptions};
 use crate::engine::record::{FileStore, RecordStore};
 use crate::engine::report::MirrorReport;
@@ -28,6 +30,7 @@ use crate::intake::codecommit;
 use crate::intake::webhook::{self, Event, Rejection};
 use crate::model::mirror::{Settings, Trigger};
 use crate::model::refs::RefMap;
+use crate::model::remote::Remote;
 use anyhow::{anyhow, bail, Context};
 use base64::Engine;
 use lambda_runtime::{service_fn, LambdaEvent};
@@ -50,11 +53,14 @@ impl Function {
     /// From `FERRY_CONFIG` (a ferry.toml as text, or a path to one) or the classic function's
     /// variables (`SRC_REPO`, `SRC_USER`, `SRC_PASS`, `DEST_REPO`, `DEST_USER`, `DEST_PASS`)
     /// plus `FERRY_MIRROR`, `FERRY_INCLUDE`, `FERRY_EXCLUDE` (comma-separated),
-    /// `FERRY_DIVERGENCE`, `FERRY_PRUNE`, `FERRY_WEBHOOK_SECRET`; the records' bucket from
-    /// `FERRY_STATE_BUCKET` and `FERRY_STATE_PREFIX`.
+    /// `FERRY_DIVERGENCE`, `FERRY_PRUNE`, `FERRY_WEBHOOK_SECRET`, and instead of the
+    /// passwords `FERRY_SOURCE_PASSWORD_SECRET` and `FERRY_DEST_PASSWORD_SECRET` (Secrets
+    /// Manager references, see [`secrets`]); the records' bucket from `FERRY_STATE_BUCKET` and
+    /// `FERRY_STATE_PREFIX`.
     pub async fn from_env() -> Result<Function, ConfigError> {
         let var = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
-        let (mirrors, file_cache, file_timeout) = match var("FERRY_CONFIG") {
+        let from_file = var("FERRY_CONFIG").is_some();
+        let (mut mirrors, file_cache, file_timeout) = match var("FERRY_CONFIG") {
             Some(config) => {
                 let cfg = if config.contains('\n') || config.contains("[[mirror]]") {
                     Config::parse(
@@ -79,6 +85,49 @@ impl Function {
                 .map_err(|e| ConfigError(format!("FERRY_TIMEOUT: {e}")))?,
             None => file_timeout.unwrap_or(Settings::DEFAULT_TIMEOUT),
         };
+        // The SDK's configuration is loaded only when something needs AWS.
+        let aws = tokio::sync::OnceCell::new();
+        for (variable, classic, source) in [
+            (
+                "FERRY_SOURCE_PASSWORD_SECRET",
+                "SRC_PASS (or FERRY_SOURCE_PASSWORD)",
+                true,
+            ),
+            (
+                "FERRY_DEST_PASSWORD_SECRET",
+                "DEST_PASS (or FERRY_DEST_PASSWORD)",
+                false,
+            ),
+        ] {
+            let Some(reference) = var(variable) else {
+                continue;
+            };
+            if from_file {
+                return Err(ConfigError(format!(
+                    "{variable} goes with the classic variables (SRC_REPO, DEST_REPO); with FERRY_CONFIG give each repository a password_env or password_file"
+                )));
+            }
+            let password = secrets::password(aws.get_or_init(Aws::load).await, &reference)
+                .await
+                .map_err(|e| ConfigError(format!("{variable}: {e}")))?;
+            tracing::info!(variable, secret = %reference, "password read from Secrets Manager");
+            for m in &mut mirrors {
+                let remotes: Vec<&mut Remote> = if source {
+                    vec![&mut m.mirror.source]
+                } else {
+                    m.mirror.destinations.iter_mut().collect()
+                };
+                for remote in remotes {
+                    if remote.credentials.password.is_some() {
+                        return Err(ConfigError(format!(
+                            "{variable} and {classic} or a password in the URL both give the password of {}; keep one",
+                            remote.display()
+                        )));
+                    }
+                    remote.credentials.password = Some(password.clone());
+                }
+            }
+        }
         let records: Box<dyn RecordStore> = match var("FERRY_STATE_BUCKET") {
             Some(bucket) => {
                 let mut prefix = var("FERRY_STATE_PREFIX").unwrap_or_default();
@@ -86,7 +135,11 @@ impl Function {
                     prefix.push('/');
                 }
                 tracing::info!(bucket, prefix, "sync records are kept in S3");
-                Box::new(S3Records::new(&aws::sdk_config().await, &bucket, &prefix))
+                Box::new(S3Records::new(
+                    aws.get_or_init(Aws::load).await,
+                    &bucket,
+                    &prefix,
+                ))
             }
             None => {
                 tracing::warn!(

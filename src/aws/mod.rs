@@ -8,20 +8,28 @@
 //! plugs it in.
 
 pub mod s3;
+pub mod secrets;
 
 use aws_smithy_http_client::tls::{rustls_provider::CryptoMode, Provider};
 
 /// The SDK's shared configuration: the default credential and region chain (in Lambda, the
 /// execution role's credentials in the environment; `AWS_ENDPOINT_URL` is honoured), over
 /// HTTPS with rustls and ring.
-pub async fn sdk_config() -> aws_config::SdkConfig {
-    let http = aws_smithy_http_client::Builder::new()
-        .tls_provider(Provider::Rustls(CryptoMode::Ring))
-        .build_https();
-    aws_config::defaults(aws_config::BehaviorVersion::latest())
-        .http_client(http)
-        .load()
-        .await
+pub struct Aws {
+    config: aws_config::SdkConfig,
+}
+
+impl Aws {
+    pub async fn load() -> Aws {
+        let http = aws_smithy_http_client::Builder::new()
+            .tls_provider(Provider::Rustls(CryptoMode::Ring))
+            .build_https();
+        let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
+            .http_client(http)
+            .load()
+            .await;
+        Aws { config }
+    }
 }
 
 /// An SDK error in full (the service's code and message, or the connection's failure), for

@@ -2,7 +2,7 @@
 //! read with its ETag and written with a conditional PUT (`If-Match` on that ETag, or
 //! `If-None-Match: *` when creating), so two invocations never silently overwrite each other.
 
-use super::describe;
+use super::{describe, Aws};
 use crate::engine::record::{
     self, RecordKey, RecordStore, StoreError, StoreFuture, Stored, Version, Written,
 };
@@ -19,9 +19,9 @@ pub struct S3Records {
 
 impl S3Records {
     /// Records under `prefix` (`""` for the bucket's root) in `bucket`.
-    pub fn new(config: &aws_config::SdkConfig, bucket: &str, prefix: &str) -> S3Records {
+    pub fn new(aws: &Aws, bucket: &str, prefix: &str) -> S3Records {
         S3Records {
-            client: aws_sdk_s3::Client::new(config),
+            client: aws_sdk_s3::Client::new(&aws.config),
             bucket: bucket.to_owned(),
             prefix: prefix.to_owned(),
         }

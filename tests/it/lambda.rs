@@ -78,6 +78,8 @@ impl LambdaRig {
         rx.recv_timeout(Duration::from_secs(60))
             .expect("cargo lambda watch did not start its Runtime API");
         let cache = tempfile::tempdir().expect("cache dir");
+        let events = tempfile::tempdir().expect("events dir");
+        let log = std::fs::File::create(events.path().join("function.log")).expect("log file");
         let function = Command::new(env!("CARGO_BIN_EXE_ferry"))
             .env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
@@ -91,8 +93,8 @@ impl LambdaRig {
             .env("FERRY_CACHE_DIR", cache.path())
             .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
             .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stdout(log.try_clone().expect("log file"))
+            .stderr(log)
             .spawn()
             .expect("start the function");
         LambdaRig {
@@ -100,8 +102,13 @@ impl LambdaRig {
             function,
             port,
             cache,
-            events: tempfile::tempdir().expect("events dir"),
+            events,
         }
+    }
+
+    /// What the function wrote to stdout and stderr (its logs) so far.
+    fn logs(&self) -> String {
+        std::fs::read_to_string(self.events.path().join("function.log")).unwrap_or_default()
     }
 
     /// Invokes the function with `event`; `Ok(response)` or `Err(error text)`.
@@ -477,5 +484,69 @@ fn a_codecommit_events_old_commit_stands_in_for_a_missing_record() {
     assert_eq!(
         branches_and_tags(&dst.path()),
         branches_and_tags(&src.path())
+    );
+}
+
+#[test]
+fn passwords_come_from_secrets_manager_once_per_cold_start_and_appear_nowhere() {
+    let moto = Moto::start();
+    let (src, dst) = (Repo::source("lamsecret-src"), Repo::empty("lamsecret-dst"));
+    // The source's password is a whole secret, named; the destination's a key of a JSON
+    // secret, by ARN.
+    moto.create_secret("ferry/source", WRITER.1);
+    let arn = moto.create_secret(
+        "ferry/passwords",
+        &json!({ "destination_password": WRITER.1 }).to_string(),
+    );
+    let mut env = classic_env(&src, &dst);
+    env.retain(|(k, _)| !k.ends_with("_PASS"));
+    env.extend(moto.env());
+    env.push(("FERRY_SOURCE_PASSWORD_SECRET", "ferry/source".to_owned()));
+    env.push((
+        "FERRY_DEST_PASSWORD_SECRET",
+        format!("{arn}#destination_password"),
+    ));
+    env.push(("FERRY_LOG", "debug".to_owned()));
+    let rig = LambdaRig::start(&env);
+    let response = rig
+        .invoke(&codecommit("referenceUpdated", &src.name))
+        .expect("syncs with the passwords from the secrets");
+    assert_eq!(
+        branches_and_tags(&dst.path()),
+        branches_and_tags(&src.path())
+    );
+
+    // Read once per execution environment: a warm invocation keeps the value of its cold
+    // start, a new environment reads the secret again.
+    moto.put_secret_value("ferry/source", "wr0ng-Pa55-zq");
+    src.commit("after the rotation");
+    src.push(&["main"]);
+    rig.invoke(&codecommit("referenceUpdated", &src.name))
+        .expect("a warm invocation uses the password read at the cold start");
+    assert_eq!(
+        branches_and_tags(&dst.path()),
+        branches_and_tags(&src.path())
+    );
+    let cold = LambdaRig::start(&env);
+    let error = cold
+        .invoke(&codecommit("referenceUpdated", &src.name))
+        .expect_err("a cold start reads the rotated (wrong) password");
+    assert!(error.contains("auth"), "says why: {error}");
+
+    for (what, text) in [
+        ("the response", response.to_string()),
+        ("the error", error),
+        ("the logs", rig.logs()),
+        ("the cold start's logs", cold.logs()),
+    ] {
+        assert!(
+            !text.contains(WRITER.1) && !text.contains("wr0ng-Pa55-zq"),
+            "a password in {what}: {text}"
+        );
+    }
+    assert!(
+        rig.logs().contains("ferry/source"),
+        "the logs say which secret was read: {}",
+        rig.logs()
     );
 }

@@ -1,4 +1,4 @@
-//! moto's server as the local S3 (and Secrets Manager) of the Lambda tests: one per test, on a
+//! moto's server as the local S3 and Secrets Manager of the Lambda tests: one per test, on a
 //! free loopback port, spoken to over plain HTTP. moto checks no signatures, so the test's own
 //! requests carry an Authorization header only to name the service they are for.
 
@@ -96,6 +96,38 @@ impl Moto {
         self.request("PUT", &format!("/{bucket}/{key}"), "s3")
             .send_string(body)
             .expect("put an object");
+    }
+}
+
+impl Moto {
+    /// A Secrets Manager call (JSON protocol); the response's JSON.
+    fn secretsmanager(&self, action: &str, body: serde_json::Value) -> serde_json::Value {
+        self.request("POST", "/", "secretsmanager")
+            .set("X-Amz-Target", &format!("secretsmanager.{action}"))
+            .set("Content-Type", "application/x-amz-json-1.1")
+            .send_string(&body.to_string())
+            .unwrap_or_else(|e| panic!("secretsmanager {action}: {e}"))
+            .into_json()
+            .expect("a JSON response")
+    }
+
+    /// Creates a secret; returns its ARN.
+    pub fn create_secret(&self, name: &str, value: &str) -> String {
+        let out = self.secretsmanager(
+            "CreateSecret",
+            serde_json::json!({ "Name": name, "SecretString": value }),
+        );
+        out["ARN"]
+            .as_str()
+            .expect("the new secret's ARN")
+            .to_owned()
+    }
+
+    pub fn put_secret_value(&self, id: &str, value: &str) {
+        self.secretsmanager(
+            "PutSecretValue",
+            serde_json::json!({ "SecretId": id, "SecretString": value }),
+        );
     }
 }
 
