@@ -25,20 +25,21 @@ if [ ${#need[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 fi
 
-# Python tools the tests drive: cargo-lambda (the Lambda Runtime API emulator) and cfn-lint
-# (the SAM template's linter), from PyPI, pinned (a new cfn-lint can add warnings), in a venv
-# under target/ so no system Python is touched.
+# Python tools the tests drive: cargo-lambda (the Lambda Runtime API emulator), cfn-lint (the
+# SAM template's linter) and moto's server (a local S3 and Secrets Manager for the Lambda
+# state and secrets), from PyPI, pinned (a new cfn-lint can add warnings), in a venv under
+# target/ so no system Python is touched.
 tools="$PWD/target/test-tools"
-if [ ! -x "$tools/bin/cfn-lint" ] || [ ! -x "$tools/bin/cargo-lambda" ]; then
+if [ ! -x "$tools/bin/cfn-lint" ] || [ ! -x "$tools/bin/cargo-lambda" ] || [ ! -x "$tools/bin/moto_server" ]; then
   if ! python3 -m venv --help >/dev/null 2>&1; then
     echo "installing test dependencies: python3-venv"
     sudo=""
     [ "$(id -u)" -eq 0 ] || sudo="sudo"
     DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends python3-venv >/dev/null
   fi
-  echo "installing test dependencies: cargo-lambda, cfn-lint (pip, into $tools)"
+  echo "installing test dependencies: cargo-lambda, cfn-lint, moto (pip, into $tools)"
   python3 -m venv "$tools"
-  "$tools/bin/python3" -m pip install --quiet --disable-pip-version-check cargo-lambda==1.9.2 cfn-lint==1.51.0
+  "$tools/bin/python3" -m pip install --quiet --disable-pip-version-check cargo-lambda==1.9.2 cfn-lint==1.51.0 'moto[server]==5.2.5'
 fi
 export PATH="$tools/bin:$PATH"
 

@@ -9,14 +9,26 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 /// Which top-level modules each top-level module may import. Arrows point one way:
-/// app -> service -> engine, intake, config -> model.
+/// app -> service -> engine, intake, config -> model; app -> aws -> engine -> model.
 const RULES: &[(&str, &[&str])] = &[
     ("model", &[]),
     ("config", &["model"]),
     ("engine", &["model"]),
     ("intake", &["model"]),
     ("service", &["engine", "intake", "config", "model"]),
-    ("app", &["service", "engine", "intake", "config", "model"]),
+    ("aws", &["engine", "model"]),
+    (
+        "app",
+        &["service", "aws", "engine", "intake", "config", "model"],
+    ),
+];
+
+/// Crates only one top-level module may use: the AWS SDK stays in `aws`.
+const CONFINED: &[(&str, &str)] = &[
+    ("aws_config", "aws"),
+    ("aws_sdk_s3", "aws"),
+    ("aws_sdk_secretsmanager", "aws"),
+    ("aws_smithy_http_client", "aws"),
 ];
 
 fn src() -> PathBuf {
@@ -103,6 +115,57 @@ fn top_level_modules_import_only_what_their_rule_allows() {
         "dependency rules broken:\n{}",
         broken.join("\n")
     );
+}
+
+/// Whether a file's code (outside comments) names the crate `name` as a path.
+fn uses_crate(text: &str, name: &str) -> bool {
+    text.lines().any(|line| {
+        let code = match line.find("//") {
+            Some(i) => &line[..i],
+            None => line,
+        };
+        code.match_indices(name).any(|(i, _)| {
+            let before = code[..i].chars().next_back();
+            let after = &code[i + name.len()..];
+            !before.is_some_and(|c| c.is_ascii_alphanumeric() || c == '_')
+                && after.starts_with("::")
+        })
+    })
+}
+
+#[test]
+fn confined_crates_are_used_only_in_their_module() {
+    let mut files = Vec::new();
+    rust_files(&src(), &mut files);
+    let mut broken = Vec::new();
+    for file in &files {
+        let module = top_level(file);
+        let text = std::fs::read_to_string(file).expect("read a source file");
+        for (name, owner) in CONFINED {
+            if module != *owner && uses_crate(&text, name) {
+                broken.push(format!(
+                    "{}: uses {name}, which only '{owner}' may use",
+                    file.display()
+                ));
+            }
+        }
+    }
+    assert!(
+        broken.is_empty(),
+        "confined crates used elsewhere:\n{}",
+        broken.join("\n")
+    );
+}
+
+#[test]
+fn the_crate_scanner_sees_paths_in_code_only() {
+    assert!(uses_crate("use aws_sdk_s3::Client;", "aws_sdk_s3"));
+    assert!(uses_crate(
+        "let c = ::aws_sdk_s3::Client::new(&x);",
+        "aws_sdk_s3"
+    ));
+    assert!(!uses_crate("// aws_sdk_s3::Client", "aws_sdk_s3"));
+    assert!(!uses_crate("use my_aws_sdk_s3::Client;", "aws_sdk_s3"));
 }
 
 #[test]

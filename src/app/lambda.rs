@@ -12,15 +12,25 @@
 //!
 //! A sync that fails makes the invocation fail (an error for events and invokes, a 5xx for
 //! HTTP), so Lambda's retries and the on-failure destination see it. The cache lives in
-//! `/tmp` and warm invocations reuse it.
+//! `/tmp` and warm invocations reuse it. The sync records (what ferry last pushed to each
+//! destination) live in the S3 bucket `FERRY_STATE_BUCKET` names, so a cold start, whose
+//! `/tmp` is empty, still knows them; without one they sit beside the cache and a cold start
+//! loses them. A CodeCommit reference event also says what its ref held before the change:
+//! where a record has no entry for that ref, that is the value to expect on the destination.
+//! Passwords may come from Secrets Manager (`FERRY_SOURCE_PASSWORD_SECRET`,
+//! `FERRY_DEST_PASSWORD_SECRET`), read once per execution environment, at its cold start.
 
 use super::{runtime, AppError, Threads};
+use crate::aws::{s3::S3Records, secrets, Aws};
 use crate::config::{self, Config, ConfigError, ConfiguredMirror, RawOptions};
+use crate::engine::record::{FileStore, RecordStore};
 use crate::engine::report::MirrorReport;
-use crate::engine::sync::{run_mirror, Mode};
+use crate::engine::sync::{run_mirror_with, Mode, Records};
 use crate::intake::codecommit;
 use crate::intake::webhook::{self, Event, Rejection};
 use crate::model::mirror::{Settings, Trigger};
+use crate::model::refs::RefMap;
+use crate::model::remote::Remote;
 use anyhow::{anyhow, bail, Context};
 use base64::Engine;
 use lambda_runtime::{service_fn, LambdaEvent};
@@ -36,16 +46,21 @@ pub const DEFAULT_CACHE_DIR: &str = "/tmp/ferry-cache";
 pub struct Function {
     mirrors: Vec<ConfiguredMirror>,
     settings: Settings,
+    records: Box<dyn RecordStore>,
 }
 
 impl Function {
     /// From `FERRY_CONFIG` (a ferry.toml as text, or a path to one) or the classic function's
     /// variables (`SRC_REPO`, `SRC_USER`, `SRC_PASS`, `DEST_REPO`, `DEST_USER`, `DEST_PASS`)
     /// plus `FERRY_MIRROR`, `FERRY_INCLUDE`, `FERRY_EXCLUDE` (comma-separated),
-    /// `FERRY_DIVERGENCE`, `FERRY_PRUNE`, `FERRY_WEBHOOK_SECRET`.
-    pub fn from_env() -> Result<Function, ConfigError> {
+    /// `FERRY_DIVERGENCE`, `FERRY_PRUNE`, `FERRY_WEBHOOK_SECRET`, and instead of the
+    /// passwords `FERRY_SOURCE_PASSWORD_SECRET` and `FERRY_DEST_PASSWORD_SECRET` (Secrets
+    /// Manager references, see [`secrets`]); the records' bucket from `FERRY_STATE_BUCKET` and
+    /// `FERRY_STATE_PREFIX`.
+    pub async fn from_env() -> Result<Function, ConfigError> {
         let var = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
-        let (mirrors, file_cache, file_timeout) = match var("FERRY_CONFIG") {
+        let from_file = var("FERRY_CONFIG").is_some();
+        let (mut mirrors, file_cache, file_timeout) = match var("FERRY_CONFIG") {
             Some(config) => {
                 let cfg = if config.contains('\n') || config.contains("[[mirror]]") {
                     Config::parse(
@@ -70,6 +85,70 @@ impl Function {
                 .map_err(|e| ConfigError(format!("FERRY_TIMEOUT: {e}")))?,
             None => file_timeout.unwrap_or(Settings::DEFAULT_TIMEOUT),
         };
+        // The SDK's configuration is loaded only when something needs AWS.
+        let aws = tokio::sync::OnceCell::new();
+        for (variable, classic, source) in [
+            (
+                "FERRY_SOURCE_PASSWORD_SECRET",
+                "SRC_PASS (or FERRY_SOURCE_PASSWORD)",
+                true,
+            ),
+            (
+                "FERRY_DEST_PASSWORD_SECRET",
+                "DEST_PASS (or FERRY_DEST_PASSWORD)",
+                false,
+            ),
+        ] {
+            let Some(reference) = var(variable) else {
+                continue;
+            };
+            if from_file {
+                return Err(ConfigError(format!(
+                    "{variable} goes with the classic variables (SRC_REPO, DEST_REPO); with FERRY_CONFIG give each repository a password_env or password_file"
+                )));
+            }
+            let password = secrets::password(aws.get_or_init(Aws::load).await, &reference)
+                .await
+                .map_err(|e| ConfigError(format!("{variable}: {e}")))?;
+            tracing::info!(variable, secret = %reference, "password read from Secrets Manager");
+            for m in &mut mirrors {
+                let remotes: Vec<&mut Remote> = if source {
+                    vec![&mut m.mirror.source]
+                } else {
+                    m.mirror.destinations.iter_mut().collect()
+                };
+                for remote in remotes {
+                    if remote.credentials.password.is_some() {
+                        return Err(ConfigError(format!(
+                            "{variable} and {classic} or a password in the URL both give the password of {}; keep one",
+                            remote.display()
+                        )));
+                    }
+                    remote.credentials.password = Some(password.clone());
+                }
+            }
+        }
+        let records: Box<dyn RecordStore> = match var("FERRY_STATE_BUCKET") {
+            Some(bucket) => {
+                let mut prefix = var("FERRY_STATE_PREFIX").unwrap_or_default();
+                if !prefix.is_empty() && !prefix.ends_with('/') {
+                    prefix.push('/');
+                }
+                tracing::info!(bucket, prefix, "sync records are kept in S3");
+                Box::new(S3Records::new(
+                    aws.get_or_init(Aws::load).await,
+                    &bucket,
+                    &prefix,
+                ))
+            }
+            None => {
+                tracing::warn!(
+                    cache_dir = %cache_dir.display(),
+                    "FERRY_STATE_BUCKET is not set: sync records are kept beside the cache and a cold start loses them (deleted branches are then kept and upstream force-pushes reported as diverged)"
+                );
+                Box::new(FileStore::new(&cache_dir))
+            }
+        };
         Ok(Function {
             mirrors,
             settings: Settings {
@@ -77,6 +156,7 @@ impl Function {
                 timeout,
                 progress: false,
             },
+            records,
         })
     }
 
@@ -84,7 +164,9 @@ impl Function {
     pub async fn handle(&self, event: Value) -> anyhow::Result<Value> {
         if let Some(name) = event.get("mirror").and_then(Value::as_str) {
             let mirror = self.named(name)?;
-            return self.sync_all(&[mirror], Trigger::Manual).await;
+            return self
+                .sync_all(&[mirror], Trigger::Manual, &RefMap::new())
+                .await;
         }
         if event.get("requestContext").is_some() || event.get("httpMethod").is_some() {
             return Ok(self.http(&event).await);
@@ -98,7 +180,8 @@ impl Function {
             ("aws.codecommit", _) => self.codecommit(&event).await,
             ("aws.events", "Scheduled Event") => {
                 let all: Vec<&ConfiguredMirror> = self.mirrors.iter().collect();
-                self.sync_all(&all, Trigger::Reconcile).await
+                self.sync_all(&all, Trigger::Reconcile, &RefMap::new())
+                    .await
             }
             _ => bail!(
                 "unrecognised event (expected a CodeCommit or scheduled EventBridge event, a Function URL / API Gateway request, or {{\"mirror\": \"NAME\"}}): {}",
@@ -146,7 +229,18 @@ impl Function {
                 "no configured mirror has the CodeCommit repository '{repository}' as its source; check SRC_REPO (or the sources in FERRY_CONFIG) against the EventBridge rule"
             );
         }
-        self.sync_all(&matching, Trigger::Codecommit).await
+        let assumed: RefMap = codecommit::previous_value(body).into_iter().collect();
+        self.sync_all(&matching, Trigger::Codecommit, &assumed)
+            .await
+    }
+
+    /// A sync of one mirror with the function's records; `assumed` as in [`Records`].
+    async fn sync(&self, mirror: &ConfiguredMirror, assumed: &RefMap) -> MirrorReport {
+        let records = Records {
+            store: self.records.as_ref(),
+            assumed,
+        };
+        run_mirror_with(&mirror.mirror, &self.settings, Mode::Sync, records).await
     }
 
     /// Syncs the mirrors one after another; fails if any of them failed.
@@ -154,10 +248,11 @@ impl Function {
         &self,
         mirrors: &[&ConfiguredMirror],
         trigger: Trigger,
+        assumed: &RefMap,
     ) -> anyhow::Result<Value> {
         let mut reports = Vec::new();
         for m in mirrors {
-            let report = run_mirror(&m.mirror, &self.settings, Mode::Sync).await;
+            let report = self.sync(m, assumed).await;
             log_report(&report, trigger);
             reports.push(report);
         }
@@ -238,7 +333,7 @@ impl Function {
                 json!({ "synced": false, "provider": provider.as_str(), "ignored": reason }),
             ),
             Ok(Event::Push { provider, .. }) => {
-                let report = run_mirror(&configured.mirror, &self.settings, Mode::Sync).await;
+                let report = self.sync(configured, &RefMap::new()).await;
                 log_report(&report, Trigger::Webhook);
                 let status = if report.ok { 200 } else { 502 };
                 respond(
@@ -274,23 +369,23 @@ fn log_report(report: &MirrorReport, trigger: Trigger) {
 /// Runs the Lambda runtime loop until the runtime API goes away. A configuration error is
 /// printed where Lambda's init error reporting and CloudWatch see it.
 pub fn run() -> Result<bool, AppError> {
-    let function = Arc::new(Function::from_env().map_err(AppError::Usage)?);
-    runtime(Threads::Pool)?
-        .block_on(lambda_runtime::run(service_fn(
-            move |event: LambdaEvent<Value>| {
-                let function = function.clone();
-                async move {
-                    tracing::debug!(request_id = %event.context.request_id, "invocation");
-                    function.handle(event.payload).await.map_err(|e| {
-                        tracing::error!(error = %format!("{e:#}"), "invocation failed");
-                        lambda_runtime::Diagnostic {
-                            error_type: "ferry.InvocationFailed".into(),
-                            error_message: format!("{e:#}"),
-                        }
-                    })
-                }
-            },
-        )))
-        .map_err(|e| anyhow!("the Lambda runtime stopped: {e}"))?;
+    let rt = runtime(Threads::Pool)?;
+    let function = Arc::new(rt.block_on(Function::from_env()).map_err(AppError::Usage)?);
+    rt.block_on(lambda_runtime::run(service_fn(
+        move |event: LambdaEvent<Value>| {
+            let function = function.clone();
+            async move {
+                tracing::debug!(request_id = %event.context.request_id, "invocation");
+                function.handle(event.payload).await.map_err(|e| {
+                    tracing::error!(error = %format!("{e:#}"), "invocation failed");
+                    lambda_runtime::Diagnostic {
+                        error_type: "ferry.InvocationFailed".into(),
+                        error_message: format!("{e:#}"),
+                    }
+                })
+            }
+        },
+    )))
+    .map_err(|e| anyhow!("the Lambda runtime stopped: {e}"))?;
     Ok(true)
 }

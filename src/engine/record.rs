@@ -1,117 +1,412 @@
 //! What each destination held after ferry's last sync, per ref. This is how ferry tells a
 //! legitimate upstream force-push (the destination still holds what ferry pushed) from an
-//! out-of-band change (it holds something ferry never pushed). One small JSON file per
-//! (source, destination, ref selection) beside the cache, replaced atomically: two mirrors
-//! that differ only in their selection push different refs, so they keep separate records.
+//! out-of-band change (it holds something ferry never pushed), and which deleted branches it
+//! may prune.
+//!
+//! A record lives in a [`RecordStore`]: one small JSON document per (source, destination, ref
+//! selection), read with a version token and written only if that version is still current.
+//! [`FileStore`] keeps them beside the cache (the CLI, the service); the Lambda front end
+//! plugs in one that survives cold starts. A write that loses to another writer is not
+//! retried blindly: [`Record::save`] reads the record again, re-applies this run's changes
+//! (the refs whose entry it changed) on top, and saves that, so neither writer's entries are
+//! clobbered.
 
+use crate::engine::cache::CachePaths;
 use crate::model::mirror::short_hash;
-use crate::model::refs::{RefMap, RefSelection};
+use crate::model::refs::{Oid, RefMap, RefPattern, RefSelection};
+use crate::model::remote::Remote;
 use serde::{Deserialize, Serialize};
 use std::fs;
+use std::future::Future;
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::pin::Pin;
 
+/// How many times a save that lost to another writer is merged and tried again.
+const SAVE_ATTEMPTS: usize = 5;
+
+/// Which record: the one of this destination of this source for this ref selection.
+#[derive(Debug, Clone, Copy)]
+pub struct RecordKey<'a> {
+    pub source: &'a Remote,
+    pub destination: &'a Remote,
+    pub selection: &'a RefSelection,
+}
+
+impl RecordKey<'_> {
+    /// A stable id of the ref selection (its patterns, in order).
+    pub fn selection_id(&self) -> String {
+        short_hash(&self.selection.key())
+    }
+}
+
+/// The version of a record a store handed out, which a save must still find to succeed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Version {
+    /// There was no record: create it only if there still is none.
+    Absent,
+    /// The store's token for what was read (an ETag, a content hash).
+    Tag(String),
+}
+
+/// A record as a store holds it.
+#[derive(Debug)]
+pub struct Stored {
+    pub refs: RefMap,
+    pub version: Version,
+}
+
+/// What a conditional save did.
+#[derive(Debug)]
+pub enum Written {
+    /// Saved; this is the new version.
+    Saved(Version),
+    /// Someone else wrote the record since the expected version was read; nothing was written.
+    Conflict,
+}
+
+/// A record store's failure, in words that name no secret.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{0}")]
+pub struct StoreError(pub String);
+
+pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send + 'a>>;
+
+/// Where records live. `load` answers an absent record with empty refs and
+/// [`Version::Absent`]; `save` writes only if the record is still at `expected`.
+pub trait RecordStore: Send + Sync {
+    fn load<'a>(&'a self, key: RecordKey<'a>) -> StoreFuture<'a, Stored>;
+    fn save<'a>(
+        &'a self,
+        key: RecordKey<'a>,
+        refs: &'a RefMap,
+        expected: &'a Version,
+    ) -> StoreFuture<'a, Written>;
+}
+
+/// A record as stored: the refs, plus what it is the record of, for people inspecting it.
 #[derive(Debug, Default, Serialize, Deserialize)]
-struct RecordFile {
-    /// The destination's credential-free URL, for people inspecting the directory.
+struct Document {
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    source: String,
+    /// The destination's credential-free URL.
+    #[serde(default)]
     destination: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    include: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    exclude: Vec<String>,
     refs: RefMap,
 }
 
-/// The record of one destination of one source.
+/// The stored form of a record (JSON).
+pub fn encode(key: RecordKey<'_>, refs: &RefMap) -> Result<Vec<u8>, StoreError> {
+    let patterns = |ps: &[RefPattern]| ps.iter().map(|p| p.as_str().to_owned()).collect::<Vec<_>>();
+    let doc = Document {
+        source: key.source.identity().to_owned(),
+        destination: key.destination.identity().to_owned(),
+        include: patterns(&key.selection.include),
+        exclude: patterns(&key.selection.exclude),
+        refs: refs.clone(),
+    };
+    serde_json::to_vec_pretty(&doc)
+        .map_err(|e| StoreError(format!("cannot encode a sync record: {e}")))
+}
+
+/// The refs of a stored record. An unreadable one counts as empty (first-sync rules apply,
+/// which never lose destination commits) and is reported in the log; its next save replaces
+/// it.
+pub fn decode(bytes: &[u8], location: &str) -> RefMap {
+    match serde_json::from_slice::<Document>(bytes) {
+        Ok(doc) => doc.refs,
+        Err(e) => {
+            tracing::warn!(record = location, error = %e, "ignoring an unreadable sync record; treating this as a first sync");
+            RefMap::new()
+        }
+    }
+}
+
+/// The record of one destination, as this run sees and changes it.
 #[derive(Debug)]
 pub struct Record {
-    path: PathBuf,
-    destination: String,
-    /// As loaded, so an unchanged record is not rewritten (and fsynced) on every no-op sync.
-    saved: RefMap,
     pub refs: RefMap,
+    /// As loaded: what this run changed is the difference, and an unchanged record is not
+    /// rewritten on every no-op sync.
+    loaded: RefMap,
+    version: Version,
 }
 
 impl Record {
-    /// Loads the record, or an empty one when there is none yet. An unreadable record is
-    /// treated as absent (first-sync rules apply, which never lose destination commits) and
-    /// reported in the log.
-    pub fn load(dir: &Path, destination: &str, selection: &RefSelection) -> Record {
-        // The default selection keeps the name records had before selections were part of
-        // the key, so existing records stay valid.
-        let id = if *selection == RefSelection::default() {
-            short_hash(destination)
-        } else {
-            short_hash(&format!("{destination}\n{}", selection.key()))
-        };
-        let path = dir.join(format!("{id}.json"));
-        let refs = match fs::read(&path) {
-            Ok(bytes) => match serde_json::from_slice::<RecordFile>(&bytes) {
-                Ok(file) => file.refs,
-                Err(e) => {
-                    tracing::warn!(record = %path.display(), error = %e, "ignoring an unreadable sync record; treating this as a first sync");
-                    RefMap::new()
+    pub async fn load(store: &dyn RecordStore, key: RecordKey<'_>) -> Result<Record, StoreError> {
+        let stored = store.load(key).await?;
+        Ok(Record {
+            refs: stored.refs.clone(),
+            loaded: stored.refs,
+            version: stored.version,
+        })
+    }
+
+    /// The refs to plan against: the record, and for refs it has no entry for, `assumed`.
+    pub fn with_assumed(&self, assumed: &RefMap) -> RefMap {
+        let mut known = self.refs.clone();
+        for (name, oid) in assumed {
+            known.entry(name.clone()).or_insert_with(|| oid.clone());
+        }
+        known
+    }
+
+    /// Saves the record if it changed (or was never stored). When another writer saved it
+    /// since it was loaded, reads it again, re-applies this run's changes on top and tries
+    /// again, a few times.
+    pub async fn save(
+        &mut self,
+        store: &dyn RecordStore,
+        key: RecordKey<'_>,
+    ) -> Result<(), StoreError> {
+        let changes = changes(&self.loaded, &self.refs);
+        for _ in 0..SAVE_ATTEMPTS {
+            if self.refs == self.loaded && self.version != Version::Absent {
+                return Ok(());
+            }
+            match store.save(key, &self.refs, &self.version).await? {
+                Written::Saved(version) => {
+                    self.version = version;
+                    self.loaded = self.refs.clone();
+                    return Ok(());
                 }
-            },
-            Err(_) => RefMap::new(),
-        };
-        Record {
-            path,
-            destination: destination.to_owned(),
-            saved: refs.clone(),
-            refs,
+                Written::Conflict => {
+                    tracing::info!(
+                        destination = key.destination.display(),
+                        "the sync record changed since this run read it; merging this run's changes into it"
+                    );
+                    let fresh = store.load(key).await?;
+                    let mut merged = fresh.refs.clone();
+                    for (name, value) in &changes {
+                        match value {
+                            Some(oid) => merged.insert(name.clone(), oid.clone()),
+                            None => merged.remove(name),
+                        };
+                    }
+                    self.refs = merged;
+                    self.loaded = fresh.refs;
+                    self.version = fresh.version;
+                }
+            }
+        }
+        Err(StoreError(format!(
+            "another writer kept changing the sync record while this run saved it ({SAVE_ATTEMPTS} attempts)"
+        )))
+    }
+}
+
+/// The entries `after` changed against `before`: a new value, or `None` for a removed entry.
+fn changes(before: &RefMap, after: &RefMap) -> Vec<(String, Option<Oid>)> {
+    let mut out: Vec<(String, Option<Oid>)> = after
+        .iter()
+        .filter(|(name, oid)| before.get(*name) != Some(oid))
+        .map(|(name, oid)| (name.clone(), Some(oid.clone())))
+        .collect();
+    out.extend(
+        before
+            .keys()
+            .filter(|name| !after.contains_key(*name))
+            .map(|name| (name.clone(), None)),
+    );
+    out
+}
+
+/// Records as JSON files beside the cache, one directory per source and one file per
+/// destination (named by its hash; the ref selection is not part of the name, so records
+/// written before selections were keyed stay valid). Writes are atomic (temporary file,
+/// fsync, rename). The version is a hash of the file's bytes, checked before writing; the
+/// cache's lock, held for the whole run, keeps other ferry processes out between the check
+/// and the rename.
+pub struct FileStore {
+    cache_root: PathBuf,
+}
+
+impl FileStore {
+    pub fn new(cache_root: &Path) -> FileStore {
+        FileStore {
+            cache_root: cache_root.to_owned(),
         }
     }
 
-    /// Writes the record atomically (temporary file, fsync, rename), if it changed.
-    pub fn save(&mut self) -> std::io::Result<()> {
-        if self.refs == self.saved && self.path.exists() {
-            return Ok(());
-        }
-        let dir = self.path.parent().unwrap_or(Path::new("."));
-        fs::create_dir_all(dir)?;
-        let file = RecordFile {
-            destination: self.destination.clone(),
-            refs: self.refs.clone(),
+    fn path(&self, key: RecordKey<'_>) -> PathBuf {
+        let destination = key.destination.identity();
+        // Two mirrors that differ only in their selection push different refs, so they keep
+        // separate records. The default selection keeps the name records had before
+        // selections were part of the key, so existing records stay valid.
+        let id = if *key.selection == RefSelection::default() {
+            short_hash(destination)
+        } else {
+            short_hash(&format!("{destination}\n{}", key.selection.key()))
         };
-        let bytes = serde_json::to_vec_pretty(&file).map_err(std::io::Error::other)?;
-        let tmp = self
-            .path
-            .with_extension(format!("json.tmp-{}", std::process::id()));
+        CachePaths::new(&self.cache_root, key.source)
+            .records
+            .join(format!("{id}.json"))
+    }
+
+    fn read(path: &Path) -> Result<Option<Vec<u8>>, StoreError> {
+        match fs::read(path) {
+            Ok(bytes) => Ok(Some(bytes)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(StoreError(format!(
+                "cannot read the sync record {}: {e}",
+                path.display()
+            ))),
+        }
+    }
+
+    fn version(bytes: Option<&[u8]>) -> Version {
+        match bytes {
+            None => Version::Absent,
+            Some(b) => Version::Tag(short_hash(&String::from_utf8_lossy(b))),
+        }
+    }
+
+    fn write(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+        let dir = path.parent().unwrap_or(Path::new("."));
+        fs::create_dir_all(dir)?;
+        let tmp = path.with_extension(format!("json.tmp-{}", std::process::id()));
         {
             let mut f = fs::File::create(&tmp)?;
-            f.write_all(&bytes)?;
+            f.write_all(bytes)?;
             f.sync_all()?;
         }
-        fs::rename(&tmp, &self.path)?;
-        self.saved = self.refs.clone();
-        Ok(())
+        fs::rename(&tmp, path)
+    }
+}
+
+impl RecordStore for FileStore {
+    fn load<'a>(&'a self, key: RecordKey<'a>) -> StoreFuture<'a, Stored> {
+        Box::pin(async move {
+            let path = self.path(key);
+            let bytes = FileStore::read(&path)?;
+            Ok(Stored {
+                refs: bytes
+                    .as_deref()
+                    .map(|b| decode(b, &path.display().to_string()))
+                    .unwrap_or_default(),
+                version: FileStore::version(bytes.as_deref()),
+            })
+        })
+    }
+
+    fn save<'a>(
+        &'a self,
+        key: RecordKey<'a>,
+        refs: &'a RefMap,
+        expected: &'a Version,
+    ) -> StoreFuture<'a, Written> {
+        Box::pin(async move {
+            let path = self.path(key);
+            if FileStore::version(FileStore::read(&path)?.as_deref()) != *expected {
+                return Ok(Written::Conflict);
+            }
+            let bytes = encode(key, refs)?;
+            FileStore::write(&path, &bytes).map_err(|e| {
+                StoreError(format!(
+                    "cannot write the sync record {}: {e}",
+                    path.display()
+                ))
+            })?;
+            Ok(Written::Saved(FileStore::version(Some(&bytes))))
+        })
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::refs::Oid;
+
+    fn oid(c: char) -> Oid {
+        Oid::parse(&c.to_string().repeat(40)).unwrap()
+    }
+
+    fn remote(url: &str) -> Remote {
+        Remote::parse(url, Path::new("/")).unwrap()
+    }
+
+    #[tokio::test]
+    async fn round_trips_and_survives_garbage() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FileStore::new(dir.path());
+        let (src, dst, other) = (
+            remote("https://h/src.git"),
+            remote("https://h/r.git"),
+            remote("https://h/other.git"),
+        );
+        let selection = RefSelection::default();
+        let key = RecordKey {
+            source: &src,
+            destination: &dst,
+            selection: &selection,
+        };
+        let mut r = Record::load(&store, key).await.unwrap();
+        assert!(r.refs.is_empty());
+        r.refs.insert("refs/heads/main".into(), oid('a'));
+        r.save(&store, key).await.unwrap();
+        let again = Record::load(&store, key).await.unwrap();
+        assert_eq!(again.refs, r.refs);
+        fs::write(store.path(key), b"{not json").unwrap();
+        assert!(Record::load(&store, key).await.unwrap().refs.is_empty());
+        let other = RecordKey {
+            destination: &other,
+            ..key
+        };
+        assert!(Record::load(&store, other).await.unwrap().refs.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_lost_write_is_merged_into_the_fresh_record_not_clobbered() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FileStore::new(dir.path());
+        let (src, dst) = (remote("https://h/src.git"), remote("https://h/r.git"));
+        let selection = RefSelection::default();
+        let key = RecordKey {
+            source: &src,
+            destination: &dst,
+            selection: &selection,
+        };
+        let mut first = Record::load(&store, key).await.unwrap();
+        first.refs.insert("refs/heads/main".into(), oid('a'));
+        first.refs.insert("refs/heads/gone".into(), oid('a'));
+        first.save(&store, key).await.unwrap();
+
+        // Two runs read the same version; the other one saves first.
+        let mut mine = Record::load(&store, key).await.unwrap();
+        let mut theirs = Record::load(&store, key).await.unwrap();
+        theirs.refs.insert("refs/heads/theirs".into(), oid('c'));
+        theirs.save(&store, key).await.unwrap();
+        mine.refs.insert("refs/heads/main".into(), oid('b'));
+        mine.refs.remove("refs/heads/gone");
+        mine.save(&store, key).await.unwrap();
+
+        let saved = Record::load(&store, key).await.unwrap().refs;
+        let want: RefMap = [
+            ("refs/heads/main".to_owned(), oid('b')),
+            ("refs/heads/theirs".to_owned(), oid('c')),
+        ]
+        .into_iter()
+        .collect();
+        assert_eq!(saved, want);
+    }
 
     #[test]
-    fn round_trips_and_survives_garbage() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut r = Record::load(dir.path(), "https://h/r.git", &RefSelection::default());
-        assert!(r.refs.is_empty());
-        r.refs.insert(
-            "refs/heads/main".into(),
-            Oid::parse(&"a".repeat(40)).unwrap(),
-        );
-        r.save().unwrap();
-        let again = Record::load(dir.path(), "https://h/r.git", &RefSelection::default());
-        assert_eq!(again.refs, r.refs);
-        fs::write(&again.path, b"{not json").unwrap();
-        assert!(
-            Record::load(dir.path(), "https://h/r.git", &RefSelection::default())
-                .refs
-                .is_empty()
-        );
-        assert!(
-            Record::load(dir.path(), "https://h/other.git", &RefSelection::default())
-                .refs
-                .is_empty()
-        );
+    fn assumed_values_fill_only_what_the_record_lacks() {
+        let record = Record {
+            refs: [("refs/heads/main".to_owned(), oid('a'))].into(),
+            loaded: RefMap::new(),
+            version: Version::Absent,
+        };
+        let assumed: RefMap = [
+            ("refs/heads/main".to_owned(), oid('b')),
+            ("refs/heads/dev".to_owned(), oid('c')),
+        ]
+        .into();
+        let known = record.with_assumed(&assumed);
+        assert_eq!(known["refs/heads/main"], oid('a'));
+        assert_eq!(known["refs/heads/dev"], oid('c'));
     }
 }

@@ -13,7 +13,7 @@
 use crate::engine::cache::{Cache, CachePaths, Strategy};
 use crate::engine::git::{failure_from_stderr, Call, Git, GitFailure};
 use crate::engine::plan::{self, Action, Note, Plan, PlanInput, RefPlan};
-use crate::engine::record::Record;
+use crate::engine::record::{FileStore, Record, RecordKey, RecordStore};
 use crate::engine::report::{
     DestinationReport, ErrorReport, MirrorReport, Outcome, RefReport, SourceReport,
 };
@@ -37,9 +37,34 @@ pub enum Mode {
     Plan,
 }
 
+/// Where a run keeps its sync records, and what it may take a destination to hold from
+/// ferry's last sync where its record has no entry for a ref.
+#[derive(Clone, Copy)]
+pub struct Records<'a> {
+    pub store: &'a dyn RecordStore,
+    /// Ref -> the value to expect when the record says nothing about the ref: the value the
+    /// source had before the change an event reports (a CodeCommit event's old commit id).
+    pub assumed: &'a RefMap,
+}
+
+/// Runs one mirror with its records beside the cache ([`FileStore`]).
+pub async fn run_mirror(mirror: &Mirror, settings: &Settings, mode: Mode) -> MirrorReport {
+    let store = FileStore::new(&settings.cache_dir);
+    let records = Records {
+        store: &store,
+        assumed: &RefMap::new(),
+    };
+    run_mirror_with(mirror, settings, mode, records).await
+}
+
 /// Runs one mirror and reports everything that happened. Never panics on bad input or network
 /// failures: they end up in the report.
-pub async fn run_mirror(mirror: &Mirror, settings: &Settings, mode: Mode) -> MirrorReport {
+pub async fn run_mirror_with(
+    mirror: &Mirror,
+    settings: &Settings,
+    mode: Mode,
+    records: Records<'_>,
+) -> MirrorReport {
     let started = Instant::now();
     let git = git_for(mirror, settings);
 
@@ -47,14 +72,14 @@ pub async fn run_mirror(mirror: &Mirror, settings: &Settings, mode: Mode) -> Mir
         match Cache::open(&settings.cache_dir, &mirror.source, &git, settings.timeout).await {
             Err(e) => source_failed(mirror, e),
             Ok(cache) => {
-                let first = attempt(mirror, &cache, &git, mode).await;
+                let first = attempt(mirror, &cache, &git, mode, records).await;
                 if !cache.is_damaged() {
                     first
                 } else {
                     // git could not read the cache's own objects (a corrupt pack): start from
                     // an empty cache and run once more; destinations already done are no-ops.
                     match cache.reset(&git).await {
-                        Ok(()) => attempt(mirror, &cache, &git, mode).await,
+                        Ok(()) => attempt(mirror, &cache, &git, mode, records).await,
                         Err(e) => source_failed(mirror, e),
                     }
                 }
@@ -133,6 +158,7 @@ async fn attempt(
     cache: &Cache,
     git: &Git,
     mode: Mode,
+    records: Records<'_>,
 ) -> (SourceReport, Vec<DestinationReport>) {
     let selection = &mirror.selection;
     let listings = join_all(
@@ -187,7 +213,14 @@ async fn attempt(
         .iter()
         .zip(listings)
         .map(|(dest, listing)| {
-            sync_destination(mirror, cache, git, &source_refs, dest, listing, mode)
+            let pass = Pass {
+                mirror,
+                cache,
+                git,
+                mode,
+                records,
+            };
+            sync_destination(pass, &source_refs, dest, listing)
         });
     let (reports, ()) = tokio::join!(join_all(per_dest), async {
         if fetched {
@@ -331,22 +364,53 @@ async fn list_refs(
     Ok(selection.parse(&out.stdout))
 }
 
+/// What every destination of one pass shares.
+#[derive(Clone, Copy)]
+struct Pass<'a> {
+    mirror: &'a Mirror,
+    cache: &'a Cache,
+    git: &'a Git,
+    mode: Mode,
+    records: Records<'a>,
+}
+
 async fn sync_destination(
-    mirror: &Mirror,
-    cache: &Cache,
-    git: &Git,
+    pass: Pass<'_>,
     source_refs: &RefMap,
     dest: &Remote,
     listing: Result<RefMap, GitFailure>,
-    mode: Mode,
 ) -> DestinationReport {
+    let Pass {
+        mirror,
+        cache,
+        git,
+        mode,
+        records,
+    } = pass;
     let url = dest.display();
     let dest_refs = match listing {
         Ok(refs) => refs,
         Err(e) => return DestinationReport::failed(url, e.into()),
     };
-    let mut record = Record::load(&cache.paths.records, dest.identity(), &mirror.selection);
-    let plan = match make_plan(mirror, cache, git, source_refs, &dest_refs, &record.refs).await {
+    let key = RecordKey {
+        source: &mirror.source,
+        destination: dest,
+        selection: &mirror.selection,
+    };
+    let mut record = match Record::load(records.store, key).await {
+        Ok(r) => r,
+        Err(e) => {
+            return DestinationReport::failed(
+                url,
+                ErrorReport::new(
+                    ErrorKind::Other,
+                    format!("nothing pushed: the sync record could not be read ({e})"),
+                ),
+            )
+        }
+    };
+    let known = record.with_assumed(records.assumed);
+    let plan = match make_plan(mirror, cache, git, source_refs, &dest_refs, &known).await {
         Ok(p) => p,
         Err(e) => return DestinationReport::failed(url, e.into()),
     };
@@ -383,7 +447,10 @@ async fn sync_destination(
                 refs,
             },
             &mut record,
-        );
+            records.store,
+            key,
+        )
+        .await;
     }
 
     let pushes: Vec<RefPlan> = plan.pushes().cloned().collect();
@@ -402,7 +469,10 @@ async fn sync_destination(
                 refs,
             },
             &mut record,
-        );
+            records.store,
+            key,
+        )
+        .await;
     }
 
     let mut plan = plan;
@@ -430,44 +500,42 @@ async fn sync_destination(
             "lease lost; re-planning once"
         );
         match ls_remote(dest, &mirror.selection, git).await {
-            Ok(fresh) => {
-                match make_plan(mirror, cache, git, source_refs, &fresh, &record.refs).await {
-                    Ok(replanned) => {
-                        let retry: Vec<&RefPlan> = replanned
-                            .refs
-                            .iter()
-                            .filter(|r| lease_lost.contains(&r.name))
-                            .collect();
-                        let to_push: Vec<&RefPlan> = retry
-                            .iter()
-                            .copied()
-                            .filter(|r| r.action.pushes())
-                            .collect();
-                        if replanned.aborted {
-                            let diverged: Vec<&str> =
-                                replanned.diverged().map(|r| r.name.as_str()).collect();
-                            replan_aborted = Some(format!(
-                                "not pushed: the destination changed during the sync, and on a second look divergence = abort and {} diverged",
-                                diverged.join(", ")
-                            ));
-                        }
-                        let (again, again_error) = if to_push.is_empty() || replanned.aborted {
-                            (BTreeMap::new(), None)
-                        } else {
-                            push(cache, git, dest, &to_push, mirror.atomic).await
-                        };
-                        for r in retry {
-                            statuses.remove(&r.name);
-                            if let Some(slot) = plan.refs.iter_mut().find(|p| p.name == r.name) {
-                                *slot = r.clone();
-                            }
-                        }
-                        statuses.extend(again);
-                        push_error = push_error.or(again_error);
+            Ok(fresh) => match make_plan(mirror, cache, git, source_refs, &fresh, &known).await {
+                Ok(replanned) => {
+                    let retry: Vec<&RefPlan> = replanned
+                        .refs
+                        .iter()
+                        .filter(|r| lease_lost.contains(&r.name))
+                        .collect();
+                    let to_push: Vec<&RefPlan> = retry
+                        .iter()
+                        .copied()
+                        .filter(|r| r.action.pushes())
+                        .collect();
+                    if replanned.aborted {
+                        let diverged: Vec<&str> =
+                            replanned.diverged().map(|r| r.name.as_str()).collect();
+                        replan_aborted = Some(format!(
+                            "not pushed: the destination changed during the sync, and on a second look divergence = abort and {} diverged",
+                            diverged.join(", ")
+                        ));
                     }
-                    Err(e) => push_error = push_error.or(Some(e)),
+                    let (again, again_error) = if to_push.is_empty() || replanned.aborted {
+                        (BTreeMap::new(), None)
+                    } else {
+                        push(cache, git, dest, &to_push, mirror.atomic).await
+                    };
+                    for r in retry {
+                        statuses.remove(&r.name);
+                        if let Some(slot) = plan.refs.iter_mut().find(|p| p.name == r.name) {
+                            *slot = r.clone();
+                        }
+                    }
+                    statuses.extend(again);
+                    push_error = push_error.or(again_error);
                 }
-            }
+                Err(e) => push_error = push_error.or(Some(e)),
+            },
             Err(e) => push_error = push_error.or(Some(e)),
         }
     }
@@ -511,7 +579,7 @@ async fn sync_destination(
         error: push_error.map(ErrorReport::from),
         refs,
     };
-    save_and_finish(report, &mut record)
+    save_and_finish(report, &mut record, records.store, key).await
 }
 
 async fn make_plan(
@@ -785,11 +853,16 @@ fn update_record(record: &mut Record, plan: &Plan, source_refs: &RefMap, dest_no
     record.refs = next;
 }
 
-fn save_and_finish(mut report: DestinationReport, record: &mut Record) -> DestinationReport {
-    if let Err(e) = record.save() {
+async fn save_and_finish(
+    mut report: DestinationReport,
+    record: &mut Record,
+    store: &dyn RecordStore,
+    key: RecordKey<'_>,
+) -> DestinationReport {
+    if let Err(e) = record.save(store, key).await {
         report.error = report.error.or(Some(ErrorReport::new(
             ErrorKind::Other,
-            format!("the sync record could not be saved ({e}); the next run treats this destination as a first sync"),
+            format!("the sync record could not be saved ({e}); the next run plans from the record as it was before this run"),
         )));
     }
     report.finish()

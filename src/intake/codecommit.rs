@@ -2,6 +2,7 @@
 //! `ferry serve` through an API destination (then authenticated as a webhook first).
 
 use super::webhook::{ignored, push, qualify, Event, Provider, Rejection};
+use crate::model::refs::Oid;
 use crate::model::remote::Remote;
 use serde_json::{Map, Value};
 
@@ -33,17 +34,31 @@ pub fn classify(body: &Map<String, Value>) -> Result<Event, Rejection> {
     };
     match event {
         "referenceCreated" | "referenceUpdated" | "referenceDeleted" => {
-            let field = |name: &str| detail.and_then(|d| d.get(name)).and_then(Value::as_str);
-            let full = field("referenceFullName").filter(|r| r.starts_with("refs/"));
-            let name = full.or_else(|| field("referenceName"));
-            let reference = name.and_then(|n| qualify(n, field("referenceType")));
-            Ok(push(provider, reference.into_iter().collect()))
+            Ok(push(provider, reference(body).into_iter().collect()))
         }
         _ => Ok(ignored(
             provider,
             format!("CodeCommit event '{event}' is not a reference change"),
         )),
     }
+}
+
+/// The full name of the ref a reference event is about.
+fn reference(body: &Map<String, Value>) -> Option<String> {
+    let detail = body.get("detail");
+    let field = |name: &str| detail.and_then(|d| d.get(name)).and_then(Value::as_str);
+    let full = field("referenceFullName").filter(|r| r.starts_with("refs/"));
+    let name = full.or_else(|| field("referenceName"));
+    name.and_then(|n| qualify(n, field("referenceType")))
+}
+
+/// The ref a reference event is about and the commit it pointed at before the change
+/// (`detail.oldCommitId`), when the event carries one: what a destination kept in sync with
+/// this repository held until now.
+pub fn previous_value(body: &Map<String, Value>) -> Option<(String, Oid)> {
+    let old = body.get("detail")?.get("oldCommitId")?.as_str()?;
+    let oid = Oid::parse(old).filter(|o| o.as_str().bytes().any(|b| b != b'0'))?;
+    Some((reference(body)?, oid))
 }
 
 /// The CodeCommit repository an event is about (`detail.repositoryName`).
@@ -62,7 +77,41 @@ pub fn repository_name(source: &Remote) -> &str {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
     use std::path::Path;
+
+    #[test]
+    fn the_previous_value_is_the_old_commit_of_the_named_ref() {
+        let event = |detail: Value| {
+            json!({ "detail-type": STATE_CHANGE, "source": "aws.codecommit", "detail": detail })
+                .as_object()
+                .cloned()
+                .unwrap()
+        };
+        let old = "a".repeat(40);
+        let updated = event(json!({
+            "event": "referenceUpdated", "referenceType": "branch", "referenceName": "main",
+            "referenceFullName": "refs/heads/main", "oldCommitId": old, "commitId": "b".repeat(40)
+        }));
+        assert_eq!(
+            previous_value(&updated),
+            Some(("refs/heads/main".to_owned(), Oid::parse(&old).unwrap()))
+        );
+        let tag = event(
+            json!({ "event": "referenceDeleted", "referenceType": "tag", "referenceName": "v1", "oldCommitId": old }),
+        );
+        assert_eq!(
+            previous_value(&tag).map(|(r, _)| r),
+            Some("refs/tags/v1".to_owned())
+        );
+        for detail in [
+            json!({ "event": "referenceCreated", "referenceType": "branch", "referenceName": "new", "commitId": old }),
+            json!({ "event": "referenceUpdated", "referenceType": "branch", "referenceName": "main", "oldCommitId": "0".repeat(40) }),
+            json!({ "event": "referenceUpdated", "referenceType": "branch", "referenceName": "main", "oldCommitId": "not an id" }),
+        ] {
+            assert_eq!(previous_value(&event(detail.clone())), None, "{detail}");
+        }
+    }
 
     #[test]
     fn codecommit_repository_names_come_from_the_clone_url() {

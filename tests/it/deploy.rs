@@ -1,6 +1,7 @@
 //! The AWS deployment files (deploy/aws/): the SAM template passes cfn-lint and says what the
 //! Lambda function needs (the CodeCommit event rule spelled as EventBridge spells it, one sync
-//! at a time, the failed-sync queue, the classic environment), and the Dockerfile builds a
+//! at a time, the failed-sync queue, the classic environment, a private state bucket, a role
+//! that may touch only that bucket and the passwords' secret), and the Dockerfile builds a
 //! provided.al2023 image with git. No AWS account or Docker engine is involved.
 
 use serde_json::{json, Map, Value};
@@ -245,43 +246,43 @@ fn the_event_rule_matches_codecommit_reference_events() {
         "an output gives the URL of {queue}"
     );
 
-    // The classic environment, each variable from the classic parameter; the passwords may
-    // come from a Secrets Manager secret instead.
+    // The classic environment, each variable from the classic parameter; with a Secrets
+    // Manager secret, the passwords are left out and ferry is given the secret's ARN and key
+    // instead (it reads them at run time).
     let env = &props["Environment"]["Variables"];
+    let no_value = json!({ "Ref": "AWS::NoValue" });
     for (var, parameter) in CLASSIC_ENVIRONMENT {
         assert_is_parameter(&t, parameter);
         let plain = json!({ "Ref": parameter });
         let value = &env[var];
         if var.ends_with("_PASS") {
             assert_eq!(t["Parameters"][parameter]["NoEcho"], true, "{parameter}");
-            let branches = value["Fn::If"]
-                .as_array()
-                .unwrap_or_else(|| panic!("{var} is an !If on the secret: {value}"));
-            assert_eq!(branches.len(), 3, "{var}: {value}");
-            let condition = branches[0].as_str().expect("condition name");
-            assert_eq!(
-                t["Conditions"][condition],
-                json!({ "Fn::Not": [{ "Fn::Equals": [{ "Ref": "PasswordsSecretArn" }, ""] }] }),
-                "{var}: the secret is used when PasswordsSecretArn is set"
-            );
-            let key = if var == "SRC_PASS" {
-                "source_password"
+            let (password, secret) = if var == "SRC_PASS" {
+                ("FERRY_SOURCE_PASSWORD_SECRET", "source_password")
             } else {
-                "destination_password"
+                ("FERRY_DEST_PASSWORD_SECRET", "destination_password")
             };
             assert_eq!(
-                branches[1],
-                json!({ "Fn::Sub": format!(
-                    "{{{{resolve:secretsmanager:${{PasswordsSecretArn}}:SecretString:{key}}}}}"
-                ) }),
-                "{var}: a dynamic reference to the secret's {key}"
+                if_on_the_secret(&t, value, var),
+                [&no_value, &plain],
+                "{var}: the parameter, unless the secret is set"
             );
-            assert_eq!(branches[2], plain, "{var}");
+            let reference = json!({ "Fn::Sub": format!("${{PasswordsSecretArn}}#{secret}") });
+            assert_eq!(
+                if_on_the_secret(&t, &env[password], password),
+                [&reference, &no_value],
+                "{password}: the secret's {secret}, when the secret is set"
+            );
         } else {
             assert_eq!(value, &plain, "{var}");
         }
     }
     assert_is_parameter(&t, "PasswordsSecretArn");
+    let text = std::fs::read_to_string(template_path()).expect("the template");
+    assert!(
+        !text.contains("resolve:secretsmanager"),
+        "no password is resolved into the function's configuration"
+    );
 
     // ferry's policies, with ferry's vocabulary.
     assert_eq!(
@@ -305,6 +306,129 @@ fn the_event_rule_matches_codecommit_reference_events() {
     );
     assert_eq!(t["Parameters"]["DivergencePolicy"]["Default"], "keep");
     assert_eq!(t["Parameters"]["PrunePolicy"]["Default"], "synced");
+}
+
+/// The (then, else) branches of an `!If` on the condition "PasswordsSecretArn is set".
+fn if_on_the_secret<'a>(t: &Value, value: &'a Value, what: &str) -> [&'a Value; 2] {
+    let branches = value["Fn::If"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{what} is an !If on the secret: {value}"));
+    assert_eq!(branches.len(), 3, "{what}: {value}");
+    let condition = branches[0].as_str().expect("condition name");
+    assert_eq!(
+        t["Conditions"][condition],
+        json!({ "Fn::Not": [{ "Fn::Equals": [{ "Ref": "PasswordsSecretArn" }, ""] }] }),
+        "{what}: the condition is that PasswordsSecretArn is set"
+    );
+    [&branches[1], &branches[2]]
+}
+
+/// A policy statement's actions, whether one string or a list.
+fn actions(statement: &Value) -> BTreeSet<String> {
+    match &statement["Action"] {
+        Value::String(a) => set(&[a]),
+        list => strings(list, "Action"),
+    }
+}
+
+#[test]
+fn the_state_bucket_is_private_and_the_role_may_touch_only_it_and_the_secret() {
+    let t = template();
+    let (_, function) = only_resource(&t, "AWS::Serverless::Function");
+    let props = &function["Properties"];
+    let (bucket_id, bucket) = only_resource(&t, "AWS::S3::Bucket");
+    assert_eq!(
+        props["Environment"]["Variables"]["FERRY_STATE_BUCKET"],
+        json!({ "Ref": bucket_id }),
+        "the function is told the bucket"
+    );
+
+    // Private, encrypted, versioned.
+    let bucket_props = &bucket["Properties"];
+    let block = &bucket_props["PublicAccessBlockConfiguration"];
+    for key in [
+        "BlockPublicAcls",
+        "BlockPublicPolicy",
+        "IgnorePublicAcls",
+        "RestrictPublicBuckets",
+    ] {
+        assert_eq!(block[key], true, "public access blocked: {key}");
+    }
+    let encryption = &bucket_props["BucketEncryption"]["ServerSideEncryptionConfiguration"][0]
+        ["ServerSideEncryptionByDefault"]["SSEAlgorithm"];
+    assert!(
+        ["AES256", "aws:kms", "aws:kms:dsse"].contains(&encryption.as_str().unwrap_or("")),
+        "encrypted at rest: {encryption}"
+    );
+    assert_eq!(
+        bucket_props["VersioningConfiguration"]["Status"], "Enabled",
+        "versioned"
+    );
+    assert_eq!(bucket["DeletionPolicy"], "Retain", "outlives the stack");
+    let (_, bucket_policy) = only_resource(&t, "AWS::S3::BucketPolicy");
+    assert_eq!(
+        bucket_policy["Properties"]["Bucket"],
+        json!({ "Ref": bucket_id })
+    );
+    assert!(
+        bucket_policy["Properties"]["PolicyDocument"]["Statement"]
+            .as_array()
+            .is_some_and(|s| s.iter().any(|s| s["Effect"] == "Deny"
+                && s["Condition"]["Bool"]["aws:SecureTransport"] == "false")),
+        "the bucket refuses requests without TLS"
+    );
+
+    // The role's grants beyond SAM's own (logs, the failed-sync queue): inline statements
+    // only, no managed policies or SAM policy templates, and exactly these.
+    let policies = props["Policies"]
+        .as_array()
+        .unwrap_or_else(|| panic!("Policies is a list: {}", props["Policies"]));
+    let mut grants = BTreeSet::new();
+    for policy in policies {
+        let statements = policy["Statement"]
+            .as_array()
+            .unwrap_or_else(|| panic!("only inline policy documents: {policy}"));
+        for statement in statements {
+            let (condition, statement) = match statement["Fn::If"].as_array() {
+                Some(branches) => {
+                    assert_eq!(branches.len(), 3, "{statement}");
+                    assert_eq!(branches[2], json!({ "Ref": "AWS::NoValue" }), "{statement}");
+                    (branches[0].as_str().unwrap_or("").to_owned(), &branches[1])
+                }
+                None => (String::new(), statement),
+            };
+            assert_eq!(statement["Effect"], "Allow", "{statement}");
+            for action in actions(statement) {
+                grants.insert((action, statement["Resource"].to_string(), condition.clone()));
+            }
+        }
+    }
+    let objects = json!({ "Fn::Sub": format!("${{{bucket_id}.Arn}}/*") }).to_string();
+    let the_bucket = json!({ "Fn::GetAtt": [bucket_id, "Arn"] }).to_string();
+    let secret = json!({ "Ref": "PasswordsSecretArn" }).to_string();
+    let when_secret = t["Conditions"]
+        .as_object()
+        .and_then(|c| {
+            c.iter().find(|(_, v)| {
+                **v == json!({ "Fn::Not": [{ "Fn::Equals": [{ "Ref": "PasswordsSecretArn" }, ""] }] })
+            })
+        })
+        .map(|(name, _)| name.clone())
+        .expect("a condition: PasswordsSecretArn is set");
+    let want: BTreeSet<(String, String, String)> = [
+        ("s3:GetObject", &objects, ""),
+        ("s3:PutObject", &objects, ""),
+        ("s3:ListBucket", &the_bucket, ""),
+        (
+            "secretsmanager:GetSecretValue",
+            &secret,
+            when_secret.as_str(),
+        ),
+    ]
+    .into_iter()
+    .map(|(a, r, c)| (a.to_owned(), r.clone(), c.to_owned()))
+    .collect();
+    assert_eq!(grants, want, "the role's grants");
 }
 
 #[test]

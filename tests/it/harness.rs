@@ -30,6 +30,14 @@ pub fn unique(prefix: &str) -> String {
     )
 }
 
+/// A loopback port nothing listens on right now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
 /// How a test reaches a repository on the servers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Transport {

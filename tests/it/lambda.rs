@@ -2,7 +2,8 @@
 //! cargo-lambda's Runtime API emulator on loopback, invoked with EventBridge and Function URL
 //! payloads, syncing between the real git servers.
 
-use crate::harness::{branches_and_tags, Repo, Transport};
+use crate::harness::{branches_and_tags, free_port, Repo, Transport};
+use crate::moto::Moto;
 use crate::service::{codecommit_event, delivery, SECRET};
 use ferry_testkit::WRITER;
 use serde_json::{json, Value};
@@ -24,13 +25,6 @@ fn cargo_lambda() -> Command {
     let mut cmd = Command::new("cargo");
     cmd.arg("lambda");
     cmd
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
 }
 
 impl LambdaRig {
@@ -84,6 +78,8 @@ impl LambdaRig {
         rx.recv_timeout(Duration::from_secs(60))
             .expect("cargo lambda watch did not start its Runtime API");
         let cache = tempfile::tempdir().expect("cache dir");
+        let events = tempfile::tempdir().expect("events dir");
+        let log = std::fs::File::create(events.path().join("function.log")).expect("log file");
         let function = Command::new(env!("CARGO_BIN_EXE_ferry"))
             .env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
@@ -97,8 +93,8 @@ impl LambdaRig {
             .env("FERRY_CACHE_DIR", cache.path())
             .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
             .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stdout(log.try_clone().expect("log file"))
+            .stderr(log)
             .spawn()
             .expect("start the function");
         LambdaRig {
@@ -106,8 +102,13 @@ impl LambdaRig {
             function,
             port,
             cache,
-            events: tempfile::tempdir().expect("events dir"),
+            events,
         }
+    }
+
+    /// What the function wrote to stdout and stderr (its logs) so far.
+    fn logs(&self) -> String {
+        std::fs::read_to_string(self.events.path().join("function.log")).unwrap_or_default()
     }
 
     /// Invokes the function with `event`; `Ok(response)` or `Err(error text)`.
@@ -175,6 +176,25 @@ fn event(payload: Vec<u8>) -> Value {
     serde_json::from_slice(&payload).expect("event json")
 }
 
+/// EventBridge's scheduled event: reconcile every mirror.
+fn scheduled() -> Value {
+    json!({
+        "version": "0", "id": "53dc4d37-cffa-4f76-80c9-8b7d4a4d2eaa", "detail-type": "Scheduled Event",
+        "source": "aws.events", "account": "123456789012", "time": "2026-11-30T12:00:00Z", "region": "eu-west-1",
+        "resources": ["arn:aws:events:eu-west-1:123456789012:rule/ferry-reconcile"], "detail": {}
+    })
+}
+
+/// One ref's outcome in an invocation's response (the first mirror's first destination).
+fn outcome(response: &Value, name: &str) -> String {
+    response["mirrors"][0]["destinations"][0]["refs"]
+        .as_array()
+        .and_then(|refs| refs.iter().find(|r| r["ref"] == name))
+        .and_then(|r| r["outcome"].as_str())
+        .unwrap_or_else(|| panic!("no outcome for {name}: {response}"))
+        .to_owned()
+}
+
 fn codecommit(kind: &str, repository: &str) -> Value {
     let mut e = event(codecommit_event(kind, "main"));
     e["detail"]["repositoryName"] = json!(repository);
@@ -231,12 +251,7 @@ fn codecommit_events_sync_and_a_warm_invocation_reuses_the_cache() {
     );
 
     // The scheduled reconciliation catches it up.
-    let scheduled = json!({
-        "version": "0", "id": "53dc4d37-cffa-4f76-80c9-8b7d4a4d2eaa", "detail-type": "Scheduled Event",
-        "source": "aws.events", "account": "123456789012", "time": "2026-11-30T12:00:00Z", "region": "eu-west-1",
-        "resources": ["arn:aws:events:eu-west-1:123456789012:rule/ferry-reconcile"], "detail": {}
-    });
-    rig.invoke(&scheduled).expect("reconciliation");
+    rig.invoke(&scheduled()).expect("reconciliation");
     assert_eq!(
         branches_and_tags(&dst.path()),
         branches_and_tags(&src.path())
@@ -317,4 +332,221 @@ fn function_url_webhooks_are_checked_like_the_service_does() {
         .invoke(&function_url_request("/hooks/other", &headers, &body))
         .expect("invocation");
     assert_eq!(response["statusCode"], 404, "{response}");
+}
+
+const STATE_BUCKET: &str = "ferry-state";
+
+/// The classic environment plus a state bucket in moto's S3.
+fn stateful_env(src: &Repo, dst: &Repo, moto: &Moto) -> Vec<(&'static str, String)> {
+    moto.create_bucket(STATE_BUCKET);
+    let mut env = classic_env(src, dst);
+    env.extend(moto.env());
+    env.push(("FERRY_STATE_BUCKET", STATE_BUCKET.to_owned()));
+    env.push(("FERRY_STATE_PREFIX", "records".to_owned()));
+    env
+}
+
+#[test]
+fn a_cold_start_keeps_the_sync_state_in_the_bucket() {
+    let moto = Moto::start();
+    let (src, dst) = (Repo::source("lamcold-src"), Repo::empty("lamcold-dst"));
+    src.git(&["branch", "feature"]);
+    src.push(&["feature"]);
+    let env = stateful_env(&src, &dst, &moto);
+    {
+        let rig = LambdaRig::start(&env);
+        rig.invoke(&scheduled()).expect("first sync");
+        assert_eq!(
+            branches_and_tags(&dst.path()),
+            branches_and_tags(&src.path())
+        );
+    } // the execution environment goes away, and its /tmp with it
+    let keys = moto.keys(STATE_BUCKET);
+    assert!(
+        keys.len() == 1 && keys[0].starts_with("records/"),
+        "one record, under the prefix: {keys:?}"
+    );
+
+    // Upstream deletes a branch and force-pushes another.
+    src.push(&[":refs/heads/feature"]);
+    src.git(&["commit", "--amend", "-q", "-m", "rewritten upstream"]);
+    src.push(&["main"]);
+
+    // A cold start: a new execution environment with an empty cache directory.
+    let rig = LambdaRig::start(&env);
+    let response = rig
+        .invoke(&scheduled())
+        .expect("the cold start syncs (nothing reported diverged)");
+    assert_eq!(
+        outcome(&response, "refs/heads/main"),
+        "forced",
+        "{response}"
+    );
+    assert_eq!(
+        outcome(&response, "refs/heads/feature"),
+        "deleted",
+        "{response}"
+    );
+    assert_eq!(
+        branches_and_tags(&dst.path()),
+        branches_and_tags(&src.path())
+    );
+}
+
+#[test]
+fn a_record_changed_by_another_writer_meanwhile_is_merged_not_clobbered() {
+    let moto = Moto::start();
+    let (src, dst) = (Repo::source("lamrace-src"), Repo::empty("lamrace-dst"));
+    let rig = LambdaRig::start(&stateful_env(&src, &dst, &moto));
+    rig.invoke(&scheduled()).expect("first sync");
+    let keys = moto.keys(STATE_BUCKET);
+    assert_eq!(keys.len(), 1, "{keys:?}");
+    let key = &keys[0];
+
+    // The next push waits in the destination's pre-receive hook until the test says go: by
+    // then the run has read the record, and another writer changes it.
+    let gate = tempfile::tempdir().expect("gate dir");
+    let (entered, go) = (gate.path().join("entered"), gate.path().join("go"));
+    let hook = dst.path().join("hooks/pre-receive");
+    std::fs::write(
+        &hook,
+        format!(
+            "#!/bin/sh\ntouch '{}'\ni=0\nwhile [ ! -e '{}' ] && [ $i -lt 600 ]; do sleep 0.1; i=$((i+1)); done\n",
+            entered.display(),
+            go.display()
+        ),
+    )
+    .expect("write the hook");
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&hook, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let new = src.commit("while another writer saves");
+    src.push(&["main"]);
+
+    let response = std::thread::scope(|scope| {
+        let invocation = scope.spawn(|| rig.invoke(&scheduled()));
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        while !entered.exists() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the push never reached the hook"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let mut record: Value =
+            serde_json::from_str(&moto.get(STATE_BUCKET, key)).expect("record json");
+        record["refs"]["refs/heads/elsewhere"] = json!("e".repeat(40));
+        moto.put(STATE_BUCKET, key, &record.to_string());
+        std::fs::write(&go, b"").expect("open the gate");
+        invocation.join().expect("invocation thread")
+    })
+    .expect("the invocation succeeds");
+    assert_eq!(
+        outcome(&response, "refs/heads/main"),
+        "updated",
+        "{response}"
+    );
+
+    let record: Value = serde_json::from_str(&moto.get(STATE_BUCKET, key)).expect("record json");
+    assert_eq!(
+        record["refs"]["refs/heads/elsewhere"],
+        json!("e".repeat(40)),
+        "the other writer's entry survives: {record}"
+    );
+    assert_eq!(
+        record["refs"]["refs/heads/main"],
+        json!(new),
+        "this run's change is in: {record}"
+    );
+}
+
+#[test]
+fn a_codecommit_events_old_commit_stands_in_for_a_missing_record() {
+    let (src, dst) = (Repo::source("lamold-src"), Repo::empty("lamold-dst"));
+    // Something else (the classic function) kept the destination in sync: no record of it.
+    let old = src.git(&["rev-parse", "HEAD"]).trim().to_owned();
+    src.git(&["push", "-q", &dst.path().display().to_string(), "main"]);
+    src.git(&["commit", "--amend", "-q", "-m", "rewritten upstream"]);
+    src.push(&["main"]);
+    let new = src.git(&["rev-parse", "HEAD"]).trim().to_owned();
+
+    let rig = LambdaRig::start(&classic_env(&src, &dst));
+    let mut event = codecommit("referenceUpdated", &src.name);
+    event["detail"]["oldCommitId"] = json!(old);
+    event["detail"]["commitId"] = json!(new);
+    let response = rig
+        .invoke(&event)
+        .expect("the destination held the old commit: the force-push is followed");
+    assert_eq!(
+        outcome(&response, "refs/heads/main"),
+        "forced",
+        "{response}"
+    );
+    assert_eq!(
+        branches_and_tags(&dst.path()),
+        branches_and_tags(&src.path())
+    );
+}
+
+#[test]
+fn passwords_come_from_secrets_manager_once_per_cold_start_and_appear_nowhere() {
+    let moto = Moto::start();
+    let (src, dst) = (Repo::source("lamsecret-src"), Repo::empty("lamsecret-dst"));
+    // The source's password is a whole secret, named; the destination's a key of a JSON
+    // secret, by ARN.
+    moto.create_secret("ferry/source", WRITER.1);
+    let arn = moto.create_secret(
+        "ferry/passwords",
+        &json!({ "destination_password": WRITER.1 }).to_string(),
+    );
+    let mut env = classic_env(&src, &dst);
+    env.retain(|(k, _)| !k.ends_with("_PASS"));
+    env.extend(moto.env());
+    env.push(("FERRY_SOURCE_PASSWORD_SECRET", "ferry/source".to_owned()));
+    env.push((
+        "FERRY_DEST_PASSWORD_SECRET",
+        format!("{arn}#destination_password"),
+    ));
+    env.push(("FERRY_LOG", "debug".to_owned()));
+    let rig = LambdaRig::start(&env);
+    let response = rig
+        .invoke(&codecommit("referenceUpdated", &src.name))
+        .expect("syncs with the passwords from the secrets");
+    assert_eq!(
+        branches_and_tags(&dst.path()),
+        branches_and_tags(&src.path())
+    );
+
+    // Read once per execution environment: a warm invocation keeps the value of its cold
+    // start, a new environment reads the secret again.
+    moto.put_secret_value("ferry/source", "wr0ng-Pa55-zq");
+    src.commit("after the rotation");
+    src.push(&["main"]);
+    rig.invoke(&codecommit("referenceUpdated", &src.name))
+        .expect("a warm invocation uses the password read at the cold start");
+    assert_eq!(
+        branches_and_tags(&dst.path()),
+        branches_and_tags(&src.path())
+    );
+    let cold = LambdaRig::start(&env);
+    let error = cold
+        .invoke(&codecommit("referenceUpdated", &src.name))
+        .expect_err("a cold start reads the rotated (wrong) password");
+    assert!(error.contains("auth"), "says why: {error}");
+
+    for (what, text) in [
+        ("the response", response.to_string()),
+        ("the error", error),
+        ("the logs", rig.logs()),
+        ("the cold start's logs", cold.logs()),
+    ] {
+        assert!(
+            !text.contains(WRITER.1) && !text.contains("wr0ng-Pa55-zq"),
+            "a password in {what}: {text}"
+        );
+    }
+    assert!(
+        rig.logs().contains("ferry/source"),
+        "the logs say which secret was read: {}",
+        rig.logs()
+    );
 }

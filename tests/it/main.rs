@@ -7,6 +7,7 @@ mod failures;
 mod harness;
 mod lambda;
 mod lifecycle;
+mod moto;
 mod policies;
 mod polling;
 mod service;
