@@ -8,3 +8,4 @@ mod lambda;
 mod lifecycle;
 mod policies;
 mod service;
+mod service_trust;

@@ -26,7 +26,8 @@ pub struct Serve {
 
 impl Serve {
     /// Writes `mirrors` (TOML `[[mirror]]` tables; `{SECRET_FILE}` is replaced by a file with
-    /// [`SECRET`]) under a `[serve]` section with fast retries, and starts the service.
+    /// [`SECRET`]) under a `[serve]` section with fast retries (keys `serve_section` sets replace
+    /// those defaults), and starts the service.
     pub fn start(serve_section: &str, mirrors: &str) -> Serve {
         Serve::start_with_env(serve_section, mirrors, &[])
     }
@@ -44,8 +45,24 @@ impl Serve {
     ) -> Serve {
         let dir = tempfile::tempdir().expect("temp dir");
         std::fs::write(dir.path().join("hook-secret"), SECRET).expect("secret file");
+        // The defaults for the keys `serve_section` does not set itself.
+        let defaults: String = [
+            ("listen", "\"127.0.0.1:0\""),
+            ("data_dir", "\"data\""),
+            ("retry_base", "\"200ms\""),
+            ("retry_max", "\"1s\""),
+            ("shutdown_grace", "\"20s\""),
+        ]
+        .iter()
+        .filter(|(key, _)| {
+            !serve_section
+                .lines()
+                .any(|l| l.split('=').next().is_some_and(|k| k.trim() == *key))
+        })
+        .map(|(key, value)| format!("{key} = {value}\n"))
+        .collect();
         let config = format!(
-            "{top}\n[serve]\nlisten = \"127.0.0.1:0\"\ndata_dir = \"data\"\nretry_base = \"200ms\"\nretry_max = \"1s\"\nshutdown_grace = \"20s\"\n{serve_section}\n[defaults]\npoll_interval = \"0\"\nreconcile_interval = \"0\"\n{mirrors}"
+            "{top}\n[serve]\n{defaults}{serve_section}\n[defaults]\npoll_interval = \"0\"\nreconcile_interval = \"0\"\n{mirrors}"
         );
         std::fs::write(dir.path().join("ferry.toml"), config).expect("config");
         let extra_env = env
@@ -65,6 +82,11 @@ impl Serve {
 
     pub fn config_path(&self) -> PathBuf {
         self.dir.path().join("ferry.toml")
+    }
+
+    /// The service's store (`data_dir = "data"` beside the config).
+    pub fn db_path(&self) -> PathBuf {
+        self.dir.path().join("data").join("ferry.db")
     }
 
     /// (Re)starts the process on the same config and data dir; waits until it is ready.
@@ -300,19 +322,19 @@ pub fn codecommit_event(event: &str, branch: &str) -> Vec<u8> {
     .into_bytes()
 }
 
-fn mirror_toml(name: &str, src: &str, dst: &str, extra: &str) -> String {
+pub(crate) fn mirror_toml(name: &str, src: &str, dst: &str, extra: &str) -> String {
     format!("[[mirror]]\nname = \"{name}\"\nsource = \"{src}\"\ndestinations = [\"{dst}\"]\nwebhook_secret_file = \"hook-secret\"\n{extra}\n")
 }
 
 /// A source with a work repo, and an empty destination, both on the servers.
-fn pair(prefix: &str) -> (Repo, Repo) {
+pub(crate) fn pair(prefix: &str) -> (Repo, Repo) {
     (
         Repo::source(&format!("{prefix}-src")),
         Repo::empty(&format!("{prefix}-dst")),
     )
 }
 
-fn push_commit(src: &Repo, msg: &str) {
+pub(crate) fn push_commit(src: &Repo, msg: &str) {
     src.commit(msg);
     src.push(&["main"]);
 }
@@ -531,7 +553,7 @@ fn twenty_mirrors_converge_in_parallel() {
 }
 
 /// A git that sleeps before pushing: a sync slow enough to be killed in the middle.
-fn slow_git(dir: &Path, seconds: u32) -> PathBuf {
+pub(crate) fn slow_git(dir: &Path, seconds: u32) -> PathBuf {
     let path = dir.join("slow-git");
     let real = ferry_testkit::git_binary()
         .expect("git")
