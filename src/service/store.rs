@@ -18,6 +18,7 @@
 //! and no transaction fails half-way with `SQLITE_BUSY` when it upgrades from read to write.
 //!
 //! One process owns a database file: [`Store::open`] treats every running sync as interrupted.
+//! Anyone else reads it through [`Store::open_read_only`].
 
 use crate::engine::report::{DestinationReport, ErrorReport, MirrorReport};
 use crate::model::mirror::Trigger;
@@ -205,6 +206,22 @@ impl Store {
                 "requeued syncs that were running when ferry stopped"
             );
         }
+        Ok(Store { pool })
+    }
+
+    /// Opens an existing database for reading only, as `ferry status` and `ferry runs` do when
+    /// the service does not answer: no migration, no requeueing of running syncs (the service
+    /// may be alive and running them), and SQLite refuses any write on these connections.
+    pub async fn open_read_only(path: &Path) -> Result<Store> {
+        let options = SqliteConnectOptions::new()
+            .filename(path)
+            .read_only(true)
+            .busy_timeout(Duration::from_secs(5));
+        let pool = SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(options)
+            .await
+            .with_context(|| format!("opening the database {} read-only", path.display()))?;
         Ok(Store { pool })
     }
 
@@ -1303,6 +1320,39 @@ mod tests {
         let status = store.mirror("app").await.unwrap().unwrap();
         assert_eq!(status.interrupted, None, "a recorded run clears it");
         assert_eq!(unhandled(&store, "app").await, 0);
+    }
+
+    #[tokio::test]
+    async fn a_read_only_store_shows_a_running_sync_as_it_is_and_writes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ferry.db");
+        let store = Store::open(&path).await.unwrap();
+        store.enqueue("app", Trigger::Webhook, "").await.unwrap();
+        let claim = claim_one(&store, now_ms(), "app").await;
+
+        let reader = Store::open_read_only(&path).await.unwrap();
+        let status = reader.mirror("app").await.unwrap().unwrap();
+        assert_eq!(status.state, MirrorState::Syncing, "not requeued");
+        assert!(reader.enqueue("app", Trigger::Manual, "").await.is_err());
+        assert!(reader.release("app", now_ms(), "no").await.is_err());
+        assert!(store.claim(now_ms(), 10).await.unwrap().is_empty());
+        assert_eq!(store.event_count("app").await.unwrap(), 1);
+        finish(&store, &claim, &ok_report("app"), None).await;
+        assert_eq!(reader.runs("app", 10).await.unwrap().len(), 1);
+        reader.pool.close().await;
+
+        // The service stopped cleanly: no -wal or -shm file left beside the database.
+        store.pool.close().await;
+        assert!(!dir.path().join("ferry.db-wal").exists());
+        assert!(!dir.path().join("ferry.db-shm").exists());
+        let reader = Store::open_read_only(&path).await.unwrap();
+        let status = reader.mirror("app").await.unwrap().unwrap();
+        assert_eq!(status.state, MirrorState::Idle);
+        reader.pool.close().await;
+
+        let missing = dir.path().join("missing.db");
+        assert!(Store::open_read_only(&missing).await.is_err());
+        assert!(!missing.exists(), "nothing created");
     }
 
     #[tokio::test]

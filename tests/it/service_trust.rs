@@ -6,6 +6,7 @@ use crate::service::{delivery, mirror_toml, pair, push_commit, slow_git, Serve, 
 use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection};
 use sqlx::Connection;
 use std::path::Path;
+use std::process::Command;
 use std::time::Duration;
 
 /// Another process holding the write lock of the service's store, as a backup tool or an
@@ -151,4 +152,73 @@ fn a_run_whose_result_cannot_be_recorded_goes_back_to_the_queue_with_its_error()
     assert_eq!(m["interrupted"], serde_json::Value::Null, "{m}");
     assert_eq!(m["behind_since"], serde_json::Value::Null, "{m}");
     assert_eq!(serve.runs("m").len(), 1);
+}
+
+/// Runs the ferry command line with a clean slate of ferry's variables; (exit code, stdout,
+/// stderr).
+fn ferry(args: &[&str]) -> (Option<i32>, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_ferry"))
+        .args(args)
+        .env_remove("FERRY_LISTEN")
+        .env_remove("FERRY_DATA_DIR")
+        .output()
+        .expect("run ferry");
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn status_and_runs_leave_a_live_store_alone_when_the_service_listens_elsewhere() {
+    let (src, dst) = pair("trust-elsewhere");
+    let tools = tempfile::tempdir().expect("tools dir");
+    let slow = slow_git(tools.path(), 5);
+    // The config names a port nobody listens on; the service is told to listen elsewhere.
+    let configured = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let toml = mirror_toml(
+        "m",
+        &src.url(Transport::File),
+        &dst.url(Transport::File),
+        "",
+    );
+    let serve = Serve::start_with_env(
+        &format!("listen = \"127.0.0.1:{configured}\""),
+        &toml,
+        &[
+            ("FERRY_GIT", slow.to_str().expect("utf-8 path")),
+            ("FERRY_LISTEN", "127.0.0.1:0"),
+        ],
+    );
+    assert!(!serve.base.ends_with(&format!(":{configured}")));
+    let pushing = tools.path().join("pushing");
+    serve.wait(
+        "the first sync to reach its push",
+        Duration::from_secs(20),
+        || pushing.exists(),
+    );
+
+    let config = serve.config_path().display().to_string();
+    let data_dir = serve.dir.path().join("data").display().to_string();
+    let warning = format!(
+        "a ferry serve holds {data_dir} but does not answer at http://127.0.0.1:{configured}; it may listen elsewhere (--listen)"
+    );
+    let (code, out, err) = ferry(&["status", "--config", &config]);
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert!(err.contains(&warning), "{err}");
+    let line = out.lines().find(|l| l.starts_with("m ")).unwrap_or("");
+    assert!(line.contains("syncing"), "the state as it is: {out}");
+    let (code, out, err) = ferry(&["runs", "m", "--config", &config]);
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert!(err.contains(&warning), "{err}");
+    assert!(out.contains("no runs"), "the sync is still running: {out}");
+
+    // Nothing requeued the running sync behind the service's back: it runs once.
+    serve.wait_converged("m", &src.path(), &dst.path());
+    assert_eq!(serve.runs("m").len(), 1, "{:?}", serve.runs("m"));
+    assert_eq!(serve.mirror("m")["behind_since"], serde_json::Value::Null);
 }
