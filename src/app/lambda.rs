@@ -11,8 +11,10 @@
 //! - a direct invoke `{"mirror": "NAME"}` syncs that mirror.
 //!
 //! A sync that fails makes the invocation fail (an error for events and invokes, a 5xx for
-//! HTTP), so Lambda's retries and the on-failure destination see it. The cache lives in
-//! `/tmp` and warm invocations reuse it. The sync records (what ferry last pushed to each
+//! HTTP), so Lambda's retries and the on-failure destination see it, except in a scheduled
+//! reconcile: retrying it would sync every healthy mirror again, so it succeeds, lists the
+//! failing mirrors in its answer and logs an error line for each; the next schedule tries them
+//! again. The cache lives in `/tmp` and warm invocations reuse it. The sync records (what ferry last pushed to each
 //! destination) live in the S3 bucket `FERRY_STATE_BUCKET` names, so a cold start, whose
 //! `/tmp` is empty, still knows them; without one they sit beside the cache and a cold start
 //! loses them. A CodeCommit reference event also says what its ref held before the change:
@@ -178,11 +180,7 @@ impl Function {
             .unwrap_or("");
         match (source, detail_type) {
             ("aws.codecommit", _) => self.codecommit(&event).await,
-            ("aws.events", "Scheduled Event") => {
-                let all: Vec<&ConfiguredMirror> = self.mirrors.iter().collect();
-                self.sync_all(&all, Trigger::Reconcile, &RefMap::new())
-                    .await
-            }
+            ("aws.events", "Scheduled Event") => Ok(self.reconcile().await),
             _ => bail!(
                 "unrecognised event (expected a CodeCommit or scheduled EventBridge event, a Function URL / API Gateway request, or {{\"mirror\": \"NAME\"}}): {}",
                 crate::engine::git::truncate(&event.to_string(), 300)
@@ -243,6 +241,46 @@ impl Function {
         run_mirror_with(&mirror.mirror, &self.settings, Mode::Sync, records).await
     }
 
+    /// Syncs the mirrors one after another, logging each report.
+    async fn run_all(
+        &self,
+        mirrors: &[&ConfiguredMirror],
+        trigger: Trigger,
+        assumed: &RefMap,
+    ) -> Vec<MirrorReport> {
+        let mut reports = Vec::new();
+        for m in mirrors {
+            let report = self.sync(m, assumed).await;
+            log_report(&report, trigger);
+            reports.push(report);
+        }
+        reports
+    }
+
+    /// The scheduled reconcile: every mirror, and an answer rather than an error whatever they
+    /// did, because a failed invocation is retried whole and would sync every healthy mirror
+    /// again. `ok` is false when a mirror failed; `failed` names each with its failure, and
+    /// each gets an error line in the log.
+    async fn reconcile(&self) -> Value {
+        let all: Vec<&ConfiguredMirror> = self.mirrors.iter().collect();
+        let reports = self.run_all(&all, Trigger::Reconcile, &RefMap::new()).await;
+        let failed: Vec<Value> = reports
+            .iter()
+            .filter(|r| !r.ok)
+            .map(|r| {
+                let error = r.failure_summary();
+                tracing::error!(mirror = %r.name, error = %error, "a mirror failed to reconcile");
+                json!({ "mirror": r.name, "error": error })
+            })
+            .collect();
+        json!({
+            "ok": failed.is_empty(),
+            "trigger": Trigger::Reconcile.as_str(),
+            "failed": failed,
+            "mirrors": reports,
+        })
+    }
+
     /// Syncs the mirrors one after another; fails if any of them failed.
     async fn sync_all(
         &self,
@@ -250,12 +288,7 @@ impl Function {
         trigger: Trigger,
         assumed: &RefMap,
     ) -> anyhow::Result<Value> {
-        let mut reports = Vec::new();
-        for m in mirrors {
-            let report = self.sync(m, assumed).await;
-            log_report(&report, trigger);
-            reports.push(report);
-        }
+        let reports = self.run_all(mirrors, trigger, assumed).await;
         let failed: Vec<String> = reports
             .iter()
             .filter(|r| !r.ok)

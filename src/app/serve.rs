@@ -1,6 +1,6 @@
 //! `ferry serve`, `ferry status` and `ferry runs`: the service's command-line side. Arguments
 //! and the config file become a [`Service`]; status and history come from the running service
-//! or, when it is down, straight from its store.
+//! or, when it does not answer, from its store opened read-only.
 
 use super::{runtime, AppError, Threads};
 use crate::config::{Config, ConfigError, RawOptions};
@@ -97,6 +97,9 @@ fn store_path(data_dir: &std::path::Path) -> PathBuf {
     data_dir.join("ferry.db")
 }
 
+/// The file `ferry serve` holds an exclusive `flock` on, in the data directory.
+const LOCK_FILE: &str = "ferry-serve.lock";
+
 /// `ferry serve`. Usage and config errors are `Err(ConfigError)` (exit 2); anything that goes
 /// wrong while serving is an `anyhow` error (exit 1).
 pub fn serve(args: &ServeArgs) -> Result<(), AppError> {
@@ -142,7 +145,7 @@ pub fn serve(args: &ServeArgs) -> Result<(), AppError> {
 fn lock_data_dir(data_dir: &std::path::Path) -> anyhow::Result<nix::fcntl::Flock<std::fs::File>> {
     std::fs::create_dir_all(data_dir)
         .with_context(|| format!("cannot create the data directory {}", data_dir.display()))?;
-    let path = data_dir.join("ferry-serve.lock");
+    let path = data_dir.join(LOCK_FILE);
     let file = std::fs::OpenOptions::new()
         .create(true)
         .truncate(false)
@@ -206,8 +209,23 @@ async fn from_service<T: serde::de::DeserializeOwned>(listen: SocketAddr, path: 
     response.json().await.ok()
 }
 
-/// Opens the store of a service that is not running (to show its last known state).
-async fn offline_store(data_dir: &std::path::Path) -> anyhow::Result<Store> {
+/// Whether a `ferry serve` holds the data directory ([`lock_data_dir`]): a shared lock on its
+/// lock file cannot be had. The probe's lock is dropped at once; a `ferry serve` starting in
+/// that instant is refused as if another one held the directory.
+fn data_dir_in_use(data_dir: &std::path::Path) -> bool {
+    let Ok(file) = std::fs::File::open(data_dir.join(LOCK_FILE)) else {
+        return false;
+    };
+    matches!(
+        nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockSharedNonblock),
+        Err((_, nix::errno::Errno::EWOULDBLOCK))
+    )
+}
+
+/// Opens the store of a service that does not answer at `listen`, to show its last known
+/// state. Read-only: the service may be alive all the same (listening elsewhere), and opening
+/// the store for writing would migrate it and requeue the syncs it is running.
+async fn offline_store(data_dir: &std::path::Path, listen: SocketAddr) -> anyhow::Result<Store> {
     let path = store_path(data_dir);
     if !path.exists() {
         anyhow::bail!(
@@ -215,11 +233,20 @@ async fn offline_store(data_dir: &std::path::Path) -> anyhow::Result<Store> {
             path.display()
         );
     }
-    eprintln!(
-        "ferry: the service does not answer; showing the last state recorded in {}",
-        path.display()
-    );
-    Store::open(&path).await
+    if data_dir_in_use(data_dir) {
+        eprintln!(
+            "ferry: a ferry serve holds {} but does not answer at {}; it may listen elsewhere (--listen); showing its store read-only ({})",
+            data_dir.display(),
+            service_url(listen),
+            path.display()
+        );
+    } else {
+        eprintln!(
+            "ferry: the service does not answer; showing the last state recorded in {}",
+            path.display()
+        );
+    }
+    Store::open_read_only(&path).await
 }
 
 /// `ferry status`: exit 0 when nothing is failing or diverged.
@@ -230,7 +257,12 @@ pub fn status(args: &StatusArgs) -> Result<bool, AppError> {
         let mirrors: Vec<MirrorStatus> =
             match from_service::<Vec<MirrorView>>(listen, "/api/mirrors").await {
                 Some(views) => views.into_iter().map(|v| v.status).collect(),
-                None => offline_store(&resolved.data_dir).await?.mirrors().await?,
+                None => {
+                    offline_store(&resolved.data_dir, listen)
+                        .await?
+                        .mirrors()
+                        .await?
+                }
             };
         if args.json {
             let now = now_ms();
@@ -281,7 +313,7 @@ pub fn runs(args: &RunsArgs) -> Result<(), AppError> {
         let runs: Vec<RunDetail> = match from_service(listen, &path).await {
             Some(runs) => runs,
             None => {
-                offline_store(&resolved.data_dir)
+                offline_store(&resolved.data_dir, listen)
                     .await?
                     .runs(&args.mirror, limit)
                     .await?

@@ -9,6 +9,7 @@
 //! POST /api/../sync ┘
 //! dispatcher: store.claim(due, free workers) -> sync::run_mirror -> store.finish
 //!             (transient failure: retry_at with backoff; failure streak: notify)
+//!             result not recorded (panic, finish keeps failing) -> store.release
 //! ```
 //! [`run`] takes the listener and a shutdown future, so tests and `main` drive it the same way.
 //!
@@ -173,39 +174,65 @@ pub async fn run(
     served.context("the HTTP server failed")
 }
 
-/// Claims due mirrors while workers are free, runs them, and on shutdown waits for the
-/// running syncs up to the grace period (then cancels them: the git processes are killed and
-/// the store re-queues those mirrors at the next start).
+/// How often the dispatcher tries again to put back in the queue a run that ended without
+/// recording its result, while the store refuses.
+const RELEASE_RETRY: Duration = Duration::from_secs(2);
+
+/// A claimed run whose task ended without recording its result: its mirror stays `running`
+/// in the store, so nothing claims it, until [`Store::release`] puts it back in the queue.
+struct Unrecorded {
+    mirror: String,
+    attempt: u32,
+    error: String,
+}
+
+/// Claims due mirrors while workers are free, runs them, puts back in the queue the runs that
+/// ended without recording a result, and on shutdown waits for the running syncs up to the
+/// grace period (then cancels them: the git processes are killed and the store re-queues those
+/// mirrors at the next start).
 async fn dispatch(svc: Arc<Service>) {
-    let mut running: JoinSet<()> = JoinSet::new();
+    let mut running: JoinSet<anyhow::Result<()>> = JoinSet::new();
+    // The claim behind each task, to release its mirror if the task panics.
+    let mut claimed: HashMap<tokio::task::Id, (String, u32)> = HashMap::new();
+    let mut unrecorded: Vec<Unrecorded> = Vec::new();
     let mut stop = svc.stopping.subscribe();
     while !svc.is_stopping() {
+        release_unrecorded(&svc, &mut unrecorded).await;
         let free = svc.serve.workers.saturating_sub(running.len());
         if free > 0 {
             match svc.store.claim(now_ms(), free).await {
                 Ok(claims) => {
                     for claim in claims {
+                        let key = (claim.mirror.clone(), claim.attempt);
                         let svc = svc.clone();
-                        running.spawn(async move { execute(&svc, claim).await });
+                        let task = running.spawn(async move { execute(&svc, claim).await });
+                        claimed.insert(task.id(), key);
                     }
                 }
                 Err(e) => tracing::error!(error = %format!("{e:#}"), "cannot read the queue"),
             }
         }
-        let idle = match svc.store.next_due().await {
+        let mut idle = match svc.store.next_due().await {
             Ok(Some(due)) => Duration::from_millis((due - now_ms()).clamp(0, 60_000) as u64),
             _ => Duration::from_secs(60),
         };
+        if !unrecorded.is_empty() {
+            idle = idle.min(RELEASE_RETRY);
+        }
         tokio::select! {
             _ = svc.wake.notified() => {}
-            Some(_) = running.join_next(), if !running.is_empty() => {}
+            Some(done) = running.join_next_with_id(), if !running.is_empty() => {
+                unrecorded.extend(ended(&mut claimed, done));
+            }
             _ = tokio::time::sleep(idle) => {}
             _ = stop.changed() => {}
         }
     }
     let grace = svc.serve.shutdown_grace;
     let drained = tokio::time::timeout(grace, async {
-        while running.join_next().await.is_some() {}
+        while let Some(done) = running.join_next_with_id().await {
+            unrecorded.extend(ended(&mut claimed, done));
+        }
     })
     .await;
     if drained.is_err() {
@@ -215,14 +242,81 @@ async fn dispatch(svc: Arc<Service>) {
         );
         running.shutdown().await;
     }
+    // What still cannot be released is requeued when the store is next opened.
+    release_unrecorded(&svc, &mut unrecorded).await;
 }
 
-/// Runs one claimed mirror and records the result.
-async fn execute(svc: &Service, claim: Claim) {
+/// What a finished task leaves to do: `Some` when its run's result is not in the store (the
+/// task panicked, or [`execute`] could not record it).
+fn ended(
+    claimed: &mut HashMap<tokio::task::Id, (String, u32)>,
+    done: Result<(tokio::task::Id, anyhow::Result<()>), tokio::task::JoinError>,
+) -> Option<Unrecorded> {
+    let (id, error) = match done {
+        Ok((id, Ok(()))) => {
+            claimed.remove(&id);
+            return None;
+        }
+        Ok((id, Err(e))) => (id, format!("{e:#}")),
+        Err(e) => (e.id(), task_failure(e)),
+    };
+    let (mirror, attempt) = claimed.remove(&id)?;
+    tracing::error!(mirror = %mirror, error = %error, "a sync ended without recording its result");
+    metrics::counter!("ferry_runs_unrecorded_total", "mirror" => mirror.clone()).increment(1);
+    Some(Unrecorded {
+        mirror,
+        attempt,
+        error,
+    })
+}
+
+/// Why a task ended without a value: its panic message, or that it was cancelled.
+fn task_failure(e: tokio::task::JoinError) -> String {
+    if !e.is_panic() {
+        return "the sync task was cancelled".to_owned();
+    }
+    let payload = e.into_panic();
+    let message = payload
+        .downcast_ref::<&str>()
+        .map(|m| (*m).to_owned())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "no message".to_owned());
+    format!("the sync task panicked: {message}")
+}
+
+/// Puts the mirrors of unrecorded runs back in the queue, with a retry time from the backoff;
+/// keeps those the store refuses for the next round.
+async fn release_unrecorded(svc: &Service, unrecorded: &mut Vec<Unrecorded>) {
+    let mut refused = Vec::new();
+    for run in unrecorded.drain(..) {
+        let delay = backoff(&svc.serve, run.attempt);
+        let retry_at = now_ms() + delay.as_millis() as i64;
+        match svc.store.release(&run.mirror, retry_at, &run.error).await {
+            Ok(true) => {
+                tracing::warn!(mirror = %run.mirror, retry_in_ms = delay.as_millis() as u64, "queued again after a run without a recorded result");
+                svc.wake.notify_one();
+            }
+            Ok(false) => {}
+            Err(e) => {
+                tracing::error!(mirror = %run.mirror, error = %format!("{e:#}"), "cannot put the mirror back in the queue; trying again");
+                refused.push(run);
+            }
+        }
+    }
+    *unrecorded = refused;
+}
+
+/// Tries to record a finished run this many times before giving it back to the dispatcher.
+const FINISH_ATTEMPTS: u32 = 3;
+/// The wait before the second try; it doubles before each further one.
+const FINISH_RETRY_DELAY: Duration = Duration::from_millis(500);
+
+/// Runs one claimed mirror and records the result. `Err`: the result is not in the store (the
+/// dispatcher puts the mirror back in the queue).
+async fn execute(svc: &Service, claim: Claim) -> anyhow::Result<()> {
     let trigger = claim.triggers.first().copied().unwrap_or(Trigger::Retry);
     let Some(configured) = svc.mirror(&claim.mirror) else {
-        tracing::warn!(mirror = %claim.mirror, "a queued mirror is no longer configured; dropping it");
-        return;
+        anyhow::bail!("the mirror is no longer configured");
     };
     tracing::info!(mirror = %claim.mirror, trigger = trigger.as_str(), attempt = claim.attempt, "sync started");
     let report = sync::run_mirror(&configured.mirror, &svc.engine, Mode::Sync).await;
@@ -249,13 +343,33 @@ async fn execute(svc: &Service, claim: Claim) {
         report: &report,
         retry_at,
     };
-    match svc.store.finish(finish).await {
-        Ok(outcome) => notify(svc, &report, outcome).await,
-        Err(e) => {
-            tracing::error!(mirror = %claim.mirror, error = %format!("{e:#}"), "cannot record the run")
+    let outcome = record(svc, finish).await?;
+    notify(svc, &report, outcome).await;
+    svc.wake.notify_one();
+    Ok(())
+}
+
+/// [`Store::finish`], tried [`FINISH_ATTEMPTS`] times with a growing wait in between (the
+/// transaction either commits whole or not at all, so trying again is safe).
+async fn record(svc: &Service, finish: Finish<'_>) -> anyhow::Result<FinishOutcome> {
+    let mut delay = FINISH_RETRY_DELAY;
+    let mut attempt = 1;
+    loop {
+        match svc.store.finish(finish).await {
+            Ok(outcome) => return Ok(outcome),
+            Err(e) if attempt < FINISH_ATTEMPTS => {
+                tracing::warn!(mirror = %finish.mirror, attempt, error = %format!("{e:#}"), "cannot record the run; trying again");
+                tokio::time::sleep(delay).await;
+                delay *= 2;
+                attempt += 1;
+            }
+            Err(e) => {
+                return Err(e.context(format!(
+                    "cannot record the run ({FINISH_ATTEMPTS} attempts)"
+                )))
+            }
         }
     }
-    svc.wake.notify_one();
 }
 
 /// Whether polling sees the source's refs differ from what the mirror last synced from.
@@ -402,6 +516,10 @@ fn metrics_handle() -> anyhow::Result<PrometheusHandle> {
         "ferry_sync_duration_seconds",
         "Wall time of one sync of one mirror"
     );
+    metrics::describe_counter!(
+        "ferry_runs_unrecorded_total",
+        "Runs that ended without recording their result (put back in the queue)"
+    );
     metrics::describe_gauge!("ferry_queue_depth", "Mirrors queued or syncing");
     metrics::describe_gauge!(
         "ferry_mirror_lag_seconds",
@@ -431,5 +549,18 @@ mod tests {
             let full = Duration::from_secs(1 << attempt.min(3));
             assert!(d >= full / 2 && d <= full, "attempt {attempt}: {d:?}");
         }
+    }
+
+    #[tokio::test]
+    async fn a_panicked_sync_task_is_reported_with_its_message() {
+        let joined = tokio::spawn(async { panic!("the cache vanished: {}", 42) }).await;
+        let error = joined.expect_err("the task panicked");
+        assert_eq!(
+            task_failure(error),
+            "the sync task panicked: the cache vanished: 42"
+        );
+        let joined = tokio::spawn(async { std::panic::panic_any(7_u8) }).await;
+        let error = joined.expect_err("the task panicked");
+        assert_eq!(task_failure(error), "the sync task panicked: no message");
     }
 }

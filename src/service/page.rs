@@ -106,6 +106,9 @@ fn mirror_row(m: &MirrorStatus, now: i64) -> Markup {
                 @if let Some(at) = m.retry_at {
                     div.muted { "retry " (until(at, now)) }
                 }
+                @if let Some(why) = &m.interrupted {
+                    div.bad { "last run not recorded: " (why) }
+                }
             }
             td { (lag(m, now)) }
             td {
@@ -385,6 +388,12 @@ pub fn status_table(mirrors: &[MirrorStatus], now: i64) -> String {
             took,
             m.failure_streak.to_string(),
         ]));
+        if let Some(why) = &m.interrupted {
+            lines.push(Line::Text(format!(
+                "  last run not recorded: {}",
+                clean(why)
+            )));
+        }
         for d in &m.destinations {
             let error = match &d.last_error {
                 Some(e) => {
@@ -636,6 +645,7 @@ mod tests {
             failure_streak: if failing { 3 } else { 0 },
             behind_since: failing.then_some(NOW - 120_000),
             retry_at: None,
+            interrupted: None,
             last_run: Some(run(1, name, !failing)),
             destinations,
         }
@@ -706,6 +716,26 @@ mod tests {
         assert!(page.contains("Authentication failed"));
         assert!(page.contains(ErrorKind::Auth.hint()));
         assert!(page.contains("last success 2h ago"));
+    }
+
+    #[test]
+    fn a_run_without_a_recorded_result_shows_why_on_the_page_and_in_the_table() {
+        let mut m = mirror("eps", MirrorState::Queued, vec![]);
+        m.retry_at = Some(NOW + 30_000);
+        m.interrupted = Some("the sync task panicked: <boom>\x1b[31m".to_owned());
+        let page = status_page(std::slice::from_ref(&m), &[], NOW, 10);
+        let eps = row(&page, "mirror-eps");
+        assert!(eps.contains("retry in 30s"), "{eps}");
+        assert!(
+            eps.contains("last run not recorded: the sync task panicked: &lt;boom&gt;"),
+            "{eps}"
+        );
+        let out = status_table(&[m], NOW);
+        assert!(
+            out.contains("\n  last run not recorded: the sync task panicked: <boom>[31m\n"),
+            "{out}"
+        );
+        assert!(!out.contains('\x1b'));
     }
 
     #[test]

@@ -93,6 +93,10 @@ pub struct MirrorStatus {
     pub behind_since: Option<i64>,
     /// When the next retry is due, for a mirror waiting after a transient failure.
     pub retry_at: Option<i64>,
+    /// Why the last run ended without recording a result (it was put back in the queue);
+    /// `None` once a run records its result.
+    #[serde(default)]
+    pub interrupted: Option<String>,
     pub last_run: Option<RunSummary>,
     pub destinations: Vec<DestinationStatus>,
 }
@@ -160,6 +164,7 @@ mod tests {
             failure_streak: 2,
             behind_since: Some(5_000),
             retry_at: None,
+            interrupted: None,
             last_run: None,
             destinations: vec![dest(Some(6_000)), dest(Some(1_000)), dest(None)],
         }

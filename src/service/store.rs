@@ -10,6 +10,7 @@
 //!   arrived during the run: exactly one follow-up run, however many arrived).
 //! - `not_before`: the earliest time the run may start (a retry waits for it);
 //!   `attempt`: retries so far.
+//! - `interrupted`: why the last run ended without recording a result ([`Store::release`]).
 //!
 //! Every write that reads what it then changes (enqueue, claim, finish, registering mirrors)
 //! starts with `BEGIN IMMEDIATE`, taking SQLite's write lock up front:
@@ -17,6 +18,7 @@
 //! and no transaction fails half-way with `SQLITE_BUSY` when it upgrades from read to write.
 //!
 //! One process owns a database file: [`Store::open`] treats every running sync as interrupted.
+//! Anyone else reads it through [`Store::open_read_only`].
 
 use crate::engine::report::{DestinationReport, ErrorReport, MirrorReport};
 use crate::model::mirror::Trigger;
@@ -112,6 +114,7 @@ struct StatusRow {
     running: Option<bool>,
     not_before: Option<i64>,
     attempt: Option<i64>,
+    interrupted: Option<String>,
 }
 
 /// A `destinations` row, its last error as JSON.
@@ -157,7 +160,7 @@ impl RunSummaryRow {
 }
 
 const STATUS_SELECT: &str = "SELECT m.name, m.source, m.state, m.failure_streak, \
-     p.queued, p.running, p.not_before, p.attempt \
+     p.queued, p.running, p.not_before, p.attempt, p.interrupted \
      FROM mirrors m LEFT JOIN pending p ON p.mirror = m.name";
 
 impl Store {
@@ -203,6 +206,22 @@ impl Store {
                 "requeued syncs that were running when ferry stopped"
             );
         }
+        Ok(Store { pool })
+    }
+
+    /// Opens an existing database for reading only, as `ferry status` and `ferry runs` do when
+    /// the service does not answer: no migration, no requeueing of running syncs (the service
+    /// may be alive and running them), and SQLite refuses any write on these connections.
+    pub async fn open_read_only(path: &Path) -> Result<Store> {
+        let options = SqliteConnectOptions::new()
+            .filename(path)
+            .read_only(true)
+            .busy_timeout(Duration::from_secs(5));
+        let pool = SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(options)
+            .await
+            .with_context(|| format!("opening the database {} read-only", path.display()))?;
         Ok(Store { pool })
     }
 
@@ -401,7 +420,7 @@ impl Store {
             // Events arrived during the run: one immediate follow-up, a fresh first try.
             sqlx::query(
                 "UPDATE pending SET running = 0, not_before = ?2, attempt = 0, \
-                 claimed_through = NULL WHERE mirror = ?1",
+                 claimed_through = NULL, interrupted = NULL WHERE mirror = ?1",
             )
             .bind(mirror)
             .bind(f.finished_at)
@@ -411,7 +430,7 @@ impl Store {
                  VALUES (?1, 1, 0, ?2, 1) \
                  ON CONFLICT (mirror) DO UPDATE SET queued = 1, running = 0, \
                    not_before = excluded.not_before, attempt = attempt + 1, \
-                   claimed_through = NULL",
+                   claimed_through = NULL, interrupted = NULL",
             )
             .bind(mirror)
             .bind(at)
@@ -460,6 +479,27 @@ impl Store {
             failure_streak: to_u32(failure_streak),
             was_notified,
         })
+    }
+
+    /// Puts a claimed mirror whose run ended without recording a result (its task panicked, or
+    /// [`Store::finish`] kept failing) back in the queue, due at `retry_at` with one more
+    /// attempt counted, and keeps `error` for the status until a run records its result. The
+    /// events the run covered stay unhandled, so the next run covers them. Returns false, and
+    /// changes nothing, when the mirror is not running (its result was recorded after all).
+    pub async fn release(&self, mirror: &str, retry_at: i64, error: &str) -> Result<bool> {
+        let released = sqlx::query(
+            "UPDATE pending SET queued = 1, running = 0, not_before = ?2, \
+               attempt = attempt + 1, claimed_through = NULL, interrupted = ?3 \
+             WHERE mirror = ?1 AND running = 1",
+        )
+        .bind(mirror)
+        .bind(retry_at)
+        .bind(error)
+        .execute(&self.pool)
+        .await
+        .with_context(|| format!("putting {mirror} back in the queue"))?
+        .rows_affected();
+        Ok(released == 1)
     }
 
     /// Remembers whether a failure notification is outstanding for the mirror's current
@@ -782,6 +822,7 @@ async fn status_of(conn: &mut SqliteConnection, row: StatusRow) -> Result<Mirror
         running,
         not_before,
         attempt,
+        interrupted,
     } = row;
     let queued = queued.unwrap_or(false);
     let running = running.unwrap_or(false);
@@ -872,6 +913,7 @@ async fn status_of(conn: &mut SqliteConnection, row: StatusRow) -> Result<Mirror
         failure_streak: to_u32(failure_streak),
         behind_since,
         retry_at,
+        interrupted,
         last_run,
         destinations,
     })
@@ -1252,6 +1294,82 @@ mod tests {
         finish(&store, &again, &ok_report("app"), None).await;
         assert_eq!(unhandled(&store, "app").await, 0);
         assert_eq!(store.run_count("app").await.unwrap(), 1);
+    }
+
+    #[tokio::test]
+    async fn release_requeues_a_running_mirror_with_its_error_until_a_run_is_recorded() {
+        let (_dir, store) = temp_store().await;
+        store.enqueue("app", Trigger::Webhook, "").await.unwrap();
+        store.enqueue("app", Trigger::Poll, "").await.unwrap();
+        let now = now_ms();
+        claim_one(&store, now, "app").await;
+        let retry_at = now + 60_000;
+        assert!(store.release("app", retry_at, "boom").await.unwrap());
+
+        let status = store.mirror("app").await.unwrap().unwrap();
+        assert_eq!(status.state, MirrorState::Queued);
+        assert_eq!(status.retry_at, Some(retry_at));
+        assert_eq!(status.interrupted.as_deref(), Some("boom"));
+        assert_eq!(
+            unhandled(&store, "app").await,
+            2,
+            "its events wait for a run"
+        );
+        assert_eq!(store.run_count("app").await.unwrap(), 0);
+        assert!(store.claim(retry_at - 1, 10).await.unwrap().is_empty());
+        assert_eq!(store.next_due().await.unwrap(), Some(retry_at));
+        assert!(
+            !store.release("app", retry_at, "again").await.unwrap(),
+            "only a running mirror is released"
+        );
+
+        let retry = claim_one(&store, retry_at, "app").await;
+        assert_eq!(retry.triggers, vec![Trigger::Webhook, Trigger::Poll]);
+        assert_eq!(retry.attempt, 1);
+        let status = store.mirror("app").await.unwrap().unwrap();
+        assert_eq!(status.state, MirrorState::Syncing);
+        assert_eq!(
+            status.interrupted.as_deref(),
+            Some("boom"),
+            "until recorded"
+        );
+        finish(&store, &retry, &failed_report("app"), Some(retry_at + 1)).await;
+        let status = store.mirror("app").await.unwrap().unwrap();
+        assert_eq!(status.interrupted, None, "a recorded run clears it");
+        assert_eq!(unhandled(&store, "app").await, 0);
+    }
+
+    #[tokio::test]
+    async fn a_read_only_store_shows_a_running_sync_as_it_is_and_writes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ferry.db");
+        let store = Store::open(&path).await.unwrap();
+        store.enqueue("app", Trigger::Webhook, "").await.unwrap();
+        let claim = claim_one(&store, now_ms(), "app").await;
+
+        let reader = Store::open_read_only(&path).await.unwrap();
+        let status = reader.mirror("app").await.unwrap().unwrap();
+        assert_eq!(status.state, MirrorState::Syncing, "not requeued");
+        assert!(reader.enqueue("app", Trigger::Manual, "").await.is_err());
+        assert!(reader.release("app", now_ms(), "no").await.is_err());
+        assert!(store.claim(now_ms(), 10).await.unwrap().is_empty());
+        assert_eq!(store.event_count("app").await.unwrap(), 1);
+        finish(&store, &claim, &ok_report("app"), None).await;
+        assert_eq!(reader.runs("app", 10).await.unwrap().len(), 1);
+        reader.pool.close().await;
+
+        // The service stopped cleanly: no -wal or -shm file left beside the database.
+        store.pool.close().await;
+        assert!(!dir.path().join("ferry.db-wal").exists());
+        assert!(!dir.path().join("ferry.db-shm").exists());
+        let reader = Store::open_read_only(&path).await.unwrap();
+        let status = reader.mirror("app").await.unwrap().unwrap();
+        assert_eq!(status.state, MirrorState::Idle);
+        reader.pool.close().await;
+
+        let missing = dir.path().join("missing.db");
+        assert!(Store::open_read_only(&missing).await.is_err());
+        assert!(!missing.exists(), "nothing created");
     }
 
     #[tokio::test]

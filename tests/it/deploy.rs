@@ -1,8 +1,9 @@
 //! The AWS deployment files (deploy/aws/): the SAM template passes cfn-lint and says what the
 //! Lambda function needs (the CodeCommit event rule spelled as EventBridge spells it, one sync
 //! at a time, the failed-sync queue, the classic environment, a private state bucket, a role
-//! that may touch only that bucket and the passwords' secret), and the Dockerfile builds a
-//! provided.al2023 image with git. No AWS account or Docker engine is involved.
+//! that may touch only that bucket and the passwords' secret), and the Dockerfile's text
+//! declares a provided.al2023 runtime stage with git and ferry as its bootstrap. No AWS account
+//! or Docker engine is involved: the image is never built here.
 
 use serde_json::{json, Map, Value};
 use std::collections::BTreeSet;
@@ -432,7 +433,7 @@ fn the_state_bucket_is_private_and_the_role_may_touch_only_it_and_the_secret() {
 }
 
 #[test]
-fn the_dockerfile_builds_a_provided_al2023_image_with_git() {
+fn the_dockerfile_text_declares_a_provided_al2023_stage_with_git_and_the_bootstrap() {
     let text = std::fs::read_to_string(aws_dir().join("Dockerfile")).expect("Dockerfile");
     let instructions: Vec<&str> = text
         .lines()

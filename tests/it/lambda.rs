@@ -10,6 +10,7 @@ use serde_json::{json, Value};
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// cargo-lambda's emulator plus one ferry function process attached to it.
@@ -109,6 +110,14 @@ impl LambdaRig {
     /// What the function wrote to stdout and stderr (its logs) so far.
     fn logs(&self) -> String {
         std::fs::read_to_string(self.events.path().join("function.log")).unwrap_or_default()
+    }
+
+    /// The function's log lines so far, parsed (ferry logs JSON lines when not at a terminal).
+    fn log_lines(&self) -> Vec<Value> {
+        self.logs()
+            .lines()
+            .filter_map(|line| serde_json::from_str(line).ok())
+            .collect()
     }
 
     /// Invokes the function with `event`; `Ok(response)` or `Err(error text)`.
@@ -256,6 +265,63 @@ fn codecommit_events_sync_and_a_warm_invocation_reuses_the_cache() {
         branches_and_tags(&dst.path()),
         branches_and_tags(&src.path())
     );
+}
+
+/// An EventBridge scheduled event (the reconcile rule).
+fn scheduled() -> Value {
+    json!({
+        "version": "0", "id": "53dc4d37-cffa-4f76-80c9-8b7d4a4d2eaa", "detail-type": "Scheduled Event",
+        "source": "aws.events", "account": "123456789012", "time": "2026-11-30T12:00:00Z", "region": "eu-west-1",
+        "resources": ["arn:aws:events:eu-west-1:123456789012:rule/ferry-reconcile"], "detail": {}
+    })
+}
+
+#[test]
+fn a_scheduled_reconcile_reports_a_failing_mirror_without_failing_the_healthy_ones() {
+    let (src, dst) = (Repo::source("lamrec-src"), Repo::empty("lamrec-dst"));
+    let missing = tempfile::tempdir().expect("temp dir");
+    let broken_dst = missing.path().join("absent.git");
+    let config = format!(
+        "[[mirror]]\nname = \"broken\"\nsource = \"{src}\"\ndestinations = [\"{broken}\"]\n\
+         [[mirror]]\nname = \"healthy\"\nsource = \"{src}\"\ndestinations = [\"{dst}\"]\n",
+        src = src.url(Transport::File),
+        broken = broken_dst.display(),
+        dst = dst.url(Transport::File),
+    );
+    let rig = LambdaRig::start(&[("FERRY_CONFIG", config)]);
+    // A failed invocation would make Lambda run the whole reconcile twice more.
+    let response = rig
+        .invoke(&scheduled())
+        .expect("the invocation succeeds: only a mirror failed");
+    assert_eq!(response["ok"], false, "{response}");
+    assert_eq!(response["trigger"], "reconcile", "{response}");
+    let failed: Vec<&str> = response["failed"]
+        .as_array()
+        .map(|f| f.iter().filter_map(|m| m["mirror"].as_str()).collect())
+        .unwrap_or_default();
+    assert_eq!(failed, ["broken"], "{response}");
+    assert!(
+        response["failed"][0]["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("not_found") || e.contains("absent.git")),
+        "says why: {response}"
+    );
+    assert_eq!(
+        branches_and_tags(&dst.path()),
+        branches_and_tags(&src.path()),
+        "the healthy mirror is synced"
+    );
+    let errors: Vec<Value> = rig
+        .log_lines()
+        .into_iter()
+        .filter(|l| l["level"] == "ERROR")
+        .collect();
+    assert_eq!(
+        errors.len(),
+        1,
+        "one error line per failing mirror: {errors:?}"
+    );
+    assert_eq!(errors[0]["mirror"], "broken", "{errors:?}");
 }
 
 #[test]

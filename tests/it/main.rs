@@ -11,3 +11,4 @@ mod moto;
 mod policies;
 mod polling;
 mod service;
+mod service_trust;

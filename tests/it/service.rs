@@ -26,7 +26,8 @@ pub struct Serve {
 
 impl Serve {
     /// Writes `mirrors` (TOML `[[mirror]]` tables; `{SECRET_FILE}` is replaced by a file with
-    /// [`SECRET`]) under a `[serve]` section with fast retries, and starts the service.
+    /// [`SECRET`]) under a `[serve]` section with fast retries (keys `serve_section` sets replace
+    /// those defaults), and starts the service.
     pub fn start(serve_section: &str, mirrors: &str) -> Serve {
         Serve::start_with_env(serve_section, mirrors, &[])
     }
@@ -44,8 +45,24 @@ impl Serve {
     ) -> Serve {
         let dir = tempfile::tempdir().expect("temp dir");
         std::fs::write(dir.path().join("hook-secret"), SECRET).expect("secret file");
+        // The defaults for the keys `serve_section` does not set itself.
+        let defaults: String = [
+            ("listen", "\"127.0.0.1:0\""),
+            ("data_dir", "\"data\""),
+            ("retry_base", "\"200ms\""),
+            ("retry_max", "\"1s\""),
+            ("shutdown_grace", "\"20s\""),
+        ]
+        .iter()
+        .filter(|(key, _)| {
+            !serve_section
+                .lines()
+                .any(|l| l.split('=').next().is_some_and(|k| k.trim() == *key))
+        })
+        .map(|(key, value)| format!("{key} = {value}\n"))
+        .collect();
         let config = format!(
-            "{top}\n[serve]\nlisten = \"127.0.0.1:0\"\ndata_dir = \"data\"\nretry_base = \"200ms\"\nretry_max = \"1s\"\nshutdown_grace = \"20s\"\n{serve_section}\n[defaults]\npoll_interval = \"0\"\nreconcile_interval = \"0\"\n{mirrors}"
+            "{top}\n[serve]\n{defaults}{serve_section}\n[defaults]\npoll_interval = \"0\"\nreconcile_interval = \"0\"\n{mirrors}"
         );
         std::fs::write(dir.path().join("ferry.toml"), config).expect("config");
         let extra_env = env
@@ -65,6 +82,11 @@ impl Serve {
 
     pub fn config_path(&self) -> PathBuf {
         self.dir.path().join("ferry.toml")
+    }
+
+    /// The service's store (`data_dir = "data"` beside the config).
+    pub fn db_path(&self) -> PathBuf {
+        self.dir.path().join("data").join("ferry.db")
     }
 
     /// (Re)starts the process on the same config and data dir; waits until it is ready.
@@ -305,7 +327,7 @@ pub(crate) fn mirror_toml(name: &str, src: &str, dst: &str, extra: &str) -> Stri
 }
 
 /// A source with a work repo, and an empty destination, both on the servers.
-fn pair(prefix: &str) -> (Repo, Repo) {
+pub(crate) fn pair(prefix: &str) -> (Repo, Repo) {
     (
         Repo::source(&format!("{prefix}-src")),
         Repo::empty(&format!("{prefix}-dst")),
@@ -315,6 +337,33 @@ fn pair(prefix: &str) -> (Repo, Repo) {
 pub(crate) fn push_commit(src: &Repo, msg: &str) {
     src.commit(msg);
     src.push(&["main"]);
+}
+
+/// The admin token of the services that [`assert_nothing_was_queued`] checks.
+const ADMIN: (&str, &str) = ("ADMIN", "adm1n");
+const ADMIN_SETTING: &str = "admin_token_env = \"ADMIN\"";
+
+/// Proves that nothing queued a sync of `name` since it had `runs_before` runs: queues a manual
+/// sync and waits until the mirror is idle with every event handled. Had anything been queued
+/// before, it would have run on its own (two new runs) or led the manual sync's run (whose
+/// trigger is that of its oldest event), so the only new run must be the manual one.
+fn assert_nothing_was_queued(serve: &Serve, name: &str, runs_before: usize) {
+    let auth = [("authorization", format!("Bearer {}", ADMIN.1))];
+    let (code, answer) = serve.post(&format!("/api/mirrors/{name}/sync"), &auth, b"");
+    assert_eq!(code, 202, "{answer}");
+    serve.wait("the manual sync's run", Duration::from_secs(30), || {
+        let m = serve.mirror(name);
+        m["state"] != "queued"
+            && m["state"] != "syncing"
+            && m["behind_since"].is_null()
+            && serve.runs(name).len() > runs_before
+    });
+    let runs = serve.runs(name);
+    let triggers: Vec<&str> = runs[..runs.len() - runs_before]
+        .iter()
+        .filter_map(|r| r["trigger"].as_str())
+        .collect();
+    assert_eq!(triggers, ["manual"], "only the manual sync ran");
 }
 
 #[test]
@@ -355,7 +404,7 @@ fn codecommit_reference_events_sync_and_pull_request_events_do_not() {
         &dst.url(Transport::File),
         "",
     );
-    let serve = Serve::start("", &toml);
+    let serve = Serve::start_with_env(ADMIN_SETTING, &toml, &[ADMIN]);
     serve.wait_converged("cc", &src.path(), &dst.path());
     for (i, event) in ["referenceCreated", "referenceUpdated", "referenceDeleted"]
         .into_iter()
@@ -386,16 +435,11 @@ fn codecommit_reference_events_sync_and_pull_request_events_do_not() {
             .contains("pullRequestCreated"),
         "{answer}"
     );
-    std::thread::sleep(Duration::from_millis(500));
-    assert_eq!(
-        serve.runs("cc").len(),
-        runs,
-        "no sync for a pull request event"
-    );
     assert_ne!(
         branches_and_tags(&dst.path()),
         branches_and_tags(&src.path())
     );
+    assert_nothing_was_queued(&serve, "cc", runs);
 }
 
 #[test]
@@ -407,7 +451,11 @@ fn rejected_requests_get_the_right_status_and_queue_nothing() {
         &dst.url(Transport::File),
         "",
     );
-    let serve = Serve::start("max_body_bytes = 4096", &toml);
+    let serve = Serve::start_with_env(
+        &format!("max_body_bytes = 4096\n{ADMIN_SETTING}"),
+        &toml,
+        &[ADMIN],
+    );
     serve.wait_converged("r", &src.path(), &dst.path());
     let runs = serve.runs("r").len();
     push_commit(&src, "nobody announces this properly");
@@ -438,7 +486,8 @@ fn rejected_requests_get_the_right_status_and_queue_nothing() {
         "says what was wrong: {answer}"
     );
 
-    std::thread::sleep(Duration::from_millis(600));
+    // An accepted event is committed before its answer: had any of these been recorded, the
+    // mirror would show it now.
     let m = serve.mirror("r");
     assert_eq!(m["state"], "idle", "{m}");
     assert_eq!(m["behind_since"], Value::Null, "no event was recorded: {m}");
@@ -452,6 +501,7 @@ fn rejected_requests_get_the_right_status_and_queue_nothing() {
             "{metrics}"
         );
     }
+    assert_nothing_was_queued(&serve, "r", runs);
 }
 
 /// 50 webhooks while a (deliberately slow) sync runs: that sync plus one follow-up.
@@ -493,8 +543,11 @@ fn a_burst_of_webhooks_coalesces_into_a_few_syncs() {
     for t in threads {
         t.join().expect("burst thread");
     }
+    // Every webhook was answered, so committed, before this: once the mirror is idle with no
+    // event left unhandled, its queue is empty and no further sync can follow.
     serve.wait_converged("b", &src.path(), &dst.path());
-    std::thread::sleep(Duration::from_millis(500));
+    let m = serve.mirror("b");
+    assert_eq!(m["behind_since"], Value::Null, "every event handled: {m}");
     let syncs = serve.runs("b").len() - before;
     assert!((1..=3).contains(&syncs), "50 webhooks caused {syncs} syncs");
 }
@@ -531,7 +584,7 @@ fn twenty_mirrors_converge_in_parallel() {
 }
 
 /// A git that sleeps before pushing: a sync slow enough to be killed in the middle.
-fn slow_git(dir: &Path, seconds: u32) -> PathBuf {
+pub(crate) fn slow_git(dir: &Path, seconds: u32) -> PathBuf {
     let path = dir.join("slow-git");
     let real = ferry_testkit::git_binary()
         .expect("git")
@@ -683,13 +736,16 @@ fn a_permanent_error_stops_retries_and_shows_on_the_page() {
     serve.wait("the mirror to fail", Duration::from_secs(20), || {
         serve.mirror("broken")["state"] == "failing"
     });
-    std::thread::sleep(Duration::from_millis(1500)); // several retry periods (200 ms base)
-    assert_eq!(
-        serve.runs("broken").len(),
-        1,
-        "auth failures are not retried"
-    );
+    // A retry is scheduled in the same transaction that records the run: a mirror shown
+    // failing, not queued, with no retry time, has none coming.
     let m = serve.mirror("broken");
+    assert_eq!(m["state"], "failing", "{m}");
+    assert_eq!(
+        m["retry_at"],
+        Value::Null,
+        "auth failures are not retried: {m}"
+    );
+    assert_eq!(serve.runs("broken").len(), 1);
     assert_eq!(m["destinations"][0]["last_error"]["kind"], "auth", "{m}");
     let (code, page) = serve.get("/");
     assert_eq!(code, 200);
@@ -704,8 +760,14 @@ fn a_permanent_error_stops_retries_and_shows_on_the_page() {
     let (headers, body) = delivery("github", "refs/heads/main", SECRET);
     assert_eq!(serve.post("/hooks/broken", &headers, &body).0, 202);
     serve.wait("a second run", Duration::from_secs(20), || {
-        serve.runs("broken").len() == 2
+        serve.runs("broken").len() == 2 && serve.mirror("broken")["state"] == "failing"
     });
+    let m = serve.mirror("broken");
+    assert_eq!(m["retry_at"], Value::Null, "{m}");
+    assert!(
+        serve.runs("broken").iter().all(|r| r["trigger"] != "retry"),
+        "no retry ran"
+    );
 }
 
 #[test]
@@ -797,7 +859,7 @@ fn one_notification_per_failure_streak_and_one_on_recovery() {
         &dst.display().to_string(),
         "",
     );
-    let serve = Serve::start(
+    let mut serve = Serve::start(
         &format!(
             "notify_url = \"http://127.0.0.1:{}/ferry\"\nnotify_after = 2",
             catcher.port
@@ -816,11 +878,16 @@ fn one_notification_per_failure_streak_and_one_on_recovery() {
             || serve.runs("n").len() == run && serve.mirror("n")["state"] == "failing",
         );
     }
-    serve.wait("the failure notification", Duration::from_secs(10), || {
-        catcher.events() == ["failing"]
-    });
-    std::thread::sleep(Duration::from_millis(300));
+    // A run's task ends only once its notification is answered, and SIGTERM lets the running
+    // tasks end: after the exit, every notification of these runs has been received.
+    assert_eq!(
+        serve.terminate(),
+        Some(0),
+        "clean exit; logs:\n{}",
+        serve.logs()
+    );
     assert_eq!(catcher.events(), ["failing"], "one per streak");
+    serve.restart();
     ferry_testkit::git(missing.path(), &["init", "-q", "--bare", "later.git"]).unwrap();
     assert_eq!(serve.post("/hooks/n", &headers, &body).0, 202);
     serve.wait_converged("n", &src.path(), &dst);
