@@ -10,7 +10,6 @@ use serde_json::{json, Value};
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// cargo-lambda's emulator plus one ferry function process attached to it.
@@ -265,15 +264,6 @@ fn codecommit_events_sync_and_a_warm_invocation_reuses_the_cache() {
         branches_and_tags(&dst.path()),
         branches_and_tags(&src.path())
     );
-}
-
-/// An EventBridge scheduled event (the reconcile rule).
-fn scheduled() -> Value {
-    json!({
-        "version": "0", "id": "53dc4d37-cffa-4f76-80c9-8b7d4a4d2eaa", "detail-type": "Scheduled Event",
-        "source": "aws.events", "account": "123456789012", "time": "2026-11-30T12:00:00Z", "region": "eu-west-1",
-        "resources": ["arn:aws:events:eu-west-1:123456789012:rule/ferry-reconcile"], "detail": {}
-    })
 }
 
 #[test]
