@@ -4,6 +4,7 @@ mod cli;
 mod deploy;
 mod failures;
 mod harness;
+mod http_face;
 mod lambda;
 mod lifecycle;
 mod policies;

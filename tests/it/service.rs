@@ -128,6 +128,21 @@ impl Serve {
         self.child.wait().ok().and_then(|s| s.code())
     }
 
+    /// SIGTERM, then waits up to `limit` for the process to exit: its exit code, or `None`
+    /// when it is still running (it is killed when `self` is dropped).
+    pub fn terminate_within(&mut self, limit: Duration) -> Option<Option<i32>> {
+        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        let started = Instant::now();
+        while started.elapsed() < limit {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status.code());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+
     pub fn get(&self, path: &str) -> (u16, String) {
         match ureq::get(&format!("{}{path}", self.base))
             .timeout(Duration::from_secs(10))
@@ -300,12 +315,12 @@ pub fn codecommit_event(event: &str, branch: &str) -> Vec<u8> {
     .into_bytes()
 }
 
-fn mirror_toml(name: &str, src: &str, dst: &str, extra: &str) -> String {
+pub(crate) fn mirror_toml(name: &str, src: &str, dst: &str, extra: &str) -> String {
     format!("[[mirror]]\nname = \"{name}\"\nsource = \"{src}\"\ndestinations = [\"{dst}\"]\nwebhook_secret_file = \"hook-secret\"\n{extra}\n")
 }
 
 /// A source with a work repo, and an empty destination, both on the servers.
-fn pair(prefix: &str) -> (Repo, Repo) {
+pub(crate) fn pair(prefix: &str) -> (Repo, Repo) {
     (
         Repo::source(&format!("{prefix}-src")),
         Repo::empty(&format!("{prefix}-dst")),
