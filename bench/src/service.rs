@@ -3,12 +3,16 @@
 //! 1. webhook -> destination updated, over smart HTTP, one push at a time;
 //! 2. webhook acknowledgement latency under an open-loop 200 requests/s;
 //! 3. idle resident memory with 100 mirrors configured;
-//! 4. queue cost of a burst of 10 webhooks vs one single-webhook sync.
+//! 4. queue cost of a burst of 10 webhooks vs one single-webhook sync;
+//! 5. webhook acknowledgement latency while 500 slow clients hold connections that never
+//!    finish their headers and the status page is read 100 times a second.
 
 use std::fs;
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, ChildStdout, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
@@ -38,6 +42,16 @@ pub const LOAD_RATE: u32 = 200;
 pub const LOAD_CONNECTIONS: usize = 8;
 /// Settle time before reading the idle memory (section 3).
 pub const IDLE_SETTLE: Duration = Duration::from_secs(2);
+/// Section 5: connections that send half a request's headers and never the rest.
+pub const SLOW_CLIENTS: usize = 500;
+/// Section 5: `GET /` per second, over this many keep-alive connections.
+pub const PAGE_RATE: u32 = 100;
+pub const PAGE_CONNECTIONS: usize = 4;
+/// Section 5: webhooks per second, over this many keep-alive connections.
+pub const HOSTILE_HOOK_RATE: u32 = 50;
+pub const HOSTILE_HOOK_CONNECTIONS: usize = 2;
+/// How often section 5 looks for slow clients the service closed (to open new ones).
+const SLOW_CHECK: Duration = Duration::from_millis(100);
 
 /// How much of each measurement to do.
 #[derive(Debug, Clone, Copy)]
@@ -97,6 +111,18 @@ impl Load {
     }
 }
 
+/// Section 5.
+pub struct Hostile {
+    /// The webhooks' acknowledgements (202), with the file:// mirror's syncs.
+    pub acks: Load,
+    /// The page requests (200).
+    pub pages: Load,
+    /// Slow clients still open at the end, and how many were closed by the service and
+    /// opened again during the measurement.
+    pub slow_open: usize,
+    pub slow_reopened: usize,
+}
+
 pub struct Memory {
     pub mirrors: usize,
     pub rss_kib: u64,
@@ -124,6 +150,7 @@ pub struct ServiceResults {
     pub load: Load,
     pub memory: Memory,
     pub burst: Burst,
+    pub hostile: Hostile,
     /// Wall time of the whole section.
     pub elapsed: Duration,
 }
@@ -138,23 +165,29 @@ pub fn run(
     let started = Instant::now();
     let mut bench = Bench::new(servers, ferry, repo)?;
     eprintln!(
-        "service: 1/4 webhook -> destination over http ({} pushes)...",
+        "service: 1/5 webhook -> destination over http ({} pushes)...",
         counts.pushes
     );
     let propagation = bench.propagation(counts.pushes)?;
     eprintln!(
-        "service: 4/4 burst of {BURST} webhooks ({} rounds)...",
+        "service: 4/5 burst of {BURST} webhooks ({} rounds)...",
         counts.burst_rounds
     );
     let burst = bench.burst(counts.burst_rounds)?;
     eprintln!(
-        "service: 2/4 webhook acks at {LOAD_RATE}/s for {} s...",
+        "service: 2/5 webhook acks at {LOAD_RATE}/s for {} s...",
         counts.load_secs
     );
     let load = bench.load(counts.load_secs)?;
+    eprintln!(
+        "service: 5/5 webhook acks at {HOSTILE_HOOK_RATE}/s with {SLOW_CLIENTS} slow clients \
+         and {PAGE_RATE} GET / per s for {} s...",
+        counts.load_secs
+    );
+    let hostile = bench.hostile(counts.load_secs)?;
     drop(bench);
     eprintln!(
-        "service: 3/4 idle memory with {} mirrors...",
+        "service: 3/5 idle memory with {} mirrors...",
         counts.mirrors
     );
     let memory = memory(ferry, counts.mirrors)?;
@@ -165,6 +198,7 @@ pub fn run(
         load,
         memory,
         burst,
+        hostile,
         elapsed: started.elapsed(),
     })
 }
@@ -339,73 +373,71 @@ impl<'a> Bench<'a> {
         Ok(result)
     }
 
-    /// Open loop: request i is due at start + i/rate; connection i % N sends
-    /// it (sleeping until it is due, or at once when late); its latency runs
-    /// from when it was due (so a slow answer is not hidden by a late send)
-    /// to the end of its response.
+    /// Webhook acks at [`LOAD_RATE`], open loop (see [`open_loop`]).
     fn load(&mut self, secs: u32) -> Result<Load> {
         let logs_before = self.serve.log_events().len();
-        let total = (LOAD_RATE * secs) as usize;
-        let interval = Duration::from_secs(1) / LOAD_RATE;
-        let clients: Vec<HookClient> = (0..LOAD_CONNECTIONS)
+        let clients = self.hook_senders(LOAD_CONNECTIONS)?;
+        flush_dirty_pages()?;
+        let start = Instant::now() + Duration::from_millis(50);
+        let threads = open_loop(clients, LOAD_RATE, (LOAD_RATE * secs) as usize, 202, start);
+        let mut load = join_load(threads, start)?;
+        self.serve.wait_idle(FILE_MIRROR, SYNC_LIMIT)?;
+        load.log = self.sync_log(FILE_MIRROR, logs_before);
+        Ok(load)
+    }
+
+    /// Webhook acks at [`HOSTILE_HOOK_RATE`] while [`SLOW_CLIENTS`] connections never finish
+    /// their headers and `GET /` is asked [`PAGE_RATE`] times a second, both open loop.
+    fn hostile(&mut self, secs: u32) -> Result<Hostile> {
+        let logs_before = self.serve.log_events().len();
+        let hooks = self.hook_senders(HOSTILE_HOOK_CONNECTIONS)?;
+        let pages = (0..PAGE_CONNECTIONS)
+            .map(|_| page_sender(&self.serve.base))
+            .collect::<Result<Vec<_>>>()?;
+        let addr = self.serve.base.trim_start_matches("http://").to_owned();
+        let slow = SlowClients::open(
+            &addr,
+            SLOW_CLIENTS,
+            SYNC_LIMIT + Duration::from_secs(secs.into()),
+        )?;
+        flush_dirty_pages()?;
+        let start = Instant::now() + Duration::from_millis(50);
+        let hook_threads = open_loop(
+            hooks,
+            HOSTILE_HOOK_RATE,
+            (HOSTILE_HOOK_RATE * secs) as usize,
+            202,
+            start,
+        );
+        let page_threads = open_loop(pages, PAGE_RATE, (PAGE_RATE * secs) as usize, 200, start);
+        let acks = join_load(hook_threads, start);
+        let pages = join_load(page_threads, start);
+        let (slow_open, slow_reopened) = slow.close()?;
+        let (mut acks, pages) = (acks?, pages?);
+        self.serve.wait_idle(FILE_MIRROR, SYNC_LIMIT)?;
+        acks.log = self.sync_log(FILE_MIRROR, logs_before);
+        Ok(Hostile {
+            acks,
+            pages,
+            slow_open,
+            slow_reopened,
+        })
+    }
+
+    /// `n` webhook senders to the file:// mirror, each on its own keep-alive connection,
+    /// opened (untimed) by one delivery, whose sync is waited for.
+    fn hook_senders(&self, n: usize) -> Result<Vec<Sender>> {
+        let clients: Vec<HookClient> = (0..n)
             .map(|_| self.serve.hook_client(FILE_MIRROR))
             .collect();
-        // Open every connection first (untimed).
         for c in &clients {
             c.send_accepted()?;
         }
         self.serve.wait_idle(FILE_MIRROR, SYNC_LIMIT)?;
-        flush_dirty_pages()?;
-        let start = Instant::now() + Duration::from_millis(50);
-        let start = Arc::new(start);
-        let threads: Vec<_> = clients
+        Ok(clients
             .into_iter()
-            .enumerate()
-            .map(|(k, client)| {
-                let start = Arc::clone(&start);
-                thread::spawn(move || {
-                    let mut out = ThreadLoad::default();
-                    for i in (k..total).step_by(LOAD_CONNECTIONS) {
-                        let due = *start + interval * i as u32;
-                        let now = Instant::now();
-                        if due > now {
-                            thread::sleep(due - now);
-                        }
-                        out.max_lag = out
-                            .max_lag
-                            .max(Instant::now().saturating_duration_since(due));
-                        match client.send() {
-                            Ok(202) => out.latencies.push(due.elapsed()),
-                            Ok(_) => out.not_accepted += 1,
-                            Err(e) => out.errors.push(format!("{e:#}")),
-                        }
-                        out.last = Some(Instant::now());
-                    }
-                    out
-                })
-            })
-            .collect();
-        let mut load = Load {
-            latencies: vec![],
-            not_accepted: 0,
-            errors: vec![],
-            max_send_lag: Duration::ZERO,
-            wall: Duration::ZERO,
-            log: SyncLog::default(),
-        };
-        let mut last = *start;
-        for t in threads {
-            let out = t.join().map_err(|_| anyhow!("a load thread panicked"))?;
-            load.latencies.extend(out.latencies);
-            load.not_accepted += out.not_accepted;
-            load.errors.extend(out.errors);
-            load.max_send_lag = load.max_send_lag.max(out.max_lag);
-            last = out.last.map_or(last, |l| last.max(l));
-        }
-        load.wall = last - *start;
-        self.serve.wait_idle(FILE_MIRROR, SYNC_LIMIT)?;
-        load.log = self.sync_log(FILE_MIRROR, logs_before);
-        Ok(load)
+            .map(|c| Box::new(move || c.send()) as Sender)
+            .collect())
     }
 
     /// `sync finished` lines of `mirror` logged since `from`.
@@ -420,6 +452,168 @@ impl Drop for Bench<'_> {
             let _ = fs::remove_dir_all(self.servers.repo_path(name));
         }
     }
+}
+
+/// Sends one request and reads its whole answer; returns the status.
+type Sender = Box<dyn FnMut() -> Result<u16> + Send>;
+
+/// Open loop: request i of `total` is due at `start` + i/`rate`; sender i % N sends it
+/// (sleeping until it is due, or at once when late); its latency runs from when it was due (so
+/// a slow answer is not hidden by a late send) to the end of its response, and counts when the
+/// answer is `expect`.
+fn open_loop(
+    senders: Vec<Sender>,
+    rate: u32,
+    total: usize,
+    expect: u16,
+    start: Instant,
+) -> Vec<thread::JoinHandle<ThreadLoad>> {
+    let interval = Duration::from_secs(1) / rate;
+    let n = senders.len();
+    senders
+        .into_iter()
+        .enumerate()
+        .map(|(k, mut send)| {
+            thread::spawn(move || {
+                let mut out = ThreadLoad::default();
+                for i in (k..total).step_by(n) {
+                    let due = start + interval * i as u32;
+                    let now = Instant::now();
+                    if due > now {
+                        thread::sleep(due - now);
+                    }
+                    out.max_lag = out
+                        .max_lag
+                        .max(Instant::now().saturating_duration_since(due));
+                    match send() {
+                        Ok(status) if status == expect => out.latencies.push(due.elapsed()),
+                        Ok(_) => out.not_accepted += 1,
+                        Err(e) => out.errors.push(format!("{e:#}")),
+                    }
+                    out.last = Some(Instant::now());
+                }
+                out
+            })
+        })
+        .collect()
+}
+
+/// The threads of [`open_loop`] as one [`Load`] (its sync log left empty).
+fn join_load(threads: Vec<thread::JoinHandle<ThreadLoad>>, start: Instant) -> Result<Load> {
+    let mut load = Load {
+        latencies: vec![],
+        not_accepted: 0,
+        errors: vec![],
+        max_send_lag: Duration::ZERO,
+        wall: Duration::ZERO,
+        log: SyncLog::default(),
+    };
+    let mut last = start;
+    for t in threads {
+        let out = t.join().map_err(|_| anyhow!("a load thread panicked"))?;
+        load.latencies.extend(out.latencies);
+        load.not_accepted += out.not_accepted;
+        load.errors.extend(out.errors);
+        load.max_send_lag = load.max_send_lag.max(out.max_lag);
+        last = out.last.map_or(last, |l| last.max(l));
+    }
+    load.wall = last - start;
+    Ok(load)
+}
+
+/// `GET /` on its own keep-alive connection, opened (untimed) by a first request.
+fn page_sender(base: &str) -> Result<Sender> {
+    let agent = ureq::AgentBuilder::new()
+        .timeout(Duration::from_secs(10))
+        .max_idle_connections_per_host(1)
+        .build();
+    let url = format!("{base}/");
+    let get = move || -> Result<u16> {
+        let response = match agent.get(&url).call() {
+            Ok(r) => r,
+            Err(ureq::Error::Status(_, r)) => r,
+            Err(e) => return Err(e).with_context(|| format!("GET {url} failed")),
+        };
+        let status = response.status();
+        // Read to the end so the connection goes back to the pool.
+        let _ = response.into_string();
+        Ok(status)
+    };
+    match get()? {
+        200 => Ok(Box::new(get)),
+        other => bail!("GET {base}/ answered {other}, not 200"),
+    }
+}
+
+/// Connections that sent the start of a request's headers and never send the rest, held by a
+/// thread that replaces any the service closes (as a persistent slow client would), until
+/// [`SlowClients::close`] or its time limit.
+struct SlowClients {
+    stop: Arc<AtomicBool>,
+    holder: thread::JoinHandle<Result<(usize, usize)>>,
+}
+
+impl SlowClients {
+    fn open(addr: &str, count: usize, limit: Duration) -> Result<SlowClients> {
+        let mut conns = (0..count)
+            .map(|_| slow_connection(addr))
+            .collect::<Result<Vec<_>>>()?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopping = Arc::clone(&stop);
+        let addr = addr.to_owned();
+        let holder = thread::spawn(move || {
+            let started = Instant::now();
+            let mut reopened = 0;
+            while !stopping.load(Ordering::Relaxed) && started.elapsed() < limit {
+                for conn in &mut conns {
+                    if closed(conn)? {
+                        *conn = slow_connection(&addr)?;
+                        reopened += 1;
+                    }
+                }
+                thread::sleep(SLOW_CHECK);
+            }
+            let mut open = 0;
+            for conn in &conns {
+                if !closed(conn)? {
+                    open += 1;
+                }
+            }
+            Ok((open, reopened))
+        });
+        Ok(SlowClients { stop, holder })
+    }
+
+    /// Stops holding: how many were still open, and how many were opened again on the way.
+    fn close(self) -> Result<(usize, usize)> {
+        self.stop.store(true, Ordering::Relaxed);
+        self.holder
+            .join()
+            .map_err(|_| anyhow!("the slow clients' thread panicked"))?
+    }
+}
+
+fn slow_connection(addr: &str) -> Result<TcpStream> {
+    let mut conn =
+        TcpStream::connect(addr).with_context(|| format!("failed to connect to {addr}"))?;
+    conn.write_all(b"GET / HTTP/1.1\r\nHost: ferry-bench\r\nX-Slow: ")
+        .context("failed to send half a header")?;
+    Ok(conn)
+}
+
+/// Whether the service closed the connection (without waiting).
+fn closed(conn: &TcpStream) -> Result<bool> {
+    conn.set_nonblocking(true)
+        .context("failed to make a socket nonblocking")?;
+    let mut buf = [0u8; 256];
+    let closed = match (&*conn).read(&mut buf) {
+        Ok(0) => true,
+        Ok(_) => false,
+        Err(e) => e.kind() != ErrorKind::WouldBlock,
+    };
+    conn.set_nonblocking(false)
+        .context("failed to make a socket blocking")?;
+    Ok(closed)
 }
 
 #[derive(Default)]

@@ -4,13 +4,15 @@ use std::fmt::Write;
 use std::time::Duration;
 
 use crate::service::{
-    ServiceResults, SyncLog, BURST, IDLE_SETTLE, LOAD_CONNECTIONS, LOAD_RATE, REF_POLL,
+    Load, ServiceResults, SyncLog, BURST, HOSTILE_HOOK_CONNECTIONS, HOSTILE_HOOK_RATE, IDLE_SETTLE,
+    LOAD_CONNECTIONS, LOAD_RATE, PAGE_CONNECTIONS, PAGE_RATE, REF_POLL, SLOW_CLIENTS,
 };
 use crate::stats::{ms, percentile, percentile_f64};
 
 const MAX_PROPAGATION_P50_MS: f64 = 300.0;
 const MAX_PROPAGATION_P99_MS: f64 = 1000.0;
 const MAX_ACK_P99_MS: f64 = 20.0;
+const MAX_HOSTILE_ACK_P99_MS: f64 = 50.0;
 const MAX_IDLE_RSS_MIB: f64 = 30.0;
 const MAX_BURST_OVER_SINGLE: f64 = 2.5;
 
@@ -52,6 +54,18 @@ fn burst_ratio(r: &ServiceResults) -> Option<f64> {
     (single > 0.0).then(|| burst / single)
 }
 
+/// "achieved 49.8 req/s over 5.02 s; 0 not 202, 0 errors; send lag max 1.2 ms"
+fn load_note(l: &Load, expect: u16) -> String {
+    format!(
+        "achieved {:.1} req/s over {:.2} s; {} not {expect}, {} errors; send lag max {:.1} ms",
+        l.achieved_rate(),
+        l.wall.as_secs_f64(),
+        l.not_accepted,
+        l.errors.len(),
+        ms(l.max_send_lag),
+    )
+}
+
 pub fn table(r: &ServiceResults) -> String {
     let mut out = String::new();
     out.push_str("| measurement | n | result | details |\n|---|--:|---|---|\n");
@@ -70,14 +84,24 @@ pub fn table(r: &ServiceResults) -> String {
         &format!("webhook ack at {LOAD_RATE}/s offered (file:// mirror)"),
         (l.latencies.len() + l.not_accepted + l.errors.len()).to_string(),
         spread(&l.latencies),
+        format!("{}; {}", load_note(l, 202), log_note(&l.log)),
+    );
+    let h = &r.hostile;
+    row(
+        &format!(
+            "webhook ack at {HOSTILE_HOOK_RATE}/s with {SLOW_CLIENTS} slow clients and \
+             {PAGE_RATE} GET / per s (file:// mirror)"
+        ),
+        (h.acks.latencies.len() + h.acks.not_accepted + h.acks.errors.len()).to_string(),
+        spread(&h.acks.latencies),
         format!(
-            "achieved {:.1} req/s over {:.2} s; {} not 202, {} errors; send lag max {:.1} ms; {}",
-            l.achieved_rate(),
-            l.wall.as_secs_f64(),
-            l.not_accepted,
-            l.errors.len(),
-            ms(l.max_send_lag),
-            log_note(&l.log)
+            "{}; GET /: {}, {}; slow clients open at the end {}, reopened {}; {}",
+            load_note(&h.acks, 202),
+            spread(&h.pages.latencies),
+            load_note(&h.pages, 200),
+            h.slow_open,
+            h.slow_reopened,
+            log_note(&h.acks.log)
         ),
     );
     let m = &r.memory;
@@ -132,6 +156,11 @@ pub fn methods(r: &ServiceResults) -> String {
          latency from when the request was due to the end of its response. The syncs these \
          trigger coalesce on the file:// mirror (cheap, so they take little CPU from the \
          service).\n\
+         - webhook ack with slow clients: {SLOW_CLIENTS} connections each send the start of a \
+         request's headers and never the rest (a thread replaces any the service closes); \
+         meanwhile, open loop as above for {} s, webhooks at {HOSTILE_HOOK_RATE}/s over \
+         {HOSTILE_HOOK_CONNECTIONS} keep-alive connections and `GET /` at {PAGE_RATE}/s over \
+         {PAGE_CONNECTIONS}; the service runs with the default `[serve]` limits.\n\
          - idle memory: a second `ferry serve` with {} file:// mirrors (tiny sources, empty \
          destinations); when GET /api/mirrors shows every mirror idle after its first sync, \
          {} s later VmRSS and VmHWM of the process from /proc/<pid>/status.\n\
@@ -146,6 +175,7 @@ pub fn methods(r: &ServiceResults) -> String {
         REF_POLL.as_millis(),
         r.counts.load_secs,
         1000 / LOAD_RATE,
+        r.counts.load_secs,
         r.memory.mirrors,
         IDLE_SETTLE.as_secs(),
         r.elapsed.as_secs_f64(),
@@ -188,6 +218,34 @@ pub fn targets(r: &ServiceResults) -> String {
             l.errors.len(),
             l.errors
                 .first()
+                .map_or(String::new(), |e| format!(" (first: {e})"))
+        ),
+    );
+    let h = &r.hostile;
+    let ack = percentile(&h.acks.latencies, 99.0).map(ms);
+    let clean = h.acks.not_accepted == 0
+        && h.acks.errors.is_empty()
+        && h.pages.not_accepted == 0
+        && h.pages.errors.is_empty();
+    verdict(
+        clean && ack.is_some_and(|v| v <= MAX_HOSTILE_ACK_P99_MS),
+        format!(
+            "webhook ack p99 <= {MAX_HOSTILE_ACK_P99_MS:.0} ms with {SLOW_CLIENTS} slow clients \
+             and {PAGE_RATE} GET / per s"
+        ),
+        format!(
+            "p99 {} ms (n={}), {} webhooks not 202, {} errors; {} pages not 200, {} errors{}",
+            ack.map_or("n/a".into(), |v| format!("{v:.1}")),
+            h.acks.latencies.len(),
+            h.acks.not_accepted,
+            h.acks.errors.len(),
+            h.pages.not_accepted,
+            h.pages.errors.len(),
+            h.acks
+                .errors
+                .iter()
+                .chain(&h.pages.errors)
+                .next()
                 .map_or(String::new(), |e| format!(" (first: {e})"))
         ),
     );

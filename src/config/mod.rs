@@ -93,6 +93,9 @@ struct RawServe {
     notify_after: Option<u32>,
     shutdown_grace: Option<Spanned<String>>,
     max_body_bytes: Option<usize>,
+    header_timeout: Option<Spanned<String>>,
+    body_timeout: Option<Spanned<String>>,
+    max_connections: Option<usize>,
     retry_base: Option<Spanned<String>>,
     retry_max: Option<Spanned<String>>,
 }
@@ -115,6 +118,15 @@ pub struct ServeSettings {
     pub shutdown_grace: Duration,
     /// Webhook bodies larger than this get 413.
     pub max_body_bytes: usize,
+    /// How long a connection may take to send a request's headers (from its opening, or from
+    /// the end of the previous response on a keep-alive connection) before it is closed.
+    pub header_timeout: Duration,
+    /// How long a webhook's body may take to arrive, and be answered, after its headers; 408
+    /// after that.
+    pub body_timeout: Duration,
+    /// Connections served at once; beyond that, new connections wait in the listen backlog
+    /// until one closes.
+    pub max_connections: usize,
     /// First retry delay after a transient failure; doubles per attempt up to `retry_max`.
     pub retry_base: Duration,
     pub retry_max: Duration,
@@ -467,6 +479,12 @@ fn serve_settings(
         "shutdown_grace",
         Duration::from_secs(30),
     );
+    let header_timeout = duration(
+        &raw.header_timeout,
+        "header_timeout",
+        Duration::from_secs(10),
+    );
+    let body_timeout = duration(&raw.body_timeout, "body_timeout", Duration::from_secs(30));
     let retry_base = duration(&raw.retry_base, "retry_base", Duration::from_secs(5));
     let retry_max = duration(&raw.retry_max, "retry_max", Duration::from_secs(600));
     let listen = match &raw.listen {
@@ -510,6 +528,12 @@ fn serve_settings(
             loc.path.display()
         ));
     }
+    if raw.max_connections == Some(0) {
+        errors.push(format!(
+            "{}: serve.max_connections must be at least 1",
+            loc.path.display()
+        ));
+    }
     ServeSettings {
         listen: listen.unwrap_or(SocketAddr::from(([127, 0, 0, 1], 8080))),
         data_dir: raw.data_dir.as_ref().map(|d| base.join(d)),
@@ -522,6 +546,9 @@ fn serve_settings(
         notify_after: raw.notify_after.unwrap_or(3).max(1),
         shutdown_grace,
         max_body_bytes: raw.max_body_bytes.unwrap_or(1024 * 1024),
+        header_timeout,
+        body_timeout,
+        max_connections: raw.max_connections.unwrap_or(1024).max(1),
         retry_base,
         retry_max,
     }
@@ -767,6 +794,34 @@ webhook_secret_file = "/dev/null"
             e.contains("line 5") && e.contains("githb") && e.contains("github"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn the_http_limits_have_defaults_and_refuse_zero() {
+        let mirror = "[[mirror]]\nname = \"a\"\nsource = \"/x\"\ndestinations = [\"/y\"]\n";
+        let c = parse(mirror).unwrap();
+        assert_eq!(c.serve.header_timeout, Duration::from_secs(10));
+        assert_eq!(c.serve.body_timeout, Duration::from_secs(30));
+        assert_eq!(c.serve.max_connections, 1024);
+        let c = parse(&format!(
+            "[serve]\nheader_timeout = \"2s\"\nbody_timeout = \"1m\"\nmax_connections = 50\n{mirror}"
+        ))
+        .unwrap();
+        assert_eq!(c.serve.header_timeout, Duration::from_secs(2));
+        assert_eq!(c.serve.body_timeout, Duration::from_secs(60));
+        assert_eq!(c.serve.max_connections, 50);
+        let e = parse(&format!(
+            "[serve]\nheader_timeout = \"0s\"\nbody_timeout = \"soon\"\nmax_connections = 0\n{mirror}"
+        ))
+        .unwrap_err()
+        .0;
+        for key in [
+            "serve.header_timeout",
+            "serve.body_timeout",
+            "serve.max_connections",
+        ] {
+            assert!(e.contains(key), "{key}: {e}");
+        }
     }
 
     #[test]

@@ -17,6 +17,7 @@ use serde::Deserialize;
 use serde_json::json;
 use std::sync::Arc;
 use subtle::ConstantTimeEq;
+use tower_http::timeout::TimeoutLayer;
 
 type Svc = State<Arc<Service>>;
 
@@ -24,6 +25,11 @@ pub fn router(svc: Arc<Service>) -> Router {
     let hooks = Router::new()
         .route("/hooks/{mirror}", post(hook))
         .layer(DefaultBodyLimit::max(svc.serve.max_body_bytes))
+        // The body must arrive (and be answered) in time, however it trickles in: 408 after.
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            svc.serve.body_timeout,
+        ))
         .layer(middleware::from_fn(count_webhook_statuses));
     Router::new()
         .route("/", get(page))
@@ -51,7 +57,8 @@ fn internal(e: anyhow::Error) -> Response {
 }
 
 /// `POST /hooks/{mirror}`: 202 once the event is committed, 200 for deliveries that need no
-/// sync (pings, pull requests), 401/400/404/413 for rejected ones, which queue nothing.
+/// sync (pings, pull requests), 401/400/404/413 for rejected ones and 408 for bodies that do
+/// not arrive within `body_timeout`, which queue nothing.
 async fn hook(
     State(svc): Svc,
     Path(name): Path<String>,

@@ -14,13 +14,15 @@
 //! [`run`] takes the listener and a shutdown future, so tests and `main` drive it the same way.
 //!
 //! Rooms: [`store`] (the durable queue and history), [`status`] (the read model the API, the
-//! page and `ferry status` share), [`page`] (rendering), `http` (the router).
+//! page and `ferry status` share), [`page`] (rendering), `http` (the router), `server` (the
+//! connections: cap, timeouts, shutdown).
 //!
 //! Architecture invariant: `service` imports `engine`, `intake`, `config` and `model`, never
 //! `app`. Every answer about state comes from the store, not from memory.
 
 mod http;
 pub mod page;
+mod server;
 pub mod status;
 pub mod store;
 
@@ -157,13 +159,17 @@ pub async fn run(
     );
 
     let stopper = service.clone();
-    let served = axum::serve(listener, http::router(service.clone()))
-        .with_graceful_shutdown(async move {
+    server::serve(
+        listener,
+        http::router(service.clone()),
+        &service.serve,
+        async move {
             shutdown.await;
             tracing::info!("shutting down: no new work; running syncs get the grace period");
             stopper.stopping.send_replace(true);
-        })
-        .await;
+        },
+    )
+    .await;
     // The dispatcher drains on its own; the timers just stop.
     service.stopping.send_replace(true);
     while let Some(done) = background.join_next().await {
@@ -171,7 +177,7 @@ pub async fn run(
             tracing::error!(error = %e, "a background task failed");
         }
     }
-    served.context("the HTTP server failed")
+    Ok(())
 }
 
 /// How often the dispatcher tries again to put back in the queue a run that ended without

@@ -37,10 +37,26 @@ use std::time::Duration;
 /// Takes the write lock at the start of the transaction (see the module documentation).
 const BEGIN_WRITE: &str = "BEGIN IMMEDIATE";
 
-/// A handle on the database; cheap to clone (it is a connection pool).
+/// Read-only connections for the status reads (the page, metrics, the API, the dispatcher's
+/// look at what is due).
+const READ_CONNECTIONS: u32 = 4;
+
+/// How long a write waits for the write connection (the same as for SQLite's write lock),
+/// so that a stuck writer turns into errors (503 for a webhook) rather than hung requests.
+const WRITE_WAIT: Duration = Duration::from_secs(5);
+
+/// A handle on the database; cheap to clone (two connection pools).
+///
+/// Reads and writes use separate pools, so that no amount of read traffic (the page, the API,
+/// metrics scrapes) can keep an enqueue waiting for a connection: `read` holds read-only
+/// connections (WAL readers never block the writer nor wait for it), `write` the single
+/// connection every write goes through. SQLite admits one writer at a time anyway; queueing
+/// for one connection in the pool is fair and wakes at once, where several connections would
+/// queue on the write lock in SQLite's busy handler, which sleeps and polls.
 #[derive(Debug, Clone)]
 pub struct Store {
-    pool: SqlitePool,
+    read: SqlitePool,
+    write: SqlitePool,
 }
 
 /// A sync a dispatcher has taken: the mirror is now `running` until [`Store::finish`].
@@ -181,22 +197,33 @@ impl Store {
             .synchronous(SqliteSynchronous::Full)
             .busy_timeout(Duration::from_secs(5))
             .foreign_keys(true);
-        let pool = SqlitePoolOptions::new()
-            .max_connections(4)
-            .connect_with(options)
+        // The write connection stays open for the life of the store: an enqueue never waits
+        // for a connection to be opened.
+        let write = SqlitePoolOptions::new()
+            .min_connections(1)
+            .max_connections(1)
+            .idle_timeout(None)
+            .max_lifetime(None)
+            .acquire_timeout(WRITE_WAIT)
+            .connect_with(options.clone())
             .await
             .with_context(|| format!("opening the database {}", path.display()))?;
         sqlx::migrate!("./migrations")
-            .run(&pool)
+            .run(&write)
             .await
             .with_context(|| format!("migrating the database {}", path.display()))?;
+        let read = SqlitePoolOptions::new()
+            .max_connections(READ_CONNECTIONS)
+            .connect_with(options.create_if_missing(false).read_only(true))
+            .await
+            .with_context(|| format!("opening the database {} for reading", path.display()))?;
 
         let recovered = sqlx::query(
             "UPDATE pending SET queued = 1, running = 0, not_before = ?1, claimed_through = NULL \
              WHERE running = 1",
         )
         .bind(now_ms())
-        .execute(&pool)
+        .execute(&write)
         .await
         .context("requeueing syncs interrupted by the previous process")?
         .rows_affected();
@@ -206,7 +233,7 @@ impl Store {
                 "requeued syncs that were running when ferry stopped"
             );
         }
-        Ok(Store { pool })
+        Ok(Store { read, write })
     }
 
     /// Opens an existing database for reading only, as `ferry status` and `ferry runs` do when
@@ -222,7 +249,11 @@ impl Store {
             .connect_with(options)
             .await
             .with_context(|| format!("opening the database {} read-only", path.display()))?;
-        Ok(Store { pool })
+        // Both roles on the one read-only connection: any write is refused by SQLite.
+        Ok(Store {
+            read: pool.clone(),
+            write: pool,
+        })
     }
 
     /// Records an accepted trigger and makes sure a run will handle it. Returns once the event
@@ -232,7 +263,7 @@ impl Store {
     pub async fn enqueue(&self, mirror: &str, trigger: Trigger, detail: &str) -> Result<i64> {
         let now = now_ms();
         let mut tx = self
-            .pool
+            .write
             .begin_with(BEGIN_WRITE)
             .await
             .context("starting the enqueue transaction")?;
@@ -281,14 +312,14 @@ impl Store {
                AND m.config_state <> 'removed')",
         )
         .bind(now)
-        .fetch_one(&self.pool)
+        .fetch_one(&self.read)
         .await
         .context("checking for due syncs")?;
         if !anything_due {
             return Ok(Vec::new());
         }
         let mut tx = self
-            .pool
+            .write
             .begin_with(BEGIN_WRITE)
             .await
             .context("starting the claim transaction")?;
@@ -362,7 +393,7 @@ impl Store {
         let report_json = serde_json::to_string(f.report)
             .with_context(|| format!("serializing the report of {mirror}"))?;
         let mut tx = self
-            .pool
+            .write
             .begin_with(BEGIN_WRITE)
             .await
             .context("starting the finish transaction")?;
@@ -495,7 +526,7 @@ impl Store {
         .bind(mirror)
         .bind(retry_at)
         .bind(error)
-        .execute(&self.pool)
+        .execute(&self.write)
         .await
         .with_context(|| format!("putting {mirror} back in the queue"))?
         .rows_affected();
@@ -509,7 +540,7 @@ impl Store {
         let updated = sqlx::query("UPDATE mirrors SET notified = ?2 WHERE name = ?1")
             .bind(mirror)
             .bind(notified)
-            .execute(&self.pool)
+            .execute(&self.write)
             .await
             .with_context(|| format!("recording the notification state of {mirror}"))?
             .rows_affected();
@@ -530,7 +561,7 @@ impl Store {
         mirrors: &[(String, String, Vec<String>, String)],
     ) -> Result<Vec<String>> {
         let mut tx = self
-            .pool
+            .write
             .begin_with(BEGIN_WRITE)
             .await
             .context("starting the registration transaction")?;
@@ -615,7 +646,7 @@ impl Store {
 
     /// Every configured mirror, in configuration order, read from one snapshot.
     pub async fn mirrors(&self) -> Result<Vec<MirrorStatus>> {
-        let mut tx = self.pool.begin().await.context("starting a status read")?;
+        let mut tx = self.read.begin().await.context("starting a status read")?;
         let rows: Vec<StatusRow> = sqlx::query_as(&format!(
             "{STATUS_SELECT} WHERE m.config_state = 'configured' ORDER BY m.position, m.name"
         ))
@@ -633,7 +664,7 @@ impl Store {
     /// One mirror's status; `None` for a mirror the store does not know or that was removed
     /// from the configuration.
     pub async fn mirror(&self, name: &str) -> Result<Option<MirrorStatus>> {
-        let mut tx = self.pool.begin().await.context("starting a status read")?;
+        let mut tx = self.read.begin().await.context("starting a status read")?;
         let row: Option<StatusRow> = sqlx::query_as(&format!(
             "{STATUS_SELECT} WHERE m.name = ?1 AND m.config_state <> 'removed'"
         ))
@@ -657,7 +688,7 @@ impl Store {
         )
         .bind(mirror)
         .bind(i64::try_from(limit).unwrap_or(i64::MAX))
-        .fetch_all(&self.pool)
+        .fetch_all(&self.read)
         .await
         .with_context(|| format!("listing the runs of {mirror}"))?;
         rows.into_iter()
@@ -678,7 +709,7 @@ impl Store {
             "SELECT COUNT(*) FROM pending p JOIN mirrors m ON m.name = p.mirror \
              WHERE p.running = 1 OR (p.queued = 1 AND m.config_state <> 'removed')",
         )
-        .fetch_one(&self.pool)
+        .fetch_one(&self.read)
         .await
         .context("counting the queue")
     }
@@ -688,7 +719,7 @@ impl Store {
     pub async fn event_count(&self, mirror: &str) -> Result<i64> {
         sqlx::query_scalar("SELECT COUNT(*) FROM events WHERE mirror = ?1")
             .bind(mirror)
-            .fetch_one(&self.pool)
+            .fetch_one(&self.read)
             .await
             .with_context(|| format!("counting the events of {mirror}"))
     }
@@ -698,7 +729,7 @@ impl Store {
     pub async fn run_count(&self, mirror: &str) -> Result<i64> {
         sqlx::query_scalar("SELECT COUNT(*) FROM runs WHERE mirror = ?1")
             .bind(mirror)
-            .fetch_one(&self.pool)
+            .fetch_one(&self.read)
             .await
             .with_context(|| format!("counting the runs of {mirror}"))
     }
@@ -707,7 +738,7 @@ impl Store {
     /// handled, so the store does not grow forever. Returns how many runs were deleted. Events
     /// not yet handled are never deleted.
     pub async fn prune(&self, keep: i64) -> Result<u64> {
-        let mut tx = self.pool.begin().await.context("starting a prune")?;
+        let mut tx = self.write.begin().await.context("starting a prune")?;
         const OLD_RUNS: &str = "SELECT id FROM (SELECT id, ROW_NUMBER() OVER (PARTITION BY mirror ORDER BY id DESC) AS newer \
              FROM runs) WHERE newer > ?1";
         sqlx::query(&format!("DELETE FROM events WHERE run_id IN ({OLD_RUNS})"))
@@ -725,27 +756,27 @@ impl Store {
         Ok(deleted)
     }
 
-    /// When the next claimable sync becomes due (it may be in the past), so the dispatcher can
-    /// sleep until then; `None` when nothing is waiting. A mirror queued behind its own running
-    /// sync is not counted: it becomes due when that run finishes.
     /// The digest of the source refs the mirror's last run synced from (`None`: no run read
     /// the source yet).
     pub async fn source_digest(&self, mirror: &str) -> Result<Option<String>> {
         let digest: Option<Option<String>> =
             sqlx::query_scalar("SELECT source_digest FROM mirrors WHERE name = ?1")
                 .bind(mirror)
-                .fetch_optional(&self.pool)
+                .fetch_optional(&self.read)
                 .await
                 .with_context(|| format!("reading the last synced source of {mirror}"))?;
         Ok(digest.flatten())
     }
 
+    /// When the next claimable sync becomes due (it may be in the past), so the dispatcher can
+    /// sleep until then; `None` when nothing is waiting. A mirror queued behind its own running
+    /// sync is not counted: it becomes due when that run finishes.
     pub async fn next_due(&self) -> Result<Option<i64>> {
         sqlx::query_scalar(
             "SELECT MIN(p.not_before) FROM pending p JOIN mirrors m ON m.name = p.mirror \
              WHERE p.queued = 1 AND p.running = 0 AND m.config_state <> 'removed'",
         )
-        .fetch_one(&self.pool)
+        .fetch_one(&self.read)
         .await
         .context("reading when the next sync is due")
     }
@@ -1063,7 +1094,7 @@ mod tests {
     async fn unhandled(store: &Store, mirror: &str) -> i64 {
         sqlx::query_scalar("SELECT COUNT(*) FROM events WHERE mirror = ?1 AND run_id IS NULL")
             .bind(mirror)
-            .fetch_one(&store.pool)
+            .fetch_one(&store.read)
             .await
             .expect("count")
     }
@@ -1071,7 +1102,7 @@ mod tests {
     async fn received_at(store: &Store, event: i64) -> i64 {
         sqlx::query_scalar("SELECT received_at FROM events WHERE id = ?1")
             .bind(event)
-            .fetch_one(&store.pool)
+            .fetch_one(&store.read)
             .await
             .expect("event")
     }
@@ -1284,7 +1315,8 @@ mod tests {
         claim_one(&store, now_ms(), "app").await;
         assert!(store.claim(now_ms(), 10).await.unwrap().is_empty());
         // The process dies mid-sync: no finish.
-        store.pool.close().await;
+        store.write.close().await;
+        store.read.close().await;
         drop(store);
 
         let store = Store::open(&path).await.unwrap();
@@ -1356,20 +1388,40 @@ mod tests {
         assert_eq!(store.event_count("app").await.unwrap(), 1);
         finish(&store, &claim, &ok_report("app"), None).await;
         assert_eq!(reader.runs("app", 10).await.unwrap().len(), 1);
-        reader.pool.close().await;
+        reader.read.close().await;
 
         // The service stopped cleanly: no -wal or -shm file left beside the database.
-        store.pool.close().await;
+        store.read.close().await;
+        store.write.close().await;
         assert!(!dir.path().join("ferry.db-wal").exists());
         assert!(!dir.path().join("ferry.db-shm").exists());
         let reader = Store::open_read_only(&path).await.unwrap();
         let status = reader.mirror("app").await.unwrap().unwrap();
         assert_eq!(status.state, MirrorState::Idle);
-        reader.pool.close().await;
+        reader.read.close().await;
 
         let missing = dir.path().join("missing.db");
         assert!(Store::open_read_only(&missing).await.is_err());
         assert!(!missing.exists(), "nothing created");
+    }
+
+    #[tokio::test]
+    async fn reads_holding_every_read_connection_do_not_hold_up_an_enqueue() {
+        let (_dir, store) = temp_store().await;
+        let mut held = Vec::new();
+        for _ in 0..READ_CONNECTIONS {
+            held.push(store.read.acquire().await.unwrap());
+        }
+        let enqueued = tokio::time::timeout(
+            Duration::from_secs(5),
+            store.enqueue("app", Trigger::Webhook, "push"),
+        )
+        .await;
+        assert!(matches!(enqueued, Ok(Ok(_))), "{enqueued:?}");
+        drop(held);
+        assert_eq!(store.event_count("app").await.unwrap(), 1);
+        let written = sqlx::query("DELETE FROM events").execute(&store.read).await;
+        assert!(written.is_err(), "the read connections are read-only");
     }
 
     #[tokio::test]

@@ -5,6 +5,7 @@ mod credentials;
 mod deploy;
 mod failures;
 mod harness;
+mod http_face;
 mod lambda;
 mod lifecycle;
 mod moto;

@@ -150,6 +150,21 @@ impl Serve {
         self.child.wait().ok().and_then(|s| s.code())
     }
 
+    /// SIGTERM, then waits up to `limit` for the process to exit: its exit code, or `None`
+    /// when it is still running (it is killed when `self` is dropped).
+    pub fn terminate_within(&mut self, limit: Duration) -> Option<Option<i32>> {
+        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        let started = Instant::now();
+        while started.elapsed() < limit {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status.code());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+
     pub fn get(&self, path: &str) -> (u16, String) {
         match ureq::get(&format!("{}{path}", self.base))
             .timeout(Duration::from_secs(10))
