@@ -262,7 +262,17 @@ impl Function {
     /// again. `ok` is false when a mirror failed; `failed` names each with its failure, and
     /// each gets an error line in the log.
     async fn reconcile(&self) -> Value {
-        let all: Vec<&ConfiguredMirror> = self.mirrors.iter().collect();
+        // The full comparison: every destination is listed again after its push.
+        let verifying: Vec<ConfiguredMirror> = self
+            .mirrors
+            .iter()
+            .map(|m| {
+                let mut m = m.clone();
+                m.mirror.verify = true;
+                m
+            })
+            .collect();
+        let all: Vec<&ConfiguredMirror> = verifying.iter().collect();
         let reports = self.run_all(&all, Trigger::Reconcile, &RefMap::new()).await;
         let failed: Vec<Value> = reports
             .iter()

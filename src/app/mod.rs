@@ -97,6 +97,10 @@ struct SyncArgs {
     /// All refs of a destination update together or not at all.
     #[arg(long)]
     atomic: bool,
+    /// List each destination again after the push and report what it holds then (one round
+    /// trip more); by default the receiving server's own per-ref report is the outcome.
+    #[arg(long)]
+    verify: bool,
     /// Create local destination paths that do not exist (as bare repositories).
     #[arg(long)]
     create: bool,
@@ -274,6 +278,7 @@ fn prepare(args: &SyncArgs, quiet: bool) -> Result<(Vec<Mirror>, Settings), Conf
             PruneArg::Never => Prune::Never,
         }),
         atomic: args.atomic.then_some(true),
+        verify: args.verify.then_some(true),
         create: args.create.then_some(true),
         ..RawOptions::default()
     };

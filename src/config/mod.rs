@@ -51,6 +51,7 @@ pub struct RawOptions {
     pub divergence: Option<Divergence>,
     pub prune: Option<Prune>,
     pub atomic: Option<bool>,
+    pub verify: Option<bool>,
     pub create: Option<bool>,
     pub poll_interval: Option<Spanned<String>>,
     pub reconcile_interval: Option<Spanned<String>>,
@@ -75,6 +76,7 @@ impl RawOptions {
                 prune: self.prune.unwrap_or_default(),
             },
             atomic: self.atomic.unwrap_or(false),
+            verify: self.verify.unwrap_or(false),
             create: self.create.unwrap_or(false),
         }
     }
@@ -170,6 +172,7 @@ struct RawMirror {
     divergence: Option<Divergence>,
     prune: Option<Prune>,
     atomic: Option<bool>,
+    verify: Option<bool>,
     create: Option<bool>,
     poll_interval: Option<Spanned<String>>,
     reconcile_interval: Option<Spanned<String>>,
@@ -186,6 +189,7 @@ impl RawMirror {
             divergence: self.divergence,
             prune: self.prune,
             atomic: self.atomic,
+            verify: self.verify,
             create: self.create,
             poll_interval: self.poll_interval.clone(),
             reconcile_interval: self.reconcile_interval.clone(),
@@ -449,6 +453,7 @@ fn merge(base: &RawOptions, over: &RawOptions) -> RawOptions {
         divergence: over.divergence.or(base.divergence),
         prune: over.prune.or(base.prune),
         atomic: over.atomic.or(base.atomic),
+        verify: over.verify.or(base.verify),
         create: over.create.or(base.create),
         poll_interval: over
             .poll_interval

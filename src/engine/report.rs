@@ -102,6 +102,11 @@ impl RefReport {
 pub struct DestinationReport {
     pub url: String,
     pub ok: bool,
+    /// Whether the outcomes were read from a listing of the destination (taken before a run
+    /// that pushed nothing, or after the push when asked for or when git's report was
+    /// incomplete), rather than from the receiving server's per-ref push report.
+    #[serde(default)]
+    pub verified: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<ErrorReport>,
     #[serde(default)]
@@ -113,6 +118,7 @@ impl DestinationReport {
         DestinationReport {
             url: url.to_owned(),
             ok: false,
+            verified: false,
             error: Some(error),
             refs: Vec::new(),
         }
@@ -398,6 +404,7 @@ mod tests {
                 .map(|k| DestinationReport {
                     url: "d".into(),
                     ok: k.is_none(),
+                    verified: false,
                     error: k.map(|k| ErrorReport::new(k, "x")),
                     refs: Vec::new(),
                 })

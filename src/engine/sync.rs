@@ -13,7 +13,7 @@
 use crate::engine::cache::{Cache, CachePaths, Strategy};
 use crate::engine::git::{failure_from_stderr, Call, Git, GitFailure};
 use crate::engine::plan::{self, Action, Note, Plan, PlanInput, RefPlan};
-use crate::engine::record::{FileStore, Record, RecordKey, RecordStore};
+use crate::engine::record::{FileStore, Record, RecordKey, RecordStore, StoreError};
 use crate::engine::report::{
     DestinationReport, ErrorReport, MirrorReport, Outcome, RefReport, SourceReport,
 };
@@ -150,8 +150,9 @@ pub async fn source_changed(
     Ok(!out.success || mirror.selection.parse(&out.stdout) != listing)
 }
 
-/// One pass: bring the cache up to the source while listing every destination (see
-/// [`Strategy`]); then sync every destination concurrently, with the cache's housekeeping
+/// One pass: bring the cache up to the source while reading every destination's record and
+/// listing the destinations that need it (see [`prepare_destination`]; [`Strategy`] for the
+/// source); then sync every destination concurrently, with the cache's housekeeping
 /// alongside.
 async fn attempt(
     mirror: &Mirror,
@@ -161,11 +162,18 @@ async fn attempt(
     records: Records<'_>,
 ) -> (SourceReport, Vec<DestinationReport>) {
     let selection = &mirror.selection;
+    let pass = Pass {
+        mirror,
+        cache,
+        git,
+        mode,
+        records,
+    };
     let listings = join_all(
         mirror
             .destinations
             .iter()
-            .map(|d| list_destination(d, selection, mirror.create, mode, git)),
+            .map(|d| prepare_destination(pass, d)),
     );
     // (the source's refs, whether anything was fetched)
     let (source, listings) = match cache.strategy() {
@@ -212,16 +220,7 @@ async fn attempt(
         .destinations
         .iter()
         .zip(listings)
-        .map(|(dest, listing)| {
-            let pass = Pass {
-                mirror,
-                cache,
-                git,
-                mode,
-                records,
-            };
-            sync_destination(pass, &source_refs, dest, listing)
-        });
+        .map(|(dest, prepared)| sync_destination(pass, &source_refs, dest, prepared));
     let (reports, ()) = tokio::join!(join_all(per_dest), async {
         if fetched {
             cache.housekeeping(git).await;
@@ -374,11 +373,45 @@ struct Pass<'a> {
     records: Records<'a>,
 }
 
+/// A destination's record, and its listing unless the record is trusted instead.
+struct Prepared {
+    record: Result<Record, StoreError>,
+    /// `None`: the record is trusted as what the destination holds; nothing was listed.
+    listing: Option<Result<RefMap, GitFailure>>,
+}
+
+/// Reads the destination's record and, unless it can be trusted, lists the destination (both
+/// beside the source's fetch). A sync trusts a non-empty record as what the destination
+/// holds: it plans from it and pushes with a lease per ref on the recorded value, so a
+/// destination that changed behind ferry's back fails the lease, and then it is listed and
+/// re-planned. Listing first: `ferry plan`, `verify` (reconcile runs), no record yet, and a
+/// local destination that does not exist (it may have to be created).
+async fn prepare_destination(pass: Pass<'_>, dest: &Remote) -> Prepared {
+    let mirror = pass.mirror;
+    let key = RecordKey {
+        source: &mirror.source,
+        destination: dest,
+        selection: &mirror.selection,
+    };
+    let record = Record::load(pass.records.store, key).await;
+    let missing_locally = dest.local_path().is_some_and(|p| !p.exists());
+    let trusted = pass.mode == Mode::Sync
+        && !mirror.verify
+        && !missing_locally
+        && record.as_ref().is_ok_and(|r| !r.refs.is_empty());
+    let listing = if trusted {
+        None
+    } else {
+        Some(list_destination(dest, &mirror.selection, mirror.create, pass.mode, pass.git).await)
+    };
+    Prepared { record, listing }
+}
+
 async fn sync_destination(
     pass: Pass<'_>,
     source_refs: &RefMap,
     dest: &Remote,
-    listing: Result<RefMap, GitFailure>,
+    prepared: Prepared,
 ) -> DestinationReport {
     let Pass {
         mirror,
@@ -388,16 +421,12 @@ async fn sync_destination(
         records,
     } = pass;
     let url = dest.display();
-    let dest_refs = match listing {
-        Ok(refs) => refs,
-        Err(e) => return DestinationReport::failed(url, e.into()),
-    };
     let key = RecordKey {
         source: &mirror.source,
         destination: dest,
         selection: &mirror.selection,
     };
-    let mut record = match Record::load(records.store, key).await {
+    let mut record = match prepared.record {
         Ok(r) => r,
         Err(e) => {
             return DestinationReport::failed(
@@ -408,6 +437,12 @@ async fn sync_destination(
                 ),
             )
         }
+    };
+    let listed = prepared.listing.is_some();
+    let dest_refs = match prepared.listing {
+        Some(Ok(refs)) => refs,
+        Some(Err(e)) => return DestinationReport::failed(url, e.into()),
+        None => record.refs.clone(),
     };
     let known = record.with_assumed(records.assumed);
     let plan = match make_plan(mirror, cache, git, source_refs, &dest_refs, &known).await {
@@ -420,6 +455,7 @@ async fn sync_destination(
         return DestinationReport {
             url: url.to_owned(),
             ok: true,
+            verified: listed,
             error: None,
             refs,
         }
@@ -443,6 +479,7 @@ async fn sync_destination(
             DestinationReport {
                 url: url.to_owned(),
                 ok: false,
+                verified: listed,
                 error: Some(error),
                 refs,
             },
@@ -465,6 +502,7 @@ async fn sync_destination(
             DestinationReport {
                 url: url.to_owned(),
                 ok: false,
+                verified: listed,
                 error: None,
                 refs,
             },
@@ -491,9 +529,12 @@ async fn sync_destination(
         .filter(|(_, s)| s.kind == Some(ErrorKind::Lease))
         .map(|(n, _)| n.clone())
         .collect();
+    // The refs planned afresh after a lost lease.
+    let mut replanned_names: HashSet<String> = HashSet::new();
     if !lease_lost.is_empty() {
-        // Someone pushed while we synced. Look again and re-plan those refs once: the planner
-        // decides afresh whether the new destination value is safe to move.
+        // The destination is not what the listing (or the record standing in for it) said:
+        // someone pushed while we synced, or behind ferry's back. Look again and re-plan once:
+        // the planner decides afresh whether the new destination value is safe to move.
         tracing::info!(
             destination = url,
             refs = lease_lost.len(),
@@ -502,10 +543,22 @@ async fn sync_destination(
         match ls_remote(dest, &mirror.selection, git).await {
             Ok(fresh) => match make_plan(mirror, cache, git, source_refs, &fresh, &known).await {
                 Ok(replanned) => {
+                    // The refs whose lease failed, and any other ref whose plan the real
+                    // listing changes (a record standing in for the listing can be wrong about
+                    // refs this run did not push); never a ref the first push landed.
+                    let same = |r: &RefPlan| {
+                        plan.refs.iter().any(|p| {
+                            p.name == r.name
+                                && p.action == r.action
+                                && p.old == r.old
+                                && p.new == r.new
+                        })
+                    };
                     let retry: Vec<&RefPlan> = replanned
                         .refs
                         .iter()
-                        .filter(|r| lease_lost.contains(&r.name))
+                        .filter(|r| !statuses.get(&r.name).is_some_and(|s| s.flag != '!'))
+                        .filter(|r| lease_lost.contains(&r.name) || !same(r))
                         .collect();
                     let to_push: Vec<&RefPlan> = retry
                         .iter()
@@ -527,10 +580,13 @@ async fn sync_destination(
                     };
                     for r in retry {
                         statuses.remove(&r.name);
-                        if let Some(slot) = plan.refs.iter_mut().find(|p| p.name == r.name) {
-                            *slot = r.clone();
+                        replanned_names.insert(r.name.clone());
+                        match plan.refs.iter_mut().find(|p| p.name == r.name) {
+                            Some(slot) => *slot = r.clone(),
+                            None => plan.refs.push(r.clone()),
                         }
                     }
+                    plan.refs.sort_by(|a, b| a.name.cmp(&b.name));
                     statuses.extend(again);
                     push_error = push_error.or(again_error);
                 }
@@ -540,46 +596,84 @@ async fn sync_destination(
         }
     }
 
-    // Verify: trust neither git's summary nor only the porcelain; look at the destination.
-    let verified = match verify_listing(dest, &mirror.selection, git).await {
-        Ok(v) => Some(v),
-        Err(e) => {
-            push_error = push_error.or(Some(GitFailure::new(
-                e.kind,
-                format!("could not verify the push: {}", e.message),
-            )));
-            None
+    // `git push --porcelain`'s per-ref status is the receiving server's own report, so it is
+    // the outcome. A fresh listing is taken when asked for (`verify`, which reconcile runs
+    // set), or when the report is incomplete: git failed as a whole, or a pushed ref has no
+    // status. git's summary text is never trusted either way.
+    let reported = plan.pushes().all(|p| statuses.contains_key(&p.name));
+    let verified = if mirror.verify || push_error.is_some() || !reported {
+        match verify_listing(dest, &mirror.selection, git).await {
+            Ok(v) => Some(v),
+            Err(e) => {
+                push_error = push_error.or(Some(GitFailure::new(
+                    e.kind,
+                    format!("could not verify the push: {}", e.message),
+                )));
+                None
+            }
         }
+    } else {
+        None
     };
     let refs = plan
         .refs
         .iter()
         .map(|p| {
             if let Some(message) = &replan_aborted {
-                if lease_lost.contains(&p.name) {
+                if replanned_names.contains(&p.name) {
                     return aborted_report(p, message);
                 }
             }
             let status = statuses.get(&p.name);
-            let now = match &verified {
-                Some(v) => v.get(&p.name),
-                // Unverifiable: the porcelain is the best evidence left.
-                None if status.is_some_and(|s| s.flag != '!') => p.new.as_ref(),
-                None => p.old.as_ref(),
-            };
-            settled_report(p, status, now, push_error.as_ref())
+            settled_report(
+                p,
+                status,
+                held_after(p, status, verified.as_ref()),
+                push_error.as_ref(),
+            )
         })
         .collect();
-    if let Some(v) = &verified {
-        update_record(&mut record, &plan, source_refs, v);
+    // The record follows what the destination holds: the listing when there is one, else the
+    // server's report, which is complete whenever no listing was taken on purpose. A failed
+    // verification leaves the record alone.
+    let unverifiable = verified.is_none() && (push_error.is_some() || !reported);
+    if !unverifiable {
+        let held: RefMap = match &verified {
+            Some(v) => v.clone(),
+            None => plan
+                .refs
+                .iter()
+                .filter_map(|p| {
+                    let now = held_after(p, statuses.get(&p.name), None)?;
+                    Some((p.name.clone(), now.clone()))
+                })
+                .collect(),
+        };
+        update_record(&mut record, &plan, source_refs, &held);
     }
     let report = DestinationReport {
         url: url.to_owned(),
         ok: false,
+        verified: verified.is_some(),
         error: push_error.map(ErrorReport::from),
         refs,
     };
     save_and_finish(report, &mut record, records.store, key).await
+}
+
+/// What the destination holds for a planned ref after the push: the fresh listing's value when
+/// there is one; else the server's report: its new value unless the ref was rejected (or not
+/// reported), in which case what it held before.
+fn held_after<'a>(
+    p: &'a RefPlan,
+    status: Option<&PushStatus>,
+    verified: Option<&'a RefMap>,
+) -> Option<&'a Oid> {
+    match verified {
+        Some(v) => v.get(&p.name),
+        None if status.is_some_and(|s| s.flag != '!') => p.new.as_ref(),
+        None => p.old.as_ref(),
+    }
 }
 
 async fn make_plan(
@@ -663,11 +757,12 @@ async fn push_batch(
     if atomic {
         args.push("--atomic".into());
     }
+    // Every ref carries a lease, creates too (an empty value: the ref must not exist yet), so
+    // a destination that changed since it was listed, or since the record that stood in for a
+    // listing, fails the lease and gets re-planned instead of being pushed over.
     for r in chunk {
-        if r.action != Action::Create {
-            let expect = r.old.as_ref().map_or("", Oid::as_str);
-            args.push(format!("--force-with-lease={}:{expect}", r.name));
-        }
+        let expect = r.old.as_ref().map_or("", Oid::as_str);
+        args.push(format!("--force-with-lease={}:{expect}", r.name));
     }
     args.push("--".into());
     args.push(dest.git_url().into());

@@ -18,6 +18,9 @@ pub struct Mirror {
     pub atomic: bool,
     /// Create missing local destination repositories (bare).
     pub create: bool,
+    /// List each destination again after pushing to it, and take the outcome from that
+    /// listing instead of from the server's per-ref push report (one round trip more).
+    pub verify: bool,
 }
 
 /// How a run behaves, shared by all mirrors of a run.

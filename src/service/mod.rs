@@ -30,7 +30,7 @@ use crate::config::{ConfiguredMirror, ServeSettings};
 use crate::engine::git::GitFailure;
 use crate::engine::report::MirrorReport;
 use crate::engine::sync::{self, Mode};
-use crate::model::mirror::{Settings, Trigger};
+use crate::model::mirror::{Mirror, Settings, Trigger};
 use crate::service::status::{now_ms, MirrorState};
 use crate::service::store::{Claim, Finish, FinishOutcome, Store};
 use anyhow::Context;
@@ -325,7 +325,16 @@ async fn execute(svc: &Service, claim: Claim) -> anyhow::Result<()> {
         anyhow::bail!("the mirror is no longer configured");
     };
     tracing::info!(mirror = %claim.mirror, trigger = trigger.as_str(), attempt = claim.attempt, "sync started");
-    let report = sync::run_mirror(&configured.mirror, &svc.engine, Mode::Sync).await;
+    // A reconcile run is the full comparison: it always verifies with a fresh listing.
+    let report = if claim.triggers.contains(&Trigger::Reconcile) && !configured.mirror.verify {
+        let mirror = Mirror {
+            verify: true,
+            ..configured.mirror.clone()
+        };
+        sync::run_mirror(&mirror, &svc.engine, Mode::Sync).await
+    } else {
+        sync::run_mirror(&configured.mirror, &svc.engine, Mode::Sync).await
+    };
     let finished_at = now_ms();
     let retry_at = (!report.ok && report.has_transient_failure())
         .then(|| finished_at + backoff(&svc.serve, claim.attempt).as_millis() as i64);

@@ -1019,6 +1019,7 @@ mod tests {
         DestinationReport {
             url: url.to_owned(),
             ok: false,
+            verified: false,
             error: None,
             refs: vec![ref_report("refs/heads/main", Outcome::Updated, None)],
         }
@@ -1033,6 +1034,7 @@ mod tests {
         DestinationReport {
             url: url.to_owned(),
             ok: false,
+            verified: false,
             error: None,
             refs,
         }

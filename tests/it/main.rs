@@ -4,6 +4,7 @@ mod cli;
 mod credentials;
 mod deploy;
 mod failures;
+mod fast_path;
 mod harness;
 mod http_face;
 mod lambda;
