@@ -60,8 +60,8 @@ impl CachePaths {
 /// An open, locked cache. The lock is held until this is dropped.
 pub struct Cache {
     pub paths: CachePaths,
-    /// Set when git reported that the cache's own objects are unreadable (a corrupt pack, a
-    /// missing object). The engine then rebuilds the cache and runs the mirror once more.
+    /// Set when the cache's own objects were found unreadable (a corrupt pack, a missing
+    /// object). The engine then rebuilds the cache and runs the mirror once more.
     damaged: AtomicBool,
     _lock: Flock<File>,
 }
@@ -98,12 +98,19 @@ impl Cache {
         &self.paths.repo
     }
 
-    /// Looks at what a git call in the cache printed and remembers whether it says the cache's
-    /// own objects are damaged.
-    pub fn note_damage(&self, stderr: &str) {
-        if signals_damage(stderr) {
-            tracing::warn!(cache = %self.dir().display(), "git reports damaged objects in the cache");
+    /// Looks at what a git call in the cache printed. When it speaks of unreadable objects, the
+    /// cache's own objects are checked, and only a failed check marks the cache damaged: a
+    /// transfer prints a remote's trouble in the same words (a corrupt source's data failing to
+    /// unpack here, a local or SSH destination's receive-pack failing on its own history).
+    pub async fn note_damage(&self, stderr: &str, git: &Git) {
+        if self.is_damaged() || !mentions_damage(stderr) {
+            return;
+        }
+        if self.objects_unreadable(git).await {
+            tracing::warn!(cache = %self.dir().display(), "the cache's own objects are unreadable");
             self.damaged.store(true, Ordering::Relaxed);
+        } else {
+            tracing::info!(cache = %self.dir().display(), "git spoke of unreadable objects, but the cache's objects read fine; the failure is the other side's");
         }
     }
 
@@ -351,7 +358,7 @@ impl Cache {
                 },
             )
             .await?;
-        self.note_damage(&out.stderr);
+        self.note_damage(&out.stderr, git).await;
         if !out.success {
             let mut failure = failure_from_stderr(&what, &out.stderr);
             if failure.kind == ErrorKind::ShallowSource {
@@ -420,8 +427,38 @@ impl Cache {
             )
             .await
         {
-            Ok(out) => !out.success || signals_damage(&out.stderr),
+            Ok(out) => !out.success || reports_errors(&out.stderr),
             Err(_) => true,
+        }
+    }
+
+    /// Whether any object reachable from the cache's refs fails to read: each is read in full
+    /// and its hash checked, by git alone in the cache, with no remote involved. (rev-list
+    /// exits 0 after some of these errors, so its words count too.) A check that cannot run
+    /// (a timeout) proves nothing and says no.
+    async fn objects_unreadable(&self, git: &Git) -> bool {
+        if !self.is_intact() {
+            return true;
+        }
+        match git
+            .run(
+                self.dir(),
+                &[
+                    "rev-list",
+                    "--objects",
+                    "--verify-objects",
+                    "--quiet",
+                    "--all",
+                ],
+                Call::default(),
+            )
+            .await
+        {
+            Ok(out) => !out.success || reports_errors(&out.stderr),
+            Err(e) => {
+                tracing::warn!(error = %e.message, "could not check the cache's objects");
+                false
+            }
         }
     }
 
@@ -445,7 +482,7 @@ impl Cache {
                 Call::default(),
             )
             .await?;
-        self.note_damage(&out.stderr);
+        self.note_damage(&out.stderr, git).await;
         Ok(out.success)
     }
 }
@@ -491,9 +528,11 @@ async fn lock(path: &Path, wait: Duration) -> Result<Flock<File>, GitFailure> {
     }
 }
 
-/// Whether git's stderr says the local repository's objects are damaged. Lines relayed from
-/// the other side (`remote: ...`) are about the remote, not the cache.
-pub fn signals_damage(stderr: &str) -> bool {
+/// Whether git's stderr speaks of unreadable objects, which makes the cache worth checking
+/// (it proves nothing by itself). Lines relayed from the other side (`remote: ...`) are about
+/// the remote; but a destination that cannot unpack what the cache sent may have been sent
+/// garbled objects.
+fn mentions_damage(stderr: &str) -> bool {
     stderr
         .lines()
         .map(str::to_ascii_lowercase)
@@ -510,12 +549,19 @@ pub fn signals_damage(stderr: &str) -> bool {
                 "missing tree",
                 "missing commit",
                 "unable to read",
-                "pack-objects died",
                 "loose object",
+                "remote unpack failed",
             ]
             .iter()
             .any(|needle| l.contains(needle))
         })
+}
+
+/// Whether a local check printed an error: `error: ...` or `fatal: ...`.
+fn reports_errors(stderr: &str) -> bool {
+    stderr
+        .lines()
+        .any(|l| l.starts_with("error") || l.starts_with("fatal"))
 }
 
 fn io_failure(what: &str, e: std::io::Error) -> GitFailure {
@@ -527,13 +573,21 @@ mod tests {
     use super::*;
 
     #[test]
-    fn damage_signals_ignore_the_remotes_words() {
-        assert!(signals_damage("error: inflate: data stream error (incorrect data check)\nfatal: pack-objects died of signal 13"));
-        assert!(signals_damage("fatal: bad object 1234"));
-        assert!(!signals_damage(
+    fn words_of_damage_ignore_the_remotes_own_lines() {
+        assert!(mentions_damage(
+            "error: inflate: data stream error (incorrect data check)"
+        ));
+        assert!(mentions_damage("fatal: bad object 1234"));
+        assert!(mentions_damage(
+            "remote: error: inflate returned -3\nerror: remote unpack failed: unpack-objects abnormal exit"
+        ));
+        assert!(!mentions_damage(
             "remote: fatal: bad object 1234\nerror: failed to push some refs"
         ));
-        assert!(!signals_damage("fatal: Not a valid commit name 1234"));
-        assert!(!signals_damage(""));
+        assert!(!mentions_damage("fatal: Not a valid commit name 1234"));
+        assert!(!mentions_damage(
+            "send-pack: unexpected disconnect while reading sideband packet\nfatal: the remote end hung up unexpectedly"
+        ));
+        assert!(!mentions_damage(""));
     }
 }

@@ -582,7 +582,7 @@ async fn push_batch(
             },
         )
         .await?;
-    cache.note_damage(&out.stderr);
+    cache.note_damage(&out.stderr, git).await;
     let parsed = parse_porcelain(&out.stdout);
     let covered = chunk.iter().all(|r| parsed.contains_key(&r.name));
     // Not every ref reported, or every ref looked fine yet git failed: the push failed as a

@@ -2,6 +2,7 @@
 
 mod cli;
 mod deploy;
+mod engine_trust;
 mod failures;
 mod harness;
 mod lambda;
