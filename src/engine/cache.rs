@@ -2,6 +2,7 @@
 //! it lives across runs, so a one-commit push costs a one-commit fetch. A file lock keeps two
 //! ferry processes out of one cache; a damaged or half-written cache is rebuilt.
 
+use crate::engine::ancestry::{self, CatFile};
 use crate::engine::git::{failure_from_stderr, Call, Git, GitFailure};
 use crate::model::kind::{classify_stderr, ErrorKind};
 use crate::model::mirror::short_hash;
@@ -103,7 +104,14 @@ impl Cache {
     /// transfer prints a remote's trouble in the same words (a corrupt source's data failing to
     /// unpack here, a local or SSH destination's receive-pack failing on its own history).
     pub async fn note_damage(&self, stderr: &str, git: &Git) {
-        if self.is_damaged() || !mentions_damage(stderr) {
+        if mentions_damage(stderr) {
+            self.check_objects(git).await;
+        }
+    }
+
+    /// Checks the cache's own objects and marks the cache damaged when they fail to read.
+    async fn check_objects(&self, git: &Git) {
+        if self.is_damaged() {
             return;
         }
         if self.objects_unreadable(git).await {
@@ -462,28 +470,47 @@ impl Cache {
         }
     }
 
-    /// Whether `ancestor` is an ancestor of (or equal to) `descendant`, per the cache's history.
-    /// Objects the cache does not have (commits pushed only to a destination) answer false.
-    pub async fn is_ancestor(
+    /// Answers the planner's ancestry questions: for each `(ancestor, descendant)` pair, whether
+    /// `ancestor` is an ancestor of (or equal to) `descendant` per the cache's history. One
+    /// `git cat-file --batch` serves them all (see [`ancestry`]). Objects the cache does not
+    /// have (commits pushed only to a destination) answer false; a hole in the cache's history
+    /// answers false too, and gets the cache checked.
+    pub async fn ancestry(
         &self,
-        ancestor: &Oid,
-        descendant: &Oid,
+        questions: &[(Oid, Oid)],
         git: &Git,
-    ) -> Result<bool, GitFailure> {
-        let out = git
-            .run(
-                self.dir(),
-                &[
-                    "merge-base",
-                    "--is-ancestor",
-                    ancestor.as_str(),
-                    descendant.as_str(),
-                ],
-                Call::default(),
-            )
-            .await?;
-        self.note_damage(&out.stderr, git).await;
-        Ok(out.success)
+    ) -> Result<Vec<bool>, GitFailure> {
+        if questions.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut reader = CatFile {
+            session: git.session(self.dir(), &["cat-file", "--batch"])?,
+        };
+        let answered = ancestry::answer(&mut reader, questions).await;
+        let stderr = match reader.session.finish().await {
+            Ok(out) => out.stderr,
+            Err(_) => String::new(),
+        };
+        match answered {
+            Ok(answered) => {
+                if answered.history_missing {
+                    self.check_objects(git).await;
+                } else {
+                    self.note_damage(&stderr, git).await;
+                }
+                Ok(answered.answers)
+            }
+            Err(e) if e.kind == ErrorKind::Timeout => Err(e),
+            // git stopped answering: it could not read something in the cache.
+            Err(e) => {
+                self.check_objects(git).await;
+                Err(if stderr.is_empty() {
+                    e
+                } else {
+                    failure_from_stderr("reading the cache's history", &stderr)
+                })
+            }
+        }
     }
 }
 

@@ -489,13 +489,13 @@ async fn make_plan(
         record,
     };
     let questions = plan::ancestry_questions(input);
-    let answers = join_all(questions.iter().map(|(a, d)| cache.is_ancestor(a, d, git))).await;
-    let mut yes: HashSet<(&Oid, &Oid)> = HashSet::new();
-    for ((a, d), answer) in questions.iter().zip(answers) {
-        if answer? {
-            yes.insert((a, d));
-        }
-    }
+    let answers = cache.ancestry(&questions, git).await?;
+    let yes: HashSet<(&Oid, &Oid)> = questions
+        .iter()
+        .zip(answers)
+        .filter(|(_, yes)| *yes)
+        .map(|((a, d), _)| (a, d))
+        .collect();
     Ok(plan::plan(input, mirror.policy, |a, d| {
         a == d || yes.contains(&(a, d))
     }))

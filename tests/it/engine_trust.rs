@@ -245,3 +245,107 @@ fn a_corrupt_pack_in_the_cache_is_rebuilt_when_a_push_fails_on_it() {
     );
     assert!(!planted.exists(), "the damaged cache was rebuilt");
 }
+
+/// Applies `update-ref --stdin` lines ("update <ref> <oid>") to a bare repository.
+fn update_refs(repo: &Path, lines: &str) {
+    use std::io::Write;
+    let mut cmd = ferry_testkit::git_command(repo).expect("git");
+    cmd.args(["update-ref", "--stdin"])
+        .stdin(std::process::Stdio::piped());
+    let mut child = cmd.spawn().expect("update-ref");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(lines.as_bytes())
+        .expect("write");
+    assert!(child.wait().expect("wait").success(), "update-ref failed");
+}
+
+/// A new commit on top of `parent` (same tree) in a bare repository.
+fn commit_on(repo: &Path, parent: &str, message: &str) -> String {
+    let tree = git(repo, &["rev-parse", &format!("{parent}^{{tree}}")]).expect("tree");
+    git(repo, &["commit-tree", &tree, "-p", parent, "-m", message]).expect("commit-tree")
+}
+
+/// A destination over 5,000 refs behind its source. The planner's ancestry questions are
+/// answered by a handful of git processes, not one per ref, and the answers are git's:
+/// fast-forwards update; a destination ahead of its source, or on a commit the cache does not
+/// have, is diverged and kept.
+#[test]
+fn thousands_of_lagging_refs_are_planned_with_a_bounded_number_of_git_processes() {
+    let servers = servers();
+    let (src_name, dst_name) = (
+        crate::harness::unique("lag-src"),
+        crate::harness::unique("lag-dst"),
+    );
+    let (src, dst) = (servers.repo_path(&src_name), servers.repo_path(&dst_name));
+    // Identical repositories: 60 commits on main, 2,700 branches and 2,700 tags on them (every
+    // 8th tag annotated).
+    for path in [&src, &dst] {
+        ferry_testkit::generate_repo(path, 60, 64, 5400, 11).expect("generate");
+    }
+    let branch = |i: usize| format!("refs/heads/b-{i}");
+    let tag = |i: usize| format!("refs/tags/t-{i}");
+    let old_tip = git(&src, &["rev-parse", "main"]).unwrap();
+    let root = git(&src, &["rev-list", "--max-parents=0", "main"]).unwrap();
+    // The source moves main, b-10.. and the lightweight tags forward (5,053 refs), and b-5..b-9
+    // back to the root.
+    let new_tip = commit_on(&src, "main", "next");
+    let forward: Vec<String> = std::iter::once("refs/heads/main".to_owned())
+        .chain((10..2700).map(branch))
+        .chain((0..2700).filter(|i| i % 8 != 0).map(tag))
+        .collect();
+    let mut moves = String::new();
+    for name in &forward {
+        moves += &format!("update {name} {new_tip}\n");
+    }
+    for i in 5..10 {
+        moves += &format!("update {} {root}\n", branch(i));
+    }
+    update_refs(&src, &moves);
+    // The destination has b-0..b-4 on a commit only it has, and b-5..b-9 on the old tip.
+    let theirs = commit_on(&dst, "main", "out of band");
+    let mut moves = String::new();
+    for i in 0..5 {
+        moves += &format!("update {} {theirs}\n", branch(i));
+    }
+    for i in 5..10 {
+        moves += &format!("update {} {old_tip}\n", branch(i));
+    }
+    update_refs(&dst, &moves);
+
+    let git_log = GitLog::new();
+    let ferry = Ferry::new().env("FERRY_GIT", &git_log.program());
+    let run = ferry.sync(&[
+        &Transport::File.url(&src_name),
+        &Transport::File.url(&dst_name),
+    ]);
+    let calls = git_log.take();
+    let mut per_subcommand = std::collections::BTreeMap::new();
+    for c in &calls {
+        *per_subcommand.entry(subcommand(c)).or_insert(0) += 1;
+    }
+    assert!(
+        calls.len() < 50,
+        "{} git processes for one sync: {per_subcommand:?}",
+        calls.len()
+    );
+    // Diverged refs fail the run; everything else is synced.
+    run.assert_code(1);
+    let outcomes = run.outcomes(0);
+    for i in 0..10 {
+        assert_eq!(outcomes[&branch(i)], "diverged", "{}", branch(i));
+    }
+    for name in &forward {
+        assert_eq!(outcomes[name], "updated", "{name}");
+    }
+    let mut expected = branches_and_tags(&src);
+    for i in 0..5 {
+        expected.insert(branch(i), theirs.clone());
+    }
+    for i in 5..10 {
+        expected.insert(branch(i), old_tip.clone());
+    }
+    assert_eq!(branches_and_tags(&dst), expected);
+}
