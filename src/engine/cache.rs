@@ -2,6 +2,7 @@
 //! it lives across runs, so a one-commit push costs a one-commit fetch. A file lock keeps two
 //! ferry processes out of one cache; a damaged or half-written cache is rebuilt.
 
+use crate::engine::ancestry::{self, CatFile};
 use crate::engine::git::{failure_from_stderr, Call, Git, GitFailure};
 use crate::model::kind::{classify_stderr, ErrorKind};
 use crate::model::mirror::short_hash;
@@ -60,8 +61,8 @@ impl CachePaths {
 /// An open, locked cache. The lock is held until this is dropped.
 pub struct Cache {
     pub paths: CachePaths,
-    /// Set when git reported that the cache's own objects are unreadable (a corrupt pack, a
-    /// missing object). The engine then rebuilds the cache and runs the mirror once more.
+    /// Set when the cache's own objects were found unreadable (a corrupt pack, a missing
+    /// object). The engine then rebuilds the cache and runs the mirror once more.
     damaged: AtomicBool,
     _lock: Flock<File>,
 }
@@ -98,12 +99,26 @@ impl Cache {
         &self.paths.repo
     }
 
-    /// Looks at what a git call in the cache printed and remembers whether it says the cache's
-    /// own objects are damaged.
-    pub fn note_damage(&self, stderr: &str) {
-        if signals_damage(stderr) {
-            tracing::warn!(cache = %self.dir().display(), "git reports damaged objects in the cache");
+    /// Looks at what a git call in the cache printed. When it speaks of unreadable objects, the
+    /// cache's own objects are checked, and only a failed check marks the cache damaged: a
+    /// transfer prints a remote's trouble in the same words (a corrupt source's data failing to
+    /// unpack here, a local or SSH destination's receive-pack failing on its own history).
+    pub async fn note_damage(&self, stderr: &str, git: &Git) {
+        if mentions_damage(stderr) {
+            self.check_objects(git).await;
+        }
+    }
+
+    /// Checks the cache's own objects and marks the cache damaged when they fail to read.
+    async fn check_objects(&self, git: &Git) {
+        if self.is_damaged() {
+            return;
+        }
+        if self.objects_unreadable(git).await {
+            tracing::warn!(cache = %self.dir().display(), "the cache's own objects are unreadable");
             self.damaged.store(true, Ordering::Relaxed);
+        } else {
+            tracing::info!(cache = %self.dir().display(), "git spoke of unreadable objects, but the cache's objects read fine; the failure is the other side's");
         }
     }
 
@@ -351,7 +366,7 @@ impl Cache {
                 },
             )
             .await?;
-        self.note_damage(&out.stderr);
+        self.note_damage(&out.stderr, git).await;
         if !out.success {
             let mut failure = failure_from_stderr(&what, &out.stderr);
             if failure.kind == ErrorKind::ShallowSource {
@@ -420,33 +435,82 @@ impl Cache {
             )
             .await
         {
-            Ok(out) => !out.success || signals_damage(&out.stderr),
+            Ok(out) => !out.success || reports_errors(&out.stderr),
             Err(_) => true,
         }
     }
 
-    /// Whether `ancestor` is an ancestor of (or equal to) `descendant`, per the cache's history.
-    /// Objects the cache does not have (commits pushed only to a destination) answer false.
-    pub async fn is_ancestor(
-        &self,
-        ancestor: &Oid,
-        descendant: &Oid,
-        git: &Git,
-    ) -> Result<bool, GitFailure> {
-        let out = git
+    /// Whether any object reachable from the cache's refs fails to read: each is read in full
+    /// and its hash checked, by git alone in the cache, with no remote involved. (rev-list
+    /// exits 0 after some of these errors, so its words count too.) A check that cannot run
+    /// (a timeout) proves nothing and says no.
+    async fn objects_unreadable(&self, git: &Git) -> bool {
+        if !self.is_intact() {
+            return true;
+        }
+        match git
             .run(
                 self.dir(),
                 &[
-                    "merge-base",
-                    "--is-ancestor",
-                    ancestor.as_str(),
-                    descendant.as_str(),
+                    "rev-list",
+                    "--objects",
+                    "--verify-objects",
+                    "--quiet",
+                    "--all",
                 ],
                 Call::default(),
             )
-            .await?;
-        self.note_damage(&out.stderr);
-        Ok(out.success)
+            .await
+        {
+            Ok(out) => !out.success || reports_errors(&out.stderr),
+            Err(e) => {
+                tracing::warn!(error = %e.message, "could not check the cache's objects");
+                false
+            }
+        }
+    }
+
+    /// Answers the planner's ancestry questions: for each `(ancestor, descendant)` pair, whether
+    /// `ancestor` is an ancestor of (or equal to) `descendant` per the cache's history. One
+    /// `git cat-file --batch` serves them all (see [`ancestry`]). Objects the cache does not
+    /// have (commits pushed only to a destination) answer false; a hole in the cache's history
+    /// answers false too, and gets the cache checked.
+    pub async fn ancestry(
+        &self,
+        questions: &[(Oid, Oid)],
+        git: &Git,
+    ) -> Result<Vec<bool>, GitFailure> {
+        if questions.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut reader = CatFile {
+            session: git.session(self.dir(), &["cat-file", "--batch"])?,
+        };
+        let answered = ancestry::answer(&mut reader, questions).await;
+        let stderr = match reader.session.finish().await {
+            Ok(out) => out.stderr,
+            Err(_) => String::new(),
+        };
+        match answered {
+            Ok(answered) => {
+                if answered.history_missing {
+                    self.check_objects(git).await;
+                } else {
+                    self.note_damage(&stderr, git).await;
+                }
+                Ok(answered.answers)
+            }
+            Err(e) if e.kind == ErrorKind::Timeout => Err(e),
+            // git stopped answering: it could not read something in the cache.
+            Err(e) => {
+                self.check_objects(git).await;
+                Err(if stderr.is_empty() {
+                    e
+                } else {
+                    failure_from_stderr("reading the cache's history", &stderr)
+                })
+            }
+        }
     }
 }
 
@@ -491,9 +555,11 @@ async fn lock(path: &Path, wait: Duration) -> Result<Flock<File>, GitFailure> {
     }
 }
 
-/// Whether git's stderr says the local repository's objects are damaged. Lines relayed from
-/// the other side (`remote: ...`) are about the remote, not the cache.
-pub fn signals_damage(stderr: &str) -> bool {
+/// Whether git's stderr speaks of unreadable objects, which makes the cache worth checking
+/// (it proves nothing by itself). Lines relayed from the other side (`remote: ...`) are about
+/// the remote; but a destination that cannot unpack what the cache sent may have been sent
+/// garbled objects.
+fn mentions_damage(stderr: &str) -> bool {
     stderr
         .lines()
         .map(str::to_ascii_lowercase)
@@ -510,12 +576,19 @@ pub fn signals_damage(stderr: &str) -> bool {
                 "missing tree",
                 "missing commit",
                 "unable to read",
-                "pack-objects died",
                 "loose object",
+                "remote unpack failed",
             ]
             .iter()
             .any(|needle| l.contains(needle))
         })
+}
+
+/// Whether a local check printed an error: `error: ...` or `fatal: ...`.
+fn reports_errors(stderr: &str) -> bool {
+    stderr
+        .lines()
+        .any(|l| l.starts_with("error") || l.starts_with("fatal"))
 }
 
 fn io_failure(what: &str, e: std::io::Error) -> GitFailure {
@@ -527,13 +600,21 @@ mod tests {
     use super::*;
 
     #[test]
-    fn damage_signals_ignore_the_remotes_words() {
-        assert!(signals_damage("error: inflate: data stream error (incorrect data check)\nfatal: pack-objects died of signal 13"));
-        assert!(signals_damage("fatal: bad object 1234"));
-        assert!(!signals_damage(
+    fn words_of_damage_ignore_the_remotes_own_lines() {
+        assert!(mentions_damage(
+            "error: inflate: data stream error (incorrect data check)"
+        ));
+        assert!(mentions_damage("fatal: bad object 1234"));
+        assert!(mentions_damage(
+            "remote: error: inflate returned -3\nerror: remote unpack failed: unpack-objects abnormal exit"
+        ));
+        assert!(!mentions_damage(
             "remote: fatal: bad object 1234\nerror: failed to push some refs"
         ));
-        assert!(!signals_damage("fatal: Not a valid commit name 1234"));
-        assert!(!signals_damage(""));
+        assert!(!mentions_damage("fatal: Not a valid commit name 1234"));
+        assert!(!mentions_damage(
+            "send-pack: unexpected disconnect while reading sideband packet\nfatal: the remote end hung up unexpectedly"
+        ));
+        assert!(!mentions_damage(""));
     }
 }

@@ -13,7 +13,8 @@ use std::process::Stdio;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWriteExt, BufReader, BufWriter};
+use tokio::process::{Child, ChildStdin, ChildStdout};
 
 /// How long git may go without printing anything during a transfer before it counts as
 /// stalled. Capped by the operation's deadline.
@@ -261,6 +262,55 @@ impl Git {
         })
     }
 
+    /// Starts `git <args>` in `cwd` as a [`Session`]: a long-running process (`cat-file
+    /// --batch`) that answers requests on its stdin, under the same environment, deadline and
+    /// process-group rules as [`Git::run`]. Local only: no remote, no credentials.
+    pub fn session(&self, cwd: &Path, args: &[&str]) -> Result<Session, GitFailure> {
+        let cfg = &self.inner;
+        let mut cmd = tokio::process::Command::new(&cfg.program);
+        cmd.args(args)
+            .current_dir(cwd)
+            .env_clear()
+            .envs(self.environment(None, |name| std::env::var(name).ok()))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .process_group(0)
+            .kill_on_drop(true);
+        let started = Instant::now();
+        let mut child = cmd.spawn().map_err(|e| {
+            GitFailure::new(
+                ErrorKind::Config,
+                format!(
+                    "cannot run git ({}): {e}; install git and make sure it is on PATH",
+                    cfg.program.to_string_lossy()
+                ),
+            )
+        })?;
+        let group = ProcessGroup(child.id());
+        let (Some(stdin), Some(stdout)) = (child.stdin.take(), child.stdout.take()) else {
+            return Err(GitFailure::new(
+                ErrorKind::Other,
+                "git was started without its pipes",
+            ));
+        };
+        let stderr = child
+            .stderr
+            .take()
+            .map(|s| tokio::spawn(read_all(s, Arc::new(AtomicU64::new(0)), started, false)));
+        Ok(Session {
+            git: self.clone(),
+            args: args.join(" "),
+            child,
+            stdin: Some(BufWriter::new(stdin)),
+            stdout: BufReader::new(stdout),
+            stderr,
+            group,
+            started,
+            deadline: tokio::time::Instant::from_std(started + cfg.timeout),
+        })
+    }
+
     /// Replaces every known secret in `text` with `***`.
     pub fn scrub(&self, text: &str) -> String {
         let mut out = text.to_owned();
@@ -380,6 +430,117 @@ impl Git {
             set(&format!("GIT_CONFIG_VALUE_{i}"), v);
         }
         env
+    }
+}
+
+/// A long-running git process spoken to over its stdin and stdout (see [`Git::session`]).
+/// Every request and answer must arrive before the call's deadline; past it the whole process
+/// group is killed. Dropping a session kills it too.
+pub struct Session {
+    git: Git,
+    args: String,
+    child: Child,
+    /// `None` once closed by [`Session::finish`].
+    stdin: Option<BufWriter<ChildStdin>>,
+    stdout: BufReader<ChildStdout>,
+    stderr: Option<tokio::task::JoinHandle<Vec<u8>>>,
+    group: ProcessGroup,
+    started: Instant,
+    deadline: tokio::time::Instant,
+}
+
+impl Session {
+    /// Sends one request line (the newline is added) and flushes it.
+    pub async fn send(&mut self, line: &str) -> Result<(), GitFailure> {
+        let Some(stdin) = self.stdin.as_mut() else {
+            return Err(GitFailure::new(ErrorKind::Other, "git's input is closed"));
+        };
+        let write = async {
+            stdin.write_all(line.as_bytes()).await?;
+            stdin.write_all(b"\n").await?;
+            stdin.flush().await
+        };
+        match tokio::time::timeout_at(self.deadline, write).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(self.stopped(e)),
+            Err(_) => Err(self.timed_out()),
+        }
+    }
+
+    /// Reads one line of the answer, without its newline; `None` when git's output ended.
+    pub async fn read_line(&mut self) -> Result<Option<String>, GitFailure> {
+        let mut line = Vec::new();
+        match tokio::time::timeout_at(self.deadline, self.stdout.read_until(b'\n', &mut line)).await
+        {
+            Ok(Ok(0)) => Ok(None),
+            Ok(Ok(_)) => {
+                if line.last() == Some(&b'\n') {
+                    line.pop();
+                }
+                Ok(Some(String::from_utf8_lossy(&line).into_owned()))
+            }
+            Ok(Err(e)) => Err(self.stopped(e)),
+            Err(_) => Err(self.timed_out()),
+        }
+    }
+
+    /// Reads exactly `len` bytes of the answer.
+    pub async fn read_exact(&mut self, len: usize) -> Result<Vec<u8>, GitFailure> {
+        let mut buf = vec![0; len];
+        match tokio::time::timeout_at(self.deadline, self.stdout.read_exact(&mut buf)).await {
+            Ok(Ok(_)) => Ok(buf),
+            Ok(Err(e)) => Err(self.stopped(e)),
+            Err(_) => Err(self.timed_out()),
+        }
+    }
+
+    /// Closes git's input, waits (up to the deadline) for it to exit, and returns how it ended
+    /// and what it printed on stderr (redacted); stdout is left unread.
+    pub async fn finish(mut self) -> Result<Output, GitFailure> {
+        self.stdin = None;
+        let status = match tokio::time::timeout_at(self.deadline, self.child.wait()).await {
+            Ok(Ok(status)) => status,
+            Ok(Err(e)) => {
+                return Err(GitFailure::new(
+                    ErrorKind::Other,
+                    format!("waiting for git failed: {e}"),
+                ))
+            }
+            Err(_) => return Err(self.timed_out()),
+        };
+        self.group.kill();
+        let stderr = redact_text(&self.git.scrub(&join_reader(self.stderr.take()).await));
+        tracing::debug!(
+            args = %self.args,
+            status = %status,
+            elapsed_ms = self.started.elapsed().as_millis() as u64,
+            stderr = %stderr,
+            "git finished"
+        );
+        Ok(Output {
+            success: status.success(),
+            stdout: String::new(),
+            stderr,
+        })
+    }
+
+    fn stopped(&self, e: std::io::Error) -> GitFailure {
+        GitFailure::new(
+            ErrorKind::Other,
+            format!("git {} stopped answering: {e}", self.args),
+        )
+    }
+
+    fn timed_out(&self) -> GitFailure {
+        self.group.kill();
+        GitFailure::new(
+            ErrorKind::Timeout,
+            format!(
+                "git {} did not finish within {}; it was stopped",
+                self.args,
+                humantime::format_duration(self.git.timeout())
+            ),
+        )
     }
 }
 

@@ -130,7 +130,7 @@ pub struct PlanInput<'a> {
 }
 
 /// The (ancestor, descendant) pairs the planner will ask about, so the adapter can answer them
-/// all (concurrently, against the cache) before planning. The destination's value is the
+/// all (in one batch, against the cache) before planning. The destination's value is the
 /// candidate ancestor: if it is, updating it loses nothing.
 pub fn ancestry_questions(input: PlanInput<'_>) -> Vec<(Oid, Oid)> {
     input

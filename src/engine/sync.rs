@@ -690,13 +690,13 @@ async fn make_plan(
         record,
     };
     let questions = plan::ancestry_questions(input);
-    let answers = join_all(questions.iter().map(|(a, d)| cache.is_ancestor(a, d, git))).await;
-    let mut yes: HashSet<(&Oid, &Oid)> = HashSet::new();
-    for ((a, d), answer) in questions.iter().zip(answers) {
-        if answer? {
-            yes.insert((a, d));
-        }
-    }
+    let answers = cache.ancestry(&questions, git).await?;
+    let yes: HashSet<(&Oid, &Oid)> = questions
+        .iter()
+        .zip(answers)
+        .filter(|(_, yes)| *yes)
+        .map(|((a, d), _)| (a, d))
+        .collect();
     Ok(plan::plan(input, mirror.policy, |a, d| {
         a == d || yes.contains(&(a, d))
     }))
@@ -784,7 +784,7 @@ async fn push_batch(
             },
         )
         .await?;
-    cache.note_damage(&out.stderr);
+    cache.note_damage(&out.stderr, git).await;
     let parsed = parse_porcelain(&out.stdout);
     let covered = chunk.iter().all(|r| parsed.contains_key(&r.name));
     // Not every ref reported, or every ref looked fine yet git failed: the push failed as a

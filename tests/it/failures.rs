@@ -179,7 +179,7 @@ fn a_stalling_server_times_out_within_the_limit() {
 }
 
 /// A source with about 500 KB of incompressible history: transfers long enough to cut.
-fn bulky_source(prefix: &str) -> Repo {
+pub fn bulky_source(prefix: &str) -> Repo {
     let src = Repo::empty(prefix);
     for i in 0..5 {
         src.work

@@ -3,6 +3,7 @@
 mod cli;
 mod credentials;
 mod deploy;
+mod engine_trust;
 mod failures;
 mod fast_path;
 mod harness;

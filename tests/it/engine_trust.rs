@@ -1,0 +1,351 @@
+//! What the engine trusts: a cache is only rebuilt on evidence that its own objects are
+//! damaged, never because a remote failed; and the planner's ancestry questions cost a bounded
+//! number of git processes however many refs lag.
+
+use crate::failures::bulky_source;
+use crate::harness::{branches_and_tags, servers, Ferry, Repo, Transport};
+use ferry_testkit::{git, ProxyMode, TcpProxy};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+/// A `FERRY_GIT` that appends each call's arguments to a log, one line per process ferry
+/// spawns, and then runs the real git.
+struct GitLog {
+    _dir: tempfile::TempDir,
+    wrapper: PathBuf,
+    log: PathBuf,
+}
+
+impl GitLog {
+    fn new() -> GitLog {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let wrapper = dir.path().join("git-logging");
+        let log = dir.path().join("calls.log");
+        let real = ferry_testkit::git_binary()
+            .expect("git")
+            .display()
+            .to_string();
+        std::fs::write(
+            &wrapper,
+            format!(
+                "#!/bin/sh\necho \"$*\" >> '{}'\nexec '{real}' \"$@\"\n",
+                log.display()
+            ),
+        )
+        .expect("write the wrapper");
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        GitLog {
+            _dir: dir,
+            wrapper,
+            log,
+        }
+    }
+
+    fn program(&self) -> String {
+        self.wrapper.display().to_string()
+    }
+
+    /// The calls logged so far, and a fresh log from here on.
+    fn take(&self) -> Vec<String> {
+        let calls = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let _ = std::fs::remove_file(&self.log);
+        calls.lines().map(str::to_owned).collect()
+    }
+}
+
+/// The git subcommand of a logged call (after any `-c key=value` options).
+fn subcommand(call: &str) -> &str {
+    let mut words = call.split_whitespace();
+    while let Some(w) = words.next() {
+        if w == "-c" {
+            words.next();
+        } else {
+            return w;
+        }
+    }
+    ""
+}
+
+fn count(calls: &[String], sub: &str) -> usize {
+    calls.iter().filter(|c| subcommand(c) == sub).count()
+}
+
+/// The one cache repository under a ferry cache dir.
+fn cache_repo(cache_dir: &Path) -> PathBuf {
+    std::fs::read_dir(cache_dir)
+        .expect("cache dir")
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .find(|p| p.extension().is_some_and(|e| e == "git"))
+        .expect("a cache repository")
+}
+
+/// Fills the cache of `src` with a sync to a scratch destination and plants a file in it, which
+/// a rebuilt cache loses. Returns the planted file; the git log starts empty.
+fn warm_cache(ferry: &Ferry, git_log: &GitLog, src: &Repo) -> PathBuf {
+    let warm = Repo::empty("trust-warm-dst");
+    ferry
+        .sync(&[&src.url(Transport::File), &warm.url(Transport::File)])
+        .assert_code(0);
+    let planted = cache_repo(ferry.cache.path()).join("planted-by-the-test");
+    std::fs::write(&planted, "a rebuilt cache loses this file").expect("plant");
+    git_log.take();
+    planted
+}
+
+/// The cache survived the run that made `calls`: the planted file is there, git never created a
+/// cache, and the source was fetched once (a wiped cache fetches again).
+fn assert_cache_kept(planted: &Path, calls: &[String]) {
+    assert!(planted.exists(), "the cache was rebuilt: {calls:#?}");
+    assert_eq!(count(calls, "init"), 0, "a cache was created: {calls:#?}");
+    assert_eq!(
+        count(calls, "fetch"),
+        1,
+        "the source was fetched again: {calls:#?}"
+    );
+}
+
+/// Repacks `repo` and garbles the middle of `oid`'s compressed data in the pack, as a bad disk
+/// would: the pack's index still lists the object, reading it fails.
+fn corrupt_object(repo: &Path, oid: &str) {
+    git(repo, &["repack", "-a", "-d", "-q"]).expect("repack");
+    let pack = std::fs::read_dir(repo.join("objects/pack"))
+        .expect("pack dir")
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .find(|p| p.extension().is_some_and(|e| e == "pack"))
+        .expect("a pack");
+    let listing =
+        git(repo, &["verify-pack", "-v", &pack.display().to_string()]).expect("verify-pack");
+    // "<oid> <type> <size> <size in pack> <offset> ..."
+    let fields: Vec<&str> = listing
+        .lines()
+        .find(|l| l.starts_with(oid))
+        .unwrap_or_else(|| panic!("{oid} is not in the pack: {listing}"))
+        .split_whitespace()
+        .collect();
+    let (len, offset): (usize, usize) = (fields[3].parse().unwrap(), fields[4].parse().unwrap());
+    let mut bytes = std::fs::read(&pack).expect("read pack");
+    // Past the object's header, inside its zlib stream.
+    for b in &mut bytes[offset + 4..offset + len.min(40)] {
+        *b ^= 0xff;
+    }
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&pack, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    std::fs::write(&pack, bytes).expect("write pack");
+}
+
+/// A destination hanging up mid-push is the destination's failure. The cache stays as it is,
+/// and the rerun pushes from that same cache.
+#[test]
+fn a_destination_cut_mid_push_leaves_the_cache_in_place() {
+    let src = bulky_source("trust-cut-src");
+    let dst = Repo::empty("trust-cut-dst");
+    let git_log = GitLog::new();
+    let ferry = Ferry::new().env("FERRY_GIT", &git_log.program());
+    let planted = warm_cache(&ferry, &git_log, &src);
+    let s = src.url(Transport::File);
+
+    let target: SocketAddr = ([127, 0, 0, 1], servers().git_daemon_port()).into();
+    let proxy = TcpProxy::start(target, ProxyMode::CutAfter { bytes: 6000 }).unwrap();
+    let url = format!("git://127.0.0.1:{}/{}.git", proxy.port(), dst.name);
+    // The listing fits under the cut; the push's pack does not.
+    let run = ferry.sync(&[&s, &url]);
+    run.assert_code(1);
+    assert_eq!(
+        run.dest_error_kind(0).as_deref(),
+        Some("network"),
+        "{}",
+        run.stdout
+    );
+    assert_eq!(run.ref_result(0, "refs/heads/main").1, "failed");
+    let calls = git_log.take();
+    assert!(count(&calls, "push") >= 1, "the push was cut: {calls:#?}");
+    assert_cache_kept(&planted, &calls);
+
+    proxy.set_mode(ProxyMode::Forward);
+    ferry.sync(&[&s, &url]).assert_code(0);
+    assert_eq!(
+        branches_and_tags(&dst.path()),
+        branches_and_tags(&src.path())
+    );
+    assert_cache_kept(&planted, &git_log.take());
+}
+
+/// A local destination whose own history is damaged fails the push with git's words for
+/// unreadable objects ("inflate: data stream error", "bad object"), printed by its
+/// receive-pack without a "remote:" prefix. They are about the destination, not the cache.
+#[test]
+fn a_damaged_destination_fails_without_wiping_the_cache() {
+    let (src, dst) = (Repo::source("trust-dd-src"), Repo::empty("trust-dd-dst"));
+    let git_log = GitLog::new();
+    let ferry = Ferry::new().env("FERRY_GIT", &git_log.program());
+    let planted = warm_cache(&ferry, &git_log, &src);
+    let [s, d] = [src.url(Transport::File), dst.url(Transport::File)];
+    ferry.sync(&[&s, &d]).assert_code(0);
+    git_log.take();
+    corrupt_object(&dst.path(), &dst.refs()["refs/heads/main"]);
+    src.commit("after the destination broke");
+    src.push(&["main"]);
+
+    let run = ferry.sync(&[&s, &d]);
+    run.assert_code(1);
+    assert_eq!(
+        run.ref_result(0, "refs/heads/main").1,
+        "rejected",
+        "{}",
+        run.stdout
+    );
+    assert_cache_kept(&planted, &git_log.take());
+}
+
+/// A source whose pack is corrupt sends data that fails to unpack in the cache, and git says
+/// so in the cache's process ("inflate: data stream error"). The cache's own objects are fine:
+/// the source fails, the cache stays.
+#[test]
+fn a_corrupt_source_fails_without_wiping_the_cache() {
+    let src = bulky_source("trust-cs-src");
+    let dst = Repo::empty("trust-cs-dst");
+    let git_log = GitLog::new();
+    let ferry = Ferry::new().env("FERRY_GIT", &git_log.program());
+    let planted = warm_cache(&ferry, &git_log, &src);
+    src.work
+        .commit("late.txt", &crate::failures::noise(100_000, 99), "late")
+        .unwrap();
+    src.push(&["main"]);
+    let blob = src.git(&["rev-parse", "HEAD:late.txt"]);
+    corrupt_object(&src.path(), &blob);
+
+    let run = ferry.sync(&[&src.url(Transport::File), &dst.url(Transport::File)]);
+    run.assert_code(1);
+    assert!(run.source_error_kind().is_some(), "{}", run.stdout);
+    assert_cache_kept(&planted, &git_log.take());
+}
+
+/// The other way round: when the cache's own pack is corrupt, a push sends the garbled bytes
+/// and the destination fails to unpack them ("remote unpack failed"). That is a reason to check
+/// the cache: it is found damaged, rebuilt, and the run still converges.
+#[test]
+fn a_corrupt_pack_in_the_cache_is_rebuilt_when_a_push_fails_on_it() {
+    let src = bulky_source("trust-cc-src");
+    let dst = Repo::empty("trust-cc-dst");
+    let git_log = GitLog::new();
+    let ferry = Ferry::new().env("FERRY_GIT", &git_log.program());
+    let planted = warm_cache(&ferry, &git_log, &src);
+    let cache = cache_repo(ferry.cache.path());
+    let blob = src.git(&["rev-parse", "HEAD:f0.txt"]);
+    corrupt_object(&cache, &blob);
+
+    let run = ferry.sync(&[&src.url(Transport::File), &dst.url(Transport::File)]);
+    run.assert_code(0);
+    assert_eq!(
+        branches_and_tags(&dst.path()),
+        branches_and_tags(&src.path())
+    );
+    assert!(!planted.exists(), "the damaged cache was rebuilt");
+}
+
+/// Applies `update-ref --stdin` lines ("update <ref> <oid>") to a bare repository.
+fn update_refs(repo: &Path, lines: &str) {
+    use std::io::Write;
+    let mut cmd = ferry_testkit::git_command(repo).expect("git");
+    cmd.args(["update-ref", "--stdin"])
+        .stdin(std::process::Stdio::piped());
+    let mut child = cmd.spawn().expect("update-ref");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(lines.as_bytes())
+        .expect("write");
+    assert!(child.wait().expect("wait").success(), "update-ref failed");
+}
+
+/// A new commit on top of `parent` (same tree) in a bare repository.
+fn commit_on(repo: &Path, parent: &str, message: &str) -> String {
+    let tree = git(repo, &["rev-parse", &format!("{parent}^{{tree}}")]).expect("tree");
+    git(repo, &["commit-tree", &tree, "-p", parent, "-m", message]).expect("commit-tree")
+}
+
+/// A destination over 5,000 refs behind its source. The planner's ancestry questions are
+/// answered by a handful of git processes, not one per ref, and the answers are git's:
+/// fast-forwards update; a destination ahead of its source, or on a commit the cache does not
+/// have, is diverged and kept.
+#[test]
+fn thousands_of_lagging_refs_are_planned_with_a_bounded_number_of_git_processes() {
+    let servers = servers();
+    let (src_name, dst_name) = (
+        crate::harness::unique("lag-src"),
+        crate::harness::unique("lag-dst"),
+    );
+    let (src, dst) = (servers.repo_path(&src_name), servers.repo_path(&dst_name));
+    // Identical repositories: 60 commits on main, 2,700 branches and 2,700 tags on them (every
+    // 8th tag annotated).
+    for path in [&src, &dst] {
+        ferry_testkit::generate_repo(path, 60, 64, 5400, 11).expect("generate");
+    }
+    let branch = |i: usize| format!("refs/heads/b-{i}");
+    let tag = |i: usize| format!("refs/tags/t-{i}");
+    let old_tip = git(&src, &["rev-parse", "main"]).unwrap();
+    let root = git(&src, &["rev-list", "--max-parents=0", "main"]).unwrap();
+    // The source moves main, b-10.. and the lightweight tags forward (5,053 refs), and b-5..b-9
+    // back to the root.
+    let new_tip = commit_on(&src, "main", "next");
+    let forward: Vec<String> = std::iter::once("refs/heads/main".to_owned())
+        .chain((10..2700).map(branch))
+        .chain((0..2700).filter(|i| i % 8 != 0).map(tag))
+        .collect();
+    let mut moves = String::new();
+    for name in &forward {
+        moves += &format!("update {name} {new_tip}\n");
+    }
+    for i in 5..10 {
+        moves += &format!("update {} {root}\n", branch(i));
+    }
+    update_refs(&src, &moves);
+    // The destination has b-0..b-4 on a commit only it has, and b-5..b-9 on the old tip.
+    let theirs = commit_on(&dst, "main", "out of band");
+    let mut moves = String::new();
+    for i in 0..5 {
+        moves += &format!("update {} {theirs}\n", branch(i));
+    }
+    for i in 5..10 {
+        moves += &format!("update {} {old_tip}\n", branch(i));
+    }
+    update_refs(&dst, &moves);
+
+    let git_log = GitLog::new();
+    let ferry = Ferry::new().env("FERRY_GIT", &git_log.program());
+    let run = ferry.sync(&[
+        &Transport::File.url(&src_name),
+        &Transport::File.url(&dst_name),
+    ]);
+    let calls = git_log.take();
+    let mut per_subcommand = std::collections::BTreeMap::new();
+    for c in &calls {
+        *per_subcommand.entry(subcommand(c)).or_insert(0) += 1;
+    }
+    assert!(
+        calls.len() < 50,
+        "{} git processes for one sync: {per_subcommand:?}",
+        calls.len()
+    );
+    // Diverged refs fail the run; everything else is synced.
+    run.assert_code(1);
+    let outcomes = run.outcomes(0);
+    for i in 0..10 {
+        assert_eq!(outcomes[&branch(i)], "diverged", "{}", branch(i));
+    }
+    for name in &forward {
+        assert_eq!(outcomes[name], "updated", "{name}");
+    }
+    let mut expected = branches_and_tags(&src);
+    for i in 0..5 {
+        expected.insert(branch(i), theirs.clone());
+    }
+    for i in 5..10 {
+        expected.insert(branch(i), old_tip.clone());
+    }
+    assert_eq!(branches_and_tags(&dst), expected);
+}
