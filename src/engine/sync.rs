@@ -557,7 +557,7 @@ async fn sync_destination(
                     let retry: Vec<&RefPlan> = replanned
                         .refs
                         .iter()
-                        .filter(|r| !statuses.get(&r.name).is_some_and(|s| s.flag != '!'))
+                        .filter(|r| statuses.get(&r.name).is_none_or(|s| s.flag == '!'))
                         .filter(|r| lease_lost.contains(&r.name) || !same(r))
                         .collect();
                     let to_push: Vec<&RefPlan> = retry
