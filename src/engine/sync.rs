@@ -150,10 +150,9 @@ pub async fn source_changed(
     Ok(!out.success || mirror.selection.parse(&out.stdout) != listing)
 }
 
-/// One pass: bring the cache up to the source while reading every destination's record and
-/// listing the destinations that need it (see [`prepare_destination`]; [`Strategy`] for the
-/// source); then sync every destination concurrently, with the cache's housekeeping
-/// alongside.
+/// One pass: bring the cache up to the source (see [`Strategy`]) while reading every
+/// destination's record and listing it; then sync every destination concurrently, with the
+/// cache's housekeeping alongside.
 async fn attempt(
     mirror: &Mirror,
     cache: &Cache,
@@ -373,19 +372,14 @@ struct Pass<'a> {
     records: Records<'a>,
 }
 
-/// A destination's record, and its listing unless the record is trusted instead.
+/// A destination's record and its listing, read beside the source's fetch.
 struct Prepared {
     record: Result<Record, StoreError>,
-    /// `None`: the record is trusted as what the destination holds; nothing was listed.
-    listing: Option<Result<RefMap, GitFailure>>,
+    listing: Result<RefMap, GitFailure>,
 }
 
-/// Reads the destination's record and, unless it can be trusted, lists the destination (both
-/// beside the source's fetch). A sync trusts a non-empty record as what the destination
-/// holds: it plans from it and pushes with a lease per ref on the recorded value, so a
-/// destination that changed behind ferry's back fails the lease, and then it is listed and
-/// re-planned. Listing first: `ferry plan`, `verify` (reconcile runs), no record yet, and a
-/// local destination that does not exist (it may have to be created).
+/// Reads the destination's record and lists the destination (both beside the source's
+/// fetch, so neither is on the critical path unless it is slower than the fetch).
 async fn prepare_destination(pass: Pass<'_>, dest: &Remote) -> Prepared {
     let mirror = pass.mirror;
     let key = RecordKey {
@@ -393,17 +387,10 @@ async fn prepare_destination(pass: Pass<'_>, dest: &Remote) -> Prepared {
         destination: dest,
         selection: &mirror.selection,
     };
-    let record = Record::load(pass.records.store, key).await;
-    let missing_locally = dest.local_path().is_some_and(|p| !p.exists());
-    let trusted = pass.mode == Mode::Sync
-        && !mirror.verify
-        && !missing_locally
-        && record.as_ref().is_ok_and(|r| !r.refs.is_empty());
-    let listing = if trusted {
-        None
-    } else {
-        Some(list_destination(dest, &mirror.selection, mirror.create, pass.mode, pass.git).await)
-    };
+    let (record, listing) = tokio::join!(
+        Record::load(pass.records.store, key),
+        list_destination(dest, &mirror.selection, mirror.create, pass.mode, pass.git)
+    );
     Prepared { record, listing }
 }
 
@@ -438,11 +425,9 @@ async fn sync_destination(
             )
         }
     };
-    let listed = prepared.listing.is_some();
     let dest_refs = match prepared.listing {
-        Some(Ok(refs)) => refs,
-        Some(Err(e)) => return DestinationReport::failed(url, e.into()),
-        None => record.refs.clone(),
+        Ok(refs) => refs,
+        Err(e) => return DestinationReport::failed(url, e.into()),
     };
     let known = record.with_assumed(records.assumed);
     let plan = match make_plan(mirror, cache, git, source_refs, &dest_refs, &known).await {
@@ -455,7 +440,7 @@ async fn sync_destination(
         return DestinationReport {
             url: url.to_owned(),
             ok: true,
-            verified: listed,
+            verified: true,
             error: None,
             refs,
         }
@@ -479,7 +464,7 @@ async fn sync_destination(
             DestinationReport {
                 url: url.to_owned(),
                 ok: false,
-                verified: listed,
+                verified: true,
                 error: Some(error),
                 refs,
             },
@@ -502,7 +487,7 @@ async fn sync_destination(
             DestinationReport {
                 url: url.to_owned(),
                 ok: false,
-                verified: listed,
+                verified: true,
                 error: None,
                 refs,
             },
@@ -532,9 +517,8 @@ async fn sync_destination(
     // The refs planned afresh after a lost lease.
     let mut replanned_names: HashSet<String> = HashSet::new();
     if !lease_lost.is_empty() {
-        // The destination is not what the listing (or the record standing in for it) said:
-        // someone pushed while we synced, or behind ferry's back. Look again and re-plan once:
-        // the planner decides afresh whether the new destination value is safe to move.
+        // Someone pushed while we synced. Look again and re-plan once: the planner decides
+        // afresh whether the new destination value is safe to move.
         tracing::info!(
             destination = url,
             refs = lease_lost.len(),
@@ -543,9 +527,9 @@ async fn sync_destination(
         match ls_remote(dest, &mirror.selection, git).await {
             Ok(fresh) => match make_plan(mirror, cache, git, source_refs, &fresh, &known).await {
                 Ok(replanned) => {
-                    // The refs whose lease failed, and any other ref whose plan the real
-                    // listing changes (a record standing in for the listing can be wrong about
-                    // refs this run did not push); never a ref the first push landed.
+                    // The refs whose lease failed, and any other ref whose plan the fresh
+                    // listing changes (it can have moved too since the first listing); never a
+                    // ref the first push landed.
                     let same = |r: &RefPlan| {
                         plan.refs.iter().any(|p| {
                             p.name == r.name
@@ -758,8 +742,8 @@ async fn push_batch(
         args.push("--atomic".into());
     }
     // Every ref carries a lease, creates too (an empty value: the ref must not exist yet), so
-    // a destination that changed since it was listed, or since the record that stood in for a
-    // listing, fails the lease and gets re-planned instead of being pushed over.
+    // a ref created on the destination since it was listed fails the lease and gets
+    // re-planned instead of being pushed over.
     for r in chunk {
         let expect = r.old.as_ref().map_or("", Oid::as_str);
         args.push(format!("--force-with-lease={}:{expect}", r.name));
