@@ -17,6 +17,7 @@
 //! `tidy` test enforces the arrows.
 
 pub mod app;
+#[cfg(feature = "aws")]
 pub mod aws;
 pub mod config;
 pub mod engine;

@@ -23,6 +23,7 @@
 //! `FERRY_DEST_PASSWORD_SECRET`), read once per execution environment, at its cold start.
 
 use super::{runtime, AppError, Threads};
+#[cfg(feature = "aws")]
 use crate::aws::{s3::S3Records, secrets, Aws};
 use crate::config::{self, Config, ConfigError, ConfiguredMirror, RawOptions};
 use crate::engine::record::{FileStore, RecordStore};
@@ -32,6 +33,7 @@ use crate::intake::codecommit;
 use crate::intake::webhook::{self, Event, Rejection};
 use crate::model::mirror::{Settings, Trigger};
 use crate::model::refs::RefMap;
+#[cfg(feature = "aws")]
 use crate::model::remote::Remote;
 use anyhow::{anyhow, bail, Context};
 use base64::Engine;
@@ -87,70 +89,7 @@ impl Function {
                 .map_err(|e| ConfigError(format!("FERRY_TIMEOUT: {e}")))?,
             None => file_timeout.unwrap_or(Settings::DEFAULT_TIMEOUT),
         };
-        // The SDK's configuration is loaded only when something needs AWS.
-        let aws = tokio::sync::OnceCell::new();
-        for (variable, classic, source) in [
-            (
-                "FERRY_SOURCE_PASSWORD_SECRET",
-                "SRC_PASS (or FERRY_SOURCE_PASSWORD)",
-                true,
-            ),
-            (
-                "FERRY_DEST_PASSWORD_SECRET",
-                "DEST_PASS (or FERRY_DEST_PASSWORD)",
-                false,
-            ),
-        ] {
-            let Some(reference) = var(variable) else {
-                continue;
-            };
-            if from_file {
-                return Err(ConfigError(format!(
-                    "{variable} goes with the classic variables (SRC_REPO, DEST_REPO); with FERRY_CONFIG give each repository a password_env or password_file"
-                )));
-            }
-            let password = secrets::password(aws.get_or_init(Aws::load).await, &reference)
-                .await
-                .map_err(|e| ConfigError(format!("{variable}: {e}")))?;
-            tracing::info!(variable, secret = %reference, "password read from Secrets Manager");
-            for m in &mut mirrors {
-                let remotes: Vec<&mut Remote> = if source {
-                    vec![&mut m.mirror.source]
-                } else {
-                    m.mirror.destinations.iter_mut().collect()
-                };
-                for remote in remotes {
-                    if remote.credentials.password.is_some() {
-                        return Err(ConfigError(format!(
-                            "{variable} and {classic} or a password in the URL both give the password of {}; keep one",
-                            remote.display()
-                        )));
-                    }
-                    remote.credentials.password = Some(password.clone());
-                }
-            }
-        }
-        let records: Box<dyn RecordStore> = match var("FERRY_STATE_BUCKET") {
-            Some(bucket) => {
-                let mut prefix = var("FERRY_STATE_PREFIX").unwrap_or_default();
-                if !prefix.is_empty() && !prefix.ends_with('/') {
-                    prefix.push('/');
-                }
-                tracing::info!(bucket, prefix, "sync records are kept in S3");
-                Box::new(S3Records::new(
-                    aws.get_or_init(Aws::load).await,
-                    &bucket,
-                    &prefix,
-                ))
-            }
-            None => {
-                tracing::warn!(
-                    cache_dir = %cache_dir.display(),
-                    "FERRY_STATE_BUCKET is not set: sync records are kept beside the cache and a cold start loses them (deleted branches are then kept and upstream force-pushes reported as diverged)"
-                );
-                Box::new(FileStore::new(&cache_dir))
-            }
-        };
+        let records = cloud_state(&var, from_file, &mut mirrors, &cache_dir).await?;
         Ok(Function {
             mirrors,
             settings: Settings {
@@ -407,6 +346,106 @@ fn log_report(report: &MirrorReport, trigger: Trigger) {
         }
         Err(e) => tracing::error!(error = %e, "cannot encode a report"),
     }
+}
+
+/// What needs AWS: passwords from Secrets Manager (`FERRY_SOURCE_PASSWORD_SECRET`,
+/// `FERRY_DEST_PASSWORD_SECRET`, into the mirrors) and where the records live (the S3 bucket
+/// `FERRY_STATE_BUCKET` names, else beside the cache).
+#[cfg(feature = "aws")]
+async fn cloud_state(
+    var: &impl Fn(&str) -> Option<String>,
+    from_file: bool,
+    mirrors: &mut [ConfiguredMirror],
+    cache_dir: &Path,
+) -> Result<Box<dyn RecordStore>, ConfigError> {
+    // The SDK's configuration is loaded only when something needs AWS.
+    let aws = tokio::sync::OnceCell::new();
+    for (variable, classic, source) in [
+        (
+            "FERRY_SOURCE_PASSWORD_SECRET",
+            "SRC_PASS (or FERRY_SOURCE_PASSWORD)",
+            true,
+        ),
+        (
+            "FERRY_DEST_PASSWORD_SECRET",
+            "DEST_PASS (or FERRY_DEST_PASSWORD)",
+            false,
+        ),
+    ] {
+        let Some(reference) = var(variable) else {
+            continue;
+        };
+        if from_file {
+            return Err(ConfigError(format!(
+                "{variable} goes with the classic variables (SRC_REPO, DEST_REPO); with FERRY_CONFIG give each repository a password_env or password_file"
+            )));
+        }
+        let password = secrets::password(aws.get_or_init(Aws::load).await, &reference)
+            .await
+            .map_err(|e| ConfigError(format!("{variable}: {e}")))?;
+        tracing::info!(variable, secret = %reference, "password read from Secrets Manager");
+        for m in mirrors.iter_mut() {
+            let remotes: Vec<&mut Remote> = if source {
+                vec![&mut m.mirror.source]
+            } else {
+                m.mirror.destinations.iter_mut().collect()
+            };
+            for remote in remotes {
+                if remote.credentials.password.is_some() {
+                    return Err(ConfigError(format!(
+                        "{variable} and {classic} or a password in the URL both give the password of {}; keep one",
+                        remote.display()
+                    )));
+                }
+                remote.credentials.password = Some(password.clone());
+            }
+        }
+    }
+    let records: Box<dyn RecordStore> = match var("FERRY_STATE_BUCKET") {
+        Some(bucket) => {
+            let mut prefix = var("FERRY_STATE_PREFIX").unwrap_or_default();
+            if !prefix.is_empty() && !prefix.ends_with('/') {
+                prefix.push('/');
+            }
+            tracing::info!(bucket, prefix, "sync records are kept in S3");
+            Box::new(S3Records::new(
+                aws.get_or_init(Aws::load).await,
+                &bucket,
+                &prefix,
+            ))
+        }
+        None => {
+            tracing::warn!(
+                cache_dir = %cache_dir.display(),
+                "FERRY_STATE_BUCKET is not set: sync records are kept beside the cache and a cold start loses them (deleted branches are then kept and upstream force-pushes reported as diverged)"
+            );
+            Box::new(FileStore::new(cache_dir))
+        }
+    };
+    Ok(records)
+}
+
+/// Built without AWS support (the `aws` cargo feature, on by default): the variables that
+/// need it are refused, and the records live beside the cache.
+#[cfg(not(feature = "aws"))]
+async fn cloud_state(
+    var: &impl Fn(&str) -> Option<String>,
+    _from_file: bool,
+    _mirrors: &mut [ConfiguredMirror],
+    cache_dir: &Path,
+) -> Result<Box<dyn RecordStore>, ConfigError> {
+    for variable in [
+        "FERRY_SOURCE_PASSWORD_SECRET",
+        "FERRY_DEST_PASSWORD_SECRET",
+        "FERRY_STATE_BUCKET",
+    ] {
+        if var(variable).is_some() {
+            return Err(ConfigError(format!(
+                "{variable} needs AWS support, and this ferry was built without it (the cargo feature `aws`, on by default)"
+            )));
+        }
+    }
+    Ok(Box::new(FileStore::new(cache_dir)))
 }
 
 /// Runs the Lambda runtime loop until the runtime API goes away. A configuration error is
