@@ -1102,6 +1102,54 @@ mod tests {
         assert_eq!(s["refs/tags/v1"].kind, None);
     }
 
+    #[test]
+    fn only_plain_selected_ref_names_narrow_a_sync() {
+        for name in [
+            "refs/heads/main",
+            "refs/tags/v1.0",
+            "refs/heads/feature/x-y_z",
+        ] {
+            assert!(plain_ref_name(name), "{name}");
+        }
+        for name in [
+            "main",
+            "refs/heads/*",
+            "refs/heads/a:b",
+            "refs/heads/a..b",
+            "refs/heads/a b",
+            "refs/heads/x@{1}",
+            "refs/heads/x^",
+            "refs/heads/x.lock",
+            "refs/heads/",
+            "refs/heads/a\nb",
+        ] {
+            assert!(!plain_ref_name(name), "{name}");
+        }
+        let remote = |url: &str| Remote::parse(url, std::path::Path::new("/")).unwrap();
+        let mirror = Mirror {
+            name: "m".into(),
+            source: remote("https://example.com/src.git"),
+            destinations: vec![remote("https://example.com/dst.git")],
+            selection: RefSelection::default(),
+            policy: Default::default(),
+            atomic: false,
+            create: false,
+            verify: false,
+        };
+        let names = |refs: &[&str]| refs.iter().map(|r| (*r).to_owned()).collect::<Vec<_>>();
+        let main = names(&["refs/heads/main"]);
+        assert!(narrowed(&mirror, Mode::Sync, &main).is_some());
+        assert!(narrowed(&mirror, Mode::Sync, &[]).is_none());
+        assert!(narrowed(&mirror, Mode::Plan, &main).is_none());
+        let unselected = names(&["refs/heads/main", "refs/pull/1/head"]);
+        assert!(narrowed(&mirror, Mode::Sync, &unselected).is_none());
+        let verifying = Mirror {
+            verify: true,
+            ..mirror
+        };
+        assert!(narrowed(&verifying, Mode::Sync, &main).is_none());
+    }
+
     fn oid(c: char) -> Oid {
         Oid::parse(&c.to_string().repeat(40)).unwrap()
     }
