@@ -106,7 +106,7 @@ impl Function {
         if let Some(name) = event.get("mirror").and_then(Value::as_str) {
             let mirror = self.named(name)?;
             return self
-                .sync_all(&[mirror], Trigger::Manual, &RefMap::new())
+                .sync_all(&[mirror], Trigger::Manual, &RefMap::new(), &[])
                 .await;
         }
         if event.get("requestContext").is_some() || event.get("httpMethod").is_some() {
@@ -149,13 +149,13 @@ impl Function {
             .as_object()
             .context("a CodeCommit event is a JSON object")?;
         let repository = codecommit::repository(body).unwrap_or("");
-        match codecommit::classify(body).map_err(|e| anyhow!("{e}"))? {
+        let focus = match codecommit::classify(body).map_err(|e| anyhow!("{e}"))? {
             Event::Ignored { reason, .. } => {
                 tracing::info!(repository, %reason, "ignoring a CodeCommit event");
                 return Ok(json!({ "ignored": reason }));
             }
-            Event::Push { .. } => {}
-        }
+            Event::Push { refs, .. } => refs,
+        };
         let matching: Vec<&ConfiguredMirror> = self
             .mirrors
             .iter()
@@ -167,17 +167,23 @@ impl Function {
             );
         }
         let assumed: RefMap = codecommit::previous_value(body).into_iter().collect();
-        self.sync_all(&matching, Trigger::Codecommit, &assumed)
+        self.sync_all(&matching, Trigger::Codecommit, &assumed, &focus)
             .await
     }
 
-    /// A sync of one mirror with the function's records; `assumed` as in [`Records`].
-    async fn sync(&self, mirror: &ConfiguredMirror, assumed: &RefMap) -> MirrorReport {
+    /// A sync of one mirror with the function's records; `assumed` as in [`Records`], `focus`
+    /// (the refs an event named) as in [`run_mirror_with`].
+    async fn sync(
+        &self,
+        mirror: &ConfiguredMirror,
+        assumed: &RefMap,
+        focus: &[String],
+    ) -> MirrorReport {
         let records = Records {
             store: self.records.as_ref(),
             assumed,
         };
-        run_mirror_with(&mirror.mirror, &self.settings, Mode::Sync, records).await
+        run_mirror_with(&mirror.mirror, &self.settings, Mode::Sync, records, focus).await
     }
 
     /// Syncs the mirrors one after another, logging each report.
@@ -186,10 +192,11 @@ impl Function {
         mirrors: &[&ConfiguredMirror],
         trigger: Trigger,
         assumed: &RefMap,
+        focus: &[String],
     ) -> Vec<MirrorReport> {
         let mut reports = Vec::new();
         for m in mirrors {
-            let report = self.sync(m, assumed).await;
+            let report = self.sync(m, assumed, focus).await;
             log_report(&report, trigger);
             reports.push(report);
         }
@@ -212,7 +219,9 @@ impl Function {
             })
             .collect();
         let all: Vec<&ConfiguredMirror> = verifying.iter().collect();
-        let reports = self.run_all(&all, Trigger::Reconcile, &RefMap::new()).await;
+        let reports = self
+            .run_all(&all, Trigger::Reconcile, &RefMap::new(), &[])
+            .await;
         let failed: Vec<Value> = reports
             .iter()
             .filter(|r| !r.ok)
@@ -236,8 +245,9 @@ impl Function {
         mirrors: &[&ConfiguredMirror],
         trigger: Trigger,
         assumed: &RefMap,
+        focus: &[String],
     ) -> anyhow::Result<Value> {
-        let reports = self.run_all(mirrors, trigger, assumed).await;
+        let reports = self.run_all(mirrors, trigger, assumed, focus).await;
         let failed: Vec<String> = reports
             .iter()
             .filter(|r| !r.ok)
@@ -314,8 +324,8 @@ impl Function {
                 200,
                 json!({ "synced": false, "provider": provider.as_str(), "ignored": reason }),
             ),
-            Ok(Event::Push { provider, .. }) => {
-                let report = self.sync(configured, &RefMap::new()).await;
+            Ok(Event::Push { provider, refs }) => {
+                let report = self.sync(configured, &RefMap::new(), &refs).await;
                 log_report(&report, Trigger::Webhook);
                 let status = if report.ok { 200 } else { 502 };
                 respond(

@@ -9,6 +9,7 @@ use crate::model::mirror::short_hash;
 use crate::model::refs::{parse_ref_listing, Oid, RefMap, RefSelection};
 use crate::model::remote::Remote;
 use nix::fcntl::{Flock, FlockArg};
+use std::collections::BTreeSet;
 use std::fs::{self, File, OpenOptions};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -320,6 +321,38 @@ impl Cache {
             refs.remove(&name);
         }
         Ok(refs)
+    }
+
+    /// Fetches only the named refs of the source into the cache (forced, nothing pruned) and
+    /// returns their values and whether the fetch changed any. Fails when a named ref is not
+    /// on the source (git refuses an explicit refspec it cannot find) or the fetch fails; the
+    /// caller then fetches the whole selection, which also repairs a damaged cache.
+    pub async fn fetch_refs(
+        &self,
+        source: &Remote,
+        names: &BTreeSet<String>,
+        git: &Git,
+    ) -> Result<(RefMap, bool), GitFailure> {
+        let refspecs: Vec<String> = names.iter().map(|name| format!("+{name}:{name}")).collect();
+        let updated = self.fetch(source, refspecs, false, git).await?;
+        let mut args = vec!["for-each-ref", "--format=%(objectname) %(refname)"];
+        args.extend(names.iter().map(String::as_str));
+        let out = git
+            .run(self.dir(), &args, Call::default())
+            .await?
+            .check("listing the cache's refs")?;
+        // for-each-ref matches its patterns as prefixes too: keep the exact names.
+        let refs: RefMap = parse_ref_listing(&out.stdout)
+            .into_iter()
+            .filter(|(name, _)| names.contains(name))
+            .collect();
+        if let Some(missing) = names.iter().find(|name| !refs.contains_key(*name)) {
+            return Err(GitFailure::new(
+                ErrorKind::Other,
+                format!("the cache has no {missing} after fetching it"),
+            ));
+        }
+        Ok((refs, updated > 0))
     }
 
     /// Whether a failed fetch is explained by a damaged cache (then: rebuild, fetch again).

@@ -213,13 +213,15 @@ impl Failure<'_> {
 pub struct SourceReport {
     pub url: String,
     pub ok: bool,
-    /// How many selected refs the source has.
+    /// How many selected refs the source has (in a run narrowed to the refs an event named:
+    /// how many of those).
     #[serde(default)]
     pub refs: usize,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<ErrorReport>,
     /// A digest of the selected refs the run synced from (see `engine::sync::refs_digest`):
-    /// what a poll compares the source with. Absent when the source could not be read.
+    /// what a poll compares the source with. Absent when the source could not be read, and
+    /// when the run read only the refs an event named.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub digest: Option<String>,
 }

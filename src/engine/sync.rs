@@ -22,7 +22,7 @@ use crate::model::mirror::{short_hash, Mirror, Settings};
 use crate::model::refs::{Oid, RefMap, RefSelection};
 use crate::model::remote::{Remote, Secret};
 use futures::future::join_all;
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::time::Instant;
 
 /// Refs per `git push` when not atomic: keeps argv well under the kernel's limit on repos with
@@ -54,32 +54,41 @@ pub async fn run_mirror(mirror: &Mirror, settings: &Settings, mode: Mode) -> Mir
         store: &store,
         assumed: &RefMap::new(),
     };
-    run_mirror_with(mirror, settings, mode, records).await
+    run_mirror_with(mirror, settings, mode, records, &[]).await
 }
 
 /// Runs one mirror and reports everything that happened. Never panics on bad input or network
 /// failures: they end up in the report.
+///
+/// `focus`: the full names of the refs an event said changed (empty: none). A sync that is
+/// not verifying, whose focus names only plain ref names its selection selects, fetches,
+/// plans and pushes only those refs and leaves every other ref and record entry alone; when
+/// the focused fetch fails (a named ref is gone from the source, or anything else), the run
+/// takes the whole selection instead.
 pub async fn run_mirror_with(
     mirror: &Mirror,
     settings: &Settings,
     mode: Mode,
     records: Records<'_>,
+    focus: &[String],
 ) -> MirrorReport {
     let started = Instant::now();
     let git = git_for(mirror, settings);
+    let focus = narrowed(mirror, mode, focus);
+    let focus = focus.as_ref();
 
     let (source, destinations) =
         match Cache::open(&settings.cache_dir, &mirror.source, &git, settings.timeout).await {
             Err(e) => source_failed(mirror, e),
             Ok(cache) => {
-                let first = attempt(mirror, &cache, &git, mode, records).await;
+                let first = attempt(mirror, &cache, &git, mode, records, focus).await;
                 if !cache.is_damaged() {
                     first
                 } else {
                     // git could not read the cache's own objects (a corrupt pack): start from
                     // an empty cache and run once more; destinations already done are no-ops.
                     match cache.reset(&git).await {
-                        Ok(()) => attempt(mirror, &cache, &git, mode, records).await,
+                        Ok(()) => attempt(mirror, &cache, &git, mode, records, focus).await,
                         Err(e) => source_failed(mirror, e),
                     }
                 }
@@ -150,78 +159,104 @@ pub async fn source_changed(
     Ok(!out.success || mirror.selection.parse(&out.stdout) != listing)
 }
 
-/// One pass: bring the cache up to the source (see [`Strategy`]) while reading every
-/// destination's record and listing it; then sync every destination concurrently, with the
-/// cache's housekeeping alongside.
+/// The refs a run may be narrowed to: `focus` when it names refs, the run is a sync that does
+/// not verify, and every name is a plain ref name (no refspec or pattern syntax) its selection
+/// selects.
+fn narrowed(mirror: &Mirror, mode: Mode, focus: &[String]) -> Option<BTreeSet<String>> {
+    let applies = mode == Mode::Sync
+        && !mirror.verify
+        && !focus.is_empty()
+        && focus
+            .iter()
+            .all(|name| plain_ref_name(name) && mirror.selection.selects(name));
+    applies.then(|| focus.iter().cloned().collect())
+}
+
+/// A full ref name that is nothing but a name: no refspec, pattern or revision syntax, no
+/// whitespace or control characters, so that `+name:name` fetches exactly that ref.
+fn plain_ref_name(name: &str) -> bool {
+    name.starts_with("refs/")
+        && !name.ends_with('/')
+        && !name.ends_with('.')
+        && !name.ends_with(".lock")
+        && !name.contains("..")
+        && !name.contains("@{")
+        && !name.contains("//")
+        && !name
+            .chars()
+            .any(|c| c.is_control() || c.is_whitespace() || ":?*[\\^~".contains(c))
+}
+
+/// The source as one pass sees it: its refs (within the focus, when focused) and whether the
+/// fetch changed anything.
+struct SourceRefs {
+    refs: RefMap,
+    fetched: bool,
+    /// Whether only the focus was fetched (then `refs` holds only the focus).
+    focused: bool,
+}
+
+/// One pass: bring the cache up to the source (only the focus's refs when there is one and
+/// their fetch works; else the selection, see [`Strategy`]) while reading every destination's
+/// record and listing the destinations that need it (see [`prepare_destination`]); then sync
+/// every destination concurrently, with the cache's housekeeping alongside.
 async fn attempt(
     mirror: &Mirror,
     cache: &Cache,
     git: &Git,
     mode: Mode,
     records: Records<'_>,
+    focus: Option<&BTreeSet<String>>,
 ) -> (SourceReport, Vec<DestinationReport>) {
-    let selection = &mirror.selection;
-    let pass = Pass {
+    let mut pass = Pass {
         mirror,
         cache,
         git,
         mode,
         records,
+        focus: None,
     };
     let listings = join_all(
         mirror
             .destinations
             .iter()
-            .map(|d| prepare_destination(pass, d)),
+            .map(|d| prepare_destination(pass, d, focus.is_some())),
     );
-    // (the source's refs, whether anything was fetched)
-    let (source, listings) = match cache.strategy() {
-        Strategy::FetchFirst => {
-            // The refs read beside the fetch stand when the fetch changed nothing.
-            let (before, updated, listings) = tokio::join!(
-                cache.refs(selection, git),
-                cache.update(&mirror.source, selection, git),
-                listings
-            );
-            let source = match (updated, before) {
-                (Err(e), _) => Err(e),
-                (Ok(0), Ok(before)) => Ok((before, false)),
-                (Ok(n), _) => cache.refs(selection, git).await.map(|r| (r, n > 0)),
-            };
-            (source, listings)
-        }
-        Strategy::ListFirst => {
-            let (cached, source_listing, listings) = tokio::join!(
-                cache.refs(selection, git),
-                ls_remote(&mirror.source, selection, git),
-                listings
-            );
-            let source = match source_listing {
-                Err(e) => Err(e),
-                Ok(listing) => {
-                    // An unreadable cache counts as empty: the full fetch that follows repairs it.
-                    let cached = cached.unwrap_or_default();
-                    let changed = cached != listing;
-                    cache
-                        .catch_up(&mirror.source, selection, cached, &listing, git)
-                        .await
-                        .map(|r| (r, changed))
+    let fetch = async {
+        if let Some(focus) = focus {
+            match cache.fetch_refs(&mirror.source, focus, git).await {
+                Ok((refs, fetched)) => {
+                    return Ok(SourceRefs {
+                        refs,
+                        fetched,
+                        focused: true,
+                    })
                 }
-            };
-            (source, listings)
+                Err(e) => tracing::info!(
+                    mirror = %mirror.name,
+                    error = %e.message,
+                    "fetching only the refs the event named failed; syncing the whole selection"
+                ),
+            }
         }
+        fetch_selection(mirror, cache, git).await
     };
-    let (source_refs, fetched) = match source {
+    let (source, listings) = tokio::join!(fetch, listings);
+    let source = match source {
         Ok(source) => source,
         Err(e) => return source_failed(mirror, e),
     };
+    if source.focused {
+        pass.focus = focus;
+    }
+    let source_refs = &source.refs;
     let per_dest = mirror
         .destinations
         .iter()
         .zip(listings)
-        .map(|(dest, prepared)| sync_destination(pass, &source_refs, dest, prepared));
+        .map(|(dest, prepared)| sync_destination(pass, source_refs, dest, prepared));
     let (reports, ()) = tokio::join!(join_all(per_dest), async {
-        if fetched {
+        if source.fetched {
             cache.housekeeping(git).await;
         }
     });
@@ -230,9 +265,51 @@ async fn attempt(
         ok: true,
         refs: source_refs.len(),
         error: None,
-        digest: Some(refs_digest(&source_refs)),
+        // A focused run did not read the whole source: polling keeps the last full digest.
+        digest: (!source.focused).then(|| refs_digest(source_refs)),
     };
     (source, reports)
+}
+
+/// Brings the cache up to the source's whole selection (see [`Strategy`]).
+async fn fetch_selection(
+    mirror: &Mirror,
+    cache: &Cache,
+    git: &Git,
+) -> Result<SourceRefs, GitFailure> {
+    let selection = &mirror.selection;
+    let (refs, fetched) = match cache.strategy() {
+        Strategy::FetchFirst => {
+            // The refs read beside the fetch stand when the fetch changed nothing.
+            let (before, updated) = tokio::join!(
+                cache.refs(selection, git),
+                cache.update(&mirror.source, selection, git),
+            );
+            match (updated?, before) {
+                (0, Ok(before)) => (before, false),
+                (n, _) => (cache.refs(selection, git).await?, n > 0),
+            }
+        }
+        Strategy::ListFirst => {
+            let (cached, listing) = tokio::join!(
+                cache.refs(selection, git),
+                ls_remote(&mirror.source, selection, git),
+            );
+            let listing = listing?;
+            // An unreadable cache counts as empty: the full fetch that follows repairs it.
+            let cached = cached.unwrap_or_default();
+            let changed = cached != listing;
+            let refs = cache
+                .catch_up(&mirror.source, selection, cached, &listing, git)
+                .await?;
+            (refs, changed)
+        }
+    };
+    Ok(SourceRefs {
+        refs,
+        fetched,
+        focused: false,
+    })
 }
 
 fn source_failed(mirror: &Mirror, e: GitFailure) -> (SourceReport, Vec<DestinationReport>) {
@@ -370,27 +447,54 @@ struct Pass<'a> {
     git: &'a Git,
     mode: Mode,
     records: Records<'a>,
+    /// `Some`: the run fetched only these refs; it plans, pushes and records only them.
+    focus: Option<&'a BTreeSet<String>>,
 }
 
-/// A destination's record and its listing, read beside the source's fetch.
+impl Pass<'_> {
+    /// The refs of `refs` this pass is about: all of them, or those in the focus.
+    fn scope(&self, refs: &RefMap) -> RefMap {
+        match self.focus {
+            None => refs.clone(),
+            Some(focus) => refs
+                .iter()
+                .filter(|(name, _)| focus.contains(*name))
+                .map(|(name, oid)| (name.clone(), oid.clone()))
+                .collect(),
+        }
+    }
+}
+
+/// A destination's record, and its listing unless the record is trusted instead.
 struct Prepared {
     record: Result<Record, StoreError>,
-    listing: Result<RefMap, GitFailure>,
+    /// `None`: the record is trusted as what the destination holds; nothing was listed.
+    listing: Option<Result<RefMap, GitFailure>>,
 }
 
-/// Reads the destination's record and lists the destination (both beside the source's
-/// fetch, so neither is on the critical path unless it is slower than the fetch).
-async fn prepare_destination(pass: Pass<'_>, dest: &Remote) -> Prepared {
+/// Reads the destination's record and, unless it can be trusted, lists the destination (both
+/// beside the source's fetch). A focused run (the refs an event named) trusts a non-empty
+/// record as what the destination holds for those refs: it plans from it and pushes with a
+/// lease per ref on the recorded value, so a destination that changed behind ferry's back
+/// fails the lease, and then it is listed and re-planned. Every other run lists: the policies
+/// need the whole destination (`abort` looks at every ref, `prune = all` deletes refs ferry
+/// never recorded, and refs only the destination has are reported), and so does a local
+/// destination that does not exist yet (it may have to be created).
+async fn prepare_destination(pass: Pass<'_>, dest: &Remote, focused: bool) -> Prepared {
     let mirror = pass.mirror;
     let key = RecordKey {
         source: &mirror.source,
         destination: dest,
         selection: &mirror.selection,
     };
-    let (record, listing) = tokio::join!(
-        Record::load(pass.records.store, key),
-        list_destination(dest, &mirror.selection, mirror.create, pass.mode, pass.git)
-    );
+    let record = Record::load(pass.records.store, key).await;
+    let missing_locally = dest.local_path().is_some_and(|p| !p.exists());
+    let trusted = focused && !missing_locally && record.as_ref().is_ok_and(|r| !r.refs.is_empty());
+    let listing = if trusted {
+        None
+    } else {
+        Some(list_destination(dest, &mirror.selection, mirror.create, pass.mode, pass.git).await)
+    };
     Prepared { record, listing }
 }
 
@@ -406,6 +510,7 @@ async fn sync_destination(
         git,
         mode,
         records,
+        focus,
     } = pass;
     let url = dest.display();
     let key = RecordKey {
@@ -425,11 +530,21 @@ async fn sync_destination(
             )
         }
     };
-    let dest_refs = match prepared.listing {
-        Ok(refs) => refs,
-        Err(e) => return DestinationReport::failed(url, e.into()),
+    let listing = match prepared.listing {
+        // The focused fetch failed and the run fell back to the whole selection, which needs
+        // the whole destination.
+        None if focus.is_none() => {
+            Some(list_destination(dest, &mirror.selection, mirror.create, mode, git).await)
+        }
+        listing => listing,
     };
-    let known = record.with_assumed(records.assumed);
+    let listed = listing.is_some();
+    let dest_refs = match listing {
+        Some(Ok(refs)) => pass.scope(&refs),
+        Some(Err(e)) => return DestinationReport::failed(url, e.into()),
+        None => pass.scope(&record.refs),
+    };
+    let known = pass.scope(&record.with_assumed(records.assumed));
     let plan = match make_plan(mirror, cache, git, source_refs, &dest_refs, &known).await {
         Ok(p) => p,
         Err(e) => return DestinationReport::failed(url, e.into()),
@@ -440,7 +555,7 @@ async fn sync_destination(
         return DestinationReport {
             url: url.to_owned(),
             ok: true,
-            verified: true,
+            verified: listed,
             error: None,
             refs,
         }
@@ -458,13 +573,13 @@ async fn sync_destination(
             .iter()
             .map(|p| aborted_report(p, &message))
             .collect();
-        update_record(&mut record, &plan, source_refs, &dest_refs);
+        update_record(&mut record, &plan, source_refs, &dest_refs, focus);
         let error = ErrorReport::new(ErrorKind::Diverged, message);
         return save_and_finish(
             DestinationReport {
                 url: url.to_owned(),
                 ok: false,
-                verified: true,
+                verified: listed,
                 error: Some(error),
                 refs,
             },
@@ -482,12 +597,12 @@ async fn sync_destination(
             .iter()
             .map(|p| settled_report(p, None, p.old.as_ref(), None))
             .collect();
-        update_record(&mut record, &plan, source_refs, &dest_refs);
+        update_record(&mut record, &plan, source_refs, &dest_refs, focus);
         return save_and_finish(
             DestinationReport {
                 url: url.to_owned(),
                 ok: false,
-                verified: true,
+                verified: listed,
                 error: None,
                 refs,
             },
@@ -525,57 +640,61 @@ async fn sync_destination(
             "lease lost; re-planning once"
         );
         match ls_remote(dest, &mirror.selection, git).await {
-            Ok(fresh) => match make_plan(mirror, cache, git, source_refs, &fresh, &known).await {
-                Ok(replanned) => {
-                    // The refs whose lease failed, and any other ref whose plan the fresh
-                    // listing changes (it can have moved too since the first listing); never a
-                    // ref the first push landed.
-                    let same = |r: &RefPlan| {
-                        plan.refs.iter().any(|p| {
-                            p.name == r.name
-                                && p.action == r.action
-                                && p.old == r.old
-                                && p.new == r.new
-                        })
-                    };
-                    let retry: Vec<&RefPlan> = replanned
-                        .refs
-                        .iter()
-                        .filter(|r| statuses.get(&r.name).is_none_or(|s| s.flag == '!'))
-                        .filter(|r| lease_lost.contains(&r.name) || !same(r))
-                        .collect();
-                    let to_push: Vec<&RefPlan> = retry
-                        .iter()
-                        .copied()
-                        .filter(|r| r.action.pushes())
-                        .collect();
-                    if replanned.aborted {
-                        let diverged: Vec<&str> =
-                            replanned.diverged().map(|r| r.name.as_str()).collect();
-                        replan_aborted = Some(format!(
+            Ok(fresh) => {
+                match make_plan(mirror, cache, git, source_refs, &pass.scope(&fresh), &known).await
+                {
+                    Ok(replanned) => {
+                        // The refs whose lease failed, and any other ref whose plan the fresh
+                        // listing changes (it can have moved too since the first listing, and
+                        // a record standing in for it in a focused run can be wrong about refs
+                        // this run did not push); never a ref the first push landed.
+                        let same = |r: &RefPlan| {
+                            plan.refs.iter().any(|p| {
+                                p.name == r.name
+                                    && p.action == r.action
+                                    && p.old == r.old
+                                    && p.new == r.new
+                            })
+                        };
+                        let retry: Vec<&RefPlan> = replanned
+                            .refs
+                            .iter()
+                            .filter(|r| statuses.get(&r.name).is_none_or(|s| s.flag == '!'))
+                            .filter(|r| lease_lost.contains(&r.name) || !same(r))
+                            .collect();
+                        let to_push: Vec<&RefPlan> = retry
+                            .iter()
+                            .copied()
+                            .filter(|r| r.action.pushes())
+                            .collect();
+                        if replanned.aborted {
+                            let diverged: Vec<&str> =
+                                replanned.diverged().map(|r| r.name.as_str()).collect();
+                            replan_aborted = Some(format!(
                             "not pushed: the destination changed during the sync, and on a second look divergence = abort and {} diverged",
                             diverged.join(", ")
                         ));
-                    }
-                    let (again, again_error) = if to_push.is_empty() || replanned.aborted {
-                        (BTreeMap::new(), None)
-                    } else {
-                        push(cache, git, dest, &to_push, mirror.atomic).await
-                    };
-                    for r in retry {
-                        statuses.remove(&r.name);
-                        replanned_names.insert(r.name.clone());
-                        match plan.refs.iter_mut().find(|p| p.name == r.name) {
-                            Some(slot) => *slot = r.clone(),
-                            None => plan.refs.push(r.clone()),
                         }
+                        let (again, again_error) = if to_push.is_empty() || replanned.aborted {
+                            (BTreeMap::new(), None)
+                        } else {
+                            push(cache, git, dest, &to_push, mirror.atomic).await
+                        };
+                        for r in retry {
+                            statuses.remove(&r.name);
+                            replanned_names.insert(r.name.clone());
+                            match plan.refs.iter_mut().find(|p| p.name == r.name) {
+                                Some(slot) => *slot = r.clone(),
+                                None => plan.refs.push(r.clone()),
+                            }
+                        }
+                        plan.refs.sort_by(|a, b| a.name.cmp(&b.name));
+                        statuses.extend(again);
+                        push_error = push_error.or(again_error);
                     }
-                    plan.refs.sort_by(|a, b| a.name.cmp(&b.name));
-                    statuses.extend(again);
-                    push_error = push_error.or(again_error);
+                    Err(e) => push_error = push_error.or(Some(e)),
                 }
-                Err(e) => push_error = push_error.or(Some(e)),
-            },
+            }
             Err(e) => push_error = push_error.or(Some(e)),
         }
     }
@@ -633,7 +752,7 @@ async fn sync_destination(
                 })
                 .collect(),
         };
-        update_record(&mut record, &plan, source_refs, &held);
+        update_record(&mut record, &plan, source_refs, &held, focus);
     }
     let report = DestinationReport {
         url: url.to_owned(),
@@ -912,9 +1031,23 @@ fn rejection_reason(kind: ErrorKind, summary: &str) -> String {
 
 /// The new record: for every planned ref, the destination's value when it equals the source's
 /// (ferry's intent holds); diverged and failed refs keep their old entry; refs gone on both
-/// sides are forgotten.
-fn update_record(record: &mut Record, plan: &Plan, source_refs: &RefMap, dest_now: &RefMap) {
-    let mut next = RefMap::new();
+/// sides are forgotten. A focused run keeps every entry outside its focus as it was.
+fn update_record(
+    record: &mut Record,
+    plan: &Plan,
+    source_refs: &RefMap,
+    dest_now: &RefMap,
+    focus: Option<&BTreeSet<String>>,
+) {
+    let mut next: RefMap = match focus {
+        None => RefMap::new(),
+        Some(focus) => record
+            .refs
+            .iter()
+            .filter(|(name, _)| !focus.contains(*name))
+            .map(|(name, oid)| (name.clone(), oid.clone()))
+            .collect(),
+    };
     for p in &plan.refs {
         match (source_refs.get(&p.name), dest_now.get(&p.name)) {
             (Some(s), Some(d)) if s == d => {
@@ -974,6 +1107,54 @@ mod tests {
         assert_eq!(s["refs/pull/1/head"].kind, Some(ErrorKind::HiddenRef));
         assert_eq!(s["refs/heads/p"].kind, Some(ErrorKind::Lease));
         assert_eq!(s["refs/tags/v1"].kind, None);
+    }
+
+    #[test]
+    fn only_plain_selected_ref_names_narrow_a_sync() {
+        for name in [
+            "refs/heads/main",
+            "refs/tags/v1.0",
+            "refs/heads/feature/x-y_z",
+        ] {
+            assert!(plain_ref_name(name), "{name}");
+        }
+        for name in [
+            "main",
+            "refs/heads/*",
+            "refs/heads/a:b",
+            "refs/heads/a..b",
+            "refs/heads/a b",
+            "refs/heads/x@{1}",
+            "refs/heads/x^",
+            "refs/heads/x.lock",
+            "refs/heads/",
+            "refs/heads/a\nb",
+        ] {
+            assert!(!plain_ref_name(name), "{name}");
+        }
+        let remote = |url: &str| Remote::parse(url, std::path::Path::new("/")).unwrap();
+        let mirror = Mirror {
+            name: "m".into(),
+            source: remote("https://example.com/src.git"),
+            destinations: vec![remote("https://example.com/dst.git")],
+            selection: RefSelection::default(),
+            policy: Default::default(),
+            atomic: false,
+            create: false,
+            verify: false,
+        };
+        let names = |refs: &[&str]| refs.iter().map(|r| (*r).to_owned()).collect::<Vec<_>>();
+        let main = names(&["refs/heads/main"]);
+        assert!(narrowed(&mirror, Mode::Sync, &main).is_some());
+        assert!(narrowed(&mirror, Mode::Sync, &[]).is_none());
+        assert!(narrowed(&mirror, Mode::Plan, &main).is_none());
+        let unselected = names(&["refs/heads/main", "refs/pull/1/head"]);
+        assert!(narrowed(&mirror, Mode::Sync, &unselected).is_none());
+        let verifying = Mirror {
+            verify: true,
+            ..mirror
+        };
+        assert!(narrowed(&verifying, Mode::Sync, &main).is_none());
     }
 
     fn oid(c: char) -> Oid {

@@ -110,7 +110,7 @@ async fn hook(
             let detail = format!("{} push {}", provider.as_str(), refs.join(" "))
                 .trim_end()
                 .to_owned();
-            match svc.trigger(&name, trigger, &detail).await {
+            match svc.trigger(&name, trigger, &detail, &refs).await {
                 Ok(id) => (
                     StatusCode::ACCEPTED,
                     Json(json!({ "queued": true, "event": id, "provider": provider.as_str() })),
@@ -155,7 +155,7 @@ async fn manual(State(svc): Svc, Path(name): Path<String>, headers: HeaderMap) -
         );
     }
     match svc
-        .trigger(&name, Trigger::Manual, "requested through the API")
+        .trigger(&name, Trigger::Manual, "requested through the API", &[])
         .await
     {
         Ok(id) => (

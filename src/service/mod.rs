@@ -7,7 +7,7 @@
 //! POST /hooks/{m} ──┐
 //! poll / reconcile ─┼─> store.enqueue (committed before 202) ─> wake
 //! POST /api/../sync ┘
-//! dispatcher: store.claim(due, free workers) -> sync::run_mirror -> store.finish
+//! dispatcher: store.claim(due, free workers) -> sync::run_mirror_with(claim.focus) -> store.finish
 //!             (transient failure: retry_at with backoff; failure streak: notify)
 //!             result not recorded (panic, finish keeps failing) -> store.release
 //! ```
@@ -28,9 +28,11 @@ pub mod store;
 
 use crate::config::{ConfiguredMirror, ServeSettings};
 use crate::engine::git::GitFailure;
+use crate::engine::record::FileStore;
 use crate::engine::report::MirrorReport;
-use crate::engine::sync::{self, Mode};
+use crate::engine::sync::{self, Mode, Records};
 use crate::model::mirror::{Mirror, Settings, Trigger};
+use crate::model::refs::RefMap;
 use crate::service::status::{now_ms, MirrorState};
 use crate::service::store::{Claim, Finish, FinishOutcome, Store};
 use anyhow::Context;
@@ -90,9 +92,16 @@ impl Service {
         self.by_name.get(name).map(|&i| &self.mirrors[i])
     }
 
-    /// Records a trigger durably and wakes the dispatcher. Returns the event id.
-    async fn trigger(&self, mirror: &str, trigger: Trigger, detail: &str) -> anyhow::Result<i64> {
-        let id = self.store.enqueue(mirror, trigger, detail).await?;
+    /// Records a trigger durably and wakes the dispatcher. Returns the event id. `refs`: the
+    /// refs a push event named (empty for any other trigger).
+    async fn trigger(
+        &self,
+        mirror: &str,
+        trigger: Trigger,
+        detail: &str,
+        refs: &[String],
+    ) -> anyhow::Result<i64> {
+        let id = self.store.enqueue(mirror, trigger, detail, refs).await?;
         self.wake.notify_one();
         Ok(id)
     }
@@ -131,6 +140,7 @@ pub async fn run(
                 &name,
                 Trigger::Config,
                 "the mirror is new or its configuration changed",
+                &[],
             )
             .await?;
     }
@@ -325,15 +335,28 @@ async fn execute(svc: &Service, claim: Claim) -> anyhow::Result<()> {
         anyhow::bail!("the mirror is no longer configured");
     };
     tracing::info!(mirror = %claim.mirror, trigger = trigger.as_str(), attempt = claim.attempt, "sync started");
-    // A reconcile run is the full comparison: it always verifies with a fresh listing.
+    let store = FileStore::new(&svc.engine.cache_dir);
+    let records = Records {
+        store: &store,
+        assumed: &RefMap::new(),
+    };
+    // A reconcile run is the full comparison: it always verifies with a fresh listing (and so
+    // is never narrowed to the refs its events named).
     let report = if claim.triggers.contains(&Trigger::Reconcile) && !configured.mirror.verify {
         let mirror = Mirror {
             verify: true,
             ..configured.mirror.clone()
         };
-        sync::run_mirror(&mirror, &svc.engine, Mode::Sync).await
+        sync::run_mirror_with(&mirror, &svc.engine, Mode::Sync, records, &claim.focus).await
     } else {
-        sync::run_mirror(&configured.mirror, &svc.engine, Mode::Sync).await
+        sync::run_mirror_with(
+            &configured.mirror,
+            &svc.engine,
+            Mode::Sync,
+            records,
+            &claim.focus,
+        )
+        .await
     };
     let finished_at = now_ms();
     let retry_at = (!report.ok && report.has_transient_failure())
@@ -483,7 +506,7 @@ async fn every_interval(svc: Arc<Service>, index: usize, every: Duration, trigge
             },
             _ => "periodic reconciliation",
         };
-        if let Err(e) = svc.trigger(name, trigger, detail).await {
+        if let Err(e) = svc.trigger(name, trigger, detail, &[]).await {
             tracing::error!(mirror = %name, error = %format!("{e:#}"), "cannot queue a sync");
         }
     }

@@ -70,6 +70,11 @@ pub struct Claim {
     pub attempt: u32,
     /// The `now` the claim was made at.
     pub started_at: i64,
+    /// The refs this run may be narrowed to (sorted, distinct): the union of the refs its
+    /// events named. Empty (the whole selection) when one of them named none or was not a
+    /// push, when it covers no event (a retry), or when the mirror's last run failed (a later
+    /// event's refs must not hide what that run did not sync).
+    pub focus: Vec<String>,
 }
 
 /// What a finished run reports to the store.
@@ -260,8 +265,20 @@ impl Store {
     /// is committed. Coalesces: a mirror already queued stays one queued run (made due now,
     /// with its retry count reset, because a fresh event deserves an immediate try); a mirror
     /// that is running gets exactly one follow-up run.
-    pub async fn enqueue(&self, mirror: &str, trigger: Trigger, detail: &str) -> Result<i64> {
+    /// `refs`: the full names of the refs a push event said it changed (empty: none named).
+    pub async fn enqueue(
+        &self,
+        mirror: &str,
+        trigger: Trigger,
+        detail: &str,
+        refs: &[String],
+    ) -> Result<i64> {
         let now = now_ms();
+        let refs = if refs.is_empty() {
+            None
+        } else {
+            Some(serde_json::to_string(refs).context("encoding an event's refs")?)
+        };
         let mut tx = self
             .write
             .begin_with(BEGIN_WRITE)
@@ -269,13 +286,14 @@ impl Store {
             .context("starting the enqueue transaction")?;
         ensure_mirror(&mut tx, mirror).await?;
         let id: i64 = sqlx::query_scalar(
-            "INSERT INTO events (mirror, trigger_name, detail, received_at) \
-             VALUES (?1, ?2, ?3, ?4) RETURNING id",
+            "INSERT INTO events (mirror, trigger_name, detail, received_at, refs) \
+             VALUES (?1, ?2, ?3, ?4, ?5) RETURNING id",
         )
         .bind(mirror)
         .bind(trigger.as_str())
         .bind(detail)
         .bind(now)
+        .bind(refs)
         .fetch_one(&mut *tx)
         .await
         .with_context(|| format!("recording a {} event for {mirror}", trigger.as_str()))?;
@@ -373,11 +391,13 @@ impl Store {
             if triggers.is_empty() {
                 triggers.push(Trigger::Retry);
             }
+            let focus = claim_focus(&mut tx, &mirror, through).await?;
             claims.push(Claim {
                 mirror,
                 triggers,
                 attempt: to_u32(attempt),
                 started_at: now,
+                focus,
             });
         }
         tx.commit().await.context("committing the claim")?;
@@ -969,6 +989,36 @@ fn state_after(report: &MirrorReport) -> MirrorState {
     }
 }
 
+/// The focus of a claim covering the mirror's unhandled events up to `through` (see
+/// [`Claim::focus`]).
+async fn claim_focus(tx: &mut SqliteConnection, mirror: &str, through: i64) -> Result<Vec<String>> {
+    let failing: i64 = sqlx::query_scalar("SELECT failure_streak FROM mirrors WHERE name = ?1")
+        .bind(mirror)
+        .fetch_one(&mut *tx)
+        .await
+        .with_context(|| format!("reading the failure streak of {mirror}"))?;
+    if failing > 0 {
+        return Ok(Vec::new());
+    }
+    let named: Vec<Option<String>> = sqlx::query_scalar(
+        "SELECT refs FROM events WHERE mirror = ?1 AND run_id IS NULL AND id <= ?2",
+    )
+    .bind(mirror)
+    .bind(through)
+    .fetch_all(&mut *tx)
+    .await
+    .with_context(|| format!("reading the refs of the events of {mirror}"))?;
+    let mut focus = std::collections::BTreeSet::new();
+    for refs in named {
+        // An unreadable list counts as none named: the run takes the whole selection.
+        let Some(refs) = refs.and_then(|r| serde_json::from_str::<Vec<String>>(&r).ok()) else {
+            return Ok(Vec::new());
+        };
+        focus.extend(refs);
+    }
+    Ok(focus.into_iter().collect())
+}
+
 fn parse_trigger(name: &str) -> Result<Trigger> {
     Trigger::parse(name).with_context(|| format!("unknown trigger {name:?} in the store"))
 }
@@ -1126,7 +1176,7 @@ mod tests {
     async fn enqueue_claim_finish_round_trip() {
         let (_dir, store) = temp_store().await;
         let event = store
-            .enqueue("app", Trigger::Webhook, "push to main")
+            .enqueue("app", Trigger::Webhook, "push to main", &[])
             .await
             .unwrap();
         assert!(event > 0);
@@ -1175,6 +1225,83 @@ mod tests {
         assert_eq!(store.mirror("nope").await.unwrap(), None);
     }
 
+    fn names(refs: &[&str]) -> Vec<String> {
+        refs.iter().map(|r| (*r).to_owned()).collect()
+    }
+
+    #[tokio::test]
+    async fn a_claims_focus_is_the_union_of_the_refs_its_push_events_named() {
+        let (_dir, store) = temp_store().await;
+        let main = names(&["refs/heads/main"]);
+        store
+            .enqueue("app", Trigger::Webhook, "", &main)
+            .await
+            .unwrap();
+        store
+            .enqueue(
+                "app",
+                Trigger::Webhook,
+                "",
+                &names(&["refs/heads/dev", "refs/heads/main"]),
+            )
+            .await
+            .unwrap();
+        store
+            .enqueue("app", Trigger::Codecommit, "", &names(&["refs/tags/v1"]))
+            .await
+            .unwrap();
+        let claim = claim_one(&store, now_ms(), "app").await;
+        assert_eq!(
+            claim.focus,
+            names(&["refs/heads/dev", "refs/heads/main", "refs/tags/v1"])
+        );
+
+        // An event during the run joins the follow-up only.
+        store
+            .enqueue("app", Trigger::Webhook, "", &names(&["refs/heads/next"]))
+            .await
+            .unwrap();
+        finish(&store, &claim, &ok_report("app"), None).await;
+        let follow_up = claim_one(&store, now_ms(), "app").await;
+        assert_eq!(follow_up.focus, names(&["refs/heads/next"]));
+    }
+
+    #[tokio::test]
+    async fn no_focus_when_an_event_named_no_refs_or_the_last_run_failed() {
+        let (_dir, store) = temp_store().await;
+        let main = names(&["refs/heads/main"]);
+        store
+            .enqueue("app", Trigger::Webhook, "", &main)
+            .await
+            .unwrap();
+        store.enqueue("app", Trigger::Poll, "", &[]).await.unwrap();
+        let claim = claim_one(&store, now_ms(), "app").await;
+        assert_eq!(claim.focus, Vec::<String>::new(), "the poll named no refs");
+        finish(&store, &claim, &failed_report("app"), Some(0)).await;
+
+        // The retry covers no event: the whole selection.
+        let retry = claim_one(&store, now_ms(), "app").await;
+        assert_eq!(retry.triggers, vec![Trigger::Retry]);
+        assert!(retry.focus.is_empty());
+        finish(&store, &retry, &failed_report("app"), None).await;
+
+        // After a failed run, a push naming one ref must not narrow the next run: the failed
+        // run's refs may still be unsynced.
+        store
+            .enqueue("app", Trigger::Webhook, "", &main)
+            .await
+            .unwrap();
+        let claim = claim_one(&store, now_ms(), "app").await;
+        assert!(claim.focus.is_empty(), "{:?}", claim.focus);
+        finish(&store, &claim, &ok_report("app"), None).await;
+
+        store
+            .enqueue("app", Trigger::Webhook, "", &main)
+            .await
+            .unwrap();
+        assert_eq!(claim_one(&store, now_ms(), "app").await.focus, main);
+    }
+
     #[tokio::test]
     async fn coalesces_events_while_queued_and_while_running() {
         let (_dir, store) = temp_store().await;
@@ -1185,7 +1312,7 @@ mod tests {
             Trigger::Manual,
             Trigger::Poll,
         ] {
-            store.enqueue("app", trigger, "").await.unwrap();
+            store.enqueue("app", trigger, "", &[]).await.unwrap();
         }
         assert_eq!(store.queue_depth().await.unwrap(), 1);
         let claim = claim_one(&store, now_ms(), "app").await;
@@ -1197,7 +1324,7 @@ mod tests {
 
         // Events during the run: not claimable until it finishes, then exactly one follow-up.
         for _ in 0..3 {
-            store.enqueue("app", Trigger::Poll, "").await.unwrap();
+            store.enqueue("app", Trigger::Poll, "", &[]).await.unwrap();
         }
         assert!(store.claim(now_ms(), 10).await.unwrap().is_empty());
         assert_eq!(store.next_due().await.unwrap(), None);
@@ -1230,7 +1357,7 @@ mod tests {
         let b = Store::open(&path).await.unwrap();
         let names: Vec<String> = (0..40).map(|i| format!("m{i:02}")).collect();
         for name in &names {
-            a.enqueue(name, Trigger::Webhook, "").await.unwrap();
+            a.enqueue(name, Trigger::Webhook, "", &[]).await.unwrap();
         }
         let now = now_ms();
         let tasks: Vec<_> = (0..8)
@@ -1259,7 +1386,10 @@ mod tests {
     #[tokio::test]
     async fn retries_wait_for_their_time_and_new_events_reset_them() {
         let (_dir, store) = temp_store().await;
-        store.enqueue("app", Trigger::Webhook, "").await.unwrap();
+        store
+            .enqueue("app", Trigger::Webhook, "", &[])
+            .await
+            .unwrap();
         let now = now_ms();
         let claim = claim_one(&store, now, "app").await;
         let retry_at = now + 60_000;
@@ -1283,7 +1413,10 @@ mod tests {
         assert!(store.claim(retry_at2 - 1, 10).await.unwrap().is_empty());
 
         // A fresh event: due now, first try again.
-        store.enqueue("app", Trigger::Manual, "").await.unwrap();
+        store
+            .enqueue("app", Trigger::Manual, "", &[])
+            .await
+            .unwrap();
         let status = store.mirror("app").await.unwrap().unwrap();
         assert_eq!(status.retry_at, None);
         let fresh = claim_one(&store, now_ms(), "app").await;
@@ -1297,10 +1430,13 @@ mod tests {
     #[tokio::test]
     async fn a_new_event_during_a_failing_run_wins_over_the_retry() {
         let (_dir, store) = temp_store().await;
-        store.enqueue("app", Trigger::Webhook, "").await.unwrap();
+        store
+            .enqueue("app", Trigger::Webhook, "", &[])
+            .await
+            .unwrap();
         let now = now_ms();
         let claim = claim_one(&store, now, "app").await;
-        store.enqueue("app", Trigger::Poll, "").await.unwrap();
+        store.enqueue("app", Trigger::Poll, "", &[]).await.unwrap();
         finish(&store, &claim, &failed_report("app"), Some(now + 60_000)).await;
         let next = claim_one(&store, now + 1, "app").await;
         assert_eq!(next.triggers, vec![Trigger::Poll]);
@@ -1312,8 +1448,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("ferry.db");
         let store = Store::open(&path).await.unwrap();
-        store.enqueue("app", Trigger::Webhook, "").await.unwrap();
-        store.enqueue("app", Trigger::Poll, "").await.unwrap();
+        store
+            .enqueue("app", Trigger::Webhook, "", &[])
+            .await
+            .unwrap();
+        store.enqueue("app", Trigger::Poll, "", &[]).await.unwrap();
         claim_one(&store, now_ms(), "app").await;
         assert!(store.claim(now_ms(), 10).await.unwrap().is_empty());
         // The process dies mid-sync: no finish.
@@ -1333,8 +1472,11 @@ mod tests {
     #[tokio::test]
     async fn release_requeues_a_running_mirror_with_its_error_until_a_run_is_recorded() {
         let (_dir, store) = temp_store().await;
-        store.enqueue("app", Trigger::Webhook, "").await.unwrap();
-        store.enqueue("app", Trigger::Poll, "").await.unwrap();
+        store
+            .enqueue("app", Trigger::Webhook, "", &[])
+            .await
+            .unwrap();
+        store.enqueue("app", Trigger::Poll, "", &[]).await.unwrap();
         let now = now_ms();
         claim_one(&store, now, "app").await;
         let retry_at = now + 60_000;
@@ -1378,13 +1520,19 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("ferry.db");
         let store = Store::open(&path).await.unwrap();
-        store.enqueue("app", Trigger::Webhook, "").await.unwrap();
+        store
+            .enqueue("app", Trigger::Webhook, "", &[])
+            .await
+            .unwrap();
         let claim = claim_one(&store, now_ms(), "app").await;
 
         let reader = Store::open_read_only(&path).await.unwrap();
         let status = reader.mirror("app").await.unwrap().unwrap();
         assert_eq!(status.state, MirrorState::Syncing, "not requeued");
-        assert!(reader.enqueue("app", Trigger::Manual, "").await.is_err());
+        assert!(reader
+            .enqueue("app", Trigger::Manual, "", &[])
+            .await
+            .is_err());
         assert!(reader.release("app", now_ms(), "no").await.is_err());
         assert!(store.claim(now_ms(), 10).await.unwrap().is_empty());
         assert_eq!(store.event_count("app").await.unwrap(), 1);
@@ -1424,7 +1572,7 @@ mod tests {
         }
         let enqueued = tokio::time::timeout(
             Duration::from_secs(5),
-            store.enqueue("app", Trigger::Webhook, "push"),
+            store.enqueue("app", Trigger::Webhook, "push", &[]),
         )
         .await;
         assert!(matches!(enqueued, Ok(Ok(_))), "{enqueued:?}");
@@ -1443,7 +1591,10 @@ mod tests {
             .unwrap();
 
         async fn run(store: &Store, report: &MirrorReport) -> (FinishOutcome, MirrorStatus) {
-            store.enqueue("app", Trigger::Webhook, "").await.unwrap();
+            store
+                .enqueue("app", Trigger::Webhook, "", &[])
+                .await
+                .unwrap();
             let claim = claim_one(store, now_ms(), "app").await;
             let out = finish(store, &claim, report, None).await;
             (out, store.mirror("app").await.unwrap().unwrap())
@@ -1567,7 +1718,10 @@ mod tests {
         assert!(unchanged.is_empty());
 
         // web loses a destination (new fingerprint); app is dropped from the configuration.
-        store.enqueue("app", Trigger::Webhook, "").await.unwrap();
+        store
+            .enqueue("app", Trigger::Webhook, "", &[])
+            .await
+            .unwrap();
         let changed = store
             .register_mirrors(&[config("web", &[D2], "w2")])
             .await
@@ -1605,7 +1759,10 @@ mod tests {
         let behind =
             |store: Store| async move { store.mirror("app").await.unwrap().unwrap().behind_since };
 
-        let e1 = store.enqueue("app", Trigger::Webhook, "").await.unwrap();
+        let e1 = store
+            .enqueue("app", Trigger::Webhook, "", &[])
+            .await
+            .unwrap();
         let t1 = received_at(&store, e1).await;
         assert_eq!(behind(store.clone()).await, Some(t1));
         let claim = claim_one(&store, now_ms(), "app").await;
@@ -1614,15 +1771,18 @@ mod tests {
         // A failed run keeps the mirror behind since its events, through later failures.
         finish(&store, &claim, &failed_report("app"), None).await;
         assert_eq!(behind(store.clone()).await, Some(t1));
-        store.enqueue("app", Trigger::Poll, "").await.unwrap();
+        store.enqueue("app", Trigger::Poll, "", &[]).await.unwrap();
         let claim = claim_one(&store, now_ms(), "app").await;
         finish(&store, &claim, &failed_report("app"), None).await;
         assert_eq!(behind(store.clone()).await, Some(t1));
 
         // Success clears it, except for events that arrived during the run.
-        store.enqueue("app", Trigger::Manual, "").await.unwrap();
+        store
+            .enqueue("app", Trigger::Manual, "", &[])
+            .await
+            .unwrap();
         let claim = claim_one(&store, now_ms(), "app").await;
-        let e4 = store.enqueue("app", Trigger::Poll, "").await.unwrap();
+        let e4 = store.enqueue("app", Trigger::Poll, "", &[]).await.unwrap();
         let t4 = received_at(&store, e4).await;
         finish(&store, &claim, &ok_report("app"), None).await;
         assert_eq!(behind(store.clone()).await, Some(t4));
@@ -1631,7 +1791,10 @@ mod tests {
         assert_eq!(behind(store.clone()).await, None);
 
         // Failures after a success count only their own events.
-        let e5 = store.enqueue("app", Trigger::Webhook, "").await.unwrap();
+        let e5 = store
+            .enqueue("app", Trigger::Webhook, "", &[])
+            .await
+            .unwrap();
         let t5 = received_at(&store, e5).await;
         let claim = claim_one(&store, now_ms(), "app").await;
         finish(&store, &claim, &failed_report("app"), None).await;
@@ -1643,7 +1806,10 @@ mod tests {
         let store = Store::open(&dir.path().join("ferry.db")).await.unwrap();
         let report = report_for_prune("p");
         for _ in 0..5 {
-            store.enqueue("p", Trigger::Webhook, "x").await.unwrap();
+            store
+                .enqueue("p", Trigger::Webhook, "x", &[])
+                .await
+                .unwrap();
             let claim = store.claim(now_ms(), 1).await.unwrap().remove(0);
             let finish = Finish {
                 mirror: "p",
@@ -1656,7 +1822,7 @@ mod tests {
             store.finish(finish).await.unwrap();
         }
         store
-            .enqueue("p", Trigger::Webhook, "still pending")
+            .enqueue("p", Trigger::Webhook, "still pending", &[])
             .await
             .unwrap();
         assert_eq!(store.prune(2).await.unwrap(), 3);

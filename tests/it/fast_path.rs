@@ -6,7 +6,7 @@ use crate::harness::{Ferry, Repo, Transport};
 use std::path::Path;
 
 /// A FERRY_GIT that logs each git command line (one per line) to `log`, then runs git.
-fn logging_git(dir: &Path, log: &Path) -> String {
+pub(crate) fn logging_git(dir: &Path, log: &Path) -> String {
     let wrapper = dir.join("git-logging");
     let real = ferry_testkit::git_binary().unwrap().display().to_string();
     std::fs::write(

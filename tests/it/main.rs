@@ -11,6 +11,7 @@ mod http_face;
 mod lambda;
 mod lifecycle;
 mod moto;
+mod narrow;
 mod policies;
 mod polling;
 mod service;
