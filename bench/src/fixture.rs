@@ -12,6 +12,7 @@ use ferry_testkit::{git, git_command, git_with_env, Servers};
 use tempfile::TempDir;
 
 use crate::method::Method;
+use crate::phases::Profile;
 use crate::repos::{copy_repo, Generated};
 use crate::sampler::{run_sampled, run_timed};
 use crate::transport::Transport;
@@ -163,7 +164,34 @@ impl<'a> Fixture<'a> {
         result.with_context(|| format!("{method} failed ({}, {})", self.prefix, self.transport))
     }
 
+    /// Timed runs never log (a `FERRY_LOG` in the bench's environment would
+    /// cost them the writes).
     fn ferry_sync(&self, method: Method) -> Result<Measurement> {
+        let mut cmd = self.ferry_command(method)?;
+        cmd.env_remove("FERRY_LOG");
+        let sampled = run_sampled(cmd, "ferry")?;
+        Ok(Measurement {
+            elapsed: sampled.elapsed,
+            peak_kib: sampled.peak_kib,
+        })
+    }
+
+    /// Runs `method` (ferry or its no-op) once more with every git call
+    /// logged, for the phase breakdown. Not for the timing table: the debug
+    /// log is extra work. Dirty pages are flushed first, as for a timed run.
+    pub fn profile(&self, method: Method) -> Result<Profile> {
+        flush_dirty_pages()?;
+        let mut cmd = self.ferry_command(method)?;
+        cmd.env("FERRY_LOG", "ferry=debug");
+        let sampled = run_sampled(cmd, "ferry")
+            .with_context(|| format!("profiled {method} failed ({})", self.prefix))?;
+        Profile::from_log(&sampled.stderr, sampled.elapsed, &self.url("source"))
+            .with_context(|| format!("cannot read the log of the profiled {method}"))
+    }
+
+    /// `ferry sync -q --cache-dir <warm cache> SRC DEST` with this
+    /// transport's credentials (no `--verify`: the default path).
+    fn ferry_command(&self, method: Method) -> Result<Command> {
         let mut cmd = Command::new(self.ferry);
         cmd.arg("sync")
             .arg("-q")
@@ -174,11 +202,7 @@ impl<'a> Fixture<'a> {
             .env("GIT_CONFIG_NOSYSTEM", "1")
             .env("GIT_CONFIG_GLOBAL", "/dev/null")
             .envs(self.transport.ferry_env());
-        let sampled = run_sampled(cmd, "ferry")?;
-        Ok(Measurement {
-            elapsed: sampled.elapsed,
-            peak_kib: sampled.peak_kib,
-        })
+        Ok(cmd)
     }
 
     fn raw_cached(&self) -> Result<Measurement> {

@@ -1,16 +1,19 @@
 //! ferry's benchmark: how long it takes to propagate ONE new commit with
 //! ferry (warm cache) versus the classic clone+push-mirror, a raw cached git
 //! baseline and the floor (pushing just that commit), plus the no-op cost and
-//! ferry's peak memory. Prints a markdown table and target verdicts; then the
-//! service section: a real `ferry serve` driven by signed webhooks (latency
-//! to the destination, acknowledgement latency under load, idle memory with
-//! 100 mirrors, cost of a burst), with a second table and its verdicts.
+//! ferry's peak memory. Prints a markdown table and target verdicts, and
+//! where one sync's time goes (git processes per phase, from ferry's debug
+//! log of one extra run per row); then the service section: a real `ferry
+//! serve` driven by signed webhooks (latency to the destination,
+//! acknowledgement latency under load, idle memory with 100 mirrors, cost of
+//! a burst), with its own table and verdicts.
 //!
 //! `cargo run --release -p ferry-bench [-- --quick] [-- --runs N]`
 
 mod ferry_bin;
 mod fixture;
 mod method;
+mod phases;
 mod report;
 mod repos;
 mod runner;
@@ -163,7 +166,8 @@ fn print_report(options: &Options, ferry: &Path, rows: &[Row]) -> Result<()> {
          a destination that had everything before, as median (min, n runs); every method has \
          its own destination, checked to be in sync (ls-remote, untimed) before each run and to \
          have the new commit after it.\n\
-         - ferry: `ferry sync -q --cache-dir <warm cache> SRC DEST`.\n\
+         - ferry: `ferry sync -q --cache-dir <warm cache> SRC DEST` (no `--verify`: the \
+         push's porcelain report is the outcome, no listing after the push).\n\
          - raw cached: `git fetch --prune SRC '+refs/heads/*:refs/heads/*' \
          '+refs/tags/*:refs/tags/*'` into a warm bare repo + `git push DEST refs/heads/main`.\n\
          - floor: `git push DEST <new oid>:refs/heads/main` from the source repo itself.\n\
@@ -178,6 +182,19 @@ fn print_report(options: &Options, ferry: &Path, rows: &[Row]) -> Result<()> {
     );
     println!("## Targets\n");
     print!("{}", report::targets(rows));
+    println!("\n## Where the time goes (one sync)\n");
+    print!("{}", report::phase_table(rows));
+    println!(
+        "\nOne extra `ferry sync` per row and kind after the timed runs (not in the timings \
+         above), with `FERRY_LOG=ferry=debug`: ferry's wall time, its git processes, and per \
+         phase the sum of each git call's logged `elapsed_ms` (whole ms) with the call count. \
+         fetch: `git fetch`, and `ls-remote` of the source (a cache with thousands of refs \
+         lists it to fetch only what changed); listing: `ls-remote` of the destination before \
+         the first push; push: `git push`; verify: `ls-remote` of the destination after a \
+         push; bookkeeping: everything else (named in the last column). Phases overlap \
+         (listing runs beside the fetch, `gc --auto` beside the push), and the wall time \
+         also holds ferry's own work and process start-up."
+    );
     Ok(())
 }
 

@@ -58,6 +58,12 @@ impl RepoSpec {
         ]
     }
 
+    /// The many-refs repo (one ref of thousands changes per sync): its
+    /// ferry-vs-raw target is stricter than the commit-heavy repos'.
+    pub fn many_refs(&self) -> bool {
+        self.extra_refs > 0
+    }
+
     fn cache_key(&self) -> String {
         format!(
             "{}-c{}-b{}-r{}-s{}-v{CACHE_VERSION}",

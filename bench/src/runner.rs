@@ -6,6 +6,7 @@ use anyhow::Result;
 
 use crate::fixture::{Fixture, Measurement};
 use crate::method::Method;
+use crate::phases::Profile;
 use crate::repos::Generated;
 use crate::stats::{ms, Stats};
 use crate::transport::Transport;
@@ -28,6 +29,9 @@ pub struct Row {
     pub stats: BTreeMap<Method, Stats>,
     /// Highest VmHWM of the ferry process over all timed ferry runs.
     pub peak_kib: Option<u64>,
+    /// ferry's one-commit sync and no-op, run once more with git calls
+    /// logged (see [`profile_round`]).
+    pub profiles: Vec<(Method, Profile)>,
 }
 
 impl Row {
@@ -46,7 +50,8 @@ impl Row {
 /// Each round: check every destination is in sync (untimed), make ONE new
 /// commit on the source, propagate it with each method to that method's own
 /// destination (order rotated every round), check it arrived; then time
-/// ferry's no-op and one `ls-remote` of the source.
+/// ferry's no-op and one `ls-remote` of the source. Then one untimed
+/// [`profile_round`].
 pub fn run_row(
     fixture: &mut Fixture,
     repo: &Generated,
@@ -58,6 +63,7 @@ pub fn run_row(
         transport,
         stats: BTreeMap::new(),
         peak_kib: None,
+        profiles: vec![],
     };
     let classic_runs = if repo.spec.large {
         rounds.classic_runs_large.min(rounds.runs)
@@ -101,7 +107,44 @@ pub fn run_row(
             progress.join(", ")
         );
     }
+    row.profiles = profile_round(fixture)?;
+    eprintln!(
+        "  {}/{transport} profiled: {}",
+        repo.spec.name,
+        profile_progress(&row.profiles)
+    );
     Ok(row)
+}
+
+/// "ferry 58.9 ms, 7 git processes; ferry no-op 13.1 ms, 3 git processes"
+fn profile_progress(profiles: &[(Method, Profile)]) -> String {
+    profiles
+        .iter()
+        .map(|(method, p)| {
+            format!(
+                "{method} {:.1} ms, {} git processes",
+                ms(p.wall),
+                p.calls.len()
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// One more round for ferry alone, after the timed ones so its debug logging
+/// never lands in their figures: a new commit synced, then the no-op, each
+/// with every git call logged. Only ferry's destination follows the source
+/// in this round; the row's other destinations are not used again.
+fn profile_round(fixture: &mut Fixture) -> Result<Vec<(Method, Profile)>> {
+    let before = fixture.source_refs()?;
+    fixture.check_in_sync(Method::Ferry, &before)?;
+    let oid = fixture.new_commit()?;
+    let sync = fixture.profile(Method::Ferry)?;
+    fixture.check_has(Method::Ferry, &oid)?;
+    let after = fixture.source_refs()?;
+    fixture.check_in_sync(Method::FerryNoop, &after)?;
+    let noop = fixture.profile(Method::FerryNoop)?;
+    Ok(vec![(Method::Ferry, sync), (Method::FerryNoop, noop)])
 }
 
 /// The propagating methods of `round`, rotated so none always goes first.

@@ -18,10 +18,12 @@ use anyhow::{anyhow, bail, Context, Result};
 
 const SAMPLE_INTERVAL: Duration = Duration::from_millis(2);
 
-/// A finished child: wall-clock time from spawn to exit and its peak RSS.
+/// A finished child: wall-clock time from spawn to exit, its peak RSS and
+/// what it wrote on stderr (ferry's log).
 pub struct Sampled {
     pub elapsed: Duration,
     pub peak_kib: Option<u64>,
+    pub stderr: String,
 }
 
 /// Runs `cmd` (stdout/stderr captured), failing with its stderr if it exits
@@ -49,7 +51,11 @@ pub fn run_sampled(mut cmd: Command, name: &str) -> Result<Sampled> {
         .map_err(|_| anyhow!("memory sampler thread panicked"))?;
     let output = output.with_context(|| format!("failed to wait for {cmd:?}"))?;
     check(&cmd, &output)?;
-    Ok(Sampled { elapsed, peak_kib })
+    Ok(Sampled {
+        elapsed,
+        peak_kib,
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+    })
 }
 
 /// Runs `cmd` and returns how long it took (no memory sampling).
