@@ -182,26 +182,8 @@ impl Git {
         call: Call<'_>,
     ) -> Result<Output, GitFailure> {
         let cfg = &self.inner;
-        let mut cmd = tokio::process::Command::new(&cfg.program);
-        cmd.args(args)
-            .current_dir(cwd)
-            .env_clear()
-            .envs(self.environment(call.remote, |name| std::env::var(name).ok()))
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .process_group(0)
-            .kill_on_drop(true);
         let started = Instant::now();
-        let mut child = cmd.spawn().map_err(|e| {
-            GitFailure::new(
-                ErrorKind::Config,
-                format!(
-                    "cannot run git ({}): {e}; install git and make sure it is on PATH",
-                    cfg.program.to_string_lossy()
-                ),
-            )
-        })?;
+        let mut child = self.spawn(cwd, args, call.remote, Stdio::null())?;
         let group = ProcessGroup(child.id());
         let activity = Arc::new(AtomicU64::new(0));
         let stdout = child
@@ -262,31 +244,44 @@ impl Git {
         })
     }
 
+    /// Spawns `git <args>` in `cwd` in its own process group with the isolated environment
+    /// (credentials for `remote`), stdout and stderr piped; killed when dropped.
+    fn spawn(
+        &self,
+        cwd: &Path,
+        args: &[&str],
+        remote: Option<&Remote>,
+        stdin: Stdio,
+    ) -> Result<tokio::process::Child, GitFailure> {
+        let program = &self.inner.program;
+        tokio::process::Command::new(program)
+            .args(args)
+            .current_dir(cwd)
+            .env_clear()
+            .envs(self.environment(remote, |name| std::env::var(name).ok()))
+            .stdin(stdin)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .process_group(0)
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|e| {
+                GitFailure::new(
+                    ErrorKind::Config,
+                    format!(
+                        "cannot run git ({}): {e}; install git and make sure it is on PATH",
+                        program.to_string_lossy()
+                    ),
+                )
+            })
+    }
+
     /// Starts `git <args>` in `cwd` as a [`Session`]: a long-running process (`cat-file
     /// --batch`) that answers requests on its stdin, under the same environment, deadline and
     /// process-group rules as [`Git::run`]. Local only: no remote, no credentials.
     pub fn session(&self, cwd: &Path, args: &[&str]) -> Result<Session, GitFailure> {
-        let cfg = &self.inner;
-        let mut cmd = tokio::process::Command::new(&cfg.program);
-        cmd.args(args)
-            .current_dir(cwd)
-            .env_clear()
-            .envs(self.environment(None, |name| std::env::var(name).ok()))
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .process_group(0)
-            .kill_on_drop(true);
         let started = Instant::now();
-        let mut child = cmd.spawn().map_err(|e| {
-            GitFailure::new(
-                ErrorKind::Config,
-                format!(
-                    "cannot run git ({}): {e}; install git and make sure it is on PATH",
-                    cfg.program.to_string_lossy()
-                ),
-            )
-        })?;
+        let mut child = self.spawn(cwd, args, None, Stdio::piped())?;
         let group = ProcessGroup(child.id());
         let (Some(stdin), Some(stdout)) = (child.stdin.take(), child.stdout.take()) else {
             return Err(GitFailure::new(
@@ -307,7 +302,7 @@ impl Git {
             stderr,
             group,
             started,
-            deadline: tokio::time::Instant::from_std(started + cfg.timeout),
+            deadline: tokio::time::Instant::from_std(started + self.inner.timeout),
         })
     }
 
