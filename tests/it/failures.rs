@@ -246,6 +246,32 @@ fn a_connection_cut_mid_push_fails_and_a_rerun_converges() {
     );
 }
 
+/// A FERRY_GIT that, the first time ferry pushes, first pushes `refspecs` from `racer` to the
+/// destination `dst` (someone else's push landing between ferry's listing and its push).
+/// Returns the wrapper's path and the marker file it leaves once the race was staged.
+fn racing_git(
+    dir: &std::path::Path,
+    racer: &std::path::Path,
+    dst: &str,
+    refspecs: &str,
+) -> (String, std::path::PathBuf) {
+    let wrapper = dir.join("git-racing");
+    let marker = dir.join("raced");
+    let real_git = ferry_testkit::git_binary().unwrap().display().to_string();
+    std::fs::write(
+        &wrapper,
+        format!(
+            "#!/bin/sh\nif [ \"$1\" = push ] && [ ! -e '{m}' ]; then touch '{m}'; env -u GIT_CONFIG_COUNT '{real_git}' -C '{r}' push -q --force '{dst}' {refspecs} >/dev/null 2>&1; fi\nexec '{real_git}' \"$@\"\n",
+            m = marker.display(),
+            r = racer.display(),
+        ),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
+    (wrapper.display().to_string(), marker)
+}
+
 /// A push to the destination lands between ferry's listing and ferry's push. The lease makes
 /// ferry's push fail instead of destroying that commit; ferry re-plans once and reports it.
 #[test]
@@ -272,26 +298,14 @@ fn a_push_racing_the_sync_is_protected_by_the_lease() {
     let theirs = racer.commit("race.txt", "racing", "racing commit").unwrap();
     // FERRY_GIT wraps git so that, the first time ferry pushes, the racer pushes first.
     let dir = tempfile::tempdir().unwrap();
-    let wrapper = dir.path().join("git-racing");
-    let marker = dir.path().join("raced");
-    let real_git = ferry_testkit::git_binary().unwrap().display().to_string();
-    std::fs::write(
-        &wrapper,
-        format!(
-            "#!/bin/sh\nif [ \"$1\" = push ] && [ ! -e '{m}' ]; then touch '{m}'; env -u GIT_CONFIG_COUNT '{g}' -C '{r}' push -q --force '{d}' main:main >/dev/null 2>&1; fi\nexec '{g}' \"$@\"\n",
-            m = marker.display(),
-            g = real_git,
-            r = racer.path().display(),
-            d = dst.path().display()
-        ),
-    )
-    .unwrap();
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let (wrapper, marker) = racing_git(
+        dir.path(),
+        racer.path(),
+        &dst.path().display().to_string(),
+        "main:main",
+    );
 
-    let run = ferry
-        .env("FERRY_GIT", &wrapper.display().to_string())
-        .sync(&[&s, &d]);
+    let run = ferry.env("FERRY_GIT", &wrapper).sync(&[&s, &d]);
     assert!(marker.exists(), "the race was staged");
     run.assert_code(1);
     assert_eq!(
@@ -345,25 +359,15 @@ fn a_lease_replan_that_aborts_says_so_for_each_ref() {
     racer.git(&["checkout", "-q", "dev"]).unwrap();
     let theirs = racer.commit("race.txt", "racing", "racing commit").unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let wrapper = dir.path().join("git-racing");
-    let marker = dir.path().join("raced");
-    let real_git = ferry_testkit::git_binary().unwrap().display().to_string();
-    std::fs::write(
-        &wrapper,
-        format!(
-            "#!/bin/sh\nif [ \"$1\" = push ] && [ ! -e '{m}' ]; then touch '{m}'; env -u GIT_CONFIG_COUNT '{g}' -C '{r}' push -q --force '{d}' {one}:refs/heads/main dev:refs/heads/dev >/dev/null 2>&1; fi\nexec '{g}' \"$@\"\n",
-            m = marker.display(),
-            g = real_git,
-            r = racer.path().display(),
-            d = dst_path,
-        ),
-    )
-    .unwrap();
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let (wrapper, marker) = racing_git(
+        dir.path(),
+        racer.path(),
+        &dst_path,
+        &format!("{one}:refs/heads/main dev:refs/heads/dev"),
+    );
 
     let run = ferry
-        .env("FERRY_GIT", &wrapper.display().to_string())
+        .env("FERRY_GIT", &wrapper)
         .sync(&["--divergence", "abort", &s, &d]);
     assert!(marker.exists(), "the race was staged");
     run.assert_code(1);
