@@ -266,6 +266,42 @@ fn codecommit_events_sync_and_a_warm_invocation_reuses_the_cache() {
     );
 }
 
+/// A CodeCommit reference event names one ref: the invocation syncs that ref only, and the
+/// next scheduled reconcile brings the rest.
+#[test]
+fn a_codecommit_event_syncs_only_the_ref_it_names() {
+    let (src, dst) = (Repo::source("lamfocus-src"), Repo::empty("lamfocus-dst"));
+    src.git(&["branch", "dev"]);
+    src.push(&["main", "dev"]);
+    let rig = LambdaRig::start(&classic_env(&src, &dst));
+    rig.invoke(&scheduled()).expect("first sync");
+    let old_dev = dst.refs()["refs/heads/dev"].clone();
+
+    src.commit("main moves");
+    src.git(&["checkout", "-q", "dev"]);
+    src.commit("dev moves");
+    src.git(&["checkout", "-q", "main"]);
+    src.push(&["main", "dev"]);
+    let response = rig
+        .invoke(&codecommit("referenceUpdated", &src.name))
+        .expect("invocation");
+    assert_eq!(response["ok"], true, "{response}");
+    assert_eq!(outcome(&response, "refs/heads/main"), "updated");
+    let refs: Vec<&str> = response["mirrors"][0]["destinations"][0]["refs"]
+        .as_array()
+        .map(|r| r.iter().filter_map(|r| r["ref"].as_str()).collect())
+        .unwrap_or_default();
+    assert_eq!(refs, ["refs/heads/main"], "{response}");
+    assert_eq!(dst.refs()["refs/heads/main"], src.refs()["refs/heads/main"]);
+    assert_eq!(dst.refs()["refs/heads/dev"], old_dev, "dev was not named");
+
+    rig.invoke(&scheduled()).expect("reconciliation");
+    assert_eq!(
+        branches_and_tags(&dst.path()),
+        branches_and_tags(&src.path())
+    );
+}
+
 #[test]
 fn a_scheduled_reconcile_reports_a_failing_mirror_without_failing_the_healthy_ones() {
     let (src, dst) = (Repo::source("lamrec-src"), Repo::empty("lamrec-dst"));
