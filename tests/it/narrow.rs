@@ -58,6 +58,15 @@ fn planned_refs(report: &Value) -> Vec<String> {
         .collect()
 }
 
+/// The entry of `name` in the first destination's refs of a stored run report (null if absent).
+fn ref_entry(report: &Value, name: &str) -> Value {
+    report["destinations"][0]["refs"]
+        .as_array()
+        .and_then(|refs| refs.iter().find(|r| r["ref"] == name))
+        .cloned()
+        .unwrap_or_default()
+}
+
 fn fetches(log: &Path) -> Vec<String> {
     std::fs::read_to_string(log)
         .unwrap_or_default()
@@ -119,13 +128,7 @@ fn a_push_webhook_syncs_only_the_refs_it_names() {
     let report = finished_run(&serve, 3);
     assert_eq!(report["ok"], true, "{report}");
     assert!(report["source"]["digest"].is_string(), "{report}");
-    let dev = report["destinations"][0]["refs"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|r| r["ref"] == "refs/heads/dev")
-        .cloned()
-        .unwrap_or_default();
+    let dev = ref_entry(&report, "refs/heads/dev");
     assert_eq!(dev["outcome"], "updated", "{report}");
     assert_eq!(
         branches_and_tags(&dst.path()),
@@ -153,13 +156,7 @@ fn a_named_ref_the_source_deleted_falls_back_to_the_full_run_which_deletes_it() 
         report["source"]["digest"].is_string(),
         "the run took the full path: {report}"
     );
-    let dev = report["destinations"][0]["refs"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|r| r["ref"] == "refs/heads/dev")
-        .cloned()
-        .unwrap_or_default();
+    let dev = ref_entry(&report, "refs/heads/dev");
     assert_eq!(dev["outcome"], "deleted", "{report}");
     assert!(!dst.refs().contains_key("refs/heads/dev"));
     assert_eq!(
