@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Runs ferry's whole test suite. The integration tests start real git servers on loopback
-# (nginx + fcgiwrap + git http-backend, sshd, git daemon), so this first installs the Debian
+# (nginx + fcgiwrap + git http-backend, sshd, git daemon; PostgreSQL for the shared store), so
+# this first installs the Debian
 # packages they need when any is missing (as root, or through sudo).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-packages=(git nginx-light fcgiwrap openssh-server openssh-client openssl chromium fonts-dejavu-core)
+packages=(git nginx-light fcgiwrap openssh-server openssh-client openssl chromium fonts-dejavu-core postgresql)
 need=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || need+=("$p")

@@ -7,7 +7,7 @@ use crate::config::{Config, ConfigError, RawOptions};
 use crate::model::mirror::Settings;
 use crate::service::status::{now_ms, MirrorState, MirrorStatus, RunDetail};
 use crate::service::status::{view, MirrorView};
-use crate::service::store::Store;
+use crate::service::store::{Location, Node, Store};
 use crate::service::Service;
 use anyhow::Context;
 use clap::Args;
@@ -97,6 +97,35 @@ fn store_path(data_dir: &std::path::Path) -> PathBuf {
     data_dir.join("ferry.db")
 }
 
+/// The store: the PostgreSQL one the config names, else the SQLite file in the data dir.
+fn store_location(resolved: &Resolved) -> Location {
+    match &resolved.config.serve.store_url {
+        Some(url) => Location::Postgres(url.clone()),
+        None => Location::Sqlite(store_path(&resolved.data_dir)),
+    }
+}
+
+/// This node's id: `serve.node_id`, else the host name and process id (unique, but new at
+/// every start: name the nodes of a cluster so that a restarted node keeps its mirrors).
+fn node_id(configured: Option<&str>) -> String {
+    if let Some(id) = configured {
+        return id.to_owned();
+    }
+    let host: String = nix::unistd::gethostname()
+        .map(|h| h.to_string_lossy().into_owned())
+        .unwrap_or_default()
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        .take(48)
+        .collect();
+    let host = if host.is_empty() {
+        "ferry".to_owned()
+    } else {
+        host
+    };
+    format!("{host}-{}", std::process::id())
+}
+
 /// The file `ferry serve` holds an exclusive `flock` on, in the data directory.
 const LOCK_FILE: &str = "ferry-serve.lock";
 
@@ -129,7 +158,11 @@ pub fn serve(args: &ServeArgs) -> Result<(), AppError> {
     };
     runtime(Threads::Pool)?.block_on(async move {
         let _lock = lock_data_dir(&resolved.data_dir)?;
-        let store = Store::open(&store_path(&resolved.data_dir)).await?;
+        let node = Node {
+            id: node_id(serve.node_id.as_deref()),
+            lease: serve.lease,
+        };
+        let store = Store::open(&store_location(&resolved), node).await?;
         let listen = serve.listen;
         let listener = tokio::net::TcpListener::bind(listen)
             .await
@@ -224,8 +257,19 @@ fn data_dir_in_use(data_dir: &std::path::Path) -> bool {
 
 /// Opens the store of a service that does not answer at `listen`, to show its last known
 /// state. Read-only: the service may be alive all the same (listening elsewhere), and opening
-/// the store for writing would migrate it and requeue the syncs it is running.
-async fn offline_store(data_dir: &std::path::Path, listen: SocketAddr) -> anyhow::Result<Store> {
+/// the store for writing would migrate it and requeue the syncs it is running. A PostgreSQL
+/// store is the whole cluster's, as current as any node's API.
+async fn offline_store(resolved: &Resolved, listen: SocketAddr) -> anyhow::Result<Store> {
+    let location = store_location(resolved);
+    if let Location::Postgres(_) = location {
+        eprintln!(
+            "ferry: the service does not answer at {}; showing the cluster's store {}",
+            service_url(listen),
+            location.describe()
+        );
+        return Store::open_read_only(&location).await;
+    }
+    let data_dir = &resolved.data_dir;
     let path = store_path(data_dir);
     if !path.exists() {
         anyhow::bail!(
@@ -246,7 +290,7 @@ async fn offline_store(data_dir: &std::path::Path, listen: SocketAddr) -> anyhow
             path.display()
         );
     }
-    Store::open_read_only(&path).await
+    Store::open_read_only(&location).await
 }
 
 /// `ferry status`: exit 0 when nothing is failing or diverged.
@@ -257,12 +301,7 @@ pub fn status(args: &StatusArgs) -> Result<bool, AppError> {
         let mirrors: Vec<MirrorStatus> =
             match from_service::<Vec<MirrorView>>(listen, "/api/mirrors").await {
                 Some(views) => views.into_iter().map(|v| v.status).collect(),
-                None => {
-                    offline_store(&resolved.data_dir, listen)
-                        .await?
-                        .mirrors()
-                        .await?
-                }
+                None => offline_store(&resolved, listen).await?.mirrors().await?,
             };
         if args.json {
             let now = now_ms();
@@ -313,7 +352,7 @@ pub fn runs(args: &RunsArgs) -> Result<(), AppError> {
         let runs: Vec<RunDetail> = match from_service(listen, &path).await {
             Some(runs) => runs,
             None => {
-                offline_store(&resolved.data_dir, listen)
+                offline_store(&resolved, listen)
                     .await?
                     .runs(&args.mirror, limit)
                     .await?

@@ -100,6 +100,10 @@ struct RawServe {
     max_connections: Option<usize>,
     retry_base: Option<Spanned<String>>,
     retry_max: Option<Spanned<String>>,
+    store_url_env: Option<String>,
+    store_url_file: Option<PathBuf>,
+    node_id: Option<Spanned<String>>,
+    lease: Option<Spanned<String>>,
 }
 
 /// Settings of `ferry serve`, validated, with defaults applied.
@@ -132,6 +136,14 @@ pub struct ServeSettings {
     /// First retry delay after a transient failure; doubles per attempt up to `retry_max`.
     pub retry_base: Duration,
     pub retry_max: Duration,
+    /// The PostgreSQL store several nodes share (a URL, read from `store_url_env` or
+    /// `store_url_file`); `None`: the SQLite store in the data directory.
+    pub store_url: Option<Secret>,
+    /// This node's name in the store (`None`: the host name and process id).
+    pub node_id: Option<String>,
+    /// How long a node's claim on a running sync holds without its heartbeat (every third
+    /// of it); another node takes the sync over after that.
+    pub lease: Duration,
 }
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
@@ -492,6 +504,7 @@ fn serve_settings(
     let body_timeout = duration(&raw.body_timeout, "body_timeout", Duration::from_secs(30));
     let retry_base = duration(&raw.retry_base, "retry_base", Duration::from_secs(5));
     let retry_max = duration(&raw.retry_max, "retry_max", Duration::from_secs(600));
+    let lease = duration(&raw.lease, "lease", Duration::from_secs(30));
     let listen = match &raw.listen {
         None => DEFAULT_LISTEN.parse().ok(),
         Some(v) => v.get_ref().parse::<SocketAddr>().map_err(|e| {
@@ -527,6 +540,46 @@ fn serve_settings(
         errors.push(e);
         None
     });
+    let store_url = secret(
+        raw.store_url_env.as_deref(),
+        raw.store_url_file.as_deref(),
+        base,
+        &format!("{}: serve: store URL", loc.path.display()),
+        ("store_url_env", "store_url_file"),
+    )
+    .unwrap_or_else(|e| {
+        errors.push(e);
+        None
+    });
+    if let Some(url) = &store_url {
+        if !url.expose().starts_with("postgres://") && !url.expose().starts_with("postgresql://") {
+            errors.push(format!(
+                "{}: serve: the store URL must be a PostgreSQL URL (postgres://USER@HOST:5432/DATABASE); leave store_url_env and store_url_file out for the SQLite store in the data directory",
+                loc.path.display()
+            ));
+        }
+    }
+    if let Some(id) = &raw.node_id {
+        let text = id.get_ref();
+        if text.is_empty()
+            || text.len() > 64
+            || !text
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        {
+            errors.push(format!(
+                "{}: serve.node_id: '{}' is not a node name; use up to 64 letters, digits, '-', '_' or '.' (such as ferry-a)",
+                loc.at(id.span()),
+                text.escape_debug()
+            ));
+        }
+    }
+    if raw.lease.is_some() && lease < Duration::from_secs(1) {
+        errors.push(format!(
+            "{}: serve.lease must be at least 1s (the heartbeat renews claims every third of it)",
+            loc.path.display()
+        ));
+    }
     if raw.workers == Some(0) {
         errors.push(format!(
             "{}: serve.workers must be at least 1",
@@ -556,6 +609,9 @@ fn serve_settings(
         max_connections: raw.max_connections.unwrap_or(1024).max(1),
         retry_base,
         retry_max,
+        store_url,
+        node_id: raw.node_id.as_ref().map(|id| id.get_ref().clone()),
+        lease,
     }
 }
 
@@ -728,6 +784,63 @@ prune = "all"
         assert_eq!(c.mirrors[0].poll_interval, Some(DEFAULT_POLL_INTERVAL));
         assert_eq!(c.serve.listen.to_string(), DEFAULT_LISTEN);
         assert_eq!(m.source.git_url(), "https://git.example.com/app.git");
+    }
+
+    #[test]
+    fn the_cluster_keys_name_a_postgres_store_a_node_and_a_lease() {
+        let mirror = "[[mirror]]\nname = \"a\"\nsource = \"/x\"\ndestinations = [\"/y\"]\n";
+        let c = parse(mirror).unwrap();
+        assert!(c.serve.store_url.is_none(), "SQLite by default");
+        assert_eq!(
+            (c.serve.node_id, c.serve.lease),
+            (None, Duration::from_secs(30))
+        );
+
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("store-url"),
+            "postgres://ferry:pw@db:5432/ferry\n",
+        )
+        .unwrap();
+        let text = format!("[serve]\nstore_url_file = \"store-url\"\nnode_id = \"ferry-a\"\nlease = \"3s\"\n{mirror}");
+        let c = Config::parse(
+            &text,
+            &dir.path().join("ferry.toml"),
+            &RawOptions::default(),
+        )
+        .unwrap();
+        assert_eq!(
+            c.serve.store_url.as_ref().map(Secret::expose),
+            Some("postgres://ferry:pw@db:5432/ferry")
+        );
+        assert_eq!(c.serve.node_id.as_deref(), Some("ferry-a"));
+        assert_eq!(c.serve.lease, Duration::from_secs(3));
+
+        std::fs::write(dir.path().join("store-url"), "mysql://ferry:pw@db/ferry").unwrap();
+        let text = format!("[serve]\nstore_url_file = \"store-url\"\nnode_id = \"a b\"\nlease = \"10ms\"\n{mirror}");
+        let e = Config::parse(
+            &text,
+            &dir.path().join("ferry.toml"),
+            &RawOptions::default(),
+        )
+        .unwrap_err()
+        .0;
+        for expected in ["PostgreSQL URL", "serve.node_id", "serve.lease"] {
+            assert!(e.contains(expected), "{expected}: {e}");
+        }
+        assert!(
+            !e.contains(":pw@"),
+            "the URL's password is never shown: {e}"
+        );
+        let e = parse(&format!(
+            "[serve]\nstore_url_env = \"FERRY_TEST_UNSET_STORE_URL\"\n{mirror}"
+        ))
+        .unwrap_err()
+        .0;
+        assert!(
+            e.contains("FERRY_TEST_UNSET_STORE_URL") && e.contains("not set"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -619,6 +619,7 @@ mod tests {
             started_at: NOW - 65_000,
             finished_at: NOW - 60_000,
             ok,
+            node: Some("ferry-a".to_owned()),
         }
     }
 
@@ -646,6 +647,7 @@ mod tests {
             behind_since: failing.then_some(NOW - 120_000),
             retry_at: None,
             interrupted: None,
+            node: Some("ferry-a".to_owned()),
             last_run: Some(run(1, name, !failing)),
             destinations,
         }

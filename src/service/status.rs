@@ -69,6 +69,19 @@ pub struct RunSummary {
     pub started_at: i64,
     pub finished_at: i64,
     pub ok: bool,
+    /// The node that ran it.
+    #[serde(default)]
+    pub node: Option<String>,
+}
+
+/// A `ferry serve` node using the store, as of its last heartbeat.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeStatus {
+    pub id: String,
+    pub started_at: i64,
+    pub heartbeat_at: i64,
+    /// The ferry version it runs.
+    pub version: String,
 }
 
 /// One run with its full report (the `--json` document of that mirror).
@@ -97,6 +110,10 @@ pub struct MirrorStatus {
     /// `None` once a run records its result.
     #[serde(default)]
     pub interrupted: Option<String>,
+    /// The node running the mirror's sync now, else the node that ran it last (where its
+    /// cache is warm).
+    #[serde(default)]
+    pub node: Option<String>,
     pub last_run: Option<RunSummary>,
     pub destinations: Vec<DestinationStatus>,
 }
@@ -165,6 +182,7 @@ mod tests {
             behind_since: Some(5_000),
             retry_at: None,
             interrupted: None,
+            node: None,
             last_run: None,
             destinations: vec![dest(Some(6_000)), dest(Some(1_000)), dest(None)],
         }

@@ -1,62 +1,189 @@
 //! The durable state of `ferry serve`: the queue of syncs, the events that caused them, the
-//! history of runs and the per-mirror and per-destination status, in one SQLite file.
+//! history of runs, the per-mirror and per-destination status, and the nodes serving it. One
+//! API over two backends: an embedded SQLite file (one node; `sqlite.rs`) or a PostgreSQL
+//! database that several nodes share (`postgres.rs`). Every operation below is one text of SQL
+//! run on either (the [`on_db!`] macro compiles each body once per backend); only how a write
+//! transaction starts, which rows it locks and how other nodes are woken differ ([`Dialect`]).
 //!
 //! The store is the service's memory across restarts, so every write that the outside world
 //! relies on is committed before the call returns: a webhook is answered 202 only after
-//! [`Store::enqueue`] has committed its event (WAL, `synchronous = FULL`, so it survives a
-//! power loss). The queue is one `pending` row per mirror (see the migration for the schema):
+//! [`Store::enqueue`] has committed its event. The queue is one `pending` row per mirror (see
+//! the migrations for the schema):
 //!
 //! - `queued`: a run is needed; `running`: a run is in progress; both may be set (events
 //!   arrived during the run: exactly one follow-up run, however many arrived).
 //! - `not_before`: the earliest time the run may start (a retry waits for it);
 //!   `attempt`: retries so far.
-//! - `interrupted`: why the last run ended without recording a result ([`Store::release`]).
+//! - `node`, `lease_until`: who runs it, and until when the claim holds unless that node's
+//!   heartbeat ([`Store::heartbeat`]) renews it. A lapsed claim is taken over by the next
+//!   claim (on any node), which covers the same events and says so in `interrupted`.
+//! - `interrupted`: why the last run ended without recording a result ([`Store::release`],
+//!   a takeover).
 //!
 //! Every write that reads what it then changes (enqueue, claim, finish, registering mirrors)
-//! starts with `BEGIN IMMEDIATE`, taking SQLite's write lock up front:
-//! two dispatchers claiming at once are serialized instead of both reading the same queued row,
-//! and no transaction fails half-way with `SQLITE_BUSY` when it upgrades from read to write.
+//! is one transaction that holds what it reads: SQLite's write lock taken up front (`BEGIN
+//! IMMEDIATE`), or in PostgreSQL the rows themselves (`FOR UPDATE`; a claim skips rows another
+//! node holds, `SKIP LOCKED`). An enqueue locks its mirror's queue row before it inserts the
+//! event, so an event older than a claim's watermark never commits after the claim.
 //!
-//! One process owns a database file: [`Store::open`] treats every running sync as interrupted.
-//! Anyone else reads it through [`Store::open_read_only`].
+//! Affinity: a mirror prefers one live node (rendezvous hashing of its name over the nodes
+//! whose heartbeat is fresh), so its cache stays warm there; other nodes take it only when it
+//! has been due for [`AFFINITY_GRACE_MS`] (its node is busy or gone).
+
+mod postgres;
+mod sqlite;
+
+pub use postgres::WakeUps;
 
 use crate::engine::report::{DestinationReport, ErrorReport, MirrorReport};
 use crate::model::mirror::Trigger;
+use crate::model::remote::Secret;
 use crate::service::status::{
-    now_ms, DestinationStatus, MirrorState, MirrorStatus, RunDetail, RunSummary,
+    now_ms, DestinationStatus, MirrorState, MirrorStatus, NodeStatus, RunDetail, RunSummary,
 };
 use anyhow::{bail, Context, Result};
-use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
-    SqliteSynchronous,
-};
+use sha2::{Digest, Sha256};
+use sqlx::postgres::PgPool;
+use sqlx::sqlite::SqlitePool;
 use std::collections::HashSet;
-use std::path::Path;
+use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
-/// Takes the write lock at the start of the transaction (see the module documentation).
-const BEGIN_WRITE: &str = "BEGIN IMMEDIATE";
+/// Where the store lives.
+#[derive(Debug, Clone)]
+pub enum Location {
+    /// An SQLite file, created if missing; one `ferry serve` at a time.
+    Sqlite(PathBuf),
+    /// A PostgreSQL URL (it may carry a password: never shown; see [`Location::describe`]).
+    Postgres(Secret),
+}
 
-/// Read-only connections for the status reads (the page, metrics, the API, the dispatcher's
-/// look at what is due).
-const READ_CONNECTIONS: u32 = 4;
+impl Location {
+    /// The location for messages: the file, or the URL without its credentials.
+    pub fn describe(&self) -> String {
+        match self {
+            Location::Sqlite(path) => path.display().to_string(),
+            Location::Postgres(url) => postgres::redacted(url.expose()),
+        }
+    }
+}
 
-/// How long a write waits for the write connection (the same as for SQLite's write lock),
-/// so that a stuck writer turns into errors (503 for a webhook) rather than hung requests.
-const WRITE_WAIT: Duration = Duration::from_secs(5);
+/// Who is using the store: the node's id and how long its claims hold without a heartbeat.
+#[derive(Debug, Clone)]
+pub struct Node {
+    pub id: String,
+    pub lease: Duration,
+}
 
-/// A handle on the database; cheap to clone (two connection pools).
-///
-/// Reads and writes use separate pools, so that no amount of read traffic (the page, the API,
-/// metrics scrapes) can keep an enqueue waiting for a connection: `read` holds read-only
-/// connections (WAL readers never block the writer nor wait for it), `write` the single
-/// connection every write goes through. SQLite admits one writer at a time anyway; queueing
-/// for one connection in the pool is fair and wakes at once, where several connections would
-/// queue on the write lock in SQLite's busy handler, which sleeps and polls.
+/// How long a due mirror waits for its preferred node before any node may take it.
+pub const AFFINITY_GRACE_MS: i64 = 2_000;
+
+/// Nodes whose heartbeat is older than this are forgotten when history is pruned.
+const FORGET_NODES_MS: i64 = 24 * 3600 * 1000;
+
+/// A handle on the store; cheap to clone (connection pools and the node's identity).
 #[derive(Debug, Clone)]
 pub struct Store {
-    read: SqlitePool,
-    write: SqlitePool,
+    db: Db,
+    node: Arc<str>,
+    lease_ms: i64,
+    started_at: i64,
+}
+
+/// The backend and its pools.
+#[derive(Debug, Clone)]
+enum Db {
+    /// Reads and writes use separate pools, so that no amount of read traffic (the page, the
+    /// API, metrics scrapes) can keep an enqueue waiting for a connection: `read` holds
+    /// read-only connections (WAL readers never block the writer nor wait for it), `write` the
+    /// single connection every write goes through (SQLite admits one writer at a time anyway;
+    /// queueing for the one connection is fair and wakes at once).
+    Sqlite { read: SqlitePool, write: SqlitePool },
+    /// One pool: readers never block writers in PostgreSQL.
+    Postgres(PgPool),
+}
+
+/// The PostgreSQL channel a commit that may have made a sync due notifies.
+macro_rules! wake_channel {
+    () => {
+        "ferry_wake"
+    };
+}
+use wake_channel;
+
+/// What differs between the backends in the statements the store runs.
+struct Dialect {
+    /// Starts a write transaction.
+    begin: &'static str,
+    /// Locks the rows a transaction reads and then changes (nothing in SQLite, where the
+    /// write transaction holds the whole database).
+    lock: &'static str,
+    /// Locks them too, skipping rows another node's transaction holds (a claim).
+    lock_free: &'static str,
+    /// Wakes every node's dispatcher once the transaction commits.
+    wake: Option<&'static str>,
+}
+
+const SQLITE: Dialect = Dialect {
+    begin: "BEGIN IMMEDIATE",
+    lock: "",
+    lock_free: "",
+    wake: None,
+};
+
+const POSTGRES: Dialect = Dialect {
+    begin: "BEGIN",
+    lock: " FOR UPDATE",
+    lock_free: " FOR UPDATE SKIP LOCKED",
+    wake: Some(concat!("SELECT pg_notify('", wake_channel!(), "', '')")),
+};
+
+/// Runs `$body` with `$read` and `$write` bound to the backend's pools and `$sql` to its
+/// [`Dialect`]. The body is compiled once per backend, so one text of SQL (`$1` parameters,
+/// `TRUE`/`FALSE`, no backend-only functions) serves both.
+macro_rules! on_db {
+    ($db:expr, |$read:ident, $write:ident, $sql:ident| $body:expr) => {
+        match $db {
+            Db::Sqlite {
+                read: $read,
+                write: $write,
+            } => {
+                let $sql = &SQLITE;
+                $body
+            }
+            Db::Postgres(pool) => {
+                let ($read, $write) = (pool, pool);
+                let $sql = &POSTGRES;
+                $body
+            }
+        }
+    };
+}
+
+/// Creates the mirror's row if the store has not heard of it (an ad hoc mirror: enqueued
+/// without being registered), so that events and runs can reference it.
+macro_rules! ensure_mirror {
+    ($tx:ident, $mirror:expr) => {
+        sqlx::query("INSERT INTO mirrors (name) VALUES ($1) ON CONFLICT (name) DO NOTHING")
+            .bind($mirror)
+            .execute(&mut *$tx)
+            .await
+            .with_context(|| format!("recording the mirror {}", $mirror))?
+    };
+}
+
+/// Wakes the other nodes when `$tx` commits (PostgreSQL), so that a node with a free worker
+/// claims what this transaction made due.
+macro_rules! wake_nodes {
+    ($tx:ident, $sql:ident) => {
+        if let Some(wake) = $sql.wake {
+            sqlx::query(wake)
+                .execute(&mut *$tx)
+                .await
+                .context("waking the other nodes")?;
+        }
+    };
 }
 
 /// A sync a dispatcher has taken: the mirror is now `running` until [`Store::finish`].
@@ -75,6 +202,8 @@ pub struct Claim {
     /// push, when it covers no event (a retry), or when the mirror's last run failed (a later
     /// event's refs must not hide what that run did not sync).
     pub focus: Vec<String>,
+    /// The node whose lapsed claim this one took over (`None`: a claim of a queued mirror).
+    pub taken_from: Option<String>,
 }
 
 /// What a finished run reports to the store.
@@ -107,13 +236,23 @@ struct Pending {
     queued: bool,
     running: bool,
     claimed_through: Option<i64>,
+    node: Option<String>,
 }
 
-/// A due `pending` row as `claim` reads it.
+/// A claimable `pending` row as `claim` first reads it: due since `due_at` (its `not_before`,
+/// or when its lapsed lease ended).
 #[derive(sqlx::FromRow)]
 struct DueRow {
     mirror: String,
+    due_at: i64,
+}
+
+/// A `pending` row as `claim` holds it.
+#[derive(sqlx::FromRow)]
+struct HeldRow {
     attempt: i64,
+    running: bool,
+    node: Option<String>,
 }
 
 /// The `mirrors` columns `finish` reads before updating the state and streak.
@@ -131,11 +270,13 @@ struct StatusRow {
     source: String,
     state: String,
     failure_streak: i64,
+    last_node: Option<String>,
     queued: Option<bool>,
     running: Option<bool>,
     not_before: Option<i64>,
     attempt: Option<i64>,
     interrupted: Option<String>,
+    node: Option<String>,
 }
 
 /// A `destinations` row, its last error as JSON.
@@ -156,6 +297,7 @@ struct RunSummaryRow {
     started_at: i64,
     finished_at: i64,
     ok: bool,
+    node: Option<String>,
 }
 
 /// A `runs` row with its report as JSON.
@@ -164,6 +306,15 @@ struct RunRow {
     #[sqlx(flatten)]
     summary: RunSummaryRow,
     report: String,
+}
+
+/// A `nodes` row.
+#[derive(sqlx::FromRow)]
+struct NodeRow {
+    id: String,
+    started_at: i64,
+    heartbeat_at: i64,
+    version: String,
 }
 
 impl RunSummaryRow {
@@ -176,89 +327,79 @@ impl RunSummaryRow {
             started_at: self.started_at,
             finished_at: self.finished_at,
             ok: self.ok,
+            node: self.node,
         })
     }
 }
 
-const STATUS_SELECT: &str = "SELECT m.name, m.source, m.state, m.failure_streak, \
-     p.queued, p.running, p.not_before, p.attempt, p.interrupted \
+const STATUS_SELECT: &str = "SELECT m.name, m.source, m.state, m.failure_streak, m.last_node, \
+     p.queued, p.running, p.not_before, p.attempt, p.interrupted, p.node \
      FROM mirrors m LEFT JOIN pending p ON p.mirror = m.name";
 
-impl Store {
-    /// Opens (creating it and its parent directories if needed) the database at `path`,
-    /// migrates it, and requeues every sync that was running when the previous process died:
-    /// its events are still unhandled, so running it again loses nothing.
-    pub async fn open(path: &Path) -> Result<Store> {
-        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-            tokio::fs::create_dir_all(parent)
-                .await
-                .with_context(|| format!("creating the directory {}", parent.display()))?;
-        }
-        let options = SqliteConnectOptions::new()
-            .filename(path)
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            // FULL: a committed event survives a power loss, not just a process crash.
-            .synchronous(SqliteSynchronous::Full)
-            .busy_timeout(Duration::from_secs(5))
-            .foreign_keys(true);
-        // The write connection stays open for the life of the store: an enqueue never waits
-        // for a connection to be opened.
-        let write = SqlitePoolOptions::new()
-            .min_connections(1)
-            .max_connections(1)
-            .idle_timeout(None)
-            .max_lifetime(None)
-            .acquire_timeout(WRITE_WAIT)
-            .connect_with(options.clone())
-            .await
-            .with_context(|| format!("opening the database {}", path.display()))?;
-        sqlx::migrate!("./migrations")
-            .run(&write)
-            .await
-            .with_context(|| format!("migrating the database {}", path.display()))?;
-        let read = SqlitePoolOptions::new()
-            .max_connections(READ_CONNECTIONS)
-            .connect_with(options.create_if_missing(false).read_only(true))
-            .await
-            .with_context(|| format!("opening the database {} for reading", path.display()))?;
+const RUN_COLUMNS: &str = "id, mirror, trigger_name, started_at, finished_at, ok, node";
 
-        let recovered = sqlx::query(
-            "UPDATE pending SET queued = 1, running = 0, not_before = ?1, claimed_through = NULL \
-             WHERE running = 1",
-        )
-        .bind(now_ms())
-        .execute(&write)
-        .await
-        .context("requeueing syncs interrupted by the previous process")?
-        .rows_affected();
-        if recovered > 0 {
-            tracing::info!(
-                recovered,
-                "requeued syncs that were running when ferry stopped"
-            );
-        }
-        Ok(Store { read, write })
+/// Which rows a claim may take at `$1`: queued and due, or running on a lapsed lease.
+const CLAIMABLE: &str = "((p.queued AND NOT p.running AND p.not_before <= $1) \
+     OR (p.running AND p.lease_until < $1))";
+
+impl Store {
+    /// Opens the store as `node` (creating an SQLite file and its directories if needed) and
+    /// migrates it. SQLite: requeues every sync that was running when the previous process
+    /// died (one process owns the file). PostgreSQL: lapsed claims are taken over by the next
+    /// claim instead, whichever node makes it.
+    pub async fn open(location: &Location, node: Node) -> Result<Store> {
+        let db = match location {
+            Location::Sqlite(path) => sqlite::open(path).await?,
+            Location::Postgres(url) => postgres::open(url).await?,
+        };
+        Ok(Store::with_db(db, node))
     }
 
-    /// Opens an existing database for reading only, as `ferry status` and `ferry runs` do when
+    /// Opens an existing store for reading only, as `ferry status` and `ferry runs` do when
     /// the service does not answer: no migration, no requeueing of running syncs (the service
-    /// may be alive and running them), and SQLite refuses any write on these connections.
-    pub async fn open_read_only(path: &Path) -> Result<Store> {
-        let options = SqliteConnectOptions::new()
-            .filename(path)
-            .read_only(true)
-            .busy_timeout(Duration::from_secs(5));
-        let pool = SqlitePoolOptions::new()
-            .max_connections(1)
-            .connect_with(options)
-            .await
-            .with_context(|| format!("opening the database {} read-only", path.display()))?;
-        // Both roles on the one read-only connection: any write is refused by SQLite.
-        Ok(Store {
-            read: pool.clone(),
-            write: pool,
-        })
+    /// may be alive and running them), and the backend refuses any write.
+    pub async fn open_read_only(location: &Location) -> Result<Store> {
+        let db = match location {
+            Location::Sqlite(path) => sqlite::open_read_only(path).await?,
+            Location::Postgres(url) => postgres::open_read_only(url).await?,
+        };
+        let node = Node {
+            id: "reader".to_owned(),
+            lease: Duration::ZERO,
+        };
+        Ok(Store::with_db(db, node))
+    }
+
+    fn with_db(db: Db, node: Node) -> Store {
+        Store {
+            db,
+            node: node.id.into(),
+            lease_ms: i64::try_from(node.lease.as_millis()).unwrap_or(i64::MAX),
+            started_at: now_ms(),
+        }
+    }
+
+    /// The same store used as another node (tests of several nodes on one store).
+    #[cfg(test)]
+    pub fn as_node(&self, id: &str) -> Store {
+        Store {
+            node: id.into(),
+            ..self.clone()
+        }
+    }
+
+    /// This handle's node id.
+    pub fn node(&self) -> &str {
+        &self.node
+    }
+
+    /// Wake-ups from the other nodes (PostgreSQL's LISTEN): every commit that may have made
+    /// a sync due. `None` for SQLite, where the one process wakes itself.
+    pub async fn wake_ups(&self) -> Result<Option<WakeUps>> {
+        match &self.db {
+            Db::Sqlite { .. } => Ok(None),
+            Db::Postgres(pool) => WakeUps::listen(pool).await.map(Some),
+        }
     }
 
     /// Records an accepted trigger and makes sure a run will handle it. Returns once the event
@@ -279,291 +420,504 @@ impl Store {
         } else {
             Some(serde_json::to_string(refs).context("encoding an event's refs")?)
         };
-        let mut tx = self
-            .write
-            .begin_with(BEGIN_WRITE)
+        on_db!(&self.db, |_read, write, sql| {
+            let mut tx = write
+                .begin_with(sql.begin)
+                .await
+                .context("starting the enqueue transaction")?;
+            ensure_mirror!(tx, mirror);
+            // The queue row first: it stays locked until the commit, so no claim covers this
+            // event's id before the event is visible (see the module documentation).
+            sqlx::query(
+                "INSERT INTO pending (mirror, queued, running, not_before, attempt) \
+                 VALUES ($1, TRUE, FALSE, $2, 0) \
+                 ON CONFLICT (mirror) DO UPDATE SET queued = TRUE, \
+                   not_before = CASE WHEN pending.not_before < excluded.not_before \
+                     THEN pending.not_before ELSE excluded.not_before END, \
+                   attempt = 0",
+            )
+            .bind(mirror)
+            .bind(now)
+            .execute(&mut *tx)
             .await
-            .context("starting the enqueue transaction")?;
-        ensure_mirror(&mut tx, mirror).await?;
-        let id: i64 = sqlx::query_scalar(
-            "INSERT INTO events (mirror, trigger_name, detail, received_at, refs) \
-             VALUES (?1, ?2, ?3, ?4, ?5) RETURNING id",
-        )
-        .bind(mirror)
-        .bind(trigger.as_str())
-        .bind(detail)
-        .bind(now)
-        .bind(refs)
-        .fetch_one(&mut *tx)
-        .await
-        .with_context(|| format!("recording a {} event for {mirror}", trigger.as_str()))?;
-        sqlx::query(
-            "INSERT INTO pending (mirror, queued, running, not_before, attempt) \
-             VALUES (?1, 1, 0, ?2, 0) \
-             ON CONFLICT (mirror) DO UPDATE SET \
-               queued = 1, not_before = MIN(not_before, excluded.not_before), attempt = 0",
-        )
-        .bind(mirror)
-        .bind(now)
-        .execute(&mut *tx)
-        .await
-        .with_context(|| format!("queueing a sync of {mirror}"))?;
-        tx.commit()
+            .with_context(|| format!("queueing a sync of {mirror}"))?;
+            let id: i64 = sqlx::query_scalar(
+                "INSERT INTO events (mirror, trigger_name, detail, received_at, refs) \
+                 VALUES ($1, $2, $3, $4, $5) RETURNING id",
+            )
+            .bind(mirror)
+            .bind(trigger.as_str())
+            .bind(detail)
+            .bind(now)
+            .bind(&refs)
+            .fetch_one(&mut *tx)
             .await
-            .with_context(|| format!("committing the event for {mirror}"))?;
-        Ok(id)
+            .with_context(|| format!("recording a {} event for {mirror}", trigger.as_str()))?;
+            wake_nodes!(tx, sql);
+            tx.commit()
+                .await
+                .with_context(|| format!("committing the event for {mirror}"))?;
+            Ok(id)
+        })
     }
 
-    /// Takes up to `limit` due mirrors (queued, not running, `not_before <= now`, longest due
-    /// first) and marks them running, in one write transaction so that two callers never take
-    /// the same mirror. Mirrors dropped from the configuration are never claimed.
+    /// Takes up to `limit` claimable mirrors (queued and due, or running on a lapsed lease;
+    /// longest due first; those this node is preferred for, and others' once they have waited
+    /// [`AFFINITY_GRACE_MS`]) and marks them running on this node with a fresh lease, in one
+    /// write transaction, so that two callers never take the same mirror. Mirrors dropped
+    /// from the configuration are never claimed.
     pub async fn claim(&self, now: i64, limit: usize) -> Result<Vec<Claim>> {
         if limit == 0 {
             return Ok(Vec::new());
         }
-        // Most wake-ups (a webhook for a mirror that is already queued or running) find
-        // nothing due: answer those with a read, without taking the write lock that every
-        // webhook's enqueue needs too.
-        let anything_due: bool = sqlx::query_scalar(
-            "SELECT EXISTS (SELECT 1 FROM pending p JOIN mirrors m ON m.name = p.mirror \
-             WHERE p.queued = 1 AND p.running = 0 AND p.not_before <= ?1 \
-               AND m.config_state <> 'removed')",
-        )
-        .bind(now)
-        .fetch_one(&self.read)
-        .await
-        .context("checking for due syncs")?;
-        if !anything_due {
-            return Ok(Vec::new());
-        }
-        let mut tx = self
-            .write
-            .begin_with(BEGIN_WRITE)
+        on_db!(&self.db, |read, write, sql| {
+            // Most wake-ups (a webhook for a mirror that is already queued or running) find
+            // nothing claimable: answer those with a read, without taking the write lock (or
+            // any row lock) that every webhook's enqueue needs too.
+            let due: Vec<DueRow> = sqlx::query_as(&format!(
+                "SELECT p.mirror, CASE WHEN p.running THEN p.lease_until ELSE p.not_before END \
+                   AS due_at \
+                 FROM pending p JOIN mirrors m ON m.name = p.mirror \
+                 WHERE {CLAIMABLE} AND m.config_state <> 'removed' \
+                 ORDER BY due_at, p.mirror LIMIT $2"
+            ))
+            .bind(now)
+            .bind(i64::try_from(limit.saturating_mul(4).saturating_add(16)).unwrap_or(i64::MAX))
+            .fetch_all(read)
             .await
-            .context("starting the claim transaction")?;
-        let due: Vec<DueRow> = sqlx::query_as(
-            "SELECT p.mirror, p.attempt FROM pending p JOIN mirrors m ON m.name = p.mirror \
-             WHERE p.queued = 1 AND p.running = 0 AND p.not_before <= ?1 \
-               AND m.config_state <> 'removed' \
-             ORDER BY p.not_before, p.mirror LIMIT ?2",
-        )
-        .bind(now)
-        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
-        .fetch_all(&mut *tx)
-        .await
-        .context("listing due syncs")?;
-
-        let mut claims = Vec::with_capacity(due.len());
-        for DueRow { mirror, attempt } in due {
-            // The events this run covers: every one recorded so far (we hold the write lock,
-            // so none can arrive between this read and the commit).
-            let through: i64 =
-                sqlx::query_scalar("SELECT COALESCE(MAX(id), 0) FROM events WHERE mirror = ?1")
-                    .bind(&mirror)
-                    .fetch_one(&mut *tx)
+            .context("listing due syncs")?;
+            if due.is_empty() {
+                return Ok(Vec::new());
+            }
+            let mut live: Vec<String> =
+                sqlx::query_scalar("SELECT id FROM nodes WHERE heartbeat_at >= $1")
+                    .bind(now - self.lease_ms)
+                    .fetch_all(read)
                     .await
-                    .with_context(|| format!("reading the events of {mirror}"))?;
-            let taken = sqlx::query(
-                "UPDATE pending SET queued = 0, running = 1, claimed_through = ?2 \
-                 WHERE mirror = ?1 AND queued = 1 AND running = 0",
-            )
-            .bind(&mirror)
-            .bind(through)
-            .execute(&mut *tx)
-            .await
-            .with_context(|| format!("claiming {mirror}"))?
-            .rows_affected();
-            if taken != 1 {
-                continue;
+                    .context("listing the live nodes")?;
+            if !live.iter().any(|n| **n == *self.node) {
+                live.push(self.node.to_string());
             }
-            let names: Vec<String> = sqlx::query_scalar(
-                "SELECT trigger_name FROM events WHERE mirror = ?1 AND run_id IS NULL \
-                 GROUP BY trigger_name ORDER BY MIN(id)",
-            )
-            .bind(&mirror)
-            .fetch_all(&mut *tx)
-            .await
-            .with_context(|| format!("reading the triggers of {mirror}"))?;
-            let mut triggers = names
-                .iter()
-                .map(|n| parse_trigger(n))
-                .collect::<Result<Vec<_>>>()?;
-            if triggers.is_empty() {
-                triggers.push(Trigger::Retry);
+            let wanted: Vec<String> = due
+                .into_iter()
+                .filter(|row| {
+                    now - row.due_at >= AFFINITY_GRACE_MS
+                        || preferred_node(&row.mirror, &live).is_none_or(|n| n == &*self.node)
+                })
+                .map(|row| row.mirror)
+                .take(limit)
+                .collect();
+            if wanted.is_empty() {
+                return Ok(Vec::new());
             }
-            let focus = claim_focus(&mut tx, &mirror, through).await?;
-            claims.push(Claim {
-                mirror,
-                triggers,
-                attempt: to_u32(attempt),
-                started_at: now,
-                focus,
-            });
-        }
-        tx.commit().await.context("committing the claim")?;
-        Ok(claims)
+
+            let mut tx = write
+                .begin_with(sql.begin)
+                .await
+                .context("starting the claim transaction")?;
+            let mut claims = Vec::with_capacity(wanted.len());
+            for mirror in wanted {
+                // Still claimable, and not held by another node's transaction.
+                let held: Option<HeldRow> = sqlx::query_as(&format!(
+                    "SELECT p.attempt, p.running, p.node FROM pending p \
+                     WHERE p.mirror = $2 AND {CLAIMABLE}{}",
+                    sql.lock_free
+                ))
+                .bind(now)
+                .bind(&mirror)
+                .fetch_optional(&mut *tx)
+                .await
+                .with_context(|| format!("claiming {mirror}"))?;
+                let Some(held) = held else { continue };
+                // The events this run covers: every one committed so far (the row lock, or
+                // SQLite's write lock, keeps an enqueue of this mirror from committing one
+                // older in between).
+                let through: i64 =
+                    sqlx::query_scalar("SELECT COALESCE(MAX(id), 0) FROM events WHERE mirror = $1")
+                        .bind(&mirror)
+                        .fetch_one(&mut *tx)
+                        .await
+                        .with_context(|| format!("reading the events of {mirror}"))?;
+                let taken_from = held
+                    .running
+                    .then(|| held.node.unwrap_or_else(|| "an unknown node".to_owned()));
+                let interrupted = taken_from.as_ref().map(|from| {
+                    format!("taken over from node {from}: its claim lapsed (the node stopped, or lost the store) while the sync ran")
+                });
+                sqlx::query(
+                    "UPDATE pending SET queued = FALSE, running = TRUE, claimed_through = $2, \
+                       node = $3, lease_until = $4, interrupted = COALESCE($5, interrupted) \
+                     WHERE mirror = $1",
+                )
+                .bind(&mirror)
+                .bind(through)
+                .bind(&*self.node)
+                .bind(now.saturating_add(self.lease_ms))
+                .bind(&interrupted)
+                .execute(&mut *tx)
+                .await
+                .with_context(|| format!("claiming {mirror}"))?;
+                let names: Vec<String> = sqlx::query_scalar(
+                    "SELECT trigger_name FROM events WHERE mirror = $1 AND run_id IS NULL \
+                     GROUP BY trigger_name ORDER BY MIN(id)",
+                )
+                .bind(&mirror)
+                .fetch_all(&mut *tx)
+                .await
+                .with_context(|| format!("reading the triggers of {mirror}"))?;
+                let mut triggers = names
+                    .iter()
+                    .map(|n| parse_trigger(n))
+                    .collect::<Result<Vec<_>>>()?;
+                if triggers.is_empty() {
+                    triggers.push(Trigger::Retry);
+                }
+                let failing: i64 =
+                    sqlx::query_scalar("SELECT failure_streak FROM mirrors WHERE name = $1")
+                        .bind(&mirror)
+                        .fetch_one(&mut *tx)
+                        .await
+                        .with_context(|| format!("reading the failure streak of {mirror}"))?;
+                let named: Vec<Option<String>> = sqlx::query_scalar(
+                    "SELECT refs FROM events WHERE mirror = $1 AND run_id IS NULL AND id <= $2",
+                )
+                .bind(&mirror)
+                .bind(through)
+                .fetch_all(&mut *tx)
+                .await
+                .with_context(|| format!("reading the refs of the events of {mirror}"))?;
+                claims.push(Claim {
+                    mirror,
+                    triggers,
+                    attempt: to_u32(held.attempt),
+                    started_at: now,
+                    focus: claim_focus(failing, named),
+                    taken_from,
+                });
+            }
+            tx.commit().await.context("committing the claim")?;
+            Ok(claims)
+        })
     }
 
     /// Records a finished run in one transaction: the run and its report, the events it
     /// handled (those its claim covered), the queue (a follow-up run if events arrived
     /// meanwhile, else a retry if asked for, else nothing), the destinations' status and the
-    /// mirror's state and failure streak.
+    /// mirror's state and failure streak. Fails, recording nothing, when another node has
+    /// taken the mirror over (this node's claim lapsed): that node's run covers the events.
     pub async fn finish(&self, f: Finish<'_>) -> Result<FinishOutcome> {
         let mirror = f.mirror;
         let report_json = serde_json::to_string(f.report)
             .with_context(|| format!("serializing the report of {mirror}"))?;
-        let mut tx = self
-            .write
-            .begin_with(BEGIN_WRITE)
+        on_db!(&self.db, |_read, write, sql| {
+            let mut tx = write
+                .begin_with(sql.begin)
+                .await
+                .context("starting the finish transaction")?;
+            ensure_mirror!(tx, mirror);
+            let pending: Option<Pending> = sqlx::query_as(&format!(
+                "SELECT queued, running, claimed_through, node FROM pending WHERE mirror = $1{}",
+                sql.lock
+            ))
+            .bind(mirror)
+            .fetch_optional(&mut *tx)
             .await
-            .context("starting the finish transaction")?;
-        ensure_mirror(&mut tx, mirror).await?;
-
-        let run_id: i64 = sqlx::query_scalar(
-            "INSERT INTO runs (mirror, trigger_name, started_at, finished_at, ok, report) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6) RETURNING id",
-        )
-        .bind(mirror)
-        .bind(f.trigger.as_str())
-        .bind(f.started_at)
-        .bind(f.finished_at)
-        .bind(f.report.ok)
-        .bind(&report_json)
-        .fetch_one(&mut *tx)
-        .await
-        .with_context(|| format!("recording the run of {mirror}"))?;
-
-        let pending: Option<Pending> = sqlx::query_as(
-            "SELECT queued, running, claimed_through FROM pending WHERE mirror = ?1",
-        )
-        .bind(mirror)
-        .fetch_optional(&mut *tx)
-        .await
-        .with_context(|| format!("reading the queue entry of {mirror}"))?;
-
-        // The events this run handled. The claim's watermark is exact; without one (a run
-        // that was not claimed) fall back to the events received before the run started.
-        let handled = match pending.as_ref().filter(|p| p.running) {
-            Some(Pending {
-                claimed_through: Some(through),
+            .with_context(|| format!("reading the queue entry of {mirror}"))?;
+            if let Some(Pending {
+                running: true,
+                node: Some(other),
                 ..
-            }) => sqlx::query(
-                "UPDATE events SET run_id = ?2 \
-                 WHERE mirror = ?1 AND run_id IS NULL AND id <= ?3",
-            )
-            .bind(mirror)
-            .bind(run_id)
-            .bind(*through),
-            _ => sqlx::query(
-                "UPDATE events SET run_id = ?2 \
-                 WHERE mirror = ?1 AND run_id IS NULL AND received_at <= ?3",
-            )
-            .bind(mirror)
-            .bind(run_id)
-            .bind(f.started_at),
-        };
-        handled
-            .execute(&mut *tx)
-            .await
-            .with_context(|| format!("marking the events of {mirror} handled"))?;
+            }) = &pending
+            {
+                if **other != *self.node {
+                    bail!("node {other} took {mirror} over while this node ran it (this node's claim lapsed); its run covers the events, this one is not recorded");
+                }
+            }
 
-        let queue = if pending.as_ref().is_some_and(|p| p.queued) {
-            // Events arrived during the run: one immediate follow-up, a fresh first try.
-            sqlx::query(
-                "UPDATE pending SET running = 0, not_before = ?2, attempt = 0, \
-                 claimed_through = NULL, interrupted = NULL WHERE mirror = ?1",
+            let run_id: i64 = sqlx::query_scalar(
+                "INSERT INTO runs (mirror, trigger_name, started_at, finished_at, ok, report, node) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id",
             )
             .bind(mirror)
+            .bind(f.trigger.as_str())
+            .bind(f.started_at)
             .bind(f.finished_at)
-        } else if let Some(at) = f.retry_at {
-            sqlx::query(
-                "INSERT INTO pending (mirror, queued, running, not_before, attempt) \
-                 VALUES (?1, 1, 0, ?2, 1) \
-                 ON CONFLICT (mirror) DO UPDATE SET queued = 1, running = 0, \
-                   not_before = excluded.not_before, attempt = attempt + 1, \
-                   claimed_through = NULL, interrupted = NULL",
+            .bind(f.report.ok)
+            .bind(&report_json)
+            .bind(&*self.node)
+            .fetch_one(&mut *tx)
+            .await
+            .with_context(|| format!("recording the run of {mirror}"))?;
+
+            // The events this run handled. The claim's watermark is exact; without one (a run
+            // that was not claimed) fall back to the events received before the run started.
+            let handled = match pending.as_ref().filter(|p| p.running) {
+                Some(Pending {
+                    claimed_through: Some(through),
+                    ..
+                }) => sqlx::query(
+                    "UPDATE events SET run_id = $2 \
+                     WHERE mirror = $1 AND run_id IS NULL AND id <= $3",
+                )
+                .bind(mirror)
+                .bind(run_id)
+                .bind(*through),
+                _ => sqlx::query(
+                    "UPDATE events SET run_id = $2 \
+                     WHERE mirror = $1 AND run_id IS NULL AND received_at <= $3",
+                )
+                .bind(mirror)
+                .bind(run_id)
+                .bind(f.started_at),
+            };
+            handled
+                .execute(&mut *tx)
+                .await
+                .with_context(|| format!("marking the events of {mirror} handled"))?;
+
+            let follow_up = pending.as_ref().is_some_and(|p| p.queued);
+            let queue = if follow_up {
+                // Events arrived during the run: one immediate follow-up, a fresh first try.
+                sqlx::query(
+                    "UPDATE pending SET running = FALSE, not_before = $2, attempt = 0, \
+                     claimed_through = NULL, interrupted = NULL, node = NULL, lease_until = NULL \
+                     WHERE mirror = $1",
+                )
+                .bind(mirror)
+                .bind(f.finished_at)
+            } else if let Some(at) = f.retry_at {
+                sqlx::query(
+                    "INSERT INTO pending (mirror, queued, running, not_before, attempt) \
+                     VALUES ($1, TRUE, FALSE, $2, 1) \
+                     ON CONFLICT (mirror) DO UPDATE SET queued = TRUE, running = FALSE, \
+                       not_before = excluded.not_before, attempt = pending.attempt + 1, \
+                       claimed_through = NULL, interrupted = NULL, node = NULL, \
+                       lease_until = NULL",
+                )
+                .bind(mirror)
+                .bind(at)
+            } else {
+                sqlx::query("DELETE FROM pending WHERE mirror = $1").bind(mirror)
+            };
+            queue
+                .execute(&mut *tx)
+                .await
+                .with_context(|| format!("updating the queue entry of {mirror}"))?;
+
+            let MirrorRow {
+                config_state,
+                failure_streak: streak_before,
+                notified: was_notified,
+            } = sqlx::query_as(
+                "SELECT config_state, failure_streak, notified FROM mirrors WHERE name = $1",
             )
             .bind(mirror)
-            .bind(at)
-        } else {
-            sqlx::query("DELETE FROM pending WHERE mirror = ?1").bind(mirror)
-        };
-        queue
+            .fetch_one(&mut *tx)
+            .await
+            .with_context(|| format!("reading the state of {mirror}"))?;
+
+            for (position, d) in f.report.destinations.iter().enumerate() {
+                let error = destination_error(d)
+                    .map(|e| serde_json::to_string(&e))
+                    .transpose()
+                    .with_context(|| {
+                        format!("serializing the error of a destination of {mirror}")
+                    })?;
+                // A configured mirror's destinations were registered beforehand; one that is
+                // no longer configured (the configuration changed during the run) is not
+                // brought back. An ad hoc mirror's destinations are created on first sight.
+                let updated = sqlx::query(
+                    "UPDATE destinations SET last_attempt_at = $3, \
+                       last_success_at = CASE WHEN $4 THEN $3 ELSE last_success_at END, \
+                       last_error = $5 \
+                     WHERE mirror = $1 AND url = $2",
+                )
+                .bind(mirror)
+                .bind(&d.url)
+                .bind(f.finished_at)
+                .bind(d.ok)
+                .bind(&error)
+                .execute(&mut *tx)
+                .await
+                .with_context(|| format!("updating a destination of {mirror}"))?
+                .rows_affected();
+                if updated == 0 && config_state == "adhoc" {
+                    sqlx::query(
+                        "INSERT INTO destinations \
+                           (mirror, url, position, last_success_at, last_attempt_at, last_error) \
+                         VALUES ($1, $2, $3, CASE WHEN $4 THEN $5 END, $5, $6)",
+                    )
+                    .bind(mirror)
+                    .bind(&d.url)
+                    .bind(position as i64)
+                    .bind(d.ok)
+                    .bind(f.finished_at)
+                    .bind(&error)
+                    .execute(&mut *tx)
+                    .await
+                    .with_context(|| format!("recording a destination of {mirror}"))?;
+                }
+            }
+
+            let failure_streak = if f.report.ok { 0 } else { streak_before + 1 };
+            sqlx::query(
+                "UPDATE mirrors SET state = $2, failure_streak = $3, \
+                 source_digest = COALESCE($4, source_digest), last_node = $5 WHERE name = $1",
+            )
+            .bind(mirror)
+            .bind(state_after(f.report).as_str())
+            .bind(failure_streak)
+            .bind(f.report.source.digest.as_deref())
+            .bind(&*self.node)
             .execute(&mut *tx)
             .await
-            .with_context(|| format!("updating the queue entry of {mirror}"))?;
-
-        let MirrorRow {
-            config_state,
-            failure_streak: streak_before,
-            notified: was_notified,
-        } = sqlx::query_as(
-            "SELECT config_state, failure_streak, notified FROM mirrors WHERE name = ?1",
-        )
-        .bind(mirror)
-        .fetch_one(&mut *tx)
-        .await
-        .with_context(|| format!("reading the state of {mirror}"))?;
-
-        for (position, d) in f.report.destinations.iter().enumerate() {
-            record_destination(&mut tx, mirror, position, d, f.finished_at, &config_state).await?;
-        }
-
-        let failure_streak = if f.report.ok { 0 } else { streak_before + 1 };
-        sqlx::query(
-            "UPDATE mirrors SET state = ?2, failure_streak = ?3, \
-             source_digest = COALESCE(?4, source_digest) WHERE name = ?1",
-        )
-        .bind(mirror)
-        .bind(state_after(f.report).as_str())
-        .bind(failure_streak)
-        .bind(f.report.source.digest.as_deref())
-        .execute(&mut *tx)
-        .await
-        .with_context(|| format!("updating the state of {mirror}"))?;
-
-        tx.commit()
-            .await
-            .with_context(|| format!("committing the run of {mirror}"))?;
-        Ok(FinishOutcome {
-            run_id,
-            failure_streak: to_u32(failure_streak),
-            was_notified,
+            .with_context(|| format!("updating the state of {mirror}"))?;
+            if follow_up || f.retry_at.is_some() {
+                wake_nodes!(tx, sql);
+            }
+            tx.commit()
+                .await
+                .with_context(|| format!("committing the run of {mirror}"))?;
+            Ok(FinishOutcome {
+                run_id,
+                failure_streak: to_u32(failure_streak),
+                was_notified,
+            })
         })
     }
 
-    /// Puts a claimed mirror whose run ended without recording a result (its task panicked, or
-    /// [`Store::finish`] kept failing) back in the queue, due at `retry_at` with one more
-    /// attempt counted, and keeps `error` for the status until a run records its result. The
-    /// events the run covered stay unhandled, so the next run covers them. Returns false, and
-    /// changes nothing, when the mirror is not running (its result was recorded after all).
+    /// Puts a mirror this node claimed whose run ended without recording a result (its task
+    /// panicked, or [`Store::finish`] kept failing) back in the queue, due at `retry_at` with
+    /// one more attempt counted, and keeps `error` for the status until a run records its
+    /// result. The events the run covered stay unhandled, so the next run covers them. Returns
+    /// false, and changes nothing, when the mirror is not running on this node (its result was
+    /// recorded after all, or another node took it over).
     pub async fn release(&self, mirror: &str, retry_at: i64, error: &str) -> Result<bool> {
-        let released = sqlx::query(
-            "UPDATE pending SET queued = 1, running = 0, not_before = ?2, \
-               attempt = attempt + 1, claimed_through = NULL, interrupted = ?3 \
-             WHERE mirror = ?1 AND running = 1",
-        )
-        .bind(mirror)
-        .bind(retry_at)
-        .bind(error)
-        .execute(&self.write)
-        .await
-        .with_context(|| format!("putting {mirror} back in the queue"))?
-        .rows_affected();
-        Ok(released == 1)
+        on_db!(&self.db, |_read, write, sql| {
+            let mut tx = write
+                .begin_with(sql.begin)
+                .await
+                .context("starting the release transaction")?;
+            let released = sqlx::query(
+                "UPDATE pending SET queued = TRUE, running = FALSE, not_before = $2, \
+                   attempt = attempt + 1, claimed_through = NULL, interrupted = $3, \
+                   node = NULL, lease_until = NULL \
+                 WHERE mirror = $1 AND running AND node = $4",
+            )
+            .bind(mirror)
+            .bind(retry_at)
+            .bind(error)
+            .bind(&*self.node)
+            .execute(&mut *tx)
+            .await
+            .with_context(|| format!("putting {mirror} back in the queue"))?
+            .rows_affected();
+            wake_nodes!(tx, sql);
+            tx.commit()
+                .await
+                .with_context(|| format!("putting {mirror} back in the queue"))?;
+            Ok(released == 1)
+        })
+    }
+
+    /// This node is alive at `now`: records its heartbeat and extends the lease of every sync
+    /// it runs to `now` + its lease. Returns how many claims it holds.
+    pub async fn heartbeat(&self, now: i64) -> Result<u64> {
+        on_db!(&self.db, |_read, write, sql| {
+            let mut tx = write
+                .begin_with(sql.begin)
+                .await
+                .context("starting the heartbeat")?;
+            sqlx::query(
+                "INSERT INTO nodes (id, started_at, heartbeat_at, version) VALUES ($1, $2, $3, $4) \
+                 ON CONFLICT (id) DO UPDATE SET started_at = excluded.started_at, \
+                   heartbeat_at = excluded.heartbeat_at, version = excluded.version",
+            )
+            .bind(&*self.node)
+            .bind(self.started_at)
+            .bind(now)
+            .bind(env!("CARGO_PKG_VERSION"))
+            .execute(&mut *tx)
+            .await
+            .context("recording this node's heartbeat")?;
+            let held =
+                sqlx::query("UPDATE pending SET lease_until = $2 WHERE running AND node = $1")
+                    .bind(&*self.node)
+                    .bind(now.saturating_add(self.lease_ms))
+                    .execute(&mut *tx)
+                    .await
+                    .context("renewing this node's claims")?
+                    .rows_affected();
+            tx.commit().await.context("committing the heartbeat")?;
+            Ok(held)
+        })
+    }
+
+    /// This node stops: its syncs still marked running (cancelled after the shutdown grace)
+    /// go back in the queue at once rather than when their lease lapses, and the node leaves
+    /// the list of live nodes, so its mirrors move to the others without waiting.
+    pub async fn leave(&self) -> Result<()> {
+        on_db!(&self.db, |_read, write, sql| {
+            let mut tx = write
+                .begin_with(sql.begin)
+                .await
+                .context("starting to leave")?;
+            sqlx::query(
+                "UPDATE pending SET queued = TRUE, running = FALSE, not_before = $2, \
+                   claimed_through = NULL, node = NULL, lease_until = NULL, \
+                   interrupted = 'the node running it stopped before the sync finished' \
+                 WHERE running AND node = $1",
+            )
+            .bind(&*self.node)
+            .bind(now_ms())
+            .execute(&mut *tx)
+            .await
+            .context("requeueing this node's unfinished syncs")?;
+            sqlx::query("DELETE FROM nodes WHERE id = $1")
+                .bind(&*self.node)
+                .execute(&mut *tx)
+                .await
+                .context("removing this node from the live nodes")?;
+            wake_nodes!(tx, sql);
+            tx.commit().await.context("committing the node's leave")?;
+            Ok(())
+        })
+    }
+
+    /// Fires a timer shared by all nodes: true for the one caller that finds `name` due at
+    /// `now` (or never fired), which moves it to `now + every`; false for everyone else until
+    /// then. One atomic statement, so with any number of nodes a timer fires once per interval.
+    pub async fn take_timer(&self, name: &str, now: i64, every: Duration) -> Result<bool> {
+        let next = now.saturating_add(i64::try_from(every.as_millis()).unwrap_or(i64::MAX));
+        on_db!(&self.db, |_read, write, _sql| {
+            let fired: Option<String> = sqlx::query_scalar(
+                "INSERT INTO timers (name, next_at) VALUES ($1, $2) \
+                 ON CONFLICT (name) DO UPDATE SET next_at = excluded.next_at \
+                 WHERE timers.next_at <= $3 RETURNING name",
+            )
+            .bind(name)
+            .bind(next)
+            .bind(now)
+            .fetch_optional(write)
+            .await
+            .with_context(|| format!("firing the timer {name}"))?;
+            Ok(fired.is_some())
+        })
     }
 
     /// Remembers whether a failure notification is outstanding for the mirror's current
     /// streak: true after sending one (so it is sent once per streak), false after the
     /// recovery notice.
     pub async fn mark_notified(&self, mirror: &str, notified: bool) -> Result<()> {
-        let updated = sqlx::query("UPDATE mirrors SET notified = ?2 WHERE name = ?1")
-            .bind(mirror)
-            .bind(notified)
-            .execute(&self.write)
-            .await
-            .with_context(|| format!("recording the notification state of {mirror}"))?
-            .rows_affected();
+        let updated = on_db!(&self.db, |_read, write, _sql| {
+            sqlx::query("UPDATE mirrors SET notified = $2 WHERE name = $1")
+                .bind(mirror)
+                .bind(notified)
+                .execute(write)
+                .await
+                .map(|done| done.rows_affected())
+        })
+        .with_context(|| format!("recording the notification state of {mirror}"))?;
         if updated == 0 {
             bail!("the store knows no mirror named {mirror}");
         }
@@ -580,136 +934,207 @@ impl Store {
         &self,
         mirrors: &[(String, String, Vec<String>, String)],
     ) -> Result<Vec<String>> {
-        let mut tx = self
-            .write
-            .begin_with(BEGIN_WRITE)
-            .await
-            .context("starting the registration transaction")?;
-        let mut changed = Vec::new();
-        let mut names = HashSet::new();
-        for (position, (name, source, destinations, fingerprint)) in mirrors.iter().enumerate() {
-            names.insert(name.as_str());
-            let stored: Option<Option<String>> =
-                sqlx::query_scalar("SELECT fingerprint FROM mirrors WHERE name = ?1")
-                    .bind(name)
-                    .fetch_optional(&mut *tx)
-                    .await
-                    .with_context(|| format!("reading the fingerprint of {name}"))?;
-            if stored.flatten().as_deref() != Some(fingerprint.as_str()) {
-                changed.push(name.clone());
-            }
-            sqlx::query(
-                "INSERT INTO mirrors (name, source, fingerprint, config_state, position) \
-                 VALUES (?1, ?2, ?3, 'configured', ?4) \
-                 ON CONFLICT (name) DO UPDATE SET source = excluded.source, \
-                   fingerprint = excluded.fingerprint, config_state = 'configured', \
-                   position = excluded.position",
-            )
-            .bind(name)
-            .bind(source)
-            .bind(fingerprint)
-            .bind(position as i64)
-            .execute(&mut *tx)
-            .await
-            .with_context(|| format!("registering the mirror {name}"))?;
-
-            for (position, url) in destinations.iter().enumerate() {
+        on_db!(&self.db, |_read, write, sql| {
+            let mut tx = write
+                .begin_with(sql.begin)
+                .await
+                .context("starting the registration transaction")?;
+            let mut changed = Vec::new();
+            let mut names = HashSet::new();
+            for (position, (name, source, destinations, fingerprint)) in mirrors.iter().enumerate()
+            {
+                names.insert(name.as_str());
+                // Locked: of several nodes starting with a new configuration, one sees it new.
+                let stored: Option<Option<String>> = sqlx::query_scalar(&format!(
+                    "SELECT fingerprint FROM mirrors WHERE name = $1{}",
+                    sql.lock
+                ))
+                .bind(name)
+                .fetch_optional(&mut *tx)
+                .await
+                .with_context(|| format!("reading the fingerprint of {name}"))?;
+                if stored.flatten().as_deref() != Some(fingerprint.as_str()) {
+                    changed.push(name.clone());
+                }
                 sqlx::query(
-                    "INSERT INTO destinations (mirror, url, position) VALUES (?1, ?2, ?3) \
-                     ON CONFLICT (mirror, url) DO UPDATE SET position = excluded.position",
+                    "INSERT INTO mirrors (name, source, fingerprint, config_state, position) \
+                     VALUES ($1, $2, $3, 'configured', $4) \
+                     ON CONFLICT (name) DO UPDATE SET source = excluded.source, \
+                       fingerprint = excluded.fingerprint, config_state = 'configured', \
+                       position = excluded.position",
                 )
                 .bind(name)
-                .bind(url)
+                .bind(source)
+                .bind(fingerprint)
                 .bind(position as i64)
                 .execute(&mut *tx)
                 .await
-                .with_context(|| format!("registering a destination of {name}"))?;
-            }
-            let stored_urls: Vec<String> =
-                sqlx::query_scalar("SELECT url FROM destinations WHERE mirror = ?1")
-                    .bind(name)
-                    .fetch_all(&mut *tx)
-                    .await
-                    .with_context(|| format!("listing the destinations of {name}"))?;
-            for url in stored_urls.iter().filter(|u| !destinations.contains(u)) {
-                sqlx::query("DELETE FROM destinations WHERE mirror = ?1 AND url = ?2")
+                .with_context(|| format!("registering the mirror {name}"))?;
+
+                for (position, url) in destinations.iter().enumerate() {
+                    sqlx::query(
+                        "INSERT INTO destinations (mirror, url, position) VALUES ($1, $2, $3) \
+                         ON CONFLICT (mirror, url) DO UPDATE SET position = excluded.position",
+                    )
                     .bind(name)
                     .bind(url)
+                    .bind(position as i64)
                     .execute(&mut *tx)
                     .await
-                    .with_context(|| format!("dropping a destination of {name}"))?;
+                    .with_context(|| format!("registering a destination of {name}"))?;
+                }
+                let stored_urls: Vec<String> =
+                    sqlx::query_scalar("SELECT url FROM destinations WHERE mirror = $1")
+                        .bind(name)
+                        .fetch_all(&mut *tx)
+                        .await
+                        .with_context(|| format!("listing the destinations of {name}"))?;
+                for url in stored_urls.iter().filter(|u| !destinations.contains(u)) {
+                    sqlx::query("DELETE FROM destinations WHERE mirror = $1 AND url = $2")
+                        .bind(name)
+                        .bind(url)
+                        .execute(&mut *tx)
+                        .await
+                        .with_context(|| format!("dropping a destination of {name}"))?;
+                }
             }
-        }
 
-        let live: Vec<String> =
-            sqlx::query_scalar("SELECT name FROM mirrors WHERE config_state <> 'removed'")
-                .fetch_all(&mut *tx)
+            let live: Vec<String> =
+                sqlx::query_scalar("SELECT name FROM mirrors WHERE config_state <> 'removed'")
+                    .fetch_all(&mut *tx)
+                    .await
+                    .context("listing the known mirrors")?;
+            for name in live.iter().filter(|n| !names.contains(n.as_str())) {
+                sqlx::query("UPDATE mirrors SET config_state = 'removed' WHERE name = $1")
+                    .bind(name)
+                    .execute(&mut *tx)
+                    .await
+                    .with_context(|| format!("retiring the mirror {name}"))?;
+                sqlx::query("DELETE FROM destinations WHERE mirror = $1")
+                    .bind(name)
+                    .execute(&mut *tx)
+                    .await
+                    .with_context(|| format!("dropping the destinations of {name}"))?;
+            }
+            tx.commit()
                 .await
-                .context("listing the known mirrors")?;
-        for name in live.iter().filter(|n| !names.contains(n.as_str())) {
-            sqlx::query("UPDATE mirrors SET config_state = 'removed' WHERE name = ?1")
-                .bind(name)
-                .execute(&mut *tx)
-                .await
-                .with_context(|| format!("retiring the mirror {name}"))?;
-            sqlx::query("DELETE FROM destinations WHERE mirror = ?1")
-                .bind(name)
-                .execute(&mut *tx)
-                .await
-                .with_context(|| format!("dropping the destinations of {name}"))?;
-        }
-        tx.commit()
-            .await
-            .context("committing the mirror registration")?;
-        Ok(changed)
+                .context("committing the mirror registration")?;
+            Ok(changed)
+        })
     }
 
     /// Every configured mirror, in configuration order, read from one snapshot.
     pub async fn mirrors(&self) -> Result<Vec<MirrorStatus>> {
-        let mut tx = self.read.begin().await.context("starting a status read")?;
-        let rows: Vec<StatusRow> = sqlx::query_as(&format!(
-            "{STATUS_SELECT} WHERE m.config_state = 'configured' ORDER BY m.position, m.name"
-        ))
-        .fetch_all(&mut *tx)
-        .await
-        .context("listing the mirrors")?;
-        let mut out = Vec::with_capacity(rows.len());
-        for row in rows {
-            out.push(status_of(&mut tx, row).await?);
-        }
-        tx.commit().await.context("ending a status read")?;
-        Ok(out)
+        self.statuses(None).await
     }
 
     /// One mirror's status; `None` for a mirror the store does not know or that was removed
     /// from the configuration.
     pub async fn mirror(&self, name: &str) -> Result<Option<MirrorStatus>> {
-        let mut tx = self.read.begin().await.context("starting a status read")?;
-        let row: Option<StatusRow> = sqlx::query_as(&format!(
-            "{STATUS_SELECT} WHERE m.name = ?1 AND m.config_state <> 'removed'"
-        ))
-        .bind(name)
-        .fetch_optional(&mut *tx)
-        .await
-        .with_context(|| format!("reading the mirror {name}"))?;
-        let status = match row {
-            Some(row) => Some(status_of(&mut tx, row).await?),
-            None => None,
-        };
-        tx.commit().await.context("ending a status read")?;
-        Ok(status)
+        Ok(self.statuses(Some(name)).await?.pop())
+    }
+
+    /// The status of every configured mirror, or of the one named, from one read snapshot.
+    async fn statuses(&self, only: Option<&str>) -> Result<Vec<MirrorStatus>> {
+        on_db!(&self.db, |read, _write, _sql| {
+            let mut tx = read.begin().await.context("starting a status read")?;
+            let rows: Vec<StatusRow> = match only {
+                None => sqlx::query_as(&format!(
+                    "{STATUS_SELECT} WHERE m.config_state = 'configured' \
+                     ORDER BY m.position, m.name"
+                ))
+                .fetch_all(&mut *tx)
+                .await
+                .context("listing the mirrors")?,
+                Some(name) => sqlx::query_as(&format!(
+                    "{STATUS_SELECT} WHERE m.name = $1 AND m.config_state <> 'removed'"
+                ))
+                .bind(name)
+                .fetch_all(&mut *tx)
+                .await
+                .with_context(|| format!("reading the mirror {name}"))?,
+            };
+            let mut out = Vec::with_capacity(rows.len());
+            for row in rows {
+                let name = row.name.clone();
+                let last: Option<RunSummaryRow> = sqlx::query_as(&format!(
+                    "SELECT {RUN_COLUMNS} FROM runs WHERE mirror = $1 ORDER BY id DESC LIMIT 1"
+                ))
+                .bind(&name)
+                .fetch_optional(&mut *tx)
+                .await
+                .with_context(|| format!("reading the last run of {name}"))?;
+                let last_run = last.map(RunSummaryRow::into_summary).transpose()?;
+                // Behind since the oldest event no successful run has satisfied: the unhandled
+                // ones, and, while the mirror is failing, those handled by the failed runs
+                // since the last success.
+                let unhandled: Option<i64> = sqlx::query_scalar(
+                    "SELECT MIN(received_at) FROM events WHERE mirror = $1 AND run_id IS NULL",
+                )
+                .bind(&name)
+                .fetch_one(&mut *tx)
+                .await
+                .with_context(|| format!("reading the unhandled events of {name}"))?;
+                let failed: Option<i64> = match &last_run {
+                    Some(run) if !run.ok => sqlx::query_scalar(
+                        "SELECT MIN(received_at) FROM events WHERE mirror = $1 AND run_id > \
+                           COALESCE((SELECT MAX(id) FROM runs WHERE mirror = $1 AND ok), 0)",
+                    )
+                    .bind(&name)
+                    .fetch_one(&mut *tx)
+                    .await
+                    .with_context(|| format!("reading the events of the failed runs of {name}"))?,
+                    _ => None,
+                };
+                let destinations: Vec<DestinationRow> = sqlx::query_as(
+                    "SELECT url, last_success_at, last_attempt_at, last_error FROM destinations \
+                     WHERE mirror = $1 ORDER BY position, url",
+                )
+                .bind(&name)
+                .fetch_all(&mut *tx)
+                .await
+                .with_context(|| format!("reading the destinations of {name}"))?;
+                out.push(status_of(row, last_run, unhandled, failed, destinations)?);
+            }
+            tx.commit().await.context("ending a status read")?;
+            Ok(out)
+        })
+    }
+
+    /// The nodes that heartbeat into this store, newest heartbeat first.
+    pub async fn nodes(&self) -> Result<Vec<NodeStatus>> {
+        let rows: Vec<NodeRow> = on_db!(&self.db, |read, _write, _sql| {
+            sqlx::query_as(
+                "SELECT id, started_at, heartbeat_at, version FROM nodes \
+                 ORDER BY heartbeat_at DESC, id",
+            )
+            .fetch_all(read)
+            .await
+        })
+        .context("listing the nodes")?;
+        Ok(rows
+            .into_iter()
+            .map(|r| NodeStatus {
+                id: r.id,
+                started_at: r.started_at,
+                heartbeat_at: r.heartbeat_at,
+                version: r.version,
+            })
+            .collect())
     }
 
     /// The mirror's last `limit` runs with their reports, newest first.
     pub async fn runs(&self, mirror: &str, limit: usize) -> Result<Vec<RunDetail>> {
-        let rows: Vec<RunRow> = sqlx::query_as(
-            "SELECT id, mirror, trigger_name, started_at, finished_at, ok, report FROM runs \
-             WHERE mirror = ?1 ORDER BY id DESC LIMIT ?2",
-        )
-        .bind(mirror)
-        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
-        .fetch_all(&self.read)
-        .await
+        let rows: Vec<RunRow> = on_db!(&self.db, |read, _write, _sql| {
+            sqlx::query_as(&format!(
+                "SELECT {RUN_COLUMNS}, report FROM runs WHERE mirror = $1 \
+                 ORDER BY id DESC LIMIT $2"
+            ))
+            .bind(mirror)
+            .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+            .fetch_all(read)
+            .await
+        })
         .with_context(|| format!("listing the runs of {mirror}"))?;
         rows.into_iter()
             .map(|RunRow { summary, report }| {
@@ -725,155 +1150,140 @@ impl Store {
 
     /// How many mirrors are queued or running (a gauge for metrics and the page).
     pub async fn queue_depth(&self) -> Result<i64> {
-        sqlx::query_scalar(
-            "SELECT COUNT(*) FROM pending p JOIN mirrors m ON m.name = p.mirror \
-             WHERE p.running = 1 OR (p.queued = 1 AND m.config_state <> 'removed')",
-        )
-        .fetch_one(&self.read)
-        .await
+        on_db!(&self.db, |read, _write, _sql| {
+            sqlx::query_scalar(
+                "SELECT COUNT(*) FROM pending p JOIN mirrors m ON m.name = p.mirror \
+                 WHERE p.running OR (p.queued AND m.config_state <> 'removed')",
+            )
+            .fetch_one(read)
+            .await
+        })
         .context("counting the queue")
     }
 
     /// How many events the mirror has received (for tests).
     #[cfg(test)]
     pub async fn event_count(&self, mirror: &str) -> Result<i64> {
-        sqlx::query_scalar("SELECT COUNT(*) FROM events WHERE mirror = ?1")
-            .bind(mirror)
-            .fetch_one(&self.read)
+        self.count("SELECT COUNT(*) FROM events WHERE mirror = $1", mirror)
             .await
-            .with_context(|| format!("counting the events of {mirror}"))
     }
 
     /// How many runs of the mirror are recorded (for tests).
     #[cfg(test)]
     pub async fn run_count(&self, mirror: &str) -> Result<i64> {
-        sqlx::query_scalar("SELECT COUNT(*) FROM runs WHERE mirror = ?1")
-            .bind(mirror)
-            .fetch_one(&self.read)
+        self.count("SELECT COUNT(*) FROM runs WHERE mirror = $1", mirror)
             .await
-            .with_context(|| format!("counting the runs of {mirror}"))
+    }
+
+    /// A count about one mirror (for tests).
+    #[cfg(test)]
+    async fn count(&self, query: &str, mirror: &str) -> Result<i64> {
+        on_db!(&self.db, |read, _write, _sql| {
+            sqlx::query_scalar(query).bind(mirror).fetch_one(read).await
+        })
+        .with_context(|| format!("counting ({query}) for {mirror}"))
     }
 
     /// Keeps the newest `keep` runs of every mirror and deletes older runs with the events they
-    /// handled, so the store does not grow forever. Returns how many runs were deleted. Events
-    /// not yet handled are never deleted.
+    /// handled, so the store does not grow forever, and forgets nodes not heard from for a
+    /// day. Returns how many runs were deleted. Events not yet handled are never deleted.
     pub async fn prune(&self, keep: i64) -> Result<u64> {
-        let mut tx = self.write.begin().await.context("starting a prune")?;
-        const OLD_RUNS: &str = "SELECT id FROM (SELECT id, ROW_NUMBER() OVER (PARTITION BY mirror ORDER BY id DESC) AS newer \
-             FROM runs) WHERE newer > ?1";
-        sqlx::query(&format!("DELETE FROM events WHERE run_id IN ({OLD_RUNS})"))
-            .bind(keep)
-            .execute(&mut *tx)
-            .await
-            .context("pruning old events")?;
-        let deleted = sqlx::query(&format!("DELETE FROM runs WHERE id IN ({OLD_RUNS})"))
-            .bind(keep)
-            .execute(&mut *tx)
-            .await
-            .context("pruning old runs")?
-            .rows_affected();
-        tx.commit().await.context("committing a prune")?;
-        Ok(deleted)
+        const OLD_RUNS: &str = "SELECT id FROM (SELECT id, \
+             ROW_NUMBER() OVER (PARTITION BY mirror ORDER BY id DESC) AS newer FROM runs) AS r \
+             WHERE newer > $1";
+        on_db!(&self.db, |_read, write, _sql| {
+            let mut tx = write.begin().await.context("starting a prune")?;
+            sqlx::query(&format!("DELETE FROM events WHERE run_id IN ({OLD_RUNS})"))
+                .bind(keep)
+                .execute(&mut *tx)
+                .await
+                .context("pruning old events")?;
+            let deleted = sqlx::query(&format!("DELETE FROM runs WHERE id IN ({OLD_RUNS})"))
+                .bind(keep)
+                .execute(&mut *tx)
+                .await
+                .context("pruning old runs")?
+                .rows_affected();
+            sqlx::query("DELETE FROM nodes WHERE heartbeat_at < $1")
+                .bind(now_ms() - FORGET_NODES_MS)
+                .execute(&mut *tx)
+                .await
+                .context("forgetting nodes long gone")?;
+            tx.commit().await.context("committing a prune")?;
+            Ok(deleted)
+        })
     }
 
     /// The digest of the source refs the mirror's last run synced from (`None`: no run read
     /// the source yet).
     pub async fn source_digest(&self, mirror: &str) -> Result<Option<String>> {
-        let digest: Option<Option<String>> =
-            sqlx::query_scalar("SELECT source_digest FROM mirrors WHERE name = ?1")
+        let digest: Option<Option<String>> = on_db!(&self.db, |read, _write, _sql| {
+            sqlx::query_scalar("SELECT source_digest FROM mirrors WHERE name = $1")
                 .bind(mirror)
-                .fetch_optional(&self.read)
+                .fetch_optional(read)
                 .await
-                .with_context(|| format!("reading the last synced source of {mirror}"))?;
+        })
+        .with_context(|| format!("reading the last synced source of {mirror}"))?;
         Ok(digest.flatten())
     }
 
     /// When the next claimable sync becomes due (it may be in the past), so the dispatcher can
     /// sleep until then; `None` when nothing is waiting. A mirror queued behind its own running
-    /// sync is not counted: it becomes due when that run finishes.
+    /// sync is not counted: it becomes due when that run finishes; another node's running
+    /// sync counts from when its lease lapses (a takeover).
     pub async fn next_due(&self) -> Result<Option<i64>> {
-        sqlx::query_scalar(
-            "SELECT MIN(p.not_before) FROM pending p JOIN mirrors m ON m.name = p.mirror \
-             WHERE p.queued = 1 AND p.running = 0 AND m.config_state <> 'removed'",
-        )
-        .fetch_one(&self.read)
-        .await
+        on_db!(&self.db, |read, _write, _sql| {
+            sqlx::query_scalar(
+                "SELECT MIN(CASE WHEN p.running THEN p.lease_until ELSE p.not_before END) \
+                 FROM pending p JOIN mirrors m ON m.name = p.mirror \
+                 WHERE ((p.queued AND NOT p.running) OR (p.running AND p.node <> $1)) \
+                   AND m.config_state <> 'removed'",
+            )
+            .bind(&*self.node)
+            .fetch_one(read)
+            .await
+        })
         .context("reading when the next sync is due")
     }
 }
 
-/// Creates the mirror's row if the store has not heard of it (an ad hoc mirror: enqueued
-/// without being registered), so that events and runs can reference it.
-async fn ensure_mirror(conn: &mut SqliteConnection, mirror: &str) -> Result<()> {
-    sqlx::query("INSERT INTO mirrors (name) VALUES (?1) ON CONFLICT (name) DO NOTHING")
-        .bind(mirror)
-        .execute(conn)
-        .await
-        .with_context(|| format!("recording the mirror {mirror}"))?;
-    Ok(())
+/// The live node a mirror prefers (rendezvous hashing: the highest hash of node and mirror
+/// name), so that adding or losing a node moves only that node's share of the mirrors.
+fn preferred_node<'a>(mirror: &str, live: &'a [String]) -> Option<&'a str> {
+    live.iter()
+        .max_by_key(|node| {
+            let digest = Sha256::new()
+                .chain_update(node.as_bytes())
+                .chain_update([0])
+                .chain_update(mirror.as_bytes())
+                .finalize();
+            let mut first = [0u8; 8];
+            first.copy_from_slice(&digest[..8]);
+            u64::from_be_bytes(first)
+        })
+        .map(String::as_str)
 }
 
-/// Updates one destination's status after a run. A configured mirror's destinations were
-/// registered beforehand; one that is no longer configured (the configuration changed during
-/// the run) is not brought back. An ad hoc mirror's destinations are created on first sight.
-async fn record_destination(
-    conn: &mut SqliteConnection,
-    mirror: &str,
-    position: usize,
-    d: &DestinationReport,
-    finished_at: i64,
-    config_state: &str,
-) -> Result<()> {
-    let error = destination_error(d)
-        .map(|e| serde_json::to_string(&e))
-        .transpose()
-        .with_context(|| format!("serializing the error of a destination of {mirror}"))?;
-    let updated = sqlx::query(
-        "UPDATE destinations SET last_attempt_at = ?3, \
-           last_success_at = CASE WHEN ?4 THEN ?3 ELSE last_success_at END, \
-           last_error = ?5 \
-         WHERE mirror = ?1 AND url = ?2",
-    )
-    .bind(mirror)
-    .bind(&d.url)
-    .bind(finished_at)
-    .bind(d.ok)
-    .bind(&error)
-    .execute(&mut *conn)
-    .await
-    .with_context(|| format!("updating a destination of {mirror}"))?
-    .rows_affected();
-    if updated == 0 && config_state == "adhoc" {
-        sqlx::query(
-            "INSERT INTO destinations \
-               (mirror, url, position, last_success_at, last_attempt_at, last_error) \
-             VALUES (?1, ?2, ?3, CASE WHEN ?4 THEN ?5 END, ?5, ?6)",
-        )
-        .bind(mirror)
-        .bind(&d.url)
-        .bind(position as i64)
-        .bind(d.ok)
-        .bind(finished_at)
-        .bind(&error)
-        .execute(&mut *conn)
-        .await
-        .with_context(|| format!("recording a destination of {mirror}"))?;
-    }
-    Ok(())
-}
-
-/// Assembles a mirror's status from its base row (inside the caller's read snapshot).
-async fn status_of(conn: &mut SqliteConnection, row: StatusRow) -> Result<MirrorStatus> {
+/// Assembles a mirror's status from its rows (read in one snapshot by the caller).
+fn status_of(
+    row: StatusRow,
+    last_run: Option<RunSummary>,
+    unhandled: Option<i64>,
+    failed: Option<i64>,
+    destinations: Vec<DestinationRow>,
+) -> Result<MirrorStatus> {
     let StatusRow {
         name,
         source,
         state: stored_state,
         failure_streak,
+        last_node,
         queued,
         running,
         not_before,
         attempt,
         interrupted,
+        node,
     } = row;
     let queued = queued.unwrap_or(false);
     let running = running.unwrap_or(false);
@@ -890,51 +1300,11 @@ async fn status_of(conn: &mut SqliteConnection, row: StatusRow) -> Result<Mirror
     } else {
         None
     };
-
-    let last: Option<RunSummaryRow> = sqlx::query_as(
-        "SELECT id, mirror, trigger_name, started_at, finished_at, ok FROM runs \
-         WHERE mirror = ?1 ORDER BY id DESC LIMIT 1",
-    )
-    .bind(&name)
-    .fetch_optional(&mut *conn)
-    .await
-    .with_context(|| format!("reading the last run of {name}"))?;
-    let last_run = last.map(RunSummaryRow::into_summary).transpose()?;
-
-    // Behind since the oldest event no successful run has satisfied: the unhandled ones, and,
-    // while the mirror is failing, those handled by the failed runs since the last success.
-    let unhandled: Option<i64> = sqlx::query_scalar(
-        "SELECT MIN(received_at) FROM events WHERE mirror = ?1 AND run_id IS NULL",
-    )
-    .bind(&name)
-    .fetch_one(&mut *conn)
-    .await
-    .with_context(|| format!("reading the unhandled events of {name}"))?;
-    let failed = match &last_run {
-        Some(run) if !run.ok => sqlx::query_scalar(
-            "SELECT MIN(received_at) FROM events WHERE mirror = ?1 AND run_id > \
-               COALESCE((SELECT MAX(id) FROM runs WHERE mirror = ?1 AND ok = 1), 0)",
-        )
-        .bind(&name)
-        .fetch_one(&mut *conn)
-        .await
-        .with_context(|| format!("reading the events of the failed runs of {name}"))?,
-        _ => None,
-    };
     let behind_since = match (unhandled, failed) {
         (Some(a), Some(b)) => Some(a.min(b)),
         (a, b) => a.or(b),
     };
-
-    let rows: Vec<DestinationRow> = sqlx::query_as(
-        "SELECT url, last_success_at, last_attempt_at, last_error FROM destinations \
-         WHERE mirror = ?1 ORDER BY position, url",
-    )
-    .bind(&name)
-    .fetch_all(&mut *conn)
-    .await
-    .with_context(|| format!("reading the destinations of {name}"))?;
-    let destinations = rows
+    let destinations = destinations
         .into_iter()
         .map(|row| {
             let DestinationRow {
@@ -956,7 +1326,6 @@ async fn status_of(conn: &mut SqliteConnection, row: StatusRow) -> Result<Mirror
             })
         })
         .collect::<Result<Vec<_>>>()?;
-
     Ok(MirrorStatus {
         name,
         state,
@@ -965,6 +1334,7 @@ async fn status_of(conn: &mut SqliteConnection, row: StatusRow) -> Result<Mirror
         behind_since,
         retry_at,
         interrupted,
+        node: if running { node } else { last_node },
         last_run,
         destinations,
     })
@@ -989,34 +1359,21 @@ fn state_after(report: &MirrorReport) -> MirrorState {
     }
 }
 
-/// The focus of a claim covering the mirror's unhandled events up to `through` (see
-/// [`Claim::focus`]).
-async fn claim_focus(tx: &mut SqliteConnection, mirror: &str, through: i64) -> Result<Vec<String>> {
-    let failing: i64 = sqlx::query_scalar("SELECT failure_streak FROM mirrors WHERE name = ?1")
-        .bind(mirror)
-        .fetch_one(&mut *tx)
-        .await
-        .with_context(|| format!("reading the failure streak of {mirror}"))?;
-    if failing > 0 {
-        return Ok(Vec::new());
+/// The focus of a claim (see [`Claim::focus`]) from the mirror's failure streak and the refs
+/// (JSON lists) its covered events named.
+fn claim_focus(failure_streak: i64, named: Vec<Option<String>>) -> Vec<String> {
+    if failure_streak > 0 {
+        return Vec::new();
     }
-    let named: Vec<Option<String>> = sqlx::query_scalar(
-        "SELECT refs FROM events WHERE mirror = ?1 AND run_id IS NULL AND id <= ?2",
-    )
-    .bind(mirror)
-    .bind(through)
-    .fetch_all(&mut *tx)
-    .await
-    .with_context(|| format!("reading the refs of the events of {mirror}"))?;
     let mut focus = std::collections::BTreeSet::new();
     for refs in named {
         // An unreadable list counts as none named: the run takes the whole selection.
         let Some(refs) = refs.and_then(|r| serde_json::from_str::<Vec<String>>(&r).ok()) else {
-            return Ok(Vec::new());
+            return Vec::new();
         };
         focus.extend(refs);
     }
-    Ok(focus.into_iter().collect())
+    focus.into_iter().collect()
 }
 
 fn parse_trigger(name: &str) -> Result<Trigger> {
@@ -1028,6 +1385,16 @@ fn to_u32(n: i64) -> u32 {
     u32::try_from(n.max(0)).unwrap_or(u32::MAX)
 }
 
+/// The message for a store migrated beyond what this ferry knows (a newer node migrated it).
+fn newer_schema(e: sqlx::migrate::MigrateError, location: &str) -> anyhow::Error {
+    match e {
+        sqlx::migrate::MigrateError::VersionMissing(version) => anyhow::anyhow!(
+            "the store {location} has schema migration {version}, which this ferry ({}) does not know: a newer ferry migrated it. Run the newer ferry on this node too (an older node refuses to start rather than guess)",
+            env!("CARGO_PKG_VERSION")
+        ),
+        other => anyhow::Error::new(other).context(format!("migrating the store {location}")),
+    }
+}
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1035,18 +1402,88 @@ mod tests {
     use crate::engine::report::{Outcome, RefReport, SourceReport};
     use crate::model::kind::ErrorKind;
     use crate::model::refs::Oid;
+    use sqlx::sqlite::SqlitePool;
 
     const SRC: &str = "https://git.example.com/app.git";
     const D1: &str = "https://github.com/acme/app.git";
     const D2: &str = "https://gitlab.com/acme/app.git";
 
-    async fn temp_store() -> (tempfile::TempDir, Store) {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let store = Store::open(&dir.path().join("state/ferry.db"))
-            .await
-            .expect("open store");
-        (dir, store)
+    /// How long claims hold in these tests.
+    const LEASE: Duration = Duration::from_secs(30);
+
+    async fn open_as(at: &Location, node: &str) -> Store {
+        let node = Node {
+            id: node.to_owned(),
+            lease: LEASE,
+        };
+        Store::open(at, node).await.expect("open store")
     }
+
+    /// The one PostgreSQL server of this test binary; each test gets its own database.
+    fn postgres() -> &'static ferry_testkit::Postgres {
+        static SERVER: std::sync::OnceLock<ferry_testkit::Postgres> = std::sync::OnceLock::new();
+        SERVER.get_or_init(|| ferry_testkit::Postgres::start().expect("start PostgreSQL"))
+    }
+
+    /// A fresh database on the test PostgreSQL server.
+    async fn postgres_database() -> Location {
+        static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let url = tokio::task::spawn_blocking(move || {
+            postgres()
+                .create_database(&format!("store_{n}"))
+                .expect("create a database")
+        })
+        .await
+        .expect("create a database");
+        Location::Postgres(Secret::new(url))
+    }
+
+    /// Each test below runs once per backend: the same specification for both stores.
+    macro_rules! on_both_backends {
+        ($($test:ident),* $(,)?) => {
+            mod sqlite_backend {
+                $(
+                    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                    async fn $test() {
+                        let dir = tempfile::tempdir().expect("temp dir");
+                        let at = super::Location::Sqlite(dir.path().join("state/ferry.db"));
+                        super::$test(at).await;
+                    }
+                )*
+            }
+            mod postgres_backend {
+                $(
+                    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                    async fn $test() {
+                        super::$test(super::postgres_database().await).await;
+                    }
+                )*
+            }
+        };
+    }
+
+    on_both_backends!(
+        enqueue_claim_finish_round_trip,
+        a_claims_focus_is_the_union_of_the_refs_its_push_events_named,
+        no_focus_when_an_event_named_no_refs_or_the_last_run_failed,
+        coalesces_events_while_queued_and_while_running,
+        concurrent_claims_never_share_a_mirror,
+        retries_wait_for_their_time_and_new_events_reset_them,
+        a_new_event_during_a_failing_run_wins_over_the_retry,
+        release_requeues_a_running_mirror_with_its_error_until_a_run_is_recorded,
+        a_read_only_store_shows_a_running_sync_as_it_is_and_writes_nothing,
+        states_streaks_and_destination_errors_follow_the_reports,
+        register_mirrors_detects_new_and_changed_configuration,
+        behind_since_covers_unhandled_and_failed_events,
+        prune_keeps_the_newest_runs_of_each_mirror,
+        a_lapsed_claim_is_taken_over_with_its_events_and_the_old_node_records_nothing,
+        heartbeats_renew_claims_and_list_the_nodes,
+        a_mirror_prefers_one_live_node_and_the_others_take_it_after_the_grace,
+        a_node_that_leaves_requeues_its_syncs_at_once,
+        a_shared_timer_fires_once_per_interval_whichever_node_asks,
+        a_store_migrated_beyond_this_ferry_is_refused_with_a_clear_message,
+    );
 
     fn oid(c: char) -> Option<Oid> {
         Oid::parse(&c.to_string().repeat(40))
@@ -1144,19 +1581,23 @@ mod tests {
     }
 
     async fn unhandled(store: &Store, mirror: &str) -> i64 {
-        sqlx::query_scalar("SELECT COUNT(*) FROM events WHERE mirror = ?1 AND run_id IS NULL")
-            .bind(mirror)
-            .fetch_one(&store.read)
+        store
+            .count(
+                "SELECT COUNT(*) FROM events WHERE mirror = $1 AND run_id IS NULL",
+                mirror,
+            )
             .await
             .expect("count")
     }
 
     async fn received_at(store: &Store, event: i64) -> i64 {
-        sqlx::query_scalar("SELECT received_at FROM events WHERE id = ?1")
-            .bind(event)
-            .fetch_one(&store.read)
-            .await
-            .expect("event")
+        on_db!(&store.db, |read, _write, _sql| {
+            sqlx::query_scalar("SELECT received_at FROM events WHERE id = $1")
+                .bind(event)
+                .fetch_one(read)
+                .await
+                .expect("event")
+        })
     }
 
     fn config(
@@ -1172,9 +1613,8 @@ mod tests {
         )
     }
 
-    #[tokio::test]
-    async fn enqueue_claim_finish_round_trip() {
-        let (_dir, store) = temp_store().await;
+    async fn enqueue_claim_finish_round_trip(at: Location) {
+        let store = open_as(&at, "a").await;
         let event = store
             .enqueue("app", Trigger::Webhook, "push to main", &[])
             .await
@@ -1229,9 +1669,8 @@ mod tests {
         refs.iter().map(|r| (*r).to_owned()).collect()
     }
 
-    #[tokio::test]
-    async fn a_claims_focus_is_the_union_of_the_refs_its_push_events_named() {
-        let (_dir, store) = temp_store().await;
+    async fn a_claims_focus_is_the_union_of_the_refs_its_push_events_named(at: Location) {
+        let store = open_as(&at, "a").await;
         let main = names(&["refs/heads/main"]);
         store
             .enqueue("app", Trigger::Webhook, "", &main)
@@ -1266,9 +1705,8 @@ mod tests {
         assert_eq!(follow_up.focus, names(&["refs/heads/next"]));
     }
 
-    #[tokio::test]
-    async fn no_focus_when_an_event_named_no_refs_or_the_last_run_failed() {
-        let (_dir, store) = temp_store().await;
+    async fn no_focus_when_an_event_named_no_refs_or_the_last_run_failed(at: Location) {
+        let store = open_as(&at, "a").await;
         let main = names(&["refs/heads/main"]);
         store
             .enqueue("app", Trigger::Webhook, "", &main)
@@ -1302,9 +1740,8 @@ mod tests {
         assert_eq!(claim_one(&store, now_ms(), "app").await.focus, main);
     }
 
-    #[tokio::test]
-    async fn coalesces_events_while_queued_and_while_running() {
-        let (_dir, store) = temp_store().await;
+    async fn coalesces_events_while_queued_and_while_running(at: Location) {
+        let store = open_as(&at, "a").await;
         for trigger in [
             Trigger::Webhook,
             Trigger::Poll,
@@ -1348,13 +1785,10 @@ mod tests {
         assert_eq!(store.run_count("app").await.unwrap(), 2);
     }
 
-    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-    async fn concurrent_claims_never_share_a_mirror() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("ferry.db");
-        // Two stores on one file as well as clones of one: both must serialize.
-        let a = Store::open(&path).await.unwrap();
-        let b = Store::open(&path).await.unwrap();
+    async fn concurrent_claims_never_share_a_mirror(at: Location) {
+        // Two stores (two nodes: their own pools) as well as clones of one: all must serialize.
+        let a = open_as(&at, "a").await;
+        let b = open_as(&at, "b").await;
         let names: Vec<String> = (0..40).map(|i| format!("m{i:02}")).collect();
         for name in &names {
             a.enqueue(name, Trigger::Webhook, "", &[]).await.unwrap();
@@ -1383,9 +1817,8 @@ mod tests {
         assert_eq!(all, names, "every mirror claimed exactly once");
     }
 
-    #[tokio::test]
-    async fn retries_wait_for_their_time_and_new_events_reset_them() {
-        let (_dir, store) = temp_store().await;
+    async fn retries_wait_for_their_time_and_new_events_reset_them(at: Location) {
+        let store = open_as(&at, "a").await;
         store
             .enqueue("app", Trigger::Webhook, "", &[])
             .await
@@ -1427,9 +1860,8 @@ mod tests {
         assert_eq!(store.queue_depth().await.unwrap(), 0);
     }
 
-    #[tokio::test]
-    async fn a_new_event_during_a_failing_run_wins_over_the_retry() {
-        let (_dir, store) = temp_store().await;
+    async fn a_new_event_during_a_failing_run_wins_over_the_retry(at: Location) {
+        let store = open_as(&at, "a").await;
         store
             .enqueue("app", Trigger::Webhook, "", &[])
             .await
@@ -1443,11 +1875,24 @@ mod tests {
         assert_eq!(next.attempt, 0);
     }
 
-    #[tokio::test]
-    async fn interrupted_syncs_are_claimable_after_reopening() {
-        let dir = tempfile::tempdir().unwrap();
+    /// The SQLite pools of a store (the tests that are about SQLite itself).
+    fn sqlite_pools(store: &Store) -> (&SqlitePool, &SqlitePool) {
+        match &store.db {
+            Db::Sqlite { read, write } => (read, write),
+            Db::Postgres(_) => panic!("an SQLite store was expected"),
+        }
+    }
+
+    fn sqlite_at(dir: &tempfile::TempDir) -> (PathBuf, Location) {
         let path = dir.path().join("ferry.db");
-        let store = Store::open(&path).await.unwrap();
+        (path.clone(), Location::Sqlite(path))
+    }
+
+    #[tokio::test]
+    async fn sqlite_requeues_interrupted_syncs_when_reopened() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_, at) = sqlite_at(&dir);
+        let store = open_as(&at, "a").await;
         store
             .enqueue("app", Trigger::Webhook, "", &[])
             .await
@@ -1456,22 +1901,25 @@ mod tests {
         claim_one(&store, now_ms(), "app").await;
         assert!(store.claim(now_ms(), 10).await.unwrap().is_empty());
         // The process dies mid-sync: no finish.
-        store.write.close().await;
-        store.read.close().await;
+        let (read, write) = sqlite_pools(&store);
+        write.close().await;
+        read.close().await;
         drop(store);
 
-        let store = Store::open(&path).await.unwrap();
+        let store = open_as(&at, "a2").await;
         assert_eq!(unhandled(&store, "app").await, 2);
         let again = claim_one(&store, now_ms(), "app").await;
         assert_eq!(again.triggers, vec![Trigger::Webhook, Trigger::Poll]);
+        assert_eq!(again.taken_from, None, "requeued, not taken over");
         finish(&store, &again, &ok_report("app"), None).await;
         assert_eq!(unhandled(&store, "app").await, 0);
         assert_eq!(store.run_count("app").await.unwrap(), 1);
     }
 
-    #[tokio::test]
-    async fn release_requeues_a_running_mirror_with_its_error_until_a_run_is_recorded() {
-        let (_dir, store) = temp_store().await;
+    async fn release_requeues_a_running_mirror_with_its_error_until_a_run_is_recorded(
+        at: Location,
+    ) {
+        let store = open_as(&at, "a").await;
         store
             .enqueue("app", Trigger::Webhook, "", &[])
             .await
@@ -1515,60 +1963,76 @@ mod tests {
         assert_eq!(unhandled(&store, "app").await, 0);
     }
 
-    #[tokio::test]
-    async fn a_read_only_store_shows_a_running_sync_as_it_is_and_writes_nothing() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("ferry.db");
-        let store = Store::open(&path).await.unwrap();
+    async fn a_read_only_store_shows_a_running_sync_as_it_is_and_writes_nothing(at: Location) {
+        let store = open_as(&at, "a").await;
         store
             .enqueue("app", Trigger::Webhook, "", &[])
             .await
             .unwrap();
         let claim = claim_one(&store, now_ms(), "app").await;
 
-        let reader = Store::open_read_only(&path).await.unwrap();
+        let reader = Store::open_read_only(&at).await.unwrap();
         let status = reader.mirror("app").await.unwrap().unwrap();
         assert_eq!(status.state, MirrorState::Syncing, "not requeued");
+        assert_eq!(status.node.as_deref(), Some("a"));
         assert!(reader
             .enqueue("app", Trigger::Manual, "", &[])
             .await
             .is_err());
-        assert!(reader.release("app", now_ms(), "no").await.is_err());
+        assert!(reader.heartbeat(now_ms()).await.is_err());
         assert!(store.claim(now_ms(), 10).await.unwrap().is_empty());
         assert_eq!(store.event_count("app").await.unwrap(), 1);
         finish(&store, &claim, &ok_report("app"), None).await;
         assert_eq!(reader.runs("app", 10).await.unwrap().len(), 1);
-        reader.read.close().await;
+    }
+
+    #[tokio::test]
+    async fn sqlite_read_only_leaves_no_files_behind_and_creates_no_database() {
+        let dir = tempfile::tempdir().unwrap();
+        let (path, at) = sqlite_at(&dir);
+        let store = open_as(&at, "a").await;
+        store
+            .enqueue("app", Trigger::Webhook, "", &[])
+            .await
+            .unwrap();
+        let claim = claim_one(&store, now_ms(), "app").await;
+        finish(&store, &claim, &ok_report("app"), None).await;
 
         // The service stopped cleanly: everything checkpointed, and no -wal or -shm file left
         // beside the database. (SQLite removes them when the last connection closes, unless
         // that one is read-only; the scenario is made explicit rather than left to the order
         // in which the pools close.)
+        let (read, write) = sqlite_pools(&store);
         sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
-            .execute(&store.write)
+            .execute(write)
             .await
             .unwrap();
-        store.read.close().await;
-        store.write.close().await;
+        read.close().await;
+        write.close().await;
         for leftover in ["ferry.db-wal", "ferry.db-shm"] {
             let _ = std::fs::remove_file(dir.path().join(leftover));
         }
-        let reader = Store::open_read_only(&path).await.unwrap();
+        let reader = Store::open_read_only(&at).await.unwrap();
         let status = reader.mirror("app").await.unwrap().unwrap();
         assert_eq!(status.state, MirrorState::Idle);
-        reader.read.close().await;
+        sqlite_pools(&reader).0.close().await;
+        assert!(path.exists());
 
         let missing = dir.path().join("missing.db");
-        assert!(Store::open_read_only(&missing).await.is_err());
+        assert!(Store::open_read_only(&Location::Sqlite(missing.clone()))
+            .await
+            .is_err());
         assert!(!missing.exists(), "nothing created");
     }
 
     #[tokio::test]
-    async fn reads_holding_every_read_connection_do_not_hold_up_an_enqueue() {
-        let (_dir, store) = temp_store().await;
+    async fn sqlite_reads_holding_every_read_connection_do_not_hold_up_an_enqueue() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open_as(&sqlite_at(&dir).1, "a").await;
+        let (read, _) = sqlite_pools(&store);
         let mut held = Vec::new();
-        for _ in 0..READ_CONNECTIONS {
-            held.push(store.read.acquire().await.unwrap());
+        for _ in 0..sqlite::READ_CONNECTIONS {
+            held.push(read.acquire().await.unwrap());
         }
         let enqueued = tokio::time::timeout(
             Duration::from_secs(5),
@@ -1578,13 +2042,12 @@ mod tests {
         assert!(matches!(enqueued, Ok(Ok(_))), "{enqueued:?}");
         drop(held);
         assert_eq!(store.event_count("app").await.unwrap(), 1);
-        let written = sqlx::query("DELETE FROM events").execute(&store.read).await;
+        let written = sqlx::query("DELETE FROM events").execute(read).await;
         assert!(written.is_err(), "the read connections are read-only");
     }
 
-    #[tokio::test]
-    async fn states_streaks_and_destination_errors_follow_the_reports() {
-        let (_dir, store) = temp_store().await;
+    async fn states_streaks_and_destination_errors_follow_the_reports(at: Location) {
+        let store = open_as(&at, "a").await;
         store
             .register_mirrors(&[config("app", &[D1, D2], "f1")])
             .await
@@ -1689,9 +2152,8 @@ mod tests {
         assert!(store.mark_notified("nope", true).await.is_err());
     }
 
-    #[tokio::test]
-    async fn register_mirrors_detects_new_and_changed_configuration() {
-        let (_dir, store) = temp_store().await;
+    async fn register_mirrors_detects_new_and_changed_configuration(at: Location) {
+        let store = open_as(&at, "a").await;
         let mut changed = store
             .register_mirrors(&[config("web", &[D1, D2], "w1"), config("app", &[D1], "a1")])
             .await
@@ -1753,9 +2215,8 @@ mod tests {
         claim_one(&store, now_ms(), "app").await;
     }
 
-    #[tokio::test]
-    async fn behind_since_covers_unhandled_and_failed_events() {
-        let (_dir, store) = temp_store().await;
+    async fn behind_since_covers_unhandled_and_failed_events(at: Location) {
+        let store = open_as(&at, "a").await;
         let behind =
             |store: Store| async move { store.mirror("app").await.unwrap().unwrap().behind_since };
 
@@ -1800,10 +2261,8 @@ mod tests {
         finish(&store, &claim, &failed_report("app"), None).await;
         assert_eq!(behind(store.clone()).await, Some(t5));
     }
-    #[tokio::test]
-    async fn prune_keeps_the_newest_runs_of_each_mirror() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&dir.path().join("ferry.db")).await.unwrap();
+    async fn prune_keeps_the_newest_runs_of_each_mirror(at: Location) {
+        let store = open_as(&at, "a").await;
         let report = report_for_prune("p");
         for _ in 0..5 {
             store
@@ -1837,6 +2296,237 @@ mod tests {
             runs[0].summary.id > runs[1].summary.id && runs[1].summary.id >= 4,
             "the newest are kept"
         );
+    }
+
+    async fn a_lapsed_claim_is_taken_over_with_its_events_and_the_old_node_records_nothing(
+        at: Location,
+    ) {
+        let a = open_as(&at, "a").await;
+        let b = open_as(&at, "b").await;
+        a.enqueue("app", Trigger::Webhook, "", &names(&["refs/heads/main"]))
+            .await
+            .unwrap();
+        let t0 = now_ms();
+        let claim = claim_one(&a, t0, "app").await;
+        let lease = LEASE.as_millis() as i64;
+        assert!(
+            b.claim(t0 + lease - 1, 10).await.unwrap().is_empty(),
+            "the lease holds"
+        );
+        assert_eq!(
+            b.next_due().await.unwrap(),
+            Some(t0 + lease),
+            "b waits for the lease"
+        );
+        assert_eq!(a.next_due().await.unwrap(), None, "a runs it");
+        a.enqueue("app", Trigger::Poll, "", &[]).await.unwrap();
+
+        // a stops heartbeating: b takes the mirror over once the lease has lapsed (past the
+        // affinity grace too: a, its preferred node maybe, is gone), covering every event.
+        let late = t0 + lease + AFFINITY_GRACE_MS;
+        let taken = claim_one(&b, late, "app").await;
+        assert_eq!(taken.taken_from.as_deref(), Some("a"));
+        assert_eq!(taken.triggers, vec![Trigger::Webhook, Trigger::Poll]);
+        assert!(taken.focus.is_empty(), "the poll named no refs");
+        let status = b.mirror("app").await.unwrap().unwrap();
+        assert_eq!(status.state, MirrorState::Syncing);
+        assert_eq!(status.node.as_deref(), Some("b"));
+        let why = status.interrupted.unwrap_or_default();
+        assert!(why.contains("taken over from node a"), "{why}");
+
+        // a comes back with its result: refused, nothing recorded, nothing released.
+        let refused = a
+            .finish(Finish {
+                mirror: "app",
+                started_at: claim.started_at,
+                finished_at: late,
+                trigger: Trigger::Webhook,
+                report: &ok_report("app"),
+                retry_at: None,
+            })
+            .await
+            .unwrap_err();
+        assert!(
+            format!("{refused:#}").contains("took app over"),
+            "{refused:#}"
+        );
+        assert!(!a.release("app", late, "x").await.unwrap());
+        assert_eq!(a.run_count("app").await.unwrap(), 0);
+        assert_eq!(unhandled(&a, "app").await, 2);
+
+        finish(&b, &taken, &ok_report("app"), None).await;
+        assert_eq!(unhandled(&a, "app").await, 0);
+        let runs = a.runs("app", 10).await.unwrap();
+        assert_eq!(runs.len(), 1);
+        assert_eq!(runs[0].summary.node.as_deref(), Some("b"));
+        let status = a.mirror("app").await.unwrap().unwrap();
+        assert_eq!(status.node.as_deref(), Some("b"), "the move is visible");
+        assert_eq!(status.interrupted, None);
+    }
+
+    async fn heartbeats_renew_claims_and_list_the_nodes(at: Location) {
+        let a = open_as(&at, "a").await;
+        let b = open_as(&at, "b").await;
+        let t0 = now_ms();
+        assert_eq!(a.heartbeat(t0).await.unwrap(), 0);
+        b.heartbeat(t0 + 1).await.unwrap();
+        let nodes = a.nodes().await.unwrap();
+        let ids: Vec<&str> = nodes.iter().map(|n| n.id.as_str()).collect();
+        assert_eq!(ids, vec!["b", "a"], "newest heartbeat first");
+        assert_eq!(nodes[1].heartbeat_at, t0);
+        assert_eq!(nodes[1].version, env!("CARGO_PKG_VERSION"));
+
+        for m in ["m1", "m2"] {
+            a.enqueue(m, Trigger::Webhook, "", &[]).await.unwrap();
+        }
+        let lease = LEASE.as_millis() as i64;
+        // Past the grace: a takes both whichever node they prefer.
+        let due = now_ms() + AFFINITY_GRACE_MS;
+        let claims = a.claim(due, 10).await.unwrap();
+        assert_eq!(claims.len(), 2);
+        // Renewed halfway: still a's well past the first lease.
+        assert_eq!(a.heartbeat(t0 + lease / 2).await.unwrap(), 2);
+        let past_first = due + lease + AFFINITY_GRACE_MS;
+        assert!(b.claim(past_first, 10).await.unwrap().is_empty());
+        assert_eq!(
+            b.claim(t0 + lease / 2 + lease + AFFINITY_GRACE_MS, 10)
+                .await
+                .unwrap()
+                .len(),
+            2
+        );
+        assert_eq!(
+            a.heartbeat(past_first).await.unwrap(),
+            0,
+            "a holds nothing now"
+        );
+    }
+
+    async fn a_mirror_prefers_one_live_node_and_the_others_take_it_after_the_grace(at: Location) {
+        let a = open_as(&at, "a").await;
+        let b = open_as(&at, "b").await;
+        let now = now_ms();
+        a.heartbeat(now).await.unwrap();
+        b.heartbeat(now).await.unwrap();
+        let all: Vec<String> = (0..20).map(|i| format!("m{i:02}")).collect();
+        for m in &all {
+            a.enqueue(m, Trigger::Webhook, "", &[]).await.unwrap();
+        }
+        let enqueued = now_ms();
+        let mine = |claims: Vec<Claim>| -> Vec<String> {
+            let mut names: Vec<String> = claims.into_iter().map(|c| c.mirror).collect();
+            names.sort();
+            names
+        };
+        let of_a = mine(a.claim(enqueued, 100).await.unwrap());
+        let of_b = mine(b.claim(enqueued, 100).await.unwrap());
+        assert!(!of_a.is_empty() && !of_b.is_empty(), "{of_a:?} {of_b:?}");
+        let mut both = [of_a.clone(), of_b.clone()].concat();
+        both.sort();
+        assert_eq!(both, all, "each mirror to exactly one node");
+        let live = vec!["a".to_owned(), "b".to_owned()];
+        assert!(of_a.iter().all(|m| preferred_node(m, &live) == Some("a")));
+
+        // b's mirrors come due again while b is busy: a leaves them to b for the grace only.
+        for m in &of_b {
+            let claim = Claim {
+                mirror: m.clone(),
+                triggers: vec![Trigger::Webhook],
+                attempt: 0,
+                started_at: enqueued,
+                focus: Vec::new(),
+                taken_from: None,
+            };
+            b.enqueue(m, Trigger::Poll, "", &[]).await.unwrap();
+            finish(&b, &claim, &ok_report(m), None).await;
+        }
+        let due = now_ms();
+        assert!(a.claim(due, 100).await.unwrap().is_empty(), "b's to take");
+        assert_eq!(
+            mine(a.claim(due + AFFINITY_GRACE_MS, 100).await.unwrap()),
+            of_b
+        );
+        // With b gone (no heartbeat for a lease), a is every mirror's node.
+        let later = now + LEASE.as_millis() as i64 + 1;
+        a.heartbeat(later).await.unwrap();
+        let gone = vec!["a".to_owned()];
+        assert!(all.iter().all(|m| preferred_node(m, &gone) == Some("a")));
+    }
+
+    async fn a_node_that_leaves_requeues_its_syncs_at_once(at: Location) {
+        let a = open_as(&at, "a").await;
+        let b = open_as(&at, "b").await;
+        a.heartbeat(now_ms()).await.unwrap();
+        a.enqueue("app", Trigger::Webhook, "", &[]).await.unwrap();
+        claim_one(&a, now_ms(), "app").await;
+        a.leave().await.unwrap();
+        assert!(a.nodes().await.unwrap().is_empty());
+        let status = b.mirror("app").await.unwrap().unwrap();
+        assert_eq!(status.state, MirrorState::Queued);
+        assert!(status.interrupted.unwrap_or_default().contains("stopped"));
+        let again = claim_one(&b, now_ms(), "app").await;
+        assert_eq!(again.triggers, vec![Trigger::Webhook]);
+        assert_eq!(again.taken_from, None);
+    }
+
+    async fn a_shared_timer_fires_once_per_interval_whichever_node_asks(at: Location) {
+        let a = open_as(&at, "a").await;
+        let b = open_as(&at, "b").await;
+        let every = Duration::from_secs(10);
+        let t0 = now_ms();
+        assert!(
+            a.take_timer("poll:app", t0, every).await.unwrap(),
+            "never fired"
+        );
+        assert!(!b.take_timer("poll:app", t0, every).await.unwrap());
+        assert!(!a.take_timer("poll:app", t0 + 9_999, every).await.unwrap());
+        assert!(
+            b.take_timer("other", t0, every).await.unwrap(),
+            "timers are separate"
+        );
+        assert!(b.take_timer("poll:app", t0 + 10_000, every).await.unwrap());
+        assert!(!a.take_timer("poll:app", t0 + 10_000, every).await.unwrap());
+
+        // Many nodes asking at once: exactly one fires.
+        let later = t0 + 20_000;
+        let asks: Vec<_> = (0..8)
+            .map(|i| {
+                let store = if i % 2 == 0 { a.clone() } else { b.clone() };
+                tokio::spawn(async move { store.take_timer("poll:app", later, every).await })
+            })
+            .collect();
+        let mut fired = 0;
+        for ask in asks {
+            fired += usize::from(ask.await.unwrap().unwrap());
+        }
+        assert_eq!(fired, 1);
+    }
+
+    async fn a_store_migrated_beyond_this_ferry_is_refused_with_a_clear_message(at: Location) {
+        let store = open_as(&at, "a").await;
+        on_db!(&store.db, |_read, write, _sql| {
+            sqlx::query(
+                "INSERT INTO _sqlx_migrations \
+                   (version, description, success, checksum, execution_time) \
+                 VALUES (9999, 'from a newer ferry', TRUE, $1, 0)",
+            )
+            .bind(vec![0u8; 48])
+            .execute(write)
+            .await
+            .map(|done| done.rows_affected())
+            .unwrap()
+        });
+        let node = Node {
+            id: "old".to_owned(),
+            lease: LEASE,
+        };
+        let refused = Store::open(&at, node).await.unwrap_err();
+        let message = format!("{refused:#}");
+        assert!(
+            message.contains("migration 9999") && message.contains("newer ferry"),
+            "{message}"
+        );
+        assert!(!message.contains("password"), "{message}");
     }
 
     fn report_for_prune(name: &str) -> MirrorReport {

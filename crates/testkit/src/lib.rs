@@ -14,7 +14,8 @@
 //! test process dies without dropping them.
 //!
 //! Required Debian packages: git, nginx-light, fcgiwrap, openssh-server,
-//! openssh-client, openssl (scripts/test.sh installs them).
+//! openssh-client, openssl, postgresql (scripts/test.sh installs them).
+//! [`Postgres`] starts a PostgreSQL server for the store's tests.
 //!
 //! # Gotchas
 //!
@@ -32,6 +33,7 @@
 //! * Set `FERRY_TESTKIT_VERBOSE=1` to log start-up and shutdown timings.
 
 mod git;
+mod postgres;
 mod process;
 mod proxy;
 mod servers;
@@ -40,6 +42,7 @@ pub use git::{
     generate_repo, git, git_binary, git_command, git_with_env, run_git, WorkRepo, GIT_DATE,
     GIT_EMAIL, GIT_NAME,
 };
+pub use postgres::{Postgres, POSTGRES_USER};
 pub use proxy::{ProxyMode, TcpProxy};
 pub use servers::{
     Servers, ASKPASS_PASSWORD_VAR, ASKPASS_USER_VAR, READER, SMALL_BODY_LIMIT, WRITER,

@@ -388,6 +388,24 @@ impl ServerProcess {
         }
     }
 
+    /// SIGINT to the leader (PostgreSQL's fast shutdown) and waits up to `limit` for it to
+    /// exit; true when it did. The process counts as stopped either way.
+    pub(crate) fn interrupt_and_wait(&mut self, limit: Duration) -> bool {
+        let _ = kill(Pid::from_raw(self.child.id() as i32), Signal::SIGINT);
+        let deadline = Instant::now() + limit;
+        let exited = loop {
+            match self.child.try_wait() {
+                Ok(None) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(10))
+                }
+                Ok(None) => break false,
+                _ => break true,
+            }
+        };
+        self.stop();
+        exited
+    }
+
     fn pgid(&self) -> Pid {
         // The child called setpgid(0, 0), so its pid is its process group id.
         Pid::from_raw(self.child.id() as i32)

@@ -437,3 +437,25 @@ fn work_repo_commits_with_fixed_identity() -> Result<()> {
     assert_eq!(run_git(cmd)?, "refs/heads/main");
     Ok(())
 }
+
+#[test]
+fn postgres_answers_keeps_data_across_a_restart_and_isolates_databases() {
+    let mut pg = ferry_testkit::Postgres::start().expect("start PostgreSQL");
+    let url = pg.create_database("smoke_a").expect("create a database");
+    assert!(url.ends_with("/smoke_a"), "{url}");
+    pg.create_database("smoke_b").expect("create another");
+    pg.sql(
+        "smoke_a",
+        "CREATE TABLE t (v TEXT); INSERT INTO t VALUES ('kept')",
+    )
+    .expect("write");
+    pg.stop().expect("fast shutdown");
+    assert!(pg.sql("smoke_a", "SELECT 1").is_err(), "stopped");
+    pg.start_again().expect("start again");
+    assert_eq!(pg.sql("smoke_a", "SELECT v FROM t").expect("read"), "kept");
+    assert!(
+        pg.sql("smoke_b", "SELECT v FROM t").is_err(),
+        "one database per test"
+    );
+    assert!(pg.create_database("no-such\"name").is_err());
+}
