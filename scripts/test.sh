@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Runs ferry's whole test suite. The integration tests start real git servers on loopback
-# (nginx + fcgiwrap + git http-backend, sshd, git daemon; PostgreSQL for the shared store), so
-# this first installs the Debian
-# packages they need when any is missing (as root, or through sudo).
+# (nginx + fcgiwrap + git http-backend, sshd, git daemon) and PostgreSQL (the shared store's
+# tests), so this first installs the Debian packages they need when any is missing (as root, or
+# through sudo).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

@@ -37,6 +37,7 @@ pub fn router(svc: Arc<Service>) -> Router {
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .route("/api/mirrors", get(list))
+        .route("/api/nodes", get(nodes))
         .route("/api/mirrors/{mirror}", get(one))
         .route("/api/mirrors/{mirror}/runs", get(runs))
         .route("/api/mirrors/{mirror}/sync", post(manual))
@@ -177,6 +178,14 @@ async fn list(State(svc): Svc) -> Response {
     }
 }
 
+/// `GET /api/nodes`: every node sharing the store, with its last heartbeat.
+async fn nodes(State(svc): Svc) -> Response {
+    match svc.store.nodes().await {
+        Ok(nodes) => Json(nodes).into_response(),
+        Err(e) => internal(e),
+    }
+}
+
 async fn one(State(svc): Svc, Path(name): Path<String>) -> Response {
     match svc.store.mirror(&name).await {
         Ok(Some(m)) => Json(view(m, now_ms())).into_response(),
@@ -222,10 +231,18 @@ async fn readyz(State(svc): Svc) -> Response {
 
 /// Prometheus text format. Gauges that describe the store's state are refreshed per scrape.
 async fn metrics(State(svc): Svc) -> Response {
-    match (svc.store.queue_depth().await, svc.store.mirrors().await) {
-        (Ok(depth), Ok(mirrors)) => {
+    match (
+        svc.store.queue_depth().await,
+        svc.store.mirrors().await,
+        svc.store.nodes().await,
+    ) {
+        (Ok(depth), Ok(mirrors), Ok(nodes)) => {
             metrics::gauge!("ferry_queue_depth").set(depth as f64);
             let now = now_ms();
+            for n in &nodes {
+                metrics::gauge!("ferry_node_heartbeat_age_seconds", "node" => n.id.clone())
+                    .set((now - n.heartbeat_at).max(0) as f64 / 1000.0);
+            }
             for m in &mirrors {
                 metrics::gauge!("ferry_mirror_lag_seconds", "mirror" => m.name.clone())
                     .set(m.lag_seconds(now));
@@ -239,7 +256,7 @@ async fn metrics(State(svc): Svc) -> Response {
             )
                 .into_response()
         }
-        (Err(e), _) | (_, Err(e)) => internal(e),
+        (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => internal(e),
     }
 }
 

@@ -52,8 +52,11 @@ pub struct Service {
     serve: ServeSettings,
     engine: Settings,
     store: Store,
-    /// Poked whenever something may have become due (a new event, a finished run).
+    /// Poked whenever something may have become due (a new event, a finished run, another
+    /// node's commit).
     wake: Notify,
+    /// Poked when this node's claims are about to lapse: its running syncs must stop.
+    lease_lost: Notify,
     metrics: PrometheusHandle,
     notifier: reqwest::Client,
     stopping: watch::Sender<bool>,
@@ -82,6 +85,7 @@ impl Service {
             engine,
             store,
             wake: Notify::new(),
+            lease_lost: Notify::new(),
             metrics: metrics_handle()?,
             notifier,
             stopping: watch::channel(false).0,
@@ -146,6 +150,16 @@ pub async fn run(
     }
 
     let mut background = JoinSet::new();
+    // The first heartbeat before any claim: the other nodes count this one live from now on.
+    service
+        .store
+        .heartbeat(now_ms())
+        .await
+        .context("recording this node in the store")?;
+    background.spawn(heartbeat(service.clone()));
+    if let Some(wake_ups) = service.store.wake_ups().await? {
+        background.spawn(listen_for_wake_ups(service.clone(), wake_ups));
+    }
     background.spawn(dispatch(service.clone()));
     background.spawn(prune_history(service.clone()));
     for (i, m) in service.mirrors.iter().enumerate() {
@@ -165,6 +179,7 @@ pub async fn run(
         listen = %listener.local_addr().map_or_else(|_| "?".into(), |a| a.to_string()),
         mirrors = service.mirrors.len(),
         workers = service.serve.workers,
+        node = service.store.node(),
         "ferry serve is ready"
     );
 
@@ -187,12 +202,77 @@ pub async fn run(
             tracing::error!(error = %e, "a background task failed");
         }
     }
+    if let Err(e) = service.store.leave().await {
+        tracing::warn!(error = %format!("{e:#}"), "cannot record that this node stopped; its unfinished syncs move to other nodes when their lease lapses");
+    }
     Ok(())
+}
+
+/// Renews this node's claims every third of the lease. When renewing has failed for so long
+/// that the claims are about to lapse (the store is unreachable), the node stops its running
+/// syncs ([`Service::lease_lost`]): another node may take them over once they lapse, and a
+/// mirror must never sync on two nodes at once.
+async fn heartbeat(svc: Arc<Service>) {
+    let lease = svc.serve.lease;
+    let every = lease / 3;
+    let mut stop = svc.stopping.subscribe();
+    let mut renewed = std::time::Instant::now();
+    let mut fenced = false;
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = stop.changed() => {}
+        }
+        if svc.is_stopping() {
+            return;
+        }
+        match svc.store.heartbeat(now_ms()).await {
+            Ok(_) => {
+                renewed = std::time::Instant::now();
+                fenced = false;
+            }
+            Err(e) => {
+                tracing::warn!(error = %format!("{e:#}"), "cannot renew this node's claims");
+                // Stop before the lapse, not at it: the claims were renewed up to `renewed`
+                // plus the lease, minus the time the failed attempt took.
+                if !fenced && renewed.elapsed() + every >= lease {
+                    tracing::error!("this node's claims are about to lapse: stopping its running syncs (other nodes take them over)");
+                    fenced = true;
+                    svc.lease_lost.notify_one();
+                }
+            }
+        }
+    }
+}
+
+/// Wakes the dispatcher whenever another node commits something that may be due.
+async fn listen_for_wake_ups(svc: Arc<Service>, mut wake_ups: store::WakeUps) {
+    let mut stop = svc.stopping.subscribe();
+    loop {
+        let next = tokio::select! {
+            next = wake_ups.next() => next,
+            _ = stop.changed() => return,
+        };
+        match next {
+            Ok(()) => svc.wake.notify_one(),
+            Err(e) => {
+                tracing::warn!(error = %format!("{e:#}"), "cannot listen for wake-ups; trying again");
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    _ = stop.changed() => return,
+                }
+            }
+        }
+    }
 }
 
 /// How often the dispatcher tries again to put back in the queue a run that ended without
 /// recording its result, while the store refuses.
 const RELEASE_RETRY: Duration = Duration::from_secs(2);
+
+/// The shortest wait between two looks at the queue: a sync due now that this node did not
+/// claim (it waits for its preferred node during the affinity grace) is looked at again then.
+const RECHECK: Duration = Duration::from_millis(100);
 
 /// A claimed run whose task ended without recording its result: its mirror stays `running`
 /// in the store, so nothing claims it, until [`Store::release`] puts it back in the queue.
@@ -231,7 +311,8 @@ async fn dispatch(svc: Arc<Service>) {
         let mut idle = match svc.store.next_due().await {
             Ok(Some(due)) => Duration::from_millis((due - now_ms()).clamp(0, 60_000) as u64),
             _ => Duration::from_secs(60),
-        };
+        }
+        .max(RECHECK);
         if !unrecorded.is_empty() {
             idle = idle.min(RELEASE_RETRY);
         }
@@ -242,6 +323,10 @@ async fn dispatch(svc: Arc<Service>) {
             }
             _ = tokio::time::sleep(idle) => {}
             _ = stop.changed() => {}
+            _ = svc.lease_lost.notified() => {
+                // Cancelled tasks end as unrecorded runs: released if still this node's.
+                running.abort_all();
+            }
         }
     }
     let grace = svc.serve.shutdown_grace;
@@ -334,7 +419,10 @@ async fn execute(svc: &Service, claim: Claim) -> anyhow::Result<()> {
     let Some(configured) = svc.mirror(&claim.mirror) else {
         anyhow::bail!("the mirror is no longer configured");
     };
-    tracing::info!(mirror = %claim.mirror, trigger = trigger.as_str(), attempt = claim.attempt, "sync started");
+    tracing::info!(mirror = %claim.mirror, trigger = trigger.as_str(), attempt = claim.attempt, taken_from = claim.taken_from.as_deref(), "sync started");
+    if claim.taken_from.is_some() {
+        metrics::counter!("ferry_takeovers_total").increment(1);
+    }
     let store = FileStore::new(&svc.engine.cache_dir);
     let records = Records {
         store: &store,
@@ -488,6 +576,19 @@ async fn every_interval(svc: Arc<Service>, index: usize, every: Duration, trigge
         wait = every.mul_f64(0.8 + fastrand::f64() * 0.4);
         let configured = &svc.mirrors[index];
         let name = &configured.mirror.name;
+        // Once per interval for all the nodes sharing the store.
+        match svc
+            .store
+            .take_timer(&format!("{}:{name}", trigger.as_str()), now_ms(), every)
+            .await
+        {
+            Ok(true) => {}
+            Ok(false) => continue,
+            Err(e) => {
+                tracing::warn!(mirror = %name, error = %format!("{e:#}"), "cannot read the shared timer");
+                continue;
+            }
+        }
         let busy = matches!(
             svc.store.mirror(name).await,
             Ok(Some(s)) if matches!(s.state, MirrorState::Queued | MirrorState::Syncing)
@@ -515,17 +616,26 @@ async fn every_interval(svc: Arc<Service>, index: usize, every: Duration, trigge
 /// Runs (with their reports) kept per mirror; older ones are pruned hourly.
 const KEEP_RUNS_PER_MIRROR: i64 = 1000;
 
-/// Keeps the store's history bounded: at start and then every hour.
+/// How often the store's history is pruned (by one node of all those sharing it).
+const PRUNE_EVERY: Duration = Duration::from_secs(3600);
+
+/// Keeps the store's history bounded: at start (unless another node pruned within the hour)
+/// and then every hour.
 async fn prune_history(svc: Arc<Service>) {
     let mut stop = svc.stopping.subscribe();
     loop {
-        match svc.store.prune(KEEP_RUNS_PER_MIRROR).await {
+        let prune = match svc.store.take_timer("prune", now_ms(), PRUNE_EVERY).await {
+            Ok(true) => svc.store.prune(KEEP_RUNS_PER_MIRROR).await,
+            Ok(false) => Ok(0),
+            Err(e) => Err(e),
+        };
+        match prune {
             Ok(0) => {}
             Ok(n) => tracing::info!(runs = n, "pruned old run history"),
             Err(e) => tracing::warn!(error = %format!("{e:#}"), "cannot prune old run history"),
         }
         tokio::select! {
-            _ = tokio::time::sleep(Duration::from_secs(3600)) => {}
+            _ = tokio::time::sleep(PRUNE_EVERY) => {}
             _ = stop.changed() => return,
         }
     }
@@ -559,6 +669,14 @@ fn metrics_handle() -> anyhow::Result<PrometheusHandle> {
         "Runs that ended without recording their result (put back in the queue)"
     );
     metrics::describe_gauge!("ferry_queue_depth", "Mirrors queued or syncing");
+    metrics::describe_counter!(
+        "ferry_takeovers_total",
+        "Syncs this node took over from a node whose claim lapsed"
+    );
+    metrics::describe_gauge!(
+        "ferry_node_heartbeat_age_seconds",
+        "Seconds since each node sharing the store last renewed its claims"
+    );
     metrics::describe_gauge!(
         "ferry_mirror_lag_seconds",
         "How long a mirror has been behind its source (0 when in sync)"

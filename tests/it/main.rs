@@ -1,6 +1,7 @@
 //! ferry's integration tests: the real binary against real git servers on loopback.
 
 mod cli;
+mod cluster;
 mod credentials;
 mod deploy;
 mod engine_trust;

@@ -143,6 +143,12 @@ impl Serve {
         self.launch();
     }
 
+    /// SIGTERM, waits for the process to exit, and starts it again on the same config.
+    pub fn restart_gracefully(&mut self) {
+        self.terminate();
+        self.launch();
+    }
+
     /// SIGTERM, then waits for the process to exit; returns its exit code.
     pub fn terminate(&mut self) -> Option<i32> {
         let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
