@@ -6,7 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-packages=(git nginx-light fcgiwrap openssh-server openssh-client openssl chromium fonts-dejavu-core postgresql)
+packages=(git nginx-light fcgiwrap openssh-server openssh-client openssl chromium fonts-dejavu-core postgresql systemd)
 need=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || need+=("$p")

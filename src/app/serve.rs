@@ -5,7 +5,7 @@
 use super::{runtime, AppError, Threads};
 use crate::config::{Config, ConfigError, RawOptions};
 use crate::model::mirror::Settings;
-use crate::service::status::{now_ms, MirrorState, MirrorStatus, RunDetail};
+use crate::service::status::{now_ms, MirrorState, MirrorStatus, NodeStatus, RunDetail};
 use crate::service::status::{view, MirrorView};
 use crate::service::store::{Location, Node, Store};
 use crate::service::Service;
@@ -298,10 +298,16 @@ pub fn status(args: &StatusArgs) -> Result<bool, AppError> {
     let resolved = resolve(&args.service)?;
     let listen = resolved.config.serve.listen;
     let verdict = runtime(Threads::One)?.block_on(async {
-        let mirrors: Vec<MirrorStatus> =
+        let (mirrors, nodes): (Vec<MirrorStatus>, Vec<NodeStatus>) =
             match from_service::<Vec<MirrorView>>(listen, "/api/mirrors").await {
-                Some(views) => views.into_iter().map(|v| v.status).collect(),
-                None => offline_store(&resolved, listen).await?.mirrors().await?,
+                Some(views) => (
+                    views.into_iter().map(|v| v.status).collect(),
+                    from_service(listen, "/api/nodes").await.unwrap_or_default(),
+                ),
+                None => {
+                    let store = offline_store(&resolved, listen).await?;
+                    (store.mirrors().await?, store.nodes().await?)
+                }
             };
         if args.json {
             let now = now_ms();
@@ -313,6 +319,7 @@ pub fn status(args: &StatusArgs) -> Result<bool, AppError> {
             println!("{}", serde_json::to_string_pretty(&views)?);
         } else {
             print!("{}", crate::service::page::status_table(&mirrors, now_ms()));
+            print!("{}", crate::service::page::nodes_line(&nodes, now_ms()));
         }
         anyhow::Ok(
             !mirrors

@@ -261,8 +261,8 @@ async fn metrics(State(svc): Svc) -> Response {
 }
 
 async fn page(State(svc): Svc) -> Response {
-    match svc.store.mirrors().await {
-        Ok(mirrors) => {
+    match (svc.store.mirrors().await, svc.store.nodes().await) {
+        (Ok(mirrors), Ok(nodes)) => {
             let mut recent: Vec<RunSummary> =
                 mirrors.iter().filter_map(|m| m.last_run.clone()).collect();
             recent.sort_by_key(|r| std::cmp::Reverse(r.finished_at));
@@ -270,11 +270,12 @@ async fn page(State(svc): Svc) -> Response {
             Html(crate::service::page::status_page(
                 &mirrors,
                 &recent,
+                &nodes,
                 now_ms(),
                 5,
             ))
             .into_response()
         }
-        Err(e) => internal(e),
+        (Err(e), _) | (_, Err(e)) => internal(e),
     }
 }

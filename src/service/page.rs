@@ -6,17 +6,21 @@
 //! characters, so a message cannot move the cursor or recolor the terminal.
 
 use crate::engine::report::{Failure, MirrorReport};
-use crate::service::status::{DestinationStatus, MirrorState, MirrorStatus, RunDetail, RunSummary};
+use crate::service::status::{
+    DestinationStatus, MirrorState, MirrorStatus, NodeStatus, RunDetail, RunSummary,
+};
 use maud::{html, Markup, PreEscaped, DOCTYPE};
 use serde::Deserialize;
 use serde_json::Value;
 use std::fmt::Write;
 
 /// The status page. `now` is Unix ms. Server-rendered, no JavaScript needed, refreshes itself
-/// every `refresh_seconds` (meta refresh).
+/// every `refresh_seconds` (meta refresh). `nodes`: the nodes sharing the store (shown when
+/// there are several).
 pub fn status_page(
     mirrors: &[MirrorStatus],
     recent_runs: &[RunSummary],
+    nodes: &[NodeStatus],
     now: i64,
     refresh_seconds: u32,
 ) -> String {
@@ -50,6 +54,12 @@ pub fn status_page(
                             (mirrors_table(mirrors, now))
                         }
                     }
+                    @if nodes.len() > 1 {
+                        section aria-labelledby="nodes-heading" {
+                            h2 #nodes-heading { "Nodes" }
+                            (nodes_html(nodes, now))
+                        }
+                    }
                     section aria-labelledby="runs-heading" {
                         h2 #runs-heading { "Recent runs" }
                         @if recent_runs.is_empty() {
@@ -63,6 +73,43 @@ pub fn status_page(
         }
     };
     page.into_string()
+}
+
+/// The nodes sharing the store and their last heartbeats.
+fn nodes_html(nodes: &[NodeStatus], now: i64) -> Markup {
+    html! {
+        table.nodes {
+            thead { tr { th scope="col" { "Node" } th scope="col" { "Version" } th scope="col" { "Last heartbeat" } } }
+            tbody {
+                @for n in nodes {
+                    tr id=(format!("node-{}", n.id)) {
+                        th scope="row" { (n.id) }
+                        td { (n.version) }
+                        td { (ago(Some(n.heartbeat_at), now)) }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// One line naming the nodes sharing the store and their last heartbeats, for `ferry status`
+/// (empty with a single node).
+pub fn nodes_line(nodes: &[NodeStatus], now: i64) -> String {
+    if nodes.len() < 2 {
+        return String::new();
+    }
+    let listed: Vec<String> = nodes
+        .iter()
+        .map(|n| {
+            format!(
+                "{} (heartbeat {})",
+                clean(&n.id),
+                ago(Some(n.heartbeat_at), now)
+            )
+        })
+        .collect();
+    format!("nodes: {}\n", listed.join(", "))
 }
 
 fn mirrors_table(mirrors: &[MirrorStatus], now: i64) -> Markup {
@@ -108,6 +155,9 @@ fn mirror_row(m: &MirrorStatus, now: i64) -> Markup {
                 }
                 @if let Some(why) = &m.interrupted {
                     div.bad { "last run not recorded: " (why) }
+                }
+                @if let Some(node) = &m.node {
+                    div.muted.node { "node " (node) }
                 }
             }
             td { (lag(m, now)) }
@@ -369,6 +419,9 @@ pub fn status_table(mirrors: &[MirrorStatus], now: i64) -> String {
         if let Some(at) = m.retry_at {
             state.push_str(&format!(", retry {}", until(at, now)));
         }
+        if let Some(node) = &m.node {
+            state.push_str(&format!(" @{}", clean(node)));
+        }
         let (age, trigger, result, took) = match &m.last_run {
             Some(r) => (
                 ago(Some(r.finished_at), now),
@@ -422,7 +475,7 @@ pub fn runs_table(runs: &[RunDetail], now: i64) -> String {
         return "no runs\n".to_owned();
     }
     let mut lines: Vec<Line> = vec![Line::Mirror(
-        ["RUN", "TRIGGER", "STARTED", "TOOK", "RESULT"]
+        ["RUN", "TRIGGER", "STARTED", "TOOK", "NODE", "RESULT"]
             .map(str::to_owned)
             .to_vec(),
     )];
@@ -434,6 +487,7 @@ pub fn runs_table(runs: &[RunDetail], now: i64) -> String {
             r.trigger.as_str().to_owned(),
             ago(Some(r.started_at), now),
             duration(r.finished_at - r.started_at),
+            r.node.as_deref().map_or_else(|| "-".to_owned(), clean),
             if r.ok { "ok" } else { "FAILED" }.to_owned(),
         ]));
         if !r.ok {
@@ -690,7 +744,7 @@ mod tests {
             vec![dest("https://x/\"><img>", Some(hostile))],
         );
         m.source = "<b>src</b>".to_owned();
-        let page = status_page(&[m], &[], NOW, 10);
+        let page = status_page(&[m], &[], &[], NOW, 10);
         assert!(!page.contains("<script>"), "{page}");
         assert!(!page.contains("<img>"));
         assert!(!page.contains("<b>src"));
@@ -701,7 +755,7 @@ mod tests {
 
     #[test]
     fn page_shows_failing_in_the_mirror_row() {
-        let page = status_page(&fleet(), &[], NOW, 10);
+        let page = status_page(&fleet(), &[], &[], NOW, 10);
         let beta = row(&page, "mirror-beta");
         assert!(beta.contains("data-state=\"failing\""), "{beta}");
         assert!(beta.contains(">failing<"), "{beta}");
@@ -725,7 +779,7 @@ mod tests {
         let mut m = mirror("eps", MirrorState::Queued, vec![]);
         m.retry_at = Some(NOW + 30_000);
         m.interrupted = Some("the sync task panicked: <boom>\x1b[31m".to_owned());
-        let page = status_page(std::slice::from_ref(&m), &[], NOW, 10);
+        let page = status_page(std::slice::from_ref(&m), &[], &[], NOW, 10);
         let eps = row(&page, "mirror-eps");
         assert!(eps.contains("retry in 30s"), "{eps}");
         assert!(
@@ -741,9 +795,40 @@ mod tests {
     }
 
     #[test]
+    fn the_page_and_status_show_each_mirrors_node_and_the_nodes_heartbeats() {
+        let nodes = vec![
+            NodeStatus {
+                id: "ferry-a".into(),
+                started_at: NOW - 600_000,
+                heartbeat_at: NOW - 2_000,
+                version: "0.1.0".into(),
+            },
+            NodeStatus {
+                id: "ferry-<b>".into(),
+                started_at: NOW - 600_000,
+                heartbeat_at: NOW - 40_000,
+                version: "0.1.0".into(),
+            },
+        ];
+        let page = status_page(&fleet(), &[], &nodes, NOW, 10);
+        assert!(
+            row(&page, "mirror-alpha").contains("node ferry-a"),
+            "{page}"
+        );
+        let listed = row(&page, "node-ferry-&lt;b&gt;");
+        assert!(listed.contains("40s ago"), "{listed}");
+        assert!(!status_page(&fleet(), &[], &nodes[..1], NOW, 10).contains("nodes-heading"));
+        let line = nodes_line(&nodes, NOW);
+        assert!(line.starts_with("nodes: ferry-a (heartbeat "), "{line}");
+        assert!(line.contains("ferry-<b>"), "{line}");
+        assert_eq!(nodes_line(&nodes[..1], NOW), "");
+        assert!(status_table(&fleet(), NOW).contains("@ferry-a"));
+    }
+
+    #[test]
     fn page_head_and_totals() {
         let runs = [run(7, "beta", false), run(6, "alpha", true)];
-        let page = status_page(&fleet(), &runs, NOW, 15);
+        let page = status_page(&fleet(), &runs, &[], NOW, 15);
         assert!(page.starts_with("<!DOCTYPE html>"));
         assert!(page.contains("<html lang=\"en\">"));
         assert!(page.contains("<meta http-equiv=\"refresh\" content=\"15\">"));
@@ -752,10 +837,10 @@ mod tests {
         assert!(page.contains("2023-11-14T22:13:20Z"));
         assert!(page.contains("Recent runs"));
         assert!(page.contains("<th scope=\"col\">"));
-        let one = status_page(&fleet()[..1], &[], NOW, 15);
+        let one = status_page(&fleet()[..1], &[], &[], NOW, 15);
         assert!(one.contains("1 mirror: 1 in sync, 0 failing, 0 diverged, 0 queued/syncing"));
         assert!(one.contains("No runs yet."));
-        assert!(status_page(&[], &[], NOW, 15).contains("No mirrors configured."));
+        assert!(status_page(&[], &[], &[], NOW, 15).contains("No mirrors configured."));
     }
 
     #[test]

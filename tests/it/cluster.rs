@@ -24,6 +24,11 @@ fn postgres() -> &'static Postgres {
     SERVER.get_or_init(|| Postgres::start().expect("start PostgreSQL"))
 }
 
+/// A fresh database on the shared server, for tests elsewhere.
+pub fn database_url(test: &str) -> String {
+    database(postgres(), test)
+}
+
 fn database(pg: &Postgres, test: &str) -> String {
     static NEXT: AtomicUsize = AtomicUsize::new(0);
     let n = NEXT.fetch_add(1, Ordering::Relaxed);

@@ -15,5 +15,6 @@ mod moto;
 mod narrow;
 mod policies;
 mod polling;
+mod serve_deploy;
 mod service;
 mod service_trust;

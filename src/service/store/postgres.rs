@@ -70,6 +70,15 @@ pub(super) async fn open_read_only(url: &Secret) -> Result<Db> {
         .connect_with(options(url)?.options([("default_transaction_read_only", "on")]))
         .await
         .with_context(|| format!("connecting to the store {place} read-only"))?;
+    let migrated: bool = sqlx::query_scalar("SELECT to_regclass('mirrors') IS NOT NULL")
+        .fetch_one(&pool)
+        .await
+        .with_context(|| format!("reading the store {place}"))?;
+    if !migrated {
+        anyhow::bail!(
+            "the store {place} has no ferry tables yet: start a ferry serve node with it first"
+        );
+    }
     Ok(Db::Postgres(pool))
 }
 
