@@ -226,15 +226,23 @@ async fn heartbeat(svc: Arc<Service>) {
         if svc.is_stopping() {
             return;
         }
-        match svc.store.heartbeat(now_ms()).await {
-            Ok(_) => {
-                renewed = std::time::Instant::now();
+        // The claims are renewed to the attempt's start plus the lease; an attempt may take
+        // at most `every`, so a stuck store cannot delay the decision below past the lapse.
+        let attempt = std::time::Instant::now();
+        let outcome = tokio::time::timeout(every, svc.store.heartbeat(now_ms())).await;
+        match outcome {
+            Ok(Ok(_)) => {
+                renewed = attempt;
                 fenced = false;
             }
-            Err(e) => {
-                tracing::warn!(error = %format!("{e:#}"), "cannot renew this node's claims");
-                // Stop before the lapse, not at it: the claims were renewed up to `renewed`
-                // plus the lease, minus the time the failed attempt took.
+            failed => {
+                let e = match failed {
+                    Ok(Err(e)) => format!("{e:#}"),
+                    _ => "the store did not answer in time".to_owned(),
+                };
+                tracing::warn!(error = %e, "cannot renew this node's claims");
+                // Stop a whole interval before the lapse, not at it: the next attempt could
+                // come too late.
                 if !fenced && renewed.elapsed() + every >= lease {
                     tracing::error!("this node's claims are about to lapse: stopping its running syncs (other nodes take them over)");
                     fenced = true;
