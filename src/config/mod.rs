@@ -14,7 +14,7 @@ mod env;
 
 pub use env::{adhoc_mirror, classic_mirror, env_nonempty};
 
-use crate::model::mirror::{Divergence, Mirror, Policy, Prune};
+use crate::model::mirror::{Divergence, LfsMissing, LfsMode, LfsPolicy, Mirror, Policy, Prune};
 use serde::de::{self, Deserializer, MapAccess, Visitor};
 use serde::Deserialize;
 use std::collections::HashSet;
@@ -55,6 +55,8 @@ pub struct RawOptions {
     pub create: Option<bool>,
     pub poll_interval: Option<Spanned<String>>,
     pub reconcile_interval: Option<Spanned<String>>,
+    pub lfs: Option<LfsMode>,
+    pub lfs_missing: Option<LfsMissing>,
 }
 
 impl RawOptions {
@@ -78,6 +80,10 @@ impl RawOptions {
             atomic: self.atomic.unwrap_or(false),
             verify: self.verify.unwrap_or(false),
             create: self.create.unwrap_or(false),
+            lfs: LfsPolicy {
+                mode: self.lfs.unwrap_or_default(),
+                missing: self.lfs_missing.unwrap_or_default(),
+            },
         }
     }
 }
@@ -176,6 +182,8 @@ struct RawMirror {
     create: Option<bool>,
     poll_interval: Option<Spanned<String>>,
     reconcile_interval: Option<Spanned<String>>,
+    lfs: Option<LfsMode>,
+    lfs_missing: Option<LfsMissing>,
     webhook_secret_env: Option<String>,
     webhook_secret_file: Option<PathBuf>,
     webhook_provider: Option<Provider>,
@@ -193,6 +201,8 @@ impl RawMirror {
             create: self.create,
             poll_interval: self.poll_interval.clone(),
             reconcile_interval: self.reconcile_interval.clone(),
+            lfs: self.lfs,
+            lfs_missing: self.lfs_missing,
         }
     }
 }
@@ -207,6 +217,17 @@ pub struct RawRemote {
     pub ssh_key: Option<PathBuf>,
     pub known_hosts: Option<PathBuf>,
     pub ca_file: Option<PathBuf>,
+    pub lfs: RawLfsAccess,
+}
+
+/// A remote table's LFS keys: its LFS endpoint and that endpoint's own credentials.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLfsAccess {
+    pub lfs_url: Option<Spanned<String>>,
+    pub lfs_username: Option<String>,
+    pub lfs_password_env: Option<String>,
+    pub lfs_password_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -219,6 +240,10 @@ struct RawRemoteTable {
     ssh_key: Option<PathBuf>,
     known_hosts: Option<PathBuf>,
     ca_file: Option<PathBuf>,
+    lfs_url: Option<Spanned<String>>,
+    lfs_username: Option<String>,
+    lfs_password_env: Option<String>,
+    lfs_password_file: Option<PathBuf>,
 }
 
 impl<'de> Deserialize<'de> for RawRemote {
@@ -238,6 +263,7 @@ impl<'de> Deserialize<'de> for RawRemote {
                     ssh_key: None,
                     known_hosts: None,
                     ca_file: None,
+                    lfs: RawLfsAccess::default(),
                 })
             }
             fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<RawRemote, A::Error> {
@@ -250,6 +276,12 @@ impl<'de> Deserialize<'de> for RawRemote {
                     ssh_key: t.ssh_key,
                     known_hosts: t.known_hosts,
                     ca_file: t.ca_file,
+                    lfs: RawLfsAccess {
+                        lfs_url: t.lfs_url,
+                        lfs_username: t.lfs_username,
+                        lfs_password_env: t.lfs_password_env,
+                        lfs_password_file: t.lfs_password_file,
+                    },
                 })
             }
         }
@@ -463,6 +495,8 @@ fn merge(base: &RawOptions, over: &RawOptions) -> RawOptions {
             .reconcile_interval
             .clone()
             .or_else(|| base.reconcile_interval.clone()),
+        lfs: over.lfs.or(base.lfs),
+        lfs_missing: over.lfs_missing.or(base.lfs_missing),
     }
 }
 
@@ -641,7 +675,45 @@ fn resolve_remote(
             );
         }
     }
+    resolve_lfs(&raw.lfs, &mut remote, base, loc, &at, what)?;
     Ok(remote)
+}
+
+/// A remote table's LFS keys: `lfs_url` (an http(s) URL without credentials) and the
+/// endpoint's own user and password, which otherwise are the remote's.
+fn resolve_lfs(
+    raw: &RawLfsAccess,
+    remote: &mut Remote,
+    base: &Path,
+    loc: &Locator<'_>,
+    at: &str,
+    what: &str,
+) -> Result<(), String> {
+    if let Some(url) = &raw.lfs_url {
+        let text = url.get_ref().trim();
+        let valid = url::Url::parse(text).is_ok_and(|u| {
+            matches!(u.scheme(), "http" | "https")
+                && u.username().is_empty()
+                && u.password().is_none()
+        });
+        if !valid {
+            return Err(format!(
+                "{}: {what}: lfs_url '{}' must be an http(s) URL without credentials, like https://HOST/OWNER/REPO.git/info/lfs (put the password in lfs_password_env or lfs_password_file)",
+                loc.at(url.span()),
+                crate::model::remote::redact_text(text)
+            ));
+        }
+        remote.lfs.url = Some(text.to_owned());
+    }
+    remote.lfs.username = raw.lfs_username.clone();
+    remote.lfs.password = secret(
+        raw.lfs_password_env.as_deref(),
+        raw.lfs_password_file.as_deref(),
+        base,
+        &format!("{at}: {what}"),
+        ("lfs_password_env", "lfs_password_file"),
+    )?;
+    Ok(())
 }
 
 /// Parses an interval: a duration, or `0` / `off` for never.

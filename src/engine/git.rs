@@ -462,6 +462,12 @@ impl Session {
         }
     }
 
+    /// Closes git's input, for a command that reads all its requests before it answers
+    /// (`rev-list --stdin`); its answer is read as before.
+    pub fn close_input(&mut self) {
+        self.stdin = None;
+    }
+
     /// Reads one line of the answer, without its newline; `None` when git's output ended.
     pub async fn read_line(&mut self) -> Result<Option<String>, GitFailure> {
         let mut line = Vec::new();

@@ -1072,6 +1072,7 @@ mod tests {
             verified: false,
             error: None,
             refs: vec![ref_report("refs/heads/main", Outcome::Updated, None)],
+            lfs: None,
         }
         .finish()
     }
@@ -1087,6 +1088,7 @@ mod tests {
             verified: false,
             error: None,
             refs,
+            lfs: None,
         }
         .finish()
     }
