@@ -32,6 +32,7 @@
 //! * Set `FERRY_TESTKIT_VERBOSE=1` to log start-up and shutdown timings.
 
 mod git;
+mod lfs;
 mod process;
 mod proxy;
 mod servers;
@@ -40,9 +41,10 @@ pub use git::{
     generate_repo, git, git_binary, git_command, git_with_env, run_git, WorkRepo, GIT_DATE,
     GIT_EMAIL, GIT_NAME,
 };
+pub use lfs::{LfsRequest, LfsServer, JWT_KEY};
 pub use proxy::{ProxyMode, TcpProxy};
 pub use servers::{
-    Servers, ASKPASS_PASSWORD_VAR, ASKPASS_USER_VAR, READER, SMALL_BODY_LIMIT, WRITER,
+    Servers, ASKPASS_PASSWORD_VAR, ASKPASS_USER_VAR, LFS_USER, READER, SMALL_BODY_LIMIT, WRITER,
 };
 
 #[cfg(test)]
