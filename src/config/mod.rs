@@ -946,6 +946,33 @@ webhook_secret_file = "/dev/null"
     }
 
     #[test]
+    fn lfs_keys_are_read_per_mirror_and_per_remote() {
+        let c = parse("[defaults]\nlfs = false\n[[mirror]]\nname = \"a\"\nsource = \"/x\"\ndestinations = [\"/y\"]\n[[mirror]]\nname = \"b\"\nsource = \"/x\"\ndestinations = [{ url = \"https://h/b.git\", lfs_url = \"https://lfs.example/b\", lfs_username = \"bot\" }]\nlfs = \"auto\"\nlfs_missing = \"push\"\n[[mirror]]\nname = \"c\"\nsource = \"/x\"\ndestinations = [\"/y\"]\nlfs = true\n").unwrap();
+        let policy = |i: usize| c.mirrors[i].mirror.lfs;
+        assert_eq!(policy(0).mode, LfsMode::Off);
+        assert_eq!(policy(1).mode, LfsMode::Auto);
+        assert_eq!(policy(1).missing, LfsMissing::Push);
+        assert_eq!(policy(2).mode, LfsMode::On);
+        assert_eq!(policy(2).missing, LfsMissing::Hold);
+        let dest = &c.mirrors[1].mirror.destinations[0];
+        assert_eq!(dest.lfs.url.as_deref(), Some("https://lfs.example/b"));
+        assert_eq!(dest.lfs.username.as_deref(), Some("bot"));
+
+        let e = parse("[[mirror]]\nname = \"a\"\nsource = \"/x\"\ndestinations = [\"/y\"]\nlfs = \"sometimes\"\n").unwrap_err().0;
+        assert!(e.contains("lfs must be"), "{e}");
+        let e = parse("[[mirror]]\nname = \"a\"\nsource = \"/x\"\ndestinations = [{ url = \"/y\", lfs_url = \"https://u:pw@lfs.example/y\" }]\n").unwrap_err().0;
+        assert!(
+            e.contains("lfs_url") && e.contains("ferry.toml:4") && !e.contains("pw@"),
+            "{e}"
+        );
+        let e = parse("[[mirror]]\nname = \"a\"\nsource = \"/x\"\ndestinations = [{ url = \"/y\", lfs_password_env = \"FERRY_TEST_UNSET_LFS\" }]\n").unwrap_err().0;
+        assert!(
+            e.contains("lfs_password_env") && e.contains("FERRY_TEST_UNSET_LFS"),
+            "{e}"
+        );
+    }
+
+    #[test]
     fn command_line_options_win_over_the_file() {
         let over = RawOptions {
             prune: Some(Prune::Never),
