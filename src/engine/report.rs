@@ -471,6 +471,30 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_human_report_says_what_lfs_sent_and_what_is_missing() {
+        let mut m = report(None, &[None]);
+        m.destinations[0].lfs = Some(LfsReport {
+            objects: 2,
+            bytes: 3 * 1024 * 1024,
+            present: 1,
+            missing: vec![LfsObjectProblem {
+                oid: "ab".repeat(32),
+                size: 10,
+                kind: ErrorKind::LfsMissing,
+                message: "the source's LFS server answered 404: Object does not exist".into(),
+                refs: vec!["refs/heads/broken".into()],
+            }],
+            failed: Vec::new(),
+        });
+        let text = RunReport::new(false, vec![m]).render_human();
+        assert!(text.contains("lfs: 2 objects sent (3.0 MiB), 1 already there"), "{text}");
+        assert!(
+            text.contains("missing on the source (needed by refs/heads/broken)"),
+            "{text}"
+        );
+    }
+
+    #[test]
     fn byte_counts_read_in_binary_units() {
         assert_eq!(bytes_text(0), "0 B");
         assert_eq!(bytes_text(1023), "1023 B");
