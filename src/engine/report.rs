@@ -487,7 +487,10 @@ mod tests {
             failed: Vec::new(),
         });
         let text = RunReport::new(false, vec![m]).render_human();
-        assert!(text.contains("lfs: 2 objects sent (3.0 MiB), 1 already there"), "{text}");
+        assert!(
+            text.contains("lfs: 2 objects sent (3.0 MiB), 1 already there"),
+            "{text}"
+        );
         assert!(
             text.contains("missing on the source (needed by refs/heads/broken)"),
             "{text}"

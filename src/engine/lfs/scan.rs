@@ -9,9 +9,12 @@ use crate::model::refs::Oid;
 use std::collections::{BTreeMap, HashSet};
 use std::path::Path;
 
-/// Requests written to `cat-file --batch` before its answers are read: small enough that the
-/// requests never fill the pipe while git waits for its answers to be read.
+/// Requests written to `cat-file` before its answers are read: small enough that the requests
+/// never fill the pipe while git waits for its answers to be read.
 const CAT_FILE_WINDOW: usize = 256;
+
+/// No pointer is smaller: the shortest version line, an oid line and `size 0`.
+const MIN_POINTER_SIZE: u64 = 100;
 
 /// A pointer found in the history, and the blob that holds it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -28,8 +31,9 @@ pub async fn pointers(
     from: &[&Oid],
     stop: &[&Oid],
 ) -> Result<Vec<Found>, GitFailure> {
-    let blobs = small_objects(git, repo, from, stop).await?;
-    read_pointers(git, repo, &blobs).await
+    let objects = small_objects(git, repo, from, stop).await?;
+    let candidates = pointer_sized_blobs(git, repo, &objects).await?;
+    read_pointers(git, repo, &candidates).await
 }
 
 /// For each blob in `blobs`, the names of the refs (of `refs`, name -> value) whose history
@@ -60,19 +64,17 @@ pub async fn refs_holding(
     Ok(holding)
 }
 
-/// The commits and the blobs small enough to be pointers reachable from `from` and not from
-/// `stop` (`rev-list --objects` without trees and large blobs; revisions through stdin, so any
-/// number of refs fits).
+/// The commits, trees and the blobs small enough to be pointers reachable from `from` and not
+/// from `stop` (`rev-list --objects` without large blobs; revisions through stdin, so any
+/// number of refs fits). git 2.31 has no filter by object type: `pointer_sized_blobs` sorts
+/// them.
 async fn small_objects(
     git: &Git,
     repo: &Path,
     from: &[&Oid],
     stop: &[&Oid],
 ) -> Result<Vec<Oid>, GitFailure> {
-    let filter = format!(
-        "--filter=combine:object:type=blob+blob:limit={}",
-        MAX_POINTER_SIZE + 1
-    );
+    let filter = format!("--filter=blob:limit={}", MAX_POINTER_SIZE + 1);
     let mut session = git.session(
         repo,
         &[
@@ -108,6 +110,45 @@ async fn small_objects(
         ));
     }
     Ok(objects)
+}
+
+/// The blobs of `objects` whose size a pointer can have (one `cat-file --batch-check`).
+async fn pointer_sized_blobs(
+    git: &Git,
+    repo: &Path,
+    objects: &[Oid],
+) -> Result<Vec<Oid>, GitFailure> {
+    if objects.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut session = git.session(repo, &["cat-file", "--batch-check"])?;
+    let mut blobs = Vec::new();
+    for window in objects.chunks(CAT_FILE_WINDOW) {
+        for oid in window {
+            session.send(oid.as_str()).await?;
+        }
+        for _ in window {
+            let Some(line) = session.read_line().await? else {
+                return Err(GitFailure::new(
+                    ErrorKind::Other,
+                    "git cat-file stopped answering",
+                ));
+            };
+            // "<oid> <type> <size>", or "<request> missing".
+            let mut words = line.split(' ');
+            if let (Some(id), Some("blob"), Some(size)) = (words.next(), words.next(), words.next())
+            {
+                let fits = size
+                    .parse::<u64>()
+                    .is_ok_and(|n| (MIN_POINTER_SIZE..=MAX_POINTER_SIZE).contains(&n));
+                if let Some(oid) = Oid::parse(id).filter(|_| fits) {
+                    blobs.push(oid);
+                }
+            }
+        }
+    }
+    session.finish().await?;
+    Ok(blobs)
 }
 
 /// Reads `objects` through one `cat-file --batch` and keeps the blobs that are pointers.
