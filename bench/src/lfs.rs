@@ -150,14 +150,7 @@ impl<'a> LfsFixture<'a> {
 
 /// Deterministic, incompressible content per seed.
 fn content(seed: &str) -> Vec<u8> {
-    let mut out = Vec::with_capacity(OBJECT_BYTES + 32);
-    let mut block = Sha256::digest(seed.as_bytes()).to_vec();
-    while out.len() < OBJECT_BYTES {
-        out.extend_from_slice(&block);
-        block = Sha256::digest(&block).to_vec();
-    }
-    out.truncate(OBJECT_BYTES);
-    out
+    ferry_testkit::test_bytes(seed, OBJECT_BYTES)
 }
 
 /// Measures every row: per round one new commit with one new object, then both syncs (in

@@ -20,14 +20,7 @@ fn lfs() -> &'static LfsServer {
 
 /// Deterministic content of `len` bytes, different per `seed`.
 fn content(seed: &str, len: usize) -> Vec<u8> {
-    let mut out = Vec::with_capacity(len + 32);
-    let mut block = Sha256::digest(seed.as_bytes()).to_vec();
-    while out.len() < len {
-        out.extend_from_slice(&block);
-        block = Sha256::digest(&block).to_vec();
-    }
-    out.truncate(len);
-    out
+    ferry_testkit::test_bytes(seed, len)
 }
 
 fn oid_of(bytes: &[u8]) -> String {

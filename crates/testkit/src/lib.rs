@@ -38,8 +38,8 @@ mod proxy;
 mod servers;
 
 pub use git::{
-    generate_repo, git, git_binary, git_command, git_with_env, run_git, WorkRepo, GIT_DATE,
-    GIT_EMAIL, GIT_NAME,
+    generate_repo, git, git_binary, git_command, git_with_env, run_git, test_bytes, WorkRepo,
+    GIT_DATE, GIT_EMAIL, GIT_NAME,
 };
 pub use lfs::{LfsRequest, LfsServer, JWT_KEY};
 pub use proxy::{ProxyMode, TcpProxy};

@@ -177,31 +177,13 @@ async fn read_pointers(git: &Git, repo: &Path, objects: &[Oid]) -> Result<Vec<Fo
 
 /// One answer of `cat-file --batch`: a pointer, or `None` for anything else.
 async fn read_one(session: &mut Session) -> Result<Option<Found>, GitFailure> {
-    let Some(header) = session.read_line().await? else {
-        return Err(GitFailure::new(
-            ErrorKind::Other,
-            "git cat-file stopped answering",
-        ));
-    };
-    // "<oid> <type> <size>", or "<request> missing".
-    let mut words = header.split(' ');
-    let (Some(id), Some(kind), Some(size), None) =
-        (words.next(), words.next(), words.next(), words.next())
-    else {
+    let Some(object) = session.read_object().await? else {
         return Ok(None);
     };
-    let Ok(size) = size.parse::<usize>() else {
-        return Err(GitFailure::new(
-            ErrorKind::Other,
-            format!("git cat-file answered '{header}'"),
-        ));
-    };
-    // The object, then a newline.
-    let body = session.read_exact(size + 1).await?;
-    if kind != "blob" {
+    if object.kind != "blob" {
         return Ok(None);
     }
-    Ok(Oid::parse(id)
-        .zip(pointer::parse(&body[..size]))
+    Ok(Oid::parse(&object.id)
+        .zip(pointer::parse(&object.body))
         .map(|(blob, pointer)| Found { blob, pointer }))
 }
