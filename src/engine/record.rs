@@ -460,6 +460,45 @@ mod tests {
         assert_eq!(saved, want);
     }
 
+    #[tokio::test]
+    async fn the_lfs_state_round_trips_merges_and_is_optional_in_old_records() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FileStore::new(dir.path());
+        let (src, dst) = (remote("https://h/src.git"), remote("https://h/r.git"));
+        let selection = RefSelection::default();
+        let key = RecordKey {
+            source: &src,
+            destination: &dst,
+            selection: &selection,
+        };
+        // A record written before ferry carried LFS objects.
+        fs::create_dir_all(store.path(key).parent().unwrap()).unwrap();
+        let old = format!(
+            "{{\"destination\": \"https://h/r.git\", \"refs\": {{\"refs/heads/main\": \"{}\"}}}}",
+            oid('a')
+        );
+        fs::write(store.path(key), old).unwrap();
+        let mut mine = Record::load(&store, key).await.unwrap();
+        assert_eq!(mine.refs.len(), 1);
+        assert!(mine.lfs.is_empty());
+
+        // Two runs add LFS state from the same version; the second merges into the first.
+        let mut theirs = Record::load(&store, key).await.unwrap();
+        theirs.lfs.tips.insert("refs/heads/dev".into(), oid('c'));
+        theirs.lfs.objects.insert("1".repeat(64));
+        theirs.save(&store, key).await.unwrap();
+        mine.lfs.tips.insert("refs/heads/main".into(), oid('a'));
+        mine.lfs.objects.insert("2".repeat(64));
+        mine.save(&store, key).await.unwrap();
+
+        let saved = Record::load(&store, key).await.unwrap().lfs;
+        assert_eq!(saved.tips.len(), 2, "{saved:?}");
+        assert_eq!(
+            saved.objects,
+            ["1".repeat(64), "2".repeat(64)].into_iter().collect()
+        );
+    }
+
     #[test]
     fn assumed_values_fill_only_what_the_record_lacks() {
         let record = Record {
