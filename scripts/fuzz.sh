@@ -18,7 +18,7 @@ if ! cargo +nightly --version >/dev/null 2>&1; then
   exit 1
 fi
 
-targets=(webhook codecommit_event config_file git_output)
+targets=(webhook codecommit_event config_file git_output lfs)
 cargo +nightly fuzz build --fuzz-dir fuzz
 for t in "${targets[@]}"; do
   echo "fuzz: $t for ${seconds}s"

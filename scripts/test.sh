@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
 # Runs ferry's whole test suite. The integration tests start real git servers on loopback
-# (nginx + fcgiwrap + git http-backend, sshd, git daemon) and PostgreSQL (the shared store's
-# tests), so this first installs the Debian packages they need when any is missing (as root, or
-# through sudo).
+# (nginx + fcgiwrap + git http-backend, sshd, git daemon, a Git LFS server) and PostgreSQL (the
+# shared store's tests), so this first installs the Debian packages they need when any is
+# missing (as root, or through sudo).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-packages=(git nginx-light fcgiwrap openssh-server openssh-client openssl chromium fonts-dejavu-core postgresql systemd)
+packages=(git git-lfs nginx-light fcgiwrap openssh-server openssh-client openssl chromium fonts-dejavu-core postgresql systemd)
 need=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || need+=("$p")
@@ -42,7 +42,23 @@ if [ ! -x "$tools/bin/cfn-lint" ] || [ ! -x "$tools/bin/cargo-lambda" ] || [ ! -
   python3 -m venv "$tools"
   "$tools/bin/python3" -m pip install --quiet --disable-pip-version-check cargo-lambda==1.9.2 cfn-lint==1.51.0 'moto[server]==5.2.5'
 fi
-export PATH="$tools/bin:$PATH"
+
+# The Git LFS server of the LFS tests: giftless under gunicorn, in a venv of its own (its Flask
+# pins must not meet moto's). giftless's wheel declares no dependencies, so they are pinned
+# here, as giftless's requirements/main.txt pins them (without the cloud storage backends).
+lfs_tools="$tools/lfs"
+if [ ! -x "$lfs_tools/bin/gunicorn" ]; then
+  echo "installing test dependencies: giftless, gunicorn (pip, into $lfs_tools)"
+  python3 -m venv "$lfs_tools"
+  "$lfs_tools/bin/python3" -m pip install --quiet --disable-pip-version-check \
+    giftless==0.6.2 gunicorn==23.0.0 flask==2.3.3 flask-classful==0.16.0 \
+    flask-marshmallow==0.15.0 marshmallow==3.21.1 webargs==8.4.0 werkzeug==3.0.3 \
+    figcan==0.0.4 pyyaml==6.0.1 pyjwt==2.8.0 python-dotenv==1.0.1 \
+    python-dateutil==2.9.0.post0 typing-extensions==4.10.0 cachetools==5.3.3 \
+    importlib-metadata==7.0.2 blinker==1.7.0 click==8.1.7 itsdangerous==2.1.2 jinja2==3.1.3 \
+    markupsafe==2.1.5 packaging==24.0 six==1.16.0 zipp==3.17.0
+fi
+export PATH="$tools/bin:$lfs_tools/bin:$PATH"
 
 cargo test --workspace --locked "$@"
 

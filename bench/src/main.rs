@@ -8,10 +8,14 @@
 //! acknowledgement latency under load, idle memory with 100 mirrors, cost of
 //! a burst), with its own table and verdicts.
 //!
-//! `cargo run --release -p ferry-bench [-- --quick] [-- --runs N]`
+//! Then the Git LFS rows: an incremental sync with 1,000 (and 100) LFS objects where one
+//! commit adds one, with LFS and without.
+//!
+//! `cargo run --release -p ferry-bench [-- --quick] [-- --runs N] [-- --service-only | --lfs-only]`
 
 mod ferry_bin;
 mod fixture;
+mod lfs;
 mod method;
 mod phases;
 mod report;
@@ -39,24 +43,28 @@ const DEFAULT_RUNS: usize = 5;
 const QUICK_RUNS: usize = 2;
 const CLASSIC_RUNS_LARGE: usize = 3;
 
-const USAGE: &str = "usage: ferry-bench [--quick] [--runs N] [--service-only]";
+const USAGE: &str = "usage: ferry-bench [--quick] [--runs N] [--service-only | --lfs-only]";
 
 struct Options {
     quick: bool,
     runs: usize,
     /// Skip the sync table; only the service section.
     service_only: bool,
+    /// Only the Git LFS rows.
+    lfs_only: bool,
 }
 
 fn parse_args() -> Result<Options> {
     let mut quick = false;
     let mut service_only = false;
+    let mut lfs_only = false;
     let mut runs = None;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--quick" => quick = true,
             "--service-only" => service_only = true,
+            "--lfs-only" => lfs_only = true,
             "--runs" => {
                 let n = args.next().context("--runs needs a number")?;
                 let n: usize = n.parse().with_context(|| format!("bad --runs {n:?}"))?;
@@ -73,10 +81,14 @@ fn parse_args() -> Result<Options> {
         }
     }
     let runs = runs.unwrap_or(if quick { QUICK_RUNS } else { DEFAULT_RUNS });
+    if service_only && lfs_only {
+        bail!("--service-only and --lfs-only exclude each other\n{USAGE}");
+    }
     Ok(Options {
         quick,
         runs,
         service_only,
+        lfs_only,
     })
 }
 
@@ -85,6 +97,18 @@ fn main() -> Result<()> {
     let options = parse_args()?;
     eprintln!("building ferry (release)...");
     let ferry = ferry_bin::build_release()?;
+    if options.lfs_only {
+        eprintln!("starting git servers...");
+        let servers = Servers::start().context("failed to start testkit's git servers")?;
+        let rows = lfs::run(&servers, &ferry, options.runs)?;
+        drop(servers);
+        print_lfs(&rows);
+        println!(
+            "\nTotal benchmark time: {:.1} s",
+            started.elapsed().as_secs_f64()
+        );
+        return Ok(());
+    }
     let repo_cache = ferry_bin::target_dir(&ferry)?.join("ferry-bench-repos");
     let repos = RepoSpec::all(options.quick)
         .iter()
@@ -96,10 +120,13 @@ fn main() -> Result<()> {
         runs: options.runs,
         classic_runs_large: CLASSIC_RUNS_LARGE,
     };
-    let rows = if options.service_only {
-        vec![]
+    let (rows, lfs_rows) = if options.service_only {
+        (vec![], vec![])
     } else {
-        measure_all(&servers, &ferry, &repos, rounds)?
+        (
+            measure_all(&servers, &ferry, &repos, rounds)?,
+            lfs::run(&servers, &ferry, options.runs)?,
+        )
     };
     let counts = service::Counts::new(options.quick);
     let service = repos
@@ -111,6 +138,7 @@ fn main() -> Result<()> {
     drop(servers);
     if !options.service_only {
         print_report(&options, &ferry, &rows)?;
+        print_lfs(&lfs_rows);
     }
     let service = match service {
         Ok(results) => {
@@ -196,6 +224,21 @@ fn print_report(options: &Options, ferry: &Path, rows: &[Row]) -> Result<()> {
          also holds ferry's own work and process start-up."
     );
     Ok(())
+}
+
+fn print_lfs(rows: &[lfs::LfsRow]) {
+    println!("\n## Git LFS\n");
+    print!("{}", lfs::table(rows));
+    println!(
+        "\nMedian ms of `ferry sync -q` (warm cache and record) after one new commit that adds \
+         one 4 KiB LFS object to a source holding the given number of LFS objects (pushed with \
+         git-lfs): with LFS (the default, `auto`: scan the new commits, ask the destination's \
+         LFS server, download the object from the source's, upload it, then push the ref) and \
+         with `--lfs false` (refs only) to another destination. HTTP through nginx, git \
+         http-backend and giftless (gunicorn), Basic auth.\n"
+    );
+    println!("## Git LFS targets\n");
+    print!("{}", lfs::targets(rows));
 }
 
 fn print_service(results: &service::ServiceResults) {

@@ -8,7 +8,7 @@
 use crate::config::{self, Config, ConfigError, RawOptions};
 use crate::engine::report::RunReport;
 use crate::engine::sync::{run_mirror, Mode};
-use crate::model::mirror::{Divergence, Mirror, Prune, Settings};
+use crate::model::mirror::{Divergence, LfsMissing, LfsMode, Mirror, Prune, Settings};
 use crate::model::remote::url_has_password;
 use serve::{RunsArgs, ServeArgs, StatusArgs};
 pub mod lambda;
@@ -104,6 +104,12 @@ struct SyncArgs {
     /// Create local destination paths that do not exist (as bare repositories).
     #[arg(long)]
     create: bool,
+    /// Carry Git LFS objects: auto (when the pushed commits point to any), true or false.
+    #[arg(long, value_name = "auto|true|false", value_parser = parse_lfs)]
+    lfs: Option<LfsMode>,
+    /// A ref that needs an LFS object the source lacks: hold it back, or push it anyway.
+    #[arg(long, value_enum, value_name = "POLICY")]
+    lfs_missing: Option<LfsMissingArg>,
     /// Cache directory [default: $FERRY_CACHE_DIR, else the platform cache dir + /ferry].
     #[arg(long, value_name = "DIR")]
     cache_dir: Option<PathBuf>,
@@ -120,6 +126,16 @@ enum DivergenceArg {
     Keep,
     Overwrite,
     Abort,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum LfsMissingArg {
+    Hold,
+    Push,
+}
+
+fn parse_lfs(text: &str) -> Result<LfsMode, String> {
+    LfsMode::parse(text).ok_or_else(|| format!("'{text}': use auto, true or false"))
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -280,6 +296,11 @@ fn prepare(args: &SyncArgs, quiet: bool) -> Result<(Vec<Mirror>, Settings), Conf
         atomic: args.atomic.then_some(true),
         verify: args.verify.then_some(true),
         create: args.create.then_some(true),
+        lfs: args.lfs,
+        lfs_missing: args.lfs_missing.map(|m| match m {
+            LfsMissingArg::Hold => LfsMissing::Hold,
+            LfsMissingArg::Push => LfsMissing::Push,
+        }),
         ..RawOptions::default()
     };
     let cli_timeout = args

@@ -4,7 +4,8 @@
 
 use super::{describe, Aws};
 use crate::engine::record::{
-    self, RecordKey, RecordStore, StoreError, StoreFuture, Stored, Version, Written,
+    self, Contents, LfsState, RecordKey, RecordStore, StoreError, StoreFuture, Stored, Version,
+    Written,
 };
 use crate::model::mirror::short_hash;
 use crate::model::refs::RefMap;
@@ -61,6 +62,7 @@ impl RecordStore for S3Records {
                 Err(e) if e.as_service_error().is_some_and(|e| e.is_no_such_key()) => {
                     return Ok(Stored {
                         refs: RefMap::new(),
+                        lfs: LfsState::default(),
                         version: Version::Absent,
                     })
                 }
@@ -85,8 +87,10 @@ impl RecordStore for S3Records {
                     describe(&e)
                 ))
             })?;
+            let (refs, lfs) = record::decode(&bytes.into_bytes(), &self.location(&object));
             Ok(Stored {
-                refs: record::decode(&bytes.into_bytes(), &self.location(&object)),
+                refs,
+                lfs,
                 version: Version::Tag(etag),
             })
         })
@@ -95,7 +99,7 @@ impl RecordStore for S3Records {
     fn save<'a>(
         &'a self,
         key: RecordKey<'a>,
-        refs: &'a RefMap,
+        contents: Contents<'a>,
         expected: &'a Version,
     ) -> StoreFuture<'a, Written> {
         Box::pin(async move {
@@ -106,7 +110,7 @@ impl RecordStore for S3Records {
                 .bucket(&self.bucket)
                 .key(&object)
                 .content_type("application/json")
-                .body(ByteStream::from(record::encode(key, refs)?));
+                .body(ByteStream::from(record::encode(key, contents)?));
             let put = match expected {
                 Version::Absent => put.if_none_match("*"),
                 Version::Tag(etag) => put.if_match(etag),

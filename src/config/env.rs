@@ -4,7 +4,7 @@
 //! classic deployment switches without renaming anything.
 
 use super::{existing_file, selection, ConfigError, ConfiguredMirror, RawOptions};
-use crate::model::mirror::{Divergence, Mirror, Prune};
+use crate::model::mirror::{Divergence, LfsMissing, LfsMode, Mirror, Prune};
 use crate::model::provider::Provider;
 use crate::model::remote::{Remote, Secret};
 use std::path::Path;
@@ -56,9 +56,11 @@ pub fn adhoc_mirror(args: &[String], options: &RawOptions) -> Result<Mirror, Con
     let remote = |url: &str,
                   user_vars: &[&str],
                   pass_vars: &[&str],
+                  lfs_url_var: &str,
                   what: &str|
      -> Result<Remote, ConfigError> {
         let mut r = Remote::parse(url, &cwd).map_err(|e| ConfigError(format!("{what}: {e}")))?;
+        r.lfs.url = env_nonempty(lfs_url_var);
         if let Some(u) = env_first(user_vars) {
             r.credentials.username = Some(u);
         }
@@ -74,6 +76,7 @@ pub fn adhoc_mirror(args: &[String], options: &RawOptions) -> Result<Mirror, Con
         &source,
         &["FERRY_SOURCE_USERNAME", "SRC_USER"],
         &["FERRY_SOURCE_PASSWORD", "SRC_PASS"],
+        "FERRY_SOURCE_LFS_URL",
         "SOURCE",
     )?;
     let destinations = dests
@@ -83,6 +86,7 @@ pub fn adhoc_mirror(args: &[String], options: &RawOptions) -> Result<Mirror, Con
                 d,
                 &["FERRY_DEST_USERNAME", "DEST_USER"],
                 &["FERRY_DEST_PASSWORD", "DEST_PASS"],
+                "FERRY_DEST_LFS_URL",
                 "DEST",
             )
         })
@@ -125,11 +129,29 @@ pub fn classic_mirror() -> Result<ConfiguredMirror, ConfigError> {
             )))
         }
     };
+    let lfs = match var("FERRY_LFS") {
+        None => None,
+        Some(text) => Some(LfsMode::parse(&text).ok_or_else(|| {
+            ConfigError(format!("FERRY_LFS is '{text}'; use auto, true or false"))
+        })?),
+    };
+    let lfs_missing = match var("FERRY_LFS_MISSING").as_deref() {
+        None => None,
+        Some("hold") => Some(LfsMissing::Hold),
+        Some("push") => Some(LfsMissing::Push),
+        Some(other) => {
+            return Err(ConfigError(format!(
+                "FERRY_LFS_MISSING is '{other}'; use hold or push"
+            )))
+        }
+    };
     let options = RawOptions {
         include: list("FERRY_INCLUDE"),
         exclude: list("FERRY_EXCLUDE").filter(|v| !v.is_empty()),
         divergence,
         prune,
+        lfs,
+        lfs_missing,
         ..RawOptions::default()
     };
     let webhook_provider = match var("FERRY_WEBHOOK_PROVIDER") {

@@ -14,7 +14,7 @@ mod env;
 
 pub use env::{adhoc_mirror, classic_mirror, env_nonempty};
 
-use crate::model::mirror::{Divergence, Mirror, Policy, Prune};
+use crate::model::mirror::{Divergence, LfsMissing, LfsMode, LfsPolicy, Mirror, Policy, Prune};
 use serde::de::{self, Deserializer, MapAccess, Visitor};
 use serde::Deserialize;
 use std::collections::HashSet;
@@ -55,6 +55,8 @@ pub struct RawOptions {
     pub create: Option<bool>,
     pub poll_interval: Option<Spanned<String>>,
     pub reconcile_interval: Option<Spanned<String>>,
+    pub lfs: Option<LfsMode>,
+    pub lfs_missing: Option<LfsMissing>,
 }
 
 impl RawOptions {
@@ -78,6 +80,10 @@ impl RawOptions {
             atomic: self.atomic.unwrap_or(false),
             verify: self.verify.unwrap_or(false),
             create: self.create.unwrap_or(false),
+            lfs: LfsPolicy {
+                mode: self.lfs.unwrap_or_default(),
+                missing: self.lfs_missing.unwrap_or_default(),
+            },
         }
     }
 }
@@ -188,6 +194,8 @@ struct RawMirror {
     create: Option<bool>,
     poll_interval: Option<Spanned<String>>,
     reconcile_interval: Option<Spanned<String>>,
+    lfs: Option<LfsMode>,
+    lfs_missing: Option<LfsMissing>,
     webhook_secret_env: Option<String>,
     webhook_secret_file: Option<PathBuf>,
     webhook_provider: Option<Provider>,
@@ -205,6 +213,8 @@ impl RawMirror {
             create: self.create,
             poll_interval: self.poll_interval.clone(),
             reconcile_interval: self.reconcile_interval.clone(),
+            lfs: self.lfs,
+            lfs_missing: self.lfs_missing,
         }
     }
 }
@@ -219,6 +229,17 @@ pub struct RawRemote {
     pub ssh_key: Option<PathBuf>,
     pub known_hosts: Option<PathBuf>,
     pub ca_file: Option<PathBuf>,
+    pub lfs: RawLfsAccess,
+}
+
+/// A remote table's LFS keys: its LFS endpoint and that endpoint's own credentials.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLfsAccess {
+    pub lfs_url: Option<Spanned<String>>,
+    pub lfs_username: Option<String>,
+    pub lfs_password_env: Option<String>,
+    pub lfs_password_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -231,6 +252,10 @@ struct RawRemoteTable {
     ssh_key: Option<PathBuf>,
     known_hosts: Option<PathBuf>,
     ca_file: Option<PathBuf>,
+    lfs_url: Option<Spanned<String>>,
+    lfs_username: Option<String>,
+    lfs_password_env: Option<String>,
+    lfs_password_file: Option<PathBuf>,
 }
 
 impl<'de> Deserialize<'de> for RawRemote {
@@ -250,6 +275,7 @@ impl<'de> Deserialize<'de> for RawRemote {
                     ssh_key: None,
                     known_hosts: None,
                     ca_file: None,
+                    lfs: RawLfsAccess::default(),
                 })
             }
             fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<RawRemote, A::Error> {
@@ -262,6 +288,12 @@ impl<'de> Deserialize<'de> for RawRemote {
                     ssh_key: t.ssh_key,
                     known_hosts: t.known_hosts,
                     ca_file: t.ca_file,
+                    lfs: RawLfsAccess {
+                        lfs_url: t.lfs_url,
+                        lfs_username: t.lfs_username,
+                        lfs_password_env: t.lfs_password_env,
+                        lfs_password_file: t.lfs_password_file,
+                    },
                 })
             }
         }
@@ -475,6 +507,8 @@ fn merge(base: &RawOptions, over: &RawOptions) -> RawOptions {
             .reconcile_interval
             .clone()
             .or_else(|| base.reconcile_interval.clone()),
+        lfs: over.lfs.or(base.lfs),
+        lfs_missing: over.lfs_missing.or(base.lfs_missing),
     }
 }
 
@@ -697,7 +731,45 @@ fn resolve_remote(
             );
         }
     }
+    resolve_lfs(&raw.lfs, &mut remote, base, loc, &at, what)?;
     Ok(remote)
+}
+
+/// A remote table's LFS keys: `lfs_url` (an http(s) URL without credentials) and the
+/// endpoint's own user and password, which otherwise are the remote's.
+fn resolve_lfs(
+    raw: &RawLfsAccess,
+    remote: &mut Remote,
+    base: &Path,
+    loc: &Locator<'_>,
+    at: &str,
+    what: &str,
+) -> Result<(), String> {
+    if let Some(url) = &raw.lfs_url {
+        let text = url.get_ref().trim();
+        let valid = url::Url::parse(text).is_ok_and(|u| {
+            matches!(u.scheme(), "http" | "https")
+                && u.username().is_empty()
+                && u.password().is_none()
+        });
+        if !valid {
+            return Err(format!(
+                "{}: {what}: lfs_url '{}' must be an http(s) URL without credentials, like https://HOST/OWNER/REPO.git/info/lfs (put the password in lfs_password_env or lfs_password_file)",
+                loc.at(url.span()),
+                crate::model::remote::redact_text(text)
+            ));
+        }
+        remote.lfs.url = Some(text.to_owned());
+    }
+    remote.lfs.username = raw.lfs_username.clone();
+    remote.lfs.password = secret(
+        raw.lfs_password_env.as_deref(),
+        raw.lfs_password_file.as_deref(),
+        base,
+        &format!("{at}: {what}"),
+        ("lfs_password_env", "lfs_password_file"),
+    )?;
+    Ok(())
 }
 
 /// Parses an interval: a duration, or `0` / `off` for never.
@@ -984,6 +1056,33 @@ webhook_secret_file = "/dev/null"
 
         let e = parse("").unwrap_err().0;
         assert!(e.contains("no mirrors configured"), "{e}");
+    }
+
+    #[test]
+    fn lfs_keys_are_read_per_mirror_and_per_remote() {
+        let c = parse("[defaults]\nlfs = false\n[[mirror]]\nname = \"a\"\nsource = \"/x\"\ndestinations = [\"/y\"]\n[[mirror]]\nname = \"b\"\nsource = \"/x\"\ndestinations = [{ url = \"https://h/b.git\", lfs_url = \"https://lfs.example/b\", lfs_username = \"bot\" }]\nlfs = \"auto\"\nlfs_missing = \"push\"\n[[mirror]]\nname = \"c\"\nsource = \"/x\"\ndestinations = [\"/y\"]\nlfs = true\n").unwrap();
+        let policy = |i: usize| c.mirrors[i].mirror.lfs;
+        assert_eq!(policy(0).mode, LfsMode::Off);
+        assert_eq!(policy(1).mode, LfsMode::Auto);
+        assert_eq!(policy(1).missing, LfsMissing::Push);
+        assert_eq!(policy(2).mode, LfsMode::On);
+        assert_eq!(policy(2).missing, LfsMissing::Hold);
+        let dest = &c.mirrors[1].mirror.destinations[0];
+        assert_eq!(dest.lfs.url.as_deref(), Some("https://lfs.example/b"));
+        assert_eq!(dest.lfs.username.as_deref(), Some("bot"));
+
+        let e = parse("[[mirror]]\nname = \"a\"\nsource = \"/x\"\ndestinations = [\"/y\"]\nlfs = \"sometimes\"\n").unwrap_err().0;
+        assert!(e.contains("lfs must be"), "{e}");
+        let e = parse("[[mirror]]\nname = \"a\"\nsource = \"/x\"\ndestinations = [{ url = \"/y\", lfs_url = \"https://u:pw@lfs.example/y\" }]\n").unwrap_err().0;
+        assert!(
+            e.contains("lfs_url") && e.contains("ferry.toml:4") && !e.contains("pw@"),
+            "{e}"
+        );
+        let e = parse("[[mirror]]\nname = \"a\"\nsource = \"/x\"\ndestinations = [{ url = \"/y\", lfs_password_env = \"FERRY_TEST_UNSET_LFS\" }]\n").unwrap_err().0;
+        assert!(
+            e.contains("lfs_password_env") && e.contains("FERRY_TEST_UNSET_LFS"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -5,7 +5,6 @@
 //! per ref.
 
 use crate::engine::git::{GitFailure, Session};
-use crate::model::kind::ErrorKind;
 use crate::model::refs::Oid;
 use std::collections::{BinaryHeap, HashMap};
 
@@ -243,26 +242,11 @@ impl Commits for CatFile {
             oid.to_string()
         };
         self.session.send(&request).await?;
-        let Some(header) = self.session.read_line().await? else {
-            return Err(GitFailure::new(
-                ErrorKind::Other,
-                "git cat-file stopped answering",
-            ));
-        };
-        // "<oid> <type> <size>", or "<request> missing" (or "ambiguous").
-        let mut words = header.split(' ');
-        let (Some(id), Some(kind), Some(size), None) =
-            (words.next(), words.next(), words.next(), words.next())
-        else {
+        let Some(object) = self.session.read_object().await? else {
             return Ok(None);
         };
-        let Ok(size) = size.parse::<usize>() else {
-            return Ok(None);
-        };
-        // The object, then a newline.
-        let body = self.session.read_exact(size + 1).await?;
-        match (kind, Oid::parse(id)) {
-            ("commit", Some(id)) => Ok(Some((id, parse_commit(&body[..size])))),
+        match (object.kind.as_str(), Oid::parse(&object.id)) {
+            ("commit", Some(id)) => Ok(Some((id, parse_commit(&object.body)))),
             _ => Ok(None),
         }
     }

@@ -428,6 +428,14 @@ impl Git {
     }
 }
 
+/// One object as `cat-file --batch` prints it.
+pub struct BatchObject {
+    pub id: String,
+    /// `commit`, `tree`, `blob` or `tag`.
+    pub kind: String,
+    pub body: Vec<u8>,
+}
+
 /// A long-running git process spoken to over its stdin and stdout (see [`Git::session`]).
 /// Every request and answer must arrive before the call's deadline; past it the whole process
 /// group is killed. Dropping a session kills it too.
@@ -462,6 +470,12 @@ impl Session {
         }
     }
 
+    /// Closes git's input, for a command that reads all its requests before it answers
+    /// (`rev-list --stdin`); its answer is read as before.
+    pub fn close_input(&mut self) {
+        self.stdin = None;
+    }
+
     /// Reads one line of the answer, without its newline; `None` when git's output ended.
     pub async fn read_line(&mut self) -> Result<Option<String>, GitFailure> {
         let mut line = Vec::new();
@@ -477,6 +491,35 @@ impl Session {
             Ok(Err(e)) => Err(self.stopped(e)),
             Err(_) => Err(self.timed_out()),
         }
+    }
+
+    /// Reads one answer of `cat-file --batch`: the object's id, type and content; `None` for
+    /// an object git does not have (`<name> missing`) or a header it cannot be read from.
+    pub async fn read_object(&mut self) -> Result<Option<BatchObject>, GitFailure> {
+        let Some(header) = self.read_line().await? else {
+            return Err(GitFailure::new(
+                ErrorKind::Other,
+                "git cat-file stopped answering",
+            ));
+        };
+        // "<oid> <type> <size>", or "<request> missing" (or "ambiguous").
+        let mut words = header.split(' ');
+        let (Some(id), Some(kind), Some(size), None) =
+            (words.next(), words.next(), words.next(), words.next())
+        else {
+            return Ok(None);
+        };
+        let Ok(size) = size.parse::<usize>() else {
+            return Ok(None);
+        };
+        // The object, then a newline.
+        let mut body = self.read_exact(size + 1).await?;
+        body.truncate(size);
+        Ok(Some(BatchObject {
+            id: id.to_owned(),
+            kind: kind.to_owned(),
+            body,
+        }))
     }
 
     /// Reads exactly `len` bytes of the answer.

@@ -16,6 +16,7 @@ use crate::model::mirror::short_hash;
 use crate::model::refs::{Oid, RefMap, RefPattern, RefSelection};
 use crate::model::remote::Remote;
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeSet;
 use std::fs;
 use std::future::Future;
 use std::io::Write;
@@ -49,10 +50,32 @@ pub enum Version {
     Tag(String),
 }
 
+/// What a record says about a destination's Git LFS objects. Records written before ferry
+/// carried LFS objects have none of it, which makes the next run with LFS scan the whole
+/// history of every ref once.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LfsState {
+    /// Ref -> the value whose history's LFS objects are all on the destination: a scan for
+    /// what a push needs starts from the new value and stops at these.
+    #[serde(default, skip_serializing_if = "RefMap::is_empty")]
+    pub tips: RefMap,
+    /// The LFS objects (sha256 hex) known to be on the destination: ferry uploaded them or
+    /// the server said it had them. A scan that finds one again does not ask for it.
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    pub objects: BTreeSet<String>,
+}
+
+impl LfsState {
+    pub fn is_empty(&self) -> bool {
+        self.tips.is_empty() && self.objects.is_empty()
+    }
+}
+
 /// A record as a store holds it.
 #[derive(Debug)]
 pub struct Stored {
     pub refs: RefMap,
+    pub lfs: LfsState,
     pub version: Version,
 }
 
@@ -79,9 +102,16 @@ pub trait RecordStore: Send + Sync {
     fn save<'a>(
         &'a self,
         key: RecordKey<'a>,
-        refs: &'a RefMap,
+        contents: Contents<'a>,
         expected: &'a Version,
     ) -> StoreFuture<'a, Written>;
+}
+
+/// What a record holds, as a store writes it.
+#[derive(Debug, Clone, Copy)]
+pub struct Contents<'a> {
+    pub refs: &'a RefMap,
+    pub lfs: &'a LfsState,
 }
 
 /// A record as stored: the refs, plus what it is the record of, for people inspecting it.
@@ -97,31 +127,34 @@ struct Document {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     exclude: Vec<String>,
     refs: RefMap,
+    #[serde(default, skip_serializing_if = "LfsState::is_empty")]
+    lfs: LfsState,
 }
 
 /// The stored form of a record (JSON).
-pub fn encode(key: RecordKey<'_>, refs: &RefMap) -> Result<Vec<u8>, StoreError> {
+pub fn encode(key: RecordKey<'_>, contents: Contents<'_>) -> Result<Vec<u8>, StoreError> {
     let patterns = |ps: &[RefPattern]| ps.iter().map(|p| p.as_str().to_owned()).collect::<Vec<_>>();
     let doc = Document {
         source: key.source.identity().to_owned(),
         destination: key.destination.identity().to_owned(),
         include: patterns(&key.selection.include),
         exclude: patterns(&key.selection.exclude),
-        refs: refs.clone(),
+        refs: contents.refs.clone(),
+        lfs: contents.lfs.clone(),
     };
     serde_json::to_vec_pretty(&doc)
         .map_err(|e| StoreError(format!("cannot encode a sync record: {e}")))
 }
 
-/// The refs of a stored record. An unreadable one counts as empty (first-sync rules apply,
-/// which never lose destination commits) and is reported in the log; its next save replaces
-/// it.
-pub fn decode(bytes: &[u8], location: &str) -> RefMap {
+/// The refs and LFS state of a stored record. An unreadable one counts as empty (first-sync
+/// rules apply, which never lose destination commits) and is reported in the log; its next
+/// save replaces it.
+pub fn decode(bytes: &[u8], location: &str) -> (RefMap, LfsState) {
     match serde_json::from_slice::<Document>(bytes) {
-        Ok(doc) => doc.refs,
+        Ok(doc) => (doc.refs, doc.lfs),
         Err(e) => {
             tracing::warn!(record = location, error = %e, "ignoring an unreadable sync record; treating this as a first sync");
-            RefMap::new()
+            (RefMap::new(), LfsState::default())
         }
     }
 }
@@ -130,9 +163,11 @@ pub fn decode(bytes: &[u8], location: &str) -> RefMap {
 #[derive(Debug)]
 pub struct Record {
     pub refs: RefMap,
+    pub lfs: LfsState,
     /// As loaded: what this run changed is the difference, and an unchanged record is not
     /// rewritten on every no-op sync.
     loaded: RefMap,
+    loaded_lfs: LfsState,
     version: Version,
 }
 
@@ -141,7 +176,9 @@ impl Record {
         let stored = store.load(key).await?;
         Ok(Record {
             refs: stored.refs.clone(),
+            lfs: stored.lfs.clone(),
             loaded: stored.refs,
+            loaded_lfs: stored.lfs,
             version: stored.version,
         })
     }
@@ -163,15 +200,30 @@ impl Record {
         store: &dyn RecordStore,
         key: RecordKey<'_>,
     ) -> Result<(), StoreError> {
-        let changes = changes(&self.loaded, &self.refs);
+        let ref_changes = changes(&self.loaded, &self.refs);
+        let tip_changes = changes(&self.loaded_lfs.tips, &self.lfs.tips);
+        let new_objects: Vec<String> = self
+            .lfs
+            .objects
+            .difference(&self.loaded_lfs.objects)
+            .cloned()
+            .collect();
         for _ in 0..SAVE_ATTEMPTS {
-            if self.refs == self.loaded && self.version != Version::Absent {
+            if self.refs == self.loaded
+                && self.lfs == self.loaded_lfs
+                && self.version != Version::Absent
+            {
                 return Ok(());
             }
-            match store.save(key, &self.refs, &self.version).await? {
+            let contents = Contents {
+                refs: &self.refs,
+                lfs: &self.lfs,
+            };
+            match store.save(key, contents, &self.version).await? {
                 Written::Saved(version) => {
                     self.version = version;
                     self.loaded = self.refs.clone();
+                    self.loaded_lfs = self.lfs.clone();
                     return Ok(());
                 }
                 Written::Conflict => {
@@ -180,15 +232,16 @@ impl Record {
                         "the sync record changed since this run read it; merging this run's changes into it"
                     );
                     let fresh = store.load(key).await?;
-                    let mut merged = fresh.refs.clone();
-                    for (name, value) in &changes {
-                        match value {
-                            Some(oid) => merged.insert(name.clone(), oid.clone()),
-                            None => merged.remove(name),
-                        };
-                    }
-                    self.refs = merged;
+                    self.refs = reapplied(&fresh.refs, &ref_changes);
+                    // Objects are only ever added: the other writer's and this run's.
+                    let mut lfs = LfsState {
+                        tips: reapplied(&fresh.lfs.tips, &tip_changes),
+                        objects: fresh.lfs.objects.clone(),
+                    };
+                    lfs.objects.extend(new_objects.iter().cloned());
+                    self.lfs = lfs;
                     self.loaded = fresh.refs;
+                    self.loaded_lfs = fresh.lfs;
                     self.version = fresh.version;
                 }
             }
@@ -197,6 +250,18 @@ impl Record {
             "another writer kept changing the sync record while this run saved it ({SAVE_ATTEMPTS} attempts)"
         )))
     }
+}
+
+/// `base` with `changes` applied on top.
+fn reapplied(base: &RefMap, changes: &[(String, Option<Oid>)]) -> RefMap {
+    let mut merged = base.clone();
+    for (name, value) in changes {
+        match value {
+            Some(oid) => merged.insert(name.clone(), oid.clone()),
+            None => merged.remove(name),
+        };
+    }
+    merged
 }
 
 /// The entries `after` changed against `before`: a new value, or `None` for a removed entry.
@@ -283,11 +348,13 @@ impl RecordStore for FileStore {
         Box::pin(async move {
             let path = self.path(key);
             let bytes = FileStore::read(&path)?;
+            let (refs, lfs) = bytes
+                .as_deref()
+                .map(|b| decode(b, &path.display().to_string()))
+                .unwrap_or_default();
             Ok(Stored {
-                refs: bytes
-                    .as_deref()
-                    .map(|b| decode(b, &path.display().to_string()))
-                    .unwrap_or_default(),
+                refs,
+                lfs,
                 version: FileStore::version(bytes.as_deref()),
             })
         })
@@ -296,7 +363,7 @@ impl RecordStore for FileStore {
     fn save<'a>(
         &'a self,
         key: RecordKey<'a>,
-        refs: &'a RefMap,
+        contents: Contents<'a>,
         expected: &'a Version,
     ) -> StoreFuture<'a, Written> {
         Box::pin(async move {
@@ -304,7 +371,7 @@ impl RecordStore for FileStore {
             if FileStore::version(FileStore::read(&path)?.as_deref()) != *expected {
                 return Ok(Written::Conflict);
             }
-            let bytes = encode(key, refs)?;
+            let bytes = encode(key, contents)?;
             FileStore::write(&path, &bytes).map_err(|e| {
                 StoreError(format!(
                     "cannot write the sync record {}: {e}",
@@ -393,11 +460,52 @@ mod tests {
         assert_eq!(saved, want);
     }
 
+    #[tokio::test]
+    async fn the_lfs_state_round_trips_merges_and_is_optional_in_old_records() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FileStore::new(dir.path());
+        let (src, dst) = (remote("https://h/src.git"), remote("https://h/r.git"));
+        let selection = RefSelection::default();
+        let key = RecordKey {
+            source: &src,
+            destination: &dst,
+            selection: &selection,
+        };
+        // A record written before ferry carried LFS objects.
+        fs::create_dir_all(store.path(key).parent().unwrap()).unwrap();
+        let old = format!(
+            "{{\"destination\": \"https://h/r.git\", \"refs\": {{\"refs/heads/main\": \"{}\"}}}}",
+            oid('a')
+        );
+        fs::write(store.path(key), old).unwrap();
+        let mut mine = Record::load(&store, key).await.unwrap();
+        assert_eq!(mine.refs.len(), 1);
+        assert!(mine.lfs.is_empty());
+
+        // Two runs add LFS state from the same version; the second merges into the first.
+        let mut theirs = Record::load(&store, key).await.unwrap();
+        theirs.lfs.tips.insert("refs/heads/dev".into(), oid('c'));
+        theirs.lfs.objects.insert("1".repeat(64));
+        theirs.save(&store, key).await.unwrap();
+        mine.lfs.tips.insert("refs/heads/main".into(), oid('a'));
+        mine.lfs.objects.insert("2".repeat(64));
+        mine.save(&store, key).await.unwrap();
+
+        let saved = Record::load(&store, key).await.unwrap().lfs;
+        assert_eq!(saved.tips.len(), 2, "{saved:?}");
+        assert_eq!(
+            saved.objects,
+            ["1".repeat(64), "2".repeat(64)].into_iter().collect()
+        );
+    }
+
     #[test]
     fn assumed_values_fill_only_what_the_record_lacks() {
         let record = Record {
             refs: [("refs/heads/main".to_owned(), oid('a'))].into(),
+            lfs: LfsState::default(),
             loaded: RefMap::new(),
+            loaded_lfs: LfsState::default(),
             version: Version::Absent,
         };
         let assumed: RefMap = [

@@ -111,6 +111,38 @@ pub struct DestinationReport {
     pub error: Option<ErrorReport>,
     #[serde(default)]
     pub refs: Vec<RefReport>,
+    /// The Git LFS objects of the pushed refs; absent when the run had none to look at.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lfs: Option<LfsReport>,
+}
+
+/// What a run did about a destination's Git LFS objects.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LfsReport {
+    /// Objects uploaded to the destination in this run, and their bytes.
+    pub objects: u64,
+    pub bytes: u64,
+    /// Objects the scan found that the destination already had.
+    #[serde(default)]
+    pub present: u64,
+    /// Objects the source's LFS server does not have, with the refs that need them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub missing: Vec<LfsObjectProblem>,
+    /// Objects that could not be downloaded or uploaded.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub failed: Vec<LfsObjectProblem>,
+}
+
+/// One LFS object that did not reach the destination, and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LfsObjectProblem {
+    pub oid: String,
+    pub size: u64,
+    pub kind: ErrorKind,
+    pub message: String,
+    /// The refs whose new commits point to it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub refs: Vec<String>,
 }
 
 impl DestinationReport {
@@ -121,6 +153,7 @@ impl DestinationReport {
             verified: false,
             error: Some(error),
             refs: Vec::new(),
+            lfs: None,
         }
     }
 
@@ -352,6 +385,9 @@ fn render_destination(out: &mut String, d: &DestinationReport, plan_only: bool) 
         let _ = writeln!(out, "     {}: {}", e.kind, e.message);
         let _ = writeln!(out, "     hint: {}", e.hint);
     }
+    if let Some(lfs) = &d.lfs {
+        render_lfs(out, lfs);
+    }
     for r in &d.refs {
         let quiet = match r.outcome {
             Some(Outcome::Unchanged) => r.reason.is_none(),
@@ -385,9 +421,89 @@ fn render_destination(out: &mut String, d: &DestinationReport, plan_only: bool) 
     }
 }
 
+fn render_lfs(out: &mut String, lfs: &LfsReport) {
+    let _ = writeln!(
+        out,
+        "     lfs: {} object{} sent ({}), {} already there",
+        lfs.objects,
+        if lfs.objects == 1 { "" } else { "s" },
+        bytes_text(lfs.bytes),
+        lfs.present
+    );
+    for (label, problems) in [
+        ("missing on the source", &lfs.missing),
+        ("failed", &lfs.failed),
+    ] {
+        for p in problems {
+            let refs = if p.refs.is_empty() {
+                String::new()
+            } else {
+                format!(" (needed by {})", p.refs.join(", "))
+            };
+            let _ = writeln!(
+                out,
+                "     lfs object {} ({}): {label}{refs}: {}",
+                p.oid,
+                bytes_text(p.size),
+                p.message
+            );
+        }
+    }
+}
+
+/// A byte count for people: `512 B`, `1.5 KiB`, `3.2 MiB`.
+pub fn bytes_text(bytes: u64) -> String {
+    const UNITS: [&str; 4] = ["KiB", "MiB", "GiB", "TiB"];
+    if bytes < 1024 {
+        return format!("{bytes} B");
+    }
+    let mut value = bytes as f64 / 1024.0;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    format!("{value:.1} {}", UNITS[unit])
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_human_report_says_what_lfs_sent_and_what_is_missing() {
+        let mut m = report(None, &[None]);
+        m.destinations[0].lfs = Some(LfsReport {
+            objects: 2,
+            bytes: 3 * 1024 * 1024,
+            present: 1,
+            missing: vec![LfsObjectProblem {
+                oid: "ab".repeat(32),
+                size: 10,
+                kind: ErrorKind::LfsMissing,
+                message: "the source's LFS server answered 404: Object does not exist".into(),
+                refs: vec!["refs/heads/broken".into()],
+            }],
+            failed: Vec::new(),
+        });
+        let text = RunReport::new(false, vec![m]).render_human();
+        assert!(
+            text.contains("lfs: 2 objects sent (3.0 MiB), 1 already there"),
+            "{text}"
+        );
+        assert!(
+            text.contains("missing on the source (needed by refs/heads/broken)"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn byte_counts_read_in_binary_units() {
+        assert_eq!(bytes_text(0), "0 B");
+        assert_eq!(bytes_text(1023), "1023 B");
+        assert_eq!(bytes_text(1536), "1.5 KiB");
+        assert_eq!(bytes_text(3 * 1024 * 1024), "3.0 MiB");
+    }
 
     fn report(source: Option<ErrorKind>, dests: &[Option<ErrorKind>]) -> MirrorReport {
         MirrorReport {
@@ -409,6 +525,7 @@ mod tests {
                     verified: false,
                     error: k.map(|k| ErrorReport::new(k, "x")),
                     refs: Vec::new(),
+                    lfs: None,
                 })
                 .collect(),
         }

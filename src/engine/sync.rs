@@ -12,6 +12,7 @@
 
 use crate::engine::cache::{Cache, CachePaths, Strategy};
 use crate::engine::git::{failure_from_stderr, Call, Git, GitFailure};
+use crate::engine::lfs::{self, store::ObjectStore, Carried, Lfs};
 use crate::engine::plan::{self, Action, Note, Plan, PlanInput, RefPlan};
 use crate::engine::record::{FileStore, Record, RecordKey, RecordStore, StoreError};
 use crate::engine::report::{
@@ -76,19 +77,22 @@ pub async fn run_mirror_with(
     let git = git_for(mirror, settings);
     let focus = narrowed(mirror, mode, focus);
     let focus = focus.as_ref();
+    let objects = ObjectStore::new(&settings.cache_dir);
 
     let (source, destinations) =
         match Cache::open(&settings.cache_dir, &mirror.source, &git, settings.timeout).await {
             Err(e) => source_failed(mirror, e),
             Ok(cache) => {
-                let first = attempt(mirror, &cache, &git, mode, records, focus).await;
+                let first = attempt(mirror, &cache, &git, mode, records, focus, &objects).await;
                 if !cache.is_damaged() {
                     first
                 } else {
                     // git could not read the cache's own objects (a corrupt pack): start from
                     // an empty cache and run once more; destinations already done are no-ops.
                     match cache.reset(&git).await {
-                        Ok(()) => attempt(mirror, &cache, &git, mode, records, focus).await,
+                        Ok(()) => {
+                            attempt(mirror, &cache, &git, mode, records, focus, &objects).await
+                        }
                         Err(e) => source_failed(mirror, e),
                     }
                 }
@@ -107,7 +111,8 @@ pub async fn run_mirror_with(
 fn git_for(mirror: &Mirror, settings: &Settings) -> Git {
     let secrets: Vec<Secret> = std::iter::once(&mirror.source)
         .chain(&mirror.destinations)
-        .filter_map(|r| r.credentials.password.clone())
+        .flat_map(|r| [r.credentials.password.clone(), r.lfs.password.clone()])
+        .flatten()
         .collect();
     Git::new(
         settings.timeout,
@@ -207,6 +212,7 @@ async fn attempt(
     mode: Mode,
     records: Records<'_>,
     focus: Option<&BTreeSet<String>>,
+    objects: &ObjectStore,
 ) -> (SourceReport, Vec<DestinationReport>) {
     let mut pass = Pass {
         mirror,
@@ -215,6 +221,14 @@ async fn attempt(
         mode,
         records,
         focus: None,
+        lfs: Lfs {
+            policy: mirror.lfs,
+            source: &mirror.source,
+            git,
+            repo: cache.dir(),
+            store: objects,
+            timeout: git.timeout(),
+        },
     };
     let listings = join_all(
         mirror
@@ -449,6 +463,7 @@ struct Pass<'a> {
     records: Records<'a>,
     /// `Some`: the run fetched only these refs; it plans, pushes and records only them.
     focus: Option<&'a BTreeSet<String>>,
+    lfs: Lfs<'a>,
 }
 
 impl Pass<'_> {
@@ -511,6 +526,7 @@ async fn sync_destination(
         mode,
         records,
         focus,
+        lfs: lfs_step,
     } = pass;
     let url = dest.display();
     let key = RecordKey {
@@ -558,6 +574,7 @@ async fn sync_destination(
             verified: listed,
             error: None,
             refs,
+            lfs: None,
         }
         .finish_plan(&plan);
     }
@@ -582,6 +599,7 @@ async fn sync_destination(
                 verified: listed,
                 error: Some(error),
                 refs,
+                lfs: None,
             },
             &mut record,
             records.store,
@@ -590,14 +608,39 @@ async fn sync_destination(
         .await;
     }
 
-    let pushes: Vec<RefPlan> = plan.pushes().cloned().collect();
+    // The LFS objects of what the destination is to hold go first; refs whose objects did
+    // not all arrive are held back.
+    let carried = lfs::carry(lfs_step, dest, &lfs_wanted(&plan), &record.lfs).await;
+    record.lfs.objects.extend(carried.confirmed.iter().cloned());
+    let mut held = carried.held.clone();
+    if mirror.atomic {
+        if let Some(why) = plan.pushes().find_map(|p| held.get(&p.name)).cloned() {
+            for p in plan.pushes() {
+                held.entry(p.name.clone()).or_insert_with(|| {
+                    ErrorReport::new(
+                        why.kind,
+                        "not pushed: the push is atomic and another ref's LFS objects did not all reach the destination",
+                    )
+                });
+            }
+        }
+    }
+    let pushes: Vec<RefPlan> = plan
+        .pushes()
+        .filter(|p| !held.contains_key(&p.name))
+        .cloned()
+        .collect();
     if pushes.is_empty() {
         let refs = plan
             .refs
             .iter()
-            .map(|p| settled_report(p, None, p.old.as_ref(), None))
+            .map(|p| match held.get(&p.name) {
+                Some(why) => held_report(p, why),
+                None => settled_report(p, None, p.old.as_ref(), None),
+            })
             .collect();
         update_record(&mut record, &plan, source_refs, &dest_refs, focus);
+        update_lfs_record(&mut record, &carried, &dest_refs);
         return save_and_finish(
             DestinationReport {
                 url: url.to_owned(),
@@ -605,6 +648,7 @@ async fn sync_destination(
                 verified: listed,
                 error: None,
                 refs,
+                lfs: carried.report,
             },
             &mut record,
             records.store,
@@ -662,10 +706,19 @@ async fn sync_destination(
                             .filter(|r| statuses.get(&r.name).is_none_or(|s| s.flag == '!'))
                             .filter(|r| lease_lost.contains(&r.name) || !same(r))
                             .collect();
+                        // A ref the first plan did not push has had no LFS step.
+                        for r in &retry {
+                            if r.action.pushes() && !carried.allows(&r.name, r.new.as_ref()) {
+                                held.insert(r.name.clone(), ErrorReport::new(
+                                    ErrorKind::Lease,
+                                    "not pushed: the destination changed during the sync, and this ref's LFS objects were not checked; the next run syncs it",
+                                ));
+                            }
+                        }
                         let to_push: Vec<&RefPlan> = retry
                             .iter()
                             .copied()
-                            .filter(|r| r.action.pushes())
+                            .filter(|r| r.action.pushes() && !held.contains_key(&r.name))
                             .collect();
                         if replanned.aborted {
                             let diverged: Vec<&str> =
@@ -703,7 +756,10 @@ async fn sync_destination(
     // the outcome. A fresh listing is taken when asked for (`verify`, which reconcile runs
     // set), or when the report is incomplete: git failed as a whole, or a pushed ref has no
     // status. git's summary text is never trusted either way.
-    let reported = plan.pushes().all(|p| statuses.contains_key(&p.name));
+    let reported = plan
+        .pushes()
+        .filter(|p| !held.contains_key(&p.name))
+        .all(|p| statuses.contains_key(&p.name));
     let verified = if mirror.verify || push_error.is_some() || !reported {
         match verify_listing(dest, &mirror.selection, git).await {
             Ok(v) => Some(v),
@@ -727,6 +783,9 @@ async fn sync_destination(
                     return aborted_report(p, message);
                 }
             }
+            if let Some(why) = held.get(&p.name) {
+                return held_report(p, why);
+            }
             let status = statuses.get(&p.name);
             settled_report(
                 p,
@@ -741,7 +800,7 @@ async fn sync_destination(
     // verification leaves the record alone.
     let unverifiable = verified.is_none() && (push_error.is_some() || !reported);
     if !unverifiable {
-        let held: RefMap = match &verified {
+        let now: RefMap = match &verified {
             Some(v) => v.clone(),
             None => plan
                 .refs
@@ -752,7 +811,8 @@ async fn sync_destination(
                 })
                 .collect(),
         };
-        update_record(&mut record, &plan, source_refs, &held, focus);
+        update_record(&mut record, &plan, source_refs, &now, focus);
+        update_lfs_record(&mut record, &carried, &now);
     }
     let report = DestinationReport {
         url: url.to_owned(),
@@ -760,8 +820,52 @@ async fn sync_destination(
         verified: verified.is_some(),
         error: push_error.map(ErrorReport::from),
         refs,
+        lfs: carried.report,
     };
     save_and_finish(report, &mut record, records.store, key).await
+}
+
+/// The refs the destination is to hold after this push, with their values: what is pushed,
+/// and what it already holds as the source does. Their LFS objects go first.
+fn lfs_wanted(plan: &Plan) -> RefMap {
+    plan.refs
+        .iter()
+        .filter_map(|p| {
+            let value = match p.action {
+                Action::Create | Action::Update | Action::Force => p.new.as_ref(),
+                Action::Unchanged if p.old == p.new => p.new.as_ref(),
+                _ => None,
+            }?;
+            Some((p.name.clone(), value.clone()))
+        })
+        .collect()
+}
+
+/// A ref the LFS step held back: not pushed (or, already there, without all its LFS objects on
+/// the destination), for the reason given.
+fn held_report(p: &RefPlan, why: &ErrorReport) -> RefReport {
+    let mut r = settled_report(p, None, p.old.as_ref(), None);
+    r.outcome = Some(Outcome::Failed);
+    r.kind = Some(why.kind);
+    r.reason = Some(why.message.clone());
+    r.hint = Some(why.hint.clone());
+    r
+}
+
+/// Moves the record's LFS tips to the values whose objects are all on the destination and
+/// that it now holds; forgets the tips of refs the record forgot. With LFS off the tips stay
+/// where they were, so turning it on later scans everything pushed meanwhile.
+fn update_lfs_record(record: &mut Record, carried: &Carried, dest_now: &RefMap) {
+    if !carried.enabled {
+        return;
+    }
+    for (name, value) in &carried.cleared {
+        if dest_now.get(name) == Some(value) {
+            record.lfs.tips.insert(name.clone(), value.clone());
+        }
+    }
+    let refs = &record.refs;
+    record.lfs.tips.retain(|name, _| refs.contains_key(name));
 }
 
 /// What the destination holds for a planned ref after the push: the fresh listing's value when
@@ -1142,6 +1246,7 @@ mod tests {
             atomic: false,
             create: false,
             verify: false,
+            lfs: Default::default(),
         };
         let names = |refs: &[&str]| refs.iter().map(|r| (*r).to_owned()).collect::<Vec<_>>();
         let main = names(&["refs/heads/main"]);

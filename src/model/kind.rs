@@ -24,6 +24,7 @@ pub enum ErrorKind {
     Lease,
     ShallowSource,
     Diverged,
+    LfsMissing,
     Config,
     Other,
 }
@@ -47,6 +48,7 @@ impl ErrorKind {
             ErrorKind::Lease => "lease",
             ErrorKind::ShallowSource => "shallow_source",
             ErrorKind::Diverged => "diverged",
+            ErrorKind::LfsMissing => "lfs_missing",
             ErrorKind::Config => "config",
             ErrorKind::Other => "other",
         }
@@ -80,6 +82,7 @@ impl ErrorKind {
             ErrorKind::Lease => "someone pushed to the destination while ferry was syncing; ferry re-planned once and it moved again: rerun to sync against the new state",
             ErrorKind::ShallowSource => "the source is a shallow clone and cannot serve a complete history: mirror from a full clone (git fetch --unshallow)",
             ErrorKind::Diverged => "the destination holds commits ferry never pushed (someone pushed there directly): move them to the source, or use --divergence overwrite to replace them",
+            ErrorKind::LfsMissing => "the source's LFS server does not have an LFS object this ref points to, so a checkout of it would show a pointer file: upload the object to the source (git lfs push --object-id REMOTE OID from a clone that has it), or set lfs_missing = \"push\" to mirror the ref with a dangling pointer",
             ErrorKind::Config => "fix the configuration as the message says",
             ErrorKind::Other => "rerun with -v for git's full output",
         }

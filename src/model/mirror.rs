@@ -21,6 +21,69 @@ pub struct Mirror {
     /// List each destination again after pushing to it, and take the outcome from that
     /// listing instead of from the server's per-ref push report (one round trip more).
     pub verify: bool,
+    /// Whether and how the mirror carries Git LFS objects.
+    pub lfs: LfsPolicy,
+}
+
+/// Whether a mirror carries the Git LFS objects its refs point to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LfsMode {
+    /// On when the refs a run pushes point to LFS objects (found by scanning what changed).
+    #[default]
+    Auto,
+    /// Always: a destination without an LFS endpoint is an error as soon as a pointer is found.
+    On,
+    /// Never: refs only.
+    Off,
+}
+
+impl LfsMode {
+    /// `auto`, `true`/`on` or `false`/`off` (the environment's and the command line's words).
+    pub fn parse(text: &str) -> Option<LfsMode> {
+        match text.trim().to_ascii_lowercase().as_str() {
+            "auto" => Some(LfsMode::Auto),
+            "true" | "on" | "yes" | "1" => Some(LfsMode::On),
+            "false" | "off" | "no" | "0" => Some(LfsMode::Off),
+            _ => None,
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for LfsMode {
+    /// `lfs = "auto"`, `lfs = true` or `lfs = false` in the config file.
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Flag(bool),
+            Word(String),
+        }
+        match Raw::deserialize(deserializer) {
+            Ok(Raw::Flag(true)) => Ok(LfsMode::On),
+            Ok(Raw::Flag(false)) => Ok(LfsMode::Off),
+            Ok(Raw::Word(word)) if word == "auto" => Ok(LfsMode::Auto),
+            _ => Err(serde::de::Error::custom(
+                "lfs must be \"auto\", true or false",
+            )),
+        }
+    }
+}
+
+/// What happens to a ref that needs an LFS object the source's LFS server does not have.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LfsMissing {
+    /// Do not push the ref (report it); the rest of the mirror still syncs.
+    #[default]
+    Hold,
+    /// Push it all the same: the destination gets a dangling pointer (reported).
+    Push,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct LfsPolicy {
+    pub mode: LfsMode,
+    pub missing: LfsMissing,
 }
 
 /// How a run behaves, shared by all mirrors of a run.

@@ -55,6 +55,18 @@ pub struct Remote {
     display: String,
     pub transport: Transport,
     pub credentials: Credentials,
+    /// Where its Git LFS objects live, when set by the user (`lfs_url`).
+    pub lfs: LfsAccess,
+}
+
+/// A remote's Git LFS endpoint when it is not the one derived from its URL, and the
+/// credentials for it when they are not the remote's own.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LfsAccess {
+    /// The LFS server's URL (the part before `/objects/batch`); no credentials in it.
+    pub url: Option<String>,
+    pub username: Option<String>,
+    pub password: Option<Secret>,
 }
 
 impl Remote {
@@ -80,6 +92,7 @@ impl Remote {
                 display: input.to_owned(),
                 transport: Transport::Ssh,
                 credentials: Credentials::default(),
+                lfs: LfsAccess::default(),
             });
         }
         let path = normalize(&cwd.join(input));
@@ -89,6 +102,7 @@ impl Remote {
             display: shown,
             transport: Transport::Local,
             credentials: Credentials::default(),
+            lfs: LfsAccess::default(),
         })
     }
 
@@ -131,6 +145,7 @@ impl Remote {
             display,
             transport,
             credentials,
+            lfs: LfsAccess::default(),
         })
     }
 

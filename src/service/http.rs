@@ -5,6 +5,7 @@ use super::Service;
 use crate::intake::webhook::{self, Event, Provider, Rejection};
 use crate::model::mirror::Trigger;
 use crate::model::remote::Secret;
+use crate::service::page::LfsSent;
 use crate::service::status::{now_ms, view, RunSummary};
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
@@ -267,10 +268,24 @@ async fn page(State(svc): Svc) -> Response {
                 mirrors.iter().filter_map(|m| m.last_run.clone()).collect();
             recent.sort_by_key(|r| std::cmp::Reverse(r.finished_at));
             recent.truncate(20);
+            // Each mirror's last run, read for the Git LFS objects it sent.
+            let mut lfs = std::collections::BTreeMap::new();
+            for r in &recent {
+                if let Ok(runs) = svc.store.runs(&r.mirror, 1).await {
+                    if let Some(sent) = runs
+                        .first()
+                        .filter(|d| d.summary.id == r.id)
+                        .and_then(|d| LfsSent::of(&d.report))
+                    {
+                        lfs.insert(r.id, sent);
+                    }
+                }
+            }
             Html(crate::service::page::status_page(
                 &mirrors,
                 &recent,
                 &nodes,
+                &lfs,
                 now_ms(),
                 5,
             ))

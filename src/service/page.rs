@@ -5,22 +5,55 @@
 //! page goes through maud, which escapes every splice; the terminal tables drop control
 //! characters, so a message cannot move the cursor or recolor the terminal.
 
-use crate::engine::report::{Failure, MirrorReport};
+use crate::engine::report::{bytes_text, Failure, MirrorReport};
 use crate::service::status::{
     DestinationStatus, MirrorState, MirrorStatus, NodeStatus, RunDetail, RunSummary,
 };
 use maud::{html, Markup, PreEscaped, DOCTYPE};
 use serde::Deserialize;
 use serde_json::Value;
+use std::collections::BTreeMap;
 use std::fmt::Write;
+
+/// The Git LFS objects a run sent, over all its destinations.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LfsSent {
+    pub objects: u64,
+    pub bytes: u64,
+}
+
+impl LfsSent {
+    /// What the stored report of a run says it sent; `None` when it had no LFS objects to
+    /// look at (or cannot be read).
+    pub fn of(report: &Value) -> Option<LfsSent> {
+        let report = MirrorReport::deserialize(report).ok()?;
+        let mut sent: Option<LfsSent> = None;
+        for lfs in report.destinations.iter().filter_map(|d| d.lfs.as_ref()) {
+            let total = sent.get_or_insert_with(LfsSent::default);
+            total.objects += lfs.objects;
+            total.bytes += lfs.bytes;
+        }
+        sent
+    }
+
+    fn text(self) -> String {
+        format!(
+            "{} object{}, {}",
+            self.objects,
+            if self.objects == 1 { "" } else { "s" },
+            bytes_text(self.bytes)
+        )
+    }
+}
 
 /// The status page. `now` is Unix ms. Server-rendered, no JavaScript needed, refreshes itself
 /// every `refresh_seconds` (meta refresh). `nodes`: the nodes sharing the store (shown when
-/// there are several).
+/// there are several). `lfs`: what the recent runs sent of Git LFS objects, by run id.
 pub fn status_page(
     mirrors: &[MirrorStatus],
     recent_runs: &[RunSummary],
     nodes: &[NodeStatus],
+    lfs: &BTreeMap<i64, LfsSent>,
     now: i64,
     refresh_seconds: u32,
 ) -> String {
@@ -65,7 +98,7 @@ pub fn status_page(
                         @if recent_runs.is_empty() {
                             p.muted { "No runs yet." }
                         } @else {
-                            (runs_html(recent_runs, now))
+                            (runs_html(recent_runs, lfs, now))
                         }
                     }
                 }
@@ -195,7 +228,7 @@ fn destination_row(d: &DestinationStatus, now: i64) -> Markup {
     }
 }
 
-fn runs_html(runs: &[RunSummary], now: i64) -> Markup {
+fn runs_html(runs: &[RunSummary], lfs: &BTreeMap<i64, LfsSent>, now: i64) -> Markup {
     html! {
         div.scroll {
             table.runs {
@@ -205,6 +238,7 @@ fn runs_html(runs: &[RunSummary], now: i64) -> Markup {
                         th scope="col" { "Trigger" }
                         th scope="col" { "When" }
                         th scope="col" { "Duration" }
+                        th scope="col" { "LFS sent" }
                         th scope="col" { "Result" }
                     }
                 }
@@ -215,6 +249,12 @@ fn runs_html(runs: &[RunSummary], now: i64) -> Markup {
                             td { (r.trigger.as_str()) }
                             td { time datetime=(rfc3339(r.started_at)) { (ago(Some(r.started_at), now)) } }
                             td { (duration(r.finished_at - r.started_at)) }
+                            td {
+                                @match lfs.get(&r.id) {
+                                    Some(sent) => { (sent.text()) }
+                                    None => { span.muted { "—" } }
+                                }
+                            }
                             td {
                                 @if r.ok { span.ok { "ok" } } @else { span.bad { "failed" } }
                             }
@@ -490,6 +530,9 @@ pub fn runs_table(runs: &[RunDetail], now: i64) -> String {
             r.node.as_deref().map_or_else(|| "-".to_owned(), clean),
             if r.ok { "ok" } else { "FAILED" }.to_owned(),
         ]));
+        if let Some(sent) = LfsSent::of(&run.report) {
+            lines.push(Line::Text(format!("  lfs: {} sent", sent.text())));
+        }
         if !r.ok {
             let details = failure_details(&run.report, &mut hints);
             if details.is_empty() {
@@ -744,7 +787,7 @@ mod tests {
             vec![dest("https://x/\"><img>", Some(hostile))],
         );
         m.source = "<b>src</b>".to_owned();
-        let page = status_page(&[m], &[], &[], NOW, 10);
+        let page = status_page(&[m], &[], &[], &BTreeMap::new(), NOW, 10);
         assert!(!page.contains("<script>"), "{page}");
         assert!(!page.contains("<img>"));
         assert!(!page.contains("<b>src"));
@@ -755,7 +798,7 @@ mod tests {
 
     #[test]
     fn page_shows_failing_in_the_mirror_row() {
-        let page = status_page(&fleet(), &[], &[], NOW, 10);
+        let page = status_page(&fleet(), &[], &[], &BTreeMap::new(), NOW, 10);
         let beta = row(&page, "mirror-beta");
         assert!(beta.contains("data-state=\"failing\""), "{beta}");
         assert!(beta.contains(">failing<"), "{beta}");
@@ -779,7 +822,14 @@ mod tests {
         let mut m = mirror("eps", MirrorState::Queued, vec![]);
         m.retry_at = Some(NOW + 30_000);
         m.interrupted = Some("the sync task panicked: <boom>\x1b[31m".to_owned());
-        let page = status_page(std::slice::from_ref(&m), &[], &[], NOW, 10);
+        let page = status_page(
+            std::slice::from_ref(&m),
+            &[],
+            &[],
+            &BTreeMap::new(),
+            NOW,
+            10,
+        );
         let eps = row(&page, "mirror-eps");
         assert!(eps.contains("retry in 30s"), "{eps}");
         assert!(
@@ -810,14 +860,17 @@ mod tests {
                 version: "0.1.0".into(),
             },
         ];
-        let page = status_page(&fleet(), &[], &nodes, NOW, 10);
+        let page = status_page(&fleet(), &[], &nodes, &BTreeMap::new(), NOW, 10);
         assert!(
             row(&page, "mirror-alpha").contains("node ferry-a"),
             "{page}"
         );
         let listed = row(&page, "node-ferry-&lt;b&gt;");
         assert!(listed.contains("40s ago"), "{listed}");
-        assert!(!status_page(&fleet(), &[], &nodes[..1], NOW, 10).contains("nodes-heading"));
+        assert!(
+            !status_page(&fleet(), &[], &nodes[..1], &BTreeMap::new(), NOW, 10)
+                .contains("nodes-heading")
+        );
         let line = nodes_line(&nodes, NOW);
         assert!(line.starts_with("nodes: ferry-a (heartbeat "), "{line}");
         assert!(line.contains("ferry-<b>"), "{line}");
@@ -828,7 +881,7 @@ mod tests {
     #[test]
     fn page_head_and_totals() {
         let runs = [run(7, "beta", false), run(6, "alpha", true)];
-        let page = status_page(&fleet(), &runs, &[], NOW, 15);
+        let page = status_page(&fleet(), &runs, &[], &BTreeMap::new(), NOW, 15);
         assert!(page.starts_with("<!DOCTYPE html>"));
         assert!(page.contains("<html lang=\"en\">"));
         assert!(page.contains("<meta http-equiv=\"refresh\" content=\"15\">"));
@@ -837,10 +890,11 @@ mod tests {
         assert!(page.contains("2023-11-14T22:13:20Z"));
         assert!(page.contains("Recent runs"));
         assert!(page.contains("<th scope=\"col\">"));
-        let one = status_page(&fleet()[..1], &[], &[], NOW, 15);
+        let one = status_page(&fleet()[..1], &[], &[], &BTreeMap::new(), NOW, 15);
         assert!(one.contains("1 mirror: 1 in sync, 0 failing, 0 diverged, 0 queued/syncing"));
         assert!(one.contains("No runs yet."));
-        assert!(status_page(&[], &[], &[], NOW, 15).contains("No mirrors configured."));
+        assert!(status_page(&[], &[], &[], &BTreeMap::new(), NOW, 15)
+            .contains("No mirrors configured."));
     }
 
     #[test]

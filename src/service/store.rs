@@ -1509,6 +1509,7 @@ mod tests {
             verified: false,
             error: None,
             refs: vec![ref_report("refs/heads/main", Outcome::Updated, None)],
+            lfs: None,
         }
         .finish()
     }
@@ -1524,6 +1525,7 @@ mod tests {
             verified: false,
             error: None,
             refs,
+            lfs: None,
         }
         .finish()
     }

@@ -10,6 +10,7 @@ mod fast_path;
 mod harness;
 mod http_face;
 mod lambda;
+mod lfs;
 mod lifecycle;
 mod moto;
 mod narrow;

@@ -193,6 +193,18 @@ impl WorkRepo {
     }
 }
 
+/// `len` incompressible bytes, the same for a given `seed` on every machine
+/// (large files for Git LFS fixtures).
+pub fn test_bytes(seed: &str, len: usize) -> Vec<u8> {
+    // FNV-1a of the seed text seeds the generator.
+    let start = seed.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    });
+    let mut out = vec![0; len];
+    SplitMix64(start).fill(&mut out);
+    out
+}
+
 /// SplitMix64: tiny, fast and good enough to make incompressible test data
 /// that is identical for a given seed on every machine.
 struct SplitMix64(u64);

@@ -33,19 +33,21 @@
 //! * Set `FERRY_TESTKIT_VERBOSE=1` to log start-up and shutdown timings.
 
 mod git;
+mod lfs;
 mod postgres;
 mod process;
 mod proxy;
 mod servers;
 
 pub use git::{
-    generate_repo, git, git_binary, git_command, git_with_env, run_git, WorkRepo, GIT_DATE,
-    GIT_EMAIL, GIT_NAME,
+    generate_repo, git, git_binary, git_command, git_with_env, run_git, test_bytes, WorkRepo,
+    GIT_DATE, GIT_EMAIL, GIT_NAME,
 };
+pub use lfs::{LfsRequest, LfsServer, JWT_KEY};
 pub use postgres::{Postgres, POSTGRES_USER};
 pub use proxy::{ProxyMode, TcpProxy};
 pub use servers::{
-    Servers, ASKPASS_PASSWORD_VAR, ASKPASS_USER_VAR, READER, SMALL_BODY_LIMIT, WRITER,
+    Servers, ASKPASS_PASSWORD_VAR, ASKPASS_USER_VAR, LFS_USER, READER, SMALL_BODY_LIMIT, WRITER,
 };
 
 #[cfg(test)]

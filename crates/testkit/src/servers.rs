@@ -21,6 +21,10 @@ pub const WRITER: (&str, &str) = ("writer", "writer-s3cret-pw");
 /// HTTP(S) user that may read; a push gets HTTP 403 (not 401).
 pub const READER: (&str, &str) = ("reader", "reader-s3cret-pw");
 
+/// The user of the `/lfs-private/` LFS locations (see [`Servers::lfs_private_url`]): the
+/// only one they let in, and one the git locations do not know.
+pub const LFS_USER: (&str, &str) = ("lfs-bot", "lfs-bot-s3cret-pw");
+
 /// Request body limit of the `/small/` location (see [`Servers::limited_http_url`]).
 pub const SMALL_BODY_LIMIT: usize = 16 * 1024;
 
@@ -416,6 +420,27 @@ impl Servers {
         format!("https://127.0.0.1:{}/git/{name}.git", self.https_port)
     }
 
+    /// `http://127.0.0.1:PORT/lfs-private/<name>.git/info/lfs`: a Git LFS endpoint (once an
+    /// [`crate::LfsServer`] runs) that only [`LFS_USER`] may use, with objects apart from
+    /// those of the `/git/` endpoints.
+    pub fn lfs_private_url(&self, name: &str) -> String {
+        format!(
+            "http://127.0.0.1:{}/lfs-private/{name}.git/info/lfs",
+            self.http_port
+        )
+    }
+
+    /// The socket nginx passes LFS requests to (see [`crate::LfsServer`]).
+    pub fn lfs_socket(&self) -> PathBuf {
+        self.root().join("http/giftless.sock")
+    }
+
+    /// nginx's log of LFS requests: `METHOD URI STATUS REQUEST_LENGTH "BODY"` (the body of
+    /// batch requests, JSON-escaped).
+    pub fn lfs_log(&self) -> PathBuf {
+        self.root().join("http/lfs-access.log")
+    }
+
     /// `http://127.0.0.1:PORT/small/<name>.git`: same repos and users, but a
     /// 16 KiB request body limit, so larger pushes get HTTP 413.
     pub fn limited_http_url(&self, name: &str) -> String {
@@ -616,6 +641,7 @@ struct HttpFiles {
     cert: PathBuf,
     key: PathBuf,
     htpasswd: PathBuf,
+    lfs_htpasswd: PathBuf,
     askpass: PathBuf,
 }
 
@@ -650,6 +676,15 @@ impl HttpFiles {
         let htpasswd_path = dir.join("htpasswd");
         fs::write(&htpasswd_path, htpasswd)
             .with_context(|| format!("failed to write {}", htpasswd_path.display()))?;
+        let lfs_hash = run_checked(
+            Command::new(&programs.openssl)
+                .args(["passwd", "-apr1"])
+                .arg(LFS_USER.1),
+        )
+        .context("failed to hash an htpasswd password")?;
+        let lfs_htpasswd = dir.join("lfs-htpasswd");
+        fs::write(&lfs_htpasswd, format!("{}:{lfs_hash}\n", LFS_USER.0))
+            .with_context(|| format!("failed to write {}", lfs_htpasswd.display()))?;
 
         let askpass = root.join("askpass.sh");
         let script = format!(
@@ -665,6 +700,7 @@ impl HttpFiles {
             cert,
             key,
             htpasswd: htpasswd_path,
+            lfs_htpasswd,
             askpass,
         })
     }
@@ -761,6 +797,21 @@ http {{
         default "";
     }}
 
+    # Git LFS (giftless, started on demand by LfsServer, behind the same Basic auth): nginx
+    # authenticates the batch request and hands giftless a token with the user's rights; the
+    # transfer URLs giftless answers with carry tokens of their own.
+    map $remote_user $lfs_token {{
+        "{writer}" "Bearer {write_token}";
+        "{lfs_user}" "Bearer {write_token}";
+        "{reader}" "Bearer {read_token}";
+        default "";
+    }}
+    upstream giftless {{
+        server unix:{d}/giftless.sock;
+    }}
+    log_format lfs escape=json '$request_method $uri $status $request_length "$request_body"';
+    log_format lfs_transfer '$request_method $uri $status $request_length "-"';
+
     server {{
         listen 127.0.0.1:{http_port};
         listen 127.0.0.1:{https_port} ssl;
@@ -771,6 +822,25 @@ http {{
 
         auth_basic "ferry-testkit";
         auth_basic_user_file {htpasswd};
+
+        location ~ ^/git/.+\.git/info/lfs/objects/batch$ {{
+            {lfs_proxy}
+        }}
+
+        location ~ ^/lfs-private/.+\.git/info/lfs/objects/batch$ {{
+            auth_basic_user_file {lfs_htpasswd};
+            {lfs_proxy}
+        }}
+
+        location ~ ^/(git|lfs-private)/.+\.git/info/lfs/objects/storage {{
+            auth_basic off;
+            client_max_body_size 0;
+            proxy_request_buffering off;
+            proxy_set_header Host $http_host;
+            proxy_set_header X-Forwarded-Proto $scheme;
+            proxy_pass http://giftless;
+            access_log {d}/lfs-access.log lfs_transfer;
+        }}
 
         location ~ ^/git(/.*)$ {{
             client_max_body_size 0;
@@ -789,6 +859,18 @@ http {{
 }}
 "#,
             writer = WRITER.0,
+            reader = READER.0,
+            lfs_user = LFS_USER.0,
+            write_token = crate::lfs::token(&["obj:*"]),
+            read_token = crate::lfs::token(&["obj:*:read"]),
+            lfs_htpasswd = self.lfs_htpasswd.display(),
+            lfs_proxy = format!(
+                "proxy_set_header Authorization $lfs_token;\n            \
+                 proxy_set_header Host $http_host;\n            \
+                 proxy_set_header X-Forwarded-Proto $scheme;\n            \
+                 proxy_pass http://giftless;\n            \
+                 access_log {d}/lfs-access.log lfs;"
+            ),
             cert = self.cert.display(),
             key = self.key.display(),
             htpasswd = self.htpasswd.display(),

@@ -1,0 +1,189 @@
+//! Which LFS pointers a push adds: the small blobs of the commits between the refs' new values
+//! and the values whose LFS objects the destination already has, read from the cache. Only the
+//! change is walked, so the cost follows the change, not the repository.
+
+use crate::engine::git::{Git, GitFailure, Session};
+use crate::engine::lfs::pointer::{self, Pointer, MAX_POINTER_SIZE};
+use crate::model::kind::ErrorKind;
+use crate::model::refs::Oid;
+use std::collections::{BTreeMap, HashSet};
+use std::path::Path;
+
+/// Requests written to `cat-file` before its answers are read: small enough that the requests
+/// never fill the pipe while git waits for its answers to be read.
+const CAT_FILE_WINDOW: usize = 256;
+
+/// No pointer is smaller: the shortest version line, an oid line and `size 0`.
+const MIN_POINTER_SIZE: u64 = 100;
+
+/// A pointer found in the history, and the blob that holds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Found {
+    pub blob: Oid,
+    pub pointer: Pointer,
+}
+
+/// The LFS pointers in the history reachable from `from` and not from `stop`, each blob once.
+/// `stop` may name commits the cache no longer has (they are ignored; more is scanned).
+pub async fn pointers(
+    git: &Git,
+    repo: &Path,
+    from: &[&Oid],
+    stop: &[&Oid],
+) -> Result<Vec<Found>, GitFailure> {
+    let objects = small_objects(git, repo, from, stop).await?;
+    let candidates = pointer_sized_blobs(git, repo, &objects).await?;
+    read_pointers(git, repo, &candidates).await
+}
+
+/// For each blob in `blobs`, the names of the refs (of `refs`, name -> value) whose history
+/// beyond `stop` holds it. One walk per ref: only for a run that has to say which refs an
+/// object it could not transfer holds back.
+pub async fn refs_holding(
+    git: &Git,
+    repo: &Path,
+    refs: &BTreeMap<String, Oid>,
+    stop: &[&Oid],
+    blobs: &HashSet<Oid>,
+) -> Result<BTreeMap<Oid, Vec<String>>, GitFailure> {
+    let mut holding: BTreeMap<Oid, Vec<String>> = BTreeMap::new();
+    for (name, value) in refs {
+        if refs.len() == 1 {
+            // The only ref: it holds every blob the scan found.
+            for blob in blobs {
+                holding.entry(blob.clone()).or_default().push(name.clone());
+            }
+            break;
+        }
+        for object in small_objects(git, repo, &[value], stop).await? {
+            if blobs.contains(&object) {
+                holding.entry(object).or_default().push(name.clone());
+            }
+        }
+    }
+    Ok(holding)
+}
+
+/// The commits, trees and the blobs small enough to be pointers reachable from `from` and not
+/// from `stop` (`rev-list --objects` without large blobs; revisions through stdin, so any
+/// number of refs fits). git 2.31 has no filter by object type: `pointer_sized_blobs` sorts
+/// them.
+async fn small_objects(
+    git: &Git,
+    repo: &Path,
+    from: &[&Oid],
+    stop: &[&Oid],
+) -> Result<Vec<Oid>, GitFailure> {
+    let filter = format!("--filter=blob:limit={}", MAX_POINTER_SIZE + 1);
+    let mut session = git.session(
+        repo,
+        &[
+            "rev-list",
+            "--objects",
+            "--no-object-names",
+            &filter,
+            "--ignore-missing",
+            "--stdin",
+        ],
+    )?;
+    for oid in from {
+        session.send(oid.as_str()).await?;
+    }
+    for oid in stop {
+        session.send(&format!("^{oid}")).await?;
+    }
+    session.close_input();
+    let mut objects = Vec::new();
+    while let Some(line) = session.read_line().await? {
+        if let Some(oid) = Oid::parse(line.trim()) {
+            objects.push(oid);
+        }
+    }
+    let out = session.finish().await?;
+    if !out.success {
+        return Err(GitFailure::new(
+            ErrorKind::Other,
+            format!(
+                "listing the new commits' objects in the cache failed: {}",
+                out.stderr.trim()
+            ),
+        ));
+    }
+    Ok(objects)
+}
+
+/// The blobs of `objects` whose size a pointer can have (one `cat-file --batch-check`).
+async fn pointer_sized_blobs(
+    git: &Git,
+    repo: &Path,
+    objects: &[Oid],
+) -> Result<Vec<Oid>, GitFailure> {
+    if objects.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut session = git.session(repo, &["cat-file", "--batch-check"])?;
+    let mut blobs = Vec::new();
+    for window in objects.chunks(CAT_FILE_WINDOW) {
+        for oid in window {
+            session.send(oid.as_str()).await?;
+        }
+        for _ in window {
+            let Some(line) = session.read_line().await? else {
+                return Err(GitFailure::new(
+                    ErrorKind::Other,
+                    "git cat-file stopped answering",
+                ));
+            };
+            // "<oid> <type> <size>", or "<request> missing".
+            let mut words = line.split(' ');
+            if let (Some(id), Some("blob"), Some(size)) = (words.next(), words.next(), words.next())
+            {
+                let fits = size
+                    .parse::<u64>()
+                    .is_ok_and(|n| (MIN_POINTER_SIZE..=MAX_POINTER_SIZE).contains(&n));
+                if let Some(oid) = Oid::parse(id).filter(|_| fits) {
+                    blobs.push(oid);
+                }
+            }
+        }
+    }
+    session.finish().await?;
+    Ok(blobs)
+}
+
+/// Reads `objects` through one `cat-file --batch` and keeps the blobs that are pointers.
+async fn read_pointers(git: &Git, repo: &Path, objects: &[Oid]) -> Result<Vec<Found>, GitFailure> {
+    if objects.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut session = git.session(repo, &["cat-file", "--batch"])?;
+    let mut found = Vec::new();
+    let mut seen = HashSet::new();
+    for window in objects.chunks(CAT_FILE_WINDOW) {
+        for oid in window {
+            session.send(oid.as_str()).await?;
+        }
+        for _ in window {
+            if let Some(hit) = read_one(&mut session).await? {
+                if seen.insert(hit.pointer.oid.clone()) {
+                    found.push(hit);
+                }
+            }
+        }
+    }
+    session.finish().await?;
+    Ok(found)
+}
+
+/// One answer of `cat-file --batch`: a pointer, or `None` for anything else.
+async fn read_one(session: &mut Session) -> Result<Option<Found>, GitFailure> {
+    let Some(object) = session.read_object().await? else {
+        return Ok(None);
+    };
+    if object.kind != "blob" {
+        return Ok(None);
+    }
+    Ok(Oid::parse(&object.id)
+        .zip(pointer::parse(&object.body))
+        .map(|(blob, pointer)| Found { blob, pointer }))
+}
