@@ -1,0 +1,218 @@
+//! `ferry fleet list`, and the fleets' part of `ferry sync` / `ferry plan`: discover each
+//! fleet, add its members to the mirrors to run, act on deleted sources.
+
+use super::{cache_dir, select_mirrors, AppError, Names};
+use crate::config::{Config, ConfigError, FleetSpec, RawOptions};
+use crate::engine::sync::Mode;
+use crate::fleet::{self, plan::MemberPlan, Discovery};
+use crate::model::mirror::{Mirror, Settings};
+use anyhow::Context;
+use clap::{Args, Subcommand};
+use std::path::PathBuf;
+
+#[derive(Debug, Subcommand)]
+pub enum FleetCommand {
+    /// What discovery finds in each fleet's source and what ferry would do with each
+    /// repository: mirror, create the destination, skip (and why), source deleted.
+    /// Changes nothing.
+    List(ListArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ListArgs {
+    /// Fleets to list (default: all).
+    fleets: Vec<String>,
+    /// The config file with the [[fleet]] tables.
+    #[arg(long, short = 'c', value_name = "FILE")]
+    config: PathBuf,
+    /// Cache directory, where ferry remembers each fleet's members [default: as for sync].
+    #[arg(long, value_name = "DIR")]
+    cache_dir: Option<PathBuf>,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+/// The JSON of one fleet in `ferry fleet list --json`.
+#[derive(serde::Serialize)]
+struct FleetView<'a> {
+    fleet: &'a str,
+    /// Why the listing may be incomplete (its missing members keep syncing).
+    incomplete: Option<&'a str>,
+    repositories: &'a [MemberPlan],
+}
+
+pub fn run(command: &FleetCommand) -> Result<bool, AppError> {
+    let FleetCommand::List(args) = command;
+    let config = Config::load(&args.config, &RawOptions::default())?;
+    let cache_dir = cache_dir(args.cache_dir.clone(), config.cache_dir.clone())?;
+    let specs = pick(&config.fleets, &args.fleets, &args.config)?;
+    let discoveries = super::runtime(super::Threads::One)?.block_on(async {
+        let mut out = Vec::new();
+        for spec in &specs {
+            out.push(fleet::discover(spec, &cache_dir).await);
+        }
+        out
+    });
+    let mut ok = true;
+    let mut views = Vec::new();
+    for (spec, discovery) in specs.iter().zip(&discoveries) {
+        match discovery {
+            Ok(d) => {
+                ok &= d.incomplete.is_none();
+                views.push(FleetView {
+                    fleet: &d.fleet,
+                    incomplete: d.incomplete.as_deref(),
+                    repositories: &d.plans,
+                });
+            }
+            Err(e) => {
+                ok = false;
+                eprintln!("ferry: fleet '{}': {e}", spec.name);
+            }
+        }
+    }
+    if args.json {
+        let json = serde_json::to_string_pretty(&views).context("cannot encode the listing")?;
+        println!("{json}");
+    } else {
+        for v in &views {
+            print!("{}", render(v));
+        }
+    }
+    Ok(ok)
+}
+
+/// The fleets `names` pick (all when empty); an unknown name is a usage error.
+fn pick<'a>(
+    fleets: &'a [FleetSpec],
+    names: &[String],
+    config: &std::path::Path,
+) -> Result<Vec<&'a FleetSpec>, ConfigError> {
+    if fleets.is_empty() {
+        return Err(ConfigError(format!(
+            "{} has no [[fleet]] tables",
+            config.display()
+        )));
+    }
+    if let Some(unknown) = names.iter().find(|n| !fleets.iter().any(|f| &f.name == *n)) {
+        let known: Vec<&str> = fleets.iter().map(|f| f.name.as_str()).collect();
+        return Err(ConfigError(format!(
+            "no fleet named '{unknown}' in {} (it has: {})",
+            config.display(),
+            known.join(", ")
+        )));
+    }
+    Ok(fleets
+        .iter()
+        .filter(|f| names.is_empty() || names.contains(&f.name))
+        .collect())
+}
+
+fn render(view: &FleetView<'_>) -> String {
+    let mut out = format!(
+        "fleet {}: {} repositories\n",
+        view.fleet,
+        view.repositories.len()
+    );
+    if let Some(why) = view.incomplete {
+        out.push_str(&format!(
+            "  warning: the listing may be incomplete ({why}); nothing is taken for deleted\n"
+        ));
+    }
+    let width = view
+        .repositories
+        .iter()
+        .map(|p| p.name.len())
+        .max()
+        .unwrap_or(0);
+    for p in view.repositories {
+        out.push_str(&format!(
+            "  {:width$}  {}\n",
+            p.name,
+            p.action.describe()
+        ));
+    }
+    out
+}
+
+/// `mirrors` plus the members of every fleet the picked names may reach, then the picked
+/// ones. Discovery problems are reported on stderr and make the verdict a failure
+/// (`Ok((_, false))`), but never stop the other mirrors. A real sync also acts on deleted
+/// sources and remembers the members; a plan changes nothing.
+pub async fn with_members(
+    mut mirrors: Vec<Mirror>,
+    fleets: &[FleetSpec],
+    names: &Names,
+    settings: &Settings,
+    mode: Mode,
+) -> Result<(Vec<Mirror>, bool), AppError> {
+    let mut ok = true;
+    for spec in fleets {
+        let prefix = format!("{}/", spec.name);
+        let wanted = names.picked.is_empty()
+            || names
+                .picked
+                .iter()
+                .any(|n| n.starts_with(&prefix) || *n == spec.name);
+        if !wanted {
+            continue;
+        }
+        let discovery = match fleet::discover(spec, &settings.cache_dir).await {
+            Ok(d) => d,
+            Err(e) => {
+                eprintln!("ferry: fleet '{}': {e}", spec.name);
+                ok = false;
+                continue;
+            }
+        };
+        ok &= report_discovery(&discovery);
+        let (members, problems) = discovery.members(spec);
+        let mut problems = problems;
+        if mode == Mode::Sync {
+            problems.extend(fleet::settle(spec, &discovery, &settings.cache_dir).await);
+        }
+        for p in &problems {
+            eprintln!("ferry: fleet '{}': {p}", spec.name);
+        }
+        ok &= problems.is_empty();
+        mirrors.extend(members.into_iter().map(|m| m.mirror));
+    }
+    // A fleet's own name picks all of its members.
+    let mut picked = Vec::new();
+    for n in &names.picked {
+        match fleets.iter().find(|f| &f.name == n) {
+            Some(f) => picked.extend(
+                mirrors
+                    .iter()
+                    .filter(|m| m.name.starts_with(&format!("{}/", f.name)))
+                    .map(|m| m.name.clone()),
+            ),
+            None => picked.push(n.clone()),
+        }
+    }
+    if picked.is_empty() && !names.picked.is_empty() {
+        return Err(AppError::Usage(ConfigError(format!(
+            "nothing to sync: {} names no member that discovery found",
+            names.picked.join(", ")
+        ))));
+    }
+    let names = Names {
+        picked,
+        config: names.config.clone(),
+    };
+    Ok((select_mirrors(mirrors, &names)?, ok))
+}
+
+/// Says on stderr what discovery could not conclude; `false` when the listing is incomplete.
+fn report_discovery(d: &Discovery) -> bool {
+    if let Some(why) = &d.incomplete {
+        eprintln!(
+            "ferry: fleet '{}': the listing may be incomplete ({why}); members it misses are \
+             still synced and nothing is taken for deleted",
+            d.fleet
+        );
+        return false;
+    }
+    true
+}
