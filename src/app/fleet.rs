@@ -10,6 +10,15 @@ use anyhow::Context;
 use clap::{Args, Subcommand};
 use std::path::PathBuf;
 
+#[derive(Debug, Args)]
+pub struct FleetArgs {
+    /// Cache directory, where ferry remembers each fleet's members [default: as for sync].
+    #[arg(long, value_name = "DIR", global = true)]
+    cache_dir: Option<PathBuf>,
+    #[command(subcommand)]
+    command: FleetCommand,
+}
+
 #[derive(Debug, Subcommand)]
 pub enum FleetCommand {
     /// What discovery finds in each fleet's source and what ferry would do with each
@@ -25,9 +34,6 @@ pub struct ListArgs {
     /// The config file with the [[fleet]] tables.
     #[arg(long, short = 'c', value_name = "FILE")]
     config: PathBuf,
-    /// Cache directory, where ferry remembers each fleet's members [default: as for sync].
-    #[arg(long, value_name = "DIR")]
-    cache_dir: Option<PathBuf>,
     /// Print JSON instead of a table.
     #[arg(long)]
     json: bool,
@@ -42,10 +48,10 @@ struct FleetView<'a> {
     repositories: &'a [MemberPlan],
 }
 
-pub fn run(command: &FleetCommand) -> Result<bool, AppError> {
-    let FleetCommand::List(args) = command;
+pub fn run(fleet: &FleetArgs) -> Result<bool, AppError> {
+    let FleetCommand::List(args) = &fleet.command;
     let config = Config::load(&args.config, &RawOptions::default())?;
-    let cache_dir = cache_dir(args.cache_dir.clone(), config.cache_dir.clone())?;
+    let cache_dir = cache_dir(fleet.cache_dir.clone(), config.cache_dir.clone())?;
     let specs = pick(&config.fleets, &args.fleets, &args.config)?;
     let discoveries = super::runtime(super::Threads::One)?.block_on(async {
         let mut out = Vec::new();

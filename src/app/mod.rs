@@ -62,8 +62,7 @@ enum Command {
     /// A mirror's sync history, newest first.
     Runs(RunsArgs),
     /// Fleets: every repository of a source, discovered (`ferry fleet list`).
-    #[command(subcommand)]
-    Fleet(fleet::FleetCommand),
+    Fleet(fleet::FleetArgs),
     /// Run as an AWS Lambda function (what the container's bootstrap does when
     /// AWS_LAMBDA_RUNTIME_API is set); configured from the environment.
     Lambda,
