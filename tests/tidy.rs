@@ -20,7 +20,9 @@ const RULES: &[(&str, &[&str])] = &[
     ("aws", &["engine", "model"]),
     (
         "app",
-        &["service", "aws", "engine", "intake", "fleet", "config", "model"],
+        &[
+            "service", "aws", "engine", "intake", "fleet", "config", "model",
+        ],
     ),
 ];
 

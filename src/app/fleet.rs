@@ -2,13 +2,13 @@
 //! fleet, add its members to the mirrors to run, act on deleted sources.
 
 use super::{cache_dir, select_mirrors, AppError, Names};
-use crate::config::{Config, ConfigError, FleetSpec, RawOptions};
+use crate::config::{Config, ConfigError, ConfiguredMirror, FleetSpec, RawOptions};
 use crate::engine::sync::Mode;
-use crate::fleet::{self, plan::MemberPlan, Discovery};
+use crate::fleet::{self, plan::MemberPlan};
 use crate::model::mirror::{Mirror, Settings};
 use anyhow::Context;
 use clap::{Args, Subcommand};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 #[derive(Debug, Args)]
 pub struct FleetArgs {
@@ -133,11 +133,7 @@ fn render(view: &FleetView<'_>) -> String {
         .max()
         .unwrap_or(0);
     for p in view.repositories {
-        out.push_str(&format!(
-            "  {:width$}  {}\n",
-            p.name,
-            p.action.describe()
-        ));
+        out.push_str(&format!("  {:width$}  {}\n", p.name, p.action.describe()));
     }
     out
 }
@@ -164,24 +160,12 @@ pub async fn with_members(
         if !wanted {
             continue;
         }
-        let discovery = match fleet::discover(spec, &settings.cache_dir).await {
-            Ok(d) => d,
-            Err(e) => {
-                eprintln!("ferry: fleet '{}': {e}", spec.name);
-                ok = false;
-                continue;
-            }
-        };
-        ok &= report_discovery(&discovery);
-        let (members, problems) = discovery.members(spec);
-        let mut problems = problems;
-        if mode == Mode::Sync {
-            problems.extend(fleet::settle(spec, &discovery, &settings.cache_dir).await);
-        }
-        for p in &problems {
+        let found = find(spec, &settings.cache_dir, mode == Mode::Sync).await;
+        for p in &found.problems {
             eprintln!("ferry: fleet '{}': {p}", spec.name);
         }
-        ok &= problems.is_empty();
+        ok &= found.problems.is_empty();
+        let members = found.members;
         mirrors.extend(members.into_iter().map(|m| m.mirror));
     }
     // A fleet's own name picks all of its members.
@@ -210,15 +194,48 @@ pub async fn with_members(
     Ok((select_mirrors(mirrors, &names)?, ok))
 }
 
-/// Says on stderr what discovery could not conclude; `false` when the listing is incomplete.
-fn report_discovery(d: &Discovery) -> bool {
-    if let Some(why) = &d.incomplete {
-        eprintln!(
-            "ferry: fleet '{}': the listing may be incomplete ({why}); members it misses are \
-             still synced and nothing is taken for deleted",
-            d.fleet
-        );
-        return false;
+/// One fleet's members, and what went wrong finding them, one line each.
+struct Found {
+    members: Vec<ConfiguredMirror>,
+    problems: Vec<String>,
+}
+
+/// Discovers a fleet; with `act`, also acts on deleted sources and remembers the members.
+/// A fleet that cannot be discovered has no members, and says why.
+async fn find(spec: &FleetSpec, cache_dir: &Path, act: bool) -> Found {
+    let discovery = match fleet::discover(spec, cache_dir).await {
+        Ok(d) => d,
+        Err(e) => {
+            return Found {
+                members: Vec::new(),
+                problems: vec![e],
+            }
+        }
+    };
+    let (members, mut problems) = discovery.members(spec);
+    if let Some(why) = &discovery.incomplete {
+        problems.push(format!(
+            "the listing may be incomplete ({why}); members it misses are still synced and \
+             nothing is taken for deleted"
+        ));
     }
-    true
+    if act {
+        problems.extend(fleet::settle(spec, &discovery, cache_dir).await);
+    }
+    Found { members, problems }
+}
+
+/// The members of every fleet, for `ferry serve` at start. Problems are logged; a fleet that
+/// cannot be discovered adds no members but stops nothing else.
+pub async fn discover_members(fleets: &[FleetSpec], cache_dir: &Path) -> Vec<ConfiguredMirror> {
+    let mut out = Vec::new();
+    for spec in fleets {
+        let found = find(spec, cache_dir, true).await;
+        for p in &found.problems {
+            tracing::error!(fleet = %spec.name, problem = %p, "fleet discovery");
+        }
+        tracing::info!(fleet = %spec.name, members = found.members.len(), "fleet discovered");
+        out.extend(found.members);
+    }
+    out
 }

@@ -3,8 +3,8 @@
 //! the table into a [`FleetSpec`]; discovery and membership live in `crate::fleet`.
 
 use super::{
-    intervals, merge, parse_interval, resolve_remote, secret, selection, ConfiguredMirror,
-    Locator, RawOptions, RawRemote,
+    intervals, merge, parse_interval, resolve_remote, secret, selection, ConfiguredMirror, Locator,
+    RawOptions, RawRemote,
 };
 use crate::model::fleet::{OnSourceDeleted, RepoFilter, Repository};
 use crate::model::mirror::{Divergence, Prune};
@@ -143,7 +143,6 @@ impl FleetSpec {
             reconcile_interval: t.reconcile_interval,
         })
     }
-
 }
 
 impl FleetDestination {
@@ -157,8 +156,10 @@ impl FleetDestination {
                 template,
                 credentials,
             } => {
-                let mut remote =
-                    Remote::parse(&template.replace("{path}", repo.short_path()), Path::new("/"))?;
+                let mut remote = Remote::parse(
+                    &template.replace("{path}", repo.short_path()),
+                    Path::new("/"),
+                )?;
                 remote.credentials = credentials.clone();
                 Ok(remote)
             }

@@ -473,8 +473,7 @@ fn intervals(
     loc: &Locator<'_>,
     errors: &mut Vec<String>,
 ) -> (Option<Duration>, Option<Duration>) {
-    let mut interval = |value: &Option<Spanned<String>>, key: &str, default: Duration| match value
-    {
+    let mut interval = |value: &Option<Spanned<String>>, key: &str, default: Duration| match value {
         None => Some(default),
         Some(v) => parse_interval(v.get_ref()).unwrap_or_else(|e| {
             errors.push(format!("{}: {what}: {key}: {e}", loc.at(v.span())));

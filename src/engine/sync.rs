@@ -565,9 +565,7 @@ async fn sync_destination(
     let listing = match prepared.listing {
         // The focused fetch failed and the run fell back to the whole selection, which needs
         // the whole destination.
-        None if focus.is_none() => {
-            Some(list_destination(mirror, dest, mode, git).await)
-        }
+        None if focus.is_none() => Some(list_destination(mirror, dest, mode, git).await),
         listing => listing,
     };
     let listed = listing.is_some();
@@ -1235,7 +1233,8 @@ mod tests {
 
     #[test]
     fn the_default_branch_is_read_from_a_symref_listing() {
-        let listing = "ref: refs/heads/trunk\tHEAD\n0123456789012345678901234567890123456789\tHEAD\n";
+        let listing =
+            "ref: refs/heads/trunk\tHEAD\n0123456789012345678901234567890123456789\tHEAD\n";
         assert_eq!(default_branch(listing).as_deref(), Some("trunk"));
         assert_eq!(default_branch("0123\tHEAD\n"), None);
         assert_eq!(default_branch("ref: refs/tags/v1\tHEAD\n"), None);

@@ -78,6 +78,9 @@ mod tests {
         assert_eq!(inv.load().unwrap(), members);
         std::fs::write(dir.path().join("fleets/acme.json"), "{not json").unwrap();
         let err = inv.load().unwrap_err();
-        assert!(err.contains("damaged") && err.contains("move it away"), "{err}");
+        assert!(
+            err.contains("damaged") && err.contains("move it away"),
+            "{err}"
+        );
     }
 }

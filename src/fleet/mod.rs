@@ -122,8 +122,8 @@ pub async fn settle(spec: &FleetSpec, discovery: &Discovery, cache_dir: &Path) -
             Err(e) => problems.push(format!("{}: {e}", p.name)),
         }
     }
-    if let Err(e) = Inventory::new(cache_dir, &spec.name)
-        .save(&plan::next_known(&discovery.plans, &deleted))
+    if let Err(e) =
+        Inventory::new(cache_dir, &spec.name).save(&plan::next_known(&discovery.plans, &deleted))
     {
         problems.push(e);
     }

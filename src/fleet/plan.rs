@@ -96,11 +96,7 @@ pub fn to_look_up<'a>(listing: &Listing, known: &'a [Known]) -> Vec<&'a Known> {
     if listing.incomplete.is_some() {
         return Vec::new();
     }
-    let listed: HashSet<&str> = listing
-        .repositories
-        .iter()
-        .map(|r| r.id.as_str())
-        .collect();
+    let listed: HashSet<&str> = listing.repositories.iter().map(|r| r.id.as_str()).collect();
     known
         .iter()
         .filter(|k| !listed.contains(k.id.as_str()))
@@ -234,8 +230,7 @@ mod tests {
                 known: Vec::new(),
                 lookups: HashMap::new(),
                 missing: HashSet::new(),
-                filter: RepoFilter::new(&["*".into()], &["legacy-*".into()], false, false)
-                    .unwrap(),
+                filter: RepoFilter::new(&["*".into()], &["legacy-*".into()], false, false).unwrap(),
                 on_deleted: OnSourceDeleted::Keep,
             }
         }

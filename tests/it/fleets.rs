@@ -183,7 +183,11 @@ fn a_deleted_source_keeps_its_destination_unless_delete_is_asked_for() {
     assert!(!fleet.backup().join("gone.git").exists());
     assert!(fleet.backup().join("app.git").join("HEAD").is_file());
     let (_, repos) = listing(&ferry, &delete);
-    assert_eq!(repos.len(), 1, "the deleted member is forgotten: {repos:#?}");
+    assert_eq!(
+        repos.len(),
+        1,
+        "the deleted member is forgotten: {repos:#?}"
+    );
 }
 
 #[test]
@@ -300,12 +304,45 @@ fn discovery_is_relative_to_the_config_not_the_working_directory() {
     )
     .expect("write");
     let ferry = Ferry::new();
-    let mut cmd = ferry.command(
-        "sync",
-        &["--json", "--config", &path.display().to_string()],
-    );
+    let mut cmd = ferry.command("sync", &["--json", "--config", &path.display().to_string()]);
     cmd.current_dir(Path::new("/"));
     let run = crate::harness::Run::from_output(cmd.output().expect("run"));
     run.assert_code(0);
     assert!(fleet.backup().join("app.git/HEAD").is_file());
+}
+
+#[test]
+fn serve_discovers_a_fleet_at_start_and_a_members_webhook_syncs_it() {
+    use crate::service::{delivery, Serve, SECRET};
+    let fleet = Fleet::new(&["app.git", "team/svc.git"]);
+    let table = format!(
+        "[[fleet]]\nname = \"acme\"\nsource = {{ provider = \"directory\", path = \"{}\" }}\n\
+         destination = {{ provider = \"directory\", path = \"{}\", create = true }}\n\
+         webhook_secret_file = \"hook-secret\"\n",
+        fleet.source().display(),
+        fleet.backup().display()
+    );
+    let serve = Serve::start("", &format!("{table}divergence = \"overwrite\"\n"));
+    // Members are named `<fleet>/<path>`; in a URL the `/` is written %2F.
+    for (name, path) in [
+        ("acme%2Fapp", "app.git"),
+        ("acme%2Fteam%2Fsvc", "team/svc.git"),
+    ] {
+        // The destinations are created by the first sync.
+        serve.wait(
+            &format!("{path} to be created"),
+            std::time::Duration::from_secs(30),
+            || fleet.backup().join(path).join("HEAD").is_file(),
+        );
+        serve.wait_converged(name, &fleet.source().join(path), &fleet.backup().join(path));
+    }
+    let work = WorkRepo::new().expect("work repo");
+    let app = fleet.source().join("app.git");
+    work.commit("b.txt", "more", "rewritten").expect("commit");
+    work.git(&["push", "-q", "--force", &app.display().to_string(), "main"])
+        .expect("push");
+    let (headers, body) = delivery("generic", "refs/heads/main", SECRET);
+    let (code, answer) = serve.post("/hooks/acme%2Fapp", &headers, &body);
+    assert_eq!(code, 202, "{answer}");
+    serve.wait_converged("acme%2Fapp", &app, &fleet.backup().join("app.git"));
 }
