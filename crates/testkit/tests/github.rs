@@ -608,3 +608,28 @@ fn users_orgs_and_own_repos_meet_the_contract() -> Result<()> {
     assert_eq!(anonymous.status, 404);
     assert_no_violations(&fake)
 }
+
+#[test]
+fn malformed_requests_are_answered_and_recorded_without_stopping_the_fake() -> Result<()> {
+    let fake = start(|_| {})?;
+    let base = fake.base_url().to_string();
+    let not_json = ureq::post(&format!("{base}/user/repos"))
+        .set("Authorization", &format!("token {}", WRITER.1))
+        .send_string("{name: tool");
+    let status = match not_json {
+        Err(ureq::Error::Status(status, _)) => status,
+        other => bail!("a body that is not JSON got {other:?}"),
+    };
+    assert_eq!(status, 500);
+    expect_problem(&fake.violations(), "request body is not JSON")?;
+
+    assert_eq!(get(&fake, "/repos/%ff%fe/x%00")?.status, 404);
+    let huge = get(&fake, "/orgs/ferry-bot/repos?page=99999999999999999999999")?;
+    assert_eq!(huge.status, 500);
+    expect_problem(&fake.violations(), "is not an integer")?;
+    let far = get(&fake, "/users/ferry-bot/repos?page=4000000000&per_page=-5")?;
+    assert_eq!((far.status, far.json()?), (200, &json!([])));
+    assert_eq!(get(&fake, "/user")?.status, 200);
+    assert_eq!(fake.violations().len(), 2, "{:#?}", fake.violations());
+    Ok(())
+}

@@ -6,6 +6,11 @@
 //! here: `nullable: true` (turned into `anyOf: [{type: null}, schema]`) and
 //! `$ref`s to `#/components/schemas/...` (each compiled schema carries the
 //! components it reaches, so those pointers resolve inside it).
+//!
+//! Not checked: request and response headers (`Link`, rate-limit headers,
+//! `Location`), content types other than `application/json`, parameter
+//! styles other than OpenAPI's default (`form`, exploded), and the
+//! `discriminator` hints (its `oneOf` still decides).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
