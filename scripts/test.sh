@@ -60,6 +60,20 @@ if [ ! -x "$lfs_tools/bin/gunicorn" ]; then
 fi
 export PATH="$tools/bin:$lfs_tools/bin:$PATH"
 
+# GitHub's own OpenAPI description of its REST API, from npm, pinned: the testkit's fake GitHub
+# checks every request and answer against it (crates/testkit/src/github/contract.rs).
+openapi="$tools/npm/node_modules/@octokit/openapi/generated/api.github.com.json"
+if [ ! -f "$openapi" ]; then
+  if ! command -v npm >/dev/null 2>&1; then
+    echo "installing test dependencies: npm"
+    sudo=""
+    [ "$(id -u)" -eq 0 ] || sudo="sudo"
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends npm >/dev/null
+  fi
+  echo "installing test dependencies: @octokit/openapi (npm, into $tools/npm)"
+  npm install --prefix "$tools/npm" --no-save --no-audit --no-fund @octokit/openapi@23.0.2
+fi
+
 cargo test --workspace --locked "$@"
 
 # The whole suite (no filter given) also fuzzes every parser that outside input reaches, briefly;

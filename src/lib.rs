@@ -21,6 +21,7 @@ pub mod app;
 pub mod aws;
 pub mod config;
 pub mod engine;
+pub mod fleet;
 pub mod intake;
 pub mod model;
 pub mod service;

@@ -15,11 +15,14 @@ const RULES: &[(&str, &[&str])] = &[
     ("config", &["model"]),
     ("engine", &["model"]),
     ("intake", &["model"]),
+    ("fleet", &["config", "model"]),
     ("service", &["engine", "intake", "config", "model"]),
     ("aws", &["engine", "model"]),
     (
         "app",
-        &["service", "aws", "engine", "intake", "config", "model"],
+        &[
+            "service", "aws", "engine", "intake", "fleet", "config", "model",
+        ],
     ),
 ];
 

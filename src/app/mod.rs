@@ -11,13 +11,14 @@ use crate::engine::sync::{run_mirror, Mode};
 use crate::model::mirror::{Divergence, LfsMissing, LfsMode, Mirror, Prune, Settings};
 use crate::model::remote::url_has_password;
 use serve::{RunsArgs, ServeArgs, StatusArgs};
+mod fleet;
 pub mod lambda;
 pub mod serve;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use std::io::IsTerminal;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use toml::Spanned;
 
@@ -60,6 +61,8 @@ enum Command {
     Status(StatusArgs),
     /// A mirror's sync history, newest first.
     Runs(RunsArgs),
+    /// Fleets: every repository of a source, discovered (`ferry fleet list`).
+    Fleet(fleet::FleetArgs),
     /// Run as an AWS Lambda function (what the container's bootstrap does when
     /// AWS_LAMBDA_RUNTIME_API is set); configured from the environment.
     Lambda,
@@ -205,17 +208,29 @@ pub fn run() -> Result<bool, AppError> {
         Command::Serve(a) => return serve::serve(&a).map(|()| true),
         Command::Status(a) => return serve::status(&a),
         Command::Runs(a) => return serve::runs(&a).map(|()| true),
+        Command::Fleet(c) => return fleet::run(&c),
         Command::Lambda => return lambda::run(),
     };
-    let (mirrors, settings) = prepare(&args, cli.quiet)?;
-    let report = runtime(Threads::One)?.block_on(sync_mirrors(&mirrors, &settings, mode));
+    let prepared = prepare(&args, cli.quiet)?;
+    let settings = prepared.settings;
+    let (report, fleets_ok) = runtime(Threads::One)?.block_on(async {
+        let (mirrors, fleets_ok) = fleet::with_members(
+            prepared.mirrors,
+            &prepared.fleets,
+            &prepared.names,
+            &settings,
+            mode,
+        )
+        .await?;
+        Ok::<_, AppError>((sync_mirrors(&mirrors, &settings, mode).await, fleets_ok))
+    })?;
     if args.json {
         let json = serde_json::to_string_pretty(&report).context("cannot encode the report")?;
         println!("{json}");
     } else {
         print!("{}", report.render_human());
     }
-    Ok(report.ok)
+    Ok(report.ok && fleets_ok)
 }
 
 /// How many threads a front end's runtime has.
@@ -278,8 +293,24 @@ fn init_logging(verbose: u8, quiet: bool) {
     };
 }
 
+/// What `sync` and `plan` run: validated mirrors (members of fleets are found later, by
+/// discovery) and settings.
+struct Prepared {
+    mirrors: Vec<Mirror>,
+    fleets: Vec<config::FleetSpec>,
+    /// The mirror names the command line picked (none: all), and the file they are from.
+    names: Names,
+    settings: Settings,
+}
+
+/// Mirror names picked on the command line, checked once the fleets' members are known.
+struct Names {
+    picked: Vec<String>,
+    config: PathBuf,
+}
+
 /// Turns raw arguments and the environment into validated mirrors and settings.
-fn prepare(args: &SyncArgs, quiet: bool) -> Result<(Vec<Mirror>, Settings), ConfigError> {
+fn prepare(args: &SyncArgs, quiet: bool) -> Result<Prepared, ConfigError> {
     let overrides = RawOptions {
         include: (!args.include.is_empty()).then(|| spanned(&args.include)),
         exclude: (!args.exclude.is_empty()).then(|| spanned(&args.exclude)),
@@ -310,36 +341,34 @@ fn prepare(args: &SyncArgs, quiet: bool) -> Result<(Vec<Mirror>, Settings), Conf
         .transpose()
         .map_err(|e| ConfigError(format!("--timeout: {e}")))?;
 
-    let (mirrors, file_cache, file_timeout) = match &args.config {
+    let (mirrors, fleets, names, file_cache, file_timeout) = match &args.config {
         Some(path) => {
             let cfg = Config::load(path, &overrides)?;
             let all = cfg.mirrors.into_iter().map(|m| m.mirror).collect();
-            let mirrors = select_mirrors(all, &args.args, path)?;
-            (mirrors, cfg.cache_dir, cfg.timeout)
+            let names = Names {
+                picked: args.args.clone(),
+                config: path.clone(),
+            };
+            (all, cfg.fleets, names, cfg.cache_dir, cfg.timeout)
         }
         None => {
             if !quiet {
                 warn_about_passwords_in_arguments(&args.args);
             }
+            let names = Names {
+                picked: Vec::new(),
+                config: PathBuf::new(),
+            };
             (
                 vec![config::adhoc_mirror(&args.args, &overrides)?],
+                Vec::new(),
+                names,
                 None,
                 None,
             )
         }
     };
-    let cache_dir = match args
-        .cache_dir
-        .clone()
-        .or(file_cache)
-        .or_else(|| config::env_nonempty("FERRY_CACHE_DIR").map(PathBuf::from))
-    {
-        Some(d) => d,
-        None => dirs::cache_dir().map(|d| d.join("ferry")).ok_or_else(|| {
-            ConfigError("no cache directory: pass --cache-dir or set FERRY_CACHE_DIR".into())
-        })?,
-    };
-    let cache_dir = std::path::absolute(&cache_dir).unwrap_or(cache_dir);
+    let cache_dir = cache_dir(args.cache_dir.clone(), file_cache)?;
     let settings = Settings {
         cache_dir,
         timeout: cli_timeout
@@ -347,7 +376,27 @@ fn prepare(args: &SyncArgs, quiet: bool) -> Result<(Vec<Mirror>, Settings), Conf
             .unwrap_or(Settings::DEFAULT_TIMEOUT),
         progress: !quiet && !args.json && std::io::stderr().is_terminal(),
     };
-    Ok((mirrors, settings))
+    Ok(Prepared {
+        mirrors,
+        fleets,
+        names,
+        settings,
+    })
+}
+
+/// The cache directory of the one-shot commands: the flag, the file, `FERRY_CACHE_DIR`, then
+/// the platform's cache directory.
+fn cache_dir(flag: Option<PathBuf>, file: Option<PathBuf>) -> Result<PathBuf, ConfigError> {
+    let dir = match flag
+        .or(file)
+        .or_else(|| config::env_nonempty("FERRY_CACHE_DIR").map(PathBuf::from))
+    {
+        Some(d) => d,
+        None => dirs::cache_dir().map(|d| d.join("ferry")).ok_or_else(|| {
+            ConfigError("no cache directory: pass --cache-dir or set FERRY_CACHE_DIR".into())
+        })?,
+    };
+    Ok(std::path::absolute(&dir).unwrap_or(dir))
 }
 
 /// Says once that a password in a SOURCE or DEST URL on the command line is visible to other
@@ -376,11 +425,9 @@ fn spanned(values: &[String]) -> Vec<Spanned<String>> {
         .collect()
 }
 
-fn select_mirrors(
-    all: Vec<Mirror>,
-    names: &[String],
-    path: &Path,
-) -> Result<Vec<Mirror>, ConfigError> {
+fn select_mirrors(all: Vec<Mirror>, names: &Names) -> Result<Vec<Mirror>, ConfigError> {
+    let path = &names.config;
+    let names = &names.picked;
     if names.is_empty() {
         return Ok(all);
     }

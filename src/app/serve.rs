@@ -167,7 +167,9 @@ pub fn serve(args: &ServeArgs) -> Result<(), AppError> {
         let listener = tokio::net::TcpListener::bind(listen)
             .await
             .with_context(|| format!("cannot listen on {listen} (is another process using it? set serve.listen or --listen)"))?;
-        let service = Service::new(resolved.config.mirrors, serve, engine, store)?;
+        let mut mirrors = resolved.config.mirrors;
+        mirrors.extend(super::fleet::discover_members(&resolved.config.fleets, &engine.cache_dir).await);
+        let service = Service::new(mirrors, serve, engine, store)?;
         crate::service::run(listener, service, shutdown_signal()).await
     })?;
     Ok(())

@@ -11,8 +11,10 @@ use crate::model::provider::Provider;
 use crate::model::refs::{RefPattern, RefSelection};
 use crate::model::remote::{Remote, Secret};
 mod env;
+mod fleet;
 
 pub use env::{adhoc_mirror, classic_mirror, env_nonempty};
+pub use fleet::{FleetDestination, FleetSource, FleetSpec, DEFAULT_DISCOVER_INTERVAL};
 
 use crate::model::mirror::{Divergence, LfsMissing, LfsMode, LfsPolicy, Mirror, Policy, Prune};
 use serde::de::{self, Deserializer, MapAccess, Visitor};
@@ -40,6 +42,8 @@ struct RawConfig {
     defaults: RawOptions,
     #[serde(default)]
     mirror: Vec<RawMirror>,
+    #[serde(default)]
+    fleet: Vec<fleet::RawFleet>,
 }
 
 /// Options a mirror may set and `[defaults]` may set for all mirrors.
@@ -308,6 +312,8 @@ pub struct Config {
     pub timeout: Option<Duration>,
     pub serve: ServeSettings,
     pub mirrors: Vec<ConfiguredMirror>,
+    /// `[[fleet]]`s: their members are found by discovery, not listed here.
+    pub fleets: Vec<FleetSpec>,
 }
 
 /// Where a value came from, for error messages: `ferry.toml:12`.
@@ -373,9 +379,9 @@ impl Config {
             },
             None => None,
         };
-        if raw.mirror.is_empty() {
+        if raw.mirror.is_empty() && raw.fleet.is_empty() {
             errors.push(format!(
-                "{}: no mirrors configured; add a [[mirror]] table with name, source and destinations",
+                "{}: no mirrors configured; add a [[mirror]] table with name, source and destinations (or a [[fleet]])",
                 path.display()
             ));
         }
@@ -440,24 +446,8 @@ impl Config {
             else {
                 continue;
             };
-            let mut interval =
-                |value: &Option<Spanned<String>>, key: &str, default: Duration| match value {
-                    None => Some(default),
-                    Some(v) => parse_interval(v.get_ref()).unwrap_or_else(|e| {
-                        errors.push(format!("{}: mirror '{name}': {key}: {e}", loc.at(v.span())));
-                        None
-                    }),
-                };
-            let poll_interval = interval(
-                &options.poll_interval,
-                "poll_interval",
-                DEFAULT_POLL_INTERVAL,
-            );
-            let reconcile_interval = interval(
-                &options.reconcile_interval,
-                "reconcile_interval",
-                DEFAULT_RECONCILE_INTERVAL,
-            );
+            let (poll_interval, reconcile_interval) =
+                intervals(&options, &format!("mirror '{name}'"), &loc, &mut errors);
             let webhook_secret = secret(
                 m.webhook_secret_env.as_deref(),
                 m.webhook_secret_file.as_deref(),
@@ -477,10 +467,19 @@ impl Config {
                 reconcile_interval,
             });
         }
+        let fleets = fleet::fleets(
+            &raw.fleet,
+            &raw.defaults,
+            overrides,
+            &base,
+            &loc,
+            &mut errors,
+        );
         if !errors.is_empty() {
             return Err(ConfigError(errors.join("\n")));
         }
         Ok(Config {
+            fleets,
             cache_dir: raw.cache_dir.map(|d| base.join(d)),
             timeout,
             serve,
@@ -510,6 +509,35 @@ fn merge(base: &RawOptions, over: &RawOptions) -> RawOptions {
         lfs: over.lfs.or(base.lfs),
         lfs_missing: over.lfs_missing.or(base.lfs_missing),
     }
+}
+
+/// A mirror's `poll_interval` and `reconcile_interval`, defaults applied; `what` names the
+/// mirror (or fleet) in error messages.
+fn intervals(
+    options: &RawOptions,
+    what: &str,
+    loc: &Locator<'_>,
+    errors: &mut Vec<String>,
+) -> (Option<Duration>, Option<Duration>) {
+    let mut interval = |value: &Option<Spanned<String>>, key: &str, default: Duration| match value {
+        None => Some(default),
+        Some(v) => parse_interval(v.get_ref()).unwrap_or_else(|e| {
+            errors.push(format!("{}: {what}: {key}: {e}", loc.at(v.span())));
+            None
+        }),
+    };
+    (
+        interval(
+            &options.poll_interval,
+            "poll_interval",
+            DEFAULT_POLL_INTERVAL,
+        ),
+        interval(
+            &options.reconcile_interval,
+            "reconcile_interval",
+            DEFAULT_RECONCILE_INTERVAL,
+        ),
+    )
 }
 
 fn serve_settings(

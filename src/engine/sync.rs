@@ -354,12 +354,12 @@ fn source_failed(mirror: &Mirror, e: GitFailure) -> (SourceReport, Vec<Destinati
 /// Lists a destination's refs, creating a missing local bare repository when asked (not in
 /// plan mode, which changes nothing).
 async fn list_destination(
+    mirror: &Mirror,
     dest: &Remote,
-    selection: &RefSelection,
-    create: bool,
     mode: Mode,
     git: &Git,
 ) -> Result<RefMap, GitFailure> {
+    let (selection, create) = (&mirror.selection, mirror.create);
     if let Some(path) = dest.local_path() {
         if !path.exists() {
             if !create {
@@ -379,16 +379,48 @@ async fn list_destination(
                 )
             })?;
             let path_str = path.display().to_string();
-            git.run(
-                parent,
-                &["init", "--bare", "--quiet", &path_str],
-                Call::default(),
-            )
-            .await?
-            .check(&format!("creating the destination {}", dest.display()))?;
+            // The new repository's HEAD names the source's default branch, so that a clone
+            // of it checks that branch out (git's own default may not exist in it).
+            let initial = source_default_branch(&mirror.source, git)
+                .await
+                .map(|b| format!("--initial-branch={b}"));
+            let mut args = vec!["init", "--bare", "--quiet"];
+            args.extend(initial.as_deref());
+            args.push(&path_str);
+            git.run(parent, &args, Call::default())
+                .await?
+                .check(&format!("creating the destination {}", dest.display()))?;
         }
     }
     ls_remote(dest, selection, git).await
+}
+
+/// The branch the source's HEAD names (`main` for `ref: refs/heads/main`), if it says. Only
+/// asked when a destination is created: one listing of HEAD alone.
+async fn source_default_branch(source: &Remote, git: &Git) -> Option<String> {
+    let out = git
+        .run(
+            &std::env::temp_dir(),
+            &["ls-remote", "--symref", "--", source.git_url(), "HEAD"],
+            Call {
+                remote: Some(source),
+                transfer: false,
+            },
+        )
+        .await
+        .ok()?
+        .check("reading the source's HEAD")
+        .ok()?;
+    default_branch(&out.stdout)
+}
+
+/// The branch in `ls-remote --symref ... HEAD` output.
+fn default_branch(listing: &str) -> Option<String> {
+    listing.lines().find_map(|line| {
+        let (target, name) = line.strip_prefix("ref: ")?.split_once('\t')?;
+        let branch = target.strip_prefix("refs/heads/")?;
+        (name == "HEAD" && !branch.is_empty()).then(|| branch.to_owned())
+    })
 }
 
 /// The remote's refs within the selection. When the selection is branches and/or tags only,
@@ -508,7 +540,7 @@ async fn prepare_destination(pass: Pass<'_>, dest: &Remote, focused: bool) -> Pr
     let listing = if trusted {
         None
     } else {
-        Some(list_destination(dest, &mirror.selection, mirror.create, pass.mode, pass.git).await)
+        Some(list_destination(mirror, dest, pass.mode, pass.git).await)
     };
     Prepared { record, listing }
 }
@@ -549,9 +581,7 @@ async fn sync_destination(
     let listing = match prepared.listing {
         // The focused fetch failed and the run fell back to the whole selection, which needs
         // the whole destination.
-        None if focus.is_none() => {
-            Some(list_destination(dest, &mirror.selection, mirror.create, mode, git).await)
-        }
+        None if focus.is_none() => Some(list_destination(mirror, dest, mode, git).await),
         listing => listing,
     };
     let listed = listing.is_some();
@@ -1304,5 +1334,14 @@ mod tests {
             (r.outcome, r.kind),
             (Some(Outcome::Failed), Some(ErrorKind::Network))
         );
+    }
+
+    #[test]
+    fn the_default_branch_is_read_from_a_symref_listing() {
+        let listing =
+            "ref: refs/heads/trunk\tHEAD\n0123456789012345678901234567890123456789\tHEAD\n";
+        assert_eq!(default_branch(listing).as_deref(), Some("trunk"));
+        assert_eq!(default_branch("0123\tHEAD\n"), None);
+        assert_eq!(default_branch("ref: refs/tags/v1\tHEAD\n"), None);
     }
 }

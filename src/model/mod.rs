@@ -3,6 +3,7 @@
 //!
 //! Architecture invariant: `model` imports nothing else of the crate. Everything may import it.
 
+pub mod fleet;
 pub mod kind;
 pub mod mirror;
 pub mod provider;

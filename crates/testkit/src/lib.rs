@@ -6,7 +6,9 @@
 //! certificate, and a body-size-limited location), sshd and git daemon in a
 //! temp dir, all serving the same bare repositories. [`TcpProxy`] injects
 //! network faults, [`WorkRepo`] makes commits to push, and [`generate_repo`]
-//! builds large repositories for benchmarks in seconds.
+//! builds large repositories for benchmarks in seconds. [`github::GitHubFake`]
+//! serves GitHub's REST API for repositories backed by [`Servers`], checked
+//! against GitHub's own OpenAPI description.
 //!
 //! Everything is isolated from the host: configs, keys, logs and repos live
 //! in a temp dir, `git` runs without system/global config, and all servers
@@ -33,6 +35,7 @@
 //! * Set `FERRY_TESTKIT_VERBOSE=1` to log start-up and shutdown timings.
 
 mod git;
+pub mod github;
 mod lfs;
 mod postgres;
 mod process;
@@ -60,5 +63,6 @@ mod tests {
         assert_send_sync::<crate::Servers>();
         assert_send_sync::<crate::TcpProxy>();
         assert_send_sync::<crate::WorkRepo>();
+        assert_send_sync::<crate::github::GitHubFake>();
     }
 }

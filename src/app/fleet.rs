@@ -1,0 +1,241 @@
+//! `ferry fleet list`, and the fleets' part of `ferry sync` / `ferry plan`: discover each
+//! fleet, add its members to the mirrors to run, act on deleted sources.
+
+use super::{cache_dir, select_mirrors, AppError, Names};
+use crate::config::{Config, ConfigError, ConfiguredMirror, FleetSpec, RawOptions};
+use crate::engine::sync::Mode;
+use crate::fleet::{self, plan::MemberPlan};
+use crate::model::mirror::{Mirror, Settings};
+use anyhow::Context;
+use clap::{Args, Subcommand};
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, Args)]
+pub struct FleetArgs {
+    /// Cache directory, where ferry remembers each fleet's members [default: as for sync].
+    #[arg(long, value_name = "DIR", global = true)]
+    cache_dir: Option<PathBuf>,
+    #[command(subcommand)]
+    command: FleetCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum FleetCommand {
+    /// What discovery finds in each fleet's source and what ferry would do with each
+    /// repository: mirror, create the destination, skip (and why), source deleted.
+    /// Changes nothing.
+    List(ListArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ListArgs {
+    /// Fleets to list (default: all).
+    fleets: Vec<String>,
+    /// The config file with the [[fleet]] tables.
+    #[arg(long, short = 'c', value_name = "FILE")]
+    config: PathBuf,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+/// The JSON of one fleet in `ferry fleet list --json`.
+#[derive(serde::Serialize)]
+struct FleetView<'a> {
+    fleet: &'a str,
+    /// Why the listing may be incomplete (its missing members keep syncing).
+    incomplete: Option<&'a str>,
+    repositories: &'a [MemberPlan],
+}
+
+pub fn run(fleet: &FleetArgs) -> Result<bool, AppError> {
+    let FleetCommand::List(args) = &fleet.command;
+    let config = Config::load(&args.config, &RawOptions::default())?;
+    let cache_dir = cache_dir(fleet.cache_dir.clone(), config.cache_dir.clone())?;
+    let specs = pick(&config.fleets, &args.fleets, &args.config)?;
+    let discoveries = super::runtime(super::Threads::One)?.block_on(async {
+        let mut out = Vec::new();
+        for spec in &specs {
+            out.push(fleet::discover(spec, &cache_dir).await);
+        }
+        out
+    });
+    let mut ok = true;
+    let mut views = Vec::new();
+    for (spec, discovery) in specs.iter().zip(&discoveries) {
+        match discovery {
+            Ok(d) => {
+                ok &= d.incomplete.is_none();
+                views.push(FleetView {
+                    fleet: &d.fleet,
+                    incomplete: d.incomplete.as_deref(),
+                    repositories: &d.plans,
+                });
+            }
+            Err(e) => {
+                ok = false;
+                eprintln!("ferry: fleet '{}': {e}", spec.name);
+            }
+        }
+    }
+    if args.json {
+        let json = serde_json::to_string_pretty(&views).context("cannot encode the listing")?;
+        println!("{json}");
+    } else {
+        for v in &views {
+            print!("{}", render(v));
+        }
+    }
+    Ok(ok)
+}
+
+/// The fleets `names` pick (all when empty); an unknown name is a usage error.
+fn pick<'a>(
+    fleets: &'a [FleetSpec],
+    names: &[String],
+    config: &std::path::Path,
+) -> Result<Vec<&'a FleetSpec>, ConfigError> {
+    if fleets.is_empty() {
+        return Err(ConfigError(format!(
+            "{} has no [[fleet]] tables",
+            config.display()
+        )));
+    }
+    if let Some(unknown) = names.iter().find(|n| !fleets.iter().any(|f| &f.name == *n)) {
+        let known: Vec<&str> = fleets.iter().map(|f| f.name.as_str()).collect();
+        return Err(ConfigError(format!(
+            "no fleet named '{unknown}' in {} (it has: {})",
+            config.display(),
+            known.join(", ")
+        )));
+    }
+    Ok(fleets
+        .iter()
+        .filter(|f| names.is_empty() || names.contains(&f.name))
+        .collect())
+}
+
+fn render(view: &FleetView<'_>) -> String {
+    let mut out = format!(
+        "fleet {}: {} repositories\n",
+        view.fleet,
+        view.repositories.len()
+    );
+    if let Some(why) = view.incomplete {
+        out.push_str(&format!(
+            "  warning: the listing may be incomplete ({why}); nothing is taken for deleted\n"
+        ));
+    }
+    let width = view
+        .repositories
+        .iter()
+        .map(|p| p.name.len())
+        .max()
+        .unwrap_or(0);
+    for p in view.repositories {
+        out.push_str(&format!("  {:width$}  {}\n", p.name, p.action.describe()));
+    }
+    out
+}
+
+/// `mirrors` plus the members of every fleet the picked names may reach, then the picked
+/// ones. Discovery problems are reported on stderr and make the verdict a failure
+/// (`Ok((_, false))`), but never stop the other mirrors. A real sync also acts on deleted
+/// sources and remembers the members; a plan changes nothing.
+pub async fn with_members(
+    mut mirrors: Vec<Mirror>,
+    fleets: &[FleetSpec],
+    names: &Names,
+    settings: &Settings,
+    mode: Mode,
+) -> Result<(Vec<Mirror>, bool), AppError> {
+    let mut ok = true;
+    for spec in fleets {
+        let prefix = format!("{}/", spec.name);
+        let wanted = names.picked.is_empty()
+            || names
+                .picked
+                .iter()
+                .any(|n| n.starts_with(&prefix) || *n == spec.name);
+        if !wanted {
+            continue;
+        }
+        let found = find(spec, &settings.cache_dir, mode == Mode::Sync).await;
+        for p in &found.problems {
+            eprintln!("ferry: fleet '{}': {p}", spec.name);
+        }
+        ok &= found.problems.is_empty();
+        let members = found.members;
+        mirrors.extend(members.into_iter().map(|m| m.mirror));
+    }
+    // A fleet's own name picks all of its members.
+    let mut picked = Vec::new();
+    for n in &names.picked {
+        match fleets.iter().find(|f| &f.name == n) {
+            Some(f) => picked.extend(
+                mirrors
+                    .iter()
+                    .filter(|m| m.name.starts_with(&format!("{}/", f.name)))
+                    .map(|m| m.name.clone()),
+            ),
+            None => picked.push(n.clone()),
+        }
+    }
+    if picked.is_empty() && !names.picked.is_empty() {
+        return Err(AppError::Usage(ConfigError(format!(
+            "nothing to sync: {} names no member that discovery found",
+            names.picked.join(", ")
+        ))));
+    }
+    let names = Names {
+        picked,
+        config: names.config.clone(),
+    };
+    Ok((select_mirrors(mirrors, &names)?, ok))
+}
+
+/// One fleet's members, and what went wrong finding them, one line each.
+struct Found {
+    members: Vec<ConfiguredMirror>,
+    problems: Vec<String>,
+}
+
+/// Discovers a fleet; with `act`, also acts on deleted sources and remembers the members.
+/// A fleet that cannot be discovered has no members, and says why.
+async fn find(spec: &FleetSpec, cache_dir: &Path, act: bool) -> Found {
+    let discovery = match fleet::discover(spec, cache_dir).await {
+        Ok(d) => d,
+        Err(e) => {
+            return Found {
+                members: Vec::new(),
+                problems: vec![e],
+            }
+        }
+    };
+    let (members, mut problems) = discovery.members(spec);
+    if let Some(why) = &discovery.incomplete {
+        problems.push(format!(
+            "the listing may be incomplete ({why}); members it misses are still synced and \
+             nothing is taken for deleted"
+        ));
+    }
+    if act {
+        problems.extend(fleet::settle(spec, &discovery, cache_dir).await);
+    }
+    Found { members, problems }
+}
+
+/// The members of every fleet, for `ferry serve` at start. Problems are logged; a fleet that
+/// cannot be discovered adds no members but stops nothing else.
+pub async fn discover_members(fleets: &[FleetSpec], cache_dir: &Path) -> Vec<ConfiguredMirror> {
+    let mut out = Vec::new();
+    for spec in fleets {
+        let found = find(spec, cache_dir, true).await;
+        for p in &found.problems {
+            tracing::error!(fleet = %spec.name, problem = %p, "fleet discovery");
+        }
+        tracing::info!(fleet = %spec.name, members = found.members.len(), "fleet discovered");
+        out.extend(found.members);
+    }
+    out
+}

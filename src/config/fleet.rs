@@ -1,0 +1,475 @@
+//! `[[fleet]]`: every repository of a source (today a directory of bare repositories) mirrored
+//! to a destination, each becoming a mirror named `<fleet>/<repository path>`. This validates
+//! the table into a [`FleetSpec`]; discovery and membership live in `crate::fleet`.
+
+use super::{
+    intervals, merge, parse_interval, resolve_remote, secret, selection, ConfiguredMirror, Locator,
+    RawLfsAccess, RawOptions, RawRemote,
+};
+use crate::model::fleet::{OnSourceDeleted, RepoFilter, Repository};
+use crate::model::mirror::{Divergence, LfsMissing, LfsMode, Prune};
+use crate::model::provider::Provider;
+use crate::model::refs::RefSelection;
+use crate::model::remote::{url_has_password, Credentials, Remote, Secret};
+use serde::Deserialize;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use toml::Spanned;
+
+/// How often `ferry serve` lists a fleet's source unless the fleet says otherwise.
+pub const DEFAULT_DISCOVER_INTERVAL: Duration = Duration::from_secs(600);
+
+/// The providers a fleet's source or destination may name in this version.
+const SOURCE_PROVIDERS: &str = "directory";
+const DESTINATION_PROVIDERS: &str = "directory, url";
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawFleet {
+    name: Spanned<String>,
+    source: RawFleetEnd,
+    destination: RawFleetEnd,
+    /// Globs over repository paths (not refs: those are `refs.include`).
+    include: Option<Vec<String>>,
+    exclude: Option<Vec<String>>,
+    archived: Option<bool>,
+    forks: Option<bool>,
+    on_source_deleted: Option<OnSourceDeleted>,
+    discover_interval: Option<Spanned<String>>,
+    refs: Option<RawRefs>,
+    // The per-mirror options every member gets, spelled out for `deny_unknown_fields`.
+    divergence: Option<Divergence>,
+    prune: Option<Prune>,
+    atomic: Option<bool>,
+    verify: Option<bool>,
+    lfs: Option<LfsMode>,
+    lfs_missing: Option<LfsMissing>,
+    poll_interval: Option<Spanned<String>>,
+    reconcile_interval: Option<Spanned<String>>,
+    webhook_secret_env: Option<String>,
+    webhook_secret_file: Option<PathBuf>,
+    webhook_provider: Option<Provider>,
+}
+
+/// `refs = { include = [...], exclude = [...] }`: the members' ref selection.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRefs {
+    include: Option<Vec<Spanned<String>>>,
+    exclude: Option<Vec<Spanned<String>>>,
+}
+
+/// A fleet's `source` or `destination` table.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFleetEnd {
+    provider: Spanned<String>,
+    path: Option<PathBuf>,
+    url: Option<Spanned<String>>,
+    create: Option<bool>,
+    username: Option<String>,
+    password_env: Option<String>,
+    password_file: Option<PathBuf>,
+    ssh_key: Option<PathBuf>,
+    known_hosts: Option<PathBuf>,
+    ca_file: Option<PathBuf>,
+}
+
+/// A validated `[[fleet]]`.
+#[derive(Debug, Clone)]
+pub struct FleetSpec {
+    pub name: String,
+    pub source: FleetSource,
+    pub destination: FleetDestination,
+    pub filter: RepoFilter,
+    pub on_source_deleted: OnSourceDeleted,
+    /// How often `ferry serve` lists the source (`None`: only at start).
+    pub discover_interval: Option<Duration>,
+    template: MemberTemplate,
+}
+
+/// Where a fleet's repositories are found.
+#[derive(Debug, Clone)]
+pub enum FleetSource {
+    /// Every bare repository below `root`, recursively.
+    Directory { root: PathBuf },
+}
+
+/// Where a fleet's members are mirrored to.
+#[derive(Debug, Clone)]
+pub enum FleetDestination {
+    /// `root/<the same relative path>`, a bare repository, created when `create`.
+    Directory { root: PathBuf, create: bool },
+    /// A URL with `{path}` in it, for repositories that exist already; no API is used.
+    Url {
+        template: String,
+        credentials: Credentials,
+    },
+}
+
+/// What every member of a fleet shares: the per-mirror options, validated once.
+#[derive(Debug, Clone)]
+struct MemberTemplate {
+    options: RawOptions,
+    selection: RefSelection,
+    poll_interval: Option<Duration>,
+    reconcile_interval: Option<Duration>,
+    webhook_secret: Option<Secret>,
+    webhook_provider: Option<Provider>,
+}
+
+impl FleetSpec {
+    /// The member mirror for a repository the fleet takes.
+    pub fn member(&self, repo: &Repository) -> Result<ConfiguredMirror, String> {
+        let source = match &self.source {
+            FleetSource::Directory { root } => {
+                Remote::parse(&root.join(&repo.path).to_string_lossy(), root)?
+            }
+        };
+        let destination = self.destination.remote_for(repo)?;
+        let t = &self.template;
+        let mut options = t.options.clone();
+        if let FleetDestination::Directory { create, .. } = &self.destination {
+            options.create = Some(*create);
+        }
+        Ok(ConfiguredMirror {
+            mirror: options.mirror(
+                repo.member_name(&self.name),
+                source,
+                vec![destination],
+                t.selection.clone(),
+            ),
+            webhook_secret: t.webhook_secret.clone(),
+            webhook_provider: t.webhook_provider,
+            poll_interval: t.poll_interval,
+            reconcile_interval: t.reconcile_interval,
+        })
+    }
+}
+
+impl FleetDestination {
+    /// The destination remote of one repository.
+    pub fn remote_for(&self, repo: &Repository) -> Result<Remote, String> {
+        match self {
+            FleetDestination::Directory { root, .. } => {
+                Remote::parse(&root.join(&repo.path).to_string_lossy(), root)
+            }
+            FleetDestination::Url {
+                template,
+                credentials,
+            } => {
+                let mut remote = Remote::parse(
+                    &template.replace("{path}", repo.short_path()),
+                    Path::new("/"),
+                )?;
+                remote.credentials = credentials.clone();
+                Ok(remote)
+            }
+        }
+    }
+
+    /// The local path of a directory destination's repository.
+    pub fn local_path(&self, repo: &Repository) -> Option<PathBuf> {
+        match self {
+            FleetDestination::Directory { root, .. } => Some(root.join(&repo.path)),
+            FleetDestination::Url { .. } => None,
+        }
+    }
+}
+
+/// Validates every `[[fleet]]`; problems go to `errors`, each with file and line.
+pub(super) fn fleets(
+    raw: &[RawFleet],
+    defaults: &RawOptions,
+    overrides: &RawOptions,
+    base: &Path,
+    loc: &Locator<'_>,
+    errors: &mut Vec<String>,
+) -> Vec<FleetSpec> {
+    let mut out: Vec<FleetSpec> = Vec::new();
+    for f in raw {
+        let name = f.name.get_ref().trim().to_owned();
+        let at = loc.at(f.name.span());
+        if name.is_empty()
+            || !name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+        {
+            errors.push(format!("{at}: fleet name '{name}' must be non-empty and use only letters, digits, '-', '_' and '.'"));
+            continue;
+        }
+        if out.iter().any(|o| o.name == name) {
+            errors.push(format!(
+                "{at}: fleet name '{name}' is used twice; names must be unique"
+            ));
+            continue;
+        }
+        let what = format!("fleet '{name}'");
+        let before = errors.len();
+        let source = fleet_source(&f.source, base, loc, &what, errors);
+        let destination = fleet_destination(&f.destination, base, loc, &what, errors);
+        let include = f.include.clone().unwrap_or_else(|| vec!["*".into()]);
+        let filter = RepoFilter::new(
+            &include,
+            f.exclude.as_deref().unwrap_or_default(),
+            f.archived.unwrap_or(false),
+            f.forks.unwrap_or(false),
+        )
+        .map_err(|e| errors.push(format!("{at}: {what}: include/exclude: {e}")))
+        .ok();
+        let on_source_deleted = f.on_source_deleted.unwrap_or_default();
+        if on_source_deleted == OnSourceDeleted::Archive {
+            errors.push(format!(
+                "{at}: {what}: on_source_deleted = \"archive\" needs a destination host that can \
+                 archive repositories; a {} destination can \"keep\" or \"delete\"",
+                f.destination.provider.get_ref()
+            ));
+        }
+        if on_source_deleted == OnSourceDeleted::Delete
+            && matches!(destination, Some(FleetDestination::Url { .. }))
+        {
+            errors.push(format!(
+                "{at}: {what}: on_source_deleted = \"delete\" needs a destination ferry manages; \
+                 a url destination can only \"keep\""
+            ));
+        }
+        let discover_interval = match &f.discover_interval {
+            None => Some(DEFAULT_DISCOVER_INTERVAL),
+            Some(v) => parse_interval(v.get_ref()).unwrap_or_else(|e| {
+                errors.push(format!(
+                    "{}: {what}: discover_interval: {e}",
+                    loc.at(v.span())
+                ));
+                None
+            }),
+        };
+        let template = member_template(f, defaults, overrides, base, loc, &what, errors);
+        if errors.len() > before {
+            continue;
+        }
+        let (Some(source), Some(destination), Some(filter), Some(template)) =
+            (source, destination, filter, template)
+        else {
+            continue;
+        };
+        out.push(FleetSpec {
+            name,
+            source,
+            destination,
+            filter,
+            on_source_deleted,
+            discover_interval,
+            template,
+        });
+    }
+    out
+}
+
+fn member_template(
+    f: &RawFleet,
+    defaults: &RawOptions,
+    overrides: &RawOptions,
+    base: &Path,
+    loc: &Locator<'_>,
+    what: &str,
+    errors: &mut Vec<String>,
+) -> Option<MemberTemplate> {
+    let refs = f.refs.as_ref();
+    let own = RawOptions {
+        include: refs.and_then(|r| r.include.clone()),
+        exclude: refs.and_then(|r| r.exclude.clone()),
+        divergence: f.divergence,
+        prune: f.prune,
+        atomic: f.atomic,
+        verify: f.verify,
+        lfs: f.lfs,
+        lfs_missing: f.lfs_missing,
+        create: None,
+        poll_interval: f.poll_interval.clone(),
+        reconcile_interval: f.reconcile_interval.clone(),
+    };
+    let options = merge(&merge(defaults, &own), overrides);
+    let selection = selection(&options)
+        .map_err(|e| errors.push(format!("{}: {what}: refs: {e}", loc.at(f.name.span()))))
+        .ok()?;
+    let (poll_interval, reconcile_interval) = intervals(&options, what, loc, errors);
+    let webhook_secret = secret(
+        f.webhook_secret_env.as_deref(),
+        f.webhook_secret_file.as_deref(),
+        base,
+        &format!("{}: {what}: webhook secret", loc.at(f.name.span())),
+        ("webhook_secret_env", "webhook_secret_file"),
+    )
+    .map_err(|e| errors.push(e))
+    .ok()?;
+    Some(MemberTemplate {
+        options,
+        selection,
+        poll_interval,
+        reconcile_interval,
+        webhook_secret,
+        webhook_provider: f.webhook_provider,
+    })
+}
+
+fn fleet_source(
+    raw: &RawFleetEnd,
+    base: &Path,
+    loc: &Locator<'_>,
+    what: &str,
+    errors: &mut Vec<String>,
+) -> Option<FleetSource> {
+    let at = loc.at(raw.provider.span());
+    match raw.provider.get_ref().as_str() {
+        "directory" => {
+            only_keys(raw, &["path"], &at, &format!("{what} source"), errors)?;
+            let root = directory(raw, base, &at, &format!("{what} source"), errors)?;
+            if !root.is_dir() {
+                errors.push(format!(
+                    "{at}: {what} source: {} is not a directory",
+                    root.display()
+                ));
+                return None;
+            }
+            Some(FleetSource::Directory { root })
+        }
+        other => {
+            errors.push(format!(
+                "{at}: {what} source: provider '{other}' is not supported by this version of \
+                 ferry as a fleet source; supported: {SOURCE_PROVIDERS}"
+            ));
+            None
+        }
+    }
+}
+
+fn fleet_destination(
+    raw: &RawFleetEnd,
+    base: &Path,
+    loc: &Locator<'_>,
+    what: &str,
+    errors: &mut Vec<String>,
+) -> Option<FleetDestination> {
+    let at = loc.at(raw.provider.span());
+    let what = format!("{what} destination");
+    match raw.provider.get_ref().as_str() {
+        "directory" => {
+            only_keys(raw, &["path", "create"], &at, &what, errors)?;
+            let root = directory(raw, base, &at, &what, errors)?;
+            Some(FleetDestination::Directory {
+                root,
+                create: raw.create.unwrap_or(false),
+            })
+        }
+        "url" => {
+            let allowed = [
+                "url",
+                "username",
+                "password_env",
+                "password_file",
+                "ssh_key",
+                "known_hosts",
+                "ca_file",
+            ];
+            only_keys(raw, &allowed, &at, &what, errors)?;
+            let Some(url) = &raw.url else {
+                errors.push(format!(
+                    "{at}: {what}: a url destination needs url = \"https://host/mirrors/{{path}}.git\""
+                ));
+                return None;
+            };
+            let template = url.get_ref().trim().to_owned();
+            let url_at = loc.at(url.span());
+            if !template.contains("{path}") {
+                errors.push(format!(
+                    "{url_at}: {what}: the url must contain {{path}}, which becomes each repository's path"
+                ));
+                return None;
+            }
+            if url_has_password(&template) {
+                errors.push(format!(
+                    "{url_at}: {what}: the url carries a password; put it in password_env or password_file"
+                ));
+                return None;
+            }
+            // Resolves the credentials (and checks the URL) once, on an example path.
+            let example = RawRemote {
+                url: Spanned::new(url.span(), template.replace("{path}", "example")),
+                username: raw.username.clone(),
+                password_env: raw.password_env.clone(),
+                password_file: raw.password_file.clone(),
+                ssh_key: raw.ssh_key.clone(),
+                known_hosts: raw.known_hosts.clone(),
+                ca_file: raw.ca_file.clone(),
+                lfs: RawLfsAccess::default(),
+            };
+            let remote = resolve_remote(&example, base, loc, &what)
+                .map_err(|e| errors.push(e))
+                .ok()?;
+            Some(FleetDestination::Url {
+                template,
+                credentials: remote.credentials,
+            })
+        }
+        other => {
+            errors.push(format!(
+                "{at}: {what}: provider '{other}' is not supported by this version of ferry as a \
+                 fleet destination; supported: {DESTINATION_PROVIDERS}"
+            ));
+            None
+        }
+    }
+}
+
+/// Refuses keys that mean nothing for the end's provider, so a typo never goes unnoticed.
+fn only_keys(
+    raw: &RawFleetEnd,
+    allowed: &[&str],
+    at: &str,
+    what: &str,
+    errors: &mut Vec<String>,
+) -> Option<()> {
+    let present = [
+        ("path", raw.path.is_some()),
+        ("url", raw.url.is_some()),
+        ("create", raw.create.is_some()),
+        ("username", raw.username.is_some()),
+        ("password_env", raw.password_env.is_some()),
+        ("password_file", raw.password_file.is_some()),
+        ("ssh_key", raw.ssh_key.is_some()),
+        ("known_hosts", raw.known_hosts.is_some()),
+        ("ca_file", raw.ca_file.is_some()),
+    ];
+    let stray: Vec<&str> = present
+        .iter()
+        .filter(|(k, set)| *set && !allowed.contains(k))
+        .map(|(k, _)| *k)
+        .collect();
+    if stray.is_empty() {
+        return Some(());
+    }
+    errors.push(format!(
+        "{at}: {what}: provider '{}' takes only {}; remove {}",
+        raw.provider.get_ref(),
+        allowed.join(", "),
+        stray.join(", ")
+    ));
+    None
+}
+
+fn directory(
+    raw: &RawFleetEnd,
+    base: &Path,
+    at: &str,
+    what: &str,
+    errors: &mut Vec<String>,
+) -> Option<PathBuf> {
+    let Some(path) = &raw.path else {
+        errors.push(format!(
+            "{at}: {what}: a directory needs path = \"/srv/git\""
+        ));
+        return None;
+    };
+    let joined = base.join(path);
+    Some(std::path::absolute(&joined).unwrap_or(joined))
+}
