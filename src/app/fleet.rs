@@ -5,7 +5,9 @@ use super::{cache_dir, select_mirrors, AppError, Names};
 use crate::config::{Config, ConfigError, ConfiguredMirror, FleetSpec, RawOptions};
 use crate::engine::report::RunReport;
 use crate::engine::sync::Mode;
-use crate::fleet::{self, plan::MemberPlan, Discovery};
+use crate::fleet::plan::{Action, MemberPlan};
+use crate::fleet::{self, Discovery};
+use crate::model::fleet::SkipReason;
 use crate::model::mirror::{Mirror, Settings};
 use anyhow::Context;
 use clap::{Args, Subcommand};
@@ -47,6 +49,12 @@ struct FleetView<'a> {
     fleet: &'a str,
     /// Why the listing may be incomplete (its missing members keep syncing).
     incomplete: Option<&'a str>,
+    /// Host API requests this listing made, and how many were answered "not modified" (an
+    /// unchanged listing costs no quota).
+    api_requests: u32,
+    api_not_modified: u32,
+    /// What else went wrong (a destination that could not be listed, ...).
+    problems: &'a [String],
     repositories: &'a [MemberPlan],
 }
 
@@ -67,10 +75,13 @@ pub fn run(fleet: &FleetArgs) -> Result<bool, AppError> {
     for (spec, discovery) in specs.iter().zip(&discoveries) {
         match discovery {
             Ok(d) => {
-                ok &= d.incomplete.is_none();
+                ok &= d.incomplete.is_none() && d.problems.is_empty();
                 views.push(FleetView {
                     fleet: &d.fleet,
                     incomplete: d.incomplete.as_deref(),
+                    api_requests: d.usage.requests,
+                    api_not_modified: d.usage.not_modified,
+                    problems: &d.problems,
                     repositories: &d.plans,
                 });
             }
@@ -118,11 +129,22 @@ fn pick<'a>(
 }
 
 fn render(view: &FleetView<'_>) -> String {
+    let api = if view.api_requests > 0 {
+        format!(
+            " (API: {} requests, {} not modified)",
+            view.api_requests, view.api_not_modified
+        )
+    } else {
+        String::new()
+    };
     let mut out = format!(
-        "fleet {}: {} repositories\n",
+        "fleet {}: {} repositories{api}\n",
         view.fleet,
         view.repositories.len()
     );
+    for p in view.problems {
+        out.push_str(&format!("  problem: {p}\n"));
+    }
     if let Some(why) = view.incomplete {
         out.push_str(&format!(
             "  warning: the listing may be incomplete ({why}); nothing is taken for deleted\n"
@@ -268,6 +290,14 @@ async fn find(spec: &FleetSpec, cache_dir: &Path, act: bool) -> Found {
     }
     let (members, member_problems) = discovery.members(spec);
     problems.extend(member_problems);
+    // A destination someone else owns is an error for that member (never taken over).
+    problems.extend(
+        discovery
+            .plans
+            .iter()
+            .filter(|p| p.action == Action::Skip(SkipReason::DestinationTaken))
+            .map(|p| format!("{}: {}", p.name, SkipReason::DestinationTaken.describe())),
+    );
     Found {
         members,
         problems,

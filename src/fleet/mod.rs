@@ -172,16 +172,26 @@ pub async fn discover(spec: &FleetSpec, cache_dir: &Path) -> Result<Discovery, S
                         .cloned()
                         .chain(known_repos)
                         .collect();
+                    let by_id: HashMap<&str, &github::Existing> =
+                        site.existing.values().map(|e| (e.id.as_str(), e)).collect();
                     for r in &all {
+                        // A member keeps the destination ferry made for it, whatever its name
+                        // is now: a rename on the source re-points, it never duplicates.
+                        let mine = theirs
+                            .get(r.id.as_str())
+                            .copied()
+                            .flatten()
+                            .and_then(|d| by_id.get(d.as_str()));
+                        if let Some(e) = mine {
+                            discovery.destinations.insert(r.id.clone(), (*e).clone());
+                            continue;
+                        }
                         match site.existing.get(&github::destination_name(r)) {
                             None => {
                                 missing.insert(r.id.clone());
                             }
                             Some(e) => {
-                                let ours = theirs.get(r.id.as_str()).copied().flatten()
-                                    == Some(&e.id)
-                                    || *adopt_existing;
-                                if ours {
+                                if *adopt_existing {
                                     discovery.destinations.insert(r.id.clone(), e.clone());
                                 } else {
                                     foreign.insert(r.id.clone());
