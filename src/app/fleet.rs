@@ -3,11 +3,15 @@
 
 use super::{cache_dir, select_mirrors, AppError, Names};
 use crate::config::{Config, ConfigError, ConfiguredMirror, FleetSpec, RawOptions};
+use crate::engine::report::RunReport;
 use crate::engine::sync::Mode;
-use crate::fleet::{self, plan::MemberPlan};
+use crate::fleet::plan::{Action, MemberPlan};
+use crate::fleet::{self, Discovery};
+use crate::model::fleet::SkipReason;
 use crate::model::mirror::{Mirror, Settings};
 use anyhow::Context;
 use clap::{Args, Subcommand};
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
 #[derive(Debug, Args)]
@@ -45,6 +49,12 @@ struct FleetView<'a> {
     fleet: &'a str,
     /// Why the listing may be incomplete (its missing members keep syncing).
     incomplete: Option<&'a str>,
+    /// Host API requests this listing made, and how many were answered "not modified" (an
+    /// unchanged listing costs no quota).
+    api_requests: u32,
+    api_not_modified: u32,
+    /// What else went wrong (a destination that could not be listed, ...).
+    problems: &'a [String],
     repositories: &'a [MemberPlan],
 }
 
@@ -65,10 +75,13 @@ pub fn run(fleet: &FleetArgs) -> Result<bool, AppError> {
     for (spec, discovery) in specs.iter().zip(&discoveries) {
         match discovery {
             Ok(d) => {
-                ok &= d.incomplete.is_none();
+                ok &= d.incomplete.is_none() && d.problems.is_empty();
                 views.push(FleetView {
                     fleet: &d.fleet,
                     incomplete: d.incomplete.as_deref(),
+                    api_requests: d.usage.requests,
+                    api_not_modified: d.usage.not_modified,
+                    problems: &d.problems,
                     repositories: &d.plans,
                 });
             }
@@ -116,11 +129,22 @@ fn pick<'a>(
 }
 
 fn render(view: &FleetView<'_>) -> String {
+    let api = if view.api_requests > 0 {
+        format!(
+            " (API: {} requests, {} not modified)",
+            view.api_requests, view.api_not_modified
+        )
+    } else {
+        String::new()
+    };
     let mut out = format!(
-        "fleet {}: {} repositories\n",
+        "fleet {}: {} repositories{api}\n",
         view.fleet,
         view.repositories.len()
     );
+    for p in view.problems {
+        out.push_str(&format!("  problem: {p}\n"));
+    }
     if let Some(why) = view.incomplete {
         out.push_str(&format!(
             "  warning: the listing may be incomplete ({why}); nothing is taken for deleted\n"
@@ -138,18 +162,52 @@ fn render(view: &FleetView<'_>) -> String {
     out
 }
 
+/// The mirrors a `sync` or `plan` runs, once the fleets are discovered.
+pub struct FleetRun {
+    pub mirrors: Vec<Mirror>,
+    /// Whether discovery went without a problem (reported on stderr).
+    ok: bool,
+    /// The discoveries, by fleet name, for what follows the sync.
+    discoveries: Vec<(String, Discovery)>,
+}
+
+impl FleetRun {
+    /// After the sync: the default branch of destinations this run created. The verdict of
+    /// the fleets' part of the run.
+    pub async fn finish(self, fleets: &[FleetSpec], report: &RunReport) -> bool {
+        let synced: HashSet<String> = report
+            .mirrors
+            .iter()
+            .filter(|m| m.failures().is_empty())
+            .map(|m| m.name.clone())
+            .collect();
+        let mut ok = self.ok;
+        for (name, discovery) in &self.discoveries {
+            let Some(spec) = fleets.iter().find(|f| &f.name == name) else {
+                continue;
+            };
+            for p in fleet::after_sync(spec, discovery, &synced).await {
+                eprintln!("ferry: fleet '{name}': {p}");
+                ok = false;
+            }
+        }
+        ok
+    }
+}
+
 /// `mirrors` plus the members of every fleet the picked names may reach, then the picked
-/// ones. Discovery problems are reported on stderr and make the verdict a failure
-/// (`Ok((_, false))`), but never stop the other mirrors. A real sync also acts on deleted
-/// sources and remembers the members; a plan changes nothing.
+/// ones. Discovery problems are reported on stderr and make the verdict a failure, but never
+/// stop the other mirrors. A real sync also creates destinations, acts on deleted sources
+/// and remembers the members; a plan changes nothing.
 pub async fn with_members(
     mut mirrors: Vec<Mirror>,
     fleets: &[FleetSpec],
     names: &Names,
     settings: &Settings,
     mode: Mode,
-) -> Result<(Vec<Mirror>, bool), AppError> {
+) -> Result<FleetRun, AppError> {
     let mut ok = true;
+    let mut discoveries = Vec::new();
     for spec in fleets {
         let prefix = format!("{}/", spec.name);
         let wanted = names.picked.is_empty()
@@ -165,8 +223,10 @@ pub async fn with_members(
             eprintln!("ferry: fleet '{}': {p}", spec.name);
         }
         ok &= found.problems.is_empty();
-        let members = found.members;
-        mirrors.extend(members.into_iter().map(|m| m.mirror));
+        mirrors.extend(found.members.into_iter().map(|m| m.mirror));
+        if let Some(d) = found.discovery {
+            discoveries.push((spec.name.clone(), d));
+        }
     }
     // A fleet's own name picks all of its members.
     let mut picked = Vec::new();
@@ -191,28 +251,34 @@ pub async fn with_members(
         picked,
         config: names.config.clone(),
     };
-    Ok((select_mirrors(mirrors, &names)?, ok))
+    Ok(FleetRun {
+        mirrors: select_mirrors(mirrors, &names)?,
+        ok,
+        discoveries,
+    })
 }
 
 /// One fleet's members, and what went wrong finding them, one line each.
 struct Found {
     members: Vec<ConfiguredMirror>,
     problems: Vec<String>,
+    discovery: Option<Discovery>,
 }
 
-/// Discovers a fleet; with `act`, also acts on deleted sources and remembers the members.
-/// A fleet that cannot be discovered has no members, and says why.
+/// Discovers a fleet; with `act`, also creates destinations, acts on deleted sources and
+/// remembers the members. A fleet that cannot be discovered has no members, and says why.
 async fn find(spec: &FleetSpec, cache_dir: &Path, act: bool) -> Found {
-    let discovery = match fleet::discover(spec, cache_dir).await {
+    let mut discovery = match fleet::discover(spec, cache_dir).await {
         Ok(d) => d,
         Err(e) => {
             return Found {
                 members: Vec::new(),
                 problems: vec![e],
+                discovery: None,
             }
         }
     };
-    let (members, mut problems) = discovery.members(spec);
+    let mut problems = std::mem::take(&mut discovery.problems);
     if let Some(why) = &discovery.incomplete {
         problems.push(format!(
             "the listing may be incomplete ({why}); members it misses are still synced and \
@@ -220,9 +286,23 @@ async fn find(spec: &FleetSpec, cache_dir: &Path, act: bool) -> Found {
         ));
     }
     if act {
-        problems.extend(fleet::settle(spec, &discovery, cache_dir).await);
+        problems.extend(fleet::settle(spec, &mut discovery, cache_dir).await);
     }
-    Found { members, problems }
+    let (members, member_problems) = discovery.members(spec);
+    problems.extend(member_problems);
+    // A destination someone else owns is an error for that member (never taken over).
+    problems.extend(
+        discovery
+            .plans
+            .iter()
+            .filter(|p| p.action == Action::Skip(SkipReason::DestinationTaken))
+            .map(|p| format!("{}: {}", p.name, SkipReason::DestinationTaken.describe())),
+    );
+    Found {
+        members,
+        problems,
+        discovery: Some(discovery),
+    }
 }
 
 /// The members of every fleet, for `ferry serve` at start. Problems are logged; a fleet that

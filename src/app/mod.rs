@@ -214,7 +214,7 @@ pub fn run() -> Result<bool, AppError> {
     let prepared = prepare(&args, cli.quiet)?;
     let settings = prepared.settings;
     let (report, fleets_ok) = runtime(Threads::One)?.block_on(async {
-        let (mirrors, fleets_ok) = fleet::with_members(
+        let run = fleet::with_members(
             prepared.mirrors,
             &prepared.fleets,
             &prepared.names,
@@ -222,7 +222,9 @@ pub fn run() -> Result<bool, AppError> {
             mode,
         )
         .await?;
-        Ok::<_, AppError>((sync_mirrors(&mirrors, &settings, mode).await, fleets_ok))
+        let report = sync_mirrors(&run.mirrors, &settings, mode).await;
+        let fleets_ok = run.finish(&prepared.fleets, &report).await;
+        Ok::<_, AppError>((report, fleets_ok))
     })?;
     if args.json {
         let json = serde_json::to_string_pretty(&report).context("cannot encode the report")?;

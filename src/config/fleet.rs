@@ -6,7 +6,7 @@ use super::{
     intervals, merge, parse_interval, resolve_remote, secret, selection, ConfiguredMirror, Locator,
     RawLfsAccess, RawOptions, RawRemote,
 };
-use crate::model::fleet::{OnSourceDeleted, RepoFilter, Repository};
+use crate::model::fleet::{OnSourceDeleted, RepoFilter, Repository, Visibility};
 use crate::model::mirror::{Divergence, LfsMissing, LfsMode, Prune};
 use crate::model::provider::Provider;
 use crate::model::refs::RefSelection;
@@ -20,8 +20,15 @@ use toml::Spanned;
 pub const DEFAULT_DISCOVER_INTERVAL: Duration = Duration::from_secs(600);
 
 /// The providers a fleet's source or destination may name in this version.
-const SOURCE_PROVIDERS: &str = "directory";
-const DESTINATION_PROVIDERS: &str = "directory, url";
+const SOURCE_PROVIDERS: &str = "directory, github";
+const DESTINATION_PROVIDERS: &str = "directory, github, url";
+
+/// GitHub's API unless `api_url` names another (GitHub Enterprise Server: `https://HOST/api/v3`).
+const GITHUB_API: &str = "https://api.github.com";
+
+/// The user name git sends with a host token over HTTPS unless `username` says otherwise
+/// (GitHub accepts any name with a token; this one is what GitHub's own tools send).
+const TOKEN_USERNAME: &str = "x-access-token";
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -67,6 +74,12 @@ struct RawFleetEnd {
     path: Option<PathBuf>,
     url: Option<Spanned<String>>,
     create: Option<bool>,
+    owner: Option<String>,
+    token_env: Option<String>,
+    token_file: Option<PathBuf>,
+    api_url: Option<Spanned<String>>,
+    visibility: Option<Visibility>,
+    adopt_existing: Option<bool>,
     username: Option<String>,
     password_env: Option<String>,
     password_file: Option<PathBuf>,
@@ -93,6 +106,35 @@ pub struct FleetSpec {
 pub enum FleetSource {
     /// Every bare repository below `root`, recursively.
     Directory { root: PathBuf },
+    /// Every repository of a GitHub organisation or user.
+    GitHub(HostAccount),
+}
+
+/// An account on a host's API: whose repositories, and how to authenticate (the same token
+/// serves the API and git over HTTPS).
+#[derive(Debug, Clone)]
+pub struct HostAccount {
+    /// The API's base URL, without a trailing slash.
+    pub api: url::Url,
+    /// The organisation or user.
+    pub owner: String,
+    pub token: Secret,
+    /// The user name git sends with the token.
+    pub git_username: String,
+    /// A PEM bundle of CAs to trust for the API and git (self-hosted instances).
+    pub ca_file: Option<PathBuf>,
+}
+
+impl HostAccount {
+    /// Credentials for git over HTTPS to this host.
+    pub fn git_credentials(&self) -> Credentials {
+        Credentials {
+            username: Some(self.git_username.clone()),
+            password: Some(self.token.clone()),
+            ca_file: self.ca_file.clone(),
+            ..Credentials::default()
+        }
+    }
 }
 
 /// Where a fleet's members are mirrored to.
@@ -104,6 +146,15 @@ pub enum FleetDestination {
     Url {
         template: String,
         credentials: Credentials,
+    },
+    /// Repositories of a GitHub organisation or user, named like the source's, created when
+    /// `create` (never more public than the source). A repository there that ferry did not
+    /// create for the member is an error for that member unless `adopt_existing`.
+    GitHub {
+        account: HostAccount,
+        create: bool,
+        visibility: Visibility,
+        adopt_existing: bool,
     },
 }
 
@@ -119,14 +170,26 @@ struct MemberTemplate {
 }
 
 impl FleetSpec {
-    /// The member mirror for a repository the fleet takes.
-    pub fn member(&self, repo: &Repository) -> Result<ConfiguredMirror, String> {
+    /// The member mirror for a repository the fleet takes; `destination_url` is where a
+    /// host destination has it (from the host's API).
+    pub fn member(
+        &self,
+        repo: &Repository,
+        destination_url: Option<&str>,
+    ) -> Result<ConfiguredMirror, String> {
         let source = match &self.source {
             FleetSource::Directory { root } => {
                 Remote::parse(&root.join(&repo.path).to_string_lossy(), root)?
             }
+            FleetSource::GitHub(account) => {
+                let url = repo
+                    .clone_url
+                    .as_deref()
+                    .ok_or_else(|| format!("the host gave no clone URL for '{}'", repo.path))?;
+                host_remote(url, account)?
+            }
         };
-        let destination = self.destination.remote_for(repo)?;
+        let destination = self.destination.remote_for(repo, destination_url)?;
         let t = &self.template;
         let mut options = t.options.clone();
         if let FleetDestination::Directory { create, .. } = &self.destination {
@@ -147,10 +210,29 @@ impl FleetSpec {
     }
 }
 
+/// A repository on a host, reached over HTTPS with the account's token.
+fn host_remote(url: &str, account: &HostAccount) -> Result<Remote, String> {
+    let mut remote = Remote::parse(url, Path::new("/"))?;
+    if url_has_password(url) {
+        return Err("the host's clone URL carries a password; refusing it".into());
+    }
+    remote.credentials = account.git_credentials();
+    Ok(remote)
+}
+
 impl FleetDestination {
-    /// The destination remote of one repository.
-    pub fn remote_for(&self, repo: &Repository) -> Result<Remote, String> {
+    /// The destination remote of one repository; a host destination's URL comes from its API.
+    pub fn remote_for(&self, repo: &Repository, url: Option<&str>) -> Result<Remote, String> {
         match self {
+            FleetDestination::GitHub { account, .. } => {
+                let url = url.ok_or_else(|| {
+                    format!(
+                        "the destination repository for '{}' does not exist (yet)",
+                        repo.path
+                    )
+                })?;
+                host_remote(url, account)
+            }
             FleetDestination::Directory { root, .. } => {
                 Remote::parse(&root.join(&repo.path).to_string_lossy(), root)
             }
@@ -172,7 +254,7 @@ impl FleetDestination {
     pub fn local_path(&self, repo: &Repository) -> Option<PathBuf> {
         match self {
             FleetDestination::Directory { root, .. } => Some(root.join(&repo.path)),
-            FleetDestination::Url { .. } => None,
+            FleetDestination::Url { .. } | FleetDestination::GitHub { .. } => None,
         }
     }
 }
@@ -218,7 +300,8 @@ pub(super) fn fleets(
         .map_err(|e| errors.push(format!("{at}: {what}: include/exclude: {e}")))
         .ok();
         let on_source_deleted = f.on_source_deleted.unwrap_or_default();
-        if on_source_deleted == OnSourceDeleted::Archive {
+        let host_destination = matches!(destination, Some(FleetDestination::GitHub { .. }));
+        if on_source_deleted == OnSourceDeleted::Archive && !host_destination {
             errors.push(format!(
                 "{at}: {what}: on_source_deleted = \"archive\" needs a destination host that can \
                  archive repositories; a {} destination can \"keep\" or \"delete\"",
@@ -321,6 +404,11 @@ fn fleet_source(
 ) -> Option<FleetSource> {
     let at = loc.at(raw.provider.span());
     match raw.provider.get_ref().as_str() {
+        "github" => {
+            let what = format!("{what} source");
+            only_keys(raw, &HOST_KEYS, &at, &what, errors)?;
+            host_account(raw, base, loc, &at, &what, errors).map(FleetSource::GitHub)
+        }
         "directory" => {
             only_keys(raw, &["path"], &at, &format!("{what} source"), errors)?;
             let root = directory(raw, base, &at, &format!("{what} source"), errors)?;
@@ -359,6 +447,21 @@ fn fleet_destination(
             Some(FleetDestination::Directory {
                 root,
                 create: raw.create.unwrap_or(false),
+            })
+        }
+        "github" => {
+            let allowed: Vec<&str> = HOST_KEYS
+                .iter()
+                .chain(&["create", "visibility", "adopt_existing"])
+                .copied()
+                .collect();
+            only_keys(raw, &allowed, &at, &what, errors)?;
+            let account = host_account(raw, base, loc, &at, &what, errors)?;
+            Some(FleetDestination::GitHub {
+                account,
+                create: raw.create.unwrap_or(false),
+                visibility: raw.visibility.unwrap_or_default(),
+                adopt_existing: raw.adopt_existing.unwrap_or(false),
             })
         }
         "url" => {
@@ -430,6 +533,12 @@ fn only_keys(
     errors: &mut Vec<String>,
 ) -> Option<()> {
     let present = [
+        ("owner", raw.owner.is_some()),
+        ("token_env", raw.token_env.is_some()),
+        ("token_file", raw.token_file.is_some()),
+        ("api_url", raw.api_url.is_some()),
+        ("visibility", raw.visibility.is_some()),
+        ("adopt_existing", raw.adopt_existing.is_some()),
         ("path", raw.path.is_some()),
         ("url", raw.url.is_some()),
         ("create", raw.create.is_some()),
@@ -455,6 +564,91 @@ fn only_keys(
         stray.join(", ")
     ));
     None
+}
+
+/// The keys of a host account (source or destination).
+const HOST_KEYS: [&str; 6] = [
+    "owner",
+    "token_env",
+    "token_file",
+    "api_url",
+    "username",
+    "ca_file",
+];
+
+fn host_account(
+    raw: &RawFleetEnd,
+    base: &Path,
+    loc: &Locator<'_>,
+    at: &str,
+    what: &str,
+    errors: &mut Vec<String>,
+) -> Option<HostAccount> {
+    let provider = raw.provider.get_ref();
+    let Some(owner) = raw
+        .owner
+        .as_ref()
+        .map(|o| o.trim().to_owned())
+        .filter(|o| !o.is_empty())
+    else {
+        errors.push(format!(
+            "{at}: {what}: a {provider} account needs owner = \"<organisation or user>\""
+        ));
+        return None;
+    };
+    let token = match secret(
+        raw.token_env.as_deref(),
+        raw.token_file.as_deref(),
+        base,
+        &format!("{at}: {what}: token"),
+        ("token_env", "token_file"),
+    ) {
+        Ok(Some(token)) => token,
+        Ok(None) => {
+            errors.push(format!(
+                "{at}: {what}: a {provider} account needs a token: token_env = \"VAR\" or token_file = \"path\""
+            ));
+            return None;
+        }
+        Err(e) => {
+            errors.push(e);
+            return None;
+        }
+    };
+    let api = match &raw.api_url {
+        None => url::Url::parse(GITHUB_API).ok()?,
+        Some(v) => match url::Url::parse(v.get_ref().trim().trim_end_matches('/')) {
+            Ok(u) if matches!(u.scheme(), "http" | "https") && !url_has_password(v.get_ref()) => u,
+            _ => {
+                errors.push(format!(
+                    "{}: {what}: api_url '{}' is not an http(s) URL without credentials, like https://github.example.com/api/v3",
+                    loc.at(v.span()),
+                    crate::model::remote::redact_text(v.get_ref())
+                ));
+                return None;
+            }
+        },
+    };
+    let ca_file = match &raw.ca_file {
+        Some(p) => match super::existing_file(&base.join(p)) {
+            Ok(p) => Some(p),
+            Err(e) => {
+                errors.push(format!("{at}: {what}: ca_file: {e}"));
+                return None;
+            }
+        },
+        None => None,
+    };
+    Some(HostAccount {
+        api,
+        owner,
+        token,
+        git_username: raw
+            .username
+            .clone()
+            .unwrap_or_else(|| TOKEN_USERNAME.to_owned()),
+        ca_file,
+    })
 }
 
 fn directory(

@@ -63,8 +63,7 @@ fn walk(
                     found.push(Repository {
                         id: relative.clone(),
                         path: relative,
-                        archived: false,
-                        fork: false,
+                        ..Repository::default()
                     });
                 }
                 None => problems.push(format!(

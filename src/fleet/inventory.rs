@@ -73,6 +73,7 @@ mod tests {
         let members = vec![Known {
             id: "1".into(),
             path: "app.git".into(),
+            destination_id: Some("9".into()),
         }];
         inv.save(&members).unwrap();
         assert_eq!(inv.load().unwrap(), members);

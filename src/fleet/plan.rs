@@ -13,6 +13,9 @@ use std::collections::{HashMap, HashSet};
 pub struct Known {
     pub id: String,
     pub path: String,
+    /// The host's id of the destination repository ferry created (or adopted) for it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub destination_id: Option<String>,
 }
 
 /// What discovery decides for one repository.
@@ -86,6 +89,8 @@ pub struct Facts<'a> {
     pub lookups: &'a HashMap<String, Lookup>,
     /// Ids of listed repositories whose destination does not exist yet.
     pub missing_destinations: &'a HashSet<String>,
+    /// Ids of listed repositories whose destination exists but is not theirs.
+    pub foreign_destinations: &'a HashSet<String>,
     pub on_source_deleted: OnSourceDeleted,
 }
 
@@ -125,6 +130,9 @@ pub fn plan(facts: Facts<'_>) -> Vec<MemberPlan> {
                         Some(k) if k.path != repo.path => Action::Renamed {
                             from: k.path.clone(),
                         },
+                        _ if facts.foreign_destinations.contains(&repo.id) => {
+                            Action::Skip(SkipReason::DestinationTaken)
+                        }
                         _ if facts.missing_destinations.contains(&repo.id) => Action::Create,
                         _ => Action::Mirror,
                     }
@@ -161,8 +169,7 @@ pub fn plan(facts: Facts<'_>) -> Vec<MemberPlan> {
         let repository = Repository {
             id: k.id.clone(),
             path: k.path.clone(),
-            archived: false,
-            fork: false,
+            ..Repository::default()
         };
         plans.push(MemberPlan {
             name: repository.member_name(facts.fleet),
@@ -177,7 +184,12 @@ pub fn plan(facts: Facts<'_>) -> Vec<MemberPlan> {
 /// The known repositories after acting on `plans`: every member still synced, and every
 /// deleted source whose destination is kept or archived (so it goes on being reported);
 /// a deleted source leaves only once its destination was deleted (`deleted` lists the ids).
-pub fn next_known(plans: &[MemberPlan], deleted: &HashSet<String>) -> Vec<Known> {
+/// `destinations` maps repository ids to their destination's id on a host.
+pub fn next_known(
+    plans: &[MemberPlan],
+    deleted: &HashSet<String>,
+    destinations: &HashMap<String, String>,
+) -> Vec<Known> {
     plans
         .iter()
         .filter(|p| match &p.action {
@@ -187,6 +199,7 @@ pub fn next_known(plans: &[MemberPlan], deleted: &HashSet<String>) -> Vec<Known>
         .map(|p| Known {
             id: p.repository.id.clone(),
             path: p.repository.path.clone(),
+            destination_id: destinations.get(&p.repository.id).cloned(),
         })
         .collect()
 }
@@ -199,8 +212,7 @@ mod tests {
         Repository {
             id: id.into(),
             path: path.into(),
-            archived: false,
-            fork: false,
+            ..Repository::default()
         }
     }
 
@@ -208,6 +220,7 @@ mod tests {
         Known {
             id: id.into(),
             path: path.into(),
+            destination_id: None,
         }
     }
 
@@ -216,6 +229,7 @@ mod tests {
         known: Vec<Known>,
         lookups: HashMap<String, Lookup>,
         missing: HashSet<String>,
+        foreign: HashSet<String>,
         filter: RepoFilter,
         on_deleted: OnSourceDeleted,
     }
@@ -230,6 +244,7 @@ mod tests {
                 known: Vec::new(),
                 lookups: HashMap::new(),
                 missing: HashSet::new(),
+                foreign: HashSet::new(),
                 filter: RepoFilter::new(&["*".into()], &["legacy-*".into()], false, false).unwrap(),
                 on_deleted: OnSourceDeleted::Keep,
             }
@@ -243,6 +258,7 @@ mod tests {
                 known: &self.known,
                 lookups: &self.lookups,
                 missing_destinations: &self.missing,
+                foreign_destinations: &self.foreign,
                 on_source_deleted: self.on_deleted,
             })
             .into_iter()
@@ -286,6 +302,22 @@ mod tests {
                 (
                     "acme/app".into(),
                     Action::Skip(SkipReason::NameTaken("app".into()))
+                ),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_destination_someone_else_owns_is_never_taken_over() {
+        let mut case = Case::new(vec![repo("1", "app"), repo("2", "lib")]);
+        case.foreign.insert("2".into());
+        assert_eq!(
+            case.plan(),
+            vec![
+                ("acme/app".into(), Action::Mirror),
+                (
+                    "acme/lib".into(),
+                    Action::Skip(SkipReason::DestinationTaken)
                 ),
             ]
         );
@@ -373,10 +405,15 @@ mod tests {
             known: &case.known,
             lookups: &case.lookups,
             missing_destinations: &case.missing,
+            foreign_destinations: &case.foreign,
             on_source_deleted: case.on_deleted,
         });
-        assert_eq!(next_known(&plans, &HashSet::new()), case.known);
+        let none = HashMap::new();
+        assert_eq!(next_known(&plans, &HashSet::new(), &none), case.known);
         let deleted = HashSet::from(["2".to_string()]);
-        assert_eq!(next_known(&plans, &deleted), vec![known("1", "app")]);
+        let ids = HashMap::from([("1".to_string(), "900".to_string())]);
+        let mut app = known("1", "app");
+        app.destination_id = Some("900".into());
+        assert_eq!(next_known(&plans, &deleted, &ids), vec![app]);
     }
 }

@@ -7,7 +7,7 @@ use globset::{Glob, GlobSet, GlobSetBuilder};
 use serde::{Deserialize, Serialize};
 
 /// One repository as a source host lists it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct Repository {
     /// The host's identity for it, which survives a rename (a directory has none: its
     /// relative path stands in).
@@ -17,6 +17,15 @@ pub struct Repository {
     pub path: String,
     pub archived: bool,
     pub fork: bool,
+    /// Not visible to everyone (a destination is never made more public than its source).
+    pub private: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub default_branch: Option<String>,
+    /// Where git fetches it from (hosts; a directory's repository is its path).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub clone_url: Option<String>,
 }
 
 impl Repository {
@@ -65,6 +74,37 @@ pub enum OnSourceDeleted {
     Delete,
 }
 
+/// Who may see a repository a fleet creates on a host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Visibility {
+    #[default]
+    Private,
+    /// Everyone in the enterprise (GitHub); treated as private where a host has no such level.
+    Internal,
+    Public,
+}
+
+impl Visibility {
+    /// The visibility a destination of `source` gets: the configured one, but never more
+    /// public than the source.
+    pub fn for_source(self, source_private: bool) -> Visibility {
+        if source_private {
+            self.min(Visibility::Private)
+        } else {
+            self
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Visibility::Private => "private",
+            Visibility::Internal => "internal",
+            Visibility::Public => "public",
+        }
+    }
+}
+
 /// Which repositories of a listing a fleet takes.
 #[derive(Debug, Clone)]
 pub struct RepoFilter {
@@ -90,6 +130,8 @@ pub enum SkipReason {
     BadPath(String),
     /// Another repository of the listing already has its member name (that one's path).
     NameTaken(String),
+    /// Its destination repository exists and ferry did not create it for this repository.
+    DestinationTaken,
 }
 
 impl SkipReason {
@@ -100,6 +142,10 @@ impl SkipReason {
             SkipReason::Excluded(glob) => format!("excluded by '{glob}'"),
             SkipReason::NotIncluded => "matches no include glob".into(),
             SkipReason::BadPath(why) => why.clone(),
+            SkipReason::DestinationTaken => "its destination repository exists and ferry did not \
+                create it for this repository; set adopt_existing = true on the destination to \
+                mirror into it, or rename one of them"
+                .into(),
             SkipReason::NameTaken(other) => {
                 format!("its mirror name is taken by the repository '{other}'; exclude one of them")
             }
@@ -191,8 +237,7 @@ mod tests {
         Repository {
             id: path.into(),
             path: path.into(),
-            archived: false,
-            fork: false,
+            ..Repository::default()
         }
     }
 
@@ -250,6 +295,14 @@ mod tests {
             f.skip_reason(&repo("a/../b")),
             Some(SkipReason::BadPath(_))
         ));
+    }
+
+    #[test]
+    fn a_destination_is_never_more_public_than_its_source() {
+        assert_eq!(Visibility::Public.for_source(true), Visibility::Private);
+        assert_eq!(Visibility::Internal.for_source(true), Visibility::Private);
+        assert_eq!(Visibility::Public.for_source(false), Visibility::Public);
+        assert_eq!(Visibility::Private.for_source(false), Visibility::Private);
     }
 
     #[test]

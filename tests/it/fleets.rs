@@ -265,9 +265,19 @@ fn fleet_config_mistakes_name_the_line_and_the_fix() {
             "\"keep\" or \"delete\"",
         ),
         (
-            "{ provider = \"github\", path = \"/b\" }",
+            "{ provider = \"gitlab\", path = \"/b\" }",
             "",
-            "supported: directory, url",
+            "supported: directory, github, url",
+        ),
+        (
+            "{ provider = \"github\", owner = \"acme\" }",
+            "",
+            "needs a token: token_env",
+        ),
+        (
+            "{ provider = \"github\", owner = \"acme\", token_env = \"NOPE_UNSET\" }",
+            "",
+            "NOPE_UNSET, which is not set",
         ),
         (
             "{ provider = \"directory\", path = \"/b\", url = \"x\" }",

@@ -7,6 +7,7 @@ mod deploy;
 mod engine_trust;
 mod failures;
 mod fast_path;
+mod fleet_github;
 mod fleets;
 mod harness;
 mod http_face;

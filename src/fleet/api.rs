@@ -1,0 +1,410 @@
+//! A host's REST API, the way a well-behaved client uses it: every listing followed to its
+//! last page (`Link: <...>; rel="next"`), every GET conditional on the ETag of the last answer
+//! (an unchanged page costs no quota: GitHub does not count a 304), rate limits waited out
+//! (`Retry-After`, `X-RateLimit-Remaining: 0` + `X-RateLimit-Reset`, on 403 and 429) up to a
+//! bound, and the token sent only to the API's own origin, never logged.
+
+use crate::config::HostAccount;
+use reqwest::header::{HeaderMap, HeaderValue, AUTHORIZATION, ETAG, IF_NONE_MATCH, LINK};
+use reqwest::{Method, StatusCode};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Mutex;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// The longest a call waits for a rate limit to reset before it gives up and says so.
+const MAX_RATE_WAIT: Duration = Duration::from_secs(60);
+/// Rate-limited answers a call waits out before it gives up.
+const MAX_RATE_RETRIES: u32 = 3;
+/// A request that takes longer than this fails (a discovery must not hang).
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// Pages a listing may have; more means something is wrong (a loop of `next` links).
+const MAX_PAGES: usize = 1000;
+
+/// Why an API call failed, in words a user can act on.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ApiError {
+    #[error("not found (HTTP 404)")]
+    NotFound,
+    #[error("{0}")]
+    Failed(String),
+}
+
+/// One remembered answer: the ETag and what came with it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Remembered {
+    etag: String,
+    body: Value,
+    next: Option<String>,
+}
+
+/// Counts of one API's use, for reports and the benchmark.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Usage {
+    /// Requests sent.
+    pub requests: u32,
+    /// Answers that were 304 Not Modified (no quota used on GitHub).
+    pub not_modified: u32,
+}
+
+/// A client of one host account's API.
+pub struct Api {
+    client: reqwest::Client,
+    base: url::Url,
+    token: HeaderValue,
+    /// Where the ETag cache lives between runs (`None`: in memory only).
+    etag_file: Option<PathBuf>,
+    etags: Mutex<HashMap<String, Remembered>>,
+    usage: Mutex<Usage>,
+}
+
+impl Api {
+    /// A client for `account`; `etag_file` keeps conditional-request state between runs.
+    pub fn new(account: &HostAccount, etag_file: Option<PathBuf>) -> Result<Api, String> {
+        let mut builder = reqwest::Client::builder()
+            .timeout(REQUEST_TIMEOUT)
+            .user_agent(concat!("ferry/", env!("CARGO_PKG_VERSION")))
+            // The token must never follow a redirect to another host.
+            .redirect(reqwest::redirect::Policy::none());
+        if let Some(ca) = &account.ca_file {
+            let pem = std::fs::read(ca)
+                .map_err(|e| format!("cannot read ca_file {}: {e}", ca.display()))?;
+            let cert = reqwest::Certificate::from_pem(&pem)
+                .map_err(|e| format!("ca_file {} is not a PEM certificate: {e}", ca.display()))?;
+            builder = builder.add_root_certificate(cert);
+        }
+        let client = builder
+            .build()
+            .map_err(|e| format!("cannot set up the HTTP client: {e}"))?;
+        let mut token = HeaderValue::from_str(&format!("Bearer {}", account.token.expose()))
+            .map_err(|_| "the token has characters an HTTP header cannot carry".to_owned())?;
+        token.set_sensitive(true);
+        let etags = etag_file
+            .as_ref()
+            .and_then(|f| std::fs::read(f).ok())
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_default();
+        Ok(Api {
+            client,
+            base: account.api.clone(),
+            token,
+            etag_file,
+            etags: Mutex::new(etags),
+            usage: Mutex::new(Usage::default()),
+        })
+    }
+
+    /// The absolute URL of an API path such as `/orgs/acme/repos?per_page=100`.
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base.as_str().trim_end_matches('/'))
+    }
+
+    pub fn usage(&self) -> Usage {
+        self.usage.lock().map(|u| *u).unwrap_or_default()
+    }
+
+    /// Every item of a paginated listing, following `next` links to the end. Any page that
+    /// fails fails the whole listing: a partial listing must never pass for a complete one.
+    pub async fn get_all(&self, path: &str) -> Result<Vec<Value>, ApiError> {
+        let mut items = Vec::new();
+        let mut next = Some(self.url(path));
+        let mut count = 0;
+        while let Some(url) = next.take() {
+            count += 1;
+            if count > MAX_PAGES {
+                return Err(ApiError::Failed(format!(
+                    "the listing has more than {MAX_PAGES} pages; stopped"
+                )));
+            }
+            let (body, link) = self.get_remembered(&url).await?;
+            match body {
+                Value::Array(page) => items.extend(page),
+                other => {
+                    return Err(ApiError::Failed(format!(
+                        "{}: expected a list, got {}",
+                        self.shown(&url),
+                        kind_of(&other)
+                    )))
+                }
+            }
+            next = link;
+        }
+        Ok(items)
+    }
+
+    /// One JSON document (conditional on its last ETag).
+    pub async fn get(&self, path: &str) -> Result<Value, ApiError> {
+        self.get_remembered(&self.url(path)).await.map(|(v, _)| v)
+    }
+
+    /// A write (POST, PATCH, DELETE) with an optional JSON body; the answer's JSON (or null).
+    pub async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Result<Value, ApiError> {
+        let url = self.url(path);
+        let answer = self.call(method, &url, body, None).await?;
+        let status = answer.status();
+        let text = answer
+            .text()
+            .await
+            .map_err(|e| ApiError::Failed(format!("{}: {e}", self.shown(&url))))?;
+        if !status.is_success() {
+            return Err(self.failure(&url, status, &text));
+        }
+        if text.trim().is_empty() {
+            return Ok(Value::Null);
+        }
+        serde_json::from_str(&text)
+            .map_err(|e| ApiError::Failed(format!("{}: not JSON: {e}", self.shown(&url))))
+    }
+
+    /// Saves the ETag cache for the next run (best effort: losing it costs quota, not data).
+    pub fn save(&self) {
+        let Some(file) = &self.etag_file else { return };
+        let Ok(etags) = self.etags.lock() else { return };
+        let Ok(bytes) = serde_json::to_vec(&*etags) else {
+            return;
+        };
+        if let Some(dir) = file.parent() {
+            let _ = std::fs::create_dir_all(dir);
+        }
+        let tmp = file.with_extension(format!("tmp-{}", std::process::id()));
+        if std::fs::write(&tmp, bytes).is_ok() && std::fs::rename(&tmp, file).is_err() {
+            let _ = std::fs::remove_file(&tmp);
+        }
+    }
+
+    async fn get_remembered(&self, url: &str) -> Result<(Value, Option<String>), ApiError> {
+        let remembered = self.etags.lock().ok().and_then(|e| e.get(url).cloned());
+        let answer = self
+            .call(
+                Method::GET,
+                url,
+                None,
+                remembered.as_ref().map(|r| r.etag.as_str()),
+            )
+            .await?;
+        let status = answer.status();
+        if status == StatusCode::NOT_MODIFIED {
+            if let Ok(mut usage) = self.usage.lock() {
+                usage.not_modified += 1;
+            }
+            if let Some(r) = remembered {
+                return Ok((r.body, r.next));
+            }
+        }
+        let headers = answer.headers().clone();
+        let text = answer
+            .text()
+            .await
+            .map_err(|e| ApiError::Failed(format!("{}: {e}", self.shown(url))))?;
+        if !status.is_success() {
+            return Err(self.failure(url, status, &text));
+        }
+        let body: Value = serde_json::from_str(&text)
+            .map_err(|e| ApiError::Failed(format!("{}: not JSON: {e}", self.shown(url))))?;
+        let next = next_link(&headers);
+        if let Some(next) = &next {
+            // A next page on another origin would get the token: refuse it.
+            if !next.starts_with(self.base.as_str().trim_end_matches('/')) {
+                return Err(ApiError::Failed(format!(
+                    "{}: the next page is on another host; refusing to follow it",
+                    self.shown(url)
+                )));
+            }
+        }
+        if let Some(etag) = headers.get(ETAG).and_then(|v| v.to_str().ok()) {
+            if let Ok(mut etags) = self.etags.lock() {
+                etags.insert(
+                    url.to_owned(),
+                    Remembered {
+                        etag: etag.to_owned(),
+                        body: body.clone(),
+                        next: next.clone(),
+                    },
+                );
+            }
+        }
+        Ok((body, next))
+    }
+
+    /// Sends one request, waiting out rate limits (bounded).
+    async fn call(
+        &self,
+        method: Method,
+        url: &str,
+        body: Option<&Value>,
+        etag: Option<&str>,
+    ) -> Result<reqwest::Response, ApiError> {
+        let mut waited = 0;
+        loop {
+            let mut request = self
+                .client
+                .request(method.clone(), url)
+                .header(AUTHORIZATION, self.token.clone())
+                .header("accept", "application/vnd.github+json")
+                .header("x-github-api-version", "2022-11-28");
+            if let Some(etag) = etag {
+                request = request.header(IF_NONE_MATCH, etag);
+            }
+            if let Some(body) = body {
+                request = request.json(body);
+            }
+            if let Ok(mut usage) = self.usage.lock() {
+                usage.requests += 1;
+            }
+            let answer = request.send().await.map_err(|e| {
+                ApiError::Failed(format!("{}: {}", self.shown(url), e.without_url()))
+            })?;
+            let status = answer.status();
+            if status != StatusCode::FORBIDDEN && status != StatusCode::TOO_MANY_REQUESTS {
+                return Ok(answer);
+            }
+            let Some(wait) = rate_limit_wait(answer.headers(), SystemTime::now()) else {
+                return Ok(answer);
+            };
+            if waited >= MAX_RATE_RETRIES || wait > MAX_RATE_WAIT {
+                return Err(ApiError::Failed(format!(
+                    "{}: rate limited (HTTP {}); the limit resets in {}s; try again later",
+                    self.shown(url),
+                    status.as_u16(),
+                    wait.as_secs()
+                )));
+            }
+            tracing::warn!(url = %self.shown(url), wait_ms = wait.as_millis() as u64, "rate limited; waiting");
+            waited += 1;
+            tokio::time::sleep(wait).await;
+        }
+    }
+
+    fn failure(&self, url: &str, status: StatusCode, body: &str) -> ApiError {
+        if status == StatusCode::NOT_FOUND {
+            return ApiError::NotFound;
+        }
+        let message = serde_json::from_str::<Value>(body)
+            .ok()
+            .and_then(|v| v.get("message").and_then(Value::as_str).map(str::to_owned))
+            .unwrap_or_default();
+        let hint = match status.as_u16() {
+            401 => "; check the token (expired or revoked?)",
+            403 => "; the token lacks a permission (GitHub: repository administration for creating, metadata to list)",
+            _ => "",
+        };
+        ApiError::Failed(format!(
+            "{}: HTTP {}{}{hint}",
+            self.shown(url),
+            status.as_u16(),
+            if message.is_empty() {
+                String::new()
+            } else {
+                format!(" ({message})")
+            }
+        ))
+    }
+
+    /// A URL for messages: the path and query on the API, no credentials (there are none in
+    /// API URLs; the token travels in a header).
+    fn shown(&self, url: &str) -> String {
+        crate::model::remote::redact_text(url)
+    }
+}
+
+fn kind_of(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "a list",
+        Value::Object(_) => "an object",
+    }
+}
+
+/// The `rel="next"` target of a `Link` header.
+pub fn next_link(headers: &HeaderMap) -> Option<String> {
+    let link = headers.get(LINK)?.to_str().ok()?;
+    link.split(',').find_map(|part| {
+        let (target, params) = part.trim().split_once(';')?;
+        let is_next = params
+            .split(';')
+            .any(|p| p.trim().replace(' ', "") == "rel=\"next\"");
+        let target = target.trim().strip_prefix('<')?.strip_suffix('>')?;
+        is_next.then(|| target.to_owned())
+    })
+}
+
+/// How long a rate-limited answer asks to wait: `Retry-After` (seconds), else the reset time
+/// when no requests remain. `None`: not a rate limit (a plain 403 is a permission problem).
+pub fn rate_limit_wait(headers: &HeaderMap, now: SystemTime) -> Option<Duration> {
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    if let Some(secs) = header("retry-after").and_then(|v| v.trim().parse::<u64>().ok()) {
+        return Some(Duration::from_secs(secs));
+    }
+    if header("x-ratelimit-remaining").map(str::trim) == Some("0") {
+        let reset = header("x-ratelimit-reset")?.trim().parse::<u64>().ok()?;
+        let now = now.duration_since(UNIX_EPOCH).ok()?.as_secs();
+        // The reset is a whole second; wait past it.
+        return Some(Duration::from_secs(reset.saturating_sub(now) + 1));
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.insert(*k, HeaderValue::from_str(v).unwrap());
+        }
+        h
+    }
+
+    #[test]
+    fn the_next_link_is_found_among_the_others() {
+        let h = headers(&[(
+            "link",
+            "<https://api.github.com/orgs/a/repos?page=1>; rel=\"prev\", <https://api.github.com/orgs/a/repos?page=3>; rel=\"next\", <https://api.github.com/orgs/a/repos?page=9>; rel=\"last\"",
+        )]);
+        assert_eq!(
+            next_link(&h).as_deref(),
+            Some("https://api.github.com/orgs/a/repos?page=3")
+        );
+        let last = headers(&[(
+            "link",
+            "<https://api.github.com/orgs/a/repos?page=1>; rel=\"first\"",
+        )]);
+        assert_eq!(next_link(&last), None);
+        assert_eq!(next_link(&HeaderMap::new()), None);
+    }
+
+    #[test]
+    fn rate_limits_say_how_long_to_wait_and_a_plain_403_does_not() {
+        let now = UNIX_EPOCH + Duration::from_secs(1_000);
+        assert_eq!(
+            rate_limit_wait(&headers(&[("retry-after", "7")]), now),
+            Some(Duration::from_secs(7))
+        );
+        assert_eq!(
+            rate_limit_wait(
+                &headers(&[
+                    ("x-ratelimit-remaining", "0"),
+                    ("x-ratelimit-reset", "1010")
+                ]),
+                now
+            ),
+            Some(Duration::from_secs(11))
+        );
+        assert_eq!(
+            rate_limit_wait(&headers(&[("x-ratelimit-remaining", "12")]), now),
+            None
+        );
+        assert_eq!(rate_limit_wait(&HeaderMap::new(), now), None);
+    }
+}
