@@ -310,9 +310,12 @@ fn a_rename_on_the_source_re_points_the_member_instead_of_duplicating_it() {
     let work = WorkRepo::new().expect("work repo");
     let bare = renamed.path.display().to_string();
     work.git(&["fetch", "-q", &bare, "main"]).expect("fetch");
-    work.git(&["checkout", "-q", "-B", "next", "FETCH_HEAD"]).expect("checkout");
-    work.commit("g.txt", "after", "after the rename").expect("commit");
-    work.git(&["push", "-q", &bare, "HEAD:refs/heads/main"]).expect("push");
+    work.git(&["checkout", "-q", "-B", "next", "FETCH_HEAD"])
+        .expect("checkout");
+    work.commit("g.txt", "after", "after the rename")
+        .expect("commit");
+    work.git(&["push", "-q", &bare, "HEAD:refs/heads/main"])
+        .expect("push");
     let listed = setup.list();
     assert_eq!(action(&listed, "gh/app-renamed")["action"], "renamed");
     let run = setup.sync();
