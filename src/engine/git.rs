@@ -254,7 +254,9 @@ impl Git {
         stdin: Stdio,
     ) -> Result<tokio::process::Child, GitFailure> {
         let program = &self.inner.program;
-        tokio::process::Command::new(program)
+        let mut command = tokio::process::Command::new(program);
+        die_with_this_process(&mut command);
+        command
             .args(args)
             .current_dir(cwd)
             .env_clear()
@@ -605,6 +607,38 @@ fn ssh_command(remote: &Remote) -> String {
 fn shell_quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', "'\\''"))
 }
+
+/// Has the kernel SIGKILL the git child when ferry dies, however it dies: a node killed with
+/// `kill -9` must not leave a push running that would land behind the back of the node that
+/// takes its mirror over. (Drop-time cleanup, [`ProcessGroup`], covers every other exit.)
+/// The git child's own helpers end with it: their pipes to git close.
+///
+/// The signal is tied to the thread that spawns the child; ferry spawns git from the tokio
+/// runtime's worker threads (which live as long as the runtime) or from a thread that waits for
+/// the child, so it never fires early.
+#[cfg(target_os = "linux")]
+fn die_with_this_process(command: &mut tokio::process::Command) {
+    use nix::errno::Errno;
+    use nix::sys::{prctl, signal::Signal};
+    let ferry = nix::unistd::getpid();
+    let in_child = move || -> std::io::Result<()> {
+        prctl::set_pdeathsig(Signal::SIGKILL)?;
+        // ferry may have died between the fork and the prctl: then nobody would send it.
+        if nix::unistd::getppid() != ferry {
+            return Err(Errno::ESRCH.into());
+        }
+        Ok(())
+    };
+    // SAFETY: the closure runs in the forked child before exec; it makes only the
+    // async-signal-safe calls prctl(2) and getppid(2) and allocates nothing (an errno
+    // converts to an io::Error without allocating).
+    unsafe {
+        command.pre_exec(in_child);
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn die_with_this_process(_command: &mut tokio::process::Command) {}
 
 /// Kills the whole process group of a git call (git, its remote helpers, ssh).
 struct ProcessGroup(Option<u32>);

@@ -611,11 +611,12 @@ pub(crate) fn slow_git(dir: &Path, seconds: u32) -> PathBuf {
         .expect("git")
         .display()
         .to_string();
-    // Touches `<dir>/pushing` when a push starts waiting: the sync has fetched by then.
+    // Writes its pid (the pid the push will have) to `<dir>/pushing` when a push starts
+    // waiting: the sync has fetched by then.
     let marker = dir.join("pushing").display().to_string();
     std::fs::write(
         &path,
-        format!("#!/bin/sh\nif [ \"$1\" = push ]; then touch '{marker}'; sleep {seconds}; fi\nexec '{real}' \"$@\"\n"),
+        format!("#!/bin/sh\nif [ \"$1\" = push ]; then echo $$ > '{marker}.new'; mv '{marker}.new' '{marker}'; sleep {seconds}; fi\nexec '{real}' \"$@\"\n"),
     )
     .expect("write");
     use std::os::unix::fs::PermissionsExt;
@@ -654,6 +655,55 @@ fn kill_9_during_a_sync_loses_nothing() {
         m["behind_since"],
         Value::Null,
         "every event was handled: {m}"
+    );
+}
+
+/// Whether process `pid` has ended (gone, or a zombie nobody reaped yet).
+fn ended(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        // The state follows the parenthesised command name.
+        Ok(stat) => stat
+            .rsplit_once(") ")
+            .is_some_and(|(_, rest)| rest.starts_with('Z') || rest.starts_with('X')),
+        Err(_) => true,
+    }
+}
+
+#[test]
+fn kill_9_of_the_service_ends_the_git_push_it_was_running() {
+    let (src, dst) = pair("orphan");
+    let tools = tempfile::tempdir().unwrap();
+    let slow = slow_git(tools.path(), 120);
+    let toml = mirror_toml(
+        "o",
+        &src.url(Transport::File),
+        &dst.url(Transport::File),
+        "",
+    );
+    let mut serve = Serve::start_with_env("", &toml, &[("FERRY_GIT", slow.to_str().unwrap())]);
+    let pushing = tools.path().join("pushing");
+    serve.wait(
+        "the first sync to reach its push",
+        Duration::from_secs(10),
+        || pushing.exists(),
+    );
+    let pid: u32 = std::fs::read_to_string(&pushing)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(!ended(pid), "the push is running before the kill");
+    serve.kill9();
+    // An orphaned push would go on for two minutes and then push behind the back of
+    // whichever node takes the mirror over.
+    serve.wait(
+        "the push to end with its service",
+        Duration::from_secs(10),
+        || ended(pid),
+    );
+    assert!(
+        branches_and_tags(&dst.path()).is_empty(),
+        "the killed service's push never reached the destination"
     );
 }
 
