@@ -4,6 +4,7 @@
 
 use crate::engine::ancestry::{self, CatFile};
 use crate::engine::git::{failure_from_stderr, Call, Git, GitFailure};
+use crate::engine::ref_files;
 use crate::model::kind::{classify_stderr, ErrorKind};
 use crate::model::mirror::short_hash;
 use crate::model::refs::{parse_ref_listing, Oid, RefMap, RefSelection};
@@ -300,13 +301,7 @@ impl Cache {
                 return self.refs(selection, git).await;
             }
             // Read back what the fetch wrote: the source may have moved since it was listed.
-            let mut args = vec!["for-each-ref", "--format=%(objectname) %(refname)"];
-            args.extend(changed.iter().map(String::as_str));
-            let out = git
-                .run(self.dir(), &args, Call::default())
-                .await?
-                .check("listing the cache's refs")?;
-            let fresh = parse_ref_listing(&out.stdout);
+            let fresh = self.refs_named(&changed, git).await?;
             for name in changed {
                 match fresh.get(&name) {
                     Some(oid) => refs.insert(name, oid.clone()),
@@ -335,17 +330,7 @@ impl Cache {
     ) -> Result<(RefMap, bool), GitFailure> {
         let refspecs: Vec<String> = names.iter().map(|name| format!("+{name}:{name}")).collect();
         let updated = self.fetch(source, refspecs, false, git).await?;
-        let mut args = vec!["for-each-ref", "--format=%(objectname) %(refname)"];
-        args.extend(names.iter().map(String::as_str));
-        let out = git
-            .run(self.dir(), &args, Call::default())
-            .await?
-            .check("listing the cache's refs")?;
-        // for-each-ref matches its patterns as prefixes too: keep the exact names.
-        let refs: RefMap = parse_ref_listing(&out.stdout)
-            .into_iter()
-            .filter(|(name, _)| names.contains(name))
-            .collect();
+        let refs = self.refs_named(names, git).await?;
         if let Some(missing) = names.iter().find(|name| !refs.contains_key(*name)) {
             return Err(GitFailure::new(
                 ErrorKind::Other,
@@ -432,6 +417,9 @@ impl Cache {
     /// not pay for it); run alongside the pushes after something was fetched. Failures are
     /// only logged: a cache that is never repacked is slower, not wrong.
     pub async fn housekeeping(&self, git: &Git) {
+        if !may_need_gc(self.dir()) {
+            return;
+        }
         match git
             .run(self.dir(), &["gc", "--auto", "--quiet"], Call::default())
             .await
@@ -444,6 +432,18 @@ impl Cache {
 
     /// The cache's refs within the selection.
     pub async fn refs(&self, selection: &RefSelection, git: &Git) -> Result<RefMap, GitFailure> {
+        let mut refs = self.all_refs(git).await?;
+        refs.retain(|name, _| selection.selects(name));
+        Ok(refs)
+    }
+
+    /// Every ref of the cache: read from its files (see [`ref_files`]), else listed by git.
+    async fn all_refs(&self, git: &Git) -> Result<RefMap, GitFailure> {
+        match ref_files::read(self.dir()) {
+            Ok(Some(refs)) => return Ok(refs),
+            Ok(None) => {}
+            Err(e) => return Err(io_failure("reading the cache's refs", e)),
+        }
         let out = git
             .run(
                 self.dir(),
@@ -452,7 +452,20 @@ impl Cache {
             )
             .await?
             .check("listing the cache's refs")?;
-        Ok(selection.parse(&out.stdout))
+        Ok(parse_ref_listing(&out.stdout))
+    }
+
+    /// The values of `names` in the cache (names it does not have are left out).
+    async fn refs_named<'n>(
+        &self,
+        names: impl IntoIterator<Item = &'n String>,
+        git: &Git,
+    ) -> Result<RefMap, GitFailure> {
+        let all = self.all_refs(git).await?;
+        Ok(names
+            .into_iter()
+            .filter_map(|name| Some((name.clone(), all.get(name)?.clone())))
+            .collect())
     }
 
     /// Whether the object every ref points at can be read (objecttype makes git open it).
@@ -624,6 +637,29 @@ fn reports_errors(stderr: &str) -> bool {
         .any(|l| l.starts_with("error") || l.starts_with("fatal"))
 }
 
+/// Whether `git gc --auto` could find work in `repo`: git's own two tests with its default
+/// limits, made here first so that the usual sync starts no process for them. More loose
+/// objects than `gc.auto` (6,700), estimated as git does from the `objects/17` fan-out
+/// directory, or more packs than `gc.autoPackLimit` (50).
+fn may_need_gc(repo: &Path) -> bool {
+    const GC_AUTO: usize = 6700;
+    const GC_AUTO_PACK_LIMIT: usize = 50;
+    let count = |dir: &Path, counts: &dyn Fn(&str) -> bool| {
+        fs::read_dir(dir).map_or(0, |entries| {
+            entries
+                .filter_map(Result::ok)
+                .filter(|e| e.file_name().to_str().is_some_and(counts))
+                .count()
+        })
+    };
+    let objects = repo.join("objects");
+    let loose = count(&objects.join("17"), &|name| {
+        name.len() == 38 && name.bytes().all(|b| b.is_ascii_hexdigit())
+    });
+    let packs = count(&objects.join("pack"), &|name| name.ends_with(".pack"));
+    loose > GC_AUTO.div_ceil(256) || packs > GC_AUTO_PACK_LIMIT
+}
+
 fn io_failure(what: &str, e: std::io::Error) -> GitFailure {
     GitFailure::new(ErrorKind::Other, format!("{what}: {e}"))
 }
@@ -649,5 +685,34 @@ mod tests {
             "send-pack: unexpected disconnect while reading sideband packet\nfatal: the remote end hung up unexpectedly"
         ));
         assert!(!mentions_damage(""));
+    }
+
+    #[test]
+    fn gc_is_asked_only_past_git_s_own_auto_limits() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let repo = dir.path();
+        let fanout = repo.join("objects/17");
+        let packs = repo.join("objects/pack");
+        fs::create_dir_all(&fanout).expect("fan-out dir");
+        fs::create_dir_all(&packs).expect("pack dir");
+        assert!(!may_need_gc(repo), "an empty repository");
+        for i in 0..27 {
+            fs::write(fanout.join(format!("{i:038x}")), "").expect("object");
+        }
+        fs::write(fanout.join("tmp_obj_123456"), "").expect("temporary file");
+        assert!(
+            !may_need_gc(repo),
+            "27 loose objects in objects/17 are within 6,700"
+        );
+        fs::write(fanout.join(format!("{:038x}", 27)), "").expect("object");
+        assert!(may_need_gc(repo), "28 are past it");
+        fs::remove_dir_all(&fanout).expect("remove");
+        for i in 0..50 {
+            fs::write(packs.join(format!("pack-{i}.pack")), "").expect("pack");
+            fs::write(packs.join(format!("pack-{i}.idx")), "").expect("index");
+        }
+        assert!(!may_need_gc(repo), "50 packs are within gc.autoPackLimit");
+        fs::write(packs.join("pack-50.pack"), "").expect("pack");
+        assert!(may_need_gc(repo), "51 are past it");
     }
 }
