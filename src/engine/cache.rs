@@ -10,10 +10,11 @@ use crate::model::mirror::short_hash;
 use crate::model::refs::{parse_ref_listing, Oid, RefMap, RefSelection};
 use crate::model::remote::Remote;
 use nix::fcntl::{Flock, FlockArg};
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::fs::{self, File, OpenOptions};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 /// A cache whose packed-refs file is at least this large (about 2,000 refs) lists first.
@@ -29,6 +30,39 @@ pub enum Strategy {
     FetchFirst,
     /// List the source (beside the destination listings), fetch only what changed.
     ListFirst,
+}
+
+/// Set once a `git fetch --porcelain` was refused as an unknown option (git before 2.41).
+static FETCH_PORCELAIN_UNKNOWN: AtomicBool = AtomicBool::new(false);
+
+/// One ref a fetch changed, from a `git fetch --porcelain` line
+/// `<flag> <old-oid> <new-oid> <local-ref>` (a zero id for a ref created or pruned).
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct FetchedRef {
+    /// ` ` fast-forward, `+` forced update, `*` new, `-` pruned, `t` tag update, `!` rejected.
+    flag: char,
+    old: Option<Oid>,
+    new: Option<Oid>,
+    name: String,
+}
+
+fn parse_fetch_porcelain(stdout: &str) -> Vec<FetchedRef> {
+    let oid = |s: &str| Oid::parse(s).filter(|o| !o.as_str().bytes().all(|b| b == b'0'));
+    stdout
+        .lines()
+        .filter_map(|line| {
+            let mut chars = line.chars();
+            let flag = chars.next()?;
+            let mut rest = chars.as_str().strip_prefix(' ')?.splitn(3, ' ');
+            let (old, new, name) = (rest.next()?, rest.next()?, rest.next()?);
+            (flag != '=').then(|| FetchedRef {
+                flag,
+                old: oid(old),
+                new: oid(new),
+                name: name.to_owned(),
+            })
+        })
+        .collect()
 }
 
 /// A full fetch that updated at least this many refs is followed by `git pack-refs`.
@@ -66,6 +100,11 @@ pub struct Cache {
     /// Set when the cache's own objects were found unreadable (a corrupt pack, a missing
     /// object). The engine then rebuilds the cache and runs the mirror once more.
     damaged: AtomicBool,
+    /// Ancestry this run's fetches already established: `(old, new)` of every ref a fetch
+    /// moved, true for a fast-forward, false for a forced update. The planner's usual question
+    /// (is the destination's value, the cache's old one, an ancestor of the new?) is then
+    /// answered without reading the history again.
+    learned: Mutex<HashMap<(Oid, Oid), bool>>,
     _lock: Flock<File>,
 }
 
@@ -89,6 +128,7 @@ impl Cache {
         let cache = Cache {
             paths,
             damaged: AtomicBool::new(false),
+            learned: Mutex::default(),
             _lock: lock,
         };
         if !cache.is_intact() {
@@ -359,31 +399,45 @@ impl Cache {
         prune: bool,
         git: &Git,
     ) -> Result<usize, GitFailure> {
-        let mut args: Vec<String> = vec![
-            "fetch".into(),
-            "--no-tags".into(),
-            "--no-write-fetch-head".into(),
-            "--no-recurse-submodules".into(),
-            "--progress".into(),
-        ];
-        if prune {
-            args.push("--prune".into());
-        }
-        args.push("--".into());
-        args.push(source.git_url().into());
-        args.extend(refspecs);
-        let argv: Vec<&str> = args.iter().map(String::as_str).collect();
         let what = format!("fetch from the source {}", source.display());
-        let out = git
-            .run(
-                self.dir(),
-                &argv,
-                Call {
-                    remote: Some(source),
-                    transfer: true,
-                },
-            )
-            .await?;
+        let fetch = |porcelain: bool| {
+            let mut args: Vec<String> = vec![
+                "fetch".into(),
+                "--no-tags".into(),
+                "--no-write-fetch-head".into(),
+                "--no-recurse-submodules".into(),
+                "--progress".into(),
+            ];
+            if porcelain {
+                args.push("--porcelain".into());
+            }
+            if prune {
+                args.push("--prune".into());
+            }
+            args.push("--".into());
+            args.push(source.git_url().into());
+            args.extend(refspecs.iter().cloned());
+            async move {
+                let argv: Vec<&str> = args.iter().map(String::as_str).collect();
+                git.run(
+                    self.dir(),
+                    &argv,
+                    Call {
+                        remote: Some(source),
+                        transfer: true,
+                    },
+                )
+                .await
+            }
+        };
+        let porcelain = !FETCH_PORCELAIN_UNKNOWN.load(Ordering::Relaxed);
+        let mut out = fetch(porcelain).await?;
+        if porcelain && !out.success && out.stderr.contains("unknown option `porcelain'") {
+            // git older than 2.41: the summary on stderr still counts the updates.
+            FETCH_PORCELAIN_UNKNOWN.store(true, Ordering::Relaxed);
+            out = fetch(false).await?;
+        }
+        let porcelain = porcelain && !FETCH_PORCELAIN_UNKNOWN.load(Ordering::Relaxed);
         self.note_damage(&out.stderr, git).await;
         if !out.success {
             let mut failure = failure_from_stderr(&what, &out.stderr);
@@ -408,9 +462,20 @@ impl Cache {
                 ),
             ));
         }
-        // git lists each updated, created or pruned ref as "... <src> -> <dst>"; nothing at all
-        // when nothing changed.
-        Ok(out.stderr.lines().filter(|l| l.contains(" -> ")).count())
+        if !porcelain {
+            // git lists each updated, created or pruned ref as "... <src> -> <dst>"; nothing
+            // at all when nothing changed.
+            return Ok(out.stderr.lines().filter(|l| l.contains(" -> ")).count());
+        }
+        let updates = parse_fetch_porcelain(&out.stdout);
+        if let Ok(mut learned) = self.learned.lock() {
+            for u in &updates {
+                if let (Some(old), Some(new), ' ' | '+') = (&u.old, &u.new, u.flag) {
+                    learned.insert((old.clone(), new.clone()), u.flag == ' ');
+                }
+            }
+        }
+        Ok(updates.len())
     }
 
     /// `git gc --auto` (fetches run with automatic maintenance off, so that a no-op fetch does
@@ -522,6 +587,38 @@ impl Cache {
     /// have (commits pushed only to a destination) answer false; a hole in the cache's history
     /// answers false too, and gets the cache checked.
     pub async fn ancestry(
+        &self,
+        questions: &[(Oid, Oid)],
+        git: &Git,
+    ) -> Result<Vec<bool>, GitFailure> {
+        let learned: Vec<Option<bool>> = match self.learned.lock() {
+            Ok(learned) => questions
+                .iter()
+                .map(|(a, d)| {
+                    if a == d {
+                        Some(true)
+                    } else {
+                        learned.get(&(a.clone(), d.clone())).copied()
+                    }
+                })
+                .collect(),
+            Err(_) => vec![None; questions.len()],
+        };
+        let open: Vec<(Oid, Oid)> = questions
+            .iter()
+            .zip(&learned)
+            .filter(|(_, known)| known.is_none())
+            .map(|(q, _)| q.clone())
+            .collect();
+        let mut answers = self.read_ancestry(&open, git).await?.into_iter();
+        Ok(learned
+            .into_iter()
+            .map(|known| known.or_else(|| answers.next()).unwrap_or(false))
+            .collect())
+    }
+
+    /// [`Cache::ancestry`] for questions only the history can answer.
+    async fn read_ancestry(
         &self,
         questions: &[(Oid, Oid)],
         git: &Git,
@@ -714,5 +811,29 @@ mod tests {
         assert!(!may_need_gc(repo), "50 packs are within gc.autoPackLimit");
         fs::write(packs.join("pack-50.pack"), "").expect("pack");
         assert!(may_need_gc(repo), "51 are past it");
+    }
+
+    #[test]
+    fn fetch_porcelain_lines_give_each_ref_s_flag_and_ids() {
+        let (a, b) = ("a".repeat(40), "b".repeat(40));
+        let zero = "0".repeat(40);
+        let out = format!(
+            "  {a} {b} refs/heads/main\n+ {b} {a} refs/heads/rewritten\n* {zero} {b} refs/tags/v1\n- {a} {zero} refs/heads/gone\n= {a} {a} refs/heads/same\nnot a line\n"
+        );
+        let parsed = parse_fetch_porcelain(&out);
+        let (a, b) = (Oid::parse(&a), Oid::parse(&b));
+        let flags: Vec<(char, Option<Oid>, Option<Oid>, &str)> = parsed
+            .iter()
+            .map(|r| (r.flag, r.old.clone(), r.new.clone(), r.name.as_str()))
+            .collect();
+        assert_eq!(
+            flags,
+            vec![
+                (' ', a.clone(), b.clone(), "refs/heads/main"),
+                ('+', b.clone(), a.clone(), "refs/heads/rewritten"),
+                ('*', None, b.clone(), "refs/tags/v1"),
+                ('-', a, None, "refs/heads/gone"),
+            ]
+        );
     }
 }
