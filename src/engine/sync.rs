@@ -20,10 +20,14 @@ use crate::engine::report::{
 };
 use crate::model::kind::{classify_ref_rejection, ErrorKind};
 use crate::model::mirror::{short_hash, Mirror, Settings};
+use crate::model::mirror::{Divergence, Prune};
 use crate::model::refs::{Oid, RefMap, RefSelection};
 use crate::model::remote::{Remote, Secret};
-use futures::future::join_all;
+use futures::future::{join_all, maybe_done, poll_fn, select, BoxFuture, Either, MaybeDone};
 use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::future::Future;
+use std::pin::{pin, Pin};
+use std::task::Context;
 use std::time::Instant;
 
 /// Refs per `git push` when not atomic: keeps argv well under the kernel's limit on repos with
@@ -230,7 +234,7 @@ async fn attempt(
             timeout: git.timeout(),
         },
     };
-    let listings = join_all(
+    let prepared = join_all(
         mirror
             .destinations
             .iter()
@@ -255,7 +259,7 @@ async fn attempt(
         }
         fetch_selection(mirror, cache, git).await
     };
-    let (source, listings) = tokio::join!(fetch, listings);
+    let (source, prepared) = beside_the_fetch(fetch, prepared).await;
     let source = match source {
         Ok(source) => source,
         Err(e) => return source_failed(mirror, e),
@@ -267,7 +271,7 @@ async fn attempt(
     let per_dest = mirror
         .destinations
         .iter()
-        .zip(listings)
+        .zip(prepared)
         .map(|(dest, prepared)| sync_destination(pass, source_refs, dest, prepared));
     let (reports, ()) = tokio::join!(join_all(per_dest), async {
         if source.fetched {
@@ -512,22 +516,87 @@ impl Pass<'_> {
     }
 }
 
-/// A destination's record, and its listing unless the record is trusted instead.
-struct Prepared {
+/// A destination's listing, started beside the source's fetch.
+type Listing<'a> = Pin<Box<MaybeDone<BoxFuture<'a, Result<RefMap, GitFailure>>>>>;
+
+/// A destination's record, and how the run learns what the destination holds.
+struct Prepared<'a> {
     record: Result<Record, StoreError>,
-    /// `None`: the record is trusted as what the destination holds; nothing was listed.
-    listing: Option<Result<RefMap, GitFailure>>,
+    /// Where the destination's refs come from (see [`prepare_destination`]).
+    trust: Trust,
+    /// The listing, when one was started.
+    listing: Option<Listing<'a>>,
 }
 
-/// Reads the destination's record and, unless it can be trusted, lists the destination (both
-/// beside the source's fetch). A focused run (the refs an event named) trusts a non-empty
-/// record as what the destination holds for those refs: it plans from it and pushes with a
-/// lease per ref on the recorded value, so a destination that changed behind ferry's back
-/// fails the lease, and then it is listed and re-planned. Every other run lists: the policies
-/// need the whole destination (`abort` looks at every ref, `prune = all` deletes refs ferry
-/// never recorded, and refs only the destination has are reported), and so does a local
-/// destination that does not exist yet (it may have to be created).
-async fn prepare_destination(pass: Pass<'_>, dest: &Remote, focused: bool) -> Prepared {
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Trust {
+    /// Plan from the listing.
+    Listing,
+    /// Plan from the record; nothing was listed (a focused run).
+    Record,
+    /// Plan from the record when that plan pushes something; else from the listing (started
+    /// beside the fetch all the same), so that a run with nothing to push still reports what
+    /// changed on the destination behind ferry's back. A listing not needed is stopped.
+    RecordWhenPushing,
+}
+
+impl Prepared<'_> {
+    /// Lets a started listing make progress (it keeps its result once done).
+    fn drive(&mut self, cx: &mut Context<'_>) {
+        if let Some(listing) = &mut self.listing {
+            if let MaybeDone::Future(_) = listing.as_mut().get_mut() {
+                let _ = listing.as_mut().poll(cx);
+            }
+        }
+    }
+}
+
+/// A started listing's result, waiting for it to finish; `None` when none was started.
+async fn listed(listing: Option<Listing<'_>>) -> Option<Result<RefMap, GitFailure>> {
+    let mut listing = listing?;
+    listing.as_mut().await;
+    listing.as_mut().take_output()
+}
+
+/// Runs `fetch` while the destinations are prepared, and keeps their listings going until the
+/// fetch is done (each one's result is kept for whoever needs it).
+async fn beside_the_fetch<'a, F: Future>(
+    fetch: F,
+    prepared: impl Future<Output = Vec<Prepared<'a>>>,
+) -> (F::Output, Vec<Prepared<'a>>) {
+    let mut fetch = pin!(fetch);
+    let prepared = pin!(prepared);
+    let (fetched, mut prepared) = match select(fetch.as_mut(), prepared).await {
+        Either::Left((fetched, prepared)) => (Some(fetched), prepared.await),
+        Either::Right((prepared, _)) => (None, prepared),
+    };
+    let fetched = match fetched {
+        Some(fetched) => fetched,
+        None => {
+            poll_fn(|cx| {
+                for p in &mut prepared {
+                    p.drive(cx);
+                }
+                fetch.as_mut().poll(cx)
+            })
+            .await
+        }
+    };
+    (fetched, prepared)
+}
+
+/// Reads the destination's record and decides how the run learns what the destination holds.
+///
+/// The record stands in for a listing where that is safe: every push carries a lease on the
+/// recorded value, so a destination that changed behind ferry's back fails the lease, and
+/// then it is listed and re-planned. A focused run (the refs an event named) plans from a
+/// non-empty record and lists nothing. Any other sync with a non-empty record starts the
+/// listing beside the fetch but plans from the record when that plan pushes something (see
+/// [`Trust::RecordWhenPushing`]). The listing decides when the policies need the whole
+/// destination (`divergence = abort` looks at every ref, `prune = all` deletes refs ferry never
+/// recorded), when the run verifies (`verify`, reconcile runs), plans (`ferry plan`), has no
+/// record yet, or may have to create a local destination.
+async fn prepare_destination<'a>(pass: Pass<'a>, dest: &'a Remote, focused: bool) -> Prepared<'a> {
     let mirror = pass.mirror;
     let key = RecordKey {
         source: &mirror.source,
@@ -536,20 +605,35 @@ async fn prepare_destination(pass: Pass<'_>, dest: &Remote, focused: bool) -> Pr
     };
     let record = Record::load(pass.records.store, key).await;
     let missing_locally = dest.local_path().is_some_and(|p| !p.exists());
-    let trusted = focused && !missing_locally && record.as_ref().is_ok_and(|r| !r.refs.is_empty());
-    let listing = if trusted {
-        None
+    let recorded = !missing_locally && record.as_ref().is_ok_and(|r| !r.refs.is_empty());
+    let policy_allows = mirror.policy.divergence != Divergence::Abort
+        && mirror.policy.prune != Prune::All
+        && !mirror.verify
+        && pass.mode == Mode::Sync;
+    let trust = if focused && recorded {
+        Trust::Record
+    } else if recorded && policy_allows {
+        Trust::RecordWhenPushing
     } else {
-        Some(list_destination(mirror, dest, pass.mode, pass.git).await)
+        Trust::Listing
     };
-    Prepared { record, listing }
+    let listing = (trust != Trust::Record).then(|| -> Listing<'a> {
+        Box::pin(maybe_done(Box::pin(list_destination(
+            mirror, dest, pass.mode, pass.git,
+        ))))
+    });
+    Prepared {
+        record,
+        trust,
+        listing,
+    }
 }
 
 async fn sync_destination(
     pass: Pass<'_>,
     source_refs: &RefMap,
     dest: &Remote,
-    prepared: Prepared,
+    prepared: Prepared<'_>,
 ) -> DestinationReport {
     let Pass {
         mirror,
@@ -566,7 +650,12 @@ async fn sync_destination(
         destination: dest,
         selection: &mirror.selection,
     };
-    let mut record = match prepared.record {
+    let Prepared {
+        record,
+        trust,
+        listing: started,
+    } = prepared;
+    let mut record = match record {
         Ok(r) => r,
         Err(e) => {
             return DestinationReport::failed(
@@ -578,11 +667,37 @@ async fn sync_destination(
             )
         }
     };
-    let listing = match prepared.listing {
+    let known = pass.scope(&record.with_assumed(records.assumed));
+    let mut plan_from_record = None;
+    if trust == Trust::RecordWhenPushing {
+        match make_plan(
+            mirror,
+            cache,
+            git,
+            source_refs,
+            &pass.scope(&record.refs),
+            &known,
+        )
+        .await
+        {
+            Ok(plan) if plan.pushes().next().is_some() => plan_from_record = Some(plan),
+            Ok(_) => {}
+            Err(e) => return DestinationReport::failed(url, e.into()),
+        }
+    }
+    let listing = match (trust, &plan_from_record) {
+        (Trust::RecordWhenPushing, Some(_)) => {
+            // Not needed: stopped now (its git killed), not after the push.
+            drop(started);
+            None
+        }
         // The focused fetch failed and the run fell back to the whole selection, which needs
         // the whole destination.
-        None if focus.is_none() => Some(list_destination(mirror, dest, mode, git).await),
-        listing => listing,
+        (Trust::Record, _) if focus.is_none() => {
+            Some(list_destination(mirror, dest, mode, git).await)
+        }
+        (Trust::Record, _) => None,
+        (Trust::RecordWhenPushing, None) | (Trust::Listing, _) => listed(started).await,
     };
     let listed = listing.is_some();
     let dest_refs = match listing {
@@ -590,10 +705,12 @@ async fn sync_destination(
         Some(Err(e)) => return DestinationReport::failed(url, e.into()),
         None => pass.scope(&record.refs),
     };
-    let known = pass.scope(&record.with_assumed(records.assumed));
-    let plan = match make_plan(mirror, cache, git, source_refs, &dest_refs, &known).await {
-        Ok(p) => p,
-        Err(e) => return DestinationReport::failed(url, e.into()),
+    let plan = match plan_from_record {
+        Some(plan) => plan,
+        None => match make_plan(mirror, cache, git, source_refs, &dest_refs, &known).await {
+            Ok(p) => p,
+            Err(e) => return DestinationReport::failed(url, e.into()),
+        },
     };
 
     if mode == Mode::Plan {

@@ -304,3 +304,14 @@ pub fn branches_and_tags(path: &Path) -> BTreeMap<String, String> {
         .filter(|(n, _)| n.starts_with("refs/heads/") || n.starts_with("refs/tags/"))
         .collect()
 }
+
+/// Whether process `pid` has ended (gone, or a zombie nobody reaped yet).
+pub fn ended(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        // The state follows the parenthesised command name.
+        Ok(stat) => stat
+            .rsplit_once(") ")
+            .is_some_and(|(_, rest)| rest.starts_with('Z') || rest.starts_with('X')),
+        Err(_) => true,
+    }
+}

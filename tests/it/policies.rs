@@ -6,7 +6,7 @@ use ferry_testkit::{git, WorkRepo};
 
 /// Pushes a commit nobody else has straight to the destination's main (someone working
 /// behind ferry's back). Returns its id.
-fn out_of_band_commit(dst: &Repo) -> String {
+pub(crate) fn out_of_band_commit(dst: &Repo) -> String {
     let work = WorkRepo::new().expect("work repo");
     let path = dst.path().display().to_string();
     work.git(&["fetch", "-q", &path, "main:main", "--update-head-ok"])

@@ -2,7 +2,7 @@
 //! every provider, CodeCommit events, bursts, many mirrors, crashes, polling, reconciliation,
 //! permanent failures, notifications, the status page in a real browser.
 
-use crate::harness::{branches_and_tags, servers, Repo, Transport};
+use crate::harness::{branches_and_tags, ended, servers, Repo, Transport};
 use ferry_testkit::{WorkRepo, WRITER};
 use hmac::{Hmac, Mac};
 use serde_json::{json, Value};
@@ -656,17 +656,6 @@ fn kill_9_during_a_sync_loses_nothing() {
         Value::Null,
         "every event was handled: {m}"
     );
-}
-
-/// Whether process `pid` has ended (gone, or a zombie nobody reaped yet).
-fn ended(pid: u32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        // The state follows the parenthesised command name.
-        Ok(stat) => stat
-            .rsplit_once(") ")
-            .is_some_and(|(_, rest)| rest.starts_with('Z') || rest.starts_with('X')),
-        Err(_) => true,
-    }
 }
 
 #[test]
