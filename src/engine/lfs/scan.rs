@@ -8,6 +8,7 @@ use crate::model::kind::ErrorKind;
 use crate::model::refs::Oid;
 use std::collections::{BTreeMap, HashSet};
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 /// Requests written to `cat-file` before its answers are read: small enough that the requests
 /// never fill the pipe while git waits for its answers to be read.
@@ -31,8 +32,13 @@ pub async fn pointers(
     from: &[&Oid],
     stop: &[&Oid],
 ) -> Result<Vec<Found>, GitFailure> {
-    let objects = small_objects(git, repo, from, stop).await?;
-    let candidates = pointer_sized_blobs(git, repo, &objects).await?;
+    let candidates = match small_blobs(git, repo, from, stop).await? {
+        Some(blobs) => blobs,
+        None => {
+            let objects = small_objects(git, repo, from, stop).await?;
+            pointer_sized_blobs(git, repo, &objects).await?
+        }
+    };
     read_pointers(git, repo, &candidates).await
 }
 
@@ -64,10 +70,50 @@ pub async fn refs_holding(
     Ok(holding)
 }
 
+/// Set once git refused the filter by object type (git before 2.32).
+static NO_TYPE_FILTER: AtomicBool = AtomicBool::new(false);
+
+/// The blobs small enough to be pointers reachable from `from` and not from `stop`, from one
+/// `rev-list` filtered by size and type: the usual commit adds no such blob, and then nothing
+/// else is read. `None` when this git cannot filter by type (see [`small_objects`]).
+async fn small_blobs(
+    git: &Git,
+    repo: &Path,
+    from: &[&Oid],
+    stop: &[&Oid],
+) -> Result<Option<Vec<Oid>>, GitFailure> {
+    if NO_TYPE_FILTER.load(Ordering::Relaxed) {
+        return Ok(None);
+    }
+    let size = format!("--filter=blob:limit={}", MAX_POINTER_SIZE + 1);
+    let args = [
+        "rev-list",
+        "--objects",
+        &size,
+        "--filter=object:type=blob",
+        "--ignore-missing",
+        "--stdin",
+    ];
+    match walk(git, repo, &args, from, stop).await {
+        // The filter does not apply to commits; unlike a blob, a commit has no path after it.
+        Ok(lines) => Ok(Some(
+            lines
+                .iter()
+                .filter_map(|line| line.split_once(' '))
+                .filter_map(|(oid, _path)| Oid::parse(oid))
+                .collect(),
+        )),
+        Err(e) if e.message.contains("object:type") || e.message.contains("filter-spec") => {
+            NO_TYPE_FILTER.store(true, Ordering::Relaxed);
+            Ok(None)
+        }
+        Err(e) => Err(e),
+    }
+}
+
 /// The commits, trees and the blobs small enough to be pointers reachable from `from` and not
-/// from `stop` (`rev-list --objects` without large blobs; revisions through stdin, so any
-/// number of refs fits). git 2.31 has no filter by object type: `pointer_sized_blobs` sorts
-/// them.
+/// from `stop` (`rev-list --objects` without large blobs), for a git that cannot filter by
+/// object type: `pointer_sized_blobs` sorts them.
 async fn small_objects(
     git: &Git,
     repo: &Path,
@@ -75,17 +121,28 @@ async fn small_objects(
     stop: &[&Oid],
 ) -> Result<Vec<Oid>, GitFailure> {
     let filter = format!("--filter=blob:limit={}", MAX_POINTER_SIZE + 1);
-    let mut session = git.session(
-        repo,
-        &[
-            "rev-list",
-            "--objects",
-            "--no-object-names",
-            &filter,
-            "--ignore-missing",
-            "--stdin",
-        ],
-    )?;
+    let args = [
+        "rev-list",
+        "--objects",
+        "--no-object-names",
+        &filter,
+        "--ignore-missing",
+        "--stdin",
+    ];
+    let lines = walk(git, repo, &args, from, stop).await?;
+    Ok(lines.iter().filter_map(|l| Oid::parse(l.trim())).collect())
+}
+
+/// Runs the `rev-list ... --stdin` of `args` over `from` and not `stop` (revisions through
+/// stdin, so any number of refs fits); its output lines.
+async fn walk(
+    git: &Git,
+    repo: &Path,
+    args: &[&str],
+    from: &[&Oid],
+    stop: &[&Oid],
+) -> Result<Vec<String>, GitFailure> {
+    let mut session = git.session(repo, args)?;
     for oid in from {
         session.send(oid.as_str()).await?;
     }
@@ -93,11 +150,9 @@ async fn small_objects(
         session.send(&format!("^{oid}")).await?;
     }
     session.close_input();
-    let mut objects = Vec::new();
+    let mut lines = Vec::new();
     while let Some(line) = session.read_line().await? {
-        if let Some(oid) = Oid::parse(line.trim()) {
-            objects.push(oid);
-        }
+        lines.push(line.trim_end().to_owned());
     }
     let out = session.finish().await?;
     if !out.success {
@@ -109,7 +164,7 @@ async fn small_objects(
             ),
         ));
     }
-    Ok(objects)
+    Ok(lines)
 }
 
 /// The blobs of `objects` whose size a pointer can have (one `cat-file --batch-check`).
