@@ -11,8 +11,15 @@
 //! Then the Git LFS rows: an incremental sync with 1,000 (and 100) LFS objects where one
 //! commit adds one, with LFS and without.
 //!
-//! `cargo run --release -p ferry-bench [-- --quick] [-- --runs N] [-- --service-only | --lfs-only]`
+//! Then the cluster section: three `ferry serve` nodes on one PostgreSQL (webhook -> destination
+//! and acknowledgement latency with the webhooks spread over the nodes, and the takeover of a
+//! node killed with SIGKILL mid-sync).
+//!
+//! `cargo run --release -p ferry-bench -- [--quick] [--runs N] [--repo NAME]
+//! [--sync-only | --service-only | --cluster-only | --lfs-only]` (`--service-only` runs both
+//! service sections; `--repo` keeps one repository's rows of the CLI table).
 
+mod cluster;
 mod ferry_bin;
 mod fixture;
 mod lfs;
@@ -43,28 +50,54 @@ const DEFAULT_RUNS: usize = 5;
 const QUICK_RUNS: usize = 2;
 const CLASSIC_RUNS_LARGE: usize = 3;
 
-const USAGE: &str = "usage: ferry-bench [--quick] [--runs N] [--service-only | --lfs-only]";
+const USAGE: &str = "usage: ferry-bench [--quick] [--runs N] [--repo NAME]
+                   [--sync-only | --service-only | --cluster-only | --lfs-only]";
+
+/// Which sections a run measures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Sections {
+    All,
+    /// The CLI table (and its targets) only.
+    Sync,
+    /// The one-node service section and the cluster section.
+    Service,
+    /// The cluster section (three nodes on PostgreSQL) only.
+    Cluster,
+    /// The Git LFS rows only.
+    Lfs,
+}
 
 struct Options {
     quick: bool,
     runs: usize,
-    /// Skip the sync table; only the service section.
-    service_only: bool,
-    /// Only the Git LFS rows.
-    lfs_only: bool,
+    sections: Sections,
+    /// Only this repository's rows in the CLI table (`small`, `large`, `many-refs`).
+    repo: Option<String>,
 }
 
 fn parse_args() -> Result<Options> {
     let mut quick = false;
-    let mut service_only = false;
-    let mut lfs_only = false;
+    let mut sections = Sections::All;
+    let mut repo = None;
     let mut runs = None;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
+        let only = match arg.as_str() {
+            "--sync-only" => Some(Sections::Sync),
+            "--service-only" => Some(Sections::Service),
+            "--cluster-only" => Some(Sections::Cluster),
+            "--lfs-only" => Some(Sections::Lfs),
+            _ => None,
+        };
+        if let Some(only) = only {
+            if sections != Sections::All {
+                bail!("only one of --sync-only, --service-only, --cluster-only and --lfs-only\n{USAGE}");
+            }
+            sections = only;
+            continue;
+        }
         match arg.as_str() {
             "--quick" => quick = true,
-            "--service-only" => service_only = true,
-            "--lfs-only" => lfs_only = true,
             "--runs" => {
                 let n = args.next().context("--runs needs a number")?;
                 let n: usize = n.parse().with_context(|| format!("bad --runs {n:?}"))?;
@@ -72,6 +105,13 @@ fn parse_args() -> Result<Options> {
                     bail!("--runs must be at least 1");
                 }
                 runs = Some(n);
+            }
+            "--repo" => {
+                let name = args.next().context("--repo needs a name")?;
+                if !RepoSpec::all(false).iter().any(|spec| spec.name == name) {
+                    bail!("unknown --repo {name:?}: use small, large or many-refs");
+                }
+                repo = Some(name);
             }
             "-h" | "--help" => {
                 println!("{USAGE}");
@@ -81,14 +121,11 @@ fn parse_args() -> Result<Options> {
         }
     }
     let runs = runs.unwrap_or(if quick { QUICK_RUNS } else { DEFAULT_RUNS });
-    if service_only && lfs_only {
-        bail!("--service-only and --lfs-only exclude each other\n{USAGE}");
-    }
     Ok(Options {
         quick,
         runs,
-        service_only,
-        lfs_only,
+        sections,
+        repo,
     })
 }
 
@@ -97,7 +134,7 @@ fn main() -> Result<()> {
     let options = parse_args()?;
     eprintln!("building ferry (release)...");
     let ferry = ferry_bin::build_release()?;
-    if options.lfs_only {
+    if options.sections == Sections::Lfs {
         eprintln!("starting git servers...");
         let servers = Servers::start().context("failed to start testkit's git servers")?;
         let rows = lfs::run(&servers, &ferry, options.runs)?;
@@ -120,38 +157,59 @@ fn main() -> Result<()> {
         runs: options.runs,
         classic_runs_large: CLASSIC_RUNS_LARGE,
     };
-    let (rows, lfs_rows) = if options.service_only {
-        (vec![], vec![])
+    let sync_part = matches!(options.sections, Sections::All | Sections::Sync);
+    let (rows, lfs_rows) = if sync_part {
+        let measured: Vec<Generated> = repos
+            .iter()
+            .filter(|r| {
+                options
+                    .repo
+                    .as_deref()
+                    .is_none_or(|name| r.spec.name == name)
+            })
+            .cloned()
+            .collect();
+        let rows = measure_all(&servers, &ferry, &measured, rounds)?;
+        let lfs_rows = if options.sections == Sections::All {
+            lfs::run(&servers, &ferry, options.runs)?
+        } else {
+            vec![]
+        };
+        (rows, lfs_rows)
     } else {
-        (
-            measure_all(&servers, &ferry, &repos, rounds)?,
-            lfs::run(&servers, &ferry, options.runs)?,
-        )
+        (vec![], vec![])
     };
-    let counts = service::Counts::new(options.quick);
-    let service = repos
+    let small = repos
         .iter()
         .find(|r| r.spec.name == "small")
-        .context("no small repo to mirror in the service section")
-        .and_then(|repo| service::run(&servers, &ferry, repo, counts))
-        .context("the service section failed");
+        .context("no small repo to mirror in the service sections")?;
+    let service = matches!(options.sections, Sections::All | Sections::Service).then(|| {
+        service::run(&servers, &ferry, small, service::Counts::new(options.quick))
+            .context("the service section failed")
+    });
+    let cluster = matches!(
+        options.sections,
+        Sections::All | Sections::Service | Sections::Cluster
+    )
+    .then(|| {
+        cluster::run(&servers, &ferry, small, cluster::Counts::new(options.quick))
+            .context("the cluster section failed")
+    });
     drop(servers);
-    if !options.service_only {
+    if sync_part {
         print_report(&options, &ferry, &rows)?;
+    }
+    if !lfs_rows.is_empty() {
         print_lfs(&lfs_rows);
     }
-    let service = match service {
-        Ok(results) => {
-            print_service(&results);
-            Ok(())
-        }
-        Err(e) => Err(e),
-    };
+    // Print what was measured before reporting a section that failed.
+    let service = print_section(service, print_service);
+    let cluster = print_section(cluster, print_cluster);
     println!(
         "\nTotal benchmark time: {:.1} s",
         started.elapsed().as_secs_f64()
     );
-    service
+    service.and(cluster)
 }
 
 fn measure_all(
@@ -247,4 +305,27 @@ fn print_service(results: &service::ServiceResults) {
     println!("\n{}", service_report::methods(results));
     println!("## Service targets\n");
     print!("{}", service_report::targets(results));
+}
+
+fn print_cluster(results: &cluster::ClusterResults) {
+    println!(
+        "\n## Cluster ({} `ferry serve` nodes on PostgreSQL)\n",
+        cluster::NODES.len()
+    );
+    print!("{}", cluster::table(results));
+    println!("\n{}", cluster::methods(results));
+    println!("## Cluster targets\n");
+    print!("{}", cluster::targets(results));
+}
+
+/// Prints a section that was measured; its error, if it failed.
+fn print_section<T>(section: Option<Result<T>>, print: fn(&T)) -> Result<()> {
+    match section {
+        Some(Ok(results)) => {
+            print(&results);
+            Ok(())
+        }
+        Some(Err(e)) => Err(e),
+        None => Ok(()),
+    }
 }

@@ -39,6 +39,17 @@ impl Serve {
     /// 127.0.0.1:0) to `dir/ferry.toml` and starts `ferry serve` on it,
     /// waiting for its "ferry serve is ready" log line.
     pub fn start(ferry: &Path, dir: &Path, config: &str, password: &str) -> Result<Serve> {
+        Serve::start_with_env(ferry, dir, config, password, &[])
+    }
+
+    /// [`Serve::start`] with `env` added to the service's environment.
+    pub fn start_with_env(
+        ferry: &Path,
+        dir: &Path,
+        config: &str,
+        password: &str,
+        env: &[(&str, &str)],
+    ) -> Result<Serve> {
         let config_path = dir.join("ferry.toml");
         fs::write(&config_path, config)
             .with_context(|| format!("failed to write {}", config_path.display()))?;
@@ -51,6 +62,7 @@ impl Serve {
             .env(SECRET_VAR, SECRET)
             .env(PASSWORD_VAR, password)
             .env_remove("FERRY_LOG")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped());

@@ -32,8 +32,8 @@ const HTTP_MIRROR: &str = "http";
 const FILE_MIRROR: &str = "file";
 /// How often the destination's main is read while waiting for a commit.
 pub const REF_POLL: Duration = Duration::from_millis(2);
-const SYNC_LIMIT: Duration = Duration::from_secs(60);
-const STARTUP_LIMIT: Duration = Duration::from_secs(180);
+pub const SYNC_LIMIT: Duration = Duration::from_secs(60);
+pub const STARTUP_LIMIT: Duration = Duration::from_secs(180);
 /// Webhooks per burst (section 4).
 pub const BURST: usize = 10;
 /// Offered load of section 2.
@@ -455,13 +455,13 @@ impl Drop for Bench<'_> {
 }
 
 /// Sends one request and reads its whole answer; returns the status.
-type Sender = Box<dyn FnMut() -> Result<u16> + Send>;
+pub type Sender = Box<dyn FnMut() -> Result<u16> + Send>;
 
 /// Open loop: request i of `total` is due at `start` + i/`rate`; sender i % N sends it
 /// (sleeping until it is due, or at once when late); its latency runs from when it was due (so
 /// a slow answer is not hidden by a late send) to the end of its response, and counts when the
 /// answer is `expect`.
-fn open_loop(
+pub fn open_loop(
     senders: Vec<Sender>,
     rate: u32,
     total: usize,
@@ -499,7 +499,7 @@ fn open_loop(
 }
 
 /// The threads of [`open_loop`] as one [`Load`] (its sync log left empty).
-fn join_load(threads: Vec<thread::JoinHandle<ThreadLoad>>, start: Instant) -> Result<Load> {
+pub fn join_load(threads: Vec<thread::JoinHandle<ThreadLoad>>, start: Instant) -> Result<Load> {
     let mut load = Load {
         latencies: vec![],
         not_accepted: 0,
@@ -617,7 +617,7 @@ fn closed(conn: &TcpStream) -> Result<bool> {
 }
 
 #[derive(Default)]
-struct ThreadLoad {
+pub struct ThreadLoad {
     latencies: Vec<Duration>,
     not_accepted: usize,
     errors: Vec<String>,
@@ -626,7 +626,7 @@ struct ThreadLoad {
 }
 
 /// `sync finished` lines of `mirror` (of every mirror if it is empty).
-fn sync_log(events: &[Value], mirror: &str) -> SyncLog {
+pub fn sync_log(events: &[Value], mirror: &str) -> SyncLog {
     let mut log = SyncLog::default();
     for e in events {
         if e["message"] == "sync finished" && (mirror.is_empty() || e["mirror"] == mirror) {
@@ -690,7 +690,7 @@ fn memory(ferry: &Path, mirrors: usize) -> Result<Memory> {
     })
 }
 
-fn scratch_dir() -> Result<TempDir> {
+pub fn scratch_dir() -> Result<TempDir> {
     tempfile::Builder::new()
         .prefix("ferry-bench-serve-")
         .tempdir()
@@ -708,7 +708,7 @@ fn serve_section(dir: &Path) -> String {
 }
 
 /// One `[[mirror]]`; `source` and `dest` are TOML values (a string or a table).
-fn mirror_toml(name: &str, source: &str, dest: &str) -> String {
+pub fn mirror_toml(name: &str, source: &str, dest: &str) -> String {
     format!(
         "[[mirror]]\nname = \"{name}\"\nsource = {source}\ndestinations = [{dest}]\n\
          webhook_secret_env = \"{SECRET_VAR}\"\npoll_interval = \"0\"\nreconcile_interval = \"0\"\n\n"
@@ -716,7 +716,7 @@ fn mirror_toml(name: &str, source: &str, dest: &str) -> String {
 }
 
 /// A TOML basic string (JSON string escaping is valid TOML).
-fn toml_str(s: &str) -> String {
+pub fn toml_str(s: &str) -> String {
     Value::String(s.to_owned()).to_string()
 }
 

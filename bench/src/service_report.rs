@@ -17,13 +17,13 @@ const MAX_IDLE_RSS_MIB: f64 = 30.0;
 const MAX_BURST_OVER_SINGLE: f64 = 2.5;
 
 /// "p50 12.3, p99 45.6, max 78.9 ms"
-fn spread(samples: &[Duration]) -> String {
+pub fn spread(samples: &[Duration]) -> String {
     let p = |q| percentile(samples, q).map_or("n/a".into(), |d| format!("{:.1}", ms(d)));
     format!("p50 {}, p99 {}, max {} ms", p(50.0), p(99.0), p(100.0))
 }
 
 /// "ferry's own sync duration_ms (log): p50 88, p99 120, n=100"
-fn log_note(log: &SyncLog) -> String {
+pub fn log_note(log: &SyncLog) -> String {
     let p = |q| percentile_f64(&log.durations_ms, q).map_or("n/a".into(), |v| format!("{v:.0}"));
     let failed = if log.failed > 0 {
         format!(", {} FAILED", log.failed)
@@ -55,7 +55,7 @@ fn burst_ratio(r: &ServiceResults) -> Option<f64> {
 }
 
 /// "achieved 49.8 req/s over 5.02 s; 0 not 202, 0 errors; send lag max 1.2 ms"
-fn load_note(l: &Load, expect: u16) -> String {
+pub fn load_note(l: &Load, expect: u16) -> String {
     format!(
         "achieved {:.1} req/s over {:.2} s; {} not {expect}, {} errors; send lag max {:.1} ms",
         l.achieved_rate(),
@@ -182,34 +182,38 @@ pub fn methods(r: &ServiceResults) -> String {
     )
 }
 
-pub fn targets(r: &ServiceResults) -> String {
-    let mut out = String::new();
-    let mut verdict = |pass: bool, target: String, detail: String| {
-        let status = if pass { "PASS" } else { "MISS" };
-        let _ = writeln!(out, "- **{status}** {target}: {detail}");
-    };
-    let p50 = percentile(&r.propagation.samples, 50.0).map(ms);
-    let p99 = percentile(&r.propagation.samples, 99.0).map(ms);
-    verdict(
-        p50.is_some_and(|v| v <= MAX_PROPAGATION_P50_MS),
-        format!("webhook -> destination p50 <= {MAX_PROPAGATION_P50_MS:.0} ms"),
-        p50.map_or("no data".into(), |v| {
-            format!("p50 {v:.1} ms (n={})", r.propagation.samples.len())
-        }),
-    );
-    verdict(
-        p99.is_some_and(|v| v <= MAX_PROPAGATION_P99_MS),
-        format!("webhook -> destination p99 <= {MAX_PROPAGATION_P99_MS:.0} ms"),
-        p99.map_or("no data".into(), |v| {
-            format!("p99 {v:.1} ms (n={})", r.propagation.samples.len())
-        }),
-    );
-    let l = &r.load;
+/// One target's line: "- **PASS** target: detail".
+pub fn verdict(out: &mut String, pass: bool, target: String, detail: String) {
+    let status = if pass { "PASS" } else { "MISS" };
+    let _ = writeln!(out, "- **{status}** {target}: {detail}");
+}
+
+/// The webhook -> destination targets (p50 and p99) over `samples`.
+pub fn propagation_targets(out: &mut String, samples: &[Duration], scope: &str) {
+    for (q, max) in [
+        (50.0, MAX_PROPAGATION_P50_MS),
+        (99.0, MAX_PROPAGATION_P99_MS),
+    ] {
+        let v = percentile(samples, q).map(ms);
+        verdict(
+            out,
+            v.is_some_and(|v| v <= max),
+            format!("webhook -> destination{scope} p{q:.0} <= {max:.0} ms"),
+            v.map_or("no data".into(), |v| {
+                format!("p{q:.0} {v:.1} ms (n={})", samples.len())
+            }),
+        );
+    }
+}
+
+/// The webhook ack target (p99, every answer 202) of an open-loop load.
+pub fn ack_target(out: &mut String, l: &Load, scope: &str) {
     let ack = percentile(&l.latencies, 99.0).map(ms);
     let clean = l.not_accepted == 0 && l.errors.is_empty();
     verdict(
+        out,
         clean && ack.is_some_and(|v| v <= MAX_ACK_P99_MS),
-        format!("webhook ack p99 <= {MAX_ACK_P99_MS:.0} ms at {LOAD_RATE}/s"),
+        format!("webhook ack{scope} p99 <= {MAX_ACK_P99_MS:.0} ms at {LOAD_RATE}/s"),
         format!(
             "p99 {} ms, achieved {:.1} req/s, {} not 202, {} errors{}",
             ack.map_or("n/a".into(), |v| format!("{v:.1}")),
@@ -221,6 +225,15 @@ pub fn targets(r: &ServiceResults) -> String {
                 .map_or(String::new(), |e| format!(" (first: {e})"))
         ),
     );
+}
+
+pub fn targets(r: &ServiceResults) -> String {
+    let mut out = String::new();
+    propagation_targets(&mut out, &r.propagation.samples, "");
+    ack_target(&mut out, &r.load, "");
+    let mut verdict = |pass: bool, target: String, detail: String| {
+        verdict(&mut out, pass, target, detail);
+    };
     let h = &r.hostile;
     let ack = percentile(&h.acks.latencies, 99.0).map(ms);
     let clean = h.acks.not_accepted == 0
