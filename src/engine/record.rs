@@ -266,17 +266,39 @@ fn reapplied(base: &RefMap, changes: &[(String, Option<Oid>)]) -> RefMap {
 
 /// The entries `after` changed against `before`: a new value, or `None` for a removed entry.
 fn changes(before: &RefMap, after: &RefMap) -> Vec<(String, Option<Oid>)> {
-    let mut out: Vec<(String, Option<Oid>)> = after
-        .iter()
-        .filter(|(name, oid)| before.get(*name) != Some(oid))
-        .map(|(name, oid)| (name.clone(), Some(oid.clone())))
-        .collect();
-    out.extend(
-        before
-            .keys()
-            .filter(|name| !after.contains_key(*name))
-            .map(|name| (name.clone(), None)),
-    );
+    // One walk over both (sorted) maps: thousands of refs, few of them changed.
+    let mut out = Vec::new();
+    let (mut old, mut new) = (before.iter().peekable(), after.iter().peekable());
+    loop {
+        match (old.peek(), new.peek()) {
+            (None, None) => break,
+            (Some((name, _)), None) => {
+                out.push(((*name).clone(), None));
+                old.next();
+            }
+            (None, Some((name, oid))) => {
+                out.push(((*name).clone(), Some((*oid).clone())));
+                new.next();
+            }
+            (Some((a, was)), Some((b, is))) => match a.cmp(b) {
+                std::cmp::Ordering::Less => {
+                    out.push(((*a).clone(), None));
+                    old.next();
+                }
+                std::cmp::Ordering::Greater => {
+                    out.push(((*b).clone(), Some((*is).clone())));
+                    new.next();
+                }
+                std::cmp::Ordering::Equal => {
+                    if was != is {
+                        out.push(((*b).clone(), Some((*is).clone())));
+                    }
+                    old.next();
+                    new.next();
+                }
+            },
+        }
+    }
     out
 }
 
@@ -393,6 +415,28 @@ mod tests {
 
     fn remote(url: &str) -> Remote {
         Remote::parse(url, Path::new("/")).unwrap()
+    }
+
+    #[test]
+    fn changes_name_every_entry_added_moved_or_removed() {
+        let map = |entries: &[(&str, char)]| -> RefMap {
+            entries
+                .iter()
+                .map(|(n, c)| ((*n).to_owned(), oid(*c)))
+                .collect()
+        };
+        let before = map(&[("a", '1'), ("b", '2'), ("c", '3'), ("e", '6')]);
+        let after = map(&[("b", '2'), ("c", '4'), ("d", '5')]);
+        assert_eq!(
+            changes(&before, &after),
+            vec![
+                ("a".to_owned(), None),
+                ("c".to_owned(), Some(oid('4'))),
+                ("d".to_owned(), Some(oid('5'))),
+                ("e".to_owned(), None),
+            ]
+        );
+        assert!(changes(&after, &after).is_empty());
     }
 
     #[tokio::test]

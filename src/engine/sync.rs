@@ -668,7 +668,8 @@ async fn sync_destination(
         }
     };
     let known = pass.scope(&record.with_assumed(records.assumed));
-    let mut plan_from_record = None;
+    // The plan from the record, and whether it is the run's plan (it pushes something).
+    let mut plan_from_record: Option<(Plan, bool)> = None;
     if trust == Trust::RecordWhenPushing {
         match make_plan(
             mirror,
@@ -680,13 +681,15 @@ async fn sync_destination(
         )
         .await
         {
-            Ok(plan) if plan.pushes().next().is_some() => plan_from_record = Some(plan),
-            Ok(_) => {}
+            Ok(plan) => {
+                let pushes = plan.pushes().next().is_some();
+                plan_from_record = Some((plan, pushes));
+            }
             Err(e) => return DestinationReport::failed(url, e.into()),
         }
     }
     let listing = match (trust, &plan_from_record) {
-        (Trust::RecordWhenPushing, Some(_)) => {
+        (Trust::RecordWhenPushing, Some((_, true))) => {
             // Not needed: stopped now (its git killed), not after the push.
             drop(started);
             None
@@ -697,7 +700,7 @@ async fn sync_destination(
             Some(list_destination(mirror, dest, mode, git).await)
         }
         (Trust::Record, _) => None,
-        (Trust::RecordWhenPushing, None) | (Trust::Listing, _) => listed(started).await,
+        (Trust::RecordWhenPushing, _) | (Trust::Listing, _) => listed(started).await,
     };
     let listed = listing.is_some();
     let dest_refs = match listing {
@@ -706,8 +709,10 @@ async fn sync_destination(
         None => pass.scope(&record.refs),
     };
     let plan = match plan_from_record {
-        Some(plan) => plan,
-        None => match make_plan(mirror, cache, git, source_refs, &dest_refs, &known).await {
+        Some((plan, true)) => plan,
+        // The listing says what the record does: the same facts, the same plan.
+        Some((plan, false)) if dest_refs == pass.scope(&record.refs) => plan,
+        _ => match make_plan(mirror, cache, git, source_refs, &dest_refs, &known).await {
             Ok(p) => p,
             Err(e) => return DestinationReport::failed(url, e.into()),
         },
