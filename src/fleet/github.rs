@@ -2,7 +2,8 @@
 //! API: the repositories of an organisation or user, lookups, and creating, archiving and
 //! deleting destination repositories.
 
-use crate::fleet::api::{Api, ApiError};
+use crate::fleet::api::{segment, Api, ApiError};
+use crate::fleet::{destination_name, Existing};
 use crate::model::fleet::{Listing, Lookup, Repository, Visibility};
 use reqwest::Method;
 use serde_json::{json, Value};
@@ -109,13 +110,6 @@ pub async fn lookup(api: &Api, owner: &str, name: &str) -> Lookup {
     }
 }
 
-/// A destination repository: GitHub's id for it and where git reaches it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Existing {
-    pub id: String,
-    pub clone_url: String,
-}
-
 /// A destination account, as discovery sees it.
 pub struct Destination {
     kind: Owner,
@@ -132,21 +126,16 @@ pub async fn destination(api: &Api, owner: &str) -> Result<Destination, ApiError
         .filter_map(|v| {
             let r = repository(v)?;
             Some((
-                r.path,
+                r.path.clone(),
                 Existing {
                     id: r.id,
+                    name: r.path,
                     clone_url: r.clone_url?,
                 },
             ))
         })
         .collect();
     Ok(Destination { kind, existing })
-}
-
-/// The destination repository's name for a source path: GitHub has no nesting, so a nested
-/// path's `/` become `-`.
-pub fn destination_name(repo: &Repository) -> String {
-    repo.short_path().replace('/', "-")
 }
 
 impl Destination {
@@ -191,6 +180,7 @@ impl Destination {
         })?;
         Ok(Existing {
             id: r.id,
+            name: r.path,
             clone_url,
         })
     }
@@ -232,18 +222,6 @@ pub async fn delete(api: &Api, owner: &str, name: &str) -> Result<(), ApiError> 
     )
     .await
     .map(|_| ())
-}
-
-/// One path segment, percent-encoded (owner and repository names are plain on GitHub, but a
-/// name from a listing must never change the path's shape).
-fn segment(s: &str) -> String {
-    use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
-    const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
-        .remove(b'-')
-        .remove(b'.')
-        .remove(b'_')
-        .remove(b'~');
-    utf8_percent_encode(s, SEGMENT).to_string()
 }
 
 #[cfg(test)]

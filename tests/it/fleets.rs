@@ -265,9 +265,9 @@ fn fleet_config_mistakes_name_the_line_and_the_fix() {
             "\"keep\" or \"delete\"",
         ),
         (
-            "{ provider = \"gitlab\", path = \"/b\" }",
+            "{ provider = \"bitbucket\", path = \"/b\" }",
             "",
-            "supported: directory, github, url",
+            "supported: directory, github, gitlab, url",
         ),
         (
             "{ provider = \"github\", owner = \"acme\" }",

@@ -8,7 +8,9 @@
 //! network faults, [`WorkRepo`] makes commits to push, and [`generate_repo`]
 //! builds large repositories for benchmarks in seconds. [`github::GitHubFake`]
 //! serves GitHub's REST API for repositories backed by [`Servers`], checked
-//! against GitHub's own OpenAPI description.
+//! against GitHub's own OpenAPI description; [`gitlab::GitLabFake`] does the
+//! same for GitLab (on [`fakehost`], the harness shared by the Swagger 2.0
+//! hosts).
 //!
 //! Everything is isolated from the host: configs, keys, logs and repos live
 //! in a temp dir, `git` runs without system/global config, and all servers
@@ -34,8 +36,10 @@
 //!   "Everything up-to-date" after "error: RPC failed; HTTP 413".
 //! * Set `FERRY_TESTKIT_VERBOSE=1` to log start-up and shutdown timings.
 
+pub mod fakehost;
 mod git;
 pub mod github;
+pub mod gitlab;
 mod lfs;
 mod postgres;
 mod process;
@@ -64,5 +68,6 @@ mod tests {
         assert_send_sync::<crate::TcpProxy>();
         assert_send_sync::<crate::WorkRepo>();
         assert_send_sync::<crate::github::GitHubFake>();
+        assert_send_sync::<crate::gitlab::GitLabFake>();
     }
 }

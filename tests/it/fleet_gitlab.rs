@@ -1,0 +1,405 @@
+//! Fleets on GitLab: a fake GitLab API (crates/testkit/src/gitlab) whose every request and
+//! answer is checked against GitLab's published API description, serving real git through the
+//! test nginx. Small pages force paging; subgroups, faults and rate limits are exercised.
+
+use crate::harness::{branches_and_tags, servers, Ferry, Run};
+use ferry_testkit::gitlab::{FakeOptions, FakeProject, GitLabFake, ProjectSpec};
+use ferry_testkit::{WorkRepo, WRITER};
+use serde_json::Value;
+use std::path::Path;
+use std::time::Duration;
+
+const SOURCE: &str = "acme/platform";
+const DEST: &str = "mirror";
+/// The source group as GitLab's `:id` takes it in a path.
+const SOURCE_ID: &str = "acme%2Fplatform";
+
+/// A fake GitLab with pages of 2, the groups `acme`, `acme/platform`, `acme/platform/sub`
+/// and `mirror`, and the test nginx's writer password as the token (so the same secret
+/// works for git over HTTP as `writer`).
+fn fake(options: impl FnOnce(&mut FakeOptions)) -> GitLabFake {
+    let mut o = FakeOptions::new(WRITER.1);
+    o.max_page_size = 2;
+    options(&mut o);
+    let fake = GitLabFake::start(servers(), o).expect("start the fake GitLab");
+    for group in ["acme", SOURCE, "acme/platform/sub", DEST] {
+        fake.add_group(group).expect("group");
+    }
+    fake
+}
+
+/// Adds a source project with one commit on its default branch.
+fn source_project(fake: &GitLabFake, path: &str, spec: ProjectSpec) -> FakeProject {
+    let branch = spec.default_branch.clone().unwrap_or_else(|| "main".into());
+    let (group, name) = match path.rsplit_once('/') {
+        Some((sub, name)) => (format!("{SOURCE}/{sub}"), name),
+        None => (SOURCE.to_string(), path),
+    };
+    let project = fake.add_project(&group, name, spec).expect("add project");
+    push_commit(&project.path, &branch, path);
+    project
+}
+
+fn push_commit(bare: &Path, branch: &str, content: &str) {
+    let work = WorkRepo::new().expect("work repo");
+    work.commit("f.txt", content, content).expect("commit");
+    work.git(&[
+        "push",
+        "-q",
+        "--force",
+        &bare.display().to_string(),
+        &format!("HEAD:refs/heads/{branch}"),
+    ])
+    .expect("push");
+}
+
+struct Setup {
+    dir: tempfile::TempDir,
+    ferry: Ferry,
+}
+
+impl Setup {
+    /// A config with one GitLab-to-GitLab fleet named `gl`; `extra` goes into the fleet's
+    /// table and `destination_extra` into its destination. `api_url` names the instance, as
+    /// users write it; ferry adds `/api/v4`.
+    fn new(fake: &GitLabFake, extra: &str, destination_extra: &str) -> Setup {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let account = |owner: &str| {
+            format!(
+                "provider = \"gitlab\", owner = \"{owner}\", token_env = \"GL_TOKEN\", api_url = \"{}\", username = \"{}\"",
+                fake.base_url(),
+                WRITER.0
+            )
+        };
+        let text = format!(
+            "[[fleet]]\nname = \"gl\"\nsource = {{ {} }}\ndestination = {{ {}, create = true{destination_extra} }}\n{extra}\n",
+            account(SOURCE),
+            account(DEST)
+        );
+        std::fs::write(dir.path().join("ferry.toml"), text).expect("config");
+        Setup {
+            dir,
+            ferry: Ferry::new().env("GL_TOKEN", WRITER.1),
+        }
+    }
+
+    fn config(&self) -> String {
+        self.dir.path().join("ferry.toml").display().to_string()
+    }
+
+    fn sync(&self) -> Run {
+        let run = self.ferry.sync(&["--config", &self.config()]);
+        assert!(
+            !run.stdout.contains(WRITER.1) && !run.stderr.contains(WRITER.1),
+            "the token leaked: {run:?}"
+        );
+        run
+    }
+
+    fn list(&self) -> Value {
+        let run = self
+            .ferry
+            .run("fleet", &["list", "--config", &self.config(), "--json"]);
+        assert!(!run.stdout.contains(WRITER.1) && !run.stderr.contains(WRITER.1));
+        run.json[0].clone()
+    }
+}
+
+fn action<'a>(fleet: &'a Value, name: &str) -> &'a Value {
+    fleet["repositories"]
+        .as_array()
+        .and_then(|rs| rs.iter().find(|r| r["name"] == name))
+        .unwrap_or_else(|| panic!("{name} not listed: {fleet:#}"))
+}
+
+fn assert_honest(fake: &GitLabFake) {
+    let v = fake.violations();
+    assert!(v.is_empty(), "contract violations: {v:#?}");
+}
+
+const LISTING: &str = "/api/v4/groups/{id}/projects";
+
+#[test]
+fn a_gitlab_group_is_discovered_with_its_subgroups_and_created_no_more_public_than_its_source() {
+    let fake = fake(|_| {});
+    source_project(&fake, "app", ProjectSpec::default());
+    source_project(
+        &fake,
+        "secret",
+        ProjectSpec {
+            private: true,
+            description: Some("keep it quiet".into()),
+            ..ProjectSpec::default()
+        },
+    );
+    source_project(
+        &fake,
+        "trunk-based",
+        ProjectSpec {
+            default_branch: Some("trunk".into()),
+            ..ProjectSpec::default()
+        },
+    );
+    source_project(&fake, "sub/lib", ProjectSpec::default());
+    source_project(
+        &fake,
+        "old",
+        ProjectSpec {
+            archived: true,
+            ..ProjectSpec::default()
+        },
+    );
+    source_project(
+        &fake,
+        "forked",
+        ProjectSpec {
+            fork: true,
+            ..ProjectSpec::default()
+        },
+    );
+    source_project(&fake, "legacy-x", ProjectSpec::default());
+    // Not in the source group: never listed.
+    fake.add_project("acme", "elsewhere", ProjectSpec::default())
+        .expect("project outside the source group");
+    let setup = Setup::new(
+        &fake,
+        "exclude = [\"legacy-*\"]",
+        ", visibility = \"public\"",
+    );
+
+    let listed = setup.list();
+    assert_eq!(
+        listed["repositories"].as_array().map(Vec::len),
+        Some(7),
+        "{listed:#}"
+    );
+    assert_eq!(action(&listed, "gl/old")["reason"], "archived");
+    assert_eq!(action(&listed, "gl/forked")["reason"], "fork");
+    assert_eq!(action(&listed, "gl/legacy-x")["reason"], "excluded");
+    assert_eq!(action(&listed, "gl/sub/lib")["action"], "create");
+    assert_eq!(action(&listed, "gl/app")["action"], "create");
+    assert!(
+        fake.requests_to("GET", LISTING) >= 4,
+        "7 projects in pages of 2 take 4 pages (and the destination's listing one)"
+    );
+    assert!(fake.created_projects().is_empty(), "list created something");
+
+    let run = setup.sync();
+    run.assert_code(0);
+    let mut created = fake.created_projects();
+    created.sort_by(|a, b| a.path.cmp(&b.path));
+    let shown: Vec<(String, String, String)> = created
+        .iter()
+        .map(|c| (c.namespace.clone(), c.path.clone(), c.visibility.clone()))
+        .collect();
+    let expected = [
+        ("app", "public"),
+        ("secret", "private"),
+        ("sub-lib", "public"),
+        ("trunk-based", "public"),
+    ]
+    .map(|(p, v)| (DEST.to_string(), p.to_string(), v.to_string()));
+    assert_eq!(shown, expected);
+    assert_eq!(created[1].description.as_deref(), Some("keep it quiet"));
+    for (source, destination) in [
+        ("app", "app"),
+        ("secret", "secret"),
+        ("sub/lib", "sub-lib"),
+        ("trunk-based", "trunk-based"),
+    ] {
+        let src = fake.project(SOURCE, source).expect("source project");
+        let dst = fake.project(DEST, destination).expect("destination");
+        assert_eq!(
+            branches_and_tags(&dst.path),
+            branches_and_tags(&src.path),
+            "{source}"
+        );
+    }
+    let default_branches: Vec<(String, Value)> = fake
+        .updates()
+        .into_iter()
+        .map(|u| (u.project, u.body["default_branch"].clone()))
+        .collect();
+    assert!(
+        default_branches.contains(&("mirror/trunk-based".into(), Value::from("trunk"))),
+        "{default_branches:?}"
+    );
+    assert!(default_branches.contains(&("mirror/app".into(), Value::from("main"))));
+    assert_honest(&fake);
+}
+
+#[test]
+fn an_unchanged_gitlab_listing_is_answered_not_modified() {
+    let fake = fake(|_| {});
+    for name in ["a", "b", "c"] {
+        source_project(&fake, name, ProjectSpec::default());
+    }
+    let setup = Setup::new(&fake, "", "");
+    setup.sync().assert_code(0);
+    // The first pass after the sync sees the created destinations; the next sees nothing new.
+    setup.list();
+    let before = fake.counters();
+    let listed = setup.list();
+    let after = fake.counters();
+    let requests = listed["api_requests"].as_u64().unwrap_or(0);
+    assert!(requests > 0, "{listed:#}");
+    assert_eq!(
+        listed["api_not_modified"], listed["api_requests"],
+        "every request of an unchanged listing is answered 304"
+    );
+    assert_eq!(after.not_modified - before.not_modified, requests);
+    assert_honest(&fake);
+}
+
+#[test]
+fn a_failed_or_truncated_gitlab_page_or_a_failed_lookup_deletes_nothing() {
+    let fake = fake(|_| {});
+    // Created first, so it is on the first page (the listing is ordered by id): deleting it
+    // changes that page, and a cut-short first page cannot be answered from the cache.
+    for name in ["gone", "a", "b", "c", "d"] {
+        source_project(&fake, name, ProjectSpec::default());
+    }
+    let setup = Setup::new(&fake, "on_source_deleted = \"delete\"", "");
+    setup.sync().assert_code(0);
+    fake.delete_project(SOURCE, "gone").expect("delete source");
+    let source_listing = format!("/api/v4/groups/{SOURCE_ID}/projects");
+
+    // Page 2 of the listing fails: the listing is incomplete.
+    fake.fail_next("GET", &format!("{source_listing}?page=2"), 500, 1);
+    let run = setup.sync();
+    run.assert_code(1);
+    assert!(run.stderr.contains("incomplete"), "{}", run.stderr);
+    assert!(
+        fake.project(DEST, "gone").is_some(),
+        "deleted on a failed page"
+    );
+
+    // The first page arrives cut short: incomplete again.
+    fake.truncate_next(&source_listing, 1);
+    let run = setup.sync();
+    run.assert_code(1);
+    assert!(run.stderr.contains("not JSON"), "{}", run.stderr);
+    assert!(
+        fake.project(DEST, "gone").is_some(),
+        "deleted on a truncated page"
+    );
+
+    // The listing is complete but the lookup that would confirm the deletion fails.
+    fake.fail_next("GET", "/api/v4/projects/", 502, 1);
+    let run = setup.sync();
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    assert!(
+        fake.project(DEST, "gone").is_some(),
+        "deleted on a failed lookup"
+    );
+    assert_eq!(fake.requests_to("DELETE", "/api/v4/projects/{id}"), 0);
+
+    // A complete listing and a lookup that says 404: now it goes, and only it.
+    setup.sync().assert_code(0);
+    assert!(fake.project(DEST, "gone").is_none());
+    assert_eq!(fake.requests_to("DELETE", "/api/v4/projects/{id}"), 1);
+    for name in ["a", "b", "c", "d"] {
+        assert!(fake.project(DEST, name).is_some(), "{name}");
+    }
+    assert_honest(&fake);
+}
+
+#[test]
+fn a_deleted_gitlab_source_archives_its_destination_when_asked() {
+    let fake = fake(|_| {});
+    for name in ["keep", "gone"] {
+        source_project(&fake, name, ProjectSpec::default());
+    }
+    let setup = Setup::new(&fake, "on_source_deleted = \"archive\"", "");
+    setup.sync().assert_code(0);
+    fake.delete_project(SOURCE, "gone").expect("delete source");
+    let listed = setup.list();
+    assert_eq!(action(&listed, "gl/gone")["action"], "source_deleted");
+    setup.sync().assert_code(0);
+    assert_eq!(fake.is_archived(DEST, "gone"), Some(true));
+    assert_eq!(fake.is_archived(DEST, "keep"), Some(false));
+    assert_eq!(fake.requests_to("DELETE", "/api/v4/projects/{id}"), 0);
+    assert_honest(&fake);
+}
+
+#[test]
+fn gitlab_rate_limits_are_waited_out_not_failed() {
+    let fake = fake(|o| {
+        o.rate_limit = 8;
+        o.rate_window = Duration::from_secs(1);
+    });
+    for name in ["a", "b", "c", "d"] {
+        source_project(&fake, name, ProjectSpec::default());
+    }
+    fake.rate_limit_next(&format!("/api/v4/groups/{SOURCE_ID}/projects"), 1);
+    let setup = Setup::new(&fake, "", "");
+    let run = setup.sync();
+    run.assert_code(0);
+    for name in ["a", "b", "c", "d"] {
+        assert!(fake.project(DEST, name).is_some(), "{name}: {}", run.stderr);
+    }
+    assert!(
+        fake.counters().requests > fake.counters().counted,
+        "no request was turned away by a limit"
+    );
+    assert_honest(&fake);
+}
+
+#[test]
+fn a_gitlab_rename_on_the_source_re_points_the_member_instead_of_duplicating_it() {
+    let fake = fake(|_| {});
+    let original = source_project(&fake, "app", ProjectSpec::default());
+    let setup = Setup::new(&fake, "", "");
+    setup.sync().assert_code(0);
+    assert_eq!(fake.created_projects().len(), 1);
+
+    fake.rename_project(SOURCE, "app", "app-renamed")
+        .expect("rename");
+    // A new commit on top of what the destination has (a fast-forward).
+    let work = WorkRepo::new().expect("work repo");
+    let bare = original.path.display().to_string();
+    work.git(&["fetch", "-q", &bare, "main"]).expect("fetch");
+    work.git(&["checkout", "-q", "-B", "next", "FETCH_HEAD"])
+        .expect("checkout");
+    work.commit("g.txt", "after", "after the rename")
+        .expect("commit");
+    work.git(&["push", "-q", &bare, "HEAD:refs/heads/main"])
+        .expect("push");
+    let listed = setup.list();
+    assert_eq!(action(&listed, "gl/app-renamed")["action"], "renamed");
+    setup.sync().assert_code(0);
+    assert_eq!(
+        fake.created_projects().len(),
+        1,
+        "the rename created a duplicate"
+    );
+    let dst = fake.project(DEST, "app").expect("the original destination");
+    assert_eq!(
+        branches_and_tags(&dst.path),
+        branches_and_tags(&original.path)
+    );
+    assert_honest(&fake);
+}
+
+#[test]
+fn a_gitlab_destination_project_ferry_did_not_create_is_an_error_and_left_alone() {
+    let fake = fake(|_| {});
+    source_project(&fake, "app", ProjectSpec::default());
+    source_project(&fake, "taken", ProjectSpec::default());
+    let theirs = fake
+        .add_project(DEST, "taken", ProjectSpec::default())
+        .expect("someone else's project");
+    push_commit(&theirs.path, "main", "not ours");
+    let before = branches_and_tags(&theirs.path);
+    let setup = Setup::new(&fake, "", "");
+    let run = setup.sync();
+    run.assert_code(1);
+    assert!(run.stderr.contains("adopt_existing"), "{}", run.stderr);
+    assert_eq!(
+        branches_and_tags(&theirs.path),
+        before,
+        "someone else's project was changed"
+    );
+    assert!(fake.project(DEST, "app").is_some());
+    assert_honest(&fake);
+}
