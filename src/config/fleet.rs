@@ -22,8 +22,8 @@ use toml::Spanned;
 pub const DEFAULT_DISCOVER_INTERVAL: Duration = Duration::from_secs(600);
 
 /// The providers a fleet's source or destination may name in this version.
-const SOURCE_PROVIDERS: &str = "directory, github, gitlab";
-const DESTINATION_PROVIDERS: &str = "directory, github, gitlab, url";
+const SOURCE_PROVIDERS: &str = "directory, github, gitlab, gitea (or forgejo)";
+const DESTINATION_PROVIDERS: &str = "directory, github, gitlab, gitea (or forgejo), url";
 
 /// A host with an API that fleets list repositories on and create them in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -32,6 +32,8 @@ pub enum HostKind {
     GitHub,
     /// GitLab.com and self-managed GitLab.
     GitLab,
+    /// Gitea and Forgejo (the same API).
+    Gitea,
 }
 
 impl HostKind {
@@ -39,6 +41,7 @@ impl HostKind {
         match provider {
             "github" => Some(HostKind::GitHub),
             "gitlab" => Some(HostKind::GitLab),
+            "gitea" | "forgejo" => Some(HostKind::Gitea),
             _ => None,
         }
     }
@@ -48,14 +51,16 @@ impl HostKind {
         match self {
             HostKind::GitHub => "GitHub",
             HostKind::GitLab => "GitLab",
+            HostKind::Gitea => "Gitea",
         }
     }
 
-    /// The API when `api_url` names none.
-    fn default_api(self) -> &'static str {
+    /// The API when `api_url` names none (Gitea and Forgejo are always self-hosted).
+    fn default_api(self) -> Option<&'static str> {
         match self {
-            HostKind::GitHub => "https://api.github.com",
-            HostKind::GitLab => "https://gitlab.com/api/v4",
+            HostKind::GitHub => Some("https://api.github.com"),
+            HostKind::GitLab => Some("https://gitlab.com/api/v4"),
+            HostKind::Gitea => None,
         }
     }
 
@@ -65,6 +70,7 @@ impl HostKind {
         let suffix = match self {
             HostKind::GitHub => return url,
             HostKind::GitLab => "/api/v4",
+            HostKind::Gitea => "/api/v1",
         };
         if url.path().trim_end_matches('/').ends_with(suffix) {
             return url;
@@ -77,11 +83,12 @@ impl HostKind {
 
     /// The user name git sends with the token over HTTPS unless `username` says otherwise:
     /// GitHub accepts any name with a token (this one is what its own tools send); GitLab
-    /// takes `oauth2` with a personal, group or project access token.
+    /// takes `oauth2` with a personal, group or project access token; Gitea and Forgejo take
+    /// an access token as the password whatever the name.
     fn token_username(self) -> &'static str {
         match self {
             HostKind::GitHub => "x-access-token",
-            HostKind::GitLab => "oauth2",
+            HostKind::GitLab | HostKind::Gitea => "oauth2",
         }
     }
 }
@@ -162,10 +169,13 @@ pub struct FleetSpec {
 pub enum FleetSource {
     /// Every bare repository below `root`, recursively.
     Directory { root: PathBuf },
-    /// Every repository of a GitHub organisation or user.
-    GitHub(HostAccount),
-    /// Every project of a GitLab group, subgroups included (`owner` is the group's full path).
-    GitLab(HostAccount),
+    /// Every repository of a GitHub organisation or user, every project of a GitLab group
+    /// (subgroups included; `owner` is the group's full path), or every repository of a Gitea
+    /// or Forgejo organisation or user.
+    Host {
+        kind: HostKind,
+        account: HostAccount,
+    },
 }
 
 /// An account on a host's API: whose repositories, and how to authenticate (the same token
@@ -241,7 +251,7 @@ impl FleetSpec {
             FleetSource::Directory { root } => {
                 Remote::parse(&root.join(&repo.path).to_string_lossy(), root)?
             }
-            FleetSource::GitHub(account) | FleetSource::GitLab(account) => {
+            FleetSource::Host { account, .. } => {
                 let url = repo
                     .clone_url
                     .as_deref()
@@ -468,10 +478,7 @@ fn fleet_source(
         let what = format!("{what} source");
         only_keys(raw, &HOST_KEYS, &at, &what, errors)?;
         let account = host_account(kind, raw, base, loc, &at, &what, errors)?;
-        return Some(match kind {
-            HostKind::GitHub => FleetSource::GitHub(account),
-            HostKind::GitLab => FleetSource::GitLab(account),
-        });
+        return Some(FleetSource::Host { kind, account });
     }
     match provider {
         "directory" => {
@@ -662,6 +669,7 @@ fn host_account(
         let owner = match kind {
             HostKind::GitHub => "<organisation or user>",
             HostKind::GitLab => "<group/subgroup>",
+            HostKind::Gitea => "<organisation or user>",
         };
         errors.push(format!(
             "{at}: {what}: a {provider} account needs owner = \"{owner}\""
@@ -688,7 +696,15 @@ fn host_account(
         }
     };
     let api = match &raw.api_url {
-        None => url::Url::parse(kind.default_api()).ok()?,
+        None => match kind.default_api() {
+            Some(api) => url::Url::parse(api).ok()?,
+            None => {
+                errors.push(format!(
+                    "{at}: {what}: a {provider} account needs api_url = \"https://git.example.com\" (the instance; ferry adds /api/v1)"
+                ));
+                return None;
+            }
+        },
         Some(v) => match url::Url::parse(v.get_ref().trim().trim_end_matches('/')) {
             Ok(u) if matches!(u.scheme(), "http" | "https") && !url_has_password(v.get_ref()) => {
                 kind.api_under(u)
@@ -697,6 +713,7 @@ fn host_account(
                 let example = match kind {
                     HostKind::GitHub => "https://github.example.com/api/v3",
                     HostKind::GitLab => "https://gitlab.example.com",
+                    HostKind::Gitea => "https://git.example.com",
                 };
                 errors.push(format!(
                     "{}: {what}: api_url '{}' is not an http(s) URL without credentials, like {example}",
@@ -773,6 +790,11 @@ mod tests {
         );
         assert_eq!(HostKind::GitLab.token_username(), "oauth2");
         assert_eq!(HostKind::from_provider("gitlab"), Some(HostKind::GitLab));
+        assert_eq!(HostKind::from_provider("forgejo"), Some(HostKind::Gitea));
+        assert_eq!(
+            under(HostKind::Gitea, "https://git.example.com/"),
+            "https://git.example.com/api/v1"
+        );
         assert_eq!(HostKind::from_provider("directory"), None);
     }
 }

@@ -95,6 +95,8 @@ impl Api {
                 format!("Bearer {}", account.token.expose()),
             ),
             HostKind::GitLab => ("private-token", account.token.expose().to_owned()),
+            // Gitea's description names `Authorization: token ...`.
+            HostKind::Gitea => ("authorization", format!("token {}", account.token.expose())),
         };
         let mut token = HeaderValue::from_str(&value)
             .map_err(|_| "the token has characters an HTTP header cannot carry".to_owned())?;
@@ -270,7 +272,7 @@ impl Api {
                 HostKind::GitHub => request
                     .header("accept", "application/vnd.github+json")
                     .header("x-github-api-version", "2022-11-28"),
-                HostKind::GitLab => request.header("accept", "application/json"),
+                HostKind::GitLab | HostKind::Gitea => request.header("accept", "application/json"),
             };
             if let Some(etag) = etag {
                 request = request.header(IF_NONE_MATCH, etag);
@@ -317,6 +319,7 @@ impl Api {
             (401, _) => "; check the token (expired or revoked?)",
             (403, HostKind::GitHub) => "; the token lacks a permission (GitHub: repository administration for creating, metadata to list)",
             (403, HostKind::GitLab) => "; the token lacks a scope or role (GitLab: the api scope, and Maintainer or Owner of the group to create, archive or delete projects)",
+            (403, HostKind::Gitea) => "; the token lacks a scope or permission (Gitea: read:repository to list, write:repository and write:organization to create, and repository admin to archive or delete)",
             _ => "",
         };
         ApiError::Failed(format!(

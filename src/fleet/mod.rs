@@ -10,6 +10,7 @@
 
 pub mod api;
 pub mod directory;
+pub mod gitea;
 pub mod github;
 pub mod gitlab;
 pub mod inventory;
@@ -75,6 +76,7 @@ pub fn destination_name(repo: &Repository) -> String {
 enum Site {
     GitHub(github::Destination),
     GitLab(gitlab::Destination),
+    Gitea(gitea::Destination),
 }
 
 impl Site {
@@ -82,6 +84,7 @@ impl Site {
         Ok(match kind {
             HostKind::GitHub => Site::GitHub(github::destination(api, owner).await?),
             HostKind::GitLab => Site::GitLab(gitlab::destination(api, owner).await?),
+            HostKind::Gitea => Site::Gitea(gitea::destination(api, owner).await?),
         })
     }
 
@@ -90,6 +93,7 @@ impl Site {
         match self {
             Site::GitHub(d) => &d.existing,
             Site::GitLab(d) => &d.existing,
+            Site::Gitea(d) => &d.existing,
         }
     }
 
@@ -103,6 +107,7 @@ impl Site {
         match self {
             Site::GitHub(d) => d.create(api, owner, repo, visibility).await,
             Site::GitLab(d) => d.create(api, owner, repo, visibility).await,
+            Site::Gitea(d) => d.create(api, owner, repo, visibility).await,
         }
     }
 }
@@ -112,15 +117,17 @@ async fn list_host(kind: HostKind, api: &Api, owner: &str) -> Listing {
     match kind {
         HostKind::GitHub => github::list(api, owner).await,
         HostKind::GitLab => gitlab::list(api, owner).await,
+        HostKind::Gitea => gitea::list(api, owner).await,
     }
 }
 
 /// A direct lookup of a known repository missing from a complete listing: by name on
-/// GitHub (its id lookup is undocumented), by id on GitLab.
+/// GitHub (its id lookup is undocumented), by id on GitLab and Gitea.
 async fn look_up_host(kind: HostKind, api: &Api, owner: &str, known: &plan::Known) -> Lookup {
     match kind {
         HostKind::GitHub => github::lookup(api, owner, &known.path).await,
         HostKind::GitLab => gitlab::lookup(api, &known.id).await,
+        HostKind::Gitea => gitea::lookup(api, &known.id).await,
     }
 }
 
@@ -134,6 +141,7 @@ async fn set_default_branch(
     match kind {
         HostKind::GitHub => github::set_default_branch(api, owner, &e.name, branch).await,
         HostKind::GitLab => gitlab::set_default_branch(api, &e.id, branch).await,
+        HostKind::Gitea => gitea::set_default_branch(api, owner, &e.name, branch).await,
     }
 }
 
@@ -141,6 +149,7 @@ async fn archive(kind: HostKind, api: &Api, owner: &str, e: &Existing) -> Result
     match kind {
         HostKind::GitHub => github::archive(api, owner, &e.name).await,
         HostKind::GitLab => gitlab::archive(api, &e.id).await,
+        HostKind::Gitea => gitea::archive(api, owner, &e.name).await,
     }
 }
 
@@ -148,6 +157,7 @@ async fn delete(kind: HostKind, api: &Api, owner: &str, e: &Existing) -> Result<
     match kind {
         HostKind::GitHub => github::delete(api, owner, &e.name).await,
         HostKind::GitLab => gitlab::delete(api, &e.id).await,
+        HostKind::Gitea => gitea::delete(api, owner, &e.name).await,
     }
 }
 
@@ -213,27 +223,8 @@ pub async fn discover(spec: &FleetSpec, cache_dir: &Path) -> Result<Discovery, S
             .await
             .map_err(|e| format!("discovery stopped: {e}"))?
         }
-        FleetSource::GitHub(account) => {
-            list_source(
-                HostKind::GitHub,
-                account,
-                spec,
-                &known,
-                cache_dir,
-                &mut usage,
-            )
-            .await?
-        }
-        FleetSource::GitLab(account) => {
-            list_source(
-                HostKind::GitLab,
-                account,
-                spec,
-                &known,
-                cache_dir,
-                &mut usage,
-            )
-            .await?
+        FleetSource::Host { kind, account } => {
+            list_source(*kind, account, spec, &known, cache_dir, &mut usage).await?
         }
     };
     let mut discovery = Discovery {

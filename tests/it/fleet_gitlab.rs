@@ -2,11 +2,11 @@
 //! answer is checked against GitLab's published API description, serving real git through the
 //! test nginx. Small pages force paging; subgroups, faults and rate limits are exercised.
 
-use crate::harness::{branches_and_tags, servers, Ferry, Run};
+use crate::fleet_host::{action, push_commit, push_on_top, Ends, Setup};
+use crate::harness::{branches_and_tags, servers};
 use ferry_testkit::gitlab::{FakeOptions, FakeProject, GitLabFake, ProjectSpec};
-use ferry_testkit::{WorkRepo, WRITER};
+use ferry_testkit::WRITER;
 use serde_json::Value;
-use std::path::Path;
 use std::time::Duration;
 
 const SOURCE: &str = "acme/platform";
@@ -15,8 +15,7 @@ const DEST: &str = "mirror";
 const SOURCE_ID: &str = "acme%2Fplatform";
 
 /// A fake GitLab with pages of 2, the groups `acme`, `acme/platform`, `acme/platform/sub`
-/// and `mirror`, and the test nginx's writer password as the token (so the same secret
-/// works for git over HTTP as `writer`).
+/// and `mirror`, and the test nginx's writer password as the token.
 fn fake(options: impl FnOnce(&mut FakeOptions)) -> GitLabFake {
     let mut o = FakeOptions::new(WRITER.1);
     o.max_page_size = 2;
@@ -40,76 +39,16 @@ fn source_project(fake: &GitLabFake, path: &str, spec: ProjectSpec) -> FakeProje
     project
 }
 
-fn push_commit(bare: &Path, branch: &str, content: &str) {
-    let work = WorkRepo::new().expect("work repo");
-    work.commit("f.txt", content, content).expect("commit");
-    work.git(&[
-        "push",
-        "-q",
-        "--force",
-        &bare.display().to_string(),
-        &format!("HEAD:refs/heads/{branch}"),
-    ])
-    .expect("push");
-}
-
-struct Setup {
-    dir: tempfile::TempDir,
-    ferry: Ferry,
-}
-
-impl Setup {
-    /// A config with one GitLab-to-GitLab fleet named `gl`; `extra` goes into the fleet's
-    /// table and `destination_extra` into its destination. `api_url` names the instance, as
-    /// users write it; ferry adds `/api/v4`.
-    fn new(fake: &GitLabFake, extra: &str, destination_extra: &str) -> Setup {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let account = |owner: &str| {
-            format!(
-                "provider = \"gitlab\", owner = \"{owner}\", token_env = \"GL_TOKEN\", api_url = \"{}\", username = \"{}\"",
-                fake.base_url(),
-                WRITER.0
-            )
-        };
-        let text = format!(
-            "[[fleet]]\nname = \"gl\"\nsource = {{ {} }}\ndestination = {{ {}, create = true{destination_extra} }}\n{extra}\n",
-            account(SOURCE),
-            account(DEST)
-        );
-        std::fs::write(dir.path().join("ferry.toml"), text).expect("config");
-        Setup {
-            dir,
-            ferry: Ferry::new().env("GL_TOKEN", WRITER.1),
-        }
-    }
-
-    fn config(&self) -> String {
-        self.dir.path().join("ferry.toml").display().to_string()
-    }
-
-    fn sync(&self) -> Run {
-        let run = self.ferry.sync(&["--config", &self.config()]);
-        assert!(
-            !run.stdout.contains(WRITER.1) && !run.stderr.contains(WRITER.1),
-            "the token leaked: {run:?}"
-        );
-        run
-    }
-
-    fn list(&self) -> Value {
-        let run = self
-            .ferry
-            .run("fleet", &["list", "--config", &self.config(), "--json"]);
-        assert!(!run.stdout.contains(WRITER.1) && !run.stderr.contains(WRITER.1));
-        run.json[0].clone()
-    }
-}
-
-fn action<'a>(fleet: &'a Value, name: &str) -> &'a Value {
-    fleet["repositories"]
-        .as_array()
-        .and_then(|rs| rs.iter().find(|r| r["name"] == name))
-        .unwrap_or_else(|| panic!("{name} not listed: {fleet:#}"))
+/// A GitLab-to-GitLab fleet named `gl`. `api_url` names the instance, as users write it;
+/// ferry adds `/api/v4`.
+fn setup(fake: &GitLabFake, extra: &str, destination_extra: &str) -> Setup {
+    let ends = Ends {
+        provider: "gitlab",
+        api_url: fake.base_url(),
+        source: SOURCE,
+        destination: DEST,
+    };
+    Setup::new("gl", &ends, extra, destination_extra)
 }
 
 fn assert_honest(fake: &GitLabFake) {
@@ -161,7 +100,7 @@ fn a_gitlab_group_is_discovered_with_its_subgroups_and_created_no_more_public_th
     // Not in the source group: never listed.
     fake.add_project("acme", "elsewhere", ProjectSpec::default())
         .expect("project outside the source group");
-    let setup = Setup::new(
+    let setup = setup(
         &fake,
         "exclude = [\"legacy-*\"]",
         ", visibility = \"public\"",
@@ -234,7 +173,7 @@ fn an_unchanged_gitlab_listing_is_answered_not_modified() {
     for name in ["a", "b", "c"] {
         source_project(&fake, name, ProjectSpec::default());
     }
-    let setup = Setup::new(&fake, "", "");
+    let setup = setup(&fake, "", "");
     setup.sync().assert_code(0);
     // The first pass after the sync sees the created destinations; the next sees nothing new.
     setup.list();
@@ -259,7 +198,7 @@ fn a_failed_or_truncated_gitlab_page_or_a_failed_lookup_deletes_nothing() {
     for name in ["gone", "a", "b", "c", "d"] {
         source_project(&fake, name, ProjectSpec::default());
     }
-    let setup = Setup::new(&fake, "on_source_deleted = \"delete\"", "");
+    let setup = setup(&fake, "on_source_deleted = \"delete\"", "");
     setup.sync().assert_code(0);
     fake.delete_project(SOURCE, "gone").expect("delete source");
     let source_listing = format!("/api/v4/groups/{SOURCE_ID}/projects");
@@ -310,7 +249,7 @@ fn a_deleted_gitlab_source_archives_its_destination_when_asked() {
     for name in ["keep", "gone"] {
         source_project(&fake, name, ProjectSpec::default());
     }
-    let setup = Setup::new(&fake, "on_source_deleted = \"archive\"", "");
+    let setup = setup(&fake, "on_source_deleted = \"archive\"", "");
     setup.sync().assert_code(0);
     fake.delete_project(SOURCE, "gone").expect("delete source");
     let listed = setup.list();
@@ -332,7 +271,7 @@ fn gitlab_rate_limits_are_waited_out_not_failed() {
         source_project(&fake, name, ProjectSpec::default());
     }
     fake.rate_limit_next(&format!("/api/v4/groups/{SOURCE_ID}/projects"), 1);
-    let setup = Setup::new(&fake, "", "");
+    let setup = setup(&fake, "", "");
     let run = setup.sync();
     run.assert_code(0);
     for name in ["a", "b", "c", "d"] {
@@ -349,22 +288,14 @@ fn gitlab_rate_limits_are_waited_out_not_failed() {
 fn a_gitlab_rename_on_the_source_re_points_the_member_instead_of_duplicating_it() {
     let fake = fake(|_| {});
     let original = source_project(&fake, "app", ProjectSpec::default());
-    let setup = Setup::new(&fake, "", "");
+    let setup = setup(&fake, "", "");
     setup.sync().assert_code(0);
     assert_eq!(fake.created_projects().len(), 1);
 
     fake.rename_project(SOURCE, "app", "app-renamed")
         .expect("rename");
     // A new commit on top of what the destination has (a fast-forward).
-    let work = WorkRepo::new().expect("work repo");
-    let bare = original.path.display().to_string();
-    work.git(&["fetch", "-q", &bare, "main"]).expect("fetch");
-    work.git(&["checkout", "-q", "-B", "next", "FETCH_HEAD"])
-        .expect("checkout");
-    work.commit("g.txt", "after", "after the rename")
-        .expect("commit");
-    work.git(&["push", "-q", &bare, "HEAD:refs/heads/main"])
-        .expect("push");
+    push_on_top(&original.path);
     let listed = setup.list();
     assert_eq!(action(&listed, "gl/app-renamed")["action"], "renamed");
     setup.sync().assert_code(0);
@@ -391,7 +322,7 @@ fn a_gitlab_destination_project_ferry_did_not_create_is_an_error_and_left_alone(
         .expect("someone else's project");
     push_commit(&theirs.path, "main", "not ours");
     let before = branches_and_tags(&theirs.path);
-    let setup = Setup::new(&fake, "", "");
+    let setup = setup(&fake, "", "");
     let run = setup.sync();
     run.assert_code(1);
     assert!(run.stderr.contains("adopt_existing"), "{}", run.stderr);

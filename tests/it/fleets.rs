@@ -267,7 +267,7 @@ fn fleet_config_mistakes_name_the_line_and_the_fix() {
         (
             "{ provider = \"bitbucket\", path = \"/b\" }",
             "",
-            "supported: directory, github, gitlab, url",
+            "supported: directory, github, gitlab, gitea (or forgejo), url",
         ),
         (
             "{ provider = \"github\", owner = \"acme\" }",

@@ -9,8 +9,8 @@
 //! builds large repositories for benchmarks in seconds. [`github::GitHubFake`]
 //! serves GitHub's REST API for repositories backed by [`Servers`], checked
 //! against GitHub's own OpenAPI description; [`gitlab::GitLabFake`] does the
-//! same for GitLab (on [`fakehost`], the harness shared by the Swagger 2.0
-//! hosts).
+//! same for GitLab and [`gitea::GiteaFake`] for Gitea and Forgejo (both on
+//! [`fakehost`], the harness shared by the Swagger 2.0 hosts).
 //!
 //! Everything is isolated from the host: configs, keys, logs and repos live
 //! in a temp dir, `git` runs without system/global config, and all servers
@@ -38,6 +38,7 @@
 
 pub mod fakehost;
 mod git;
+pub mod gitea;
 pub mod github;
 pub mod gitlab;
 mod lfs;
@@ -69,5 +70,6 @@ mod tests {
         assert_send_sync::<crate::WorkRepo>();
         assert_send_sync::<crate::github::GitHubFake>();
         assert_send_sync::<crate::gitlab::GitLabFake>();
+        assert_send_sync::<crate::gitea::GiteaFake>();
     }
 }

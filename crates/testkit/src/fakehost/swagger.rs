@@ -114,14 +114,21 @@ impl Contract {
             bail!("{} has no `paths`", path.display());
         };
         let shared_params = doc.get("parameters").cloned().unwrap_or(Value::Null);
+        let shared_responses = doc.get("responses").cloned().unwrap_or(Value::Null);
         let mut operations = Vec::new();
         for (template, item) in paths {
             let shared = item.get("parameters").and_then(Value::as_array);
             for method in ["get", "put", "post", "delete", "patch", "head", "options"] {
                 if let Some(op) = item.get(method) {
                     operations.push(
-                        Operation::parse(method, template, shared, op, &shared_params)
-                            .with_context(|| format!("{}: {method} {template}", path.display()))?,
+                        Operation::parse(
+                            method,
+                            template,
+                            shared,
+                            op,
+                            (&shared_params, &shared_responses),
+                        )
+                        .with_context(|| format!("{}: {method} {template}", path.display()))?,
                     );
                 }
             }
@@ -378,7 +385,7 @@ impl Operation {
         template: &str,
         shared: Option<&Vec<Value>>,
         op: &Value,
-        shared_params: &Value,
+        (shared_params, shared_responses): (&Value, &Value),
     ) -> Result<Operation> {
         let mut parameters: Vec<Parameter> = Vec::new();
         let mut body = None;
@@ -432,13 +439,27 @@ impl Operation {
                 schema: Value::Object(schema),
             });
         }
-        let responses = op
+        let mut responses = BTreeMap::new();
+        for (status, response) in op
             .get("responses")
             .and_then(Value::as_object)
             .into_iter()
             .flatten()
-            .map(|(status, response)| (status.clone(), response.get("schema").cloned()))
-            .collect();
+        {
+            // Gitea names shared answers: `{"$ref": "#/responses/Repository"}`.
+            let response = match response.get("$ref").and_then(Value::as_str) {
+                Some(reference) => {
+                    let name = reference
+                        .strip_prefix("#/responses/")
+                        .with_context(|| format!("unsupported $ref {reference}"))?;
+                    shared_responses
+                        .get(name)
+                        .with_context(|| format!("$ref {reference} names nothing"))?
+                }
+                None => response,
+            };
+            responses.insert(status.clone(), response.get("schema").cloned());
+        }
         let segments = template
             .split('/')
             .map(|seg| {

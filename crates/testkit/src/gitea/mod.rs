@@ -1,0 +1,222 @@
+//! A fake of Gitea's REST API (v1, which Forgejo serves too) for the
+//! repositories ferry mirrors, held to Gitea's own published API description.
+//!
+//! [`GiteaFake`] answers the repository endpoints a fleet uses (an
+//! organisation's or a user's repositories, one repository by name or by id,
+//! create in an organisation, edit, delete) with Gitea's semantics:
+//! `Authorization: token ...` (or `Bearer`), `page`/`limit` pagination with
+//! `Link` and `X-Total-Count` headers, 404 for an owner that is not an
+//! organisation, 409 for a name taken. Gitea itself has no rate limit; the
+//! fake keeps one (429 with `Retry-After`, as a reverse proxy in front of
+//! Gitea answers) and answers conditional GETs with weak ETags and 304. Every
+//! repository it lists is a real bare repository served by the test nginx.
+//!
+//! The contract is Gitea's `templates/swagger/v1_json.tmpl` (served as
+//! `/swagger.v1.json`). No package registry reachable from ferry's build
+//! machines ships it (npm, PyPI, crates.io and Debian were searched), so the
+//! operations the fake serves are vendored as an excerpt, with their source
+//! commit and license: `swagger.v1.excerpt.json` beside this file.
+
+mod endpoints;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{anyhow, Result};
+
+use crate::fakehost::{Counters, FaultKind, HostOptions, Server};
+use crate::Servers;
+use endpoints::Gitea;
+
+/// The vendored excerpt of Gitea's API description.
+pub fn description_path() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("src/gitea/swagger.v1.excerpt.json")
+}
+
+/// How a [`GiteaFake`] behaves; [`FakeOptions::new`] gives Gitea's defaults.
+#[derive(Debug, Clone)]
+pub struct FakeOptions {
+    /// The one token accepted.
+    pub token: String,
+    /// Most items on one page, whatever `limit` asks (Gitea: 50).
+    pub max_page_size: usize,
+    /// Requests per window (Gitea has no limit of its own; a proxy's).
+    pub rate_limit: u32,
+    pub rate_window: Duration,
+}
+
+impl FakeOptions {
+    pub fn new(token: &str) -> FakeOptions {
+        FakeOptions {
+            token: token.to_string(),
+            max_page_size: 50,
+            rate_limit: 10_000,
+            rate_window: Duration::from_secs(60),
+        }
+    }
+}
+
+/// A repository to add with [`GiteaFake::add_repo`].
+#[derive(Debug, Clone, Default)]
+pub struct RepoSpec {
+    pub private: bool,
+    pub archived: bool,
+    pub fork: bool,
+    pub description: Option<String>,
+    /// `main` when not given.
+    pub default_branch: Option<String>,
+}
+
+/// A repository the fake serves.
+#[derive(Debug, Clone)]
+pub struct FakeRepo {
+    pub id: u64,
+    /// The bare repository on disk.
+    pub path: PathBuf,
+    /// `clone_url` (test nginx, Basic auth).
+    pub clone_url: String,
+}
+
+/// A repository created through `POST /orgs/{org}/repos`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CreatedRepo {
+    pub owner: String,
+    pub name: String,
+    pub private: bool,
+    pub description: Option<String>,
+}
+
+/// A `PATCH /repos/{owner}/{repo}` the fake accepted.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SeenPatch {
+    pub repo: String,
+    pub body: serde_json::Value,
+}
+
+/// The fake Gitea API server; stops on drop.
+pub struct GiteaFake {
+    server: Server<Gitea>,
+}
+
+impl GiteaFake {
+    /// Starts the fake on a free loopback port.
+    pub fn start(servers: &'static Servers, options: FakeOptions) -> Result<GiteaFake> {
+        let host = HostOptions {
+            token: options.token,
+            max_page_size: options.max_page_size,
+            rate_limit: options.rate_limit,
+            rate_window: options.rate_window,
+            description: description_path(),
+        };
+        Ok(GiteaFake {
+            server: Server::start(servers, &host, Gitea::default())?,
+        })
+    }
+
+    /// `http://127.0.0.1:PORT`, the instance; the API is under `/api/v1`.
+    pub fn base_url(&self) -> &str {
+        self.server.base_url()
+    }
+
+    /// Adds an organisation.
+    pub fn add_org(&self, name: &str) -> Result<()> {
+        self.server
+            .with(|g, _| g.add_owner(name, true))
+            .map_err(|e| anyhow!("cannot add the organisation {name}: {e}"))
+    }
+
+    /// Adds a user.
+    pub fn add_user(&self, name: &str) -> Result<()> {
+        self.server
+            .with(|g, _| g.add_owner(name, false))
+            .map_err(|e| anyhow!("cannot add the user {name}: {e}"))
+    }
+
+    /// Adds a repository of `owner`, with an empty bare repository behind it.
+    pub fn add_repo(&self, owner: &str, name: &str, spec: RepoSpec) -> Result<FakeRepo> {
+        self.server
+            .with(|g, ctx| {
+                let id = g.create(ctx, owner, name, spec)?;
+                g.fake_repo(ctx, id)
+                    .ok_or_else(|| "created, then lost".to_string())
+            })
+            .map_err(|e| anyhow!("cannot add {owner}/{name}: {e}"))
+    }
+
+    /// The repository `owner/name`, if the fake has it.
+    pub fn repo(&self, owner: &str, name: &str) -> Option<FakeRepo> {
+        self.server.with(|g, ctx| {
+            let id = g.find(owner, name)?;
+            g.fake_repo(ctx, id)
+        })
+    }
+
+    /// Deletes a repository and its bare repository.
+    pub fn delete_repo(&self, owner: &str, name: &str) -> Result<()> {
+        self.server
+            .with(|g, ctx| {
+                let id = g.find(owner, name).ok_or("no such repository")?;
+                g.delete(ctx, id)
+            })
+            .map_err(|e| anyhow!("cannot delete {owner}/{name}: {e}"))
+    }
+
+    /// Renames a repository (same id).
+    pub fn rename_repo(&self, owner: &str, name: &str, new_name: &str) -> Result<()> {
+        self.server
+            .with(|g, _| {
+                let id = g.find(owner, name).ok_or("no such repository")?;
+                g.rename(id, new_name)
+            })
+            .map_err(|e| anyhow!("cannot rename {owner}/{name}: {e}"))
+    }
+
+    /// The next `count` requests with `method` whose path starts with
+    /// `path_prefix` (a `?a=b` also requires that query pair) answer `status`.
+    pub fn fail_next(&self, method: &str, path_prefix: &str, status: u16, count: u32) {
+        self.server
+            .inject(Some(method), path_prefix, FaultKind::Status(status), count);
+    }
+
+    /// The next `count` requests (any method) to `path_prefix` are throttled:
+    /// 429 with `Retry-After: 1`.
+    pub fn rate_limit_next(&self, path_prefix: &str, count: u32) {
+        self.server
+            .inject(None, path_prefix, FaultKind::RateLimit, count);
+    }
+
+    /// The next `count` GETs of `path_prefix` get their body cut in half.
+    pub fn truncate_next(&self, path_prefix: &str, count: u32) {
+        self.server
+            .inject(Some("GET"), path_prefix, FaultKind::Truncated, count);
+    }
+
+    /// Every contract violation so far.
+    pub fn violations(&self) -> Vec<String> {
+        self.server.violations()
+    }
+
+    pub fn counters(&self) -> Counters {
+        self.server.counters()
+    }
+
+    /// Requests for one operation, e.g. `("GET", "/orgs/{org}/repos")`.
+    pub fn requests_to(&self, method: &str, template: &str) -> u64 {
+        self.server.requests_to(method, template)
+    }
+
+    /// Repositories created through the API, oldest first.
+    pub fn created_repos(&self) -> Vec<CreatedRepo> {
+        self.server.with(|g, _| g.created.clone())
+    }
+
+    /// `PATCH /repos/{owner}/{repo}` requests accepted, oldest first.
+    pub fn patches(&self) -> Vec<SeenPatch> {
+        self.server.with(|g, _| g.patches.clone())
+    }
+
+    /// Whether `owner/name` is archived.
+    pub fn is_archived(&self, owner: &str, name: &str) -> Option<bool> {
+        self.server.with(|g, _| g.archived(g.find(owner, name)?))
+    }
+}

@@ -1,0 +1,109 @@
+//! What the tests of host fleets share: a config with one fleet between two accounts of a
+//! fake host, the commands run on it (asserting the token never shows), and a commit pushed
+//! straight into a fake's bare repository.
+
+use crate::harness::{Ferry, Run};
+use ferry_testkit::{WorkRepo, WRITER};
+use serde_json::Value;
+use std::path::Path;
+
+/// The environment variable the configs name for the token.
+const TOKEN_ENV: &str = "FLEET_TOKEN";
+
+/// One fleet named `name` between two accounts of a fake host, in a temp dir.
+pub struct Setup {
+    dir: tempfile::TempDir,
+    ferry: Ferry,
+}
+
+/// The two ends of a host fleet.
+pub struct Ends<'a> {
+    pub provider: &'a str,
+    /// The instance URL (`api_url`).
+    pub api_url: &'a str,
+    pub source: &'a str,
+    pub destination: &'a str,
+}
+
+impl Setup {
+    /// A config with one fleet `name` from `ends.source` to `ends.destination` (created as
+    /// needed); `extra` goes into the fleet's table and `destination_extra` into its
+    /// destination. The token is the test nginx's writer password, and git sends it as
+    /// `writer`, so the same secret works for the fake's API and git over HTTP.
+    pub fn new(name: &str, ends: &Ends, extra: &str, destination_extra: &str) -> Setup {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let account = |owner: &str| {
+            format!(
+                "provider = \"{}\", owner = \"{owner}\", token_env = \"{TOKEN_ENV}\", api_url = \"{}\", username = \"{}\"",
+                ends.provider, ends.api_url, WRITER.0
+            )
+        };
+        let text = format!(
+            "[[fleet]]\nname = \"{name}\"\nsource = {{ {} }}\ndestination = {{ {}, create = true{destination_extra} }}\n{extra}\n",
+            account(ends.source),
+            account(ends.destination)
+        );
+        std::fs::write(dir.path().join("ferry.toml"), text).expect("config");
+        Setup {
+            dir,
+            ferry: Ferry::new().env(TOKEN_ENV, WRITER.1),
+        }
+    }
+
+    fn config(&self) -> String {
+        self.dir.path().join("ferry.toml").display().to_string()
+    }
+
+    pub fn sync(&self) -> Run {
+        let run = self.ferry.sync(&["--config", &self.config()]);
+        assert!(
+            !run.stdout.contains(WRITER.1) && !run.stderr.contains(WRITER.1),
+            "the token leaked: {run:?}"
+        );
+        run
+    }
+
+    /// `ferry fleet list --json`: the fleet's entry.
+    pub fn list(&self) -> Value {
+        let run = self
+            .ferry
+            .run("fleet", &["list", "--config", &self.config(), "--json"]);
+        assert!(!run.stdout.contains(WRITER.1) && !run.stderr.contains(WRITER.1));
+        run.json[0].clone()
+    }
+}
+
+/// The listed entry of member `name`.
+pub fn action<'a>(fleet: &'a Value, name: &str) -> &'a Value {
+    fleet["repositories"]
+        .as_array()
+        .and_then(|rs| rs.iter().find(|r| r["name"] == name))
+        .unwrap_or_else(|| panic!("{name} not listed: {fleet:#}"))
+}
+
+/// Pushes one commit with `content` to `branch` of the bare repository `bare`.
+pub fn push_commit(bare: &Path, branch: &str, content: &str) {
+    let work = WorkRepo::new().expect("work repo");
+    work.commit("f.txt", content, content).expect("commit");
+    work.git(&[
+        "push",
+        "-q",
+        "--force",
+        &bare.display().to_string(),
+        &format!("HEAD:refs/heads/{branch}"),
+    ])
+    .expect("push");
+}
+
+/// Pushes a commit on top of `bare`'s main (a fast-forward of what a mirror has).
+pub fn push_on_top(bare: &Path) {
+    let work = WorkRepo::new().expect("work repo");
+    let bare = bare.display().to_string();
+    work.git(&["fetch", "-q", &bare, "main"]).expect("fetch");
+    work.git(&["checkout", "-q", "-B", "next", "FETCH_HEAD"])
+        .expect("checkout");
+    work.commit("g.txt", "after", "after the rename")
+        .expect("commit");
+    work.git(&["push", "-q", &bare, "HEAD:refs/heads/main"])
+        .expect("push");
+}
