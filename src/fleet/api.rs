@@ -7,6 +7,7 @@
 //! sent only to the API's own origin in the host's own header, never logged.
 
 use crate::config::{HostAccount, HostKind};
+use crate::model::fleet::{Listing, Lookup, Repository};
 use reqwest::header::{HeaderMap, HeaderValue, ETAG, IF_NONE_MATCH, LINK};
 use reqwest::{Method, StatusCode};
 use serde::{Deserialize, Serialize};
@@ -158,6 +159,16 @@ impl Api {
     /// One JSON document (conditional on its last ETag).
     pub async fn get(&self, path: &str) -> Result<Value, ApiError> {
         self.get_remembered(&self.url(path)).await.map(|(v, _)| v)
+    }
+
+    /// A direct lookup of one repository: gone only when the host answers 404; any other
+    /// failure concludes nothing.
+    pub async fn lookup(&self, path: &str) -> Lookup {
+        match self.get(path).await {
+            Ok(_) => Lookup::Exists,
+            Err(ApiError::NotFound) => Lookup::Gone,
+            Err(ApiError::Failed(e)) => Lookup::Failed(e),
+        }
     }
 
     /// A write (POST, PATCH, DELETE) with an optional JSON body; the answer's JSON (or null).
@@ -339,6 +350,36 @@ impl Api {
     fn shown(&self, url: &str) -> String {
         crate::model::remote::redact_text(url)
     }
+}
+
+/// A listing of `what` ("acme on GitHub") from a host's items, each read by `read`. A failed
+/// listing, or an item that cannot be read, makes it incomplete rather than short.
+pub fn listing(
+    items: Result<Vec<Value>, ApiError>,
+    read: impl Fn(&Value) -> Option<Repository>,
+    what: &str,
+) -> Listing {
+    let items = match items {
+        Ok(items) => items,
+        Err(e) => {
+            return Listing {
+                repositories: Vec::new(),
+                incomplete: Some(format!("listing {what}: {e}")),
+            }
+        }
+    };
+    let mut listing = Listing::default();
+    for item in &items {
+        match read(item) {
+            Some(r) => listing.repositories.push(r),
+            None => {
+                listing.incomplete = Some(format!(
+                    "listing {what}: an entry without an id or name, or not of this owner"
+                ))
+            }
+        }
+    }
+    listing
 }
 
 /// The message of a host's error body: GitHub's and GitLab's `message` (GitLab's may be an

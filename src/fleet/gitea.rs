@@ -2,7 +2,7 @@
 //! repositories of an organisation or user, lookups by repository id, and creating, archiving
 //! and deleting destination repositories in an organisation.
 
-use crate::fleet::api::{segment, Api, ApiError};
+use crate::fleet::api::{listing, segment, Api, ApiError};
 use crate::fleet::{destination_name, Existing};
 use crate::model::fleet::{Listing, Lookup, Repository, Visibility};
 use reqwest::Method;
@@ -23,25 +23,7 @@ pub async fn list(api: &Api, owner: &str) -> Listing {
         }
         other => other,
     };
-    match items {
-        Ok(items) => {
-            let mut listing = Listing::default();
-            for item in &items {
-                match repository(item) {
-                    Some(r) => listing.repositories.push(r),
-                    None => {
-                        listing.incomplete =
-                            Some("Gitea listed a repository without an id or name".into())
-                    }
-                }
-            }
-            listing
-        }
-        Err(e) => Listing {
-            repositories: Vec::new(),
-            incomplete: Some(format!("listing {owner} on Gitea: {e}")),
-        },
-    }
+    listing(items, repository, &format!("{owner} on Gitea"))
 }
 
 fn org_listing(org: &str) -> String {
@@ -68,11 +50,7 @@ fn repository(v: &Value) -> Option<Repository> {
 /// Looks a repository up by its id (which survives renames and transfers): gone only when
 /// Gitea answers 404.
 pub async fn lookup(api: &Api, id: &str) -> Lookup {
-    match api.get(&format!("/repositories/{}", segment(id))).await {
-        Ok(_) => Lookup::Exists,
-        Err(ApiError::NotFound) => Lookup::Gone,
-        Err(ApiError::Failed(e)) => Lookup::Failed(e),
-    }
+    api.lookup(&format!("/repositories/{}", segment(id))).await
 }
 
 /// A destination organisation, as discovery sees it.

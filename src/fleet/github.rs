@@ -2,7 +2,7 @@
 //! API: the repositories of an organisation or user, lookups, and creating, archiving and
 //! deleting destination repositories.
 
-use crate::fleet::api::{segment, Api, ApiError};
+use crate::fleet::api::{listing, segment, Api, ApiError};
 use crate::fleet::{destination_name, Existing};
 use crate::model::fleet::{Listing, Lookup, Repository, Visibility};
 use reqwest::Method;
@@ -59,25 +59,7 @@ pub async fn list(api: &Api, owner: &str) -> Listing {
         Ok(kind) => api.get_all(&listing_path(kind, owner)).await,
         Err(e) => Err(e),
     };
-    match items {
-        Ok(items) => {
-            let mut listing = Listing::default();
-            for item in &items {
-                match repository(item) {
-                    Some(r) => listing.repositories.push(r),
-                    None => {
-                        listing.incomplete =
-                            Some("the host listed a repository without an id or name".into())
-                    }
-                }
-            }
-            listing
-        }
-        Err(e) => Listing {
-            repositories: Vec::new(),
-            incomplete: Some(format!("listing {owner} on GitHub: {e}")),
-        },
-    }
+    listing(items, repository, &format!("{owner} on GitHub"))
 }
 
 /// A repository from GitHub's JSON (minimal or full).
@@ -100,14 +82,8 @@ fn repository(v: &Value) -> Option<Repository> {
 
 /// Looks a repository up by name: gone only when GitHub answers 404.
 pub async fn lookup(api: &Api, owner: &str, name: &str) -> Lookup {
-    match api
-        .get(&format!("/repos/{}/{}", segment(owner), segment(name)))
+    api.lookup(&format!("/repos/{}/{}", segment(owner), segment(name)))
         .await
-    {
-        Ok(_) => Lookup::Exists,
-        Err(ApiError::NotFound) => Lookup::Gone,
-        Err(ApiError::Failed(e)) => Lookup::Failed(e),
-    }
 }
 
 /// A destination account, as discovery sees it.

@@ -2,7 +2,7 @@
 //! API v4: every project of a group, subgroups included; lookups by project id; and creating,
 //! archiving and deleting destination projects in a group.
 
-use crate::fleet::api::{segment, Api, ApiError};
+use crate::fleet::api::{listing, segment, Api, ApiError};
 use crate::fleet::{destination_name, Existing};
 use crate::model::fleet::{Listing, Lookup, Repository, Visibility};
 use reqwest::Method;
@@ -22,26 +22,11 @@ pub async fn list(api: &Api, group: &str) -> Listing {
         "/groups/{}/projects?include_subgroups=true&with_shared=false&order_by=id&sort=asc&per_page={PER_PAGE}",
         segment(group)
     );
-    match api.get_all(&path).await {
-        Ok(items) => {
-            let mut listing = Listing::default();
-            for item in &items {
-                match repository(item, group) {
-                    Some(r) => listing.repositories.push(r),
-                    None => {
-                        listing.incomplete = Some(format!(
-                            "GitLab listed a project of {group} without an id, or outside the group"
-                        ))
-                    }
-                }
-            }
-            listing
-        }
-        Err(e) => Listing {
-            repositories: Vec::new(),
-            incomplete: Some(format!("listing the group {group} on GitLab: {e}")),
-        },
-    }
+    listing(
+        api.get_all(&path).await,
+        |v| repository(v, group),
+        &format!("the group {group} on GitLab"),
+    )
 }
 
 /// A project from GitLab's JSON, its path relative to `group`.
@@ -70,11 +55,7 @@ fn repository(v: &Value, group: &str) -> Option<Repository> {
 /// Looks a project up by its id (which survives renames and transfers): gone only when
 /// GitLab answers 404.
 pub async fn lookup(api: &Api, id: &str) -> Lookup {
-    match api.get(&format!("/projects/{}", segment(id))).await {
-        Ok(_) => Lookup::Exists,
-        Err(ApiError::NotFound) => Lookup::Gone,
-        Err(ApiError::Failed(e)) => Lookup::Failed(e),
-    }
+    api.lookup(&format!("/projects/{}", segment(id))).await
 }
 
 /// A destination group, as discovery sees it.

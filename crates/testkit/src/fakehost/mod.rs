@@ -392,7 +392,7 @@ impl<H: Host> Server<H> {
     /// The next `count` requests with `method` (any when `None`) whose path
     /// starts with `path_prefix` answer as `kind`. A `?a=b` in the prefix also
     /// requires that query pair.
-    pub fn inject(&self, method: Option<&str>, path_prefix: &str, kind: FaultKind, count: u32) {
+    fn inject(&self, method: Option<&str>, path_prefix: &str, kind: FaultKind, count: u32) {
         let (path, query) = path_prefix.split_once('?').unwrap_or((path_prefix, ""));
         self.shared.inner().faults.push(Fault {
             method: method.map(str::to_ascii_uppercase),
@@ -403,6 +403,23 @@ impl<H: Host> Server<H> {
             kind,
             remaining: count,
         });
+    }
+
+    /// The next `count` requests with `method` whose path starts with
+    /// `path_prefix` (a `?a=b` also requires that query pair) answer `status`.
+    pub fn fail_next(&self, method: &str, path_prefix: &str, status: u16, count: u32) {
+        self.inject(Some(method), path_prefix, FaultKind::Status(status), count);
+    }
+
+    /// The next `count` requests (any method) to `path_prefix` are throttled:
+    /// 429 with `Retry-After: 1`.
+    pub fn rate_limit_next(&self, path_prefix: &str, count: u32) {
+        self.inject(None, path_prefix, FaultKind::RateLimit, count);
+    }
+
+    /// The next `count` GETs of `path_prefix` get their body cut in half.
+    pub fn truncate_next(&self, path_prefix: &str, count: u32) {
+        self.inject(Some("GET"), path_prefix, FaultKind::Truncated, count);
     }
 
     /// Every contract violation so far.

@@ -30,14 +30,15 @@ struct Repo {
     backing: String,
 }
 
+/// The fake's owners and repositories, and what it was asked to do.
 #[derive(Default)]
-pub(super) struct Gitea {
+pub struct Gitea {
     owners: Vec<Owner>,
     repos: Vec<Repo>,
     next_id: u64,
     clock: u64,
-    pub created: Vec<CreatedRepo>,
-    pub patches: Vec<SeenPatch>,
+    pub(super) created: Vec<CreatedRepo>,
+    pub(super) patches: Vec<SeenPatch>,
 }
 
 /// Gitea's `APIError` body.

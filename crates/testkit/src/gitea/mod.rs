@@ -24,7 +24,7 @@ use std::time::Duration;
 
 use anyhow::{anyhow, Result};
 
-use crate::fakehost::{Counters, FaultKind, HostOptions, Server};
+use crate::fakehost::{HostOptions, Server};
 use crate::Servers;
 use endpoints::Gitea;
 
@@ -93,9 +93,18 @@ pub struct SeenPatch {
     pub body: serde_json::Value,
 }
 
-/// The fake Gitea API server; stops on drop.
+/// The fake Gitea API server; stops on drop. Faults, counters and
+/// contract violations are the shared server's (through `Deref`).
 pub struct GiteaFake {
     server: Server<Gitea>,
+}
+
+impl std::ops::Deref for GiteaFake {
+    type Target = Server<Gitea>;
+
+    fn deref(&self) -> &Server<Gitea> {
+        &self.server
+    }
 }
 
 impl GiteaFake {
@@ -169,40 +178,6 @@ impl GiteaFake {
                 g.rename(id, new_name)
             })
             .map_err(|e| anyhow!("cannot rename {owner}/{name}: {e}"))
-    }
-
-    /// The next `count` requests with `method` whose path starts with
-    /// `path_prefix` (a `?a=b` also requires that query pair) answer `status`.
-    pub fn fail_next(&self, method: &str, path_prefix: &str, status: u16, count: u32) {
-        self.server
-            .inject(Some(method), path_prefix, FaultKind::Status(status), count);
-    }
-
-    /// The next `count` requests (any method) to `path_prefix` are throttled:
-    /// 429 with `Retry-After: 1`.
-    pub fn rate_limit_next(&self, path_prefix: &str, count: u32) {
-        self.server
-            .inject(None, path_prefix, FaultKind::RateLimit, count);
-    }
-
-    /// The next `count` GETs of `path_prefix` get their body cut in half.
-    pub fn truncate_next(&self, path_prefix: &str, count: u32) {
-        self.server
-            .inject(Some("GET"), path_prefix, FaultKind::Truncated, count);
-    }
-
-    /// Every contract violation so far.
-    pub fn violations(&self) -> Vec<String> {
-        self.server.violations()
-    }
-
-    pub fn counters(&self) -> Counters {
-        self.server.counters()
-    }
-
-    /// Requests for one operation, e.g. `("GET", "/orgs/{org}/repos")`.
-    pub fn requests_to(&self, method: &str, template: &str) -> u64 {
-        self.server.requests_to(method, template)
     }
 
     /// Repositories created through the API, oldest first.

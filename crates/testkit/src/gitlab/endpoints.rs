@@ -32,14 +32,15 @@ struct Project {
     backing: String,
 }
 
+/// The fake's groups and projects, and what it was asked to do.
 #[derive(Default)]
-pub(super) struct GitLab {
+pub struct GitLab {
     groups: Vec<Group>,
     projects: Vec<Project>,
     next_id: u64,
     clock: u64,
-    pub created: Vec<CreatedProject>,
-    pub updates: Vec<SeenUpdate>,
+    pub(super) created: Vec<CreatedProject>,
+    pub(super) updates: Vec<SeenUpdate>,
 }
 
 fn error(status: u16, message: &str) -> Reply {

@@ -25,7 +25,7 @@ use std::time::Duration;
 
 use anyhow::{anyhow, Result};
 
-use crate::fakehost::{Counters, FaultKind, HostOptions, Server};
+use crate::fakehost::{HostOptions, Server};
 use crate::Servers;
 use endpoints::GitLab;
 
@@ -97,9 +97,18 @@ pub struct SeenUpdate {
     pub body: serde_json::Value,
 }
 
-/// The fake GitLab API server; stops on drop.
+/// The fake GitLab API server; stops on drop. Faults, counters and
+/// contract violations are the shared server's (through `Deref`).
 pub struct GitLabFake {
     server: Server<GitLab>,
+}
+
+impl std::ops::Deref for GitLabFake {
+    type Target = Server<GitLab>;
+
+    fn deref(&self) -> &Server<GitLab> {
+        &self.server
+    }
 }
 
 impl GitLabFake {
@@ -176,40 +185,6 @@ impl GitLabFake {
                 gl.rename(id, new_path)
             })
             .map_err(|e| anyhow!("cannot rename {group}/{path}: {e}"))
-    }
-
-    /// The next `count` requests with `method` whose path starts with
-    /// `path_prefix` (a `?a=b` also requires that query pair) answer `status`.
-    pub fn fail_next(&self, method: &str, path_prefix: &str, status: u16, count: u32) {
-        self.server
-            .inject(Some(method), path_prefix, FaultKind::Status(status), count);
-    }
-
-    /// The next `count` requests (any method) to `path_prefix` are throttled:
-    /// 429 with `Retry-After: 1`.
-    pub fn rate_limit_next(&self, path_prefix: &str, count: u32) {
-        self.server
-            .inject(None, path_prefix, FaultKind::RateLimit, count);
-    }
-
-    /// The next `count` GETs of `path_prefix` get their body cut in half.
-    pub fn truncate_next(&self, path_prefix: &str, count: u32) {
-        self.server
-            .inject(Some("GET"), path_prefix, FaultKind::Truncated, count);
-    }
-
-    /// Every contract violation so far.
-    pub fn violations(&self) -> Vec<String> {
-        self.server.violations()
-    }
-
-    pub fn counters(&self) -> Counters {
-        self.server.counters()
-    }
-
-    /// Requests for one operation, e.g. `("GET", "/api/v4/groups/{id}/projects")`.
-    pub fn requests_to(&self, method: &str, template: &str) -> u64 {
-        self.server.requests_to(method, template)
     }
 
     /// Projects created through the API, oldest first.
