@@ -1,6 +1,6 @@
 //! What the fake GitLab and the fake Gitea share: a loopback HTTP server
 //! that checks every request and answer against the host's Swagger 2.0
-//! description ([`swagger::Contract`]), injects failures (an error status, a
+//! description (converted by [`swagger`] for [`crate::github::Contract`]), injects failures (an error status, a
 //! rate limit, a truncated page), keeps a primary rate limit, answers
 //! conditional GETs with `ETag`/`304`, and paginates with `Link` headers.
 //! Each host supplies its semantics through [`Host`]; the repositories it
@@ -20,17 +20,22 @@ use anyhow::{bail, Context, Result};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-pub use swagger::{Contract, Matched};
-
+use crate::github::{Contract, Matched, Unsaid};
 use crate::Servers;
 
 /// Larger request bodies are refused (repository requests are tiny).
 const MAX_BODY: u64 = 1024 * 1024;
 
-/// Statuses every host may answer from any operation (conditional requests,
-/// bad input, authentication, permissions, missing things, conflicts, rate
-/// limits, server errors) although most operations document few of them.
-pub const CROSS_CUTTING: &[u16] = &[304, 400, 401, 403, 404, 409, 422, 429, 500, 502, 503];
+/// What GitLab and Gitea send although their descriptions leave it unsaid:
+/// statuses from any operation (conditional requests, bad input,
+/// authentication, permissions, missing things, conflicts, rate limits,
+/// server errors; most operations document few of them), with error bodies
+/// the descriptions describe in words only.
+const UNSAID: Unsaid = Unsaid {
+    statuses: &[304, 400, 401, 403, 404, 409, 422, 429, 500, 502, 503],
+    error_schema: None,
+    undescribed_bodies: true,
+};
 
 /// What a fake has seen so far.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -295,6 +300,8 @@ pub struct Inner<H> {
 
 struct Shared<H> {
     contract: Arc<Contract>,
+    /// The description's `basePath`: request paths are matched without it.
+    base_path: String,
     ctx: Ctx,
     token: String,
     inner: Mutex<Inner<H>>,
@@ -323,7 +330,7 @@ impl<H: Host> Server<H> {
         if options.max_page_size == 0 || options.rate_window.is_zero() {
             bail!("max_page_size and rate_window must be above zero");
         }
-        let contract = Contract::load(&options.description, CROSS_CUTTING)?;
+        let (contract, base_path) = swagger::load(&options.description, UNSAID)?;
         let server = tiny_http::Server::http("127.0.0.1:0")
             .map_err(|e| anyhow::anyhow!("failed to listen on 127.0.0.1: {e}"))?;
         let port = server
@@ -334,6 +341,7 @@ impl<H: Host> Server<H> {
         let server = Arc::new(server);
         let shared = Arc::new(Shared {
             contract,
+            base_path,
             ctx: Ctx {
                 servers,
                 base_url: format!("http://127.0.0.1:{port}"),
@@ -517,7 +525,10 @@ fn handle<H: Host>(shared: &Shared<H>, inner: &mut Inner<H>, incoming: &Incoming
     let query: Vec<(String, String)> = form_urlencoded::parse(raw_query.as_bytes())
         .map(|(k, v)| (k.into_owned(), v.into_owned()))
         .collect();
-    let Some(op) = shared.contract.find(method, path) else {
+    let found = path
+        .strip_prefix(shared.base_path.as_str())
+        .and_then(|p| shared.contract.find(method, p));
+    let Some(op) = found else {
         inner.violations.push(format!(
             "{method} {url}: no operation in {}'s description has this method and path",
             H::NAME
