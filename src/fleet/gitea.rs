@@ -1,6 +1,8 @@
 //! Gitea and Forgejo (the same REST API, v1) as a fleet's source and destination: the
-//! repositories of an organisation or user, lookups by repository id, and creating, archiving
-//! and deleting destination repositories in an organisation.
+//! repositories of an organisation or user, lookups by repository id, and creating
+//! destination repositories in an organisation. Editing (default branch, archive) and deleting
+//! a repository are the same requests as GitHub's (`PATCH`/`DELETE /repos/{owner}/{repo}`),
+//! so `crate::fleet::github` makes them for both.
 
 use crate::fleet::api::{listing, segment, Api, ApiError};
 use crate::fleet::{destination_name, Existing};
@@ -113,43 +115,6 @@ impl Destination {
             )
         })
     }
-}
-
-/// Edits a destination repository (`PATCH /repos/{owner}/{repo}`).
-async fn edit(api: &Api, owner: &str, name: &str, body: Value) -> Result<(), ApiError> {
-    api.send(
-        Method::PATCH,
-        &format!("/repos/{}/{}", segment(owner), segment(name)),
-        Some(&body),
-    )
-    .await
-    .map(|_| ())
-}
-
-/// Sets a destination repository's default branch (after the first push, when it exists).
-pub async fn set_default_branch(
-    api: &Api,
-    owner: &str,
-    name: &str,
-    branch: &str,
-) -> Result<(), ApiError> {
-    edit(api, owner, name, json!({ "default_branch": branch })).await
-}
-
-/// Archives a destination repository (read-only; nothing is lost).
-pub async fn archive(api: &Api, owner: &str, name: &str) -> Result<(), ApiError> {
-    edit(api, owner, name, json!({ "archived": true })).await
-}
-
-/// Deletes a destination repository.
-pub async fn delete(api: &Api, owner: &str, name: &str) -> Result<(), ApiError> {
-    api.send(
-        Method::DELETE,
-        &format!("/repos/{}/{}", segment(owner), segment(name)),
-        None,
-    )
-    .await
-    .map(|_| ())
 }
 
 #[cfg(test)]

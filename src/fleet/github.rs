@@ -1,6 +1,7 @@
 //! GitHub (and GitHub Enterprise Server) as a fleet's source and destination, through its REST
 //! API: the repositories of an organisation or user, lookups, and creating, archiving and
-//! deleting destination repositories.
+//! deleting destination repositories. Gitea and Forgejo take the same requests to edit and
+//! delete a repository, so those serve them too.
 
 use crate::fleet::api::{listing, segment, Api, ApiError};
 use crate::fleet::{destination_name, Existing};

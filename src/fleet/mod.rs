@@ -139,25 +139,24 @@ async fn set_default_branch(
     branch: &str,
 ) -> Result<(), ApiError> {
     match kind {
-        HostKind::GitHub => github::set_default_branch(api, owner, &e.name, branch).await,
+        HostKind::GitHub | HostKind::Gitea => {
+            github::set_default_branch(api, owner, &e.name, branch).await
+        }
         HostKind::GitLab => gitlab::set_default_branch(api, &e.id, branch).await,
-        HostKind::Gitea => gitea::set_default_branch(api, owner, &e.name, branch).await,
     }
 }
 
 async fn archive(kind: HostKind, api: &Api, owner: &str, e: &Existing) -> Result<(), ApiError> {
     match kind {
-        HostKind::GitHub => github::archive(api, owner, &e.name).await,
+        HostKind::GitHub | HostKind::Gitea => github::archive(api, owner, &e.name).await,
         HostKind::GitLab => gitlab::archive(api, &e.id).await,
-        HostKind::Gitea => gitea::archive(api, owner, &e.name).await,
     }
 }
 
 async fn delete(kind: HostKind, api: &Api, owner: &str, e: &Existing) -> Result<(), ApiError> {
     match kind {
-        HostKind::GitHub => github::delete(api, owner, &e.name).await,
+        HostKind::GitHub | HostKind::Gitea => github::delete(api, owner, &e.name).await,
         HostKind::GitLab => gitlab::delete(api, &e.id).await,
-        HostKind::Gitea => gitea::delete(api, owner, &e.name).await,
     }
 }
 
