@@ -22,7 +22,7 @@ use toml::Spanned;
 pub const DEFAULT_DISCOVER_INTERVAL: Duration = Duration::from_secs(600);
 
 /// The providers a fleet's source or destination may name in this version.
-const SOURCE_PROVIDERS: &str = "directory, github, gitlab, gitea (or forgejo)";
+const SOURCE_PROVIDERS: &str = "directory, github, gitlab, gitea (or forgejo), bitbucket";
 const DESTINATION_PROVIDERS: &str = "directory, github, gitlab, gitea (or forgejo), url";
 
 /// A host with an API that fleets list repositories on and create them in.
@@ -34,6 +34,8 @@ pub enum HostKind {
     GitLab,
     /// Gitea and Forgejo (the same API).
     Gitea,
+    /// Bitbucket Cloud (a source only).
+    Bitbucket,
 }
 
 impl HostKind {
@@ -42,6 +44,7 @@ impl HostKind {
             "github" => Some(HostKind::GitHub),
             "gitlab" => Some(HostKind::GitLab),
             "gitea" | "forgejo" => Some(HostKind::Gitea),
+            "bitbucket" => Some(HostKind::Bitbucket),
             _ => None,
         }
     }
@@ -52,6 +55,7 @@ impl HostKind {
             HostKind::GitHub => "GitHub",
             HostKind::GitLab => "GitLab",
             HostKind::Gitea => "Gitea",
+            HostKind::Bitbucket => "Bitbucket",
         }
     }
 
@@ -61,6 +65,7 @@ impl HostKind {
             HostKind::GitHub => Some("https://api.github.com"),
             HostKind::GitLab => Some("https://gitlab.com/api/v4"),
             HostKind::Gitea => None,
+            HostKind::Bitbucket => Some("https://api.bitbucket.org/2.0"),
         }
     }
 
@@ -68,7 +73,7 @@ impl HostKind {
     /// (`https://HOST/api/v3`); GitLab may be named by the instance or by its API.
     fn api_under(self, url: url::Url) -> url::Url {
         let suffix = match self {
-            HostKind::GitHub => return url,
+            HostKind::GitHub | HostKind::Bitbucket => return url,
             HostKind::GitLab => "/api/v4",
             HostKind::Gitea => "/api/v1",
         };
@@ -84,11 +89,14 @@ impl HostKind {
     /// The user name git sends with the token over HTTPS unless `username` says otherwise:
     /// GitHub accepts any name with a token (this one is what its own tools send); GitLab
     /// takes `oauth2` with a personal, group or project access token; Gitea and Forgejo take
-    /// an access token as the password whatever the name.
+    /// an access token as the password whatever the name; Bitbucket's app passwords need the
+    /// account's user name, which the configuration must give (`x-token-auth` is the name it
+    /// takes with an access token).
     fn token_username(self) -> &'static str {
         match self {
             HostKind::GitHub => "x-access-token",
             HostKind::GitLab | HostKind::Gitea => "oauth2",
+            HostKind::Bitbucket => "x-token-auth",
         }
     }
 }
@@ -513,6 +521,13 @@ fn fleet_destination(
     let at = loc.at(raw.provider.span());
     let what = format!("{what} destination");
     let provider = raw.provider.get_ref().as_str();
+    if provider == "bitbucket" {
+        errors.push(format!(
+            "{at}: {what}: bitbucket is a fleet source only in this version; destinations: \
+             {DESTINATION_PROVIDERS}"
+        ));
+        return None;
+    }
     if let Some(kind) = HostKind::from_provider(provider) {
         let allowed: Vec<&str> = HOST_KEYS
             .iter()
@@ -670,12 +685,20 @@ fn host_account(
             HostKind::GitHub => "<organisation or user>",
             HostKind::GitLab => "<group/subgroup>",
             HostKind::Gitea => "<organisation or user>",
+            HostKind::Bitbucket => "<workspace>",
         };
         errors.push(format!(
             "{at}: {what}: a {provider} account needs owner = \"{owner}\""
         ));
         return None;
     };
+    if kind == HostKind::Bitbucket && raw.username.is_none() {
+        errors.push(format!(
+            "{at}: {what}: a bitbucket account needs username = \"<your Bitbucket user name>\": \
+             the app password in token_env or token_file goes with it"
+        ));
+        return None;
+    }
     let token = match secret(
         raw.token_env.as_deref(),
         raw.token_file.as_deref(),
@@ -714,6 +737,7 @@ fn host_account(
                     HostKind::GitHub => "https://github.example.com/api/v3",
                     HostKind::GitLab => "https://gitlab.example.com",
                     HostKind::Gitea => "https://git.example.com",
+                    HostKind::Bitbucket => "https://api.bitbucket.org/2.0",
                 };
                 errors.push(format!(
                     "{}: {what}: api_url '{}' is not an http(s) URL without credentials, like {example}",

@@ -98,6 +98,13 @@ impl Api {
             HostKind::GitLab => ("private-token", account.token.expose().to_owned()),
             // Gitea's description names `Authorization: token ...`.
             HostKind::Gitea => ("authorization", format!("token {}", account.token.expose())),
+            // Bitbucket takes an app password with its user name in Basic auth.
+            HostKind::Bitbucket => {
+                use base64::Engine;
+                let pair = format!("{}:{}", account.git_username, account.token.expose());
+                let encoded = base64::engine::general_purpose::STANDARD.encode(pair);
+                ("authorization", format!("Basic {encoded}"))
+            }
         };
         let mut token = HeaderValue::from_str(&value)
             .map_err(|_| "the token has characters an HTTP header cannot carry".to_owned())?;
@@ -127,7 +134,8 @@ impl Api {
         self.usage.lock().map(|u| *u).unwrap_or_default()
     }
 
-    /// Every item of a paginated listing, following `next` links to the end. Any page that
+    /// Every item of a paginated listing, following `next` links to the end: the `Link`
+    /// header's, or (Bitbucket) the page object's own `next` beside its `values`. Any page that
     /// fails fails the whole listing: a partial listing must never pass for a complete one.
     pub async fn get_all(&self, path: &str) -> Result<Vec<Value>, ApiError> {
         let mut items = Vec::new();
@@ -143,6 +151,17 @@ impl Api {
             let (body, link) = self.get_remembered(&url).await?;
             match body {
                 Value::Array(page) => items.extend(page),
+                Value::Object(mut page) if page.get("values").is_some_and(Value::is_array) => {
+                    if let Some(Value::Array(values)) = page.remove("values") {
+                        items.extend(values);
+                    }
+                    next = page
+                        .get("next")
+                        .and_then(Value::as_str)
+                        .map(|after| self.same_origin(&url, after))
+                        .transpose()?;
+                    continue;
+                }
                 other => {
                     return Err(ApiError::Failed(format!(
                         "{}: expected a list, got {}",
@@ -240,16 +259,9 @@ impl Api {
         }
         let body: Value = serde_json::from_str(&text)
             .map_err(|e| ApiError::Failed(format!("{}: not JSON: {e}", self.shown(url))))?;
-        let next = next_link(&headers);
-        if let Some(next) = &next {
-            // A next page on another origin would get the token: refuse it.
-            if !next.starts_with(self.base.as_str().trim_end_matches('/')) {
-                return Err(ApiError::Failed(format!(
-                    "{}: the next page is on another host; refusing to follow it",
-                    self.shown(url)
-                )));
-            }
-        }
+        let next = next_link(&headers)
+            .map(|next| self.same_origin(url, &next))
+            .transpose()?;
         if let Some(etag) = headers.get(ETAG).and_then(|v| v.to_str().ok()) {
             if let Ok(mut etags) = self.etags.lock() {
                 etags.insert(
@@ -263,6 +275,19 @@ impl Api {
             }
         }
         Ok((body, next))
+    }
+
+    /// `next`, the page after `url`, if it is on the API's own origin: a next page elsewhere
+    /// would get the token, so it is refused.
+    fn same_origin(&self, url: &str, next: &str) -> Result<String, ApiError> {
+        if next.starts_with(self.base.as_str().trim_end_matches('/')) {
+            Ok(next.to_owned())
+        } else {
+            Err(ApiError::Failed(format!(
+                "{}: the next page is on another host; refusing to follow it",
+                self.shown(url)
+            )))
+        }
     }
 
     /// Sends one request, waiting out rate limits (bounded).
@@ -283,7 +308,9 @@ impl Api {
                 HostKind::GitHub => request
                     .header("accept", "application/vnd.github+json")
                     .header("x-github-api-version", "2022-11-28"),
-                HostKind::GitLab | HostKind::Gitea => request.header("accept", "application/json"),
+                HostKind::GitLab | HostKind::Gitea | HostKind::Bitbucket => {
+                    request.header("accept", "application/json")
+                }
             };
             if let Some(etag) = etag {
                 request = request.header(IF_NONE_MATCH, etag);
@@ -327,6 +354,7 @@ impl Api {
             .and_then(|v| error_message(&v))
             .unwrap_or_default();
         let hint = match (status.as_u16(), self.kind) {
+            (401 | 403, HostKind::Bitbucket) => "; check the user name and the app password (Bitbucket: repository read permission)",
             (401, _) => "; check the token (expired or revoked?)",
             (403, HostKind::GitHub) => "; the token lacks a permission (GitHub: repository administration for creating, metadata to list)",
             (403, HostKind::GitLab) => "; the token lacks a scope or role (GitLab: the api scope, and Maintainer or Owner of the group to create, archive or delete projects)",
@@ -383,8 +411,12 @@ pub fn listing(
 }
 
 /// The message of a host's error body: GitHub's and GitLab's `message` (GitLab's may be an
-/// object of field errors: `{"path": ["has already been taken"]}`), or GitLab's `error`.
+/// object of field errors: `{"path": ["has already been taken"]}`), GitLab's `error`, or
+/// Bitbucket's `error.message`.
 fn error_message(v: &Value) -> Option<String> {
+    if let Some(m) = v.pointer("/error/message").and_then(Value::as_str) {
+        return Some(m.to_owned());
+    }
     match v.get("message").or_else(|| v.get("error"))? {
         Value::String(s) => Some(s.clone()),
         Value::Object(fields) => Some(

@@ -9,6 +9,7 @@
 //! configured mirror.
 
 pub mod api;
+pub mod bitbucket;
 pub mod directory;
 pub mod gitea;
 pub mod github;
@@ -85,6 +86,7 @@ impl Site {
             HostKind::GitHub => Site::GitHub(github::destination(api, owner).await?),
             HostKind::GitLab => Site::GitLab(gitlab::destination(api, owner).await?),
             HostKind::Gitea => Site::Gitea(gitea::destination(api, owner).await?),
+            HostKind::Bitbucket => return Err(source_only()),
         })
     }
 
@@ -118,16 +120,18 @@ async fn list_host(kind: HostKind, api: &Api, owner: &str) -> Listing {
         HostKind::GitHub => github::list(api, owner).await,
         HostKind::GitLab => gitlab::list(api, owner).await,
         HostKind::Gitea => gitea::list(api, owner).await,
+        HostKind::Bitbucket => bitbucket::list(api, owner).await,
     }
 }
 
 /// A direct lookup of a known repository missing from a complete listing: by name on
-/// GitHub (its id lookup is undocumented), by id on GitLab and Gitea.
+/// GitHub (its id lookup is undocumented), by id on GitLab and Gitea, by UUID on Bitbucket.
 async fn look_up_host(kind: HostKind, api: &Api, owner: &str, known: &plan::Known) -> Lookup {
     match kind {
         HostKind::GitHub => github::lookup(api, owner, &known.path).await,
         HostKind::GitLab => gitlab::lookup(api, &known.id).await,
         HostKind::Gitea => gitea::lookup(api, &known.id).await,
+        HostKind::Bitbucket => bitbucket::lookup(api, owner, &known.id).await,
     }
 }
 
@@ -143,6 +147,7 @@ async fn set_default_branch(
             github::set_default_branch(api, owner, &e.name, branch).await
         }
         HostKind::GitLab => gitlab::set_default_branch(api, &e.id, branch).await,
+        HostKind::Bitbucket => Err(source_only()),
     }
 }
 
@@ -150,6 +155,7 @@ async fn archive(kind: HostKind, api: &Api, owner: &str, e: &Existing) -> Result
     match kind {
         HostKind::GitHub | HostKind::Gitea => github::archive(api, owner, &e.name).await,
         HostKind::GitLab => gitlab::archive(api, &e.id).await,
+        HostKind::Bitbucket => Err(source_only()),
     }
 }
 
@@ -157,7 +163,13 @@ async fn delete(kind: HostKind, api: &Api, owner: &str, e: &Existing) -> Result<
     match kind {
         HostKind::GitHub | HostKind::Gitea => github::delete(api, owner, &e.name).await,
         HostKind::GitLab => gitlab::delete(api, &e.id).await,
+        HostKind::Bitbucket => Err(source_only()),
     }
+}
+
+/// Bitbucket is a fleet source only (the configuration refuses it as a destination).
+fn source_only() -> ApiError {
+    ApiError::Failed("Bitbucket is a fleet source only in this version".into())
 }
 
 impl Discovery {

@@ -2,7 +2,7 @@
 //! request and answer is checked against Gitea's published API description, serving real git
 //! through the test nginx. Small pages force paging; faults and rate limits are injected.
 
-use crate::fleet_host::{action, push_commit, push_on_top, Ends, Setup};
+use crate::fleet_host::{action, push_commit, push_on_top, End, Ends, Setup};
 use crate::harness::{branches_and_tags, servers};
 use ferry_testkit::gitea::{FakeOptions, FakeRepo, GiteaFake, RepoSpec};
 use ferry_testkit::WRITER;
@@ -47,11 +47,14 @@ fn setup_from(
     extra: &str,
     destination_extra: &str,
 ) -> Setup {
-    let ends = Ends {
+    let end = |owner| End {
         provider,
         api_url: fake.base_url(),
-        source,
-        destination: DEST,
+        owner,
+    };
+    let ends = Ends {
+        source: end(source),
+        destination: end(DEST),
     };
     Setup::new("gt", &ends, extra, destination_extra)
 }

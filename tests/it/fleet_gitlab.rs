@@ -2,7 +2,7 @@
 //! answer is checked against GitLab's published API description, serving real git through the
 //! test nginx. Small pages force paging; subgroups, faults and rate limits are exercised.
 
-use crate::fleet_host::{action, push_commit, push_on_top, Ends, Setup};
+use crate::fleet_host::{action, push_commit, push_on_top, End, Ends, Setup};
 use crate::harness::{branches_and_tags, servers};
 use ferry_testkit::gitlab::{FakeOptions, FakeProject, GitLabFake, ProjectSpec};
 use ferry_testkit::WRITER;
@@ -42,11 +42,14 @@ fn source_project(fake: &GitLabFake, path: &str, spec: ProjectSpec) -> FakeProje
 /// A GitLab-to-GitLab fleet named `gl`. `api_url` names the instance, as users write it;
 /// ferry adds `/api/v4`.
 fn setup(fake: &GitLabFake, extra: &str, destination_extra: &str) -> Setup {
-    let ends = Ends {
+    let end = |owner| End {
         provider: "gitlab",
         api_url: fake.base_url(),
-        source: SOURCE,
-        destination: DEST,
+        owner,
+    };
+    let ends = Ends {
+        source: end(SOURCE),
+        destination: end(DEST),
     };
     Setup::new("gl", &ends, extra, destination_extra)
 }

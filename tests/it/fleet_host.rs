@@ -16,13 +16,18 @@ pub struct Setup {
     ferry: Ferry,
 }
 
+/// One end of a host fleet.
+pub struct End<'a> {
+    pub provider: &'a str,
+    /// The instance or API URL (`api_url`).
+    pub api_url: &'a str,
+    pub owner: &'a str,
+}
+
 /// The two ends of a host fleet.
 pub struct Ends<'a> {
-    pub provider: &'a str,
-    /// The instance URL (`api_url`).
-    pub api_url: &'a str,
-    pub source: &'a str,
-    pub destination: &'a str,
+    pub source: End<'a>,
+    pub destination: End<'a>,
 }
 
 impl Setup {
@@ -32,16 +37,16 @@ impl Setup {
     /// `writer`, so the same secret works for the fake's API and git over HTTP.
     pub fn new(name: &str, ends: &Ends, extra: &str, destination_extra: &str) -> Setup {
         let dir = tempfile::tempdir().expect("temp dir");
-        let account = |owner: &str| {
+        let account = |end: &End| {
             format!(
-                "provider = \"{}\", owner = \"{owner}\", token_env = \"{TOKEN_ENV}\", api_url = \"{}\", username = \"{}\"",
-                ends.provider, ends.api_url, WRITER.0
+                "provider = \"{}\", owner = \"{}\", token_env = \"{TOKEN_ENV}\", api_url = \"{}\", username = \"{}\"",
+                end.provider, end.owner, end.api_url, WRITER.0
             )
         };
         let text = format!(
             "[[fleet]]\nname = \"{name}\"\nsource = {{ {} }}\ndestination = {{ {}, create = true{destination_extra} }}\n{extra}\n",
-            account(ends.source),
-            account(ends.destination)
+            account(&ends.source),
+            account(&ends.destination)
         );
         std::fs::write(dir.path().join("ferry.toml"), text).expect("config");
         Setup {

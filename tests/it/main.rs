@@ -7,6 +7,7 @@ mod deploy;
 mod engine_trust;
 mod failures;
 mod fast_path;
+mod fleet_bitbucket;
 mod fleet_gitea;
 mod fleet_github;
 mod fleet_gitlab;

@@ -9,8 +9,9 @@
 //! builds large repositories for benchmarks in seconds. [`github::GitHubFake`]
 //! serves GitHub's REST API for repositories backed by [`Servers`], checked
 //! against GitHub's own OpenAPI description; [`gitlab::GitLabFake`] does the
-//! same for GitLab and [`gitea::GiteaFake`] for Gitea and Forgejo (both on
-//! [`fakehost`], the harness shared by the Swagger 2.0 hosts).
+//! same for GitLab, [`gitea::GiteaFake`] for Gitea and Forgejo and
+//! [`bitbucket::BitbucketFake`] for Bitbucket Cloud (all on [`fakehost`], the
+//! harness shared by these hosts).
 //!
 //! Everything is isolated from the host: configs, keys, logs and repos live
 //! in a temp dir, `git` runs without system/global config, and all servers
@@ -36,6 +37,7 @@
 //!   "Everything up-to-date" after "error: RPC failed; HTTP 413".
 //! * Set `FERRY_TESTKIT_VERBOSE=1` to log start-up and shutdown timings.
 
+pub mod bitbucket;
 pub mod fakehost;
 mod git;
 pub mod gitea;
@@ -71,5 +73,6 @@ mod tests {
         assert_send_sync::<crate::github::GitHubFake>();
         assert_send_sync::<crate::gitlab::GitLabFake>();
         assert_send_sync::<crate::gitea::GiteaFake>();
+        assert_send_sync::<crate::bitbucket::BitbucketFake>();
     }
 }

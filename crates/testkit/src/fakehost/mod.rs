@@ -216,6 +216,13 @@ pub trait Host: Send + 'static {
     fn rate_headers(limit: u32, remaining: u32, reset_epoch: u64) -> Vec<(String, String)>;
     /// Answers an operation; `None` when the fake does not implement it.
     fn dispatch(&mut self, ctx: &Ctx, call: &Call) -> Option<Reply>;
+
+    /// Corrects the host's published description where it is incomplete for
+    /// what the fake serves, each change with its reason in a comment (the
+    /// description is checked as published otherwise).
+    fn amend_description(_description: &mut Value) -> Result<()> {
+        Ok(())
+    }
 }
 
 /// Options every fake host takes.
@@ -330,7 +337,8 @@ impl<H: Host> Server<H> {
         if options.max_page_size == 0 || options.rate_window.is_zero() {
             bail!("max_page_size and rate_window must be above zero");
         }
-        let (contract, base_path) = swagger::load(&options.description, UNSAID)?;
+        let (contract, base_path) =
+            swagger::load(&options.description, UNSAID, H::amend_description)?;
         let server = tiny_http::Server::http("127.0.0.1:0")
             .map_err(|e| anyhow::anyhow!("failed to listen on 127.0.0.1: {e}"))?;
         let port = server

@@ -38,14 +38,19 @@ use crate::github::{Contract, Unsaid};
 const DEFINITION_REF_PREFIX: &str = "#/definitions/";
 const SCHEMA_REF_PREFIX: &str = "#/components/schemas/";
 
-/// Loads the description at `path` (Swagger 2.0 or OpenAPI 3.0) as a
-/// contract with `unsaid`'s rules; also returns its base path.
-pub fn load(path: &Path, unsaid: Unsaid) -> Result<(Arc<Contract>, String)> {
+/// Loads the description at `path` (Swagger 2.0 or OpenAPI 3.0), amended by
+/// `amend`, as a contract with `unsaid`'s rules; also returns its base path.
+pub fn load(
+    path: &Path,
+    unsaid: Unsaid,
+    amend: fn(&mut Value) -> Result<()>,
+) -> Result<(Arc<Contract>, String)> {
     let text = std::fs::read(path)
         .with_context(|| format!("failed to read the API description {}", path.display()))?;
     let mut doc: Value =
         serde_json::from_slice(&text).with_context(|| format!("{} is not JSON", path.display()))?;
     apply_errata(&mut doc).with_context(|| format!("{}: x-ferry-errata", path.display()))?;
+    amend(&mut doc).with_context(|| format!("{}: amending", path.display()))?;
     let (base, converted) = if doc.get("swagger").and_then(Value::as_str) == Some("2.0") {
         let base = doc.get("basePath").and_then(Value::as_str).unwrap_or("");
         let converted = to_openapi3(&doc).with_context(|| path.display().to_string())?;
