@@ -3,7 +3,10 @@
 //! real git through the test nginx, mirrored into an organisation of the fake Gitea. Small
 //! pages force the `next` links to be followed; faults and rate limits are injected.
 
-use crate::fleet_host::{action, push_commit, push_on_top, End, Ends, Setup};
+use crate::fleet_host::{
+    action, deletes_only_on_a_complete_listing_and_a_lookup, push_commit, push_on_top, End, Ends,
+    Setup,
+};
 use crate::harness::{branches_and_tags, servers};
 use ferry_testkit::bitbucket::{BitbucketFake, FakeOptions, FakeRepo, RepoSpec};
 use ferry_testkit::gitea::{self, GiteaFake};
@@ -159,39 +162,14 @@ fn a_failed_or_truncated_bitbucket_page_or_a_failed_lookup_deletes_nothing() {
         .delete_repo(WORKSPACE, "a-gone")
         .expect("delete source");
     let listing = format!("/2.0/repositories/{WORKSPACE}");
-
-    bitbucket.fail_next("GET", &format!("{listing}?page=2"), 500, 1);
-    let run = setup.sync();
-    run.assert_code(1);
-    assert!(run.stderr.contains("incomplete"), "{}", run.stderr);
-    assert!(
-        gitea.repo(DEST, "a-gone").is_some(),
-        "deleted on a failed page"
+    deletes_only_on_a_complete_listing_and_a_lookup(
+        &setup,
+        &bitbucket,
+        // The lookup by UUID: `/repositories/acme/{...}`.
+        (&listing, &format!("{listing}/%7B")),
+        |name| gitea.repo(DEST, name).is_some(),
+        ("a-gone", &["b", "c", "d"]),
     );
-
-    bitbucket.truncate_next(&listing, 1);
-    let run = setup.sync();
-    run.assert_code(1);
-    assert!(run.stderr.contains("not JSON"), "{}", run.stderr);
-    assert!(
-        gitea.repo(DEST, "a-gone").is_some(),
-        "deleted on a cut page"
-    );
-
-    // The lookup by UUID (`/repositories/acme/{...}`) fails.
-    bitbucket.fail_next("GET", &format!("{listing}/%7B"), 502, 1);
-    let run = setup.sync();
-    assert_eq!(run.code, 1, "{}", run.stderr);
-    assert!(
-        gitea.repo(DEST, "a-gone").is_some(),
-        "deleted on a failed lookup"
-    );
-
-    setup.sync().assert_code(0);
-    assert!(gitea.repo(DEST, "a-gone").is_none());
-    for slug in ["b", "c", "d"] {
-        assert!(gitea.repo(DEST, slug).is_some(), "{slug}");
-    }
     assert_honest(&bitbucket, &gitea);
 }
 

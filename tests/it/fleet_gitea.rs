@@ -2,7 +2,10 @@
 //! request and answer is checked against Gitea's published API description, serving real git
 //! through the test nginx. Small pages force paging; faults and rate limits are injected.
 
-use crate::fleet_host::{action, push_commit, push_on_top, End, Ends, Setup};
+use crate::fleet_host::{
+    action, an_unchanged_listing_is_answered_not_modified,
+    deletes_only_on_a_complete_listing_and_a_lookup, push_commit, push_on_top, End, Ends, Setup,
+};
 use crate::harness::{branches_and_tags, servers};
 use ferry_testkit::gitea::{FakeOptions, FakeRepo, GiteaFake, RepoSpec};
 use ferry_testkit::WRITER;
@@ -192,14 +195,7 @@ fn an_unchanged_gitea_listing_is_answered_not_modified() {
         source_repo(&fake, name, RepoSpec::default());
     }
     let setup = setup(&fake, "", "");
-    setup.sync().assert_code(0);
-    setup.list();
-    let before = fake.counters();
-    let listed = setup.list();
-    let requests = listed["api_requests"].as_u64().unwrap_or(0);
-    assert!(requests > 0, "{listed:#}");
-    assert_eq!(listed["api_not_modified"], listed["api_requests"]);
-    assert_eq!(fake.counters().not_modified - before.not_modified, requests);
+    an_unchanged_listing_is_answered_not_modified(&setup, || fake.counters().not_modified);
     assert_honest(&fake);
 }
 
@@ -214,41 +210,17 @@ fn a_failed_or_truncated_gitea_page_or_a_failed_lookup_deletes_nothing() {
     let setup = setup(&fake, "on_source_deleted = \"delete\"", "");
     setup.sync().assert_code(0);
     fake.delete_repo(SOURCE, "a-gone").expect("delete source");
-    let listing = format!("/api/v1/orgs/{SOURCE}/repos");
-
-    fake.fail_next("GET", &format!("{listing}?page=2"), 500, 1);
-    let run = setup.sync();
-    run.assert_code(1);
-    assert!(run.stderr.contains("incomplete"), "{}", run.stderr);
-    assert!(
-        fake.repo(DEST, "a-gone").is_some(),
-        "deleted on a failed page"
+    deletes_only_on_a_complete_listing_and_a_lookup(
+        &setup,
+        &fake,
+        (
+            &format!("/api/v1/orgs/{SOURCE}/repos"),
+            "/api/v1/repositories/",
+        ),
+        |name| fake.repo(DEST, name).is_some(),
+        ("a-gone", &["b", "c", "d", "e"]),
     );
-
-    fake.truncate_next(&listing, 1);
-    let run = setup.sync();
-    run.assert_code(1);
-    assert!(run.stderr.contains("not JSON"), "{}", run.stderr);
-    assert!(
-        fake.repo(DEST, "a-gone").is_some(),
-        "deleted on a truncated page"
-    );
-
-    fake.fail_next("GET", "/api/v1/repositories/", 502, 1);
-    let run = setup.sync();
-    assert_eq!(run.code, 1, "{}", run.stderr);
-    assert!(
-        fake.repo(DEST, "a-gone").is_some(),
-        "deleted on a failed lookup"
-    );
-    assert_eq!(fake.requests_to("DELETE", "/repos/{owner}/{repo}"), 0);
-
-    setup.sync().assert_code(0);
-    assert!(fake.repo(DEST, "a-gone").is_none());
     assert_eq!(fake.requests_to("DELETE", "/repos/{owner}/{repo}"), 1);
-    for name in ["b", "c", "d", "e"] {
-        assert!(fake.repo(DEST, name).is_some(), "{name}");
-    }
     assert_honest(&fake);
 }
 

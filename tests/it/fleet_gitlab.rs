@@ -2,7 +2,10 @@
 //! answer is checked against GitLab's published API description, serving real git through the
 //! test nginx. Small pages force paging; subgroups, faults and rate limits are exercised.
 
-use crate::fleet_host::{action, push_commit, push_on_top, End, Ends, Setup};
+use crate::fleet_host::{
+    action, an_unchanged_listing_is_answered_not_modified,
+    deletes_only_on_a_complete_listing_and_a_lookup, push_commit, push_on_top, End, Ends, Setup,
+};
 use crate::harness::{branches_and_tags, servers};
 use ferry_testkit::gitlab::{FakeOptions, FakeProject, GitLabFake, ProjectSpec};
 use ferry_testkit::WRITER;
@@ -177,19 +180,7 @@ fn an_unchanged_gitlab_listing_is_answered_not_modified() {
         source_project(&fake, name, ProjectSpec::default());
     }
     let setup = setup(&fake, "", "");
-    setup.sync().assert_code(0);
-    // The first pass after the sync sees the created destinations; the next sees nothing new.
-    setup.list();
-    let before = fake.counters();
-    let listed = setup.list();
-    let after = fake.counters();
-    let requests = listed["api_requests"].as_u64().unwrap_or(0);
-    assert!(requests > 0, "{listed:#}");
-    assert_eq!(
-        listed["api_not_modified"], listed["api_requests"],
-        "every request of an unchanged listing is answered 304"
-    );
-    assert_eq!(after.not_modified - before.not_modified, requests);
+    an_unchanged_listing_is_answered_not_modified(&setup, || fake.counters().not_modified);
     assert_honest(&fake);
 }
 
@@ -204,45 +195,17 @@ fn a_failed_or_truncated_gitlab_page_or_a_failed_lookup_deletes_nothing() {
     let setup = setup(&fake, "on_source_deleted = \"delete\"", "");
     setup.sync().assert_code(0);
     fake.delete_project(SOURCE, "gone").expect("delete source");
-    let source_listing = format!("/api/v4/groups/{SOURCE_ID}/projects");
-
-    // Page 2 of the listing fails: the listing is incomplete.
-    fake.fail_next("GET", &format!("{source_listing}?page=2"), 500, 1);
-    let run = setup.sync();
-    run.assert_code(1);
-    assert!(run.stderr.contains("incomplete"), "{}", run.stderr);
-    assert!(
-        fake.project(DEST, "gone").is_some(),
-        "deleted on a failed page"
+    deletes_only_on_a_complete_listing_and_a_lookup(
+        &setup,
+        &fake,
+        (
+            &format!("/api/v4/groups/{SOURCE_ID}/projects"),
+            "/api/v4/projects/",
+        ),
+        |name| fake.project(DEST, name).is_some(),
+        ("gone", &["a", "b", "c", "d"]),
     );
-
-    // The first page arrives cut short: incomplete again.
-    fake.truncate_next(&source_listing, 1);
-    let run = setup.sync();
-    run.assert_code(1);
-    assert!(run.stderr.contains("not JSON"), "{}", run.stderr);
-    assert!(
-        fake.project(DEST, "gone").is_some(),
-        "deleted on a truncated page"
-    );
-
-    // The listing is complete but the lookup that would confirm the deletion fails.
-    fake.fail_next("GET", "/api/v4/projects/", 502, 1);
-    let run = setup.sync();
-    assert_eq!(run.code, 1, "{}", run.stderr);
-    assert!(
-        fake.project(DEST, "gone").is_some(),
-        "deleted on a failed lookup"
-    );
-    assert_eq!(fake.requests_to("DELETE", "/api/v4/projects/{id}"), 0);
-
-    // A complete listing and a lookup that says 404: now it goes, and only it.
-    setup.sync().assert_code(0);
-    assert!(fake.project(DEST, "gone").is_none());
     assert_eq!(fake.requests_to("DELETE", "/api/v4/projects/{id}"), 1);
-    for name in ["a", "b", "c", "d"] {
-        assert!(fake.project(DEST, name).is_some(), "{name}");
-    }
     assert_honest(&fake);
 }
 

@@ -3,6 +3,7 @@
 //! straight into a fake's bare repository.
 
 use crate::harness::{Ferry, Run};
+use ferry_testkit::fakehost::{Host, Server};
 use ferry_testkit::{WorkRepo, WRITER};
 use serde_json::Value;
 use std::path::Path;
@@ -111,4 +112,62 @@ pub fn push_on_top(bare: &Path) {
         .expect("commit");
     work.git(&["push", "-q", &bare, "HEAD:refs/heads/main"])
         .expect("push");
+}
+
+/// The deletion-safety story of a host fleet with `on_source_deleted = "delete"` whose source
+/// lost `gone` since the last sync: a failed second page, a first page cut short and a failed
+/// lookup (`lookup`, the prefix of the request that would confirm the deletion) each fail the
+/// run and leave the destination alone; then a complete listing and a lookup that says 404
+/// delete it, and only it. `listing` is the source listing's path on `source`; `gone` must be
+/// on its first page, so that the deletion changes that page and a cut-short one cannot be
+/// answered from the ETag cache.
+pub fn deletes_only_on_a_complete_listing_and_a_lookup<H: Host>(
+    setup: &Setup,
+    source: &Server<H>,
+    (listing, lookup): (&str, &str),
+    destination_has: impl Fn(&str) -> bool,
+    (gone, kept): (&str, &[&str]),
+) {
+    source.fail_next("GET", &format!("{listing}?page=2"), 500, 1);
+    let run = setup.sync();
+    run.assert_code(1);
+    assert!(run.stderr.contains("incomplete"), "{}", run.stderr);
+    assert!(destination_has(gone), "deleted on a failed page");
+
+    source.truncate_next(listing, 1);
+    let run = setup.sync();
+    run.assert_code(1);
+    assert!(run.stderr.contains("not JSON"), "{}", run.stderr);
+    assert!(destination_has(gone), "deleted on a page cut short");
+
+    source.fail_next("GET", lookup, 502, 1);
+    let run = setup.sync();
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    assert!(destination_has(gone), "deleted on a failed lookup");
+
+    setup.sync().assert_code(0);
+    assert!(!destination_has(gone), "not deleted when it was confirmed");
+    for name in kept {
+        assert!(destination_has(name), "{name} was deleted too");
+    }
+}
+
+/// After a sync, a listing that finds nothing new is answered 304 throughout: every request
+/// `ferry fleet list` reports is one the fake (`not_modified` reads its counter) answered
+/// "not modified". The first listing after the sync sees the destinations it created.
+pub fn an_unchanged_listing_is_answered_not_modified(
+    setup: &Setup,
+    not_modified: impl Fn() -> u64,
+) {
+    setup.sync().assert_code(0);
+    setup.list();
+    let before = not_modified();
+    let listed = setup.list();
+    let requests = listed["api_requests"].as_u64().unwrap_or(0);
+    assert!(requests > 0, "{listed:#}");
+    assert_eq!(
+        listed["api_not_modified"], listed["api_requests"],
+        "every request of an unchanged listing is answered 304"
+    );
+    assert_eq!(not_modified() - before, requests);
 }
