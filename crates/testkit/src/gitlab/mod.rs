@@ -12,9 +12,10 @@
 //!
 //! The contract is GitLab's `doc/api/openapi/openapi_v2.yaml`. No package
 //! registry reachable from ferry's build machines ships it (npm, PyPI,
-//! crates.io and Debian were searched), so the operations the fake serves are
-//! vendored as an excerpt, converted to JSON, with their source commit and
-//! license: `openapi_v2.excerpt.json` beside this file. Where GitLab's
+//! crates.io and Debian were searched; the APIs.guru collection on npm has
+//! only an old third-party description of API v3), so the operations the fake
+//! serves are vendored as an excerpt, converted to JSON, with their source
+//! commit and license: `openapi_v2.excerpt.json` beside this file. Where GitLab's
 //! description contradicts what GitLab sends, the excerpt carries an erratum
 //! saying so (see [`crate::fakehost::swagger`]).
 
