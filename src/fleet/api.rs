@@ -1,11 +1,14 @@
 //! A host's REST API, the way a well-behaved client uses it: every listing followed to its
-//! last page (`Link: <...>; rel="next"`), every GET conditional on the ETag of the last answer
-//! (an unchanged page costs no quota: GitHub does not count a 304), rate limits waited out
-//! (`Retry-After`, `X-RateLimit-Remaining: 0` + `X-RateLimit-Reset`, on 403 and 429) up to a
-//! bound, and the token sent only to the API's own origin, never logged.
+//! last page (`Link: <...>; rel="next"`: GitHub, and GitLab's offset pagination), every GET
+//! conditional on the ETag of the last answer (an unchanged page costs no quota on GitHub,
+//! which does not count a 304; GitLab answers 304 too but counts the request), rate limits
+//! waited out (`Retry-After`, `X-RateLimit-Remaining: 0` + `X-RateLimit-Reset`, GitLab's
+//! `RateLimit-Remaining: 0` + `RateLimit-Reset`, on 403 and 429) up to a bound, and the token
+//! sent only to the API's own origin in the host's own header, never logged.
 
-use crate::config::HostAccount;
-use reqwest::header::{HeaderMap, HeaderValue, AUTHORIZATION, ETAG, IF_NONE_MATCH, LINK};
+use crate::config::{HostAccount, HostKind};
+use crate::model::fleet::{Listing, Lookup, Repository};
+use reqwest::header::{HeaderMap, HeaderValue, ETAG, IF_NONE_MATCH, LINK};
 use reqwest::{Method, StatusCode};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -52,8 +55,10 @@ pub struct Usage {
 /// A client of one host account's API.
 pub struct Api {
     client: reqwest::Client,
+    kind: HostKind,
     base: url::Url,
-    token: HeaderValue,
+    /// The header that carries the token, and its value.
+    token: (&'static str, HeaderValue),
     /// Where the ETag cache lives between runs (`None`: in memory only).
     etag_file: Option<PathBuf>,
     etags: Mutex<HashMap<String, Remembered>>,
@@ -61,8 +66,13 @@ pub struct Api {
 }
 
 impl Api {
-    /// A client for `account`; `etag_file` keeps conditional-request state between runs.
-    pub fn new(account: &HostAccount, etag_file: Option<PathBuf>) -> Result<Api, String> {
+    /// A client for `account` on a `kind` host; `etag_file` keeps conditional-request state
+    /// between runs.
+    pub fn new(
+        kind: HostKind,
+        account: &HostAccount,
+        etag_file: Option<PathBuf>,
+    ) -> Result<Api, String> {
         let mut builder = reqwest::Client::builder()
             .timeout(REQUEST_TIMEOUT)
             .user_agent(concat!("ferry/", env!("CARGO_PKG_VERSION")))
@@ -78,7 +88,25 @@ impl Api {
         let client = builder
             .build()
             .map_err(|e| format!("cannot set up the HTTP client: {e}"))?;
-        let mut token = HeaderValue::from_str(&format!("Bearer {}", account.token.expose()))
+        // GitLab's description names `PRIVATE-TOKEN` (it also takes `Bearer`, but only for
+        // some token kinds); GitHub takes `Bearer`.
+        let (header, value) = match kind {
+            HostKind::GitHub => (
+                "authorization",
+                format!("Bearer {}", account.token.expose()),
+            ),
+            HostKind::GitLab => ("private-token", account.token.expose().to_owned()),
+            // Gitea's description names `Authorization: token ...`.
+            HostKind::Gitea => ("authorization", format!("token {}", account.token.expose())),
+            // Bitbucket takes an app password with its user name in Basic auth.
+            HostKind::Bitbucket => {
+                use base64::Engine;
+                let pair = format!("{}:{}", account.git_username, account.token.expose());
+                let encoded = base64::engine::general_purpose::STANDARD.encode(pair);
+                ("authorization", format!("Basic {encoded}"))
+            }
+        };
+        let mut token = HeaderValue::from_str(&value)
             .map_err(|_| "the token has characters an HTTP header cannot carry".to_owned())?;
         token.set_sensitive(true);
         let etags = etag_file
@@ -88,8 +116,9 @@ impl Api {
             .unwrap_or_default();
         Ok(Api {
             client,
+            kind,
             base: account.api.clone(),
-            token,
+            token: (header, token),
             etag_file,
             etags: Mutex::new(etags),
             usage: Mutex::new(Usage::default()),
@@ -105,7 +134,8 @@ impl Api {
         self.usage.lock().map(|u| *u).unwrap_or_default()
     }
 
-    /// Every item of a paginated listing, following `next` links to the end. Any page that
+    /// Every item of a paginated listing, following `next` links to the end: the `Link`
+    /// header's, or (Bitbucket) the page object's own `next` beside its `values`. Any page that
     /// fails fails the whole listing: a partial listing must never pass for a complete one.
     pub async fn get_all(&self, path: &str) -> Result<Vec<Value>, ApiError> {
         let mut items = Vec::new();
@@ -121,6 +151,17 @@ impl Api {
             let (body, link) = self.get_remembered(&url).await?;
             match body {
                 Value::Array(page) => items.extend(page),
+                Value::Object(mut page) if page.get("values").is_some_and(Value::is_array) => {
+                    if let Some(Value::Array(values)) = page.remove("values") {
+                        items.extend(values);
+                    }
+                    next = page
+                        .get("next")
+                        .and_then(Value::as_str)
+                        .map(|after| self.same_origin(&url, after))
+                        .transpose()?;
+                    continue;
+                }
                 other => {
                     return Err(ApiError::Failed(format!(
                         "{}: expected a list, got {}",
@@ -137,6 +178,16 @@ impl Api {
     /// One JSON document (conditional on its last ETag).
     pub async fn get(&self, path: &str) -> Result<Value, ApiError> {
         self.get_remembered(&self.url(path)).await.map(|(v, _)| v)
+    }
+
+    /// A direct lookup of one repository: gone only when the host answers 404; any other
+    /// failure concludes nothing.
+    pub async fn lookup(&self, path: &str) -> Lookup {
+        match self.get(path).await {
+            Ok(_) => Lookup::Exists,
+            Err(ApiError::NotFound) => Lookup::Gone,
+            Err(ApiError::Failed(e)) => Lookup::Failed(e),
+        }
     }
 
     /// A write (POST, PATCH, DELETE) with an optional JSON body; the answer's JSON (or null).
@@ -208,16 +259,9 @@ impl Api {
         }
         let body: Value = serde_json::from_str(&text)
             .map_err(|e| ApiError::Failed(format!("{}: not JSON: {e}", self.shown(url))))?;
-        let next = next_link(&headers);
-        if let Some(next) = &next {
-            // A next page on another origin would get the token: refuse it.
-            if !next.starts_with(self.base.as_str().trim_end_matches('/')) {
-                return Err(ApiError::Failed(format!(
-                    "{}: the next page is on another host; refusing to follow it",
-                    self.shown(url)
-                )));
-            }
-        }
+        let next = next_link(&headers)
+            .map(|next| self.same_origin(url, &next))
+            .transpose()?;
         if let Some(etag) = headers.get(ETAG).and_then(|v| v.to_str().ok()) {
             if let Ok(mut etags) = self.etags.lock() {
                 etags.insert(
@@ -233,6 +277,19 @@ impl Api {
         Ok((body, next))
     }
 
+    /// `next`, the page after `url`, if it is on the API's own origin: a next page elsewhere
+    /// would get the token, so it is refused.
+    fn same_origin(&self, url: &str, next: &str) -> Result<String, ApiError> {
+        if next.starts_with(self.base.as_str().trim_end_matches('/')) {
+            Ok(next.to_owned())
+        } else {
+            Err(ApiError::Failed(format!(
+                "{}: the next page is on another host; refusing to follow it",
+                self.shown(url)
+            )))
+        }
+    }
+
     /// Sends one request, waiting out rate limits (bounded).
     async fn call(
         &self,
@@ -246,9 +303,15 @@ impl Api {
             let mut request = self
                 .client
                 .request(method.clone(), url)
-                .header(AUTHORIZATION, self.token.clone())
-                .header("accept", "application/vnd.github+json")
-                .header("x-github-api-version", "2022-11-28");
+                .header(self.token.0, self.token.1.clone());
+            request = match self.kind {
+                HostKind::GitHub => request
+                    .header("accept", "application/vnd.github+json")
+                    .header("x-github-api-version", "2022-11-28"),
+                HostKind::GitLab | HostKind::Gitea | HostKind::Bitbucket => {
+                    request.header("accept", "application/json")
+                }
+            };
             if let Some(etag) = etag {
                 request = request.header(IF_NONE_MATCH, etag);
             }
@@ -288,11 +351,14 @@ impl Api {
         }
         let message = serde_json::from_str::<Value>(body)
             .ok()
-            .and_then(|v| v.get("message").and_then(Value::as_str).map(str::to_owned))
+            .and_then(|v| error_message(&v))
             .unwrap_or_default();
-        let hint = match status.as_u16() {
-            401 => "; check the token (expired or revoked?)",
-            403 => "; the token lacks a permission (GitHub: repository administration for creating, metadata to list)",
+        let hint = match (status.as_u16(), self.kind) {
+            (401 | 403, HostKind::Bitbucket) => "; check the user name and the app password (Bitbucket: repository read permission)",
+            (401, _) => "; check the token (expired or revoked?)",
+            (403, HostKind::GitHub) => "; the token lacks a permission (GitHub: repository administration for creating, metadata to list)",
+            (403, HostKind::GitLab) => "; the token lacks a scope or role (GitLab: the api scope, and Maintainer or Owner of the group to create, archive or delete projects)",
+            (403, HostKind::Gitea) => "; the token lacks a scope or permission (Gitea: read:repository to list, write:repository and write:organization to create, and repository admin to archive or delete)",
             _ => "",
         };
         ApiError::Failed(format!(
@@ -312,6 +378,83 @@ impl Api {
     fn shown(&self, url: &str) -> String {
         crate::model::remote::redact_text(url)
     }
+}
+
+/// A listing of `what` ("acme on GitHub") from a host's items, each read by `read`. A failed
+/// listing, or an item that cannot be read, makes it incomplete rather than short.
+pub fn listing(
+    items: Result<Vec<Value>, ApiError>,
+    read: impl Fn(&Value) -> Option<Repository>,
+    what: &str,
+) -> Listing {
+    let items = match items {
+        Ok(items) => items,
+        Err(e) => {
+            return Listing {
+                repositories: Vec::new(),
+                incomplete: Some(format!("listing {what}: {e}")),
+            }
+        }
+    };
+    let mut listing = Listing::default();
+    for item in &items {
+        match read(item) {
+            Some(r) => listing.repositories.push(r),
+            None => {
+                listing.incomplete = Some(format!(
+                    "listing {what}: an entry without an id or name, or not of this owner"
+                ))
+            }
+        }
+    }
+    listing
+}
+
+/// The message of a host's error body: GitHub's and GitLab's `message` (GitLab's may be an
+/// object of field errors: `{"path": ["has already been taken"]}`), GitLab's `error`, or
+/// Bitbucket's `error.message`.
+fn error_message(v: &Value) -> Option<String> {
+    if let Some(m) = v.pointer("/error/message").and_then(Value::as_str) {
+        return Some(m.to_owned());
+    }
+    match v.get("message").or_else(|| v.get("error"))? {
+        Value::String(s) => Some(s.clone()),
+        Value::Object(fields) => Some(
+            fields
+                .iter()
+                .map(|(field, problems)| {
+                    let problems = match problems {
+                        Value::Array(items) => items
+                            .iter()
+                            .map(|i| {
+                                i.as_str()
+                                    .map(str::to_owned)
+                                    .unwrap_or_else(|| i.to_string())
+                            })
+                            .collect::<Vec<_>>()
+                            .join(", "),
+                        other => other.to_string(),
+                    };
+                    format!("{field} {problems}")
+                })
+                .collect::<Vec<_>>()
+                .join("; "),
+        ),
+        other => Some(other.to_string()),
+    }
+}
+
+/// One path segment, percent-encoded: an owner, a repository name, or a GitLab group's full
+/// path (`acme/platform` becomes `acme%2Fplatform`, as GitLab's `:id` takes it). A name from a
+/// listing must never change the path's shape.
+pub fn segment(s: &str) -> String {
+    use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
+    const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
+        .remove(b'-')
+        .remove(b'.')
+        .remove(b'_')
+        .remove(b'~');
+    utf8_percent_encode(s, SEGMENT).to_string()
 }
 
 fn kind_of(v: &Value) -> &'static str {
@@ -339,14 +482,21 @@ pub fn next_link(headers: &HeaderMap) -> Option<String> {
 }
 
 /// How long a rate-limited answer asks to wait: `Retry-After` (seconds), else the reset time
-/// when no requests remain. `None`: not a rate limit (a plain 403 is a permission problem).
+/// when no requests remain (GitHub's `X-RateLimit-*`, GitLab's `RateLimit-*`). `None`: not a
+/// rate limit (a plain 403 is a permission problem).
 pub fn rate_limit_wait(headers: &HeaderMap, now: SystemTime) -> Option<Duration> {
     let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
     if let Some(secs) = header("retry-after").and_then(|v| v.trim().parse::<u64>().ok()) {
         return Some(Duration::from_secs(secs));
     }
-    if header("x-ratelimit-remaining").map(str::trim) == Some("0") {
-        let reset = header("x-ratelimit-reset")?.trim().parse::<u64>().ok()?;
+    let prefix = ["x-ratelimit-", "ratelimit-"]
+        .into_iter()
+        .find(|p| header(&format!("{p}remaining")).map(str::trim) == Some("0"));
+    if let Some(prefix) = prefix {
+        let reset = header(&format!("{prefix}reset"))?
+            .trim()
+            .parse::<u64>()
+            .ok()?;
         let now = now.duration_since(UNIX_EPOCH).ok()?.as_secs();
         // The reset is a whole second; wait past it.
         return Some(Duration::from_secs(reset.saturating_sub(now) + 1));
@@ -406,5 +556,31 @@ mod tests {
             None
         );
         assert_eq!(rate_limit_wait(&HeaderMap::new(), now), None);
+        assert_eq!(
+            rate_limit_wait(
+                &headers(&[("ratelimit-remaining", "0"), ("ratelimit-reset", "1004")]),
+                now
+            ),
+            Some(Duration::from_secs(5)),
+            "GitLab's headers"
+        );
+    }
+
+    #[test]
+    fn error_messages_are_read_from_github_and_gitlab_bodies() {
+        let m = |v: Value| error_message(&v);
+        assert_eq!(
+            m(serde_json::json!({ "message": "Bad credentials" })).as_deref(),
+            Some("Bad credentials")
+        );
+        assert_eq!(
+            m(serde_json::json!({ "message": { "path": ["has already been taken"] } })).as_deref(),
+            Some("path has already been taken")
+        );
+        assert_eq!(
+            m(serde_json::json!({ "error": "name is missing" })).as_deref(),
+            Some("name is missing")
+        );
+        assert_eq!(m(serde_json::json!({ "x": 1 })), None);
     }
 }

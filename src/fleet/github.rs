@@ -1,8 +1,10 @@
 //! GitHub (and GitHub Enterprise Server) as a fleet's source and destination, through its REST
 //! API: the repositories of an organisation or user, lookups, and creating, archiving and
-//! deleting destination repositories.
+//! deleting destination repositories. Gitea and Forgejo take the same requests to edit and
+//! delete a repository, so those serve them too.
 
-use crate::fleet::api::{Api, ApiError};
+use crate::fleet::api::{listing, segment, Api, ApiError};
+use crate::fleet::{destination_name, Existing};
 use crate::model::fleet::{Listing, Lookup, Repository, Visibility};
 use reqwest::Method;
 use serde_json::{json, Value};
@@ -58,25 +60,7 @@ pub async fn list(api: &Api, owner: &str) -> Listing {
         Ok(kind) => api.get_all(&listing_path(kind, owner)).await,
         Err(e) => Err(e),
     };
-    match items {
-        Ok(items) => {
-            let mut listing = Listing::default();
-            for item in &items {
-                match repository(item) {
-                    Some(r) => listing.repositories.push(r),
-                    None => {
-                        listing.incomplete =
-                            Some("the host listed a repository without an id or name".into())
-                    }
-                }
-            }
-            listing
-        }
-        Err(e) => Listing {
-            repositories: Vec::new(),
-            incomplete: Some(format!("listing {owner} on GitHub: {e}")),
-        },
-    }
+    listing(items, repository, &format!("{owner} on GitHub"))
 }
 
 /// A repository from GitHub's JSON (minimal or full).
@@ -99,21 +83,8 @@ fn repository(v: &Value) -> Option<Repository> {
 
 /// Looks a repository up by name: gone only when GitHub answers 404.
 pub async fn lookup(api: &Api, owner: &str, name: &str) -> Lookup {
-    match api
-        .get(&format!("/repos/{}/{}", segment(owner), segment(name)))
+    api.lookup(&format!("/repos/{}/{}", segment(owner), segment(name)))
         .await
-    {
-        Ok(_) => Lookup::Exists,
-        Err(ApiError::NotFound) => Lookup::Gone,
-        Err(ApiError::Failed(e)) => Lookup::Failed(e),
-    }
-}
-
-/// A destination repository: GitHub's id for it and where git reaches it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Existing {
-    pub id: String,
-    pub clone_url: String,
 }
 
 /// A destination account, as discovery sees it.
@@ -132,21 +103,16 @@ pub async fn destination(api: &Api, owner: &str) -> Result<Destination, ApiError
         .filter_map(|v| {
             let r = repository(v)?;
             Some((
-                r.path,
+                r.path.clone(),
                 Existing {
                     id: r.id,
+                    name: r.path,
                     clone_url: r.clone_url?,
                 },
             ))
         })
         .collect();
     Ok(Destination { kind, existing })
-}
-
-/// The destination repository's name for a source path: GitHub has no nesting, so a nested
-/// path's `/` become `-`.
-pub fn destination_name(repo: &Repository) -> String {
-    repo.short_path().replace('/', "-")
 }
 
 impl Destination {
@@ -191,6 +157,7 @@ impl Destination {
         })?;
         Ok(Existing {
             id: r.id,
+            name: r.path,
             clone_url,
         })
     }
@@ -232,18 +199,6 @@ pub async fn delete(api: &Api, owner: &str, name: &str) -> Result<(), ApiError> 
     )
     .await
     .map(|_| ())
-}
-
-/// One path segment, percent-encoded (owner and repository names are plain on GitHub, but a
-/// name from a listing must never change the path's shape).
-fn segment(s: &str) -> String {
-    use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
-    const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
-        .remove(b'-')
-        .remove(b'.')
-        .remove(b'_')
-        .remove(b'~');
-    utf8_percent_encode(s, SEGMENT).to_string()
 }
 
 #[cfg(test)]

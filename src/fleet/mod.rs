@@ -9,14 +9,19 @@
 //! configured mirror.
 
 pub mod api;
+pub mod bitbucket;
 pub mod directory;
+pub mod gitea;
 pub mod github;
+pub mod gitlab;
 pub mod inventory;
 pub mod plan;
 
-use crate::config::{ConfiguredMirror, FleetDestination, FleetSource, FleetSpec, HostAccount};
-use crate::model::fleet::{Lookup, OnSourceDeleted, Repository};
-use api::{Api, Usage};
+use crate::config::{
+    ConfiguredMirror, FleetDestination, FleetSource, FleetSpec, HostAccount, HostKind,
+};
+use crate::model::fleet::{Listing, Lookup, OnSourceDeleted, Repository, Visibility};
+use api::{Api, ApiError, Usage};
 use inventory::Inventory;
 use plan::{Action, Facts, MemberPlan};
 use std::collections::{HashMap, HashSet};
@@ -42,14 +47,129 @@ pub struct Discovery {
     /// A host destination: its account as discovery saw it.
     destination: Option<HostDestination>,
     /// Host destination repositories by source repository id.
-    destinations: HashMap<String, github::Existing>,
+    destinations: HashMap<String, Existing>,
     /// Source repository ids whose destination this run created.
     created: Vec<String>,
 }
 
 struct HostDestination {
+    kind: HostKind,
     api: Api,
-    site: github::Destination,
+    site: Site,
+}
+
+/// A repository on a host destination: the host's id for it, its name there and where git
+/// reaches it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Existing {
+    pub id: String,
+    pub name: String,
+    pub clone_url: String,
+}
+
+/// The destination repository's name for a source path: destinations are flat (one owner or
+/// group), so a nested path's `/` become `-`.
+pub fn destination_name(repo: &Repository) -> String {
+    repo.short_path().replace('/', "-")
+}
+
+/// A host destination account as discovery saw it, per host.
+enum Site {
+    GitHub(github::Destination),
+    GitLab(gitlab::Destination),
+    Gitea(gitea::Destination),
+}
+
+impl Site {
+    async fn list(kind: HostKind, api: &Api, owner: &str) -> Result<Site, ApiError> {
+        Ok(match kind {
+            HostKind::GitHub => Site::GitHub(github::destination(api, owner).await?),
+            HostKind::GitLab => Site::GitLab(gitlab::destination(api, owner).await?),
+            HostKind::Gitea => Site::Gitea(gitea::destination(api, owner).await?),
+            HostKind::Bitbucket => return Err(source_only()),
+        })
+    }
+
+    /// The repositories there now, by name.
+    fn existing(&self) -> &HashMap<String, Existing> {
+        match self {
+            Site::GitHub(d) => &d.existing,
+            Site::GitLab(d) => &d.existing,
+            Site::Gitea(d) => &d.existing,
+        }
+    }
+
+    async fn create(
+        &self,
+        api: &Api,
+        owner: &str,
+        repo: &Repository,
+        visibility: Visibility,
+    ) -> Result<Existing, ApiError> {
+        match self {
+            Site::GitHub(d) => d.create(api, owner, repo, visibility).await,
+            Site::GitLab(d) => d.create(api, owner, repo, visibility).await,
+            Site::Gitea(d) => d.create(api, owner, repo, visibility).await,
+        }
+    }
+}
+
+/// Every repository of a host source's owner.
+async fn list_host(kind: HostKind, api: &Api, owner: &str) -> Listing {
+    match kind {
+        HostKind::GitHub => github::list(api, owner).await,
+        HostKind::GitLab => gitlab::list(api, owner).await,
+        HostKind::Gitea => gitea::list(api, owner).await,
+        HostKind::Bitbucket => bitbucket::list(api, owner).await,
+    }
+}
+
+/// A direct lookup of a known repository missing from a complete listing: by name on
+/// GitHub (its id lookup is undocumented), by id on GitLab and Gitea, by UUID on Bitbucket.
+async fn look_up_host(kind: HostKind, api: &Api, owner: &str, known: &plan::Known) -> Lookup {
+    match kind {
+        HostKind::GitHub => github::lookup(api, owner, &known.path).await,
+        HostKind::GitLab => gitlab::lookup(api, &known.id).await,
+        HostKind::Gitea => gitea::lookup(api, &known.id).await,
+        HostKind::Bitbucket => bitbucket::lookup(api, owner, &known.id).await,
+    }
+}
+
+async fn set_default_branch(
+    kind: HostKind,
+    api: &Api,
+    owner: &str,
+    e: &Existing,
+    branch: &str,
+) -> Result<(), ApiError> {
+    match kind {
+        HostKind::GitHub | HostKind::Gitea => {
+            github::set_default_branch(api, owner, &e.name, branch).await
+        }
+        HostKind::GitLab => gitlab::set_default_branch(api, &e.id, branch).await,
+        HostKind::Bitbucket => Err(source_only()),
+    }
+}
+
+async fn archive(kind: HostKind, api: &Api, owner: &str, e: &Existing) -> Result<(), ApiError> {
+    match kind {
+        HostKind::GitHub | HostKind::Gitea => github::archive(api, owner, &e.name).await,
+        HostKind::GitLab => gitlab::archive(api, &e.id).await,
+        HostKind::Bitbucket => Err(source_only()),
+    }
+}
+
+async fn delete(kind: HostKind, api: &Api, owner: &str, e: &Existing) -> Result<(), ApiError> {
+    match kind {
+        HostKind::GitHub | HostKind::Gitea => github::delete(api, owner, &e.name).await,
+        HostKind::GitLab => gitlab::delete(api, &e.id).await,
+        HostKind::Bitbucket => Err(source_only()),
+    }
+}
+
+/// Bitbucket is a fleet source only (the configuration refuses it as a destination).
+fn source_only() -> ApiError {
+    ApiError::Failed("Bitbucket is a fleet source only in this version".into())
 }
 
 impl Discovery {
@@ -83,12 +203,13 @@ fn etag_file(cache_dir: &Path, fleet: &str, side: &str) -> PathBuf {
 }
 
 fn host_api(
+    kind: HostKind,
     account: &HostAccount,
     cache_dir: &Path,
     fleet: &str,
     side: &str,
 ) -> Result<Api, String> {
-    Api::new(account, Some(etag_file(cache_dir, fleet, side)))
+    Api::new(kind, account, Some(etag_file(cache_dir, fleet, side)))
         .map_err(|e| format!("{side} API: {e}"))
 }
 
@@ -113,19 +234,8 @@ pub async fn discover(spec: &FleetSpec, cache_dir: &Path) -> Result<Discovery, S
             .await
             .map_err(|e| format!("discovery stopped: {e}"))?
         }
-        FleetSource::GitHub(account) => {
-            let api = host_api(account, cache_dir, &spec.name, "source")?;
-            let listing = github::list(&api, &account.owner).await;
-            let mut lookups = HashMap::new();
-            for k in plan::to_look_up(&listing, &known) {
-                lookups.insert(
-                    k.id.clone(),
-                    github::lookup(&api, &account.owner, &k.path).await,
-                );
-            }
-            api.save();
-            add(&mut usage, api.usage());
-            (listing, lookups)
+        FleetSource::Host { kind, account } => {
+            list_source(*kind, account, spec, &known, cache_dir, &mut usage).await?
         }
     };
     let mut discovery = Discovery {
@@ -149,13 +259,14 @@ pub async fn discover(spec: &FleetSpec, cache_dir: &Path) -> Result<Discovery, S
             }
         }
         FleetDestination::Url { .. } => {}
-        FleetDestination::GitHub {
+        FleetDestination::Host {
+            kind,
             account,
             adopt_existing,
             ..
         } => {
-            let api = host_api(account, cache_dir, &spec.name, "destination")?;
-            match github::destination(&api, &account.owner).await {
+            let api = host_api(*kind, account, cache_dir, &spec.name, "destination")?;
+            match Site::list(*kind, &api, &account.owner).await {
                 Ok(site) => {
                     let theirs: HashMap<&str, Option<&String>> = known
                         .iter()
@@ -172,8 +283,11 @@ pub async fn discover(spec: &FleetSpec, cache_dir: &Path) -> Result<Discovery, S
                         .cloned()
                         .chain(known_repos)
                         .collect();
-                    let by_id: HashMap<&str, &github::Existing> =
-                        site.existing.values().map(|e| (e.id.as_str(), e)).collect();
+                    let by_id: HashMap<&str, &Existing> = site
+                        .existing()
+                        .values()
+                        .map(|e| (e.id.as_str(), e))
+                        .collect();
                     for r in &all {
                         // A member keeps the destination ferry made for it, whatever its name
                         // is now: a rename on the source re-points, it never duplicates.
@@ -186,7 +300,7 @@ pub async fn discover(spec: &FleetSpec, cache_dir: &Path) -> Result<Discovery, S
                             discovery.destinations.insert(r.id.clone(), (*e).clone());
                             continue;
                         }
-                        match site.existing.get(&github::destination_name(r)) {
+                        match site.existing().get(&destination_name(r)) {
                             None => {
                                 missing.insert(r.id.clone());
                             }
@@ -199,12 +313,17 @@ pub async fn discover(spec: &FleetSpec, cache_dir: &Path) -> Result<Discovery, S
                             }
                         }
                     }
-                    discovery.destination = Some(HostDestination { api, site });
+                    discovery.destination = Some(HostDestination {
+                        kind: *kind,
+                        api,
+                        site,
+                    });
                 }
                 Err(e) => discovery.problems.push(format!(
-                    "listing the destination {} on GitHub: {e}; its members are not synced \
+                    "listing the destination {} on {}: {e}; its members are not synced \
                      and nothing is created until it can be listed",
-                    account.owner
+                    account.owner,
+                    kind.name()
                 )),
             }
         }
@@ -226,6 +345,29 @@ pub async fn discover(spec: &FleetSpec, cache_dir: &Path) -> Result<Discovery, S
     Ok(discovery)
 }
 
+/// Lists a host source and looks up the known repositories the listing misses.
+async fn list_source(
+    kind: HostKind,
+    account: &HostAccount,
+    spec: &FleetSpec,
+    known: &[plan::Known],
+    cache_dir: &Path,
+    usage: &mut Usage,
+) -> Result<(Listing, HashMap<String, Lookup>), String> {
+    let api = host_api(kind, account, cache_dir, &spec.name, "source")?;
+    let listing = list_host(kind, &api, &account.owner).await;
+    let mut lookups = HashMap::new();
+    for k in plan::to_look_up(&listing, known) {
+        lookups.insert(
+            k.id.clone(),
+            look_up_host(kind, &api, &account.owner, k).await,
+        );
+    }
+    api.save();
+    add(usage, api.usage());
+    Ok((listing, lookups))
+}
+
 fn add(total: &mut Usage, more: Usage) {
     total.requests += more.requests;
     total.not_modified += more.not_modified;
@@ -243,7 +385,7 @@ pub async fn settle(spec: &FleetSpec, discovery: &mut Discovery, cache_dir: &Pat
         match &p.action {
             Action::Create => {
                 let (
-                    FleetDestination::GitHub {
+                    FleetDestination::Host {
                         account,
                         create,
                         visibility,
@@ -259,7 +401,7 @@ pub async fn settle(spec: &FleetSpec, discovery: &mut Discovery, cache_dir: &Pat
                         "{}: the destination repository {} does not exist; create it, or set \
                          create = true on the fleet's destination",
                         p.name,
-                        github::destination_name(&p.repository)
+                        destination_name(&p.repository)
                     ));
                     continue;
                 }
@@ -334,20 +476,20 @@ async fn act_on_deleted(
         (FleetDestination::Directory { .. }, _) if then == OnSourceDeleted::Delete => {
             delete_directory(&spec.destination, p).await
         }
-        (FleetDestination::GitHub { account, .. }, Some(d)) => {
+        (FleetDestination::Host { account, .. }, Some(d)) => {
             // Only a destination ferry created (or adopted) for this member is touched.
-            if !discovery.destinations.contains_key(&p.repository.id) {
+            let Some(e) = discovery.destinations.get(&p.repository.id) else {
                 return Err(
                     "its destination repository is not one ferry created; left alone".into(),
                 );
-            }
-            let name = github::destination_name(&p.repository);
+            };
             let result = match then {
-                OnSourceDeleted::Archive => github::archive(&d.api, &account.owner, &name).await,
-                OnSourceDeleted::Delete => github::delete(&d.api, &account.owner, &name).await,
+                OnSourceDeleted::Archive => archive(d.kind, &d.api, &account.owner, e).await,
+                OnSourceDeleted::Delete => delete(d.kind, &d.api, &account.owner, e).await,
                 OnSourceDeleted::Keep => Ok(()),
             };
-            result.map_err(|e| format!("{then:?} of the destination {name}: {e}").to_lowercase())
+            let then = format!("{then:?}").to_lowercase();
+            result.map_err(|err| format!("{then} of the destination {}: {err}", e.name))
         }
         _ => Err("this destination cannot do that; the destination was left alone".into()),
     }
@@ -360,7 +502,7 @@ pub async fn after_sync(
     discovery: &Discovery,
     synced: &HashSet<String>,
 ) -> Vec<String> {
-    let (FleetDestination::GitHub { account, .. }, Some(d)) =
+    let (FleetDestination::Host { account, .. }, Some(d)) =
         (&spec.destination, &discovery.destination)
     else {
         return Vec::new();
@@ -376,8 +518,10 @@ pub async fn after_sync(
         if !synced.contains(&p.name) {
             continue;
         }
-        let name = github::destination_name(&p.repository);
-        if let Err(e) = github::set_default_branch(&d.api, &account.owner, &name, branch).await {
+        let Some(e) = discovery.destinations.get(id) else {
+            continue;
+        };
+        if let Err(e) = set_default_branch(d.kind, &d.api, &account.owner, e, branch).await {
             problems.push(format!(
                 "{}: setting the default branch to {branch}: {e}",
                 p.name

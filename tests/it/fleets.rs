@@ -265,9 +265,14 @@ fn fleet_config_mistakes_name_the_line_and_the_fix() {
             "\"keep\" or \"delete\"",
         ),
         (
-            "{ provider = \"gitlab\", path = \"/b\" }",
+            "{ provider = \"codecommit\", path = \"/b\" }",
             "",
-            "supported: directory, github, url",
+            "supported: directory, github, gitlab, gitea (or forgejo), url",
+        ),
+        (
+            "{ provider = \"bitbucket\", owner = \"acme\", username = \"u\", token_env = \"HOME\" }",
+            "",
+            "bitbucket is a fleet source only",
         ),
         (
             "{ provider = \"github\", owner = \"acme\" }",

@@ -8,7 +8,10 @@
 //! network faults, [`WorkRepo`] makes commits to push, and [`generate_repo`]
 //! builds large repositories for benchmarks in seconds. [`github::GitHubFake`]
 //! serves GitHub's REST API for repositories backed by [`Servers`], checked
-//! against GitHub's own OpenAPI description.
+//! against GitHub's own OpenAPI description; [`gitlab::GitLabFake`] does the
+//! same for GitLab, [`gitea::GiteaFake`] for Gitea and Forgejo and
+//! [`bitbucket::BitbucketFake`] for Bitbucket Cloud (all on [`fakehost`], the
+//! harness shared by these hosts).
 //!
 //! Everything is isolated from the host: configs, keys, logs and repos live
 //! in a temp dir, `git` runs without system/global config, and all servers
@@ -34,8 +37,12 @@
 //!   "Everything up-to-date" after "error: RPC failed; HTTP 413".
 //! * Set `FERRY_TESTKIT_VERBOSE=1` to log start-up and shutdown timings.
 
+pub mod bitbucket;
+pub mod fakehost;
 mod git;
+pub mod gitea;
 pub mod github;
+pub mod gitlab;
 mod lfs;
 mod postgres;
 mod process;
@@ -64,5 +71,8 @@ mod tests {
         assert_send_sync::<crate::TcpProxy>();
         assert_send_sync::<crate::WorkRepo>();
         assert_send_sync::<crate::github::GitHubFake>();
+        assert_send_sync::<crate::gitlab::GitLabFake>();
+        assert_send_sync::<crate::gitea::GiteaFake>();
+        assert_send_sync::<crate::bitbucket::BitbucketFake>();
     }
 }

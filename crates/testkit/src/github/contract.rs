@@ -1,5 +1,7 @@
 //! GitHub's published OpenAPI description as a contract: finds the operation a
-//! request is for and checks requests and answers against it.
+//! request is for and checks requests and answers against it. The fake GitLab
+//! and Gitea use it too, on their Swagger 2.0 descriptions converted to
+//! OpenAPI 3.0 (`crate::fakehost::swagger`), with their own [`Unsaid`] rules.
 //!
 //! The description is OpenAPI 3.0.3, whose schemas are a dialect of JSON
 //! Schema draft 4. Two differences matter for validation and are bridged
@@ -20,11 +22,27 @@ use anyhow::{bail, Context, Result};
 use jsonschema::{Draft, Validator};
 use serde_json::{json, Map, Value};
 
-/// Statuses GitHub sends from any operation, although most operations do not
-/// list them: its REST documentation describes them once for the whole API
+/// What a host sends although its description leaves it unsaid.
+#[derive(Debug, Clone, Copy)]
+pub struct Unsaid {
+    /// Statuses the host sends from any operation, although most operations
+    /// do not list them.
+    pub statuses: &'static [u16],
+    /// The component schema of their bodies (all but 304's); `None`: not checked.
+    pub error_schema: Option<&'static str>,
+    /// Whether an answer documented without a body may carry one anyway
+    /// (Swagger 2.0 hosts describe their error answers in words only).
+    pub undescribed_bodies: bool,
+}
+
+/// GitHub's REST documentation describes these once for the whole API
 /// (conditional requests, authentication, rate limits, hidden resources,
-/// server errors). Their bodies (all but 304's) are `basic-error`.
-const CROSS_CUTTING_STATUSES: &[u16] = &[304, 401, 403, 404, 429, 500, 502, 503];
+/// server errors); their bodies are `basic-error`.
+const GITHUB_UNSAID: Unsaid = Unsaid {
+    statuses: &[304, 401, 403, 404, 429, 500, 502, 503],
+    error_schema: Some("basic-error"),
+    undescribed_bodies: false,
+};
 
 const SCHEMA_REF_PREFIX: &str = "#/components/schemas/";
 
@@ -34,6 +52,7 @@ type Slot = Arc<OnceLock<Arc<Contract>>>;
 /// One loaded description; cheap to share (see [`Contract::load`]).
 pub struct Contract {
     path: PathBuf,
+    unsaid: Unsaid,
     operations: Vec<Operation>,
     /// `components.schemas`, as published (converted when compiled).
     schemas: Map<String, Value>,
@@ -104,6 +123,12 @@ impl Contract {
         })?;
         let doc: Value = serde_json::from_slice(&text)
             .with_context(|| format!("{} is not JSON", path.display()))?;
+        Contract::from_document(path, &doc, GITHUB_UNSAID)
+    }
+
+    /// The contract of an OpenAPI 3.0 document read from `path` (named in
+    /// messages), with `unsaid`'s rules for what it does not describe.
+    pub fn from_document(path: &Path, doc: &Value, unsaid: Unsaid) -> Result<Contract> {
         match doc.get("openapi").and_then(Value::as_str) {
             Some(v) if v.starts_with("3.0.") => {}
             other => bail!(
@@ -135,6 +160,7 @@ impl Contract {
             .unwrap_or_default();
         Ok(Contract {
             path: path.to_path_buf(),
+            unsaid,
             operations,
             schemas,
             validators: Mutex::new(HashMap::new()),
@@ -249,12 +275,15 @@ impl Contract {
     }
 
     /// Problems with an answer for `op`: the status must be documented for
-    /// the operation (or be one GitHub sends from everywhere, see
-    /// [`CROSS_CUTTING_STATUSES`]) and the JSON body must match its schema.
+    /// the operation (or be one the host sends from everywhere, see
+    /// [`Unsaid`]) and the JSON body must match its schema.
     pub fn check_response(&self, op: &Matched, status: u16, body: Option<&Value>) -> Vec<String> {
         let operation = &self.operations[op.index];
         let code = status.to_string();
-        let basic_error = json!({ "$ref": format!("{SCHEMA_REF_PREFIX}basic-error") });
+        let error = self
+            .unsaid
+            .error_schema
+            .map(|name| json!({ "$ref": format!("{SCHEMA_REF_PREFIX}{name}") }));
         let (key, schema) = match operation
             .responses
             .get(&code)
@@ -264,10 +293,13 @@ impl Contract {
                 format!("{} {} response {code}", op.method, op.template),
                 schema.as_ref(),
             ),
-            None if CROSS_CUTTING_STATUSES.contains(&status) => (
-                "cross-cutting basic-error".to_string(),
-                (status != 304).then_some(&basic_error),
-            ),
+            None if self.unsaid.statuses.contains(&status) => match &error {
+                Some(error) => (
+                    "cross-cutting error".to_string(),
+                    (status != 304).then_some(error),
+                ),
+                None => return Vec::new(),
+            },
             None => {
                 let documented: Vec<&str> =
                     operation.responses.keys().map(String::as_str).collect();
@@ -285,10 +317,10 @@ impl Contract {
             (Some(_), None) => problems.push(format!(
                 "status {status} must have a JSON body, none was sent"
             )),
-            (None, Some(_)) => problems.push(format!(
+            (None, Some(_)) if !self.unsaid.undescribed_bodies => problems.push(format!(
                 "status {status} has no documented body, but one was sent"
             )),
-            (None, None) => {}
+            (None, _) => {}
         }
         problems
     }

@@ -27,7 +27,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 
-pub use contract::{Contract, Matched};
+pub use contract::{Contract, Matched, Unsaid};
 
 use crate::Servers;
 use model::{Fault, OwnerKind, State};
