@@ -137,13 +137,7 @@ pub struct Git {
 
 #[derive(Debug)]
 struct GitConfig {
-    /// git, found on PATH once (as an absolute path the spawn needs no PATH search, so the
-    /// standard library can start it with posix_spawn instead of fork: a fork of a large
-    /// multi-threaded process costs page faults on everything it touches afterwards).
     program: OsString,
-    /// util-linux's `setpriv`, which starts git with the parent-death signal set (see
-    /// [`die_with_this_process`]) without a pre-exec hook, which would force a fork.
-    setpriv: Option<PathBuf>,
     timeout: Duration,
     /// Forward git's progress meters to our stderr (an interactive terminal).
     show_progress: bool,
@@ -164,17 +158,9 @@ pub struct Call<'a> {
 impl Git {
     pub fn new(timeout: Duration, show_progress: bool, secrets: Vec<Secret>, home: PathBuf) -> Git {
         let program = std::env::var_os("FERRY_GIT").unwrap_or_else(|| "git".into());
-        let path = std::env::var("PATH").unwrap_or_else(|_| DEFAULT_PATH.into());
-        let program = find_on_path(&program, &path).map_or(program, PathBuf::into_os_string);
-        let setpriv = if cfg!(target_os = "linux") && Path::new(&program).is_absolute() {
-            find_on_path("setpriv".as_ref(), &path)
-        } else {
-            None
-        };
         Git {
             inner: Arc::new(GitConfig {
                 program,
-                setpriv,
                 timeout,
                 show_progress,
                 secrets,
@@ -268,18 +254,8 @@ impl Git {
         stdin: Stdio,
     ) -> Result<tokio::process::Child, GitFailure> {
         let program = &self.inner.program;
-        let mut command = match &self.inner.setpriv {
-            Some(setpriv) => {
-                let mut command = tokio::process::Command::new(setpriv);
-                command.args(["--pdeathsig", "KILL", "--"]).arg(program);
-                command
-            }
-            None => {
-                let mut command = tokio::process::Command::new(program);
-                die_with_this_process(&mut command);
-                command
-            }
-        };
+        let mut command = tokio::process::Command::new(program);
+        die_with_this_process(&mut command);
         command
             .args(args)
             .current_dir(cwd)
@@ -354,7 +330,7 @@ impl Git {
         let mut set = |k: &str, v: &str| env.push((k.into(), v.into()));
         set(
             "PATH",
-            &parent("PATH").unwrap_or_else(|| DEFAULT_PATH.into()),
+            &parent("PATH").unwrap_or_else(|| "/usr/local/bin:/usr/bin:/bin".into()),
         );
         let home = parent("HOME").unwrap_or_else(|| self.inner.home.display().to_string());
         set("HOME", &home);
@@ -632,25 +608,6 @@ fn shell_quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', "'\\''"))
 }
 
-/// The search path when ferry's environment has none.
-const DEFAULT_PATH: &str = "/usr/local/bin:/usr/bin:/bin";
-
-/// Where `program` is: itself when it names a path (it has a `/`), else the first executable
-/// file of that name in the directories of `path`, as exec searches them.
-fn find_on_path(program: &std::ffi::OsStr, path: &str) -> Option<PathBuf> {
-    use std::os::unix::fs::PermissionsExt;
-    if program.as_encoded_bytes().contains(&b'/') {
-        return None;
-    }
-    path.split(':')
-        .filter(|dir| !dir.is_empty())
-        .map(|dir| Path::new(dir).join(program))
-        .find(|candidate| {
-            std::fs::metadata(candidate)
-                .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-        })
-}
-
 /// Has the kernel SIGKILL the git child when ferry dies, however it dies: a node killed with
 /// `kill -9` must not leave a push running that would land behind the back of the node that
 /// takes its mirror over. (Drop-time cleanup, [`ProcessGroup`], covers every other exit.)
@@ -752,31 +709,6 @@ fn collapse_progress(stderr: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn a_program_is_found_on_path_as_exec_finds_it() {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let (first, second) = (dir.path().join("a"), dir.path().join("b"));
-        std::fs::create_dir_all(&first).expect("dir");
-        std::fs::create_dir_all(&second).expect("dir");
-        use std::os::unix::fs::PermissionsExt;
-        // Not executable in the first directory: skipped, as exec skips it.
-        std::fs::write(first.join("tool"), "").expect("file");
-        std::fs::write(second.join("tool"), "").expect("file");
-        std::fs::set_permissions(second.join("tool"), std::fs::Permissions::from_mode(0o755))
-            .expect("chmod");
-        let path = format!("{}::{}", first.display(), second.display());
-        assert_eq!(
-            find_on_path("tool".as_ref(), &path),
-            Some(second.join("tool"))
-        );
-        assert_eq!(find_on_path("missing".as_ref(), &path), None);
-        assert_eq!(
-            find_on_path("./tool".as_ref(), &path),
-            None,
-            "a path is used as given"
-        );
-    }
 
     #[test]
     fn summaries_keep_the_lines_that_explain_the_failure() {
