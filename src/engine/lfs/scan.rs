@@ -208,13 +208,31 @@ async fn pointer_sized_blobs(
 
 /// Reads `objects` through one `cat-file --batch` and keeps the blobs that are pointers.
 async fn read_pointers(git: &Git, repo: &Path, objects: &[Oid]) -> Result<Vec<Found>, GitFailure> {
-    if objects.is_empty() {
-        return Ok(Vec::new());
-    }
-    let mut session = git.session(repo, &["cat-file", "--batch"])?;
     let mut found = Vec::new();
     let mut seen = HashSet::new();
-    for window in objects.chunks(CAT_FILE_WINDOW) {
+    // A fetch of a few commits leaves their objects loose: those are read here, without a
+    // process; packed ones go to git.
+    let mut packed = Vec::new();
+    for oid in objects {
+        match loose_blob(repo, oid) {
+            Some(body) => {
+                if let Some(pointer) = pointer::parse(&body) {
+                    if seen.insert(pointer.oid.clone()) {
+                        found.push(Found {
+                            blob: oid.clone(),
+                            pointer,
+                        });
+                    }
+                }
+            }
+            None => packed.push(oid.clone()),
+        }
+    }
+    if packed.is_empty() {
+        return Ok(found);
+    }
+    let mut session = git.session(repo, &["cat-file", "--batch"])?;
+    for window in packed.chunks(CAT_FILE_WINDOW) {
         for oid in window {
             session.send(oid.as_str()).await?;
         }
@@ -230,6 +248,28 @@ async fn read_pointers(git: &Git, repo: &Path, objects: &[Oid]) -> Result<Vec<Fo
     Ok(found)
 }
 
+/// The content of blob `oid` when it is a loose object of `repo` no larger than a pointer can
+/// be (`objects/xx/yyyy...`: zlib over `blob <size>\0<content>`); `None` when it is not
+/// loose, not a blob, too large or unreadable (git reads it then, and reports any damage).
+fn loose_blob(repo: &Path, oid: &Oid) -> Option<Vec<u8>> {
+    use std::io::Read;
+    let hex = oid.as_str();
+    let file = std::fs::File::open(repo.join("objects").join(&hex[..2]).join(&hex[2..])).ok()?;
+    let limit = MAX_POINTER_SIZE + 32;
+    let mut raw = Vec::new();
+    flate2::read::ZlibDecoder::new(file)
+        .take(limit)
+        .read_to_end(&mut raw)
+        .ok()?;
+    let nul = raw.iter().position(|&b| b == 0)?;
+    let size: usize = std::str::from_utf8(raw[..nul].strip_prefix(b"blob ")?)
+        .ok()?
+        .parse()
+        .ok()?;
+    let body = raw.get(nul + 1..)?;
+    (body.len() == size).then(|| body.to_vec())
+}
+
 /// One answer of `cat-file --batch`: a pointer, or `None` for anything else.
 async fn read_one(session: &mut Session) -> Result<Option<Found>, GitFailure> {
     let Some(object) = session.read_object().await? else {
@@ -241,4 +281,81 @@ async fn read_one(session: &mut Session) -> Result<Option<Found>, GitFailure> {
     Ok(Oid::parse(&object.id)
         .zip(pointer::parse(&object.body))
         .map(|(blob, pointer)| Found { blob, pointer }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::process::Command;
+
+    fn git(repo: &Path, args: &[&str], input: Option<&str>) -> String {
+        use std::io::Write;
+        let mut child = Command::new("git")
+            .args(args)
+            .current_dir(repo)
+            .env("GIT_CONFIG_NOSYSTEM", "1")
+            .env("GIT_CONFIG_GLOBAL", "/dev/null")
+            .env("GIT_AUTHOR_NAME", "t")
+            .env("GIT_AUTHOR_EMAIL", "t@example.com")
+            .env("GIT_COMMITTER_NAME", "t")
+            .env("GIT_COMMITTER_EMAIL", "t@example.com")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("run git");
+        if let Some(input) = input {
+            child
+                .stdin
+                .take()
+                .expect("stdin")
+                .write_all(input.as_bytes())
+                .expect("write");
+        }
+        let out = child.wait_with_output().expect("git output");
+        assert!(out.status.success(), "git {args:?}");
+        String::from_utf8(out.stdout)
+            .expect("utf-8")
+            .trim()
+            .to_owned()
+    }
+
+    #[test]
+    fn a_loose_blob_is_read_without_git_and_a_packed_one_is_left_to_it() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let repo = dir.path();
+        git(repo, &["init", "-q", "--bare", "."], None);
+        let pointer = "version https://git-lfs.github.com/spec/v1\noid sha256:4d7a214614ab2935c943f9e0ff69d22eadbb8f32b1258daaa5e2ca24d17e2393\nsize 12345\n";
+        let small =
+            Oid::parse(&git(repo, &["hash-object", "-w", "--stdin"], Some(pointer))).expect("oid");
+        let large = Oid::parse(&git(
+            repo,
+            &["hash-object", "-w", "--stdin"],
+            Some(&"x".repeat(5000)),
+        ))
+        .expect("oid");
+        assert_eq!(
+            loose_blob(repo, &small).as_deref(),
+            Some(pointer.as_bytes())
+        );
+        assert_eq!(loose_blob(repo, &large), None, "larger than any pointer");
+        let tree = git(
+            repo,
+            &["mktree"],
+            Some(&format!("100644 blob {small}\tpointer.bin\n")),
+        );
+        let tree = Oid::parse(&tree).expect("oid");
+        assert_eq!(loose_blob(repo, &tree), None, "not a blob");
+        git(
+            repo,
+            &[
+                "update-ref",
+                "refs/heads/keep",
+                &git(repo, &["commit-tree", &tree.to_string(), "-m", "x"], None),
+            ],
+            None,
+        );
+        git(repo, &["repack", "-adq"], None);
+        git(repo, &["prune-packed"], None);
+        assert_eq!(loose_blob(repo, &small), None, "packed now");
+    }
 }
