@@ -17,3 +17,32 @@ pub mod record;
 mod ref_files;
 pub mod report;
 pub mod sync;
+
+/// Runs the system git in `dir` for a unit test (isolated from the machine's configuration,
+/// with an identity), feeding it `input`; its stdout. Panics on failure.
+#[cfg(test)]
+fn test_git(dir: &std::path::Path, args: &[&str], input: Option<&str>) -> String {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    let mut child = Command::new("git")
+        .args(args)
+        .current_dir(dir)
+        .env("GIT_CONFIG_NOSYSTEM", "1")
+        .env("GIT_CONFIG_GLOBAL", "/dev/null")
+        .env("GIT_AUTHOR_NAME", "t")
+        .env("GIT_AUTHOR_EMAIL", "t@example.com")
+        .env("GIT_COMMITTER_NAME", "t")
+        .env("GIT_COMMITTER_EMAIL", "t@example.com")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("run git");
+    let mut stdin = child.stdin.take().expect("stdin");
+    if let Some(input) = input {
+        stdin.write_all(input.as_bytes()).expect("write to git");
+    }
+    drop(stdin);
+    let out = child.wait_with_output().expect("git output");
+    assert!(out.status.success(), "git {args:?}: {out:?}");
+    String::from_utf8(out.stdout).expect("utf-8")
+}
