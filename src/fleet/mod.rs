@@ -13,6 +13,7 @@ pub mod directory;
 pub mod github;
 pub mod inventory;
 pub mod plan;
+pub mod routing;
 
 use crate::config::{ConfiguredMirror, FleetDestination, FleetSource, FleetSpec, HostAccount};
 use crate::model::fleet::{Lookup, OnSourceDeleted, Repository};

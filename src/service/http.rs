@@ -1,6 +1,7 @@
 //! The HTTP face of the service: webhook intake, the JSON API, metrics, health, and the status
 //! page. Handlers are thin: checks and parsing live in [`crate::intake::webhook`], state in the store.
 
+use super::fleets::{FleetInfo, Unrouted};
 use super::Service;
 use crate::intake::webhook::{self, Event, Provider, Rejection};
 use crate::model::mirror::Trigger;
@@ -39,6 +40,7 @@ pub fn router(svc: Arc<Service>) -> Router {
         .route("/metrics", get(metrics))
         .route("/api/mirrors", get(list))
         .route("/api/nodes", get(nodes))
+        .route("/api/fleets", get(fleets))
         .route("/api/mirrors/{mirror}", get(one))
         .route("/api/mirrors/{mirror}/runs", get(runs))
         .route("/api/mirrors/{mirror}/sync", post(manual))
@@ -73,16 +75,24 @@ async fn hook(
             "ferry is shutting down; deliver again later",
         );
     }
-    let Some(configured) = svc.mirror(&name) else {
-        return error(
-            StatusCode::NOT_FOUND,
-            format!("no mirror named '{name}' is configured"),
-        );
-    };
     let headers: Vec<(String, String)> = headers
         .iter()
         .filter_map(|(k, v)| Some((k.as_str().to_owned(), v.to_str().ok()?.to_owned())))
         .collect();
+    let Some(configured) = svc.mirror(&name) else {
+        if let Some(fleet) = svc.fleet(&name) {
+            let fleet = fleet.clone();
+            return fleet_hook(&svc, &fleet, &headers, &body).await;
+        }
+        return error(
+            StatusCode::NOT_FOUND,
+            format!(
+                "no mirror or fleet named '{name}' is configured (a fleet member's hook is \
+                 /hooks/<fleet>%2F<path>; a fleet's own hook, for organisation or group \
+                 webhooks, is /hooks/<fleet>)"
+            ),
+        );
+    };
     let secret = configured
         .webhook_secret
         .as_ref()
@@ -103,19 +113,85 @@ async fn hook(
             Json(json!({ "queued": false, "provider": provider.as_str(), "ignored": reason })),
         )
             .into_response(),
-        Ok(Event::Push { provider, refs }) => {
-            let trigger = if provider == Provider::CodeCommit {
-                Trigger::Codecommit
-            } else {
-                Trigger::Webhook
+        Ok(Event::Push { provider, refs }) => queue_push(&svc, &name, provider, &refs, "").await,
+    }
+}
+
+/// Queues the sync a push asks for: 202 once the event is committed.
+async fn queue_push(
+    svc: &Service,
+    mirror: &str,
+    provider: Provider,
+    refs: &[String],
+    via: &str,
+) -> Response {
+    let trigger = if provider == Provider::CodeCommit {
+        Trigger::Codecommit
+    } else {
+        Trigger::Webhook
+    };
+    let detail = format!("{} push {}", provider.as_str(), refs.join(" "))
+        .trim_end()
+        .to_owned()
+        + via;
+    match svc.trigger(mirror, trigger, &detail, refs).await {
+        Ok(id) => (
+            StatusCode::ACCEPTED,
+            Json(json!({ "queued": true, "event": id, "provider": provider.as_str(), "mirror": mirror })),
+        )
+            .into_response(),
+        Err(e) => internal(e),
+    }
+}
+
+/// `POST /hooks/{fleet}`: an organisation's or group's webhook (or CodeCommit events) for
+/// every repository of a fleet, authenticated with the fleet's secret. A push is queued for
+/// the member whose source repository it names; a push for a repository no discovery has
+/// found makes the fleet discover now (202, then the push is routed).
+async fn fleet_hook(
+    svc: &Service,
+    fleet: &FleetInfo,
+    headers: &[(String, String)],
+    body: &[u8],
+) -> Response {
+    let secret = fleet.webhook_secret.as_ref().map_or("", Secret::expose);
+    let request = webhook::Request { headers, body };
+    let expect = webhook::Expect {
+        secret,
+        provider: fleet.webhook_provider,
+    };
+    match webhook::receive_for_fleet(&request, expect) {
+        Err(Rejection::Unauthorized(message)) => error(StatusCode::UNAUTHORIZED, message),
+        Err(Rejection::Malformed(message)) => error(StatusCode::BAD_REQUEST, message),
+        Ok((Event::Ignored { provider, reason }, _)) => (
+            StatusCode::OK,
+            Json(json!({ "queued": false, "provider": provider.as_str(), "ignored": reason })),
+        )
+            .into_response(),
+        Ok((Event::Push { provider, .. }, None)) => error(
+            StatusCode::BAD_REQUEST,
+            format!(
+                "this {} push names no repository, so it cannot be routed to a member of the \
+                 fleet '{}'; point the repository's own webhook at /hooks/<fleet>%2F<path>",
+                provider.label(),
+                fleet.name
+            ),
+        ),
+        Ok((Event::Push { provider, refs }, Some(origin))) => {
+            if let Some(member) = svc.route(&fleet.name, &origin) {
+                let via = format!(" (fleet hook, {origin})");
+                return queue_push(svc, &member, provider, &refs, &via).await;
+            }
+            tracing::info!(fleet = %fleet.name, repository = %origin, "a push for a repository no discovery has found: discovering");
+            let push = Unrouted {
+                origin,
+                provider,
+                refs,
             };
-            let detail = format!("{} push {}", provider.as_str(), refs.join(" "))
-                .trim_end()
-                .to_owned();
-            match svc.trigger(&name, trigger, &detail, &refs).await {
-                Ok(id) => (
+            match svc.discover_for(&fleet.name, push).await {
+                Ok(()) => (
                     StatusCode::ACCEPTED,
-                    Json(json!({ "queued": true, "event": id, "provider": provider.as_str() })),
+                    Json(json!({ "queued": false, "discovering": true, "provider": provider.as_str() })),
                 )
                     .into_response(),
                 Err(e) => internal(e),
@@ -183,6 +259,14 @@ async fn list(State(svc): Svc) -> Response {
 async fn nodes(State(svc): Svc) -> Response {
     match svc.store.nodes().await {
         Ok(nodes) => Json(nodes).into_response(),
+        Err(e) => internal(e),
+    }
+}
+
+/// `GET /api/fleets`: each fleet's last discovery (when, members, what went wrong).
+async fn fleets(State(svc): Svc) -> Response {
+    match svc.store.fleets().await {
+        Ok(fleets) => Json(fleets).into_response(),
         Err(e) => internal(e),
     }
 }

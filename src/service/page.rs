@@ -738,6 +738,7 @@ mod tests {
         let failing = state == MirrorState::Failing;
         MirrorStatus {
             name: name.to_owned(),
+            fleet: None,
             state,
             source: format!("https://src.example/{name}.git"),
             failure_streak: if failing { 3 } else { 0 },

@@ -39,7 +39,8 @@ use crate::engine::report::{DestinationReport, ErrorReport, MirrorReport};
 use crate::model::mirror::Trigger;
 use crate::model::remote::Secret;
 use crate::service::status::{
-    now_ms, DestinationStatus, MirrorState, MirrorStatus, NodeStatus, RunDetail, RunSummary,
+    now_ms, DestinationStatus, FleetStatus, MirrorState, MirrorStatus, NodeStatus, RunDetail,
+    RunSummary,
 };
 use anyhow::{bail, Context, Result};
 use sha2::{Digest, Sha256};
@@ -49,6 +50,10 @@ use std::collections::HashSet;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
+
+/// A mirror as [`Store::register_mirrors`] records it: name, redacted source, redacted
+/// destinations, and the fingerprint of its configuration.
+pub type Registration = (String, String, Vec<String>, String);
 
 /// Where the store lives.
 #[derive(Debug, Clone)]
@@ -267,6 +272,7 @@ struct MirrorRow {
 #[derive(sqlx::FromRow)]
 struct StatusRow {
     name: String,
+    fleet: Option<String>,
     source: String,
     state: String,
     failure_streak: i64,
@@ -308,6 +314,18 @@ struct RunRow {
     report: String,
 }
 
+/// A `fleets` row, its problems as JSON.
+#[derive(sqlx::FromRow)]
+struct FleetRow {
+    name: String,
+    attempted_at: i64,
+    succeeded_at: Option<i64>,
+    members: i64,
+    error: Option<String>,
+    problems: String,
+    node: Option<String>,
+}
+
 /// A `nodes` row.
 #[derive(sqlx::FromRow)]
 struct NodeRow {
@@ -332,7 +350,8 @@ impl RunSummaryRow {
     }
 }
 
-const STATUS_SELECT: &str = "SELECT m.name, m.source, m.state, m.failure_streak, m.last_node, \
+const STATUS_SELECT: &str =
+    "SELECT m.name, m.fleet, m.source, m.state, m.failure_streak, m.last_node, \
      p.queued, p.running, p.not_before, p.attempt, p.interrupted, p.node \
      FROM mirrors m LEFT JOIN pending p ON p.mirror = m.name";
 
@@ -905,6 +924,77 @@ impl Store {
         })
     }
 
+    /// Makes the shared timer `name` due now, whatever its interval (a webhook named a
+    /// repository no discovery has found yet: discover now). Durable: the node that next
+    /// looks at the timer fires it.
+    pub async fn make_due(&self, name: &str, now: i64) -> Result<()> {
+        on_db!(&self.db, |_read, write, _sql| {
+            sqlx::query(
+                "INSERT INTO timers (name, next_at) VALUES ($1, $2) \
+                 ON CONFLICT (name) DO UPDATE SET next_at = excluded.next_at",
+            )
+            .bind(name)
+            .bind(now)
+            .execute(write)
+            .await
+            .with_context(|| format!("making the timer {name} due"))?;
+            Ok(())
+        })
+    }
+
+    /// Records the outcome of a fleet's discovery (by whichever node ran it).
+    pub async fn record_discovery(&self, d: &FleetStatus) -> Result<()> {
+        let problems = serde_json::to_string(&d.problems).context("encoding the problems")?;
+        on_db!(&self.db, |_read, write, _sql| {
+            sqlx::query(
+                "INSERT INTO fleets (name, attempted_at, succeeded_at, members, error, problems, node) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7) \
+                 ON CONFLICT (name) DO UPDATE SET attempted_at = excluded.attempted_at, \
+                   succeeded_at = COALESCE(excluded.succeeded_at, fleets.succeeded_at), \
+                   members = excluded.members, error = excluded.error, \
+                   problems = excluded.problems, node = excluded.node",
+            )
+            .bind(&d.name)
+            .bind(d.attempted_at)
+            .bind(d.succeeded_at)
+            .bind(i64::try_from(d.members).unwrap_or(i64::MAX))
+            .bind(&d.error)
+            .bind(&problems)
+            .bind(&d.node)
+            .execute(write)
+            .await
+            .with_context(|| format!("recording the discovery of the fleet {}", d.name))?;
+            Ok(())
+        })
+    }
+
+    /// The last discovery of every fleet that has run one, by name.
+    pub async fn fleets(&self) -> Result<Vec<FleetStatus>> {
+        let rows: Vec<FleetRow> = on_db!(&self.db, |read, _write, _sql| {
+            sqlx::query_as(
+                "SELECT name, attempted_at, succeeded_at, members, error, problems, node \
+                 FROM fleets ORDER BY name",
+            )
+            .fetch_all(read)
+            .await
+        })
+        .context("listing the fleets")?;
+        rows.into_iter()
+            .map(|r| {
+                Ok(FleetStatus {
+                    problems: serde_json::from_str(&r.problems)
+                        .with_context(|| format!("reading the problems of the fleet {}", r.name))?,
+                    name: r.name,
+                    attempted_at: r.attempted_at,
+                    succeeded_at: r.succeeded_at,
+                    members: usize::try_from(r.members).unwrap_or(0),
+                    error: r.error,
+                    node: r.node,
+                })
+            })
+            .collect()
+    }
+
     /// Remembers whether a failure notification is outstanding for the mirror's current
     /// streak: true after sending one (so it is sent once per streak), false after the
     /// recovery notice.
@@ -928,12 +1018,44 @@ impl Store {
     /// configured mirror and destination before its first run: upserts each (name, redacted
     /// source, redacted destinations, config fingerprint) in order, drops the status of
     /// destinations no longer configured, and retires mirrors no longer configured (their
-    /// history stays; they are neither listed nor claimed). Returns the names whose
-    /// fingerprint is new or changed: the service syncs those with [`Trigger::Config`].
-    pub async fn register_mirrors(
+    /// history stays; they are neither listed nor claimed). Fleet members are not touched
+    /// ([`Store::register_fleet`]). Returns the names whose fingerprint is new or changed: the
+    /// service syncs those with [`Trigger::Config`].
+    pub async fn register_mirrors(&self, mirrors: &[Registration]) -> Result<Vec<String>> {
+        self.register(None, mirrors).await
+    }
+
+    /// The same for the members of one fleet, as its latest discovery found them: retires
+    /// only that fleet's members it no longer has.
+    pub async fn register_fleet(
         &self,
-        mirrors: &[(String, String, Vec<String>, String)],
+        fleet: &str,
+        members: &[Registration],
     ) -> Result<Vec<String>> {
+        self.register(Some(fleet), members).await
+    }
+
+    /// Retires the members of every fleet not in `fleets` (a fleet taken out of the
+    /// configuration).
+    pub async fn retire_fleets_except(&self, fleets: &[&str]) -> Result<()> {
+        let known: Vec<String> = on_db!(&self.db, |read, _write, _sql| {
+            sqlx::query_scalar(
+                "SELECT DISTINCT fleet FROM mirrors \
+                 WHERE fleet IS NOT NULL AND config_state <> 'removed'",
+            )
+            .fetch_all(read)
+            .await
+        })
+        .context("listing the fleets in the store")?;
+        for gone in known.iter().filter(|f| !fleets.contains(&f.as_str())) {
+            self.register(Some(gone), &[]).await?;
+        }
+        Ok(())
+    }
+
+    /// Registers `mirrors` as the whole of a group: the configured mirrors (`None`) or one
+    /// fleet's members.
+    async fn register(&self, fleet: Option<&str>, mirrors: &[Registration]) -> Result<Vec<String>> {
         on_db!(&self.db, |_read, write, sql| {
             let mut tx = write
                 .begin_with(sql.begin)
@@ -957,16 +1079,17 @@ impl Store {
                     changed.push(name.clone());
                 }
                 sqlx::query(
-                    "INSERT INTO mirrors (name, source, fingerprint, config_state, position) \
-                     VALUES ($1, $2, $3, 'configured', $4) \
+                    "INSERT INTO mirrors (name, source, fingerprint, config_state, position, fleet) \
+                     VALUES ($1, $2, $3, 'configured', $4, $5) \
                      ON CONFLICT (name) DO UPDATE SET source = excluded.source, \
                        fingerprint = excluded.fingerprint, config_state = 'configured', \
-                       position = excluded.position",
+                       position = excluded.position, fleet = excluded.fleet",
                 )
                 .bind(name)
                 .bind(source)
                 .bind(fingerprint)
                 .bind(position as i64)
+                .bind(fleet)
                 .execute(&mut *tx)
                 .await
                 .with_context(|| format!("registering the mirror {name}"))?;
@@ -999,11 +1122,14 @@ impl Store {
                 }
             }
 
-            let live: Vec<String> =
-                sqlx::query_scalar("SELECT name FROM mirrors WHERE config_state <> 'removed'")
-                    .fetch_all(&mut *tx)
-                    .await
-                    .context("listing the known mirrors")?;
+            let live: Vec<String> = sqlx::query_scalar(
+                "SELECT name FROM mirrors WHERE config_state <> 'removed' \
+                 AND COALESCE(fleet, '') = $1",
+            )
+            .bind(fleet.unwrap_or(""))
+            .fetch_all(&mut *tx)
+            .await
+            .context("listing the known mirrors")?;
             for name in live.iter().filter(|n| !names.contains(n.as_str())) {
                 sqlx::query("UPDATE mirrors SET config_state = 'removed' WHERE name = $1")
                     .bind(name)
@@ -1041,7 +1167,7 @@ impl Store {
             let rows: Vec<StatusRow> = match only {
                 None => sqlx::query_as(&format!(
                     "{STATUS_SELECT} WHERE m.config_state = 'configured' \
-                     ORDER BY m.position, m.name"
+                     ORDER BY COALESCE(m.fleet, ''), m.position, m.name"
                 ))
                 .fetch_all(&mut *tx)
                 .await
@@ -1274,6 +1400,7 @@ fn status_of(
 ) -> Result<MirrorStatus> {
     let StatusRow {
         name,
+        fleet,
         source,
         state: stored_state,
         failure_streak,
@@ -1328,6 +1455,7 @@ fn status_of(
         .collect::<Result<Vec<_>>>()?;
     Ok(MirrorStatus {
         name,
+        fleet,
         state,
         source,
         failure_streak: to_u32(failure_streak),

@@ -8,6 +8,7 @@ mod engine_trust;
 mod failures;
 mod fast_path;
 mod fleet_github;
+mod fleet_serve;
 mod fleets;
 mod harness;
 mod http_face;
