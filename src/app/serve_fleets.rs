@@ -8,7 +8,7 @@ use crate::config::FleetSpec;
 use crate::fleet::plan::{Action, MemberPlan};
 use crate::fleet::{self, routing, Discovery};
 use crate::intake::webhook::Origin;
-use crate::service::fleets::{Discovered, FleetFuture, FleetInfo, Fleets};
+use crate::service::fleets::{Discovered, FleetFuture, FleetInfo, Fleets, Route};
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -132,10 +132,13 @@ impl Fleets for ServedFleets {
         Box::pin(self.discover_one(fleet))
     }
 
-    fn route(&self, fleet: &str, origin: &Origin) -> Option<String> {
+    fn route(&self, fleet: &str, origin: &Origin) -> Option<Route> {
         let state = self.state();
         let plans = &state.get(fleet)?.plans;
-        routing::member(plans, origin.id.as_deref(), origin.path.as_deref()).map(|p| p.name.clone())
+        routing::member(plans, origin.id.as_deref(), origin.path.as_deref()).map(|r| Route {
+            member: r.plan.name.clone(),
+            moved: r.moved,
+        })
     }
 
     fn synced<'a>(&'a self, member: &'a str) -> FleetFuture<'a, Vec<String>> {

@@ -7,16 +7,28 @@
 
 use crate::fleet::plan::MemberPlan;
 
+/// The member an event is about.
+#[derive(Debug, Clone, Copy)]
+pub struct Routed<'a> {
+    pub plan: &'a MemberPlan,
+    /// Found by its id, but the event names another path: the repository was renamed (or
+    /// moved) since the last discovery.
+    pub moved: bool,
+}
+
 /// The syncing member of `plans` that an event naming the repository `id` / `path` is about.
 pub fn member<'a>(
     plans: &'a [MemberPlan],
     id: Option<&str>,
     path: Option<&str>,
-) -> Option<&'a MemberPlan> {
+) -> Option<Routed<'a>> {
     let members = || plans.iter().filter(|p| p.action.syncs());
     if let Some(id) = id.filter(|i| !i.is_empty()) {
         if let Some(p) = members().find(|p| p.repository.id == id) {
-            return Some(p);
+            let moved = path.is_some_and(|path| {
+                !names_the_same(&normalize(path), &normalize(&p.repository.path))
+            });
+            return Some(Routed { plan: p, moved });
         }
     }
     let path = normalize(path?);
@@ -40,7 +52,8 @@ pub fn member<'a>(
         }
     }
     // Two members equally close (paths differing only in case): neither is taken.
-    best.filter(|_| !tied).map(|(p, _)| p)
+    best.filter(|_| !tied)
+        .map(|(plan, _)| Routed { plan, moved: false })
 }
 
 /// A path without surrounding slashes or a `.git` suffix, lowercase (hosts' paths are not
@@ -96,7 +109,19 @@ mod tests {
     }
 
     fn routed(id: Option<&str>, path: Option<&str>) -> Option<String> {
-        member(&plans(), id, path).map(|p| p.repository.id.clone())
+        member(&plans(), id, path).map(|r| r.plan.repository.id.clone())
+    }
+
+    #[test]
+    fn a_member_found_by_id_under_another_path_has_moved() {
+        let moved = |path| member(&plans(), Some("3"), path).map(|r| r.moved);
+        assert_eq!(moved(Some("acme/www")), Some(true));
+        assert_eq!(moved(Some("acme/web")), Some(false));
+        assert_eq!(moved(None), Some(false));
+        assert_eq!(
+            member(&plans(), None, Some("acme/web")).map(|r| r.moved),
+            Some(false)
+        );
     }
 
     #[test]

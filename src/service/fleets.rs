@@ -59,10 +59,19 @@ pub trait Fleets: Send + Sync {
     fn discover<'a>(&'a self, fleet: &'a str) -> FleetFuture<'a, Discovered>;
     /// The member of `fleet` whose source repository `origin` names, as of the latest
     /// discovery (by the host's repository id when the event has one, else by its path).
-    fn route(&self, fleet: &str, origin: &Origin) -> Option<String>;
+    fn route(&self, fleet: &str, origin: &Origin) -> Option<Route>;
     /// After a member's successful sync: what the fleet does then (the default branch of a
     /// destination it created). Returns what went wrong, one line each.
     fn synced<'a>(&'a self, member: &'a str) -> FleetFuture<'a, Vec<String>>;
+}
+
+/// The member an event is about.
+#[derive(Debug, Clone)]
+pub struct Route {
+    pub member: String,
+    /// Found by its id under another path: renamed since the last discovery (discover
+    /// again: the member follows the rename).
+    pub moved: bool,
 }
 
 /// The shared timer of a fleet's discovery.
@@ -79,6 +88,14 @@ pub(super) struct Unrouted {
 }
 
 impl Service {
+    /// Asks this node to discover `fleet` again now (a claim of a member it does not know:
+    /// another node discovered it).
+    pub(super) fn discover_here(&self, fleet: &str) {
+        if let Some(wake) = self.discover_now.get(fleet) {
+            wake.notify_one();
+        }
+    }
+
     /// The fleet named `name`, if the service serves one.
     pub(super) fn fleet(&self, name: &str) -> Option<&FleetInfo> {
         self.fleets
@@ -89,7 +106,7 @@ impl Service {
     }
 
     /// The member of `fleet` an event's repository is, if any discovery has found it.
-    pub(super) fn route(&self, fleet: &str, origin: &Origin) -> Option<String> {
+    pub(super) fn route(&self, fleet: &str, origin: &Origin) -> Option<Route> {
         self.fleets.as_ref()?.route(fleet, origin)
     }
 
@@ -103,9 +120,7 @@ impl Service {
             .entry(fleet.to_owned())
             .or_default()
             .push(push);
-        if let Some(wake) = self.discover_now.get(fleet) {
-            wake.notify_one();
-        }
+        self.discover_here(fleet);
         Ok(())
     }
 }
@@ -147,7 +162,9 @@ pub(super) async fn keep_discovering(svc: Arc<Service>, fleet: FleetInfo) {
                 _ = asked => true,
                 _ = stop.changed() => continue,
             };
-            match fleet.discover_interval {
+            // Asked on this node (a webhook, or a claim of a member this node has not
+            // discovered yet): discover here whatever the timer says; the timer moves on.
+            let fired = match fleet.discover_interval {
                 Some(every) => {
                     match svc
                         .store
@@ -161,8 +178,9 @@ pub(super) async fn keep_discovering(svc: Arc<Service>, fleet: FleetInfo) {
                         }
                     }
                 }
-                None => asked,
-            }
+                None => false,
+            };
+            fired || asked
         };
         if fire {
             rediscover(&svc, &fleet.name, &mut timers).await;
@@ -300,7 +318,7 @@ async fn route_unrouted(svc: &Service, fleet: &str) {
         .remove(fleet)
         .unwrap_or_default();
     for push in waiting {
-        let Some(member) = svc.route(fleet, &push.origin) else {
+        let Some(Route { member, .. }) = svc.route(fleet, &push.origin) else {
             tracing::info!(fleet = %fleet, repository = %push.origin, "a pushed repository is not a member after discovery; ignored");
             continue;
         };

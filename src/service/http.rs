@@ -6,7 +6,8 @@ use super::Service;
 use crate::intake::webhook::{self, Event, Provider, Rejection};
 use crate::model::mirror::Trigger;
 use crate::model::remote::Secret;
-use crate::service::page::LfsSent;
+use crate::service::mirror_page::RUNS_SHOWN;
+use crate::service::page::{Filter, LfsSent, Listing};
 use crate::service::status::{now_ms, view, RunSummary};
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
@@ -35,6 +36,7 @@ pub fn router(svc: Arc<Service>) -> Router {
         .layer(middleware::from_fn(count_webhook_statuses));
     Router::new()
         .route("/", get(page))
+        .route("/mirrors/{*mirror}", get(mirror_page))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
@@ -113,7 +115,9 @@ async fn hook(
             Json(json!({ "queued": false, "provider": provider.as_str(), "ignored": reason })),
         )
             .into_response(),
-        Ok(Event::Push { provider, refs }) => queue_push(&svc, &name, provider, &refs, "").await,
+        Ok(Event::Push { provider, refs }) => {
+            queue_push(&svc, &name, provider, &refs, "", false).await
+        }
     }
 }
 
@@ -124,6 +128,7 @@ async fn queue_push(
     provider: Provider,
     refs: &[String],
     via: &str,
+    discovering: bool,
 ) -> Response {
     let trigger = if provider == Provider::CodeCommit {
         Trigger::Codecommit
@@ -137,7 +142,7 @@ async fn queue_push(
     match svc.trigger(mirror, trigger, &detail, refs).await {
         Ok(id) => (
             StatusCode::ACCEPTED,
-            Json(json!({ "queued": true, "event": id, "provider": provider.as_str(), "mirror": mirror })),
+            Json(json!({ "queued": true, "event": id, "provider": provider.as_str(), "mirror": mirror, "discovering": discovering })),
         )
             .into_response(),
         Err(e) => internal(e),
@@ -178,9 +183,27 @@ async fn fleet_hook(
             ),
         ),
         Ok((Event::Push { provider, refs }, Some(origin))) => {
-            if let Some(member) = svc.route(&fleet.name, &origin) {
-                let via = format!(" (fleet hook, {origin})");
-                return queue_push(svc, &member, provider, &refs, &via).await;
+            match svc.route(&fleet.name, &origin) {
+                Some(route) if !route.moved => {
+                    let via = format!(" (fleet hook, {origin})");
+                    return queue_push(svc, &route.member, provider, &refs, &via, false).await;
+                }
+                Some(route) => {
+                    // Renamed since the last discovery: the member syncs now, and a discovery
+                    // makes it follow the rename (then the push is routed again).
+                    let via = format!(" (fleet hook, {origin}: renamed, discovering)");
+                    let queued = queue_push(svc, &route.member, provider, &refs, &via, true).await;
+                    let push = Unrouted {
+                        origin,
+                        provider,
+                        refs,
+                    };
+                    if let Err(e) = svc.discover_for(&fleet.name, push).await {
+                        return internal(e);
+                    }
+                    return queued;
+                }
+                None => {}
             }
             tracing::info!(fleet = %fleet.name, repository = %origin, "a push for a repository no discovery has found: discovering");
             let push = Unrouted {
@@ -345,9 +368,13 @@ async fn metrics(State(svc): Svc) -> Response {
     }
 }
 
-async fn page(State(svc): Svc) -> Response {
-    match (svc.store.mirrors().await, svc.store.nodes().await) {
-        (Ok(mirrors), Ok(nodes)) => {
+async fn page(State(svc): Svc, Query(filter): Query<Filter>) -> Response {
+    match (
+        svc.store.mirrors().await,
+        svc.store.nodes().await,
+        svc.store.fleets().await,
+    ) {
+        (Ok(mirrors), Ok(nodes), Ok(fleets)) => {
             let mut recent: Vec<RunSummary> =
                 mirrors.iter().filter_map(|m| m.last_run.clone()).collect();
             recent.sort_by_key(|r| std::cmp::Reverse(r.finished_at));
@@ -365,16 +392,49 @@ async fn page(State(svc): Svc) -> Response {
                     }
                 }
             }
+            let listing = Listing {
+                fleets: &fleets,
+                filter,
+            };
             Html(crate::service::page::status_page(
                 &mirrors,
                 &recent,
                 &nodes,
                 &lfs,
+                &listing,
                 now_ms(),
                 5,
             ))
             .into_response()
         }
-        (Err(e), _) | (_, Err(e)) => internal(e),
+        (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => internal(e),
+    }
+}
+
+/// `GET /mirrors/{name}` (the name may hold `/`): one mirror's page.
+async fn mirror_page(State(svc): Svc, Path(name): Path<String>) -> Response {
+    let status = match svc.store.mirror(&name).await {
+        Ok(Some(status)) => status,
+        Ok(None) => {
+            return (
+                StatusCode::NOT_FOUND,
+                Html(format!(
+                    "<!DOCTYPE html><title>not found</title><p>No mirror named {} is configured. <a href=\"/\">All mirrors</a></p>",
+                    maud::html! { (name) }.into_string()
+                )),
+            )
+                .into_response()
+        }
+        Err(e) => return internal(e),
+    };
+    match svc.store.runs(&name, RUNS_SHOWN).await {
+        Ok(runs) => Html(crate::service::mirror_page::mirror_page(
+            &status,
+            &runs,
+            now_ms(),
+            5,
+        ))
+        .into_response(),
+        Err(e) => internal(e),
     }
 }

@@ -14,7 +14,7 @@
 //! [`run`] takes the listener and a shutdown future, so tests and `main` drive it the same way.
 //!
 //! Rooms: [`store`] (the durable queue and history), [`status`] (the read model the API, the
-//! page and `ferry status` share), [`page`] (rendering), [`fleets`] (the mirror set that
+//! page and `ferry status` share), [`page`] and [`mirror_page`] (rendering), [`fleets`] (the mirror set that
 //! changes as fleets are discovered again), `http` (the router), `server` (the connections:
 //! cap, timeouts, shutdown).
 //!
@@ -23,6 +23,7 @@
 
 pub mod fleets;
 mod http;
+pub mod mirror_page;
 pub mod page;
 mod server;
 pub mod status;
@@ -522,6 +523,16 @@ const FINISH_RETRY_DELAY: Duration = Duration::from_millis(500);
 async fn execute(svc: &Service, claim: Claim) -> anyhow::Result<()> {
     let trigger = claim.triggers.first().copied().unwrap_or(Trigger::Retry);
     let Some(configured) = svc.mirror(&claim.mirror) else {
+        // A fleet member another node discovered: discover here too, and run it after that
+        // (the dispatcher puts it back in the queue with a retry time).
+        if let Ok(Some(status)) = svc.store.mirror(&claim.mirror).await {
+            if let Some(fleet) = status.fleet.filter(|f| svc.fleet(f).is_some()) {
+                svc.discover_here(&fleet);
+                anyhow::bail!(
+                    "this node has not discovered this member of the fleet {fleet} yet; it discovers the fleet now"
+                );
+            }
+        }
         anyhow::bail!("the mirror is no longer configured");
     };
     tracing::info!(mirror = %claim.mirror, trigger = trigger.as_str(), attempt = claim.attempt, taken_from = claim.taken_from.as_deref(), "sync started");

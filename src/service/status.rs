@@ -108,6 +108,10 @@ pub struct NodeStatus {
 pub struct RunDetail {
     #[serde(flatten)]
     pub summary: RunSummary,
+    /// When the oldest event this run handled arrived (`None`: it handled none, or they were
+    /// pruned): the run's lag is from then to its end.
+    #[serde(default)]
+    pub oldest_event_at: Option<i64>,
     pub report: serde_json::Value,
 }
 

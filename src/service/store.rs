@@ -312,6 +312,7 @@ struct RunRow {
     #[sqlx(flatten)]
     summary: RunSummaryRow,
     report: String,
+    oldest_event_at: Option<i64>,
 }
 
 /// A `fleets` row, its problems as JSON.
@@ -1253,8 +1254,10 @@ impl Store {
     pub async fn runs(&self, mirror: &str, limit: usize) -> Result<Vec<RunDetail>> {
         let rows: Vec<RunRow> = on_db!(&self.db, |read, _write, _sql| {
             sqlx::query_as(&format!(
-                "SELECT {RUN_COLUMNS}, report FROM runs WHERE mirror = $1 \
-                 ORDER BY id DESC LIMIT $2"
+                "SELECT {RUN_COLUMNS}, report, \
+                   (SELECT MIN(e.received_at) FROM events e WHERE e.run_id = runs.id) \
+                     AS oldest_event_at \
+                 FROM runs WHERE mirror = $1 ORDER BY id DESC LIMIT $2"
             ))
             .bind(mirror)
             .bind(i64::try_from(limit).unwrap_or(i64::MAX))
@@ -1263,14 +1266,21 @@ impl Store {
         })
         .with_context(|| format!("listing the runs of {mirror}"))?;
         rows.into_iter()
-            .map(|RunRow { summary, report }| {
-                let report = serde_json::from_str(&report)
-                    .with_context(|| format!("reading the report of run {}", summary.id))?;
-                Ok(RunDetail {
-                    summary: summary.into_summary()?,
-                    report,
-                })
-            })
+            .map(
+                |RunRow {
+                     summary,
+                     report,
+                     oldest_event_at,
+                 }| {
+                    let report = serde_json::from_str(&report)
+                        .with_context(|| format!("reading the report of run {}", summary.id))?;
+                    Ok(RunDetail {
+                        summary: summary.into_summary()?,
+                        oldest_event_at,
+                        report,
+                    })
+                },
+            )
             .collect()
     }
 
@@ -1603,6 +1613,8 @@ mod tests {
         a_read_only_store_shows_a_running_sync_as_it_is_and_writes_nothing,
         states_streaks_and_destination_errors_follow_the_reports,
         register_mirrors_detects_new_and_changed_configuration,
+        a_fleets_registration_retires_only_its_own_members,
+        discoveries_are_recorded_per_fleet_and_a_timer_can_be_made_due,
         behind_since_covers_unhandled_and_failed_events,
         prune_keeps_the_newest_runs_of_each_mirror,
         a_lapsed_claim_is_taken_over_with_its_events_and_the_old_node_records_nothing,
@@ -2280,6 +2292,113 @@ mod tests {
         let (out, _) = run(&store, &failed_report("app")).await;
         assert!(!out.was_notified);
         assert!(store.mark_notified("nope", true).await.is_err());
+    }
+
+    async fn a_fleets_registration_retires_only_its_own_members(at: Location) {
+        let store = open_as(&at, "a").await;
+        store
+            .register_mirrors(&[config("lone", &[D1], "l1")])
+            .await
+            .unwrap();
+        let changed = store
+            .register_fleet(
+                "acme",
+                &[
+                    config("acme/app", &[D1], "f1"),
+                    config("acme/web", &[D2], "f1"),
+                ],
+            )
+            .await
+            .unwrap();
+        assert_eq!(changed.len(), 2);
+        store
+            .register_fleet("other", &[config("other/x", &[D1], "o1")])
+            .await
+            .unwrap();
+        let fleets: Vec<(String, Option<String>)> = store
+            .mirrors()
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|m| (m.name, m.fleet))
+            .collect();
+        assert_eq!(
+            fleets,
+            vec![
+                ("lone".to_owned(), None),
+                ("acme/app".to_owned(), Some("acme".to_owned())),
+                ("acme/web".to_owned(), Some("acme".to_owned())),
+                ("other/x".to_owned(), Some("other".to_owned())),
+            ],
+            "the config file's mirrors first, then each fleet's"
+        );
+        // acme loses web: only acme's members are looked at.
+        let changed = store
+            .register_fleet("acme", &[config("acme/app", &[D1], "f1")])
+            .await
+            .unwrap();
+        assert!(changed.is_empty());
+        assert_eq!(store.mirror("acme/web").await.unwrap(), None);
+        assert!(store.mirror("other/x").await.unwrap().is_some());
+        assert!(store.mirror("lone").await.unwrap().is_some());
+        // The config file's mirrors leave the members alone, and the other way round.
+        store.register_mirrors(&[]).await.unwrap();
+        assert_eq!(store.mirror("lone").await.unwrap(), None);
+        assert!(store.mirror("acme/app").await.unwrap().is_some());
+        // A fleet no longer configured: its members are retired.
+        store.retire_fleets_except(&["acme"]).await.unwrap();
+        assert_eq!(store.mirror("other/x").await.unwrap(), None);
+        assert!(store.mirror("acme/app").await.unwrap().is_some());
+    }
+
+    async fn discoveries_are_recorded_per_fleet_and_a_timer_can_be_made_due(at: Location) {
+        let store = open_as(&at, "a").await;
+        let ok = FleetStatus {
+            name: "acme".into(),
+            attempted_at: 1_000,
+            succeeded_at: Some(1_000),
+            members: 3,
+            error: None,
+            problems: vec!["team/x: cannot create".into()],
+            node: Some("a".into()),
+        };
+        store.record_discovery(&ok).await.unwrap();
+        let failed = FleetStatus {
+            attempted_at: 2_000,
+            succeeded_at: None,
+            error: Some("cannot list".into()),
+            problems: vec![],
+            ..ok.clone()
+        };
+        store.record_discovery(&failed).await.unwrap();
+        let recorded = store.fleets().await.unwrap();
+        assert_eq!(
+            recorded,
+            vec![FleetStatus {
+                succeeded_at: Some(1_000),
+                ..failed
+            }],
+            "a failure keeps when the last success was"
+        );
+
+        let every = Duration::from_secs(600);
+        assert!(store
+            .take_timer("discover:acme", 10_000, every)
+            .await
+            .unwrap());
+        assert!(!store
+            .take_timer("discover:acme", 11_000, every)
+            .await
+            .unwrap());
+        store.make_due("discover:acme", 12_000).await.unwrap();
+        assert!(store
+            .take_timer("discover:acme", 12_000, every)
+            .await
+            .unwrap());
+        assert!(!store
+            .take_timer("discover:acme", 13_000, every)
+            .await
+            .unwrap());
     }
 
     async fn register_mirrors_detects_new_and_changed_configuration(at: Location) {

@@ -175,6 +175,9 @@ fn a_failed_discovery_is_reported_and_known_members_keep_syncing() {
         "the failure is logged"
     );
 
+    let (_, page) = serve.get("/");
+    assert!(page.contains("discovery failed"), "the page says so");
+
     // The known member still syncs, on a webhook as before.
     assert!(mirror_names(&serve).contains(&"acme/app".to_owned()));
     dirs.push("app.git", "after the failure");
@@ -365,10 +368,12 @@ fn a_fleet_of_200_converges_and_the_page_groups_filters_and_plots_it_in_a_browse
     let paths: Vec<String> = (0..MEMBERS).map(|i| format!("repo-{i:03}.git")).collect();
     let refs: Vec<&str> = paths.iter().map(String::as_str).collect();
     let dirs = Dirs::new(&refs);
-    // Two members whose destination path is taken by a file: they fail, every time.
-    std::fs::create_dir_all(dirs.backup()).expect("backup dir");
+    // Two members whose destination path is a directory that is not a repository: they
+    // fail every time (not found: a permanent failure, not retried).
     for blocked in ["repo-007.git", "repo-123.git"] {
-        std::fs::write(dirs.backup().join(blocked), "not a repository").expect("block");
+        let dir = dirs.backup().join(blocked);
+        std::fs::create_dir_all(&dir).expect("blocked dir");
+        std::fs::write(dir.join("README"), "not a repository").expect("block");
     }
     // One configured mirror, in a group of its own.
     let lone = dirs.dir.path().join("lone.git");
@@ -499,4 +504,118 @@ fn a_fleet_of_200_converges_and_the_page_groups_filters_and_plots_it_in_a_browse
     );
     let (code, _) = serve.get("/mirrors/acme/nothing-here");
     assert_eq!(code, 404);
+}
+
+#[test]
+fn a_github_fleet_in_serve_routes_an_org_hook_by_id_follows_the_rename_and_sets_created_default_branches(
+) {
+    use crate::harness::servers;
+    use ferry_testkit::github::{FakeOptions, GitHubFake, RepoSpec};
+    use ferry_testkit::WRITER;
+    let mut options = FakeOptions::new(WRITER.1);
+    options.max_page_size = 3;
+    let fake = GitHubFake::start(servers(), options).expect("start the fake GitHub");
+    fake.add_org("acme").expect("source org");
+    fake.add_org("acme-mirror").expect("destination org");
+    // A new commit on `branch`, on top of what it has (if anything).
+    let push = |bare: &Path, branch: &str, text: &str| {
+        let work = WorkRepo::new().expect("work repo");
+        let bare = bare.display().to_string();
+        if work.git(&["fetch", "-q", &bare, branch]).is_ok() {
+            work.git(&["reset", "-q", "--hard", "FETCH_HEAD"])
+                .expect("reset");
+        }
+        work.commit("f.txt", text, text).expect("commit");
+        work.git(&["push", "-q", &bare, &format!("HEAD:refs/heads/{branch}")])
+            .expect("push");
+    };
+    let app = fake
+        .add_repo(
+            "acme",
+            "app",
+            RepoSpec {
+                default_branch: Some("trunk".into()),
+                ..RepoSpec::default()
+            },
+        )
+        .expect("app");
+    push(&app.path, "trunk", "app");
+    let web = fake
+        .add_repo("acme", "web", RepoSpec::default())
+        .expect("web");
+    push(&web.path, "main", "web");
+    let account = |owner: &str| {
+        format!(
+            "provider = \"github\", owner = \"{owner}\", token_env = \"GH_TOKEN\", api_url = \"{}\", username = \"{}\"",
+            fake.base_url(),
+            WRITER.0
+        )
+    };
+    let fleet = format!(
+        "[[fleet]]\nname = \"gh\"\nsource = {{ {} }}\ndestination = {{ {}, create = true }}\n\
+         webhook_secret_file = \"hook-secret\"\ndiscover_interval = \"0\"\n",
+        account("acme"),
+        account("acme-mirror")
+    );
+    let serve = Serve::start_with_env("", &fleet, &[("GH_TOKEN", WRITER.1)]);
+    let destination = |name: &str| fake.repo("acme-mirror", name).map(|r| r.path);
+    for (name, source) in [("app", &app.path), ("web", &web.path)] {
+        serve.wait(
+            &format!("gh/{name} to be created and synced"),
+            Duration::from_secs(60),
+            || {
+                destination(name)
+                    .is_some_and(|d| branches_and_tags(&d) == branches_and_tags(source))
+                    && serve.mirror(&format!("gh%2F{name}"))["state"] == "idle"
+            },
+        );
+    }
+    // The service set the default branch of the destination it created, after its sync.
+    serve.wait(
+        "the default branch of acme-mirror/app",
+        Duration::from_secs(30),
+        || {
+            fake.patches()
+                .iter()
+                .any(|p| p.repo == "app" && p.body["default_branch"] == "trunk")
+        },
+    );
+
+    // Renamed on the source, not rediscovered yet: the org hook names the new path, its id
+    // routes it to the member all the same, and the fleet is discovered again so that the
+    // member follows the rename (into the same destination).
+    fake.rename_repo("acme", "web", "website").expect("rename");
+    let renamed = fake.repo("acme", "website").expect("renamed");
+    assert_eq!(renamed.id, web.id);
+    push(&renamed.path, "main", "after the rename");
+    let (headers, body) = github_org_push(web.id, "acme/website", SECRET);
+    let (code, answer) = serve.post("/hooks/gh", &headers, &body);
+    assert_eq!(code, 202, "{answer}");
+    assert_eq!(answer["mirror"], "gh/web", "{answer}");
+    assert_eq!(answer["discovering"], true, "{answer}");
+    let web_copy = destination("web").expect("web's destination");
+    serve.wait(
+        "gh/website to sync the push into web's destination",
+        Duration::from_secs(30),
+        || {
+            let names = mirror_names(&serve);
+            names.contains(&"gh/website".to_owned())
+                && !names.contains(&"gh/web".to_owned())
+                && branches_and_tags(&web_copy) == branches_and_tags(&renamed.path)
+                && serve.mirror("gh%2Fwebsite")["state"] == "idle"
+        },
+    );
+    assert!(
+        fake.repo("acme-mirror", "website").is_none(),
+        "no duplicate"
+    );
+    assert!(
+        !serve.logs().contains(WRITER.1),
+        "the token never reaches the logs"
+    );
+    let violations = fake.violations();
+    assert!(
+        violations.is_empty(),
+        "contract violations: {violations:#?}"
+    );
 }
