@@ -3,7 +3,8 @@
 //! service never imports it): discover a fleet again, say which member an event's repository
 //! is, and finish a member's first sync (a created destination's default branch).
 //!
-//! Each fleet has one task ([`keep_discovering`]): it discovers at start, then every
+//! Each fleet has one task ([`keep_discovering`]): it discovers at start (the dispatcher
+//! waits for every fleet's first discovery, whether it worked or not), then every
 //! `discover_interval` once for all nodes (the store's shared timer `discover:<fleet>`), and
 //! at once when a webhook names a repository no discovery has found (the timer is made due, so
 //! a crash loses nothing). A discovery swaps the fleet's members in [`Service`]'s set,
@@ -132,6 +133,7 @@ pub(super) async fn keep_discovering(svc: Arc<Service>, fleet: FleetInfo) {
     let mut timers = MemberTimers::default();
     let wake = svc.discover_now.get(&fleet.name).cloned();
     let mut first = true;
+    let mut starting = true;
     while !svc.is_stopping() {
         let fire = if first {
             first = false;
@@ -184,6 +186,9 @@ pub(super) async fn keep_discovering(svc: Arc<Service>, fleet: FleetInfo) {
         };
         if fire {
             rediscover(&svc, &fleet.name, &mut timers).await;
+        }
+        if std::mem::take(&mut starting) {
+            svc.undiscovered.send_modify(|n| *n = n.saturating_sub(1));
         }
         route_unrouted(&svc, &fleet.name).await;
     }

@@ -97,6 +97,9 @@ pub struct Service {
     metrics: PrometheusHandle,
     notifier: reqwest::Client,
     stopping: watch::Sender<bool>,
+    /// Fleets whose first discovery on this node has not finished: the dispatcher waits for
+    /// them, so that it does not claim members this node does not know yet.
+    undiscovered: watch::Sender<usize>,
 }
 
 impl Service {
@@ -113,6 +116,7 @@ impl Service {
             .iter()
             .map(|m| (m.mirror.name.clone(), m.clone()))
             .collect();
+        let fleet_count = fleets.as_ref().map_or(0, |f| f.fleets().len());
         let discover_now = fleets
             .iter()
             .flat_map(|f| f.fleets())
@@ -139,6 +143,7 @@ impl Service {
             metrics: metrics_handle()?,
             notifier,
             stopping: watch::channel(false).0,
+            undiscovered: watch::channel(fleet_count).0,
         }))
     }
 
@@ -398,6 +403,11 @@ async fn dispatch(svc: Arc<Service>) {
     let mut claimed: HashMap<tokio::task::Id, (String, u32)> = HashMap::new();
     let mut unrecorded: Vec<Unrecorded> = Vec::new();
     let mut stop = svc.stopping.subscribe();
+    let mut undiscovered = svc.undiscovered.subscribe();
+    tokio::select! {
+        _ = undiscovered.wait_for(|n| *n == 0) => {}
+        _ = stop.changed() => {}
+    }
     while !svc.is_stopping() {
         release_unrecorded(&svc, &mut unrecorded).await;
         let free = svc.serve.workers.saturating_sub(running.len());
