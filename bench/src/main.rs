@@ -11,10 +11,14 @@
 //! Then the Git LFS rows: an incremental sync with 1,000 (and 100) LFS objects where one
 //! commit adds one, with LFS and without.
 //!
-//! `cargo run --release -p ferry-bench [-- --quick] [-- --runs N] [-- --service-only | --lfs-only]`
+//! With `--fleet-only`, only the fleet rows: `ferry sync` over a fleet of 200 small
+//! repositories (first sync, a pass where nothing changed, its API requests).
+//!
+//! `cargo run --release -p ferry-bench [-- --quick] [-- --runs N] [-- --service-only | --lfs-only | --fleet-only]`
 
 mod ferry_bin;
 mod fixture;
+mod fleet;
 mod lfs;
 mod method;
 mod phases;
@@ -43,7 +47,8 @@ const DEFAULT_RUNS: usize = 5;
 const QUICK_RUNS: usize = 2;
 const CLASSIC_RUNS_LARGE: usize = 3;
 
-const USAGE: &str = "usage: ferry-bench [--quick] [--runs N] [--service-only | --lfs-only]";
+const USAGE: &str =
+    "usage: ferry-bench [--quick] [--runs N] [--service-only | --lfs-only | --fleet-only]";
 
 struct Options {
     quick: bool,
@@ -52,12 +57,15 @@ struct Options {
     service_only: bool,
     /// Only the Git LFS rows.
     lfs_only: bool,
+    /// Only the fleet rows.
+    fleet_only: bool,
 }
 
 fn parse_args() -> Result<Options> {
     let mut quick = false;
     let mut service_only = false;
     let mut lfs_only = false;
+    let mut fleet_only = false;
     let mut runs = None;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
@@ -65,6 +73,7 @@ fn parse_args() -> Result<Options> {
             "--quick" => quick = true,
             "--service-only" => service_only = true,
             "--lfs-only" => lfs_only = true,
+            "--fleet-only" => fleet_only = true,
             "--runs" => {
                 let n = args.next().context("--runs needs a number")?;
                 let n: usize = n.parse().with_context(|| format!("bad --runs {n:?}"))?;
@@ -81,14 +90,20 @@ fn parse_args() -> Result<Options> {
         }
     }
     let runs = runs.unwrap_or(if quick { QUICK_RUNS } else { DEFAULT_RUNS });
-    if service_only && lfs_only {
-        bail!("--service-only and --lfs-only exclude each other\n{USAGE}");
+    if [service_only, lfs_only, fleet_only]
+        .iter()
+        .filter(|f| **f)
+        .count()
+        > 1
+    {
+        bail!("--service-only, --lfs-only and --fleet-only exclude each other\n{USAGE}");
     }
     Ok(Options {
         quick,
         runs,
         service_only,
         lfs_only,
+        fleet_only,
     })
 }
 
@@ -97,6 +112,33 @@ fn main() -> Result<()> {
     let options = parse_args()?;
     eprintln!("building ferry (release)...");
     let ferry = ferry_bin::build_release()?;
+    if options.fleet_only {
+        eprintln!("starting git servers...");
+        // The fake GitHub needs them for the whole run; the testkit's watchdog stops them
+        // when this process exits.
+        let servers: &'static Servers = Box::leak(Box::new(
+            Servers::start().context("failed to start testkit's git servers")?,
+        ));
+        let rows = fleet::run(servers, &ferry, options.runs)?;
+        println!("\n## Fleets\n");
+        print!("{}", fleet::table(&rows));
+        println!(
+            "\n`ferry sync -q --config` of a fleet of {} small repositories (3 commits, 2 more \
+             refs each) to a directory: the first sync creates every destination; a no-op pass \
+             is the same command when nothing changed (discovery, one listing per repository, \
+             nothing pushed). The GitHub source is the test kit's fake (every request and \
+             answer validated against GitHub's OpenAPI description, pages of 100, git through \
+             the test nginx); a no-op pass's API requests carry the ETag of the last answer.\n",
+            fleet::MEMBERS
+        );
+        println!("## Fleet targets\n");
+        print!("{}", fleet::targets(&rows));
+        println!(
+            "\nTotal benchmark time: {:.1} s",
+            started.elapsed().as_secs_f64()
+        );
+        return Ok(());
+    }
     if options.lfs_only {
         eprintln!("starting git servers...");
         let servers = Servers::start().context("failed to start testkit's git servers")?;

@@ -191,6 +191,8 @@ pub(super) async fn keep_discovering(svc: Arc<Service>, fleet: FleetInfo) {
             svc.undiscovered.send_modify(|n| *n = n.saturating_sub(1));
         }
         route_unrouted(&svc, &fleet.name).await;
+        // Reap the timers of members gone (aborted) so the set does not grow.
+        while timers.running.try_join_next().is_some() {}
     }
     timers.stop_all();
     while timers.running.join_next().await.is_some() {}
