@@ -4,7 +4,7 @@
 //! destination gets the source's default branch after its member's first successful sync.
 
 use super::fleet::find;
-use crate::config::FleetSpec;
+use crate::config::{ConfiguredMirror, FleetSpec};
 use crate::fleet::plan::{Action, MemberPlan};
 use crate::fleet::{self, routing, Discovery};
 use crate::intake::webhook::Origin;
@@ -25,6 +25,8 @@ pub struct ServedFleets {
 struct FleetState {
     /// The latest discovery's plans: the routing table.
     plans: Vec<MemberPlan>,
+    /// The members the latest discovery handed to the service.
+    members: Vec<ConfiguredMirror>,
     /// Discoveries that created destinations, with the members whose first successful sync
     /// is still to come (then their default branch is set).
     created: Vec<(Arc<Discovery>, HashSet<String>)>,
@@ -73,12 +75,33 @@ impl ServedFleets {
             .collect();
         let mut state = self.state();
         let fleet = state.entry(name.to_owned()).or_default();
+        // A member the plans still sync but that could not be built this time (a listing
+        // that failed has no clone URL for it) keeps the mirror it had: a failed listing
+        // never stops a known member.
+        let mut members = found.members;
+        let still: HashSet<&str> = discovery
+            .plans
+            .iter()
+            .filter(|p| p.action.syncs())
+            .map(|p| p.name.as_str())
+            .collect();
+        let built: HashSet<String> = members.iter().map(|m| m.mirror.name.clone()).collect();
+        members.extend(
+            fleet
+                .members
+                .iter()
+                .filter(|m| {
+                    still.contains(m.mirror.name.as_str()) && !built.contains(&m.mirror.name)
+                })
+                .cloned(),
+        );
+        fleet.members = members.clone();
         fleet.plans = discovery.plans.clone();
         if !created.is_empty() {
             fleet.created.push((Arc::new(discovery), created));
         }
         Discovered::Members {
-            members: found.members,
+            members,
             problems: found.problems,
         }
     }

@@ -99,11 +99,15 @@ fn mirror_names(serve: &Serve) -> Vec<String> {
 }
 
 fn fleet_status(serve: &Serve) -> Value {
+    fleet_named(serve, "acme")
+}
+
+fn fleet_named(serve: &Serve, name: &str) -> Value {
     let (code, body) = serve.get("/api/fleets");
     assert_eq!(code, 200, "{body}");
     let all: Vec<Value> = serde_json::from_str(&body).expect("fleets json");
     all.into_iter()
-        .find(|f| f["name"] == "acme")
+        .find(|f| f["name"] == name)
         .unwrap_or(Value::Null)
 }
 
@@ -507,7 +511,7 @@ fn a_fleet_of_200_converges_and_the_page_groups_filters_and_plots_it_in_a_browse
 }
 
 #[test]
-fn a_github_fleet_in_serve_routes_an_org_hook_by_id_follows_the_rename_and_sets_created_default_branches(
+fn a_github_fleet_in_serve_routes_org_hooks_by_id_follows_a_rename_survives_a_failed_listing_and_sets_created_default_branches(
 ) {
     use crate::harness::servers;
     use ferry_testkit::github::{FakeOptions, GitHubFake, RepoSpec};
@@ -608,6 +612,41 @@ fn a_github_fleet_in_serve_routes_an_org_hook_by_id_follows_the_rename_and_sets_
     assert!(
         fake.repo("acme-mirror", "website").is_none(),
         "no duplicate"
+    );
+
+    // The host's API fails while a push asks for a discovery: the fleet says so, and its
+    // known members go on syncing.
+    fake.fail_next("GET", "/orgs/acme/repos", 500, 1);
+    let (headers, body) = github_org_push(987_654, "acme/not-there", SECRET);
+    let (code, answer) = serve.post("/hooks/gh", &headers, &body);
+    assert_eq!(code, 202, "{answer}");
+    assert_eq!(answer["discovering"], true, "{answer}");
+    serve.wait(
+        "the failed listing to be reported",
+        Duration::from_secs(30),
+        || {
+            fleet_named(&serve, "gh")["problems"]
+                .as_array()
+                .is_some_and(|p| {
+                    p.iter()
+                        .any(|l| l.as_str().unwrap_or("").contains("incomplete"))
+                })
+        },
+    );
+    assert_eq!(fleet_named(&serve, "gh")["members"], 2);
+    push(&app.path, "trunk", "after the failure");
+    let (headers, body) = github_org_push(app.id, "acme/app", SECRET);
+    let (code, answer) = serve.post("/hooks/gh", &headers, &body);
+    assert_eq!(code, 202, "{answer}");
+    assert_eq!(answer["mirror"], "gh/app", "{answer}");
+    let app_copy = destination("app").expect("app's destination");
+    serve.wait(
+        "gh/app to sync after the failure",
+        Duration::from_secs(30),
+        || {
+            branches_and_tags(&app_copy) == branches_and_tags(&app.path)
+                && serve.mirror("gh%2Fapp")["state"] == "idle"
+        },
     );
     assert!(
         !serve.logs().contains(WRITER.1),
