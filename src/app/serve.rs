@@ -344,11 +344,18 @@ pub fn status(args: &StatusArgs) -> Result<bool, AppError> {
 /// `ferry runs MIRROR`.
 pub fn runs(args: &RunsArgs) -> Result<(), AppError> {
     let resolved = resolve(&args.service)?;
-    if !resolved
+    // A fleet's members are known to the service, not to the file: `<fleet>/...` is asked.
+    let member = resolved
         .config
-        .mirrors
+        .fleets
         .iter()
-        .any(|m| m.mirror.name == args.mirror)
+        .any(|f| args.mirror.starts_with(&format!("{}/", f.name)));
+    if !member
+        && !resolved
+            .config
+            .mirrors
+            .iter()
+            .any(|m| m.mirror.name == args.mirror)
     {
         let known: Vec<&str> = resolved
             .config
@@ -366,7 +373,10 @@ pub fn runs(args: &RunsArgs) -> Result<(), AppError> {
     let listen = resolved.config.serve.listen;
     let limit = args.limit.clamp(1, 500);
     runtime(Threads::One)?.block_on(async {
-        let path = format!("/api/mirrors/{}/runs?limit={limit}", args.mirror);
+        // A fleet member's name holds `/`: one path segment all the same.
+        let name =
+            percent_encoding::utf8_percent_encode(&args.mirror, percent_encoding::NON_ALPHANUMERIC);
+        let path = format!("/api/mirrors/{name}/runs?limit={limit}");
         let runs: Vec<RunDetail> = match from_service(listen, &path).await {
             Some(runs) => runs,
             None => {

@@ -135,6 +135,20 @@ fn rediscovery_adds_a_new_repository_and_drops_a_deleted_one_without_a_restart()
         page.contains("acme/team/new"),
         "the new member is on the page"
     );
+    // `ferry runs` knows the fleet's members through the service.
+    let out = Command::new(env!("CARGO_BIN_EXE_ferry"))
+        .args(["runs", "acme/team/new", "--json", "--config"])
+        .arg(serve.config_path())
+        .args(["--listen", serve.base.trim_start_matches("http://")])
+        .output()
+        .expect("run ferry runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let runs: Vec<Value> = serde_json::from_slice(&out.stdout).expect("runs json");
+    assert_eq!(runs[0]["mirror"], "acme/team/new", "{runs:?}");
 
     // A source deleted: on_source_deleted = "keep" (the default) stops syncing the member
     // and leaves its destination.
