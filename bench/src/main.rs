@@ -16,12 +16,17 @@
 //! node killed with SIGKILL mid-sync).
 //!
 //! `cargo run --release -p ferry-bench -- [--quick] [--runs N] [--repo NAME]
-//! [--sync-only | --service-only | --cluster-only | --lfs-only]` (`--service-only` runs both
+//! [--sync-only | --service-only | --cluster-only | --lfs-only | --fleet-only]`
+//! (`--service-only` runs both
 //! service sections; `--repo` keeps one repository's rows of the CLI table).
+//!
+//! With `--fleet-only`, only the fleet rows: `ferry sync` over a fleet of 200 small
+//! repositories (first sync, a pass where nothing changed, its API requests).
 
 mod cluster;
 mod ferry_bin;
 mod fixture;
+mod fleet;
 mod lfs;
 mod method;
 mod phases;
@@ -51,7 +56,7 @@ const QUICK_RUNS: usize = 2;
 const CLASSIC_RUNS_LARGE: usize = 3;
 
 const USAGE: &str = "usage: ferry-bench [--quick] [--runs N] [--repo NAME]
-                   [--sync-only | --service-only | --cluster-only | --lfs-only]";
+                   [--sync-only | --service-only | --cluster-only | --lfs-only | --fleet-only]";
 
 /// Which sections a run measures.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -65,6 +70,8 @@ enum Sections {
     Cluster,
     /// The Git LFS rows only.
     Lfs,
+    /// The fleet rows only.
+    Fleet,
 }
 
 struct Options {
@@ -87,11 +94,12 @@ fn parse_args() -> Result<Options> {
             "--service-only" => Some(Sections::Service),
             "--cluster-only" => Some(Sections::Cluster),
             "--lfs-only" => Some(Sections::Lfs),
+            "--fleet-only" => Some(Sections::Fleet),
             _ => None,
         };
         if let Some(only) = only {
             if sections != Sections::All {
-                bail!("only one of --sync-only, --service-only, --cluster-only and --lfs-only\n{USAGE}");
+                bail!("only one of --sync-only, --service-only, --cluster-only, --lfs-only and --fleet-only\n{USAGE}");
             }
             sections = only;
             continue;
@@ -134,6 +142,33 @@ fn main() -> Result<()> {
     let options = parse_args()?;
     eprintln!("building ferry (release)...");
     let ferry = ferry_bin::build_release()?;
+    if options.sections == Sections::Fleet {
+        eprintln!("starting git servers...");
+        // The fake GitHub needs them for the whole run; the testkit's watchdog stops them
+        // when this process exits.
+        let servers: &'static Servers = Box::leak(Box::new(
+            Servers::start().context("failed to start testkit's git servers")?,
+        ));
+        let rows = fleet::run(servers, &ferry, options.runs)?;
+        println!("\n## Fleets\n");
+        print!("{}", fleet::table(&rows));
+        println!(
+            "\n`ferry sync -q --config` of a fleet of {} small repositories (3 commits, 2 more \
+             refs each) to a directory: the first sync creates every destination; a no-op pass \
+             is the same command when nothing changed (discovery, one listing per repository, \
+             nothing pushed). The GitHub source is the test kit's fake (every request and \
+             answer validated against GitHub's OpenAPI description, pages of 100, git through \
+             the test nginx); a no-op pass's API requests carry the ETag of the last answer.\n",
+            fleet::MEMBERS
+        );
+        println!("## Fleet targets\n");
+        print!("{}", fleet::targets(&rows));
+        println!(
+            "\nTotal benchmark time: {:.1} s",
+            started.elapsed().as_secs_f64()
+        );
+        return Ok(());
+    }
     if options.sections == Sections::Lfs {
         eprintln!("starting git servers...");
         let servers = Servers::start().context("failed to start testkit's git servers")?;

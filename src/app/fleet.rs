@@ -1,5 +1,6 @@
 //! `ferry fleet list`, and the fleets' part of `ferry sync` / `ferry plan`: discover each
-//! fleet, add its members to the mirrors to run, act on deleted sources.
+//! fleet, add its members to the mirrors to run, act on deleted sources. `ferry serve`'s
+//! fleets (`serve_fleets.rs`) discover through [`find`] too.
 
 use super::{cache_dir, select_mirrors, AppError, Names};
 use crate::config::{Config, ConfigError, ConfiguredMirror, FleetSpec, RawOptions};
@@ -259,15 +260,15 @@ pub async fn with_members(
 }
 
 /// One fleet's members, and what went wrong finding them, one line each.
-struct Found {
-    members: Vec<ConfiguredMirror>,
-    problems: Vec<String>,
-    discovery: Option<Discovery>,
+pub(super) struct Found {
+    pub(super) members: Vec<ConfiguredMirror>,
+    pub(super) problems: Vec<String>,
+    pub(super) discovery: Option<Discovery>,
 }
 
 /// Discovers a fleet; with `act`, also creates destinations, acts on deleted sources and
 /// remembers the members. A fleet that cannot be discovered has no members, and says why.
-async fn find(spec: &FleetSpec, cache_dir: &Path, act: bool) -> Found {
+pub(super) async fn find(spec: &FleetSpec, cache_dir: &Path, act: bool) -> Found {
     let mut discovery = match fleet::discover(spec, cache_dir).await {
         Ok(d) => d,
         Err(e) => {
@@ -303,19 +304,4 @@ async fn find(spec: &FleetSpec, cache_dir: &Path, act: bool) -> Found {
         problems,
         discovery: Some(discovery),
     }
-}
-
-/// The members of every fleet, for `ferry serve` at start. Problems are logged; a fleet that
-/// cannot be discovered adds no members but stops nothing else.
-pub async fn discover_members(fleets: &[FleetSpec], cache_dir: &Path) -> Vec<ConfiguredMirror> {
-    let mut out = Vec::new();
-    for spec in fleets {
-        let found = find(spec, cache_dir, true).await;
-        for p in &found.problems {
-            tracing::error!(fleet = %spec.name, problem = %p, "fleet discovery");
-        }
-        tracing::info!(fleet = %spec.name, members = found.members.len(), "fleet discovered");
-        out.extend(found.members);
-    }
-    out
 }

@@ -14,6 +14,7 @@ use serve::{RunsArgs, ServeArgs, StatusArgs};
 mod fleet;
 pub mod lambda;
 pub mod serve;
+mod serve_fleets;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};

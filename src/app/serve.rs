@@ -2,9 +2,11 @@
 //! and the config file become a [`Service`]; status and history come from the running service
 //! or, when it does not answer, from its store opened read-only.
 
+use super::serve_fleets::ServedFleets;
 use super::{runtime, AppError, Threads};
 use crate::config::{Config, ConfigError, RawOptions};
 use crate::model::mirror::Settings;
+use crate::service::fleets::Fleets;
 use crate::service::status::{now_ms, MirrorState, MirrorStatus, NodeStatus, RunDetail};
 use crate::service::status::{view, MirrorView};
 use crate::service::store::{Location, Node, Store};
@@ -13,6 +15,7 @@ use anyhow::Context;
 use clap::Args;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Where the service keeps its store and, by default, its caches.
@@ -167,9 +170,15 @@ pub fn serve(args: &ServeArgs) -> Result<(), AppError> {
         let listener = tokio::net::TcpListener::bind(listen)
             .await
             .with_context(|| format!("cannot listen on {listen} (is another process using it? set serve.listen or --listen)"))?;
-        let mut mirrors = resolved.config.mirrors;
-        mirrors.extend(super::fleet::discover_members(&resolved.config.fleets, &engine.cache_dir).await);
-        let service = Service::new(mirrors, serve, engine, store)?;
+        // Fleets are discovered by the service: at start, every discover_interval, and when
+        // a webhook names a repository not found yet.
+        let fleets: Option<Arc<dyn Fleets>> = (!resolved.config.fleets.is_empty()).then(|| {
+            Arc::new(ServedFleets::new(
+                resolved.config.fleets.clone(),
+                engine.cache_dir.clone(),
+            )) as Arc<dyn Fleets>
+        });
+        let service = Service::new(resolved.config.mirrors, fleets, serve, engine, store)?;
         crate::service::run(listener, service, shutdown_signal()).await
     })?;
     Ok(())
@@ -335,11 +344,18 @@ pub fn status(args: &StatusArgs) -> Result<bool, AppError> {
 /// `ferry runs MIRROR`.
 pub fn runs(args: &RunsArgs) -> Result<(), AppError> {
     let resolved = resolve(&args.service)?;
-    if !resolved
+    // A fleet's members are known to the service, not to the file: `<fleet>/...` is asked.
+    let member = resolved
         .config
-        .mirrors
+        .fleets
         .iter()
-        .any(|m| m.mirror.name == args.mirror)
+        .any(|f| args.mirror.starts_with(&format!("{}/", f.name)));
+    if !member
+        && !resolved
+            .config
+            .mirrors
+            .iter()
+            .any(|m| m.mirror.name == args.mirror)
     {
         let known: Vec<&str> = resolved
             .config
@@ -357,7 +373,10 @@ pub fn runs(args: &RunsArgs) -> Result<(), AppError> {
     let listen = resolved.config.serve.listen;
     let limit = args.limit.clamp(1, 500);
     runtime(Threads::One)?.block_on(async {
-        let path = format!("/api/mirrors/{}/runs?limit={limit}", args.mirror);
+        // A fleet member's name holds `/`: one path segment all the same.
+        let name =
+            percent_encoding::utf8_percent_encode(&args.mirror, percent_encoding::NON_ALPHANUMERIC);
+        let path = format!("/api/mirrors/{name}/runs?limit={limit}");
         let runs: Vec<RunDetail> = match from_service(listen, &path).await {
             Some(runs) => runs,
             None => {

@@ -248,6 +248,15 @@ struct MemberTemplate {
 }
 
 impl FleetSpec {
+    /// The secret and the pinned provider of deliveries to the fleet's own hook (the
+    /// members' own).
+    pub fn webhook(&self) -> (Option<&Secret>, Option<Provider>) {
+        (
+            self.template.webhook_secret.as_ref(),
+            self.template.webhook_provider,
+        )
+    }
+
     /// The member mirror for a repository the fleet takes; `destination_url` is where a
     /// host destination has it (from the host's API).
     pub fn member(

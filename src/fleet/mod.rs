@@ -16,6 +16,7 @@ pub mod github;
 pub mod gitlab;
 pub mod inventory;
 pub mod plan;
+pub mod routing;
 
 use crate::config::{
     ConfiguredMirror, FleetDestination, FleetSource, FleetSpec, HostAccount, HostKind,

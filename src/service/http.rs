@@ -1,11 +1,13 @@
 //! The HTTP face of the service: webhook intake, the JSON API, metrics, health, and the status
 //! page. Handlers are thin: checks and parsing live in [`crate::intake::webhook`], state in the store.
 
+use super::fleets::{FleetInfo, Unrouted};
 use super::Service;
 use crate::intake::webhook::{self, Event, Provider, Rejection};
 use crate::model::mirror::Trigger;
 use crate::model::remote::Secret;
-use crate::service::page::LfsSent;
+use crate::service::mirror_page::RUNS_SHOWN;
+use crate::service::page::{Filter, LfsSent, Listing};
 use crate::service::status::{now_ms, view, RunSummary};
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
@@ -34,11 +36,13 @@ pub fn router(svc: Arc<Service>) -> Router {
         .layer(middleware::from_fn(count_webhook_statuses));
     Router::new()
         .route("/", get(page))
+        .route("/mirrors/{*mirror}", get(mirror_page))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .route("/api/mirrors", get(list))
         .route("/api/nodes", get(nodes))
+        .route("/api/fleets", get(fleets))
         .route("/api/mirrors/{mirror}", get(one))
         .route("/api/mirrors/{mirror}/runs", get(runs))
         .route("/api/mirrors/{mirror}/sync", post(manual))
@@ -73,16 +77,24 @@ async fn hook(
             "ferry is shutting down; deliver again later",
         );
     }
-    let Some(configured) = svc.mirror(&name) else {
-        return error(
-            StatusCode::NOT_FOUND,
-            format!("no mirror named '{name}' is configured"),
-        );
-    };
     let headers: Vec<(String, String)> = headers
         .iter()
         .filter_map(|(k, v)| Some((k.as_str().to_owned(), v.to_str().ok()?.to_owned())))
         .collect();
+    let Some(configured) = svc.mirror(&name) else {
+        if let Some(fleet) = svc.fleet(&name) {
+            let fleet = fleet.clone();
+            return fleet_hook(&svc, &fleet, &headers, &body).await;
+        }
+        return error(
+            StatusCode::NOT_FOUND,
+            format!(
+                "no mirror or fleet named '{name}' is configured (a fleet member's hook is \
+                 /hooks/<fleet>%2F<path>; a fleet's own hook, for organisation or group \
+                 webhooks, is /hooks/<fleet>)"
+            ),
+        );
+    };
     let secret = configured
         .webhook_secret
         .as_ref()
@@ -104,18 +116,105 @@ async fn hook(
         )
             .into_response(),
         Ok(Event::Push { provider, refs }) => {
-            let trigger = if provider == Provider::CodeCommit {
-                Trigger::Codecommit
-            } else {
-                Trigger::Webhook
+            queue_push(&svc, &name, provider, &refs, "", false).await
+        }
+    }
+}
+
+/// Queues the sync a push asks for: 202 once the event is committed.
+async fn queue_push(
+    svc: &Service,
+    mirror: &str,
+    provider: Provider,
+    refs: &[String],
+    via: &str,
+    discovering: bool,
+) -> Response {
+    let trigger = if provider == Provider::CodeCommit {
+        Trigger::Codecommit
+    } else {
+        Trigger::Webhook
+    };
+    let detail = format!("{} push {}", provider.as_str(), refs.join(" "))
+        .trim_end()
+        .to_owned()
+        + via;
+    match svc.trigger(mirror, trigger, &detail, refs).await {
+        Ok(id) => (
+            StatusCode::ACCEPTED,
+            Json(json!({ "queued": true, "event": id, "provider": provider.as_str(), "mirror": mirror, "discovering": discovering })),
+        )
+            .into_response(),
+        Err(e) => internal(e),
+    }
+}
+
+/// `POST /hooks/{fleet}`: an organisation's or group's webhook (or CodeCommit events) for
+/// every repository of a fleet, authenticated with the fleet's secret. A push is queued for
+/// the member whose source repository it names; a push for a repository no discovery has
+/// found makes the fleet discover now (202, then the push is routed).
+async fn fleet_hook(
+    svc: &Service,
+    fleet: &FleetInfo,
+    headers: &[(String, String)],
+    body: &[u8],
+) -> Response {
+    let secret = fleet.webhook_secret.as_ref().map_or("", Secret::expose);
+    let request = webhook::Request { headers, body };
+    let expect = webhook::Expect {
+        secret,
+        provider: fleet.webhook_provider,
+    };
+    match webhook::receive_for_fleet(&request, expect) {
+        Err(Rejection::Unauthorized(message)) => error(StatusCode::UNAUTHORIZED, message),
+        Err(Rejection::Malformed(message)) => error(StatusCode::BAD_REQUEST, message),
+        Ok((Event::Ignored { provider, reason }, _)) => (
+            StatusCode::OK,
+            Json(json!({ "queued": false, "provider": provider.as_str(), "ignored": reason })),
+        )
+            .into_response(),
+        Ok((Event::Push { provider, .. }, None)) => error(
+            StatusCode::BAD_REQUEST,
+            format!(
+                "this {} push names no repository, so it cannot be routed to a member of the \
+                 fleet '{}'; point the repository's own webhook at /hooks/<fleet>%2F<path>",
+                provider.label(),
+                fleet.name
+            ),
+        ),
+        Ok((Event::Push { provider, refs }, Some(origin))) => {
+            match svc.route(&fleet.name, &origin) {
+                Some(route) if !route.moved => {
+                    let via = format!(" (fleet hook, {origin})");
+                    return queue_push(svc, &route.member, provider, &refs, &via, false).await;
+                }
+                Some(route) => {
+                    // Renamed since the last discovery: the member syncs now, and a discovery
+                    // makes it follow the rename (then the push is routed again).
+                    let via = format!(" (fleet hook, {origin}: renamed, discovering)");
+                    let queued = queue_push(svc, &route.member, provider, &refs, &via, true).await;
+                    let push = Unrouted {
+                        origin,
+                        provider,
+                        refs,
+                    };
+                    if let Err(e) = svc.discover_for(&fleet.name, push).await {
+                        return internal(e);
+                    }
+                    return queued;
+                }
+                None => {}
+            }
+            tracing::info!(fleet = %fleet.name, repository = %origin, "a push for a repository no discovery has found: discovering");
+            let push = Unrouted {
+                origin,
+                provider,
+                refs,
             };
-            let detail = format!("{} push {}", provider.as_str(), refs.join(" "))
-                .trim_end()
-                .to_owned();
-            match svc.trigger(&name, trigger, &detail, &refs).await {
-                Ok(id) => (
+            match svc.discover_for(&fleet.name, push).await {
+                Ok(()) => (
                     StatusCode::ACCEPTED,
-                    Json(json!({ "queued": true, "event": id, "provider": provider.as_str() })),
+                    Json(json!({ "queued": false, "discovering": true, "provider": provider.as_str() })),
                 )
                     .into_response(),
                 Err(e) => internal(e),
@@ -183,6 +282,14 @@ async fn list(State(svc): Svc) -> Response {
 async fn nodes(State(svc): Svc) -> Response {
     match svc.store.nodes().await {
         Ok(nodes) => Json(nodes).into_response(),
+        Err(e) => internal(e),
+    }
+}
+
+/// `GET /api/fleets`: each fleet's last discovery (when, members, what went wrong).
+async fn fleets(State(svc): Svc) -> Response {
+    match svc.store.fleets().await {
+        Ok(fleets) => Json(fleets).into_response(),
         Err(e) => internal(e),
     }
 }
@@ -261,9 +368,13 @@ async fn metrics(State(svc): Svc) -> Response {
     }
 }
 
-async fn page(State(svc): Svc) -> Response {
-    match (svc.store.mirrors().await, svc.store.nodes().await) {
-        (Ok(mirrors), Ok(nodes)) => {
+async fn page(State(svc): Svc, Query(filter): Query<Filter>) -> Response {
+    match (
+        svc.store.mirrors().await,
+        svc.store.nodes().await,
+        svc.store.fleets().await,
+    ) {
+        (Ok(mirrors), Ok(nodes), Ok(fleets)) => {
             let mut recent: Vec<RunSummary> =
                 mirrors.iter().filter_map(|m| m.last_run.clone()).collect();
             recent.sort_by_key(|r| std::cmp::Reverse(r.finished_at));
@@ -281,16 +392,49 @@ async fn page(State(svc): Svc) -> Response {
                     }
                 }
             }
+            let listing = Listing {
+                fleets: &fleets,
+                filter,
+            };
             Html(crate::service::page::status_page(
                 &mirrors,
                 &recent,
                 &nodes,
                 &lfs,
+                &listing,
                 now_ms(),
                 5,
             ))
             .into_response()
         }
-        (Err(e), _) | (_, Err(e)) => internal(e),
+        (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => internal(e),
+    }
+}
+
+/// `GET /mirrors/{name}` (the name may hold `/`): one mirror's page.
+async fn mirror_page(State(svc): Svc, Path(name): Path<String>) -> Response {
+    let status = match svc.store.mirror(&name).await {
+        Ok(Some(status)) => status,
+        Ok(None) => {
+            return (
+                StatusCode::NOT_FOUND,
+                Html(format!(
+                    "<!DOCTYPE html><title>not found</title><p>No mirror named {} is configured. <a href=\"/\">All mirrors</a></p>",
+                    maud::html! { (name) }.into_string()
+                )),
+            )
+                .into_response()
+        }
+        Err(e) => return internal(e),
+    };
+    match svc.store.runs(&name, RUNS_SHOWN).await {
+        Ok(runs) => Html(crate::service::mirror_page::mirror_page(
+            &status,
+            &runs,
+            now_ms(),
+            5,
+        ))
+        .into_response(),
+        Err(e) => internal(e),
     }
 }

@@ -14,13 +14,16 @@
 //! [`run`] takes the listener and a shutdown future, so tests and `main` drive it the same way.
 //!
 //! Rooms: [`store`] (the durable queue and history), [`status`] (the read model the API, the
-//! page and `ferry status` share), [`page`] (rendering), `http` (the router), `server` (the
-//! connections: cap, timeouts, shutdown).
+//! page and `ferry status` share), [`page`] and [`mirror_page`] (rendering), [`fleets`] (the mirror set that
+//! changes as fleets are discovered again), `http` (the router), `server` (the connections:
+//! cap, timeouts, shutdown).
 //!
 //! Architecture invariant: `service` imports `engine`, `intake`, `config` and `model`, never
 //! `app`. Every answer about state comes from the store, not from memory.
 
+pub mod fleets;
 mod http;
+pub mod mirror_page;
 pub mod page;
 mod server;
 pub mod status;
@@ -33,22 +36,56 @@ use crate::engine::report::MirrorReport;
 use crate::engine::sync::{self, Mode, Records};
 use crate::model::mirror::{Mirror, Settings, Trigger};
 use crate::model::refs::RefMap;
+use crate::service::fleets::{Fleets, Unrouted};
 use crate::service::status::{now_ms, MirrorState};
-use crate::service::store::{Claim, Finish, FinishOutcome, Store};
+use crate::service::store::{Claim, Finish, FinishOutcome, Registration, Store};
 use anyhow::Context;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use std::collections::HashMap;
 use std::future::Future;
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::{watch, Notify};
 use tokio::task::JoinSet;
 
+/// The mirrors the service syncs: the config file's, and each fleet's members as its latest
+/// discovery found them.
+#[derive(Default)]
+struct MirrorSet {
+    configured: Vec<Arc<ConfiguredMirror>>,
+    members: HashMap<String, Vec<Arc<ConfiguredMirror>>>,
+    by_name: HashMap<String, Arc<ConfiguredMirror>>,
+}
+
+/// What a fleet's new members changed, by name.
+struct Change {
+    added: Vec<String>,
+    removed: Vec<String>,
+}
+
+/// What the store records of a mirror: name, redacted source and destinations, fingerprint.
+fn registration(m: &ConfiguredMirror) -> Registration {
+    (
+        m.mirror.name.clone(),
+        m.mirror.source.display().to_owned(),
+        m.mirror
+            .destinations
+            .iter()
+            .map(|d| d.display().to_owned())
+            .collect(),
+        m.fingerprint(),
+    )
+}
+
 /// Everything the service's tasks share.
 pub struct Service {
-    mirrors: Vec<ConfiguredMirror>,
-    by_name: HashMap<String, usize>,
+    mirrors: RwLock<MirrorSet>,
+    fleets: Option<Arc<dyn Fleets>>,
+    /// Per fleet: poked when a webhook names a repository no discovery has found.
+    discover_now: HashMap<String, Arc<Notify>>,
+    /// Per fleet: the pushes waiting for that discovery.
+    unrouted: Mutex<HashMap<String, Vec<Unrouted>>>,
     serve: ServeSettings,
     engine: Settings,
     store: Store,
@@ -60,27 +97,44 @@ pub struct Service {
     metrics: PrometheusHandle,
     notifier: reqwest::Client,
     stopping: watch::Sender<bool>,
+    /// Fleets whose first discovery on this node has not finished: the dispatcher waits for
+    /// them, so that it does not claim members this node does not know yet.
+    undiscovered: watch::Sender<usize>,
 }
 
 impl Service {
+    /// `fleets`: where fleet members come from (`None`: the configured mirrors only).
     pub fn new(
         mirrors: Vec<ConfiguredMirror>,
+        fleets: Option<Arc<dyn Fleets>>,
         serve: ServeSettings,
         engine: Settings,
         store: Store,
     ) -> anyhow::Result<Arc<Service>> {
-        let by_name = mirrors
+        let configured: Vec<Arc<ConfiguredMirror>> = mirrors.into_iter().map(Arc::new).collect();
+        let by_name = configured
             .iter()
-            .enumerate()
-            .map(|(i, m)| (m.mirror.name.clone(), i))
+            .map(|m| (m.mirror.name.clone(), m.clone()))
+            .collect();
+        let fleet_count = fleets.as_ref().map_or(0, |f| f.fleets().len());
+        let discover_now = fleets
+            .iter()
+            .flat_map(|f| f.fleets())
+            .map(|f| (f.name.clone(), Arc::new(Notify::new())))
             .collect();
         let notifier = reqwest::Client::builder()
             .timeout(Duration::from_secs(10))
             .build()
             .context("cannot build the HTTP client for notifications")?;
         Ok(Arc::new(Service {
-            mirrors,
-            by_name,
+            mirrors: RwLock::new(MirrorSet {
+                configured,
+                members: HashMap::new(),
+                by_name,
+            }),
+            fleets,
+            discover_now,
+            unrouted: Mutex::new(HashMap::new()),
             serve,
             engine,
             store,
@@ -89,11 +143,56 @@ impl Service {
             metrics: metrics_handle()?,
             notifier,
             stopping: watch::channel(false).0,
+            undiscovered: watch::channel(fleet_count).0,
         }))
     }
 
-    fn mirror(&self, name: &str) -> Option<&ConfiguredMirror> {
-        self.by_name.get(name).map(|&i| &self.mirrors[i])
+    fn mirror(&self, name: &str) -> Option<Arc<ConfiguredMirror>> {
+        self.set().by_name.get(name).cloned()
+    }
+
+    fn set(&self) -> std::sync::RwLockReadGuard<'_, MirrorSet> {
+        // The set is only ever swapped whole; a panic elsewhere cannot leave it half-changed.
+        self.mirrors.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// How many members of `fleet` the service syncs now.
+    fn member_count(&self, fleet: &str) -> usize {
+        self.set().members.get(fleet).map_or(0, Vec::len)
+    }
+
+    /// Makes `members` the fleet's members. A member name that a configured mirror (or
+    /// another fleet's member) has already is left to that one.
+    fn set_members(&self, fleet: &str, members: Vec<Arc<ConfiguredMirror>>) -> Change {
+        let mut set = self.mirrors.write().unwrap_or_else(|e| e.into_inner());
+        let before: Vec<String> = set
+            .members
+            .get(fleet)
+            .map(|m| m.iter().map(|m| m.mirror.name.clone()).collect())
+            .unwrap_or_default();
+        for name in &before {
+            set.by_name.remove(name);
+        }
+        let mut added = Vec::new();
+        let mut kept = Vec::new();
+        for m in members {
+            let name = m.mirror.name.clone();
+            if set.by_name.contains_key(&name) {
+                tracing::error!(mirror = %name, fleet = %fleet, "a fleet member has the name of another mirror; it is not synced");
+                continue;
+            }
+            if !before.contains(&name) {
+                added.push(name.clone());
+            }
+            set.by_name.insert(name, m.clone());
+            kept.push(m);
+        }
+        let removed = before
+            .into_iter()
+            .filter(|n| !kept.iter().any(|m| &m.mirror.name == n))
+            .collect();
+        set.members.insert(fleet.to_owned(), kept);
+        Change { added, removed }
     }
 
     /// Records a trigger durably and wakes the dispatcher. Returns the event id. `refs`: the
@@ -122,23 +221,9 @@ pub async fn run(
     service: Arc<Service>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let configured: Vec<(String, String, Vec<String>, String)> = service
-        .mirrors
-        .iter()
-        .map(|m| {
-            (
-                m.mirror.name.clone(),
-                m.mirror.source.display().to_owned(),
-                m.mirror
-                    .destinations
-                    .iter()
-                    .map(|d| d.display().to_owned())
-                    .collect(),
-                m.fingerprint(),
-            )
-        })
-        .collect();
-    for name in service.store.register_mirrors(&configured).await? {
+    let configured: Vec<Arc<ConfiguredMirror>> = service.set().configured.clone();
+    let registrations: Vec<Registration> = configured.iter().map(|m| registration(m)).collect();
+    for name in service.store.register_mirrors(&registrations).await? {
         service
             .trigger(
                 &name,
@@ -162,22 +247,40 @@ pub async fn run(
     }
     background.spawn(dispatch(service.clone()));
     background.spawn(prune_history(service.clone()));
-    for (i, m) in service.mirrors.iter().enumerate() {
+    for m in &configured {
+        let name = &m.mirror.name;
         if let Some(every) = m.poll_interval {
-            background.spawn(every_interval(service.clone(), i, every, Trigger::Poll));
+            background.spawn(every_interval(
+                service.clone(),
+                name.clone(),
+                every,
+                Trigger::Poll,
+            ));
         }
         if let Some(every) = m.reconcile_interval {
             background.spawn(every_interval(
                 service.clone(),
-                i,
+                name.clone(),
                 every,
                 Trigger::Reconcile,
             ));
         }
     }
+    let served: Vec<fleets::FleetInfo> = service
+        .fleets
+        .iter()
+        .flat_map(|f| f.fleets().iter().cloned())
+        .collect();
+    let names: Vec<&str> = served.iter().map(|f| f.name.as_str()).collect();
+    service.store.retire_fleets_except(&names).await?;
+    let fleet_count = served.len();
+    for fleet in served {
+        background.spawn(fleets::keep_discovering(service.clone(), fleet));
+    }
     tracing::info!(
         listen = %listener.local_addr().map_or_else(|_| "?".into(), |a| a.to_string()),
-        mirrors = service.mirrors.len(),
+        mirrors = configured.len(),
+        fleets = fleet_count,
         workers = service.serve.workers,
         node = service.store.node(),
         "ferry serve is ready"
@@ -300,6 +403,11 @@ async fn dispatch(svc: Arc<Service>) {
     let mut claimed: HashMap<tokio::task::Id, (String, u32)> = HashMap::new();
     let mut unrecorded: Vec<Unrecorded> = Vec::new();
     let mut stop = svc.stopping.subscribe();
+    let mut undiscovered = svc.undiscovered.subscribe();
+    tokio::select! {
+        _ = undiscovered.wait_for(|n| *n == 0) => {}
+        _ = stop.changed() => {}
+    }
     while !svc.is_stopping() {
         release_unrecorded(&svc, &mut unrecorded).await;
         let free = svc.serve.workers.saturating_sub(running.len());
@@ -425,6 +533,16 @@ const FINISH_RETRY_DELAY: Duration = Duration::from_millis(500);
 async fn execute(svc: &Service, claim: Claim) -> anyhow::Result<()> {
     let trigger = claim.triggers.first().copied().unwrap_or(Trigger::Retry);
     let Some(configured) = svc.mirror(&claim.mirror) else {
+        // A fleet member another node discovered: discover here too, and run it after that
+        // (the dispatcher puts it back in the queue with a retry time).
+        if let Ok(Some(status)) = svc.store.mirror(&claim.mirror).await {
+            if let Some(fleet) = status.fleet.filter(|f| svc.fleet(f).is_some()) {
+                svc.discover_here(&fleet);
+                anyhow::bail!(
+                    "this node has not discovered this member of the fleet {fleet} yet; it discovers the fleet now"
+                );
+            }
+        }
         anyhow::bail!("the mirror is no longer configured");
     };
     tracing::info!(mirror = %claim.mirror, trigger = trigger.as_str(), attempt = claim.attempt, taken_from = claim.taken_from.as_deref(), "sync started");
@@ -479,6 +597,13 @@ async fn execute(svc: &Service, claim: Claim) -> anyhow::Result<()> {
     };
     let outcome = record(svc, finish).await?;
     notify(svc, &report, outcome).await;
+    if report.ok {
+        if let Some(fleets) = &svc.fleets {
+            for p in fleets.synced(&claim.mirror).await {
+                tracing::warn!(mirror = %claim.mirror, problem = %p, "after the member's sync");
+            }
+        }
+    }
     svc.wake.notify_one();
     Ok(())
 }
@@ -569,7 +694,8 @@ async fn notify(svc: &Service, report: &MirrorReport, outcome: FinishOutcome) {
 
 /// Polling (compare the source with the cache; sync when they differ) or reconciliation
 /// (a full sync whatever happened) for one mirror, every `every` with jitter.
-async fn every_interval(svc: Arc<Service>, index: usize, every: Duration, trigger: Trigger) {
+/// Ends when the mirror is no longer served (a fleet member gone from its source).
+async fn every_interval(svc: Arc<Service>, name: String, every: Duration, trigger: Trigger) {
     let mut stop = svc.stopping.subscribe();
     // Spread the first round over the interval so a hundred mirrors do not poll at once.
     let mut wait = every.mul_f64(fastrand::f64());
@@ -582,7 +708,9 @@ async fn every_interval(svc: Arc<Service>, index: usize, every: Duration, trigge
             return;
         }
         wait = every.mul_f64(0.8 + fastrand::f64() * 0.4);
-        let configured = &svc.mirrors[index];
+        let Some(configured) = svc.mirror(&name) else {
+            return;
+        };
         let name = &configured.mirror.name;
         // Once per interval for all the nodes sharing the store.
         match svc
@@ -605,7 +733,7 @@ async fn every_interval(svc: Arc<Service>, index: usize, every: Duration, trigge
             continue;
         }
         let detail = match trigger {
-            Trigger::Poll => match poll(&svc, configured).await {
+            Trigger::Poll => match poll(&svc, &configured).await {
                 Ok(true) => "polling saw the source's refs change",
                 Ok(false) => continue,
                 Err(e) => {

@@ -7,7 +7,7 @@
 
 use crate::engine::report::{bytes_text, Failure, MirrorReport};
 use crate::service::status::{
-    DestinationStatus, MirrorState, MirrorStatus, NodeStatus, RunDetail, RunSummary,
+    DestinationStatus, FleetStatus, MirrorState, MirrorStatus, NodeStatus, RunDetail, RunSummary,
 };
 use maud::{html, Markup, PreEscaped, DOCTYPE};
 use serde::Deserialize;
@@ -46,29 +46,124 @@ impl LfsSent {
     }
 }
 
+/// Which mirrors the page lists, from its query string (`?state=failing&q=app`): a state
+/// (empty: any) and a part of the name (empty: any; not case-sensitive).
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct Filter {
+    #[serde(default)]
+    pub state: String,
+    #[serde(default)]
+    pub q: String,
+}
+
+impl Filter {
+    fn state(&self) -> Option<MirrorState> {
+        MirrorState::parse(self.state.trim())
+    }
+
+    fn is_active(&self) -> bool {
+        self.state().is_some() || !self.q.trim().is_empty()
+    }
+
+    fn matches(&self, m: &MirrorStatus) -> bool {
+        let q = self.q.trim().to_lowercase();
+        self.state().is_none_or(|s| s == m.state)
+            && (q.is_empty() || m.name.to_lowercase().contains(&q))
+    }
+
+    /// The query string of this filter with another state.
+    fn with_state(&self, state: Option<MirrorState>) -> String {
+        let mut query = url::form_urlencoded::Serializer::new(String::new());
+        query.append_pair("state", state.map_or("", MirrorState::as_str));
+        if !self.q.trim().is_empty() {
+            query.append_pair("q", self.q.trim());
+        }
+        format!("/?{}", query.finish())
+    }
+}
+
+/// What the page groups its mirrors by, beyond the mirrors themselves: each fleet's last
+/// discovery, and the filter from the query string.
+#[derive(Debug, Default)]
+pub struct Listing<'a> {
+    pub fleets: &'a [FleetStatus],
+    pub filter: Filter,
+}
+
+/// The mirrors of the config file, or of one fleet, on the page.
+struct Group<'a> {
+    /// The element id: `group-configured`, `group-<fleet>`.
+    id: String,
+    title: String,
+    fleet: Option<&'a FleetStatus>,
+    is_fleet: bool,
+    mirrors: Vec<&'a MirrorStatus>,
+}
+
+/// The config file's mirrors first (when there are any, or no fleet), then each fleet's
+/// members, by fleet name.
+fn groups<'a>(mirrors: &'a [MirrorStatus], fleets: &'a [FleetStatus]) -> Vec<Group<'a>> {
+    let mut names: Vec<&str> = mirrors.iter().filter_map(|m| m.fleet.as_deref()).collect();
+    names.extend(fleets.iter().map(|f| f.name.as_str()));
+    names.sort_unstable();
+    names.dedup();
+    let configured: Vec<&MirrorStatus> = mirrors.iter().filter(|m| m.fleet.is_none()).collect();
+    let mut out = Vec::new();
+    if !configured.is_empty() || names.is_empty() {
+        out.push(Group {
+            id: "group-configured".to_owned(),
+            title: "Mirrors".to_owned(),
+            fleet: None,
+            is_fleet: false,
+            mirrors: configured,
+        });
+    }
+    for name in names {
+        out.push(Group {
+            id: format!("group-{name}"),
+            title: format!("Fleet {name}"),
+            fleet: fleets.iter().find(|f| f.name == name),
+            is_fleet: true,
+            mirrors: mirrors
+                .iter()
+                .filter(|m| m.fleet.as_deref() == Some(name))
+                .collect(),
+        });
+    }
+    out
+}
+
+const STATES: [MirrorState; 5] = [
+    MirrorState::Idle,
+    MirrorState::Queued,
+    MirrorState::Syncing,
+    MirrorState::Failing,
+    MirrorState::Diverged,
+];
+
 /// The status page. `now` is Unix ms. Server-rendered, no JavaScript needed, refreshes itself
 /// every `refresh_seconds` (meta refresh). `nodes`: the nodes sharing the store (shown when
 /// there are several). `lfs`: what the recent runs sent of Git LFS objects, by run id.
+/// Mirrors are grouped (the config file's, then each fleet's) with counts per state, and
+/// listed as `listing.filter` asks.
 pub fn status_page(
     mirrors: &[MirrorStatus],
     recent_runs: &[RunSummary],
     nodes: &[NodeStatus],
     lfs: &BTreeMap<i64, LfsSent>,
+    listing: &Listing<'_>,
     now: i64,
     refresh_seconds: u32,
 ) -> String {
     let t = Totals::of(mirrors);
+    let filter = &listing.filter;
+    let groups = groups(mirrors, listing.fleets);
+    let shown = mirrors.iter().filter(|m| filter.matches(m)).count();
     let generated = rfc3339(now);
     let page = html! {
         (DOCTYPE)
         html lang="en" {
-            head {
-                meta charset="utf-8";
-                meta name="viewport" content="width=device-width, initial-scale=1";
-                meta http-equiv="refresh" content=(refresh_seconds);
-                title { "ferry status" }
-                style { (PreEscaped(CSS)) }
-            }
+            (head("ferry status", refresh_seconds))
             body {
                 main.wrap {
                     header {
@@ -79,13 +174,9 @@ pub fn status_page(
                             " · refreshes every " (refresh_seconds) " s"
                         }
                     }
-                    section aria-labelledby="mirrors-heading" {
-                        h2 #mirrors-heading { "Mirrors" }
-                        @if mirrors.is_empty() {
-                            p.muted { "No mirrors configured." }
-                        } @else {
-                            (mirrors_table(mirrors, now))
-                        }
+                    (filter_form(filter, shown, mirrors.len()))
+                    @for g in &groups {
+                        (group_html(g, filter, now))
                     }
                     @if nodes.len() > 1 {
                         section aria-labelledby="nodes-heading" {
@@ -106,6 +197,19 @@ pub fn status_page(
         }
     };
     page.into_string()
+}
+
+/// A page's `<head>`: its title, the style sheet, and a refresh every `refresh_seconds`.
+pub(super) fn head(title: &str, refresh_seconds: u32) -> Markup {
+    html! {
+        head {
+            meta charset="utf-8";
+            meta name="viewport" content="width=device-width, initial-scale=1";
+            meta http-equiv="refresh" content=(refresh_seconds);
+            title { (title) }
+            style { (PreEscaped(CSS)) }
+        }
+    }
 }
 
 /// The nodes sharing the store and their last heartbeats.
@@ -145,7 +249,102 @@ pub fn nodes_line(nodes: &[NodeStatus], now: i64) -> String {
     format!("nodes: {}\n", listed.join(", "))
 }
 
-fn mirrors_table(mirrors: &[MirrorStatus], now: i64) -> Markup {
+/// The filter: a state and a part of the name, sent as a GET form (no script).
+fn filter_form(filter: &Filter, shown: usize, all: usize) -> Markup {
+    let state = filter.state();
+    html! {
+        form.filter method="get" action="/" role="search" {
+            label { "State "
+                select name="state" {
+                    option value="" selected[state.is_none()] { "any" }
+                    @for s in STATES {
+                        option value=(s.as_str()) selected[state == Some(s)] { (state_label(s)) }
+                    }
+                }
+            }
+            label { "Name "
+                input type="search" name="q" value=(filter.q) placeholder="part of the name";
+            }
+            button type="submit" { "Filter" }
+            @if filter.is_active() {
+                " " a href="/" { "clear" }
+                span.muted { " · showing " (shown) " of " (all) }
+            }
+        }
+    }
+}
+
+/// A group: its heading, counts per state (each a link to that filter), a fleet's last
+/// discovery, and the table of its mirrors the filter keeps.
+fn group_html(g: &Group<'_>, filter: &Filter, now: i64) -> Markup {
+    let count = |s: MirrorState| g.mirrors.iter().filter(|m| m.state == s).count();
+    let shown: Vec<&MirrorStatus> = g
+        .mirrors
+        .iter()
+        .copied()
+        .filter(|m| filter.matches(m))
+        .collect();
+    let heading = format!("{}-heading", g.id);
+    html! {
+        section.group id=(g.id) aria-labelledby=(heading)
+            data-total=(g.mirrors.len()) data-idle=(count(MirrorState::Idle))
+            data-queued=(count(MirrorState::Queued)) data-syncing=(count(MirrorState::Syncing))
+            data-failing=(count(MirrorState::Failing)) data-diverged=(count(MirrorState::Diverged)) {
+            h2 id=(heading) { (g.title) " " span.muted.count { "(" (g.mirrors.len()) ")" } }
+            p.counts {
+                @for s in STATES {
+                    @let n = count(s);
+                    a.badge.(if n > 0 { state_class(s) } else { "grey" }) href=(filter.with_state(Some(s))) {
+                        (n) " " (state_label(s))
+                    }
+                    " "
+                }
+            }
+            @if g.is_fleet {
+                (discovery_html(g.fleet, now))
+            }
+            @if g.mirrors.is_empty() {
+                p.muted { @if g.is_fleet { "No members." } @else { "No mirrors configured." } }
+            } @else if shown.is_empty() {
+                p.muted { "No mirror here matches the filter." }
+            } @else {
+                (mirrors_table(&shown, now))
+            }
+        }
+    }
+}
+
+/// A fleet's last discovery: when, and what went wrong.
+fn discovery_html(fleet: Option<&FleetStatus>, now: i64) -> Markup {
+    html! {
+        @match fleet {
+            None => { p.muted.discovery { "Not discovered yet." } }
+            Some(f) => {
+                @if let Some(e) = &f.error {
+                    p.bad.discovery {
+                        "discovery failed " (ago(Some(f.attempted_at), now)) ": " span.msg { (e) }
+                        " — its known members go on syncing"
+                        @if let Some(ok) = f.succeeded_at { " (last discovered " (ago(Some(ok), now)) ")" }
+                    }
+                } @else {
+                    p.muted.discovery {
+                        "discovered " (ago(Some(f.attempted_at), now))
+                        @if let Some(node) = &f.node { " by " (node) }
+                        " · " (f.members) " members"
+                    }
+                }
+                @if !f.problems.is_empty() {
+                    details.problems {
+                        summary.bad { (f.problems.len()) " problem" @if f.problems.len() != 1 { "s" } " in the last discovery" }
+                        ul { @for p in &f.problems { li.msg { (p) } } }
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn mirrors_table(mirrors: &[&MirrorStatus], now: i64) -> Markup {
     html! {
         div.scroll {
             table.mirrors {
@@ -170,12 +369,27 @@ fn mirrors_table(mirrors: &[MirrorStatus], now: i64) -> Markup {
     }
 }
 
-fn mirror_row(m: &MirrorStatus, now: i64) -> Markup {
+/// The address of a mirror's own page: `/mirrors/` and its name, each `/`-separated part
+/// percent-encoded.
+pub(super) fn mirror_href(name: &str) -> String {
+    const PART: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+        .remove(b'-')
+        .remove(b'_')
+        .remove(b'.')
+        .remove(b'~');
+    let parts: Vec<String> = name
+        .split('/')
+        .map(|p| percent_encoding::utf8_percent_encode(p, PART).to_string())
+        .collect();
+    format!("/mirrors/{}", parts.join("/"))
+}
+
+pub(super) fn mirror_row(m: &MirrorStatus, now: i64) -> Markup {
     let state = m.state.as_str();
     html! {
         tr.mirror id=(format!("mirror-{}", m.name)) data-state=(state) {
             th scope="row" {
-                span.name { (m.name) }
+                a.name href=(mirror_href(&m.name)) { (m.name) }
                 div.muted.url { (m.source) }
             }
             td {
@@ -208,7 +422,7 @@ fn mirror_row(m: &MirrorStatus, now: i64) -> Markup {
     }
 }
 
-fn destination_row(d: &DestinationStatus, now: i64) -> Markup {
+pub(super) fn destination_row(d: &DestinationStatus, now: i64) -> Markup {
     let (class, label) = destination_state(d);
     html! {
         tr.dest {
@@ -245,7 +459,7 @@ fn runs_html(runs: &[RunSummary], lfs: &BTreeMap<i64, LfsSent>, now: i64) -> Mar
                 tbody {
                     @for r in runs {
                         tr data-ok=(r.ok) {
-                            th scope="row" { (r.mirror) }
+                            th scope="row" { a.name href=(mirror_href(&r.mirror)) { (r.mirror) } }
                             td { (r.trigger.as_str()) }
                             td { time datetime=(rfc3339(r.started_at)) { (ago(Some(r.started_at), now)) } }
                             td { (duration(r.finished_at - r.started_at)) }
@@ -299,6 +513,20 @@ tr.dest td.url{padding-left:20px}\
 .amber{color:var(--amber);background:var(--amber-bg)}\
 .grey{color:var(--muted);background:var(--grey-bg)}\
 .ok{color:var(--green);font-weight:600}.bad{color:var(--red);font-weight:600}\
+a{color:var(--blue)}a.name{color:inherit;font-weight:600}\
+form.filter{display:flex;flex-wrap:wrap;gap:8px 16px;align-items:center;margin:16px 0 0}\
+form.filter select,form.filter input,form.filter button{font:inherit;padding:3px 6px}\
+p.counts a.badge{text-decoration:none;margin:2px 0}\
+section.group{margin-top:8px}.discovery{font-size:.92em}\
+details.problems ul{margin:4px 0;padding-left:20px}\
+svg.plot{width:100%;max-width:760px;height:auto;border:1px solid var(--line);border-radius:6px}\
+svg.plot text{fill:var(--muted);font-size:11px}svg.plot .axis{stroke:var(--line)}\
+svg.plot .line{fill:none;stroke-width:2}svg.plot .duration{stroke:var(--blue)}\
+svg.plot .lag{stroke:var(--amber)}svg.plot .point{fill:var(--bg);stroke-width:2}\
+svg.plot .point.failed{fill:var(--red)}\
+.legend .duration{color:var(--blue)}.legend .lag{color:var(--amber)}\
+details.run{border-bottom:1px solid var(--line);padding:6px 0}details.run summary{cursor:pointer}\
+.error{color:var(--red)}table.refs{min-width:0;margin:4px 0 8px}\
 ";
 
 /// How many mirrors are in each group the header counts.
@@ -343,7 +571,7 @@ impl Totals {
     }
 }
 
-fn state_label(s: MirrorState) -> &'static str {
+pub(super) fn state_label(s: MirrorState) -> &'static str {
     match s {
         MirrorState::Idle => "in sync",
         MirrorState::Queued => "queued",
@@ -353,7 +581,7 @@ fn state_label(s: MirrorState) -> &'static str {
     }
 }
 
-fn state_class(s: MirrorState) -> &'static str {
+pub(super) fn state_class(s: MirrorState) -> &'static str {
     match s {
         MirrorState::Idle => "green",
         MirrorState::Queued | MirrorState::Syncing => "blue",
@@ -379,7 +607,7 @@ fn streak(n: u32) -> String {
     }
 }
 
-fn lag(m: &MirrorStatus, now: i64) -> String {
+pub(super) fn lag(m: &MirrorStatus, now: i64) -> String {
     match m.behind_since {
         None => "up to date".to_owned(),
         Some(t) => format!("behind {}", span(now - t)),
@@ -433,7 +661,7 @@ pub fn duration(ms: i64) -> String {
 }
 
 /// RFC 3339 UTC, seconds precision: "2024-05-01T12:34:56Z".
-fn rfc3339(ms: i64) -> String {
+pub(super) fn rfc3339(ms: i64) -> String {
     let t = std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms.max(0) as u64);
     humantime::format_rfc3339_seconds(t).to_string()
 }
@@ -738,6 +966,7 @@ mod tests {
         let failing = state == MirrorState::Failing;
         MirrorStatus {
             name: name.to_owned(),
+            fleet: None,
             state,
             source: format!("https://src.example/{name}.git"),
             failure_streak: if failing { 3 } else { 0 },
@@ -787,7 +1016,7 @@ mod tests {
             vec![dest("https://x/\"><img>", Some(hostile))],
         );
         m.source = "<b>src</b>".to_owned();
-        let page = status_page(&[m], &[], &[], &BTreeMap::new(), NOW, 10);
+        let page = page_of(&[m], &[], &[], 10);
         assert!(!page.contains("<script>"), "{page}");
         assert!(!page.contains("<img>"));
         assert!(!page.contains("<b>src"));
@@ -796,9 +1025,128 @@ mod tests {
         assert!(!page.to_lowercase().contains("<script"));
     }
 
+    /// The page without fleets, filter or Git LFS objects.
+    fn page_of(
+        mirrors: &[MirrorStatus],
+        runs: &[RunSummary],
+        nodes: &[NodeStatus],
+        refresh: u32,
+    ) -> String {
+        let listing = Listing::default();
+        status_page(
+            mirrors,
+            runs,
+            nodes,
+            &BTreeMap::new(),
+            &listing,
+            NOW,
+            refresh,
+        )
+    }
+
+    fn member(fleet: &str, name: &str, state: MirrorState) -> MirrorStatus {
+        MirrorStatus {
+            fleet: Some(fleet.to_owned()),
+            ..mirror(&format!("{fleet}/{name}"), state, vec![])
+        }
+    }
+
+    fn with_fleets() -> (Vec<MirrorStatus>, Vec<FleetStatus>) {
+        let mirrors = vec![
+            mirror("lone", MirrorState::Idle, vec![]),
+            member("acme", "app", MirrorState::Idle),
+            member("acme", "team/web", MirrorState::Failing),
+            member("acme", "tools", MirrorState::Idle),
+            member("<b>", "x", MirrorState::Queued),
+        ];
+        let fleets = vec![
+            FleetStatus {
+                name: "acme".into(),
+                attempted_at: NOW - 60_000,
+                succeeded_at: Some(NOW - 60_000),
+                members: 3,
+                error: None,
+                problems: vec!["team/old: <cannot> delete".into()],
+                node: Some("n1".into()),
+            },
+            FleetStatus {
+                name: "empty".into(),
+                attempted_at: NOW - 5_000,
+                succeeded_at: None,
+                members: 0,
+                error: Some("cannot list <root>".into()),
+                problems: vec![],
+                node: None,
+            },
+        ];
+        (mirrors, fleets)
+    }
+
+    fn page_with(filter: Filter) -> String {
+        let (mirrors, fleets) = with_fleets();
+        let listing = Listing {
+            fleets: &fleets,
+            filter,
+        };
+        status_page(&mirrors, &[], &[], &BTreeMap::new(), &listing, NOW, 10)
+    }
+
+    #[test]
+    fn mirrors_are_grouped_by_fleet_with_counts_per_state() {
+        let page = page_with(Filter::default());
+        let configured = page
+            .find("id=\"group-configured\"")
+            .expect("configured group");
+        let acme = page.find("id=\"group-acme\"").expect("acme group");
+        let empty = page
+            .find("id=\"group-empty\"")
+            .expect("a fleet without members");
+        assert!(configured < acme && acme < empty);
+        let acme_tag = &page[acme..acme + page[acme..].find('>').unwrap()];
+        assert!(acme_tag.contains("data-total=\"3\""), "{acme_tag}");
+        assert!(acme_tag.contains("data-idle=\"2\"") && acme_tag.contains("data-failing=\"1\""));
+        assert!(page.contains("discovered 1m ago by n1 · 3 members"));
+        assert!(page.contains("team/old: &lt;cannot&gt; delete"));
+        assert!(page.contains("discovery failed 5s ago"));
+        assert!(page.contains("cannot list &lt;root&gt;"));
+        // A fleet name from the config and member names from hosts are escaped everywhere.
+        assert!(!page.contains("<b>") && page.contains("id=\"group-&lt;b&gt;\""));
+        // Each name links to its page, each part percent-encoded.
+        assert!(page.contains("href=\"/mirrors/acme/team/web\""));
+        assert!(page.contains("href=\"/mirrors/%3Cb%3E/x\""));
+        // Each count links to its filter.
+        assert!(page.contains("href=\"/?state=failing\""));
+    }
+
+    #[test]
+    fn the_filter_keeps_the_mirrors_of_a_state_and_a_name_and_the_counts_stay_whole() {
+        let failing = page_with(Filter {
+            state: "failing".into(),
+            q: String::new(),
+        });
+        assert_eq!(failing.matches("class=\"mirror\"").count(), 1);
+        assert!(failing.contains("id=\"mirror-acme/team/web\""));
+        assert!(failing.contains("showing 1 of 5"));
+        assert!(failing.contains("data-total=\"3\""));
+        assert!(failing.contains("<option value=\"failing\" selected>"));
+        let named = page_with(Filter {
+            state: String::new(),
+            q: " TOOLS ".into(),
+        });
+        assert_eq!(named.matches("class=\"mirror\"").count(), 1);
+        assert!(named.contains("id=\"mirror-acme/tools\""));
+        assert!(named.contains("href=\"/?state=idle&amp;q=TOOLS\""));
+        // An unknown state filters nothing out.
+        let any = page_with(Filter {
+            state: "bogus".into(),
+            q: String::new(),
+        });
+        assert_eq!(any.matches("class=\"mirror\"").count(), 5);
+    }
+
     #[test]
     fn page_shows_failing_in_the_mirror_row() {
-        let page = status_page(&fleet(), &[], &[], &BTreeMap::new(), NOW, 10);
+        let page = page_of(&fleet(), &[], &[], 10);
         let beta = row(&page, "mirror-beta");
         assert!(beta.contains("data-state=\"failing\""), "{beta}");
         assert!(beta.contains(">failing<"), "{beta}");
@@ -822,14 +1170,7 @@ mod tests {
         let mut m = mirror("eps", MirrorState::Queued, vec![]);
         m.retry_at = Some(NOW + 30_000);
         m.interrupted = Some("the sync task panicked: <boom>\x1b[31m".to_owned());
-        let page = status_page(
-            std::slice::from_ref(&m),
-            &[],
-            &[],
-            &BTreeMap::new(),
-            NOW,
-            10,
-        );
+        let page = page_of(std::slice::from_ref(&m), &[], &[], 10);
         let eps = row(&page, "mirror-eps");
         assert!(eps.contains("retry in 30s"), "{eps}");
         assert!(
@@ -860,17 +1201,14 @@ mod tests {
                 version: "0.1.0".into(),
             },
         ];
-        let page = status_page(&fleet(), &[], &nodes, &BTreeMap::new(), NOW, 10);
+        let page = page_of(&fleet(), &[], &nodes, 10);
         assert!(
             row(&page, "mirror-alpha").contains("node ferry-a"),
             "{page}"
         );
         let listed = row(&page, "node-ferry-&lt;b&gt;");
         assert!(listed.contains("40s ago"), "{listed}");
-        assert!(
-            !status_page(&fleet(), &[], &nodes[..1], &BTreeMap::new(), NOW, 10)
-                .contains("nodes-heading")
-        );
+        assert!(!page_of(&fleet(), &[], &nodes[..1], 10).contains("nodes-heading"));
         let line = nodes_line(&nodes, NOW);
         assert!(line.starts_with("nodes: ferry-a (heartbeat "), "{line}");
         assert!(line.contains("ferry-<b>"), "{line}");
@@ -881,7 +1219,7 @@ mod tests {
     #[test]
     fn page_head_and_totals() {
         let runs = [run(7, "beta", false), run(6, "alpha", true)];
-        let page = status_page(&fleet(), &runs, &[], &BTreeMap::new(), NOW, 15);
+        let page = page_of(&fleet(), &runs, &[], 15);
         assert!(page.starts_with("<!DOCTYPE html>"));
         assert!(page.contains("<html lang=\"en\">"));
         assert!(page.contains("<meta http-equiv=\"refresh\" content=\"15\">"));
@@ -890,11 +1228,10 @@ mod tests {
         assert!(page.contains("2023-11-14T22:13:20Z"));
         assert!(page.contains("Recent runs"));
         assert!(page.contains("<th scope=\"col\">"));
-        let one = status_page(&fleet()[..1], &[], &[], &BTreeMap::new(), NOW, 15);
+        let one = page_of(&fleet()[..1], &[], &[], 15);
         assert!(one.contains("1 mirror: 1 in sync, 0 failing, 0 diverged, 0 queued/syncing"));
         assert!(one.contains("No runs yet."));
-        assert!(status_page(&[], &[], &[], &BTreeMap::new(), NOW, 15)
-            .contains("No mirrors configured."));
+        assert!(page_of(&[], &[], &[], 15).contains("No mirrors configured."));
     }
 
     #[test]
@@ -957,14 +1294,17 @@ mod tests {
         let runs = vec![
             RunDetail {
                 summary: run(12, "beta", false),
+                oldest_event_at: None,
                 report: failed_report,
             },
             RunDetail {
                 summary: run(11, "beta", true),
+                oldest_event_at: None,
                 report: serde_json::json!({"ok": true}),
             },
             RunDetail {
                 summary: run(10, "beta", false),
+                oldest_event_at: None,
                 report: Value::Null,
             },
         ];

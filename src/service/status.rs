@@ -74,6 +74,25 @@ pub struct RunSummary {
     pub node: Option<String>,
 }
 
+/// A fleet's last discovery in `ferry serve`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FleetStatus {
+    pub name: String,
+    /// When the last discovery ran.
+    pub attempted_at: i64,
+    /// When a discovery last found the members (`None`: never since the store knows it).
+    pub succeeded_at: Option<i64>,
+    /// The members being synced.
+    pub members: usize,
+    /// Why the last discovery failed as a whole; its known members go on syncing.
+    pub error: Option<String>,
+    /// What else it reported, one line each (an incomplete listing, a member that could not
+    /// be created, ...).
+    pub problems: Vec<String>,
+    /// The node that ran it.
+    pub node: Option<String>,
+}
+
 /// A `ferry serve` node using the store, as of its last heartbeat.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NodeStatus {
@@ -89,6 +108,10 @@ pub struct NodeStatus {
 pub struct RunDetail {
     #[serde(flatten)]
     pub summary: RunSummary,
+    /// When the oldest event this run handled arrived (`None`: it handled none, or they were
+    /// pruned): the run's lag is from then to its end.
+    #[serde(default)]
+    pub oldest_event_at: Option<i64>,
     pub report: serde_json::Value,
 }
 
@@ -96,6 +119,9 @@ pub struct RunDetail {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct MirrorStatus {
     pub name: String,
+    /// The fleet the mirror is a member of; `None` for a mirror of the config file.
+    #[serde(default)]
+    pub fleet: Option<String>,
     pub state: MirrorState,
     /// Redacted source URL.
     pub source: String,
@@ -176,6 +202,7 @@ mod tests {
         };
         let m = MirrorStatus {
             name: "m".into(),
+            fleet: None,
             state: MirrorState::Failing,
             source: "s".into(),
             failure_streak: 2,

@@ -39,7 +39,8 @@ use crate::engine::report::{DestinationReport, ErrorReport, MirrorReport};
 use crate::model::mirror::Trigger;
 use crate::model::remote::Secret;
 use crate::service::status::{
-    now_ms, DestinationStatus, MirrorState, MirrorStatus, NodeStatus, RunDetail, RunSummary,
+    now_ms, DestinationStatus, FleetStatus, MirrorState, MirrorStatus, NodeStatus, RunDetail,
+    RunSummary,
 };
 use anyhow::{bail, Context, Result};
 use sha2::{Digest, Sha256};
@@ -49,6 +50,10 @@ use std::collections::HashSet;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
+
+/// A mirror as [`Store::register_mirrors`] records it: name, redacted source, redacted
+/// destinations, and the fingerprint of its configuration.
+pub type Registration = (String, String, Vec<String>, String);
 
 /// Where the store lives.
 #[derive(Debug, Clone)]
@@ -267,6 +272,7 @@ struct MirrorRow {
 #[derive(sqlx::FromRow)]
 struct StatusRow {
     name: String,
+    fleet: Option<String>,
     source: String,
     state: String,
     failure_streak: i64,
@@ -306,6 +312,19 @@ struct RunRow {
     #[sqlx(flatten)]
     summary: RunSummaryRow,
     report: String,
+    oldest_event_at: Option<i64>,
+}
+
+/// A `fleets` row, its problems as JSON.
+#[derive(sqlx::FromRow)]
+struct FleetRow {
+    name: String,
+    attempted_at: i64,
+    succeeded_at: Option<i64>,
+    members: i64,
+    error: Option<String>,
+    problems: String,
+    node: Option<String>,
 }
 
 /// A `nodes` row.
@@ -332,7 +351,8 @@ impl RunSummaryRow {
     }
 }
 
-const STATUS_SELECT: &str = "SELECT m.name, m.source, m.state, m.failure_streak, m.last_node, \
+const STATUS_SELECT: &str =
+    "SELECT m.name, m.fleet, m.source, m.state, m.failure_streak, m.last_node, \
      p.queued, p.running, p.not_before, p.attempt, p.interrupted, p.node \
      FROM mirrors m LEFT JOIN pending p ON p.mirror = m.name";
 
@@ -905,6 +925,77 @@ impl Store {
         })
     }
 
+    /// Makes the shared timer `name` due now, whatever its interval (a webhook named a
+    /// repository no discovery has found yet: discover now). Durable: the node that next
+    /// looks at the timer fires it.
+    pub async fn make_due(&self, name: &str, now: i64) -> Result<()> {
+        on_db!(&self.db, |_read, write, _sql| {
+            sqlx::query(
+                "INSERT INTO timers (name, next_at) VALUES ($1, $2) \
+                 ON CONFLICT (name) DO UPDATE SET next_at = excluded.next_at",
+            )
+            .bind(name)
+            .bind(now)
+            .execute(write)
+            .await
+            .with_context(|| format!("making the timer {name} due"))?;
+            Ok(())
+        })
+    }
+
+    /// Records the outcome of a fleet's discovery (by whichever node ran it).
+    pub async fn record_discovery(&self, d: &FleetStatus) -> Result<()> {
+        let problems = serde_json::to_string(&d.problems).context("encoding the problems")?;
+        on_db!(&self.db, |_read, write, _sql| {
+            sqlx::query(
+                "INSERT INTO fleets (name, attempted_at, succeeded_at, members, error, problems, node) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7) \
+                 ON CONFLICT (name) DO UPDATE SET attempted_at = excluded.attempted_at, \
+                   succeeded_at = COALESCE(excluded.succeeded_at, fleets.succeeded_at), \
+                   members = excluded.members, error = excluded.error, \
+                   problems = excluded.problems, node = excluded.node",
+            )
+            .bind(&d.name)
+            .bind(d.attempted_at)
+            .bind(d.succeeded_at)
+            .bind(i64::try_from(d.members).unwrap_or(i64::MAX))
+            .bind(&d.error)
+            .bind(&problems)
+            .bind(&d.node)
+            .execute(write)
+            .await
+            .with_context(|| format!("recording the discovery of the fleet {}", d.name))?;
+            Ok(())
+        })
+    }
+
+    /// The last discovery of every fleet that has run one, by name.
+    pub async fn fleets(&self) -> Result<Vec<FleetStatus>> {
+        let rows: Vec<FleetRow> = on_db!(&self.db, |read, _write, _sql| {
+            sqlx::query_as(
+                "SELECT name, attempted_at, succeeded_at, members, error, problems, node \
+                 FROM fleets ORDER BY name",
+            )
+            .fetch_all(read)
+            .await
+        })
+        .context("listing the fleets")?;
+        rows.into_iter()
+            .map(|r| {
+                Ok(FleetStatus {
+                    problems: serde_json::from_str(&r.problems)
+                        .with_context(|| format!("reading the problems of the fleet {}", r.name))?,
+                    name: r.name,
+                    attempted_at: r.attempted_at,
+                    succeeded_at: r.succeeded_at,
+                    members: usize::try_from(r.members).unwrap_or(0),
+                    error: r.error,
+                    node: r.node,
+                })
+            })
+            .collect()
+    }
+
     /// Remembers whether a failure notification is outstanding for the mirror's current
     /// streak: true after sending one (so it is sent once per streak), false after the
     /// recovery notice.
@@ -928,12 +1019,44 @@ impl Store {
     /// configured mirror and destination before its first run: upserts each (name, redacted
     /// source, redacted destinations, config fingerprint) in order, drops the status of
     /// destinations no longer configured, and retires mirrors no longer configured (their
-    /// history stays; they are neither listed nor claimed). Returns the names whose
-    /// fingerprint is new or changed: the service syncs those with [`Trigger::Config`].
-    pub async fn register_mirrors(
+    /// history stays; they are neither listed nor claimed). Fleet members are not touched
+    /// ([`Store::register_fleet`]). Returns the names whose fingerprint is new or changed: the
+    /// service syncs those with [`Trigger::Config`].
+    pub async fn register_mirrors(&self, mirrors: &[Registration]) -> Result<Vec<String>> {
+        self.register(None, mirrors).await
+    }
+
+    /// The same for the members of one fleet, as its latest discovery found them: retires
+    /// only that fleet's members it no longer has.
+    pub async fn register_fleet(
         &self,
-        mirrors: &[(String, String, Vec<String>, String)],
+        fleet: &str,
+        members: &[Registration],
     ) -> Result<Vec<String>> {
+        self.register(Some(fleet), members).await
+    }
+
+    /// Retires the members of every fleet not in `fleets` (a fleet taken out of the
+    /// configuration).
+    pub async fn retire_fleets_except(&self, fleets: &[&str]) -> Result<()> {
+        let known: Vec<String> = on_db!(&self.db, |read, _write, _sql| {
+            sqlx::query_scalar(
+                "SELECT DISTINCT fleet FROM mirrors \
+                 WHERE fleet IS NOT NULL AND config_state <> 'removed'",
+            )
+            .fetch_all(read)
+            .await
+        })
+        .context("listing the fleets in the store")?;
+        for gone in known.iter().filter(|f| !fleets.contains(&f.as_str())) {
+            self.register(Some(gone), &[]).await?;
+        }
+        Ok(())
+    }
+
+    /// Registers `mirrors` as the whole of a group: the configured mirrors (`None`) or one
+    /// fleet's members.
+    async fn register(&self, fleet: Option<&str>, mirrors: &[Registration]) -> Result<Vec<String>> {
         on_db!(&self.db, |_read, write, sql| {
             let mut tx = write
                 .begin_with(sql.begin)
@@ -957,16 +1080,17 @@ impl Store {
                     changed.push(name.clone());
                 }
                 sqlx::query(
-                    "INSERT INTO mirrors (name, source, fingerprint, config_state, position) \
-                     VALUES ($1, $2, $3, 'configured', $4) \
+                    "INSERT INTO mirrors (name, source, fingerprint, config_state, position, fleet) \
+                     VALUES ($1, $2, $3, 'configured', $4, $5) \
                      ON CONFLICT (name) DO UPDATE SET source = excluded.source, \
                        fingerprint = excluded.fingerprint, config_state = 'configured', \
-                       position = excluded.position",
+                       position = excluded.position, fleet = excluded.fleet",
                 )
                 .bind(name)
                 .bind(source)
                 .bind(fingerprint)
                 .bind(position as i64)
+                .bind(fleet)
                 .execute(&mut *tx)
                 .await
                 .with_context(|| format!("registering the mirror {name}"))?;
@@ -999,11 +1123,14 @@ impl Store {
                 }
             }
 
-            let live: Vec<String> =
-                sqlx::query_scalar("SELECT name FROM mirrors WHERE config_state <> 'removed'")
-                    .fetch_all(&mut *tx)
-                    .await
-                    .context("listing the known mirrors")?;
+            let live: Vec<String> = sqlx::query_scalar(
+                "SELECT name FROM mirrors WHERE config_state <> 'removed' \
+                 AND COALESCE(fleet, '') = $1",
+            )
+            .bind(fleet.unwrap_or(""))
+            .fetch_all(&mut *tx)
+            .await
+            .context("listing the known mirrors")?;
             for name in live.iter().filter(|n| !names.contains(n.as_str())) {
                 sqlx::query("UPDATE mirrors SET config_state = 'removed' WHERE name = $1")
                     .bind(name)
@@ -1041,7 +1168,7 @@ impl Store {
             let rows: Vec<StatusRow> = match only {
                 None => sqlx::query_as(&format!(
                     "{STATUS_SELECT} WHERE m.config_state = 'configured' \
-                     ORDER BY m.position, m.name"
+                     ORDER BY COALESCE(m.fleet, ''), m.position, m.name"
                 ))
                 .fetch_all(&mut *tx)
                 .await
@@ -1127,8 +1254,10 @@ impl Store {
     pub async fn runs(&self, mirror: &str, limit: usize) -> Result<Vec<RunDetail>> {
         let rows: Vec<RunRow> = on_db!(&self.db, |read, _write, _sql| {
             sqlx::query_as(&format!(
-                "SELECT {RUN_COLUMNS}, report FROM runs WHERE mirror = $1 \
-                 ORDER BY id DESC LIMIT $2"
+                "SELECT {RUN_COLUMNS}, report, \
+                   (SELECT MIN(e.received_at) FROM events e WHERE e.run_id = runs.id) \
+                     AS oldest_event_at \
+                 FROM runs WHERE mirror = $1 ORDER BY id DESC LIMIT $2"
             ))
             .bind(mirror)
             .bind(i64::try_from(limit).unwrap_or(i64::MAX))
@@ -1137,14 +1266,21 @@ impl Store {
         })
         .with_context(|| format!("listing the runs of {mirror}"))?;
         rows.into_iter()
-            .map(|RunRow { summary, report }| {
-                let report = serde_json::from_str(&report)
-                    .with_context(|| format!("reading the report of run {}", summary.id))?;
-                Ok(RunDetail {
-                    summary: summary.into_summary()?,
-                    report,
-                })
-            })
+            .map(
+                |RunRow {
+                     summary,
+                     report,
+                     oldest_event_at,
+                 }| {
+                    let report = serde_json::from_str(&report)
+                        .with_context(|| format!("reading the report of run {}", summary.id))?;
+                    Ok(RunDetail {
+                        summary: summary.into_summary()?,
+                        oldest_event_at,
+                        report,
+                    })
+                },
+            )
             .collect()
     }
 
@@ -1274,6 +1410,7 @@ fn status_of(
 ) -> Result<MirrorStatus> {
     let StatusRow {
         name,
+        fleet,
         source,
         state: stored_state,
         failure_streak,
@@ -1328,6 +1465,7 @@ fn status_of(
         .collect::<Result<Vec<_>>>()?;
     Ok(MirrorStatus {
         name,
+        fleet,
         state,
         source,
         failure_streak: to_u32(failure_streak),
@@ -1475,6 +1613,8 @@ mod tests {
         a_read_only_store_shows_a_running_sync_as_it_is_and_writes_nothing,
         states_streaks_and_destination_errors_follow_the_reports,
         register_mirrors_detects_new_and_changed_configuration,
+        a_fleets_registration_retires_only_its_own_members,
+        discoveries_are_recorded_per_fleet_and_a_timer_can_be_made_due,
         behind_since_covers_unhandled_and_failed_events,
         prune_keeps_the_newest_runs_of_each_mirror,
         a_lapsed_claim_is_taken_over_with_its_events_and_the_old_node_records_nothing,
@@ -2152,6 +2292,113 @@ mod tests {
         let (out, _) = run(&store, &failed_report("app")).await;
         assert!(!out.was_notified);
         assert!(store.mark_notified("nope", true).await.is_err());
+    }
+
+    async fn a_fleets_registration_retires_only_its_own_members(at: Location) {
+        let store = open_as(&at, "a").await;
+        store
+            .register_mirrors(&[config("lone", &[D1], "l1")])
+            .await
+            .unwrap();
+        let changed = store
+            .register_fleet(
+                "acme",
+                &[
+                    config("acme/app", &[D1], "f1"),
+                    config("acme/web", &[D2], "f1"),
+                ],
+            )
+            .await
+            .unwrap();
+        assert_eq!(changed.len(), 2);
+        store
+            .register_fleet("other", &[config("other/x", &[D1], "o1")])
+            .await
+            .unwrap();
+        let fleets: Vec<(String, Option<String>)> = store
+            .mirrors()
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|m| (m.name, m.fleet))
+            .collect();
+        assert_eq!(
+            fleets,
+            vec![
+                ("lone".to_owned(), None),
+                ("acme/app".to_owned(), Some("acme".to_owned())),
+                ("acme/web".to_owned(), Some("acme".to_owned())),
+                ("other/x".to_owned(), Some("other".to_owned())),
+            ],
+            "the config file's mirrors first, then each fleet's"
+        );
+        // acme loses web: only acme's members are looked at.
+        let changed = store
+            .register_fleet("acme", &[config("acme/app", &[D1], "f1")])
+            .await
+            .unwrap();
+        assert!(changed.is_empty());
+        assert_eq!(store.mirror("acme/web").await.unwrap(), None);
+        assert!(store.mirror("other/x").await.unwrap().is_some());
+        assert!(store.mirror("lone").await.unwrap().is_some());
+        // The config file's mirrors leave the members alone, and the other way round.
+        store.register_mirrors(&[]).await.unwrap();
+        assert_eq!(store.mirror("lone").await.unwrap(), None);
+        assert!(store.mirror("acme/app").await.unwrap().is_some());
+        // A fleet no longer configured: its members are retired.
+        store.retire_fleets_except(&["acme"]).await.unwrap();
+        assert_eq!(store.mirror("other/x").await.unwrap(), None);
+        assert!(store.mirror("acme/app").await.unwrap().is_some());
+    }
+
+    async fn discoveries_are_recorded_per_fleet_and_a_timer_can_be_made_due(at: Location) {
+        let store = open_as(&at, "a").await;
+        let ok = FleetStatus {
+            name: "acme".into(),
+            attempted_at: 1_000,
+            succeeded_at: Some(1_000),
+            members: 3,
+            error: None,
+            problems: vec!["team/x: cannot create".into()],
+            node: Some("a".into()),
+        };
+        store.record_discovery(&ok).await.unwrap();
+        let failed = FleetStatus {
+            attempted_at: 2_000,
+            succeeded_at: None,
+            error: Some("cannot list".into()),
+            problems: vec![],
+            ..ok.clone()
+        };
+        store.record_discovery(&failed).await.unwrap();
+        let recorded = store.fleets().await.unwrap();
+        assert_eq!(
+            recorded,
+            vec![FleetStatus {
+                succeeded_at: Some(1_000),
+                ..failed
+            }],
+            "a failure keeps when the last success was"
+        );
+
+        let every = Duration::from_secs(600);
+        assert!(store
+            .take_timer("discover:acme", 10_000, every)
+            .await
+            .unwrap());
+        assert!(!store
+            .take_timer("discover:acme", 11_000, every)
+            .await
+            .unwrap());
+        store.make_due("discover:acme", 12_000).await.unwrap();
+        assert!(store
+            .take_timer("discover:acme", 12_000, every)
+            .await
+            .unwrap());
+        assert!(!store
+            .take_timer("discover:acme", 13_000, every)
+            .await
+            .unwrap());
     }
 
     async fn register_mirrors_detects_new_and_changed_configuration(at: Location) {

@@ -12,6 +12,7 @@ mod fleet_gitea;
 mod fleet_github;
 mod fleet_gitlab;
 mod fleet_host;
+mod fleet_serve;
 mod fleets;
 mod harness;
 mod http_face;

@@ -34,7 +34,8 @@
 //! Detection, authentication and the helpers they share are here; reading each provider
 //! family's payload is in a submodule of its own: `github`, `gitlab`, `gitea` (Gitea and
 //! Forgejo), `bitbucket` (Cloud and Server/DC) and `generic` (ferry's own format). CodeCommit's
-//! is in [`codecommit`].
+//! is in [`codecommit`]. `origin` reads which repository a delivery to a fleet's own hook is
+//! about ([`receive_for_fleet`]).
 
 use super::codecommit;
 use hmac::{Hmac, Mac};
@@ -47,6 +48,9 @@ mod generic;
 mod gitea;
 mod github;
 mod gitlab;
+mod origin;
+
+pub use origin::Origin;
 
 /// A request as the HTTP layer hands it over: header names lowercase.
 pub struct Request<'a> {
@@ -159,6 +163,20 @@ pub fn receive(req: &Request<'_>, expect: Expect<'_>) -> Result<Event, Rejection
             }
         }
     }
+}
+
+/// [`receive`] for a fleet's own hook, which many repositories' pushes reach: the event, and
+/// for a push the repository it names (read only once the delivery is authentic).
+pub fn receive_for_fleet(
+    req: &Request<'_>,
+    expect: Expect<'_>,
+) -> Result<(Event, Option<Origin>), Rejection> {
+    let event = receive(req, expect)?;
+    let origin = match &event {
+        Event::Push { provider, .. } => origin::of(*provider, &parse_body(req.body)?),
+        Event::Ignored { .. } => None,
+    };
+    Ok((event, origin))
 }
 
 /// The outcome of looking at the headers alone.
