@@ -148,6 +148,7 @@ pub fn classify_stderr(stderr: &str) -> ErrorKind {
         || has("not found")
         || has("no such file or directory")
         || has("not a git repository")
+        || has("invalid gitfile format")
     {
         ErrorKind::NotFound
     } else if has("could not resolve host")
@@ -214,6 +215,8 @@ mod tests {
             ("error: RPC failed; HTTP 403 curl 22 The requested URL returned error: 403", ErrorKind::Permission),
             ("remote: Repository not found.\nfatal: repository 'https://h/r.git/' not found", ErrorKind::NotFound),
             ("fatal: '/x/y.git' does not appear to be a git repository", ErrorKind::NotFound),
+            // A local path that is a plain file, not a repository: nothing a retry can fix.
+            ("fatal: invalid gitfile format: /srv/x.git\nfatal: Could not read from remote repository.\n\nPlease make sure you have the correct access rights\nand the repository exists.", ErrorKind::NotFound),
             ("No ED25519 host key is known for [127.0.0.1]:2222 and you have requested strict checking.\nHost key verification failed.", ErrorKind::HostKeyUnknown),
             ("@@@@ WARNING: REMOTE HOST IDENTIFICATION HAS CHANGED! @@@@\nHost key verification failed.", ErrorKind::HostKeyChanged),
             ("error: RPC failed; HTTP 413 curl 22 The requested URL returned error: 413", ErrorKind::TooLarge),
