@@ -24,6 +24,7 @@ use crate::model::mirror::{Divergence, Prune};
 use crate::model::refs::{Oid, RefMap, RefSelection};
 use crate::model::remote::{Remote, Secret};
 use futures::future::{join_all, maybe_done, poll_fn, select, BoxFuture, Either, MaybeDone};
+use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::future::Future;
 use std::pin::{pin, Pin};
@@ -503,15 +504,25 @@ struct Pass<'a> {
 }
 
 impl Pass<'_> {
-    /// The refs of `refs` this pass is about: all of them, or those in the focus.
-    fn scope(&self, refs: &RefMap) -> RefMap {
+    /// The refs of `refs` this pass is about: all of them (borrowed: a ref table can hold
+    /// thousands of names), or those in the focus.
+    fn scope<'r>(&self, refs: &'r RefMap) -> Cow<'r, RefMap> {
         match self.focus {
-            None => refs.clone(),
-            Some(focus) => refs
-                .iter()
-                .filter(|(name, _)| focus.contains(*name))
-                .map(|(name, oid)| (name.clone(), oid.clone()))
-                .collect(),
+            None => Cow::Borrowed(refs),
+            Some(focus) => Cow::Owned(
+                refs.iter()
+                    .filter(|(name, _)| focus.contains(*name))
+                    .map(|(name, oid)| (name.clone(), oid.clone()))
+                    .collect(),
+            ),
+        }
+    }
+
+    /// [`Pass::scope`] of a table the caller owns.
+    fn scope_owned(&self, refs: RefMap) -> RefMap {
+        match self.focus {
+            None => refs,
+            Some(_) => self.scope(&refs).into_owned(),
         }
     }
 }
@@ -667,7 +678,7 @@ async fn sync_destination(
             )
         }
     };
-    let known = pass.scope(&record.with_assumed(records.assumed));
+    let known = pass.scope_owned(record.with_assumed(records.assumed));
     // The plan from the record, and whether it is the run's plan (it pushes something).
     let mut plan_from_record: Option<(Plan, bool)> = None;
     if trust == Trust::RecordWhenPushing {
@@ -704,14 +715,14 @@ async fn sync_destination(
     };
     let listed = listing.is_some();
     let dest_refs = match listing {
-        Some(Ok(refs)) => pass.scope(&refs),
+        Some(Ok(refs)) => pass.scope_owned(refs),
         Some(Err(e)) => return DestinationReport::failed(url, e.into()),
-        None => pass.scope(&record.refs),
+        None => pass.scope(&record.refs).into_owned(),
     };
     let plan = match plan_from_record {
         Some((plan, true)) => plan,
         // The listing says what the record does: the same facts, the same plan.
-        Some((plan, false)) if dest_refs == pass.scope(&record.refs) => plan,
+        Some((plan, false)) if dest_refs == *pass.scope(&record.refs) => plan,
         _ => match make_plan(mirror, cache, git, source_refs, &dest_refs, &known).await {
             Ok(p) => p,
             Err(e) => return DestinationReport::failed(url, e.into()),
