@@ -658,37 +658,65 @@ fn kill_9_during_a_sync_loses_nothing() {
     );
 }
 
-#[test]
-fn kill_9_of_the_service_ends_the_git_push_it_was_running() {
-    let (src, dst) = pair("orphan");
+/// A service whose one mirror `name` (file:// both ways, empty destination) is in the middle
+/// of its first push, which a slow git holds for `seconds`; and that push's pid.
+struct InFirstPush {
+    src: Repo,
+    dst: Repo,
+    serve: Serve,
+    push_pid: u32,
+    _tools: tempfile::TempDir,
+}
+
+fn in_first_push(name: &str, seconds: u32) -> InFirstPush {
+    let (src, dst) = pair(name);
     let tools = tempfile::tempdir().unwrap();
-    let slow = slow_git(tools.path(), 120);
+    let slow = slow_git(tools.path(), seconds);
     let toml = mirror_toml(
-        "o",
+        name,
         &src.url(Transport::File),
         &dst.url(Transport::File),
         "",
     );
-    let mut serve = Serve::start_with_env("", &toml, &[("FERRY_GIT", slow.to_str().unwrap())]);
+    let serve = Serve::start_with_env("", &toml, &[("FERRY_GIT", slow.to_str().unwrap())]);
     let pushing = tools.path().join("pushing");
     serve.wait(
         "the first sync to reach its push",
         Duration::from_secs(10),
         || pushing.exists(),
     );
-    let pid: u32 = std::fs::read_to_string(&pushing)
+    let push_pid = std::fs::read_to_string(&pushing)
         .unwrap()
         .trim()
         .parse()
         .unwrap();
-    assert!(!ended(pid), "the push is running before the kill");
+    InFirstPush {
+        src,
+        dst,
+        serve,
+        push_pid,
+        _tools: tools,
+    }
+}
+
+#[test]
+fn kill_9_of_the_service_ends_the_git_push_it_was_running() {
+    // `_tools` holds the slow git: it must live as long as the service.
+    let InFirstPush {
+        dst,
+        mut serve,
+        push_pid,
+        _tools,
+        ..
+    } = in_first_push("orphan", 120);
+    assert!(!ended(push_pid), "the push is running before the kill");
     serve.kill9();
     // An orphaned push would go on for two minutes and then push behind the back of
     // whichever node takes the mirror over.
     serve.wait(
         "the push to end with its service",
         Duration::from_secs(10),
-        || ended(pid),
+        || ended(push_pid),
     );
     assert!(
         branches_and_tags(&dst.path()).is_empty(),
@@ -698,22 +726,13 @@ fn kill_9_of_the_service_ends_the_git_push_it_was_running() {
 
 #[test]
 fn sigterm_lets_the_running_sync_finish_and_keeps_the_queue() {
-    let (src, dst) = pair("term");
-    let tools = tempfile::tempdir().unwrap();
-    let slow = slow_git(tools.path(), 3);
-    let toml = mirror_toml(
-        "t",
-        &src.url(Transport::File),
-        &dst.url(Transport::File),
-        "",
-    );
-    let mut serve = Serve::start_with_env("", &toml, &[("FERRY_GIT", slow.to_str().unwrap())]);
-    let pushing = tools.path().join("pushing");
-    serve.wait(
-        "the first sync to reach its push",
-        Duration::from_secs(10),
-        || pushing.exists(),
-    );
+    let InFirstPush {
+        src,
+        dst,
+        mut serve,
+        _tools,
+        ..
+    } = in_first_push("t", 3);
     push_commit(&src, "queued during shutdown");
     let (headers, body) = delivery("github", "refs/heads/main", SECRET);
     assert_eq!(serve.post("/hooks/t", &headers, &body).0, 202);
