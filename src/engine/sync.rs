@@ -578,6 +578,8 @@ async fn beside_the_fetch<'a, F: Future>(
     let mut fetch = pin!(fetch);
     let prepared = pin!(prepared);
     let (fetched, mut prepared) = match select(fetch.as_mut(), prepared).await {
+        // The fetch was done before the records were read: a listing starts only when the
+        // destination's run needs it.
         Either::Left((fetched, prepared)) => (Some(fetched), prepared.await),
         Either::Right((prepared, _)) => (None, prepared),
     };
