@@ -16,6 +16,7 @@ use crate::model::mirror::short_hash;
 use crate::model::refs::{Oid, RefMap, RefPattern, RefSelection};
 use crate::model::remote::Remote;
 use serde::{Deserialize, Serialize};
+use std::borrow::Cow;
 use std::collections::BTreeSet;
 use std::fs;
 use std::future::Future;
@@ -115,8 +116,9 @@ pub struct Contents<'a> {
 }
 
 /// A record as stored: the refs, plus what it is the record of, for people inspecting it.
+/// Written from borrowed tables (a record can hold thousands of refs), read into owned ones.
 #[derive(Debug, Default, Serialize, Deserialize)]
-struct Document {
+struct Document<'a> {
     #[serde(default, skip_serializing_if = "String::is_empty")]
     source: String,
     /// The destination's credential-free URL.
@@ -126,9 +128,13 @@ struct Document {
     include: Vec<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     exclude: Vec<String>,
-    refs: RefMap,
-    #[serde(default, skip_serializing_if = "LfsState::is_empty")]
-    lfs: LfsState,
+    refs: Cow<'a, RefMap>,
+    #[serde(default, skip_serializing_if = "no_lfs")]
+    lfs: Cow<'a, LfsState>,
+}
+
+fn no_lfs(lfs: &Cow<'_, LfsState>) -> bool {
+    lfs.is_empty()
 }
 
 /// The stored form of a record (JSON).
@@ -139,8 +145,8 @@ pub fn encode(key: RecordKey<'_>, contents: Contents<'_>) -> Result<Vec<u8>, Sto
         destination: key.destination.identity().to_owned(),
         include: patterns(&key.selection.include),
         exclude: patterns(&key.selection.exclude),
-        refs: contents.refs.clone(),
-        lfs: contents.lfs.clone(),
+        refs: Cow::Borrowed(contents.refs),
+        lfs: Cow::Borrowed(contents.lfs),
     };
     serde_json::to_vec_pretty(&doc)
         .map_err(|e| StoreError(format!("cannot encode a sync record: {e}")))
@@ -151,7 +157,7 @@ pub fn encode(key: RecordKey<'_>, contents: Contents<'_>) -> Result<Vec<u8>, Sto
 /// save replaces it.
 pub fn decode(bytes: &[u8], location: &str) -> (RefMap, LfsState) {
     match serde_json::from_slice::<Document>(bytes) {
-        Ok(doc) => (doc.refs, doc.lfs),
+        Ok(doc) => (doc.refs.into_owned(), doc.lfs.into_owned()),
         Err(e) => {
             tracing::warn!(record = location, error = %e, "ignoring an unreadable sync record; treating this as a first sync");
             (RefMap::new(), LfsState::default())
@@ -194,9 +200,10 @@ impl Record {
 
     /// Saves the record if it changed (or was never stored). When another writer saved it
     /// since it was loaded, reads it again, re-applies this run's changes on top and tries
-    /// again, a few times.
+    /// again, a few times. The record is done with then: it is consumed rather than kept in
+    /// step with what was written (a record can hold thousands of refs).
     pub async fn save(
-        &mut self,
+        mut self,
         store: &dyn RecordStore,
         key: RecordKey<'_>,
     ) -> Result<(), StoreError> {
@@ -220,12 +227,7 @@ impl Record {
                 lfs: &self.lfs,
             };
             match store.save(key, contents, &self.version).await? {
-                Written::Saved(version) => {
-                    self.version = version;
-                    self.loaded = self.refs.clone();
-                    self.loaded_lfs = self.lfs.clone();
-                    return Ok(());
-                }
+                Written::Saved(_) => return Ok(()),
                 Written::Conflict => {
                     tracing::info!(
                         destination = key.destination.display(),
@@ -457,9 +459,10 @@ mod tests {
         let mut r = Record::load(&store, key).await.unwrap();
         assert!(r.refs.is_empty());
         r.refs.insert("refs/heads/main".into(), oid('a'));
+        let saved = r.refs.clone();
         r.save(&store, key).await.unwrap();
         let again = Record::load(&store, key).await.unwrap();
-        assert_eq!(again.refs, r.refs);
+        assert_eq!(again.refs, saved);
         fs::write(store.path(key), b"{not json").unwrap();
         assert!(Record::load(&store, key).await.unwrap().refs.is_empty());
         let other = RecordKey {

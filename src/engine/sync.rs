@@ -766,7 +766,7 @@ async fn sync_destination(
                 refs,
                 lfs: None,
             },
-            &mut record,
+            record,
             records.store,
             key,
         )
@@ -815,7 +815,7 @@ async fn sync_destination(
                 refs,
                 lfs: carried.report,
             },
-            &mut record,
+            record,
             records.store,
             key,
         )
@@ -987,7 +987,7 @@ async fn sync_destination(
         refs,
         lfs: carried.report,
     };
-    save_and_finish(report, &mut record, records.store, key).await
+    save_and_finish(report, record, records.store, key).await
 }
 
 /// The refs the destination is to hold after this push, with their values: what is pushed,
@@ -1336,7 +1336,7 @@ fn update_record(
 
 async fn save_and_finish(
     mut report: DestinationReport,
-    record: &mut Record,
+    record: Record,
     store: &dyn RecordStore,
     key: RecordKey<'_>,
 ) -> DestinationReport {
