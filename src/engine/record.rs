@@ -133,6 +133,8 @@ struct Document<'a> {
     lfs: Cow<'a, LfsState>,
 }
 
+// serde's `skip_serializing_if` hands over a reference to the field itself.
+#[allow(clippy::ptr_arg)]
 fn no_lfs(lfs: &Cow<'_, LfsState>) -> bool {
     lfs.is_empty()
 }
