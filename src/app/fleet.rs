@@ -6,6 +6,7 @@ use super::{cache_dir, select_mirrors, AppError, Names};
 use crate::config::{Config, ConfigError, ConfiguredMirror, FleetSpec, RawOptions};
 use crate::engine::report::RunReport;
 use crate::engine::sync::Mode;
+use crate::fleet::codecommit::CodeCommitApi;
 use crate::fleet::plan::{Action, MemberPlan};
 use crate::fleet::{self, Discovery};
 use crate::model::fleet::SkipReason;
@@ -65,9 +66,10 @@ pub fn run(fleet: &FleetArgs) -> Result<bool, AppError> {
     let cache_dir = cache_dir(fleet.cache_dir.clone(), config.cache_dir.clone())?;
     let specs = pick(&config.fleets, &args.fleets, &args.config)?;
     let discoveries = super::runtime(super::Threads::One)?.block_on(async {
+        let codecommit = super::codecommit::api_for(specs.iter().copied()).await;
         let mut out = Vec::new();
         for spec in &specs {
-            out.push(fleet::discover(spec, &cache_dir).await);
+            out.push(fleet::discover(spec, &cache_dir, codecommit.as_deref()).await);
         }
         out
     });
@@ -209,6 +211,7 @@ pub async fn with_members(
 ) -> Result<FleetRun, AppError> {
     let mut ok = true;
     let mut discoveries = Vec::new();
+    let codecommit = super::codecommit::api_for(fleets).await;
     for spec in fleets {
         let prefix = format!("{}/", spec.name);
         let wanted = names.picked.is_empty()
@@ -219,7 +222,13 @@ pub async fn with_members(
         if !wanted {
             continue;
         }
-        let found = find(spec, &settings.cache_dir, mode == Mode::Sync).await;
+        let found = find(
+            spec,
+            &settings.cache_dir,
+            mode == Mode::Sync,
+            codecommit.as_deref(),
+        )
+        .await;
         for p in &found.problems {
             eprintln!("ferry: fleet '{}': {p}", spec.name);
         }
@@ -268,8 +277,13 @@ pub(super) struct Found {
 
 /// Discovers a fleet; with `act`, also creates destinations, acts on deleted sources and
 /// remembers the members. A fleet that cannot be discovered has no members, and says why.
-pub(super) async fn find(spec: &FleetSpec, cache_dir: &Path, act: bool) -> Found {
-    let mut discovery = match fleet::discover(spec, cache_dir).await {
+pub(super) async fn find(
+    spec: &FleetSpec,
+    cache_dir: &Path,
+    act: bool,
+    codecommit: Option<&dyn CodeCommitApi>,
+) -> Found {
+    let mut discovery = match fleet::discover(spec, cache_dir, codecommit).await {
         Ok(d) => d,
         Err(e) => {
             return Found {

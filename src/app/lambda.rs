@@ -8,7 +8,11 @@
 //!   best effort; this catches what was missed);
 //! - Function URL / API Gateway HTTP requests to `/hooks/{mirror}` get the same checks as
 //!   `ferry serve` ([`crate::intake::webhook`]) and sync before answering;
-//! - a direct invoke `{"mirror": "NAME"}` syncs that mirror.
+//! - a direct invoke `{"mirror": "NAME"}` syncs that mirror (or fleet member).
+//!
+//! Fleets in `FERRY_CONFIG` serve the function too (one function for a whole CodeCommit
+//! account): their members are mirrors like the others, and a CodeCommit event reaches the
+//! member of its repository ([`lambda_fleets`](super::lambda_fleets)).
 //!
 //! A sync that fails makes the invocation fail (an error for events and invokes, a 5xx for
 //! HTTP), so Lambda's retries and the on-failure destination see it, except in a scheduled
@@ -22,6 +26,7 @@
 //! Passwords may come from Secrets Manager (`FERRY_SOURCE_PASSWORD_SECRET`,
 //! `FERRY_DEST_PASSWORD_SECRET`), read once per execution environment, at its cold start.
 
+use super::lambda_fleets::{Discovered, KeptFiles, LambdaFleets};
 use super::{runtime, AppError, Threads};
 #[cfg(feature = "aws")]
 use crate::aws::{s3::S3Records, secrets, Aws};
@@ -49,8 +54,9 @@ pub const DEFAULT_CACHE_DIR: &str = "/tmp/ferry-cache";
 /// The function's configuration, read once per cold start.
 pub struct Function {
     mirrors: Vec<ConfiguredMirror>,
+    fleets: LambdaFleets,
     settings: Settings,
-    records: Box<dyn RecordStore>,
+    records: Arc<dyn RecordStore>,
 }
 
 impl Function {
@@ -64,9 +70,12 @@ impl Function {
     pub async fn from_env() -> Result<Function, ConfigError> {
         let var = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
         let from_file = var("FERRY_CONFIG").is_some();
-        let (mut mirrors, file_cache, file_timeout) = match var("FERRY_CONFIG") {
+        let (mut mirrors, fleets, file_cache, file_timeout) = match var("FERRY_CONFIG") {
             Some(config) => {
-                let cfg = if config.contains('\n') || config.contains("[[mirror]]") {
+                let inline = config.contains('\n')
+                    || config.contains("[[mirror]]")
+                    || config.contains("[[fleet]]");
+                let cfg = if inline {
                     Config::parse(
                         &config,
                         Path::new("/tmp/FERRY_CONFIG.toml"),
@@ -76,9 +85,9 @@ impl Function {
                     Config::load(Path::new(&config), &RawOptions::default())
                 }
                 .map_err(|e| ConfigError(format!("FERRY_CONFIG: {e}")))?;
-                (cfg.mirrors, cfg.cache_dir, cfg.timeout)
+                (cfg.mirrors, cfg.fleets, cfg.cache_dir, cfg.timeout)
             }
-            None => (vec![config::classic_mirror()?], None, None),
+            None => (vec![config::classic_mirror()?], Vec::new(), None, None),
         };
         let cache_dir = var("FERRY_CACHE_DIR")
             .map(PathBuf::from)
@@ -89,9 +98,11 @@ impl Function {
                 .map_err(|e| ConfigError(format!("FERRY_TIMEOUT: {e}")))?,
             None => file_timeout.unwrap_or(Settings::DEFAULT_TIMEOUT),
         };
-        let records = cloud_state(&var, from_file, &mut mirrors, &cache_dir).await?;
+        let (records, kept) = cloud_state(&var, from_file, &mut mirrors, &cache_dir).await?;
+        let codecommit = super::codecommit::api_for(&fleets).await;
         Ok(Function {
             mirrors,
+            fleets: LambdaFleets::new(fleets, codecommit, kept, cache_dir.clone()),
             settings: Settings {
                 cache_dir,
                 timeout,
@@ -104,9 +115,15 @@ impl Function {
     /// Handles one invocation. `Ok` is the response; `Err` fails the invocation.
     pub async fn handle(&self, event: Value) -> anyhow::Result<Value> {
         if let Some(name) = event.get("mirror").and_then(Value::as_str) {
-            let mirror = self.named(name)?;
+            let (mirror, discovered) = self.named(name).await?;
             return self
-                .sync_all(&[mirror], Trigger::Manual, &RefMap::new(), &[])
+                .sync_all(
+                    &[&mirror],
+                    Trigger::Manual,
+                    &RefMap::new(),
+                    &[],
+                    discovered.as_ref(),
+                )
                 .await;
         }
         if event.get("requestContext").is_some() || event.get("httpMethod").is_some() {
@@ -127,21 +144,28 @@ impl Function {
         }
     }
 
-    fn named(&self, name: &str) -> anyhow::Result<&ConfiguredMirror> {
-        self.mirrors
-            .iter()
-            .find(|m| m.mirror.name == name)
-            .ok_or_else(|| {
-                let known: Vec<&str> = self
-                    .mirrors
-                    .iter()
-                    .map(|m| m.mirror.name.as_str())
-                    .collect();
-                anyhow!(
-                    "no mirror named '{name}' is configured (configured: {})",
-                    known.join(", ")
-                )
-            })
+    /// A configured mirror (not a fleet member: webhook paths name configured mirrors).
+    fn configured(&self, name: &str) -> Option<&ConfiguredMirror> {
+        self.mirrors.iter().find(|m| m.mirror.name == name)
+    }
+
+    /// A configured mirror or a fleet member (then with the discovery this took, if any).
+    async fn named(&self, name: &str) -> anyhow::Result<(ConfiguredMirror, Option<Discovered>)> {
+        if let Some(m) = self.configured(name) {
+            return Ok((m.clone(), None));
+        }
+        let mut known: Vec<String> = self.mirrors.iter().map(|m| m.mirror.name.clone()).collect();
+        if !self.fleets.is_empty() {
+            let (members, discovered) = self.fleets.members().await;
+            if let Some(m) = members.mirrors.iter().find(|m| m.mirror.name == name) {
+                return Ok((m.clone(), discovered));
+            }
+            known.extend(members.mirrors.iter().map(|m| m.mirror.name.clone()));
+        }
+        bail!(
+            "no mirror named '{name}' is configured or a fleet member (known: {})",
+            known.join(", ")
+        )
     }
 
     async fn codecommit(&self, event: &Value) -> anyhow::Result<Value> {
@@ -156,19 +180,68 @@ impl Function {
             }
             Event::Push { refs, .. } => refs,
         };
-        let matching: Vec<&ConfiguredMirror> = self
+        let mut matching: Vec<&ConfiguredMirror> = self
             .mirrors
             .iter()
             .filter(|m| codecommit::repository_name(&m.mirror.source) == repository)
             .collect();
+        let (members, discovered) = self.members_of(body, repository).await;
+        matching.extend(members.iter());
         if matching.is_empty() {
+            let fleets = if self.fleets.is_empty() {
+                ""
+            } else {
+                ", and no fleet has it (a fleet's discovery ran again and did not find it: check the fleet's source, include and exclude)"
+            };
             bail!(
-                "no configured mirror has the CodeCommit repository '{repository}' as its source; check SRC_REPO (or the sources in FERRY_CONFIG) against the EventBridge rule"
+                "no configured mirror has the CodeCommit repository '{repository}' as its source{fleets}; check SRC_REPO (or the sources in FERRY_CONFIG) against the EventBridge rule"
             );
         }
         let assumed: RefMap = codecommit::previous_value(body).into_iter().collect();
-        self.sync_all(&matching, Trigger::Codecommit, &assumed, &focus)
-            .await
+        self.sync_all(
+            &matching,
+            Trigger::Codecommit,
+            &assumed,
+            &focus,
+            discovered.as_ref(),
+        )
+        .await
+    }
+
+    /// The fleet members a CodeCommit event is about (by `repositoryId`, else by name): a
+    /// repository no discovery found yet makes the fleets discover again.
+    async fn members_of(
+        &self,
+        body: &serde_json::Map<String, Value>,
+        repository: &str,
+    ) -> (Vec<ConfiguredMirror>, Option<Discovered>) {
+        if self.fleets.is_empty() {
+            return (Vec::new(), None);
+        }
+        let id = body
+            .get("detail")
+            .and_then(|d| d.get("repositoryId"))
+            .and_then(Value::as_str);
+        let name = Some(repository).filter(|r| !r.is_empty());
+        let (mut members, mut discovered) = self.fleets.members().await;
+        let mut names = LambdaFleets::route(&members, id, name);
+        if names.is_empty() && discovered.is_none() {
+            tracing::info!(
+                repository,
+                "a repository no discovery found yet: discovering"
+            );
+            let fresh = self.fleets.discover().await;
+            members = fresh.members.clone();
+            names = LambdaFleets::route(&members, id, name);
+            discovered = Some(fresh);
+        }
+        let mirrors = members
+            .mirrors
+            .iter()
+            .filter(|m| names.contains(&m.mirror.name))
+            .cloned()
+            .collect();
+        (mirrors, discovered)
     }
 
     /// A sync of one mirror with the function's records; `assumed` as in [`Records`], `focus`
@@ -208,10 +281,18 @@ impl Function {
     /// again. `ok` is false when a mirror failed; `failed` names each with its failure, and
     /// each gets an error line in the log.
     async fn reconcile(&self) -> Value {
+        // Fleets are discovered again first: new repositories join, deleted ones leave.
+        let discovered = if self.fleets.is_empty() {
+            None
+        } else {
+            Some(self.fleets.discover().await)
+        };
+        let members = discovered.iter().flat_map(|d| d.members.mirrors.iter());
         // The full comparison: every destination is listed again after its push.
         let verifying: Vec<ConfiguredMirror> = self
             .mirrors
             .iter()
+            .chain(members)
             .map(|m| {
                 let mut m = m.clone();
                 m.mirror.verify = true;
@@ -231,21 +312,34 @@ impl Function {
                 json!({ "mirror": r.name, "error": error })
             })
             .collect();
-        json!({
-            "ok": failed.is_empty(),
+        let mut fleet_problems = Vec::new();
+        if let Some(d) = &discovered {
+            fleet_problems.extend(d.problems.iter().cloned());
+            fleet_problems.extend(self.fleets.after_sync(d, &reports).await);
+        }
+        let mut answer = json!({
+            "ok": failed.is_empty() && fleet_problems.is_empty(),
             "trigger": Trigger::Reconcile.as_str(),
             "failed": failed,
             "mirrors": reports,
-        })
+        });
+        if discovered.is_some() {
+            answer["fleet_problems"] = json!(fleet_problems);
+        }
+        answer
     }
 
-    /// Syncs the mirrors one after another; fails if any of them failed.
+    /// Syncs the mirrors one after another; fails if any of them failed. After an
+    /// invocation that discovered the fleets, the destinations that discovery created get
+    /// their default branch; the fleets' problems are in the answer (and the log) but fail
+    /// nothing: retrying the invocation would not mend them.
     async fn sync_all(
         &self,
         mirrors: &[&ConfiguredMirror],
         trigger: Trigger,
         assumed: &RefMap,
         focus: &[String],
+        discovered: Option<&Discovered>,
     ) -> anyhow::Result<Value> {
         let reports = self.run_all(mirrors, trigger, assumed, focus).await;
         let failed: Vec<String> = reports
@@ -253,11 +347,16 @@ impl Function {
             .filter(|r| !r.ok)
             .map(MirrorReport::failure_summary)
             .collect();
-        if failed.is_empty() {
-            Ok(json!({ "ok": true, "trigger": trigger.as_str(), "mirrors": reports }))
-        } else {
+        if !failed.is_empty() {
             bail!("{}", failed.join("; "))
         }
+        let mut answer = json!({ "ok": true, "trigger": trigger.as_str(), "mirrors": reports });
+        if let Some(d) = discovered {
+            let mut problems = d.problems.clone();
+            problems.extend(self.fleets.after_sync(d, &reports).await);
+            answer["fleet_problems"] = json!(problems);
+        }
+        Ok(answer)
     }
 
     /// A Function URL (or API Gateway, payload 1.0 or 2.0) request: the response object.
@@ -286,7 +385,7 @@ impl Function {
         if method != "POST" {
             return respond(405, json!({ "error": "webhooks must be POSTed" }));
         }
-        let Ok(configured) = self.named(name) else {
+        let Some(configured) = self.configured(name) else {
             return respond(
                 404,
                 json!({ "error": format!("no mirror named '{name}' is configured") }),
@@ -367,7 +466,7 @@ async fn cloud_state(
     from_file: bool,
     mirrors: &mut [ConfiguredMirror],
     cache_dir: &Path,
-) -> Result<Box<dyn RecordStore>, ConfigError> {
+) -> Result<(Arc<dyn RecordStore>, Option<Arc<dyn KeptFiles>>), ConfigError> {
     // The SDK's configuration is loaded only when something needs AWS.
     let aws = tokio::sync::OnceCell::new();
     for (variable, classic, source) in [
@@ -411,28 +510,39 @@ async fn cloud_state(
             }
         }
     }
-    let records: Box<dyn RecordStore> = match var("FERRY_STATE_BUCKET") {
+    let state = match var("FERRY_STATE_BUCKET") {
         Some(bucket) => {
             let mut prefix = var("FERRY_STATE_PREFIX").unwrap_or_default();
             if !prefix.is_empty() && !prefix.ends_with('/') {
                 prefix.push('/');
             }
-            tracing::info!(bucket, prefix, "sync records are kept in S3");
-            Box::new(S3Records::new(
+            tracing::info!(
+                bucket,
+                prefix,
+                "sync records and fleet inventories are kept in S3"
+            );
+            let s3 = Arc::new(S3Records::new(
                 aws.get_or_init(Aws::load).await,
                 &bucket,
                 &prefix,
-            ))
+            ));
+            (
+                s3.clone() as Arc<dyn RecordStore>,
+                Some(s3 as Arc<dyn KeptFiles>),
+            )
         }
         None => {
             tracing::warn!(
                 cache_dir = %cache_dir.display(),
-                "FERRY_STATE_BUCKET is not set: sync records are kept beside the cache and a cold start loses them (deleted branches are then kept and upstream force-pushes reported as diverged)"
+                "FERRY_STATE_BUCKET is not set: sync records (and fleet inventories) are kept beside the cache and a cold start loses them (deleted branches are then kept and upstream force-pushes reported as diverged)"
             );
-            Box::new(FileStore::new(cache_dir))
+            (
+                Arc::new(FileStore::new(cache_dir)) as Arc<dyn RecordStore>,
+                None,
+            )
         }
     };
-    Ok(records)
+    Ok(state)
 }
 
 /// Built without AWS support (the `aws` cargo feature, on by default): the variables that
@@ -443,7 +553,7 @@ async fn cloud_state(
     _from_file: bool,
     _mirrors: &mut [ConfiguredMirror],
     cache_dir: &Path,
-) -> Result<Box<dyn RecordStore>, ConfigError> {
+) -> Result<(Arc<dyn RecordStore>, Option<Arc<dyn KeptFiles>>), ConfigError> {
     for variable in [
         "FERRY_SOURCE_PASSWORD_SECRET",
         "FERRY_DEST_PASSWORD_SECRET",
@@ -455,7 +565,7 @@ async fn cloud_state(
             )));
         }
     }
-    Ok(Box::new(FileStore::new(cache_dir)))
+    Ok((Arc::new(FileStore::new(cache_dir)), None))
 }
 
 /// Runs the Lambda runtime loop until the runtime API goes away. A configuration error is

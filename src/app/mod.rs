@@ -11,8 +11,10 @@ use crate::engine::sync::{run_mirror, Mode};
 use crate::model::mirror::{Divergence, LfsMissing, LfsMode, Mirror, Prune, Settings};
 use crate::model::remote::url_has_password;
 use serve::{RunsArgs, ServeArgs, StatusArgs};
+mod codecommit;
 mod fleet;
 pub mod lambda;
+mod lambda_fleets;
 pub mod serve;
 mod serve_fleets;
 

@@ -172,10 +172,12 @@ pub fn serve(args: &ServeArgs) -> Result<(), AppError> {
             .with_context(|| format!("cannot listen on {listen} (is another process using it? set serve.listen or --listen)"))?;
         // Fleets are discovered by the service: at start, every discover_interval, and when
         // a webhook names a repository not found yet.
+        let codecommit = super::codecommit::api_for(&resolved.config.fleets).await;
         let fleets: Option<Arc<dyn Fleets>> = (!resolved.config.fleets.is_empty()).then(|| {
             Arc::new(ServedFleets::new(
                 resolved.config.fleets.clone(),
                 engine.cache_dir.clone(),
+                codecommit,
             )) as Arc<dyn Fleets>
         });
         let service = Service::new(resolved.config.mirrors, fleets, serve, engine, store)?;

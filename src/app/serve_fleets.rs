@@ -5,6 +5,7 @@
 
 use super::fleet::find;
 use crate::config::{ConfiguredMirror, FleetSpec};
+use crate::fleet::codecommit::CodeCommitApi;
 use crate::fleet::plan::{Action, MemberPlan};
 use crate::fleet::{self, routing, Discovery};
 use crate::intake::webhook::Origin;
@@ -17,6 +18,7 @@ pub struct ServedFleets {
     specs: Vec<FleetSpec>,
     infos: Vec<FleetInfo>,
     cache_dir: PathBuf,
+    codecommit: Option<Box<dyn CodeCommitApi>>,
     state: Mutex<HashMap<String, FleetState>>,
 }
 
@@ -33,7 +35,11 @@ struct FleetState {
 }
 
 impl ServedFleets {
-    pub fn new(specs: Vec<FleetSpec>, cache_dir: PathBuf) -> ServedFleets {
+    pub fn new(
+        specs: Vec<FleetSpec>,
+        cache_dir: PathBuf,
+        codecommit: Option<Box<dyn CodeCommitApi>>,
+    ) -> ServedFleets {
         let infos = specs
             .iter()
             .map(|s| {
@@ -50,6 +56,7 @@ impl ServedFleets {
             specs,
             infos,
             cache_dir,
+            codecommit,
             state: Mutex::new(HashMap::new()),
         }
     }
@@ -63,7 +70,7 @@ impl ServedFleets {
         let Some(spec) = self.specs.iter().find(|s| s.name == name) else {
             return Discovered::Failed(format!("no fleet named '{name}' is configured"));
         };
-        let found = find(spec, &self.cache_dir, true).await;
+        let found = find(spec, &self.cache_dir, true, self.codecommit.as_deref()).await;
         let Some(discovery) = found.discovery else {
             return Discovered::Failed(found.problems.join("; "));
         };

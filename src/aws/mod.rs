@@ -1,12 +1,13 @@
-//! The AWS services ferry uses when it runs as a Lambda function: S3 for the sync records
-//! ([`s3::S3Records`], which survive cold starts) and Secrets Manager for passwords fetched at
-//! run time.
+//! The AWS services ferry uses: S3 for the Lambda function's sync records ([`s3::S3Records`],
+//! which survive cold starts), Secrets Manager for passwords fetched at run time, and
+//! CodeCommit for fleets whose source is a CodeCommit account ([`codecommit::CodeCommit`]).
 //!
 //! Architecture invariant: `aws` imports only `engine` and `model`, and the AWS SDK is used
 //! here and nowhere else. The engine says what a record store is
 //! ([`crate::engine::record::RecordStore`]); this room provides one, and the Lambda front end
 //! plugs it in.
 
+pub mod codecommit;
 pub mod s3;
 pub mod secrets;
 

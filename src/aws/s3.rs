@@ -44,6 +44,52 @@ impl S3Records {
     fn location(&self, object: &str) -> String {
         format!("s3://{}/{object}", self.bucket)
     }
+
+    /// The object `PREFIX<name>` (a fleet's inventory, `fleets/<fleet>.json`); `None` when
+    /// there is none.
+    pub async fn get_file(&self, name: &str) -> Result<Option<Vec<u8>>, String> {
+        let object = format!("{}{name}", self.prefix);
+        let got = self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(&object)
+            .send()
+            .await;
+        let out = match got {
+            Ok(out) => out,
+            Err(e) if e.as_service_error().is_some_and(|e| e.is_no_such_key()) => return Ok(None),
+            Err(e) => {
+                return Err(format!(
+                    "cannot read {}: {}",
+                    self.location(&object),
+                    describe(&e)
+                ))
+            }
+        };
+        let bytes = out
+            .body
+            .collect()
+            .await
+            .map_err(|e| format!("cannot read {}: {}", self.location(&object), describe(&e)))?;
+        Ok(Some(bytes.into_bytes().to_vec()))
+    }
+
+    /// Replaces the object `PREFIX<name>`. Unconditional: the fleet function runs one
+    /// invocation at a time (reserved concurrency 1), so its writes never race.
+    pub async fn put_file(&self, name: &str, bytes: Vec<u8>) -> Result<(), String> {
+        let object = format!("{}{name}", self.prefix);
+        self.client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(&object)
+            .content_type("application/json")
+            .body(ByteStream::from(bytes))
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|e| format!("cannot write {}: {}", self.location(&object), describe(&e)))
+    }
 }
 
 impl RecordStore for S3Records {

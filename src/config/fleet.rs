@@ -1,6 +1,6 @@
-//! `[[fleet]]`: every repository of a source (a directory of bare repositories, or a GitHub
+//! `[[fleet]]`: every repository of a source (a directory of bare repositories, a GitHub
 //! organisation or user, a GitLab group with its subgroups, a Gitea or Forgejo organisation or
-//! user) mirrored to a destination, each becoming a mirror named `<fleet>/<repository path>`.
+//! user, a Bitbucket workspace, or an AWS CodeCommit account's region) mirrored to a destination, each becoming a mirror named `<fleet>/<repository path>`.
 //! This validates the table into a [`FleetSpec`]; discovery and membership live in
 //! `crate::fleet`.
 
@@ -22,7 +22,8 @@ use toml::Spanned;
 pub const DEFAULT_DISCOVER_INTERVAL: Duration = Duration::from_secs(600);
 
 /// The providers a fleet's source or destination may name in this version.
-const SOURCE_PROVIDERS: &str = "directory, github, gitlab, gitea (or forgejo), bitbucket";
+const SOURCE_PROVIDERS: &str =
+    "directory, github, gitlab, gitea (or forgejo), bitbucket, codecommit";
 const DESTINATION_PROVIDERS: &str = "directory, github, gitlab, gitea (or forgejo), url";
 
 /// A host with an API that fleets list repositories on and create them in.
@@ -157,6 +158,7 @@ struct RawFleetEnd {
     ssh_key: Option<PathBuf>,
     known_hosts: Option<PathBuf>,
     ca_file: Option<PathBuf>,
+    region: Option<String>,
 }
 
 /// A validated `[[fleet]]`.
@@ -183,6 +185,13 @@ pub enum FleetSource {
     Host {
         kind: HostKind,
         account: HostAccount,
+    },
+    /// Every repository of an AWS account's CodeCommit in `region` (the SDK's region settings
+    /// when `None`), listed with the AWS credential chain; git fetches over HTTPS with the
+    /// account's HTTPS Git credentials.
+    CodeCommit {
+        region: Option<String>,
+        git: Credentials,
     },
 }
 
@@ -269,12 +278,9 @@ impl FleetSpec {
                 Remote::parse(&root.join(&repo.path).to_string_lossy(), root)?
             }
             FleetSource::Host { account, .. } => {
-                let url = repo
-                    .clone_url
-                    .as_deref()
-                    .ok_or_else(|| format!("the host gave no clone URL for '{}'", repo.path))?;
-                host_remote(url, account)?
+                host_remote(clone_url(repo)?, account.git_credentials())?
             }
+            FleetSource::CodeCommit { git, .. } => host_remote(clone_url(repo)?, git.clone())?,
         };
         let destination = self.destination.remote_for(repo, destination_url)?;
         let t = &self.template;
@@ -297,13 +303,19 @@ impl FleetSpec {
     }
 }
 
-/// A repository on a host, reached over HTTPS with the account's token.
-fn host_remote(url: &str, account: &HostAccount) -> Result<Remote, String> {
+fn clone_url(repo: &Repository) -> Result<&str, String> {
+    repo.clone_url
+        .as_deref()
+        .ok_or_else(|| format!("the host gave no clone URL for '{}'", repo.path))
+}
+
+/// A repository on a host, reached over HTTPS with the account's credentials.
+fn host_remote(url: &str, credentials: Credentials) -> Result<Remote, String> {
     let mut remote = Remote::parse(url, Path::new("/"))?;
     if url_has_password(url) {
         return Err("the host's clone URL carries a password; refusing it".into());
     }
-    remote.credentials = account.git_credentials();
+    remote.credentials = credentials;
     Ok(remote)
 }
 
@@ -318,7 +330,7 @@ impl FleetDestination {
                         repo.path
                     )
                 })?;
-                host_remote(url, account)
+                host_remote(url, account.git_credentials())
             }
             FleetDestination::Directory { root, .. } => {
                 Remote::parse(&root.join(&repo.path).to_string_lossy(), root)
@@ -498,6 +510,7 @@ fn fleet_source(
         return Some(FleetSource::Host { kind, account });
     }
     match provider {
+        "codecommit" => codecommit_source(raw, base, &at, &format!("{what} source"), errors),
         "directory" => {
             only_keys(raw, &["path"], &at, &format!("{what} source"), errors)?;
             let root = directory(raw, base, &at, &format!("{what} source"), errors)?;
@@ -530,9 +543,9 @@ fn fleet_destination(
     let at = loc.at(raw.provider.span());
     let what = format!("{what} destination");
     let provider = raw.provider.get_ref().as_str();
-    if provider == "bitbucket" {
+    if provider == "bitbucket" || provider == "codecommit" {
         errors.push(format!(
-            "{at}: {what}: bitbucket is a fleet source only in this version; destinations: \
+            "{at}: {what}: {provider} is a fleet source only in this version; destinations: \
              {DESTINATION_PROVIDERS}"
         ));
         return None;
@@ -646,6 +659,7 @@ fn only_keys(
         ("ssh_key", raw.ssh_key.is_some()),
         ("known_hosts", raw.known_hosts.is_some()),
         ("ca_file", raw.ca_file.is_some()),
+        ("region", raw.region.is_some()),
     ];
     let stray: Vec<&str> = present
         .iter()
@@ -776,6 +790,55 @@ fn host_account(
             .clone()
             .unwrap_or_else(|| kind.token_username().to_owned()),
         ca_file,
+    })
+}
+
+/// `source = { provider = "codecommit", region = "eu-west-1", username = "...",
+/// password_env = "..." }`: the API calls use the AWS credential chain (environment, profile,
+/// the Lambda function's role); git needs HTTPS Git credentials, which serve every
+/// repository the IAM user may read.
+fn codecommit_source(
+    raw: &RawFleetEnd,
+    base: &Path,
+    at: &str,
+    what: &str,
+    errors: &mut Vec<String>,
+) -> Option<FleetSource> {
+    let allowed = ["region", "username", "password_env", "password_file"];
+    only_keys(raw, &allowed, at, what, errors)?;
+    let region = raw.region.as_ref().map(|r| r.trim().to_owned());
+    if let Some(r) = &region {
+        if r.is_empty() || !r.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
+            errors.push(format!(
+                "{at}: {what}: region '{r}' is not an AWS region name such as \"eu-west-1\""
+            ));
+            return None;
+        }
+    }
+    let password = secret(
+        raw.password_env.as_deref(),
+        raw.password_file.as_deref(),
+        base,
+        &format!("{at}: {what}: password"),
+        ("password_env", "password_file"),
+    )
+    .map_err(|e| errors.push(e))
+    .ok()?;
+    let (Some(username), Some(password)) = (raw.username.clone(), password) else {
+        errors.push(format!(
+            "{at}: {what}: git reaches CodeCommit with an IAM user's HTTPS Git credentials: set \
+             username and password_env (or password_file); create them in the IAM console under \
+             Users > Security credentials > HTTPS Git credentials for AWS CodeCommit"
+        ));
+        return None;
+    };
+    Some(FleetSource::CodeCommit {
+        region,
+        git: Credentials {
+            username: Some(username),
+            password: Some(password),
+            ..Credentials::default()
+        },
     })
 }
 

@@ -25,6 +25,11 @@ impl Inventory {
         }
     }
 
+    /// The file: the Lambda function copies it to and from its state bucket.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
     /// The known members; none when the fleet was never discovered here. A damaged file is
     /// an error: forgetting the members would hide deletions.
     pub fn load(&self) -> Result<Vec<Known>, String> {
@@ -74,6 +79,8 @@ mod tests {
             id: "1".into(),
             path: "app.git".into(),
             destination_id: Some("9".into()),
+            clone_url: Some("https://src.example/app.git".into()),
+            destination_url: None,
         }];
         inv.save(&members).unwrap();
         assert_eq!(inv.load().unwrap(), members);

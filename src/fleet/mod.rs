@@ -10,6 +10,7 @@
 
 pub mod api;
 pub mod bitbucket;
+pub mod codecommit;
 pub mod directory;
 pub mod gitea;
 pub mod github;
@@ -23,6 +24,7 @@ use crate::config::{
 };
 use crate::model::fleet::{Listing, Lookup, OnSourceDeleted, Repository, Visibility};
 use api::{Api, ApiError, Usage};
+use codecommit::CodeCommitApi;
 use inventory::Inventory;
 use plan::{Action, Facts, MemberPlan};
 use std::collections::{HashMap, HashSet};
@@ -185,7 +187,9 @@ impl Discovery {
                 .destinations
                 .get(&p.repository.id)
                 .map(|d| d.clone_url.as_str());
-            if self.destination.is_some() && url.is_none() {
+            // A host destination not created yet, or not listed and not known: the
+            // discovery's problems say why.
+            if matches!(spec.destination, FleetDestination::Host { .. }) && url.is_none() {
                 continue;
             }
             match spec.member(&p.repository, url) {
@@ -215,8 +219,13 @@ fn host_api(
 }
 
 /// Lists the fleet's source and destination and decides every repository. Reads the
-/// inventory but changes nothing. `Err` when nothing could be decided at all.
-pub async fn discover(spec: &FleetSpec, cache_dir: &Path) -> Result<Discovery, String> {
+/// inventory but changes nothing. `codecommit` lists CodeCommit sources (`None` in a build
+/// without AWS support). `Err` when nothing could be decided at all.
+pub async fn discover(
+    spec: &FleetSpec,
+    cache_dir: &Path,
+    codecommit: Option<&dyn CodeCommitApi>,
+) -> Result<Discovery, String> {
     let known = Inventory::new(cache_dir, &spec.name).load()?;
     let mut usage = Usage::default();
     let (listing, lookups) = match &spec.source {
@@ -237,6 +246,21 @@ pub async fn discover(spec: &FleetSpec, cache_dir: &Path) -> Result<Discovery, S
         }
         FleetSource::Host { kind, account } => {
             list_source(*kind, account, spec, &known, cache_dir, &mut usage).await?
+        }
+        FleetSource::CodeCommit { region, .. } => {
+            let api = codecommit.ok_or(
+                "a CodeCommit source needs AWS support, and this ferry was built without it \
+                 (the cargo feature `aws`, on by default)",
+            )?;
+            let region = region.as_deref();
+            let (listing, requests) = api.list(region).await;
+            usage.requests += requests;
+            let mut lookups = HashMap::new();
+            for k in plan::to_look_up(&listing, &known) {
+                usage.requests += 1;
+                lookups.insert(k.id.clone(), api.lookup(region, &k.path, &k.id).await);
+            }
+            (listing, lookups)
         }
     };
     let mut discovery = Discovery {
@@ -320,12 +344,27 @@ pub async fn discover(spec: &FleetSpec, cache_dir: &Path) -> Result<Discovery, S
                         site,
                     });
                 }
-                Err(e) => discovery.problems.push(format!(
-                    "listing the destination {} on {}: {e}; its members are not synced \
-                     and nothing is created until it can be listed",
-                    account.owner,
-                    kind.name()
-                )),
+                Err(e) => {
+                    // Known members go on syncing to the destinations ferry saw last time.
+                    for k in &known {
+                        if let (Some(id), Some(url)) = (&k.destination_id, &k.destination_url) {
+                            discovery.destinations.insert(
+                                k.id.clone(),
+                                Existing {
+                                    id: id.clone(),
+                                    name: String::new(),
+                                    clone_url: url.clone(),
+                                },
+                            );
+                        }
+                    }
+                    discovery.problems.push(format!(
+                        "listing the destination {} on {}: {e}; known members sync to the \
+                         destinations they had, and nothing is created until it can be listed",
+                        account.owner,
+                        kind.name()
+                    ))
+                }
             }
         }
     }
@@ -442,10 +481,10 @@ pub async fn settle(spec: &FleetSpec, discovery: &mut Discovery, cache_dir: &Pat
             _ => {}
         }
     }
-    let ids: HashMap<String, String> = discovery
+    let ids: HashMap<String, (String, String)> = discovery
         .destinations
         .iter()
-        .map(|(k, v)| (k.clone(), v.id.clone()))
+        .map(|(k, v)| (k.clone(), (v.id.clone(), v.clone_url.clone())))
         .collect();
     let mut next = plan::next_known(&discovery.plans, &deleted, &ids);
     // A member whose destination could not be listed this time keeps what was known of it.

@@ -16,6 +16,14 @@ pub struct Known {
     /// The host's id of the destination repository ferry created (or adopted) for it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub destination_id: Option<String>,
+    /// Where git reached it on the source host, so a member a later listing misses (a
+    /// failed page, a host that is down when a process starts) goes on syncing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub clone_url: Option<String>,
+    /// Where git reaches its destination on a host, for the same reason when the
+    /// destination host cannot be listed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub destination_url: Option<String>,
 }
 
 /// What discovery decides for one repository.
@@ -169,6 +177,7 @@ pub fn plan(facts: Facts<'_>) -> Vec<MemberPlan> {
         let repository = Repository {
             id: k.id.clone(),
             path: k.path.clone(),
+            clone_url: k.clone_url.clone(),
             ..Repository::default()
         };
         plans.push(MemberPlan {
@@ -184,11 +193,11 @@ pub fn plan(facts: Facts<'_>) -> Vec<MemberPlan> {
 /// The known repositories after acting on `plans`: every member still synced, and every
 /// deleted source whose destination is kept or archived (so it goes on being reported);
 /// a deleted source leaves only once its destination was deleted (`deleted` lists the ids).
-/// `destinations` maps repository ids to their destination's id on a host.
+/// `destinations` maps repository ids to their destination on a host: its id and URL.
 pub fn next_known(
     plans: &[MemberPlan],
     deleted: &HashSet<String>,
-    destinations: &HashMap<String, String>,
+    destinations: &HashMap<String, (String, String)>,
 ) -> Vec<Known> {
     plans
         .iter()
@@ -196,10 +205,15 @@ pub fn next_known(
             Action::SourceDeleted { .. } => !deleted.contains(&p.repository.id),
             other => other.syncs(),
         })
-        .map(|p| Known {
-            id: p.repository.id.clone(),
-            path: p.repository.path.clone(),
-            destination_id: destinations.get(&p.repository.id).cloned(),
+        .map(|p| {
+            let destination = destinations.get(&p.repository.id);
+            Known {
+                id: p.repository.id.clone(),
+                path: p.repository.path.clone(),
+                destination_id: destination.map(|(id, _)| id.clone()),
+                clone_url: p.repository.clone_url.clone(),
+                destination_url: destination.map(|(_, url)| url.clone()),
+            }
         })
         .collect()
 }
@@ -221,6 +235,8 @@ mod tests {
             id: id.into(),
             path: path.into(),
             destination_id: None,
+            clone_url: None,
+            destination_url: None,
         }
     }
 
@@ -411,9 +427,41 @@ mod tests {
         let none = HashMap::new();
         assert_eq!(next_known(&plans, &HashSet::new(), &none), case.known);
         let deleted = HashSet::from(["2".to_string()]);
-        let ids = HashMap::from([("1".to_string(), "900".to_string())]);
+        let ids = HashMap::from([(
+            "1".to_string(),
+            ("900".to_string(), "https://dest/app.git".to_string()),
+        )]);
         let mut app = known("1", "app");
         app.destination_id = Some("900".into());
+        app.destination_url = Some("https://dest/app.git".into());
         assert_eq!(next_known(&plans, &deleted, &ids), vec![app]);
+    }
+
+    #[test]
+    fn a_member_an_incomplete_listing_misses_keeps_where_git_reaches_it() {
+        let mut case = Case::new(Vec::new());
+        case.listing.incomplete = Some("the host answered 503".into());
+        let mut app = known("1", "app");
+        app.clone_url = Some("https://src/app.git".into());
+        case.known = vec![app.clone()];
+        let plans = plan(Facts {
+            fleet: "acme",
+            listing: &case.listing,
+            filter: &case.filter,
+            known: &case.known,
+            lookups: &case.lookups,
+            missing_destinations: &case.missing,
+            foreign_destinations: &case.foreign,
+            on_source_deleted: case.on_deleted,
+        });
+        assert!(plans[0].action.syncs());
+        assert_eq!(
+            plans[0].repository.clone_url.as_deref(),
+            Some("https://src/app.git")
+        );
+        assert_eq!(
+            next_known(&plans, &HashSet::new(), &HashMap::new()),
+            vec![app]
+        );
     }
 }

@@ -269,6 +269,29 @@ fn a_failed_page_or_a_failed_lookup_deletes_nothing() {
 }
 
 #[test]
+fn known_members_keep_syncing_when_neither_organisation_can_be_listed() {
+    let fake = fake(|_| {});
+    let app = source_repo(&fake, "app", RepoSpec::default());
+    let setup = Setup::new(&fake, "", "");
+    setup.sync().assert_code(0);
+    push_commit(&app.path, "main", "after the first sync");
+
+    // Every listing fails from now on, as when the host is down when ferry starts.
+    fake.fail_next("GET", "/orgs/", 500, 1000);
+    let run = setup.sync();
+    assert_eq!(run.code, 1, "the failed listings went unreported: {}", run.stderr);
+    assert!(run.stderr.contains("incomplete"), "{}", run.stderr);
+    let dest = fake.repo(DEST_ORG, "app").expect("the destination exists");
+    assert_eq!(
+        branches_and_tags(&dest.path),
+        branches_and_tags(&app.path),
+        "the known member was not synced: {}",
+        run.stderr
+    );
+    assert_honest(&fake);
+}
+
+#[test]
 fn rate_limits_are_waited_out_not_failed() {
     let fake = fake(|o| {
         o.rate_limit = 6;
