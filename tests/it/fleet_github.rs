@@ -279,7 +279,11 @@ fn known_members_keep_syncing_when_neither_organisation_can_be_listed() {
     // Every listing fails from now on, as when the host is down when ferry starts.
     fake.fail_next("GET", "/orgs/", 500, 1000);
     let run = setup.sync();
-    assert_eq!(run.code, 1, "the failed listings went unreported: {}", run.stderr);
+    assert_eq!(
+        run.code, 1,
+        "the failed listings went unreported: {}",
+        run.stderr
+    );
     assert!(run.stderr.contains("incomplete"), "{}", run.stderr);
     let dest = fake.repo(DEST_ORG, "app").expect("the destination exists");
     assert_eq!(

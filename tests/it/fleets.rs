@@ -8,12 +8,12 @@ use std::path::{Path, PathBuf};
 use tempfile::TempDir;
 
 /// A directory of bare source repositories, each with one commit on main, plus a config.
-struct Fleet {
+pub struct Fleet {
     dir: TempDir,
 }
 
 impl Fleet {
-    fn new(repos: &[&str]) -> Fleet {
+    pub fn new(repos: &[&str]) -> Fleet {
         let fleet = Fleet {
             dir: tempfile::tempdir().expect("temp dir"),
         };
@@ -23,16 +23,16 @@ impl Fleet {
         fleet
     }
 
-    fn source(&self) -> PathBuf {
+    pub fn source(&self) -> PathBuf {
         self.dir.path().join("src")
     }
 
-    fn backup(&self) -> PathBuf {
+    pub fn backup(&self) -> PathBuf {
         self.dir.path().join("backup")
     }
 
     /// A new bare repository at `path` below the source, with a commit on main.
-    fn add(&self, path: &str) -> String {
+    pub fn add(&self, path: &str) -> String {
         let bare = self.source().join(path);
         std::fs::create_dir_all(&bare).expect("mkdir");
         git(&bare, &["init", "-q", "--bare", "-b", "main", "."]).expect("init");
@@ -44,7 +44,7 @@ impl Fleet {
     }
 
     /// Writes `ferry.toml` with one fleet `acme` and the given extra lines in its table.
-    fn config(&self, destination: &str, extra: &str) -> String {
+    pub fn config(&self, destination: &str, extra: &str) -> String {
         let path = self.dir.path().join("ferry.toml");
         let text = format!(
             "[[fleet]]\nname = \"acme\"\nsource = {{ provider = \"directory\", path = \"{}\" }}\n\
@@ -55,7 +55,7 @@ impl Fleet {
         path.display().to_string()
     }
 
-    fn directory_config(&self, extra: &str) -> String {
+    pub fn directory_config(&self, extra: &str) -> String {
         self.config(
             &format!(
                 "{{ provider = \"directory\", path = \"{}\", create = true }}",

@@ -2,6 +2,7 @@
 //! cargo-lambda's Runtime API emulator on loopback, invoked with EventBridge and Function URL
 //! payloads, syncing between the real git servers.
 
+use crate::fleets::Fleet;
 use crate::harness::{branches_and_tags, free_port, Repo, Transport};
 use crate::moto::Moto;
 use crate::service::{codecommit_event, delivery, SECRET};
@@ -640,5 +641,99 @@ fn passwords_come_from_secrets_manager_once_per_cold_start_and_appear_nowhere() 
         rig.logs().contains("ferry/source"),
         "the logs say which secret was read: {}",
         rig.logs()
+    );
+}
+
+/// A fleet function: every bare repository below a directory to a backup directory, with
+/// the inventory in the state bucket (`FERRY_CONFIG` given inline).
+fn fleet_env(fleet: &Fleet, moto: &Moto) -> Vec<(&'static str, String)> {
+    moto.create_bucket(STATE_BUCKET);
+    let config = fleet.directory_config("on_source_deleted = \"delete\"");
+    let mut env = moto.env();
+    env.push((
+        "FERRY_CONFIG",
+        std::fs::read_to_string(config).expect("read the config"),
+    ));
+    env.push(("FERRY_STATE_BUCKET", STATE_BUCKET.to_owned()));
+    env.push(("FERRY_STATE_PREFIX", "state".to_owned()));
+    env
+}
+
+fn synced_names(response: &Value) -> Vec<String> {
+    response["mirrors"]
+        .as_array()
+        .map(|ms| {
+            ms.iter()
+                .filter_map(|m| m["name"].as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[test]
+fn a_fleet_function_routes_codecommit_events_to_members_discovers_new_ones_and_keeps_its_inventory_across_cold_starts(
+) {
+    let moto = Moto::start();
+    let fleet = Fleet::new(&["app.git", "lib.git"]);
+    let env = fleet_env(&fleet, &moto);
+    {
+        let rig = LambdaRig::start(&env);
+        let response = rig
+            .invoke(&codecommit("referenceUpdated", "app"))
+            .expect("the event for app syncs its member");
+        assert_eq!(synced_names(&response), ["acme/app"], "{response}");
+        assert_eq!(response["fleet_problems"], json!([]), "{response}");
+        assert_eq!(
+            branches_and_tags(&fleet.backup().join("app.git")),
+            branches_and_tags(&fleet.source().join("app.git"))
+        );
+        assert!(
+            !fleet.backup().join("lib.git").exists(),
+            "an event for app synced lib too"
+        );
+        assert!(
+            moto.keys(STATE_BUCKET)
+                .contains(&"state/fleets/acme.json".to_owned()),
+            "the inventory is not in the bucket: {:?}",
+            moto.keys(STATE_BUCKET)
+        );
+
+        // A repository created after the discovery: its event makes the warm function
+        // discover again, and it is synced.
+        fleet.add("later.git");
+        let response = rig
+            .invoke(&codecommit("referenceCreated", "later"))
+            .expect("the event for a new repository");
+        assert_eq!(synced_names(&response), ["acme/later"], "{response}");
+        assert_eq!(
+            branches_and_tags(&fleet.backup().join("later.git")),
+            branches_and_tags(&fleet.source().join("later.git"))
+        );
+
+        // An event for a repository no fleet has fails the invocation and says so.
+        let err = rig
+            .invoke(&codecommit("referenceUpdated", "nowhere"))
+            .expect_err("an event for an unknown repository");
+        assert!(err.contains("no fleet has it"), "{err}");
+    } // the execution environment goes away, and its /tmp with it
+
+    // The source loses app. A cold start's scheduled reconcile knows app from the inventory
+    // in the bucket, confirms it is gone, and deletes its backup as the fleet asks.
+    std::fs::remove_dir_all(fleet.source().join("app.git")).expect("delete app");
+    let rig = LambdaRig::start(&env);
+    let response = rig.invoke(&scheduled()).expect("the scheduled reconcile");
+    assert_eq!(response["ok"], true, "{response}");
+    assert_eq!(
+        synced_names(&response),
+        ["acme/later", "acme/lib"],
+        "{response}"
+    );
+    assert!(
+        !fleet.backup().join("app.git").exists(),
+        "the cold start forgot the member whose source was deleted: {response}"
+    );
+    assert_eq!(
+        branches_and_tags(&fleet.backup().join("lib.git")),
+        branches_and_tags(&fleet.source().join("lib.git"))
     );
 }
