@@ -40,7 +40,7 @@ if [ ! -x "$tools/bin/cfn-lint" ] || [ ! -x "$tools/bin/cargo-lambda" ] || [ ! -
   fi
   echo "installing test dependencies: cargo-lambda, cfn-lint, moto (pip, into $tools)"
   python3 -m venv "$tools"
-  "$tools/bin/python3" -m pip install --quiet --disable-pip-version-check cargo-lambda==1.9.2 cfn-lint==1.51.0 'moto[server]==5.2.5'
+  "$tools/bin/python3" -m pip install --quiet --disable-pip-version-check cargo-lambda==1.9.2 cfn-lint==1.51.0 'moto[server]==5.2.5' botocore==1.44.18
 fi
 
 # The Git LFS server of the LFS tests: giftless under gunicorn, in a venv of its own (its Flask

@@ -38,6 +38,7 @@
 //! * Set `FERRY_TESTKIT_VERBOSE=1` to log start-up and shutdown timings.
 
 pub mod bitbucket;
+pub mod codecommit;
 pub mod fakehost;
 mod git;
 pub mod gitea;
@@ -74,5 +75,6 @@ mod tests {
         assert_send_sync::<crate::gitlab::GitLabFake>();
         assert_send_sync::<crate::gitea::GiteaFake>();
         assert_send_sync::<crate::bitbucket::BitbucketFake>();
+        assert_send_sync::<crate::codecommit::CodeCommitFake>();
     }
 }
