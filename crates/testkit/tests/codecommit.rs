@@ -399,3 +399,35 @@ async fn codecommit_clone_url_http_serves_git_and_follows_renames() -> Result<()
     }
     assert_no_violations(&fake)
 }
+
+#[tokio::test]
+async fn codecommit_clone_url_over_https_serves_git() -> Result<()> {
+    let options = FakeOptions {
+        https: true,
+        ..FakeOptions::default()
+    };
+    let fake = CodeCommitFake::start(servers(), options)?;
+    let repo = fake.add_repo("secure", RepoSpec::default())?;
+    let got = client(&fake)
+        .get_repository()
+        .repository_name("secure")
+        .send()
+        .await?;
+    let url = got
+        .repository_metadata()
+        .and_then(|m| m.clone_url_http())
+        .context("no cloneUrlHttp")?;
+    assert_eq!(url, repo.clone_url_http);
+    ensure!(
+        url.starts_with("https://") && url.ends_with("/v1/repos/secure"),
+        "{url}"
+    );
+    let env = servers().http_auth_env(fake.git_credentials());
+    let work = WorkRepo::new()?;
+    let oid = work.commit("README", "hello\n", "first")?;
+    let ca = format!("http.sslCAInfo={}", servers().ca_file().display());
+    work.git_with_env(&["-c", &ca, "push", "-q", url, "main"], &env)?;
+    let listed = git_with_env(work.path(), &["-c", &ca, "ls-remote", url], &env)?;
+    ensure!(listed.contains(&oid), "ls-remote: {listed}");
+    assert_no_violations(&fake)
+}

@@ -42,6 +42,8 @@ pub struct Setting {
     /// bare repositories live under `repos/codecommit<serial>/v1/repos/<name>.git`.
     pub serial: u64,
     pub page_size: usize,
+    /// `cloneUrlHttp` is the HTTPS URL (else plain HTTP).
+    pub https: bool,
 }
 
 /// The account's repositories.
@@ -58,6 +60,17 @@ fn failure(kind: &'static str, message: impl Into<String>) -> Failure {
 
 fn text<'a>(input: &'a Value, key: &str) -> Option<&'a str> {
     input.get(key).and_then(Value::as_str)
+}
+
+/// The repository name under `key`, which CodeCommit requires.
+fn required_name<'a>(input: &'a Value, key: &str) -> Result<&'a str, Failure> {
+    match text(input, key) {
+        Some(name) if !name.is_empty() => Ok(name),
+        _ => Err(failure(
+            "RepositoryNameRequiredException",
+            "A repository name is required, but was not specified.",
+        )),
+    }
 }
 
 /// CodeCommit's rule for a repository name (beyond the model's pattern):
@@ -102,7 +115,12 @@ impl Setting {
     /// http-backend tries the `.git` suffix), so the URL keeps
     /// CodeCommit's `/v1/repos/<name>` shape.
     fn clone_url_http(&self, name: &str) -> String {
-        let url = self.servers.http_url(&self.backing(name));
+        let backing = self.backing(name);
+        let url = if self.https {
+            self.servers.https_url(&backing)
+        } else {
+            self.servers.http_url(&backing)
+        };
         url.strip_suffix(".git").unwrap_or(&url).to_string()
     }
 
@@ -145,13 +163,7 @@ impl Account {
     }
 
     fn named(&self, input: &Value, key: &str) -> Result<usize, Failure> {
-        let name = text(input, key).unwrap_or("");
-        if name.is_empty() {
-            return Err(failure(
-                "RepositoryNameRequiredException",
-                "A repository name is required, but was not specified.",
-            ));
-        }
+        let name = required_name(input, key)?;
         check_name(name)?;
         self.find(name).ok_or_else(|| {
             failure(
@@ -363,13 +375,7 @@ impl Account {
     }
 
     fn create_from(&mut self, setting: &Setting, input: &Value) -> Result<Value, Failure> {
-        let name = text(input, "repositoryName").unwrap_or("");
-        if name.is_empty() {
-            return Err(failure(
-                "RepositoryNameRequiredException",
-                "A repository name is required, but was not specified.",
-            ));
-        }
+        let name = required_name(input, "repositoryName")?;
         let spec = RepoSpec {
             description: text(input, "repositoryDescription").map(str::to_string),
             default_branch: None,
@@ -385,13 +391,7 @@ impl Account {
     }
 
     fn delete_from(&mut self, setting: &Setting, input: &Value) -> Result<Value, Failure> {
-        let name = text(input, "repositoryName").unwrap_or("");
-        if name.is_empty() {
-            return Err(failure(
-                "RepositoryNameRequiredException",
-                "A repository name is required, but was not specified.",
-            ));
-        }
+        let name = required_name(input, "repositoryName")?;
         check_name(name)?;
         Ok(match self.delete(setting, name)? {
             Some(id) => json!({ "repositoryId": id }),

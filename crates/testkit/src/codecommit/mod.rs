@@ -90,6 +90,9 @@ pub struct FakeOptions {
     pub secret_access_key: String,
     /// Repositories on one `ListRepositories` page (CodeCommit: 1000).
     pub page_size: usize,
+    /// `cloneUrlHttp` over HTTPS, as CodeCommit's are (git must then trust
+    /// [`Servers::ca_file`]); plain HTTP otherwise.
+    pub https: bool,
     /// botocore's model; `None` means [`model_path`].
     pub model: Option<PathBuf>,
 }
@@ -102,6 +105,7 @@ impl Default for FakeOptions {
             access_key_id: "AKIAFERRYTESTKIT0001".to_string(),
             secret_access_key: "ferry+testkit/codecommit/secret/key/0001".to_string(),
             page_size: 3,
+            https: false,
             model: None,
         }
     }
@@ -129,7 +133,8 @@ pub struct FakeRepo {
     pub arn: String,
     /// The bare repository on disk.
     pub path: PathBuf,
-    /// `cloneUrlHttp`: `http://127.0.0.1:PORT/git/codecommit<N>/v1/repos/<name>`.
+    /// `cloneUrlHttp`: `http://127.0.0.1:PORT/git/codecommit<N>/v1/repos/<name>`
+    /// (`https://` with [`FakeOptions::https`]).
     pub clone_url_http: String,
 }
 
@@ -227,6 +232,7 @@ impl CodeCommitFake {
                 account_id: options.account_id,
                 serial: NEXT_FAKE.fetch_add(1, Ordering::Relaxed),
                 page_size: options.page_size,
+                https: options.https,
             },
             secret_access_key: options.secret_access_key,
             access_key_id: options.access_key_id,
