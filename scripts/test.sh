@@ -29,7 +29,8 @@ fi
 # Python tools the tests drive: cargo-lambda (the Lambda Runtime API emulator), cfn-lint (the
 # SAM template's linter) and moto's server (a local S3 and Secrets Manager for the Lambda
 # state and secrets), from PyPI, pinned (a new cfn-lint can add warnings), in a venv under
-# target/ so no system Python is touched.
+# target/ so no system Python is touched. botocore (moto's own dependency) is pinned too: the
+# testkit's fake CodeCommit checks every request and answer against its service model.
 tools="$PWD/target/test-tools"
 if [ ! -x "$tools/bin/cfn-lint" ] || [ ! -x "$tools/bin/cargo-lambda" ] || [ ! -x "$tools/bin/moto_server" ]; then
   if ! python3 -m venv --help >/dev/null 2>&1; then
@@ -40,7 +41,7 @@ if [ ! -x "$tools/bin/cfn-lint" ] || [ ! -x "$tools/bin/cargo-lambda" ] || [ ! -
   fi
   echo "installing test dependencies: cargo-lambda, cfn-lint, moto (pip, into $tools)"
   python3 -m venv "$tools"
-  "$tools/bin/python3" -m pip install --quiet --disable-pip-version-check cargo-lambda==1.9.2 cfn-lint==1.51.0 'moto[server]==5.2.5'
+  "$tools/bin/python3" -m pip install --quiet --disable-pip-version-check cargo-lambda==1.9.2 cfn-lint==1.51.0 'moto[server]==5.2.5' botocore==1.44.18
 fi
 
 # The Git LFS server of the LFS tests: giftless under gunicorn, in a venv of its own (its Flask

@@ -11,7 +11,8 @@
 //! against GitHub's own OpenAPI description; [`gitlab::GitLabFake`] does the
 //! same for GitLab, [`gitea::GiteaFake`] for Gitea and Forgejo and
 //! [`bitbucket::BitbucketFake`] for Bitbucket Cloud (all on [`fakehost`], the
-//! harness shared by these hosts).
+//! harness shared by these hosts). [`codecommit::CodeCommitFake`] serves AWS
+//! CodeCommit's API, checked against botocore's service model.
 //!
 //! Everything is isolated from the host: configs, keys, logs and repos live
 //! in a temp dir, `git` runs without system/global config, and all servers
@@ -38,6 +39,7 @@
 //! * Set `FERRY_TESTKIT_VERBOSE=1` to log start-up and shutdown timings.
 
 pub mod bitbucket;
+pub mod codecommit;
 pub mod fakehost;
 mod git;
 pub mod gitea;
@@ -74,5 +76,6 @@ mod tests {
         assert_send_sync::<crate::gitlab::GitLabFake>();
         assert_send_sync::<crate::gitea::GiteaFake>();
         assert_send_sync::<crate::bitbucket::BitbucketFake>();
+        assert_send_sync::<crate::codecommit::CodeCommitFake>();
     }
 }
