@@ -5,6 +5,7 @@
 use super::{describe, Aws};
 use crate::model::fleet::{Listing, Lookup, Repository};
 use aws_sdk_codecommit::config::Region;
+use aws_sdk_codecommit::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_codecommit::Client;
 
 /// BatchGetRepositories takes at most this many names per call.
@@ -47,7 +48,7 @@ impl CodeCommit {
                         .filter_map(|r| r.repository_name().map(str::to_owned)),
                 ),
                 Err(e) => {
-                    incomplete = Some(format!("ListRepositories failed: {}", describe(&e)));
+                    incomplete = Some(format!("ListRepositories failed: {}", explain(&e)));
                     break;
                 }
             }
@@ -109,9 +110,26 @@ impl CodeCommit {
                 {
                     Lookup::Gone
                 } else {
-                    Lookup::Failed(format!("GetRepository failed: {}", describe(&e)))
+                    Lookup::Failed(format!("GetRepository failed: {}", explain(&e)))
                 }
             }
         }
+    }
+}
+
+/// A failed call in one line: the service's error code and message (AccessDenied,
+/// throttling after the SDK's retries, ...), or the connection's failure in full.
+fn explain<E, R>(e: &SdkError<E, R>) -> String
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+    R: std::fmt::Debug + 'static,
+{
+    match e.as_service_error() {
+        Some(s) => format!(
+            "{}: {}",
+            s.code().unwrap_or("an error with no code"),
+            s.message().unwrap_or("no message")
+        ),
+        None => describe(e),
     }
 }

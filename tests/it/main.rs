@@ -8,6 +8,7 @@ mod engine_trust;
 mod failures;
 mod fast_path;
 mod fleet_bitbucket;
+mod fleet_codecommit;
 mod fleet_gitea;
 mod fleet_github;
 mod fleet_gitlab;
