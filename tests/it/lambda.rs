@@ -737,3 +737,54 @@ fn a_fleet_function_routes_codecommit_events_to_members_discovers_new_ones_and_k
         branches_and_tags(&fleet.source().join("lib.git"))
     );
 }
+
+#[test]
+fn a_codecommit_fleet_function_syncs_the_member_an_event_names_by_repository_id() {
+    use ferry_testkit::codecommit::{CodeCommitFake, FakeOptions, RepoSpec};
+    let cc = CodeCommitFake::start(crate::harness::servers(), FakeOptions::default())
+        .expect("start the fake CodeCommit");
+    let mut repos = Vec::new();
+    for name in ["app", "lib"] {
+        let repo = cc.add_repo(name, RepoSpec::default()).expect("add repo");
+        let work = ferry_testkit::WorkRepo::new().expect("work repo");
+        work.commit("f.txt", name, name).expect("commit");
+        work.git(&[
+            "push",
+            "-q",
+            &repo.path.display().to_string(),
+            "HEAD:refs/heads/main",
+        ])
+        .expect("push");
+        repos.push(repo);
+    }
+    let backup = tempfile::tempdir().expect("backup dir");
+    let (username, password) = cc.git_credentials();
+    let config = format!(
+        "[[fleet]]\nname = \"cc\"\nsource = {{ provider = \"codecommit\", region = \"{}\", username = \"{username}\", password_env = \"CC_GIT_PASSWORD\" }}\n\
+         destination = {{ provider = \"directory\", path = \"{}\", create = true }}\n",
+        cc.region(),
+        backup.path().display()
+    );
+    let mut env: Vec<(&str, String)> = vec![
+        ("FERRY_CONFIG", config),
+        ("CC_GIT_PASSWORD", password.to_owned()),
+    ];
+    let sdk = cc.sdk_env();
+    env.extend(sdk.iter().map(|(k, v)| (k.as_str(), v.clone())));
+    let rig = LambdaRig::start(&env);
+
+    let mut event = codecommit("referenceUpdated", "renamed-since");
+    event["detail"]["repositoryId"] = json!(repos[1].id);
+    let response = rig.invoke(&event).expect("the event for lib");
+    assert_eq!(synced_names(&response), ["cc/lib"], "{response}");
+    assert_eq!(
+        branches_and_tags(&backup.path().join("lib")),
+        branches_and_tags(&repos[1].path)
+    );
+    assert!(!backup.path().join("app").exists(), "app synced too");
+    assert!(
+        !rig.logs().contains(password),
+        "the git password was logged"
+    );
+    assert!(cc.violations().is_empty(), "{:#?}", cc.violations());
+}
