@@ -120,8 +120,7 @@ impl Function {
                 .sync_all(
                     &[&mirror],
                     Trigger::Manual,
-                    &RefMap::new(),
-                    &[],
+                    Told::NOTHING,
                     discovered.as_ref(),
                 )
                 .await;
@@ -173,12 +172,12 @@ impl Function {
             .as_object()
             .context("a CodeCommit event is a JSON object")?;
         let repository = codecommit::repository(body).unwrap_or("");
-        let focus = match codecommit::classify(body).map_err(|e| anyhow!("{e}"))? {
+        let (focus, claimed) = match codecommit::classify(body).map_err(|e| anyhow!("{e}"))? {
             Event::Ignored { reason, .. } => {
                 tracing::info!(repository, %reason, "ignoring a CodeCommit event");
                 return Ok(json!({ "ignored": reason }));
             }
-            Event::Push { refs, .. } => refs,
+            Event::Push { refs, ids, .. } => (refs, ids),
         };
         let mut matching: Vec<&ConfiguredMirror> = self
             .mirrors
@@ -198,14 +197,13 @@ impl Function {
             );
         }
         let assumed: RefMap = codecommit::previous_value(body).into_iter().collect();
-        self.sync_all(
-            &matching,
-            Trigger::Codecommit,
-            &assumed,
-            &focus,
-            discovered.as_ref(),
-        )
-        .await
+        let told = Told {
+            assumed: &assumed,
+            focus: &focus,
+            claimed: &claimed,
+        };
+        self.sync_all(&matching, Trigger::Codecommit, told, discovered.as_ref())
+            .await
     }
 
     /// The fleet members a CodeCommit event is about (by `repositoryId`, else by name): a
@@ -244,19 +242,21 @@ impl Function {
         (mirrors, discovered)
     }
 
-    /// A sync of one mirror with the function's records; `assumed` as in [`Records`], `focus`
-    /// (the refs an event named) as in [`run_mirror_with`].
-    async fn sync(
-        &self,
-        mirror: &ConfiguredMirror,
-        assumed: &RefMap,
-        focus: &[String],
-    ) -> MirrorReport {
+    /// A sync of one mirror with the function's records and what an event told.
+    async fn sync(&self, mirror: &ConfiguredMirror, told: Told<'_>) -> MirrorReport {
         let records = Records {
             store: self.records.as_ref(),
-            assumed,
+            assumed: told.assumed,
         };
-        run_mirror_with(&mirror.mirror, &self.settings, Mode::Sync, records, focus).await
+        run_mirror_with(
+            &mirror.mirror,
+            &self.settings,
+            Mode::Sync,
+            records,
+            told.focus,
+            told.claimed,
+        )
+        .await
     }
 
     /// Syncs the mirrors one after another, logging each report.
@@ -264,12 +264,11 @@ impl Function {
         &self,
         mirrors: &[&ConfiguredMirror],
         trigger: Trigger,
-        assumed: &RefMap,
-        focus: &[String],
+        told: Told<'_>,
     ) -> Vec<MirrorReport> {
         let mut reports = Vec::new();
         for m in mirrors {
-            let report = self.sync(m, assumed, focus).await;
+            let report = self.sync(m, told).await;
             log_report(&report, trigger);
             reports.push(report);
         }
@@ -300,9 +299,7 @@ impl Function {
             })
             .collect();
         let all: Vec<&ConfiguredMirror> = verifying.iter().collect();
-        let reports = self
-            .run_all(&all, Trigger::Reconcile, &RefMap::new(), &[])
-            .await;
+        let reports = self.run_all(&all, Trigger::Reconcile, Told::NOTHING).await;
         let failed: Vec<Value> = reports
             .iter()
             .filter(|r| !r.ok)
@@ -337,11 +334,10 @@ impl Function {
         &self,
         mirrors: &[&ConfiguredMirror],
         trigger: Trigger,
-        assumed: &RefMap,
-        focus: &[String],
+        told: Told<'_>,
         discovered: Option<&Discovered>,
     ) -> anyhow::Result<Value> {
-        let reports = self.run_all(mirrors, trigger, assumed, focus).await;
+        let reports = self.run_all(mirrors, trigger, told).await;
         let failed: Vec<String> = reports
             .iter()
             .filter(|r| !r.ok)
@@ -423,8 +419,17 @@ impl Function {
                 200,
                 json!({ "synced": false, "provider": provider.as_str(), "ignored": reason }),
             ),
-            Ok(Event::Push { provider, refs }) => {
-                let report = self.sync(configured, &RefMap::new(), &refs).await;
+            Ok(Event::Push {
+                provider,
+                refs,
+                ids,
+            }) => {
+                let told = Told {
+                    focus: &refs,
+                    claimed: &ids,
+                    ..Told::NOTHING
+                };
+                let report = self.sync(configured, told).await;
                 log_report(&report, Trigger::Webhook);
                 let status = if report.ok { 200 } else { 502 };
                 respond(
@@ -434,6 +439,25 @@ impl Function {
             }
         }
     }
+}
+
+/// What an event told of the refs it changed: their names (the run's focus, as in
+/// [`run_mirror_with`]), what they held before (`assumed`, as in [`Records`]) and what they
+/// hold now (`claimed`).
+#[derive(Clone, Copy)]
+struct Told<'a> {
+    assumed: &'a RefMap,
+    focus: &'a [String],
+    claimed: &'a RefMap,
+}
+
+impl Told<'static> {
+    /// No event: the whole selection, no assumptions.
+    const NOTHING: Told<'static> = Told {
+        assumed: &RefMap::new(),
+        focus: &[],
+        claimed: &RefMap::new(),
+    };
 }
 
 fn request_body(event: &Value) -> anyhow::Result<Vec<u8>> {

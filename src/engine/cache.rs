@@ -380,6 +380,26 @@ impl Cache {
         Ok((refs, updated > 0))
     }
 
+    /// The values of `names` when the cache holds every one of them at exactly the value
+    /// `claimed` says the source has now (an event's new ids): the cache caught up already (a
+    /// poll, another mirror of the same source, a redelivered event), so there is nothing to
+    /// fetch. `None` when any name has no claim or another value.
+    pub async fn holds(
+        &self,
+        names: &BTreeSet<String>,
+        claimed: &RefMap,
+        git: &Git,
+    ) -> Option<RefMap> {
+        if names.iter().any(|name| !claimed.contains_key(name)) {
+            return None;
+        }
+        let refs = self.refs_named(names, git).await.ok()?;
+        names
+            .iter()
+            .all(|name| refs.get(name) == claimed.get(name))
+            .then_some(refs)
+    }
+
     /// Whether a failed fetch is explained by a damaged cache (then: rebuild, fetch again).
     async fn fetch_failed_on_damage(&self, e: &GitFailure, git: &Git) -> bool {
         let damaged =

@@ -60,7 +60,7 @@ pub async fn run_mirror(mirror: &Mirror, settings: &Settings, mode: Mode) -> Mir
         store: &store,
         assumed: &RefMap::new(),
     };
-    run_mirror_with(mirror, settings, mode, records, &[]).await
+    run_mirror_with(mirror, settings, mode, records, &[], &RefMap::new()).await
 }
 
 /// Runs one mirror and reports everything that happened. Never panics on bad input or network
@@ -70,17 +70,19 @@ pub async fn run_mirror(mirror: &Mirror, settings: &Settings, mode: Mode) -> Mir
 /// not verifying, whose focus names only plain ref names its selection selects, fetches,
 /// plans and pushes only those refs and leaves every other ref and record entry alone; when
 /// the focused fetch fails (a named ref is gone from the source, or anything else), the run
-/// takes the whole selection instead.
+/// takes the whole selection instead. `claimed`: what the event says the focus's refs point at
+/// now; when the cache holds exactly that already, the focused run does not fetch at all.
 pub async fn run_mirror_with(
     mirror: &Mirror,
     settings: &Settings,
     mode: Mode,
     records: Records<'_>,
     focus: &[String],
+    claimed: &RefMap,
 ) -> MirrorReport {
     let started = Instant::now();
     let git = git_for(mirror, settings);
-    let focus = narrowed(mirror, mode, focus);
+    let focus = narrowed(mirror, mode, focus).map(|refs| Focus { refs, claimed });
     let focus = focus.as_ref();
     let objects = ObjectStore::new(&settings.cache_dir);
 
@@ -197,6 +199,13 @@ fn plain_ref_name(name: &str) -> bool {
             .any(|c| c.is_control() || c.is_whitespace() || ":?*[\\^~".contains(c))
 }
 
+/// The refs an event named (when the run is narrowed to them) and what it says they point at
+/// now on the source.
+struct Focus<'a> {
+    refs: BTreeSet<String>,
+    claimed: &'a RefMap,
+}
+
 /// The source as one pass sees it: its refs (within the focus, when focused) and whether the
 /// fetch changed anything.
 struct SourceRefs {
@@ -216,7 +225,7 @@ async fn attempt(
     git: &Git,
     mode: Mode,
     records: Records<'_>,
-    focus: Option<&BTreeSet<String>>,
+    focus: Option<&Focus<'_>>,
     objects: &ObjectStore,
 ) -> (SourceReport, Vec<DestinationReport>) {
     let mut pass = Pass {
@@ -242,7 +251,19 @@ async fn attempt(
             .map(|d| prepare_destination(pass, d, focus.is_some())),
     );
     let fetch = async {
-        if let Some(focus) = focus {
+        if let Some(Focus {
+            refs: focus,
+            claimed,
+        }) = focus
+        {
+            if let Some(refs) = cache.holds(focus, claimed, git).await {
+                tracing::debug!(mirror = %mirror.name, "the cache holds what the event says; no fetch");
+                return Ok(SourceRefs {
+                    refs,
+                    fetched: false,
+                    focused: true,
+                });
+            }
             match cache.fetch_refs(&mirror.source, focus, git).await {
                 Ok((refs, fetched)) => {
                     return Ok(SourceRefs {
@@ -266,7 +287,7 @@ async fn attempt(
         Err(e) => return source_failed(mirror, e),
     };
     if source.focused {
-        pass.focus = focus;
+        pass.focus = focus.map(|f| &f.refs);
     }
     let source_refs = &source.refs;
     let per_dest = mirror

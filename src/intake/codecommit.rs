@@ -1,8 +1,8 @@
 //! AWS CodeCommit events, as EventBridge delivers them: to a Lambda function directly, or to
 //! `ferry serve` through an API destination (then authenticated as a webhook first).
 
-use super::webhook::{ignored, push, qualify, Event, Provider, Rejection};
-use crate::model::refs::Oid;
+use super::webhook::{ignored, new_value, push, qualify, Event, Provider, Rejection};
+use crate::model::refs::{Oid, RefMap};
 use crate::model::remote::Remote;
 use serde_json::{Map, Value};
 
@@ -34,7 +34,16 @@ pub fn classify(body: &Map<String, Value>) -> Result<Event, Rejection> {
     };
     match event {
         "referenceCreated" | "referenceUpdated" | "referenceDeleted" => {
-            Ok(push(provider, reference(body).into_iter().collect()))
+            let refs: Vec<String> = reference(body).into_iter().collect();
+            // `commitId` is the ref's new commit (a deletion's is its old one: not taken).
+            let new = detail.and_then(|d| d.get("commitId"));
+            let ids = match (refs.as_slice(), event, new_value(new)) {
+                ([name], "referenceCreated" | "referenceUpdated", Some(oid)) => {
+                    RefMap::from([(name.clone(), oid)])
+                }
+                _ => RefMap::new(),
+            };
+            Ok(push(provider, refs, ids))
         }
         _ => Ok(ignored(
             provider,

@@ -16,6 +16,7 @@ use super::{every_interval, Service};
 use crate::config::ConfiguredMirror;
 use crate::intake::webhook::{Origin, Provider};
 use crate::model::mirror::Trigger;
+use crate::model::refs::RefMap;
 use crate::model::remote::Secret;
 use crate::service::status::{now_ms, FleetStatus};
 use std::collections::HashMap;
@@ -86,6 +87,7 @@ pub(super) struct Unrouted {
     pub origin: Origin,
     pub provider: Provider,
     pub refs: Vec<String>,
+    pub ids: RefMap,
 }
 
 impl Service {
@@ -294,6 +296,7 @@ async fn rediscover(svc: &Arc<Service>, fleet: &str, timers: &mut MemberTimers) 
                                 Trigger::Config,
                                 "the fleet member is new or its configuration changed",
                                 &[],
+                                &RefMap::new(),
                             )
                             .await
                         {
@@ -335,7 +338,7 @@ async fn route_unrouted(svc: &Service, fleet: &str) {
             push.refs.join(" ")
         );
         if let Err(e) = svc
-            .trigger(&member, Trigger::Webhook, &detail, &push.refs)
+            .trigger(&member, Trigger::Webhook, &detail, &push.refs, &push.ids)
             .await
         {
             tracing::error!(mirror = %member, error = %format!("{e:#}"), "cannot queue a sync");

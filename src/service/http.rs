@@ -5,6 +5,7 @@ use super::fleets::{FleetInfo, Unrouted};
 use super::Service;
 use crate::intake::webhook::{self, Event, Provider, Rejection};
 use crate::model::mirror::Trigger;
+use crate::model::refs::RefMap;
 use crate::model::remote::Secret;
 use crate::service::mirror_page::RUNS_SHOWN;
 use crate::service::page::{Filter, LfsSent, Listing};
@@ -115,9 +116,11 @@ async fn hook(
             Json(json!({ "queued": false, "provider": provider.as_str(), "ignored": reason })),
         )
             .into_response(),
-        Ok(Event::Push { provider, refs }) => {
-            queue_push(&svc, &name, provider, &refs, "", false).await
-        }
+        Ok(Event::Push {
+            provider,
+            refs,
+            ids,
+        }) => queue_push(&svc, &name, provider, (&refs, &ids), "", false).await,
     }
 }
 
@@ -126,7 +129,7 @@ async fn queue_push(
     svc: &Service,
     mirror: &str,
     provider: Provider,
-    refs: &[String],
+    (refs, ids): (&[String], &RefMap),
     via: &str,
     discovering: bool,
 ) -> Response {
@@ -139,7 +142,7 @@ async fn queue_push(
         .trim_end()
         .to_owned()
         + via;
-    match svc.trigger(mirror, trigger, &detail, refs).await {
+    match svc.trigger(mirror, trigger, &detail, refs, ids).await {
         Ok(id) => (
             StatusCode::ACCEPTED,
             Json(json!({ "queued": true, "event": id, "provider": provider.as_str(), "mirror": mirror, "discovering": discovering })),
@@ -182,21 +185,31 @@ async fn fleet_hook(
                 fleet.name
             ),
         ),
-        Ok((Event::Push { provider, refs }, Some(origin))) => {
+        Ok((
+            Event::Push {
+                provider,
+                refs,
+                ids,
+            },
+            Some(origin),
+        )) => {
             match svc.route(&fleet.name, &origin) {
                 Some(route) if !route.moved => {
                     let via = format!(" (fleet hook, {origin})");
-                    return queue_push(svc, &route.member, provider, &refs, &via, false).await;
+                    return queue_push(svc, &route.member, provider, (&refs, &ids), &via, false)
+                        .await;
                 }
                 Some(route) => {
                     // Renamed since the last discovery: the member syncs now, and a discovery
                     // makes it follow the rename (then the push is routed again).
                     let via = format!(" (fleet hook, {origin}: renamed, discovering)");
-                    let queued = queue_push(svc, &route.member, provider, &refs, &via, true).await;
+                    let queued =
+                        queue_push(svc, &route.member, provider, (&refs, &ids), &via, true).await;
                     let push = Unrouted {
                         origin,
                         provider,
                         refs,
+                        ids,
                     };
                     if let Err(e) = svc.discover_for(&fleet.name, push).await {
                         return internal(e);
@@ -210,6 +223,7 @@ async fn fleet_hook(
                 origin,
                 provider,
                 refs,
+                ids,
             };
             match svc.discover_for(&fleet.name, push).await {
                 Ok(()) => (
@@ -256,7 +270,13 @@ async fn manual(State(svc): Svc, Path(name): Path<String>, headers: HeaderMap) -
         );
     }
     match svc
-        .trigger(&name, Trigger::Manual, "requested through the API", &[])
+        .trigger(
+            &name,
+            Trigger::Manual,
+            "requested through the API",
+            &[],
+            &RefMap::new(),
+        )
         .await
     {
         Ok(id) => (

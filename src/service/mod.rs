@@ -203,8 +203,12 @@ impl Service {
         trigger: Trigger,
         detail: &str,
         refs: &[String],
+        ids: &RefMap,
     ) -> anyhow::Result<i64> {
-        let id = self.store.enqueue(mirror, trigger, detail, refs).await?;
+        let id = self
+            .store
+            .enqueue(mirror, trigger, detail, refs, ids)
+            .await?;
         self.wake.notify_one();
         Ok(id)
     }
@@ -230,6 +234,7 @@ pub async fn run(
                 Trigger::Config,
                 "the mirror is new or its configuration changed",
                 &[],
+                &RefMap::new(),
             )
             .await?;
     }
@@ -556,22 +561,26 @@ async fn execute(svc: &Service, claim: Claim) -> anyhow::Result<()> {
     };
     // A reconcile run is the full comparison: it always verifies with a fresh listing (and so
     // is never narrowed to the refs its events named).
-    let report = if claim.triggers.contains(&Trigger::Reconcile) && !configured.mirror.verify {
-        let mirror = Mirror {
+    let reconciling = claim.triggers.contains(&Trigger::Reconcile) && !configured.mirror.verify;
+    let verifying;
+    let mirror = if reconciling {
+        verifying = Mirror {
             verify: true,
             ..configured.mirror.clone()
         };
-        sync::run_mirror_with(&mirror, &svc.engine, Mode::Sync, records, &claim.focus).await
+        &verifying
     } else {
-        sync::run_mirror_with(
-            &configured.mirror,
-            &svc.engine,
-            Mode::Sync,
-            records,
-            &claim.focus,
-        )
-        .await
+        &configured.mirror
     };
+    let report = sync::run_mirror_with(
+        mirror,
+        &svc.engine,
+        Mode::Sync,
+        records,
+        &claim.focus,
+        &claim.claimed,
+    )
+    .await;
     let finished_at = now_ms();
     let retry_at = (!report.ok && report.has_transient_failure())
         .then(|| finished_at + backoff(&svc.serve, claim.attempt).as_millis() as i64);
@@ -743,7 +752,10 @@ async fn every_interval(svc: Arc<Service>, name: String, every: Duration, trigge
             },
             _ => "periodic reconciliation",
         };
-        if let Err(e) = svc.trigger(name, trigger, detail, &[]).await {
+        if let Err(e) = svc
+            .trigger(name, trigger, detail, &[], &RefMap::new())
+            .await
+        {
             tracing::error!(mirror = %name, error = %format!("{e:#}"), "cannot queue a sync");
         }
     }

@@ -37,6 +37,7 @@ pub use postgres::WakeUps;
 
 use crate::engine::report::{DestinationReport, ErrorReport, MirrorReport};
 use crate::model::mirror::Trigger;
+use crate::model::refs::{Oid, RefMap};
 use crate::model::remote::Secret;
 use crate::service::status::{
     now_ms, DestinationStatus, FleetStatus, MirrorState, MirrorStatus, NodeStatus, RunDetail,
@@ -207,6 +208,10 @@ pub struct Claim {
     /// push, when it covers no event (a retry), or when the mirror's last run failed (a later
     /// event's refs must not hide what that run did not sync).
     pub focus: Vec<String>,
+    /// What the events say the focus's refs point at now on the source: a ref only when
+    /// every event naming it gave the same new id (events that disagree, arriving out of
+    /// order say, leave it out, so the run fetches it).
+    pub claimed: RefMap,
     /// The node whose lapsed claim this one took over (`None`: a claim of a queued mirror).
     pub taken_from: Option<String>,
 }
@@ -426,19 +431,29 @@ impl Store {
     /// is committed. Coalesces: a mirror already queued stays one queued run (made due now,
     /// with its retry count reset, because a fresh event deserves an immediate try); a mirror
     /// that is running gets exactly one follow-up run.
-    /// `refs`: the full names of the refs a push event said it changed (empty: none named).
+    /// `refs`: the full names of the refs a push event said it changed (empty: none named);
+    /// `ids`: what it said some of them point at now.
     pub async fn enqueue(
         &self,
         mirror: &str,
         trigger: Trigger,
         detail: &str,
         refs: &[String],
+        ids: &RefMap,
     ) -> Result<i64> {
         let now = now_ms();
         let refs = if refs.is_empty() {
             None
         } else {
-            Some(serde_json::to_string(refs).context("encoding an event's refs")?)
+            let named = if ids.is_empty() {
+                NamedRefs::Names(refs.to_vec())
+            } else {
+                NamedRefs::WithIds {
+                    refs: refs.to_vec(),
+                    ids: ids.clone(),
+                }
+            };
+            Some(serde_json::to_string(&named).context("encoding an event's refs")?)
         };
         on_db!(&self.db, |_read, write, sql| {
             let mut tx = write
@@ -606,12 +621,14 @@ impl Store {
                 .fetch_all(&mut *tx)
                 .await
                 .with_context(|| format!("reading the refs of the events of {mirror}"))?;
+                let (focus, claimed) = claim_focus(failing, named);
                 claims.push(Claim {
                     mirror,
                     triggers,
                     attempt: to_u32(held.attempt),
                     started_at: now,
-                    focus: claim_focus(failing, named),
+                    focus,
+                    claimed,
                     taken_from,
                 });
             }
@@ -1497,21 +1514,53 @@ fn state_after(report: &MirrorReport) -> MirrorState {
     }
 }
 
-/// The focus of a claim (see [`Claim::focus`]) from the mirror's failure streak and the refs
-/// (JSON lists) its covered events named.
-fn claim_focus(failure_streak: i64, named: Vec<Option<String>>) -> Vec<String> {
+/// The refs an event named, as the events table keeps them (JSON): a list of names, or the
+/// names with the new ids the event gave (an older node reads the latter as unreadable, and
+/// so syncs the whole selection: slower, never wrong).
+#[derive(serde::Serialize, serde::Deserialize)]
+#[serde(untagged)]
+enum NamedRefs {
+    Names(Vec<String>),
+    WithIds { refs: Vec<String>, ids: RefMap },
+}
+
+/// The focus of a claim and the ids claimed for it (see [`Claim::focus`], [`Claim::claimed`])
+/// from the mirror's failure streak and the refs its covered events named.
+fn claim_focus(failure_streak: i64, named: Vec<Option<String>>) -> (Vec<String>, RefMap) {
     if failure_streak > 0 {
-        return Vec::new();
+        return (Vec::new(), RefMap::new());
     }
     let mut focus = std::collections::BTreeSet::new();
+    // Per ref: the id every event naming it agreed on, or `None` once one gave none or
+    // another.
+    let mut agreed: std::collections::BTreeMap<String, Option<Oid>> = Default::default();
     for refs in named {
         // An unreadable list counts as none named: the run takes the whole selection.
-        let Some(refs) = refs.and_then(|r| serde_json::from_str::<Vec<String>>(&r).ok()) else {
-            return Vec::new();
+        let Some(named) = refs.and_then(|r| serde_json::from_str::<NamedRefs>(&r).ok()) else {
+            return (Vec::new(), RefMap::new());
         };
-        focus.extend(refs);
+        let (refs, ids) = match named {
+            NamedRefs::Names(refs) => (refs, RefMap::new()),
+            NamedRefs::WithIds { refs, ids } => (refs, ids),
+        };
+        for name in refs {
+            let id = ids.get(&name).cloned();
+            agreed
+                .entry(name.clone())
+                .and_modify(|seen| {
+                    if *seen != id {
+                        *seen = None;
+                    }
+                })
+                .or_insert(id);
+            focus.insert(name);
+        }
     }
-    focus.into_iter().collect()
+    let claimed = agreed
+        .into_iter()
+        .filter_map(|(name, id)| Some((name, id?)))
+        .collect();
+    (focus.into_iter().collect(), claimed)
 }
 
 fn parse_trigger(name: &str) -> Result<Trigger> {
@@ -1604,6 +1653,7 @@ mod tests {
     on_both_backends!(
         enqueue_claim_finish_round_trip,
         a_claims_focus_is_the_union_of_the_refs_its_push_events_named,
+        a_claims_ids_are_those_every_event_naming_the_ref_agreed_on,
         no_focus_when_an_event_named_no_refs_or_the_last_run_failed,
         coalesces_events_while_queued_and_while_running,
         concurrent_claims_never_share_a_mirror,
@@ -1758,7 +1808,7 @@ mod tests {
     async fn enqueue_claim_finish_round_trip(at: Location) {
         let store = open_as(&at, "a").await;
         let event = store
-            .enqueue("app", Trigger::Webhook, "push to main", &[])
+            .enqueue("app", Trigger::Webhook, "push to main", &[], &RefMap::new())
             .await
             .unwrap();
         assert!(event > 0);
@@ -1815,7 +1865,7 @@ mod tests {
         let store = open_as(&at, "a").await;
         let main = names(&["refs/heads/main"]);
         store
-            .enqueue("app", Trigger::Webhook, "", &main)
+            .enqueue("app", Trigger::Webhook, "", &main, &RefMap::new())
             .await
             .unwrap();
         store
@@ -1824,11 +1874,18 @@ mod tests {
                 Trigger::Webhook,
                 "",
                 &names(&["refs/heads/dev", "refs/heads/main"]),
+                &RefMap::new(),
             )
             .await
             .unwrap();
         store
-            .enqueue("app", Trigger::Codecommit, "", &names(&["refs/tags/v1"]))
+            .enqueue(
+                "app",
+                Trigger::Codecommit,
+                "",
+                &names(&["refs/tags/v1"]),
+                &RefMap::new(),
+            )
             .await
             .unwrap();
         let claim = claim_one(&store, now_ms(), "app").await;
@@ -1839,7 +1896,13 @@ mod tests {
 
         // An event during the run joins the follow-up only.
         store
-            .enqueue("app", Trigger::Webhook, "", &names(&["refs/heads/next"]))
+            .enqueue(
+                "app",
+                Trigger::Webhook,
+                "",
+                &names(&["refs/heads/next"]),
+                &RefMap::new(),
+            )
             .await
             .unwrap();
         finish(&store, &claim, &ok_report("app"), None).await;
@@ -1847,14 +1910,45 @@ mod tests {
         assert_eq!(follow_up.focus, names(&["refs/heads/next"]));
     }
 
+    async fn a_claims_ids_are_those_every_event_naming_the_ref_agreed_on(at: Location) {
+        let store = open_as(&at, "a").await;
+        let oid = |c: char| Oid::parse(&c.to_string().repeat(40)).unwrap();
+        let (main, dev, tag) = ("refs/heads/main", "refs/heads/dev", "refs/tags/v1");
+        let with = |pairs: &[(&str, char)]| -> RefMap {
+            pairs
+                .iter()
+                .map(|(r, c)| (r.to_string(), oid(*c)))
+                .collect()
+        };
+        // main: two events agree; dev: two events disagree (out of order, say); the tag: one
+        // event named it without an id.
+        for dev_now in ['b', 'c'] {
+            let ids = with(&[(main, 'a'), (dev, dev_now)]);
+            store
+                .enqueue("app", Trigger::Webhook, "", &names(&[main, dev]), &ids)
+                .await
+                .unwrap();
+        }
+        store
+            .enqueue("app", Trigger::Webhook, "", &names(&[tag]), &RefMap::new())
+            .await
+            .unwrap();
+        let claim = claim_one(&store, now_ms(), "app").await;
+        assert_eq!(claim.focus, names(&[dev, main, tag]));
+        assert_eq!(claim.claimed, with(&[(main, 'a')]));
+    }
+
     async fn no_focus_when_an_event_named_no_refs_or_the_last_run_failed(at: Location) {
         let store = open_as(&at, "a").await;
         let main = names(&["refs/heads/main"]);
         store
-            .enqueue("app", Trigger::Webhook, "", &main)
+            .enqueue("app", Trigger::Webhook, "", &main, &RefMap::new())
             .await
             .unwrap();
-        store.enqueue("app", Trigger::Poll, "", &[]).await.unwrap();
+        store
+            .enqueue("app", Trigger::Poll, "", &[], &RefMap::new())
+            .await
+            .unwrap();
         let claim = claim_one(&store, now_ms(), "app").await;
         assert_eq!(claim.focus, Vec::<String>::new(), "the poll named no refs");
         finish(&store, &claim, &failed_report("app"), Some(0)).await;
@@ -1868,7 +1962,7 @@ mod tests {
         // After a failed run, a push naming one ref must not narrow the next run: the failed
         // run's refs may still be unsynced.
         store
-            .enqueue("app", Trigger::Webhook, "", &main)
+            .enqueue("app", Trigger::Webhook, "", &main, &RefMap::new())
             .await
             .unwrap();
         let claim = claim_one(&store, now_ms(), "app").await;
@@ -1876,7 +1970,7 @@ mod tests {
         finish(&store, &claim, &ok_report("app"), None).await;
 
         store
-            .enqueue("app", Trigger::Webhook, "", &main)
+            .enqueue("app", Trigger::Webhook, "", &main, &RefMap::new())
             .await
             .unwrap();
         assert_eq!(claim_one(&store, now_ms(), "app").await.focus, main);
@@ -1891,7 +1985,10 @@ mod tests {
             Trigger::Manual,
             Trigger::Poll,
         ] {
-            store.enqueue("app", trigger, "", &[]).await.unwrap();
+            store
+                .enqueue("app", trigger, "", &[], &RefMap::new())
+                .await
+                .unwrap();
         }
         assert_eq!(store.queue_depth().await.unwrap(), 1);
         let claim = claim_one(&store, now_ms(), "app").await;
@@ -1903,7 +2000,10 @@ mod tests {
 
         // Events during the run: not claimable until it finishes, then exactly one follow-up.
         for _ in 0..3 {
-            store.enqueue("app", Trigger::Poll, "", &[]).await.unwrap();
+            store
+                .enqueue("app", Trigger::Poll, "", &[], &RefMap::new())
+                .await
+                .unwrap();
         }
         assert!(store.claim(now_ms(), 10).await.unwrap().is_empty());
         assert_eq!(store.next_due().await.unwrap(), None);
@@ -1933,7 +2033,9 @@ mod tests {
         let b = open_as(&at, "b").await;
         let names: Vec<String> = (0..40).map(|i| format!("m{i:02}")).collect();
         for name in &names {
-            a.enqueue(name, Trigger::Webhook, "", &[]).await.unwrap();
+            a.enqueue(name, Trigger::Webhook, "", &[], &RefMap::new())
+                .await
+                .unwrap();
         }
         let now = now_ms();
         let tasks: Vec<_> = (0..8)
@@ -1962,7 +2064,7 @@ mod tests {
     async fn retries_wait_for_their_time_and_new_events_reset_them(at: Location) {
         let store = open_as(&at, "a").await;
         store
-            .enqueue("app", Trigger::Webhook, "", &[])
+            .enqueue("app", Trigger::Webhook, "", &[], &RefMap::new())
             .await
             .unwrap();
         let now = now_ms();
@@ -1989,7 +2091,7 @@ mod tests {
 
         // A fresh event: due now, first try again.
         store
-            .enqueue("app", Trigger::Manual, "", &[])
+            .enqueue("app", Trigger::Manual, "", &[], &RefMap::new())
             .await
             .unwrap();
         let status = store.mirror("app").await.unwrap().unwrap();
@@ -2005,12 +2107,15 @@ mod tests {
     async fn a_new_event_during_a_failing_run_wins_over_the_retry(at: Location) {
         let store = open_as(&at, "a").await;
         store
-            .enqueue("app", Trigger::Webhook, "", &[])
+            .enqueue("app", Trigger::Webhook, "", &[], &RefMap::new())
             .await
             .unwrap();
         let now = now_ms();
         let claim = claim_one(&store, now, "app").await;
-        store.enqueue("app", Trigger::Poll, "", &[]).await.unwrap();
+        store
+            .enqueue("app", Trigger::Poll, "", &[], &RefMap::new())
+            .await
+            .unwrap();
         finish(&store, &claim, &failed_report("app"), Some(now + 60_000)).await;
         let next = claim_one(&store, now + 1, "app").await;
         assert_eq!(next.triggers, vec![Trigger::Poll]);
@@ -2036,10 +2141,13 @@ mod tests {
         let (_, at) = sqlite_at(&dir);
         let store = open_as(&at, "a").await;
         store
-            .enqueue("app", Trigger::Webhook, "", &[])
+            .enqueue("app", Trigger::Webhook, "", &[], &RefMap::new())
             .await
             .unwrap();
-        store.enqueue("app", Trigger::Poll, "", &[]).await.unwrap();
+        store
+            .enqueue("app", Trigger::Poll, "", &[], &RefMap::new())
+            .await
+            .unwrap();
         claim_one(&store, now_ms(), "app").await;
         assert!(store.claim(now_ms(), 10).await.unwrap().is_empty());
         // The process dies mid-sync: no finish.
@@ -2063,10 +2171,13 @@ mod tests {
     ) {
         let store = open_as(&at, "a").await;
         store
-            .enqueue("app", Trigger::Webhook, "", &[])
+            .enqueue("app", Trigger::Webhook, "", &[], &RefMap::new())
             .await
             .unwrap();
-        store.enqueue("app", Trigger::Poll, "", &[]).await.unwrap();
+        store
+            .enqueue("app", Trigger::Poll, "", &[], &RefMap::new())
+            .await
+            .unwrap();
         let now = now_ms();
         claim_one(&store, now, "app").await;
         let retry_at = now + 60_000;
@@ -2108,7 +2219,7 @@ mod tests {
     async fn a_read_only_store_shows_a_running_sync_as_it_is_and_writes_nothing(at: Location) {
         let store = open_as(&at, "a").await;
         store
-            .enqueue("app", Trigger::Webhook, "", &[])
+            .enqueue("app", Trigger::Webhook, "", &[], &RefMap::new())
             .await
             .unwrap();
         let claim = claim_one(&store, now_ms(), "app").await;
@@ -2118,7 +2229,7 @@ mod tests {
         assert_eq!(status.state, MirrorState::Syncing, "not requeued");
         assert_eq!(status.node.as_deref(), Some("a"));
         assert!(reader
-            .enqueue("app", Trigger::Manual, "", &[])
+            .enqueue("app", Trigger::Manual, "", &[], &RefMap::new())
             .await
             .is_err());
         assert!(reader.heartbeat(now_ms()).await.is_err());
@@ -2134,7 +2245,7 @@ mod tests {
         let (path, at) = sqlite_at(&dir);
         let store = open_as(&at, "a").await;
         store
-            .enqueue("app", Trigger::Webhook, "", &[])
+            .enqueue("app", Trigger::Webhook, "", &[], &RefMap::new())
             .await
             .unwrap();
         let claim = claim_one(&store, now_ms(), "app").await;
@@ -2178,7 +2289,7 @@ mod tests {
         }
         let enqueued = tokio::time::timeout(
             Duration::from_secs(5),
-            store.enqueue("app", Trigger::Webhook, "push", &[]),
+            store.enqueue("app", Trigger::Webhook, "push", &[], &RefMap::new()),
         )
         .await;
         assert!(matches!(enqueued, Ok(Ok(_))), "{enqueued:?}");
@@ -2197,7 +2308,7 @@ mod tests {
 
         async fn run(store: &Store, report: &MirrorReport) -> (FinishOutcome, MirrorStatus) {
             store
-                .enqueue("app", Trigger::Webhook, "", &[])
+                .enqueue("app", Trigger::Webhook, "", &[], &RefMap::new())
                 .await
                 .unwrap();
             let claim = claim_one(store, now_ms(), "app").await;
@@ -2430,7 +2541,7 @@ mod tests {
 
         // web loses a destination (new fingerprint); app is dropped from the configuration.
         store
-            .enqueue("app", Trigger::Webhook, "", &[])
+            .enqueue("app", Trigger::Webhook, "", &[], &RefMap::new())
             .await
             .unwrap();
         let changed = store
@@ -2470,7 +2581,7 @@ mod tests {
             |store: Store| async move { store.mirror("app").await.unwrap().unwrap().behind_since };
 
         let e1 = store
-            .enqueue("app", Trigger::Webhook, "", &[])
+            .enqueue("app", Trigger::Webhook, "", &[], &RefMap::new())
             .await
             .unwrap();
         let t1 = received_at(&store, e1).await;
@@ -2481,18 +2592,24 @@ mod tests {
         // A failed run keeps the mirror behind since its events, through later failures.
         finish(&store, &claim, &failed_report("app"), None).await;
         assert_eq!(behind(store.clone()).await, Some(t1));
-        store.enqueue("app", Trigger::Poll, "", &[]).await.unwrap();
+        store
+            .enqueue("app", Trigger::Poll, "", &[], &RefMap::new())
+            .await
+            .unwrap();
         let claim = claim_one(&store, now_ms(), "app").await;
         finish(&store, &claim, &failed_report("app"), None).await;
         assert_eq!(behind(store.clone()).await, Some(t1));
 
         // Success clears it, except for events that arrived during the run.
         store
-            .enqueue("app", Trigger::Manual, "", &[])
+            .enqueue("app", Trigger::Manual, "", &[], &RefMap::new())
             .await
             .unwrap();
         let claim = claim_one(&store, now_ms(), "app").await;
-        let e4 = store.enqueue("app", Trigger::Poll, "", &[]).await.unwrap();
+        let e4 = store
+            .enqueue("app", Trigger::Poll, "", &[], &RefMap::new())
+            .await
+            .unwrap();
         let t4 = received_at(&store, e4).await;
         finish(&store, &claim, &ok_report("app"), None).await;
         assert_eq!(behind(store.clone()).await, Some(t4));
@@ -2502,7 +2619,7 @@ mod tests {
 
         // Failures after a success count only their own events.
         let e5 = store
-            .enqueue("app", Trigger::Webhook, "", &[])
+            .enqueue("app", Trigger::Webhook, "", &[], &RefMap::new())
             .await
             .unwrap();
         let t5 = received_at(&store, e5).await;
@@ -2515,7 +2632,7 @@ mod tests {
         let report = report_for_prune("p");
         for _ in 0..5 {
             store
-                .enqueue("p", Trigger::Webhook, "x", &[])
+                .enqueue("p", Trigger::Webhook, "x", &[], &RefMap::new())
                 .await
                 .unwrap();
             let claim = store.claim(now_ms(), 1).await.unwrap().remove(0);
@@ -2530,7 +2647,7 @@ mod tests {
             store.finish(finish).await.unwrap();
         }
         store
-            .enqueue("p", Trigger::Webhook, "still pending", &[])
+            .enqueue("p", Trigger::Webhook, "still pending", &[], &RefMap::new())
             .await
             .unwrap();
         assert_eq!(store.prune(2).await.unwrap(), 3);
@@ -2552,9 +2669,15 @@ mod tests {
     ) {
         let a = open_as(&at, "a").await;
         let b = open_as(&at, "b").await;
-        a.enqueue("app", Trigger::Webhook, "", &names(&["refs/heads/main"]))
-            .await
-            .unwrap();
+        a.enqueue(
+            "app",
+            Trigger::Webhook,
+            "",
+            &names(&["refs/heads/main"]),
+            &RefMap::new(),
+        )
+        .await
+        .unwrap();
         let t0 = now_ms();
         let claim = claim_one(&a, t0, "app").await;
         let lease = LEASE.as_millis() as i64;
@@ -2568,7 +2691,9 @@ mod tests {
             "b waits for the lease"
         );
         assert_eq!(a.next_due().await.unwrap(), None, "a runs it");
-        a.enqueue("app", Trigger::Poll, "", &[]).await.unwrap();
+        a.enqueue("app", Trigger::Poll, "", &[], &RefMap::new())
+            .await
+            .unwrap();
 
         // a stops heartbeating: b takes the mirror over once the lease has lapsed (past the
         // affinity grace too: a, its preferred node maybe, is gone), covering every event.
@@ -2626,7 +2751,9 @@ mod tests {
         assert_eq!(nodes[1].version, env!("CARGO_PKG_VERSION"));
 
         for m in ["m1", "m2"] {
-            a.enqueue(m, Trigger::Webhook, "", &[]).await.unwrap();
+            a.enqueue(m, Trigger::Webhook, "", &[], &RefMap::new())
+                .await
+                .unwrap();
         }
         let lease = LEASE.as_millis() as i64;
         // Past the grace: a takes both whichever node they prefer.
@@ -2659,7 +2786,9 @@ mod tests {
         b.heartbeat(now).await.unwrap();
         let all: Vec<String> = (0..20).map(|i| format!("m{i:02}")).collect();
         for m in &all {
-            a.enqueue(m, Trigger::Webhook, "", &[]).await.unwrap();
+            a.enqueue(m, Trigger::Webhook, "", &[], &RefMap::new())
+                .await
+                .unwrap();
         }
         let enqueued = now_ms();
         let mine = |claims: Vec<Claim>| -> Vec<String> {
@@ -2684,9 +2813,12 @@ mod tests {
                 attempt: 0,
                 started_at: enqueued,
                 focus: Vec::new(),
+                claimed: RefMap::new(),
                 taken_from: None,
             };
-            b.enqueue(m, Trigger::Poll, "", &[]).await.unwrap();
+            b.enqueue(m, Trigger::Poll, "", &[], &RefMap::new())
+                .await
+                .unwrap();
             finish(&b, &claim, &ok_report(m), None).await;
         }
         let due = now_ms();
@@ -2706,7 +2838,9 @@ mod tests {
         let a = open_as(&at, "a").await;
         let b = open_as(&at, "b").await;
         a.heartbeat(now_ms()).await.unwrap();
-        a.enqueue("app", Trigger::Webhook, "", &[]).await.unwrap();
+        a.enqueue("app", Trigger::Webhook, "", &[], &RefMap::new())
+            .await
+            .unwrap();
         claim_one(&a, now_ms(), "app").await;
         a.leave().await.unwrap();
         assert!(a.nodes().await.unwrap().is_empty());

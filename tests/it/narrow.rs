@@ -4,7 +4,7 @@
 
 use crate::fast_path::logging_git;
 use crate::harness::{branches_and_tags, Repo, Transport};
-use crate::service::{delivery, mirror_toml, Serve, SECRET};
+use crate::service::{delivery, hmac_hex, mirror_toml, Serve, SECRET};
 use serde_json::Value;
 use std::path::Path;
 use std::time::Duration;
@@ -163,4 +163,59 @@ fn a_named_ref_the_source_deleted_falls_back_to_the_full_run_which_deletes_it() 
         branches_and_tags(&dst.path()),
         branches_and_tags(&src.path())
     );
+}
+
+/// Posts a signed GitHub push of `refname` to `new` for `mirror` and waits for the mirror's
+/// `runs`-th run; returns its report.
+fn push_with_id(serve: &Serve, mirror: &str, refname: &str, new: &str, runs: usize) -> Value {
+    let body = serde_json::json!({ "ref": refname, "before": "0".repeat(40), "after": new })
+        .to_string()
+        .into_bytes();
+    let headers = [
+        ("content-type", "application/json".to_owned()),
+        ("x-github-event", "push".to_owned()),
+        (
+            "x-hub-signature-256",
+            format!("sha256={}", hmac_hex(SECRET, &body)),
+        ),
+    ];
+    let (code, answer) = serve.post(&format!("/hooks/{mirror}"), &headers, &body);
+    assert_eq!(code, 202, "{answer}");
+    serve.wait(
+        &format!("run {runs} of {mirror}"),
+        Duration::from_secs(30),
+        || serve.runs(mirror).len() >= runs && serve.mirror(mirror)["state"] == "idle",
+    );
+    serve.runs(mirror)[0]["report"].clone()
+}
+
+#[test]
+fn a_push_whose_new_id_the_shared_cache_already_holds_syncs_without_fetching() {
+    let src = Repo::source("held-src");
+    let (a, b) = (Repo::empty("held-a"), Repo::empty("held-b"));
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("git.log");
+    let git = logging_git(dir.path(), &log);
+    // Two mirrors of one source share its cache.
+    let toml = mirror_toml("a", &src.url(Transport::File), &a.url(Transport::File), "")
+        + &mirror_toml("b", &src.url(Transport::File), &b.url(Transport::File), "");
+    let serve = Serve::start_with_env("", &toml, &[("FERRY_GIT", git.as_str())]);
+    serve.wait_converged("a", &src.path(), &a.path());
+    serve.wait_converged("b", &src.path(), &b.path());
+    std::fs::remove_file(&log).unwrap();
+
+    let new = src.commit("one more");
+    src.push(&["main"]);
+    // a's push fetches the commit into the shared cache.
+    let report = push_with_id(&serve, "a", "refs/heads/main", &new, 2);
+    assert_eq!(report["ok"], true, "{report}");
+    assert_eq!(fetches(&log).len(), 1, "a fetched: {:?}", fetches(&log));
+    std::fs::remove_file(&log).unwrap();
+
+    // b's push names the commit the cache holds already: no fetch, and b gets it.
+    let report = push_with_id(&serve, "b", "refs/heads/main", &new, 2);
+    assert_eq!(report["ok"], true, "{report}");
+    assert_eq!(b.refs()["refs/heads/main"], new);
+    assert_eq!(fetches(&log), Vec::<String>::new(), "b fetched again");
+    assert_eq!(planned_refs(&report), ["refs/heads/main"], "{report}");
 }

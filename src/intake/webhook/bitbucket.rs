@@ -3,8 +3,10 @@
 //! (`x-hub-signature`) are done before this, in the parent module.
 
 use super::{
-    dedup, ignored, not_a_push, push, qualify, required_header, Event, Provider, Rejection, Request,
+    dedup, ignored, new_value, not_a_push, push, qualify, required_header, Event, Provider,
+    Rejection, Request,
 };
+use crate::model::refs::RefMap;
 use serde_json::{Map, Value};
 
 /// Bitbucket Cloud names the event in `x-event-key`; only `repo:push` moves refs.
@@ -12,7 +14,10 @@ pub(super) fn cloud(req: &Request<'_>, body: &Map<String, Value>) -> Result<Even
     let provider = Provider::BitbucketCloud;
     let key = required_header(req, &["x-event-key"])?;
     match key {
-        "repo:push" => Ok(push(provider, cloud_refs(body))),
+        "repo:push" => {
+            let (refs, ids) = cloud_refs(body);
+            Ok(push(provider, refs, ids))
+        }
         _ => Ok(not_a_push(provider, key)),
     }
 }
@@ -23,7 +28,10 @@ pub(super) fn server(req: &Request<'_>, body: &Map<String, Value>) -> Result<Eve
     let provider = Provider::BitbucketServer;
     let key = required_header(req, &["x-event-key"])?;
     match key {
-        "repo:refs_changed" => Ok(push(provider, server_refs(body))),
+        "repo:refs_changed" => {
+            let (refs, ids) = server_refs(body);
+            Ok(push(provider, refs, ids))
+        }
         "diagnostics:ping" => Ok(ignored(provider, "ping".to_string())),
         _ => Ok(not_a_push(provider, key)),
     }
@@ -31,37 +39,50 @@ pub(super) fn server(req: &Request<'_>, body: &Map<String, Value>) -> Result<Eve
 
 /// Bitbucket Cloud `repo:push`: one change per ref; `new` is null for a deletion and `old` for
 /// a creation. Mercurial-era types (`named_branch`, `bookmark`) have no git ref and are skipped.
-fn cloud_refs(body: &Map<String, Value>) -> Vec<String> {
+/// `new.target.hash` is the ref's new commit.
+fn cloud_refs(body: &Map<String, Value>) -> (Vec<String>, RefMap) {
     let changes = body
         .get("push")
         .and_then(|p| p.get("changes"))
         .and_then(Value::as_array);
+    let mut ids = RefMap::new();
     let refs = changes.into_iter().flatten().filter_map(|change| {
         let side = ["new", "old"]
             .iter()
             .find_map(|k| change.get(*k).filter(|v| v.is_object()))?;
         let name = side.get("name").and_then(Value::as_str)?;
         let kind = side.get("type").and_then(Value::as_str)?;
-        matches!(kind, "branch" | "tag")
+        let full = matches!(kind, "branch" | "tag")
             .then(|| qualify(name, Some(kind)))
-            .flatten()
+            .flatten()?;
+        let new = change.get("new").and_then(|n| n.get("target"));
+        if let Some(oid) = new_value(new.and_then(|t| t.get("hash"))) {
+            ids.insert(full.clone(), oid);
+        }
+        Some(full)
     });
-    dedup(refs)
+    let refs = dedup(refs);
+    (refs, ids)
 }
 
 /// Bitbucket Server/DC `repo:refs_changed`: `changes[].ref.id` is the full name (`refId` in
-/// older payloads).
-fn server_refs(body: &Map<String, Value>) -> Vec<String> {
+/// older payloads), `toHash` its new value.
+fn server_refs(body: &Map<String, Value>) -> (Vec<String>, RefMap) {
     let changes = body.get("changes").and_then(Value::as_array);
+    let mut ids = RefMap::new();
     let refs = changes.into_iter().flatten().filter_map(|change| {
-        change
+        let name = change
             .get("ref")
             .and_then(|r| r.get("id"))
             .or_else(|| change.get("refId"))
-            .and_then(Value::as_str)
-            .map(str::to_string)
+            .and_then(Value::as_str)?;
+        if let Some(oid) = new_value(change.get("toHash")) {
+            ids.insert(name.to_owned(), oid);
+        }
+        Some(name.to_owned())
     });
-    dedup(refs)
+    let refs = dedup(refs);
+    (refs, ids)
 }
 
 #[cfg(test)]
@@ -117,6 +138,7 @@ mod tests {
     fn bitbucket_cloud_signed_push_lists_every_changed_ref() {
         assert_eq!(
             bitbucket_cloud("repo:push", BITBUCKET_CLOUD_PUSH, SECRET),
+            // The deleted branch has no new id.
             pushed(
                 Provider::BitbucketCloud,
                 &[
@@ -125,6 +147,16 @@ mod tests {
                     "refs/heads/feature/gone"
                 ]
             )
+            .map(|e| with_ids(
+                e,
+                &[
+                    (
+                        "refs/heads/main",
+                        "709d658dc5b6d6afcd46049c2f332ee3f515a67d"
+                    ),
+                    ("refs/tags/v2.0", "709d658dc5b6d6afcd46049c2f332ee3f515a67d")
+                ]
+            ))
         );
     }
 
@@ -212,9 +244,18 @@ mod tests {
     fn bitbucket_server_signed_refs_changed_is_a_push_of_the_ref_ids() {
         assert_eq!(
             bitbucket_server("repo:refs_changed", BITBUCKET_SERVER_REFS_CHANGED, SECRET),
-            pushed(
+            pushed_at(
                 Provider::BitbucketServer,
-                &["refs/heads/master", "refs/tags/release-1"]
+                &[
+                    (
+                        "refs/heads/master",
+                        "178864a7d521b6f5e720b386b2c2b0ef8563e0dc"
+                    ),
+                    (
+                        "refs/tags/release-1",
+                        "178864a7d521b6f5e720b386b2c2b0ef8563e0dc"
+                    )
+                ]
             )
         );
     }

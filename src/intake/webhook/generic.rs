@@ -2,6 +2,7 @@
 //! or `x-ferry-token`) is done before this, in the parent module.
 
 use super::{dedup, push, Event, Provider, Rejection};
+use crate::model::refs::RefMap;
 use serde_json::{Map, Value};
 
 /// ferry's own format, for scripts and CI: any JSON object is a push; `ref` (a string) or `refs`
@@ -32,7 +33,11 @@ pub(super) fn classify(body: &Map<String, Value>) -> Result<Event, Rejection> {
             "'{short}' is not a full ref name (e.g. refs/heads/main, refs/tags/v1.0)"
         )));
     }
-    Ok(push(Provider::Generic, dedup(refs.into_iter())))
+    Ok(push(
+        Provider::Generic,
+        dedup(refs.into_iter()),
+        RefMap::new(),
+    ))
 }
 
 #[cfg(test)]

@@ -3,8 +3,9 @@
 //! parent module.
 
 use super::{
-    not_a_push, push, qualify, ref_field, required_header, Event, Provider, Rejection, Request,
+    not_a_push, push, qualify, ref_push, required_header, Event, Provider, Rejection, Request,
 };
+use crate::model::refs::RefMap;
 use serde_json::{Map, Value};
 
 /// Gitea names the event in `x-gitea-event`, or else in the Gogs- or GitHub-style header it also
@@ -29,13 +30,14 @@ fn classify(
     body: &Map<String, Value>,
 ) -> Result<Event, Rejection> {
     match event {
-        "push" => Ok(push(provider, ref_field(body))),
+        "push" => Ok(ref_push(provider, body)),
         "create" | "delete" => {
             let name = body.get("ref").and_then(Value::as_str);
             let kind = body.get("ref_type").and_then(Value::as_str);
             Ok(push(
                 provider,
                 name.and_then(|n| qualify(n, kind)).into_iter().collect(),
+                RefMap::new(),
             ))
         }
         _ => Ok(not_a_push(provider, event)),
@@ -81,7 +83,13 @@ mod tests {
     fn gitea_signed_push_create_and_delete_are_pushes() {
         assert_eq!(
             gitea("push", GITEA_PUSH, SECRET),
-            pushed(Provider::Gitea, &["refs/heads/develop"])
+            pushed_at(
+                Provider::Gitea,
+                &[(
+                    "refs/heads/develop",
+                    "bffeb74224043ba2feb48d137756c8a9331c449a"
+                )]
+            )
         );
         assert_eq!(
             gitea("create", GITEA_CREATE_TAG, SECRET),
@@ -143,7 +151,13 @@ mod tests {
         let headers = forgejo_headers("push", GITEA_PUSH);
         assert_eq!(
             forgejo(&headers, GITEA_PUSH),
-            pushed(Provider::Forgejo, &["refs/heads/develop"])
+            pushed_at(
+                Provider::Forgejo,
+                &[(
+                    "refs/heads/develop",
+                    "bffeb74224043ba2feb48d137756c8a9331c449a"
+                )]
+            )
         );
         let headers = forgejo_headers("create", GITEA_CREATE_TAG);
         assert_eq!(
@@ -157,7 +171,13 @@ mod tests {
         let headers = without(&forgejo_headers("push", GITEA_PUSH), "x-forgejo-signature");
         assert_eq!(
             forgejo(&headers, GITEA_PUSH),
-            pushed(Provider::Forgejo, &["refs/heads/develop"])
+            pushed_at(
+                Provider::Forgejo,
+                &[(
+                    "refs/heads/develop",
+                    "bffeb74224043ba2feb48d137756c8a9331c449a"
+                )]
+            )
         );
     }
 

@@ -1,9 +1,7 @@
 //! GitHub: which deliveries ask for a sync. Authentication (`x-hub-signature-256`) is done
 //! before this, in the parent module.
 
-use super::{
-    ignored, not_a_push, push, ref_field, required_header, Event, Provider, Rejection, Request,
-};
+use super::{ignored, not_a_push, ref_push, required_header, Event, Provider, Rejection, Request};
 use serde_json::{Map, Value};
 
 /// GitHub names the event in `x-github-event`: `push` syncs the ref in the body, `ping` and
@@ -12,7 +10,7 @@ pub(super) fn classify(req: &Request<'_>, body: &Map<String, Value>) -> Result<E
     let provider = Provider::GitHub;
     let event = required_header(req, &["x-github-event"])?;
     match event {
-        "push" => Ok(push(provider, ref_field(body))),
+        "push" => Ok(ref_push(provider, body)),
         "ping" => Ok(ignored(provider, "ping".to_string())),
         _ => Ok(not_a_push(provider, event)),
     }
@@ -67,7 +65,13 @@ mod tests {
     fn github_signed_push_is_a_push_of_its_ref() {
         assert_eq!(
             github("push", GITHUB_PUSH),
-            pushed(Provider::GitHub, &["refs/heads/main"])
+            pushed_at(
+                Provider::GitHub,
+                &[(
+                    "refs/heads/main",
+                    "0d1a26e67d8f5eaf1f6ba5c57fc3c7d91ac0fd1c"
+                )]
+            )
         );
         assert_eq!(
             github("push", GITHUB_TAG_DELETED),

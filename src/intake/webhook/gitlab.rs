@@ -1,7 +1,7 @@
 //! GitLab: which deliveries (project and system hooks) ask for a sync. Authentication
 //! (`x-gitlab-token`) is done before this, in the parent module.
 
-use super::{header, ignored, not_a_push, push, ref_field, Event, Provider, Rejection, Request};
+use super::{header, ignored, not_a_push, ref_push, Event, Provider, Rejection, Request};
 use serde_json::{Map, Value};
 
 /// GitLab names events in `x-gitlab-event`; system hooks all say "System Hook" and name the
@@ -11,8 +11,8 @@ pub(super) fn classify(req: &Request<'_>, body: &Map<String, Value>) -> Result<E
     let kind = body.get("object_kind").and_then(Value::as_str);
     let is_push = |kind: Option<&str>| matches!(kind, Some("push" | "tag_push"));
     match header(req, "x-gitlab-event") {
-        Some("Push Hook" | "Tag Push Hook") => Ok(push(provider, ref_field(body))),
-        Some("System Hook") if is_push(kind) => Ok(push(provider, ref_field(body))),
+        Some("Push Hook" | "Tag Push Hook") => Ok(ref_push(provider, body)),
+        Some("System Hook") if is_push(kind) => Ok(ref_push(provider, body)),
         Some("System Hook") => Ok(ignored(
             provider,
             format!(
@@ -21,7 +21,7 @@ pub(super) fn classify(req: &Request<'_>, body: &Map<String, Value>) -> Result<E
             ),
         )),
         Some(event) => Ok(not_a_push(provider, event)),
-        None if is_push(kind) => Ok(push(provider, ref_field(body))),
+        None if is_push(kind) => Ok(ref_push(provider, body)),
         None => match kind {
             Some(kind) => Ok(not_a_push(provider, kind)),
             None => Err(Rejection::Malformed(
@@ -95,19 +95,43 @@ mod tests {
     fn gitlab_push_and_tag_push_with_the_token_are_pushes() {
         assert_eq!(
             gitlab("Push Hook", GITLAB_PUSH, SECRET),
-            pushed(Provider::GitLab, &["refs/heads/master"])
+            pushed_at(
+                Provider::GitLab,
+                &[(
+                    "refs/heads/master",
+                    "da1560886d4f094c3e6c9ef40349f7d38b5d27d7"
+                )]
+            )
         );
         assert_eq!(
             gitlab("Tag Push Hook", GITLAB_TAG_PUSH, SECRET),
-            pushed(Provider::GitLab, &["refs/tags/v1.0.0"])
+            pushed_at(
+                Provider::GitLab,
+                &[(
+                    "refs/tags/v1.0.0",
+                    "82b3d5ae55f7080f1e6022629cdb57bfae7cccc7"
+                )]
+            )
         );
         assert_eq!(
             gitlab("System Hook", GITLAB_PUSH, SECRET),
-            pushed(Provider::GitLab, &["refs/heads/master"])
+            pushed_at(
+                Provider::GitLab,
+                &[(
+                    "refs/heads/master",
+                    "da1560886d4f094c3e6c9ef40349f7d38b5d27d7"
+                )]
+            )
         );
         assert_eq!(
             gitlab("System Hook", GITLAB_TAG_PUSH, SECRET),
-            pushed(Provider::GitLab, &["refs/tags/v1.0.0"])
+            pushed_at(
+                Provider::GitLab,
+                &[(
+                    "refs/tags/v1.0.0",
+                    "82b3d5ae55f7080f1e6022629cdb57bfae7cccc7"
+                )]
+            )
         );
     }
 

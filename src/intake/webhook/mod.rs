@@ -38,6 +38,7 @@
 //! about ([`receive_for_fleet`]).
 
 use super::codecommit;
+use crate::model::refs::{Oid, RefMap};
 use hmac::{Hmac, Mac};
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
@@ -67,6 +68,9 @@ pub enum Event {
     Push {
         provider: Provider,
         refs: Vec<String>,
+        /// What a named ref points at now on the source, where the payload says so (never a
+        /// deletion): a run whose cache holds exactly that already skips the fetch.
+        ids: RefMap,
     },
     /// A valid, authenticated delivery that needs no sync (ping, pull request, comment, ...).
     Ignored { provider: Provider, reason: String },
@@ -439,8 +443,34 @@ fn dedup(refs: impl Iterator<Item = String>) -> Vec<String> {
     out
 }
 
-pub(super) fn push(provider: Provider, refs: Vec<String>) -> Event {
-    Event::Push { provider, refs }
+pub(super) fn push(provider: Provider, refs: Vec<String>, ids: RefMap) -> Event {
+    Event::Push {
+        provider,
+        refs,
+        ids,
+    }
+}
+
+/// A payload's new value of a ref: a well-formed object id that is not the zero id (which
+/// says the ref was deleted).
+pub(super) fn new_value(value: Option<&Value>) -> Option<Oid> {
+    Oid::parse(value?.as_str()?).filter(|o| o.as_str().bytes().any(|b| b != b'0'))
+}
+
+/// `body.after` as the new value of the one ref `body.ref` names (GitHub, GitLab, Gitea and
+/// Forgejo push payloads).
+fn after_field(body: &Map<String, Value>, refs: &[String]) -> RefMap {
+    match (refs, new_value(body.get("after"))) {
+        ([name], Some(oid)) => RefMap::from([(name.clone(), oid)]),
+        _ => RefMap::new(),
+    }
+}
+
+/// A push naming `body.ref`, with `body.after` as its new value.
+fn ref_push(provider: Provider, body: &Map<String, Value>) -> Event {
+    let refs = ref_field(body);
+    let ids = after_field(body, &refs);
+    push(provider, refs, ids)
 }
 
 pub(super) fn ignored(provider: Provider, reason: String) -> Event {
@@ -536,7 +566,29 @@ mod tests {
         Ok(Event::Push {
             provider,
             refs: refs.iter().map(|r| r.to_string()).collect(),
+            ids: RefMap::new(),
         })
+    }
+
+    /// A push of refs with the new id the payload gave each.
+    pub(super) fn pushed_at(provider: Provider, refs: &[(&str, &str)]) -> Result<Event, Rejection> {
+        let names: Vec<&str> = refs.iter().map(|(r, _)| *r).collect();
+        pushed(provider, &names).map(|e| with_ids(e, refs))
+    }
+
+    /// `event` (a push) with these new ids.
+    pub(super) fn with_ids(event: Event, ids: &[(&str, &str)]) -> Event {
+        match event {
+            Event::Push { provider, refs, .. } => Event::Push {
+                provider,
+                refs,
+                ids: ids
+                    .iter()
+                    .map(|(r, id)| (r.to_string(), Oid::parse(id).unwrap()))
+                    .collect(),
+            },
+            other => other,
+        }
     }
 
     #[track_caller]
@@ -872,11 +924,23 @@ mod tests {
     fn codecommit_reference_changes_are_pushes() {
         assert_eq!(
             codecommit(CODECOMMIT_REFERENCE_CREATED),
-            pushed(Provider::CodeCommit, &["refs/heads/feature/login"])
+            pushed_at(
+                Provider::CodeCommit,
+                &[(
+                    "refs/heads/feature/login",
+                    "5d4e9c1b8a7f6e5d4c3b2a1908f7e6d5c4b3a291"
+                )]
+            )
         );
         assert_eq!(
             codecommit(CODECOMMIT_REFERENCE_UPDATED),
-            pushed(Provider::CodeCommit, &["refs/heads/main"])
+            pushed_at(
+                Provider::CodeCommit,
+                &[(
+                    "refs/heads/main",
+                    "e1f2a3b4c5d6e7f8091a2b3c4d5e6f708192a3b4"
+                )]
+            )
         );
         assert_eq!(
             codecommit(CODECOMMIT_TAG_DELETED),
@@ -886,12 +950,19 @@ mod tests {
 
     #[test]
     fn codecommit_accepts_the_ferry_token_header() {
+        let main = pushed_at(
+            Provider::CodeCommit,
+            &[(
+                "refs/heads/main",
+                "e1f2a3b4c5d6e7f8091a2b3c4d5e6f708192a3b4",
+            )],
+        );
         let result = run(&[("x-ferry-token", SECRET)], CODECOMMIT_REFERENCE_UPDATED);
-        assert_eq!(result, pushed(Provider::CodeCommit, &["refs/heads/main"]));
+        assert_eq!(result, main);
         // The bearer scheme is case-insensitive.
         let bearer = format!("bearer {SECRET}");
         let result = run(&[("authorization", &bearer)], CODECOMMIT_REFERENCE_UPDATED);
-        assert_eq!(result, pushed(Provider::CodeCommit, &["refs/heads/main"]));
+        assert_eq!(result, main);
     }
 
     #[test]
@@ -1070,7 +1141,13 @@ mod tests {
     fn a_pinned_provider_accepts_its_own_signed_deliveries() {
         assert_eq!(
             pinned(&github_signed(GITHUB_PUSH), GITHUB_PUSH, Provider::GitHub),
-            pushed(Provider::GitHub, &["refs/heads/main"])
+            pushed_at(
+                Provider::GitHub,
+                &[(
+                    "refs/heads/main",
+                    "0d1a26e67d8f5eaf1f6ba5c57fc3c7d91ac0fd1c"
+                )]
+            )
         );
         let bearer = vec![("authorization".to_string(), format!("Bearer {SECRET}"))];
         assert!(matches!(
