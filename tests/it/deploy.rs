@@ -794,7 +794,11 @@ fn the_fleet_templates_parameters_reach_ferry_config_only_as_toml_safe_values_an
                 .filter(|(_, v)| **v == json!({ "Ref": name }))
                 .map(|(k, _)| k)
                 .collect();
-            assert_eq!(holders.len(), 1, "{name}: one variable holds it: {holders:?}");
+            assert_eq!(
+                holders.len(),
+                1,
+                "{name}: one variable holds it: {holders:?}"
+            );
             assert!(
                 config.contains(&format!("_env = \\\"{}\\\"", holders[0])),
                 "FERRY_CONFIG names {} (password_env or token_env)",
@@ -832,8 +836,8 @@ fn the_fleet_templates_ferry_config_from_sample_parameters_discovers_a_codecommi
     for name in ["app", "app-legacy", "lib", "web"] {
         cc.add_repo(name, RepoSpec::default()).expect("add repo");
     }
-    let gh = GitHubFake::start(servers(), GitHubOptions::new(WRITER.1))
-        .expect("start the fake GitHub");
+    let gh =
+        GitHubFake::start(servers(), GitHubOptions::new(WRITER.1)).expect("start the fake GitHub");
     gh.add_org("acme-mirror").expect("destination org");
 
     let t = fleet_template();
@@ -852,7 +856,10 @@ fn the_fleet_templates_ferry_config_from_sample_parameters_discovers_a_codecommi
     .collect();
     let config = &env["FERRY_CONFIG"];
     for secret in [cc.git_credentials().1, WRITER.1] {
-        assert!(!config.contains(secret), "a secret in FERRY_CONFIG:\n{config}");
+        assert!(
+            !config.contains(secret),
+            "a secret in FERRY_CONFIG:\n{config}"
+        );
     }
 
     // The function's variables (the config names those holding the secrets) and the SDK's.
@@ -868,7 +875,10 @@ fn the_fleet_templates_ferry_config_from_sample_parameters_discovers_a_codecommi
         "fleet",
         &["list", "--config", path.to_str().unwrap(), "--json"],
     );
-    assert_eq!(run.code, 0, "ferry fleet list with FERRY_CONFIG:\n{config}\n{run:?}");
+    assert_eq!(
+        run.code, 0,
+        "ferry fleet list with FERRY_CONFIG:\n{config}\n{run:?}"
+    );
     let fleet = &run.json[0];
     let action = |name: &str| -> &Value {
         &fleet["repositories"]
