@@ -308,3 +308,42 @@ fn a_codecommit_fleet_in_serve_routes_events_by_repository_id_even_under_an_old_
     assert_eq!(runs[0]["trigger"], "webhook", "{:?}", runs[0]);
     assert_honest(&cc);
 }
+
+#[test]
+fn a_codecommit_source_without_git_credentials_or_with_a_bad_region_is_refused_with_the_fix() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let cases = [
+        (
+            "{ provider = \"codecommit\", region = \"eu-west-1\" }",
+            "HTTPS Git credentials",
+        ),
+        (
+            "{ provider = \"codecommit\", region = \"eu west 1\", username = \"u\", password_env = \"HOME\" }",
+            "is not an AWS region name",
+        ),
+        (
+            "{ provider = \"codecommit\", owner = \"acme\", username = \"u\", password_env = \"HOME\" }",
+            "owner",
+        ),
+    ];
+    for (source, expected) in cases {
+        let config = dir.path().join("ferry.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "[[fleet]]\nname = \"cc\"\nsource = {source}\ndestination = {{ provider = \"directory\", path = \"backup\" }}\n"
+            ),
+        )
+        .expect("config");
+        let run = Ferry::new().run(
+            "fleet",
+            &["list", "--config", &config.display().to_string()],
+        );
+        assert_eq!(run.code, 2, "{source}: {}", run.stderr);
+        assert!(
+            run.stderr.contains(expected) && run.stderr.contains("ferry.toml:3"),
+            "{source}: {}",
+            run.stderr
+        );
+    }
+}

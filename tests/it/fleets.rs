@@ -265,9 +265,14 @@ fn fleet_config_mistakes_name_the_line_and_the_fix() {
             "\"keep\" or \"delete\"",
         ),
         (
-            "{ provider = \"codecommit\", path = \"/b\" }",
+            "{ provider = \"svn\", path = \"/b\" }",
             "",
             "supported: directory, github, gitlab, gitea (or forgejo), url",
+        ),
+        (
+            "{ provider = \"codecommit\", region = \"eu-west-1\" }",
+            "",
+            "codecommit is a fleet source only",
         ),
         (
             "{ provider = \"bitbucket\", owner = \"acme\", username = \"u\", token_env = \"HOME\" }",
