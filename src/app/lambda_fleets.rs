@@ -101,7 +101,8 @@ impl LambdaFleets {
 
     /// Discovers every fleet. A fleet whose inventory cannot be read from the bucket is not
     /// discovered (forgetting its members would hide deletions and disown the destinations
-    /// ferry created); its members stay as the latest discovery found them.
+    /// ferry created); it, and a fleet whose discovery failed outright, keeps the members the
+    /// latest discovery found.
     pub async fn discover(&self) -> Discovered {
         let before = self.latest.lock().await.clone();
         let mut members = Members::default();
@@ -109,40 +110,37 @@ impl LambdaFleets {
         let mut discoveries = Vec::new();
         for (i, spec) in self.specs.iter().enumerate() {
             let say = |p: &str| format!("fleet '{}': {p}", spec.name);
+            // What the latest discovery found of this fleet: kept when this one cannot run.
+            let keep = |members: &mut Members| {
+                let prefix = format!("{}/", spec.name);
+                let b = before.as_deref();
+                members.mirrors.extend(
+                    b.iter()
+                        .flat_map(|b| &b.mirrors)
+                        .filter(|m| m.mirror.name.starts_with(&prefix))
+                        .cloned(),
+                );
+                let plans = b.and_then(|b| b.plans.get(i)).cloned();
+                members.plans.push(plans.unwrap_or_default());
+            };
             let inventory = Inventory::new(&self.cache_dir, &spec.name);
             if let Err(e) = self.pull(&spec.name, &inventory).await {
                 problems.push(say(&format!("{e}; the fleet was not discovered again")));
-                if let Some(b) = &before {
-                    members.mirrors.extend(
-                        b.mirrors
-                            .iter()
-                            .filter(|m| m.mirror.name.starts_with(&format!("{}/", spec.name)))
-                            .cloned(),
-                    );
-                    members
-                        .plans
-                        .push(b.plans.get(i).cloned().unwrap_or_default());
-                } else {
-                    members.plans.push(Vec::new());
-                }
+                keep(&mut members);
                 continue;
             }
             let found = find(spec, &self.cache_dir, true, self.codecommit.as_deref()).await;
             problems.extend(found.problems.iter().map(|p| say(p)));
+            let Some(discovery) = found.discovery else {
+                keep(&mut members);
+                continue;
+            };
             if let Err(e) = self.push(&spec.name, &inventory).await {
                 problems.push(say(&e));
             }
             members.mirrors.extend(found.members);
-            members.plans.push(
-                found
-                    .discovery
-                    .as_ref()
-                    .map(|d| d.plans.clone())
-                    .unwrap_or_default(),
-            );
-            if let Some(d) = found.discovery {
-                discoveries.push((i, d));
-            }
+            members.plans.push(discovery.plans.clone());
+            discoveries.push((i, discovery));
         }
         for p in &problems {
             tracing::error!(problem = %p, "fleet discovery");
