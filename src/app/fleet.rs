@@ -96,11 +96,10 @@ pub fn run(fleet: &FleetArgs) -> Result<bool, AppError> {
     }
     if args.json {
         let json = serde_json::to_string_pretty(&views).context("cannot encode the listing")?;
-        println!("{json}");
+        super::print_out(&format!("{json}\n"))?;
     } else {
-        for v in &views {
-            print!("{}", render(v));
-        }
+        let text: String = views.iter().map(render).collect();
+        super::print_out(&text)?;
     }
     Ok(ok)
 }

@@ -231,11 +231,25 @@ pub fn run() -> Result<bool, AppError> {
     })?;
     if args.json {
         let json = serde_json::to_string_pretty(&report).context("cannot encode the report")?;
-        println!("{json}");
+        print_out(&format!("{json}\n"))?;
     } else {
-        print!("{}", report.render_human());
+        print_out(&report.render_human())?;
     }
     Ok(report.ok && fleets_ok)
+}
+
+/// Writes a command's output to stdout. A reader that went away (`ferry sync | head -1`) is
+/// no failure of the command: the rest is dropped quietly (`print!` would panic).
+fn print_out(text: &str) -> Result<(), AppError> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        Err(e) => Err(AppError::Failed(anyhow::anyhow!(
+            "cannot write the output: {e}"
+        ))),
+    }
 }
 
 /// How many threads a front end's runtime has.

@@ -329,10 +329,14 @@ pub fn status(args: &StatusArgs) -> Result<bool, AppError> {
                 .cloned()
                 .map(|status| view(status, now))
                 .collect();
-            println!("{}", serde_json::to_string_pretty(&views)?);
+            super::print_out(&format!("{}\n", serde_json::to_string_pretty(&views)?))?;
         } else {
-            print!("{}", crate::service::page::status_table(&mirrors, now_ms()));
-            print!("{}", crate::service::page::nodes_line(&nodes, now_ms()));
+            let now = now_ms();
+            super::print_out(&format!(
+                "{}{}",
+                crate::service::page::status_table(&mirrors, now),
+                crate::service::page::nodes_line(&nodes, now)
+            ))?;
         }
         anyhow::Ok(
             !mirrors
@@ -389,9 +393,9 @@ pub fn runs(args: &RunsArgs) -> Result<(), AppError> {
             }
         };
         if args.json {
-            println!("{}", serde_json::to_string_pretty(&runs)?);
+            super::print_out(&format!("{}\n", serde_json::to_string_pretty(&runs)?))?;
         } else {
-            print!("{}", crate::service::page::runs_table(&runs, now_ms()));
+            super::print_out(&crate::service::page::runs_table(&runs, now_ms()))?;
         }
         anyhow::Ok(())
     })?;

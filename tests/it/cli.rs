@@ -257,3 +257,31 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     }
     out
 }
+
+#[test]
+fn a_reader_that_stops_reading_the_report_is_no_crash() {
+    let (src, dst) = (Repo::source("pipe-src"), Repo::empty("pipe-dst"));
+    let dir = tempfile::tempdir().unwrap();
+    let stderr = dir.path().join("stderr");
+    // `| true`: the reader is gone before ferry prints its report (as with `| head -0`).
+    let out = std::process::Command::new("bash")
+        .args([
+            "-c",
+            r#""$0" sync --cache-dir "$1" "$2" "$3" 2>"$4" | true; echo "${PIPESTATUS[0]}""#,
+            env!("CARGO_BIN_EXE_ferry"),
+        ])
+        .arg(dir.path().join("cache"))
+        .arg(src.url(Transport::File))
+        .arg(dst.url(Transport::File))
+        .arg(&stderr)
+        .output()
+        .expect("run bash");
+    let code = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    let stderr = std::fs::read_to_string(&stderr).unwrap_or_default();
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_eq!(code, "0", "the sync succeeded: {stderr}");
+    assert_eq!(
+        branches_and_tags(&dst.path()),
+        branches_and_tags(&src.path())
+    );
+}
