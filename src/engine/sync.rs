@@ -701,7 +701,10 @@ async fn sync_destination(
             )
         }
     };
-    let known = pass.scope_owned(record.with_assumed(records.assumed));
+    let known: Cow<'_, RefMap> = match Record::with_assumed(&record.refs, records.assumed) {
+        Cow::Borrowed(refs) => pass.scope(refs),
+        Cow::Owned(refs) => Cow::Owned(pass.scope_owned(refs)),
+    };
     // The plan from the record, and whether it is the run's plan (it pushes something).
     let mut plan_from_record: Option<(Plan, bool)> = None;
     if trust == Trust::RecordWhenPushing {
@@ -737,15 +740,16 @@ async fn sync_destination(
         (Trust::RecordWhenPushing, _) | (Trust::Listing, _) => listed(started).await,
     };
     let listed = listing.is_some();
-    let dest_refs = match listing {
-        Some(Ok(refs)) => pass.scope_owned(refs),
+    // Borrowed: the record stands in for the listing.
+    let dest_refs: Cow<'_, RefMap> = match listing {
+        Some(Ok(refs)) => Cow::Owned(pass.scope_owned(refs)),
         Some(Err(e)) => return DestinationReport::failed(url, e.into()),
-        None => pass.scope(&record.refs).into_owned(),
+        None => pass.scope(&record.refs),
     };
     let plan = match plan_from_record {
         Some((plan, true)) => plan,
         // The listing says what the record does: the same facts, the same plan.
-        Some((plan, false)) if dest_refs == *pass.scope(&record.refs) => plan,
+        Some((plan, false)) if *dest_refs == *pass.scope(&record.refs) => plan,
         _ => match make_plan(mirror, cache, git, source_refs, &dest_refs, &known).await {
             Ok(p) => p,
             Err(e) => return DestinationReport::failed(url, e.into()),
@@ -776,7 +780,8 @@ async fn sync_destination(
             .iter()
             .map(|p| aborted_report(p, &message))
             .collect();
-        update_record(&mut record, &plan, source_refs, &dest_refs, focus);
+        let dest_now = unless_the_record(dest_refs);
+        update_record(&mut record, &plan, source_refs, dest_now.as_ref(), focus);
         let error = ErrorReport::new(ErrorKind::Diverged, message);
         return save_and_finish(
             DestinationReport {
@@ -796,7 +801,7 @@ async fn sync_destination(
 
     // The LFS objects of what the destination is to hold go first; refs whose objects did
     // not all arrive are held back.
-    let carried = lfs::carry(lfs_step, dest, &lfs_wanted(&plan), &record.lfs).await;
+    let carried = lfs::carry(lfs_step, dest, lfs_wanted(&plan), &record.lfs).await;
     record.lfs.objects.extend(carried.confirmed.iter().cloned());
     let mut held = carried.held.clone();
     if mirror.atomic {
@@ -825,8 +830,9 @@ async fn sync_destination(
                 None => settled_report(p, None, p.old.as_ref(), None),
             })
             .collect();
-        update_record(&mut record, &plan, source_refs, &dest_refs, focus);
-        update_lfs_record(&mut record, &carried, &dest_refs);
+        let dest_now = unless_the_record(dest_refs);
+        update_record(&mut record, &plan, source_refs, dest_now.as_ref(), focus);
+        update_lfs_record(&mut record, &carried, dest_now.as_ref());
         return save_and_finish(
             DestinationReport {
                 url: url.to_owned(),
@@ -997,8 +1003,8 @@ async fn sync_destination(
                 })
                 .collect(),
         };
-        update_record(&mut record, &plan, source_refs, &now, focus);
-        update_lfs_record(&mut record, &carried, &now);
+        update_record(&mut record, &plan, source_refs, Some(&now), focus);
+        update_lfs_record(&mut record, &carried, Some(&now));
     }
     let report = DestinationReport {
         url: url.to_owned(),
@@ -1041,12 +1047,14 @@ fn held_report(p: &RefPlan, why: &ErrorReport) -> RefReport {
 /// Moves the record's LFS tips to the values whose objects are all on the destination and
 /// that it now holds; forgets the tips of refs the record forgot. With LFS off the tips stay
 /// where they were, so turning it on later scans everything pushed meanwhile.
-fn update_lfs_record(record: &mut Record, carried: &Carried, dest_now: &RefMap) {
+/// `dest_now`: `None` when the record's own refs stood for the destination.
+fn update_lfs_record(record: &mut Record, carried: &Carried, dest_now: Option<&RefMap>) {
     if !carried.enabled {
         return;
     }
     for (name, value) in &carried.cleared {
-        if dest_now.get(name) == Some(value) {
+        let now = dest_now.unwrap_or(&record.refs);
+        if now.get(name) == Some(value) && record.lfs.tips.get(name) != Some(value) {
             record.lfs.tips.insert(name.clone(), value.clone());
         }
     }
@@ -1319,40 +1327,49 @@ fn rejection_reason(kind: ErrorKind, summary: &str) -> String {
     format!("{words} ({})", summary.trim())
 }
 
-/// The new record: for every planned ref, the destination's value when it equals the source's
-/// (ferry's intent holds); diverged and failed refs keep their old entry; refs gone on both
-/// sides are forgotten. A focused run keeps every entry outside its focus as it was.
+/// The destination's refs as the record needs them after a run that pushed nothing: `None`
+/// when the record itself stood for them (then no copy of a table of thousands is made).
+fn unless_the_record(dest_refs: Cow<'_, RefMap>) -> Option<RefMap> {
+    match dest_refs {
+        Cow::Borrowed(_) => None,
+        Cow::Owned(refs) => Some(refs),
+    }
+}
+
+/// The new record, in place: for every planned ref, the destination's value when it equals
+/// the source's (ferry's intent holds); diverged and failed refs keep their old entry; refs
+/// gone on both sides, and entries no plan names, are forgotten. A focused run keeps every
+/// entry outside its focus as it was. `dest_now`: `None` when the record itself stood for the
+/// destination (then each planned ref keeps its entry).
 fn update_record(
     record: &mut Record,
     plan: &Plan,
     source_refs: &RefMap,
-    dest_now: &RefMap,
+    dest_now: Option<&RefMap>,
     focus: Option<&BTreeSet<String>>,
 ) {
-    let mut next: RefMap = match focus {
-        None => RefMap::new(),
-        Some(focus) => record
-            .refs
-            .iter()
-            .filter(|(name, _)| !focus.contains(*name))
-            .map(|(name, oid)| (name.clone(), oid.clone()))
-            .collect(),
+    let planned: HashSet<&str> = plan.refs.iter().map(|p| p.name.as_str()).collect();
+    record.refs.retain(|name, _| {
+        planned.contains(name.as_str()) || focus.is_some_and(|f| !f.contains(name))
+    });
+    let Some(dest_now) = dest_now else {
+        return;
     };
     for p in &plan.refs {
         match (source_refs.get(&p.name), dest_now.get(&p.name)) {
-            (Some(s), Some(d)) if s == d => {
-                next.insert(p.name.clone(), s.clone());
-            }
+            (Some(s), Some(d)) if s == d => match record.refs.get_mut(&p.name) {
+                Some(entry) => entry.clone_from(s),
+                None => {
+                    record.refs.insert(p.name.clone(), s.clone());
+                }
+            },
             _ => {
-                if let Some(old) = record.refs.get(&p.name) {
-                    if dest_now.contains_key(&p.name) || source_refs.contains_key(&p.name) {
-                        next.insert(p.name.clone(), old.clone());
-                    }
+                if !dest_now.contains_key(&p.name) && !source_refs.contains_key(&p.name) {
+                    record.refs.remove(&p.name);
                 }
             }
         }
     }
-    record.refs = next;
 }
 
 async fn save_and_finish(

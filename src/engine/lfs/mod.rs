@@ -55,12 +55,14 @@ pub struct Lfs<'a> {
 pub struct Carried {
     /// Whether LFS is on for this mirror at all (`lfs = false`: nothing holds a ref back).
     pub enabled: bool,
-    /// Ref -> the value that may be pushed: its LFS objects are on the destination, or only
-    /// objects the source lacks are missing and `lfs_missing = "push"` allows that.
-    pub allowed: BTreeMap<String, Oid>,
-    /// Ref -> the value whose LFS objects are all on the destination: the record's new tip
-    /// once the destination holds the value.
+    /// Ref -> the value whose LFS objects are all on the destination: it may be pushed, and
+    /// it is the record's new tip once the destination holds the value.
     pub cleared: BTreeMap<String, Oid>,
+    /// Ref -> a value that may be pushed although objects the source lacks are missing
+    /// (`lfs_missing = "push"`); not cleared, so the next run looks again. (Kept apart from
+    /// `cleared` rather than in a second table of every allowed ref: a run can hold
+    /// thousands.)
+    pub dangling: BTreeMap<String, Oid>,
     /// Refs that must not be pushed, and why.
     pub held: BTreeMap<String, ErrorReport>,
     /// Objects now known to be on the destination.
@@ -72,7 +74,10 @@ pub struct Carried {
 impl Carried {
     /// Whether the LFS step allows pushing `value` (`None`: a deletion) to `name`.
     pub fn allows(&self, name: &str, value: Option<&Oid>) -> bool {
-        !self.enabled || value.is_none() || self.allowed.get(name) == value
+        !self.enabled
+            || value.is_none()
+            || self.cleared.get(name) == value
+            || self.dangling.get(name) == value
     }
 }
 
@@ -90,7 +95,7 @@ enum Problem {
 pub async fn carry(
     lfs: Lfs<'_>,
     dest: &Remote,
-    wanted: &BTreeMap<String, Oid>,
+    wanted: BTreeMap<String, Oid>,
     state: &LfsState,
 ) -> Carried {
     let mut carried = Carried {
@@ -101,10 +106,8 @@ pub async fn carry(
         return carried;
     }
     let (done, needed): (BTreeMap<String, Oid>, BTreeMap<String, Oid>) = wanted
-        .iter()
-        .map(|(n, v)| (n.clone(), v.clone()))
+        .into_iter()
         .partition(|(name, value)| state.tips.get(name) == Some(value));
-    carried.allowed = done.clone();
     carried.cleared = done;
     if needed.is_empty() {
         return carried;
@@ -137,7 +140,6 @@ pub async fn carry(
         }
     };
     if found.is_empty() {
-        carried.allowed.extend(needed.clone());
         carried.cleared.extend(needed);
         carried.report = (lfs.policy.mode == LfsMode::On).then(LfsReport::default);
         return carried;
@@ -247,11 +249,10 @@ pub async fn carry(
                 }
                 // Pushed with a dangling pointer; not cleared, so the next run looks again.
                 LfsMissing::Push => {
-                    carried.allowed.insert(name, value);
+                    carried.dangling.insert(name, value);
                 }
             }
         } else {
-            carried.allowed.insert(name.clone(), value.clone());
             carried.cleared.insert(name, value);
         }
     }
