@@ -380,24 +380,49 @@ impl Cache {
         Ok((refs, updated > 0))
     }
 
-    /// The values of `names` when the cache holds every one of them at exactly the value
-    /// `claimed` says the source has now (an event's new ids): the cache caught up already (a
-    /// poll, another mirror of the same source, a redelivered event), so there is nothing to
-    /// fetch. `None` when any name has no claim or another value.
-    pub async fn holds(
+    /// Brings the named refs to the ids an event claims the source has now for them, the
+    /// cheap way, and returns their values and whether anything was fetched:
+    /// - the cache holds exactly those ids already (a poll, another mirror of the same source,
+    ///   a redelivered event): nothing to fetch;
+    /// - else, when the cache has every named ref, one fetch of exactly those ids into them.
+    ///   A fetch that names only object ids lists no refs over protocol v2 (one request less
+    ///   over HTTP, no advertisement of thousands of refs). It moves a ref only by
+    ///   fast-forward: an id that is not ahead of the cache's value (a stale or redelivered
+    ///   event, a force-push) is refused by git, and then the caller fetches by name.
+    ///
+    /// `None` when any name has no claim, is new to the cache, or the fetch failed or was
+    /// refused (an id the source does not have, a server that only speaks protocol v0).
+    pub async fn reach_claimed(
         &self,
+        source: &Remote,
         names: &BTreeSet<String>,
         claimed: &RefMap,
         git: &Git,
-    ) -> Option<RefMap> {
+    ) -> Option<(RefMap, bool)> {
+        let at_claims =
+            |refs: &RefMap| names.iter().all(|name| refs.get(name) == claimed.get(name));
         if names.iter().any(|name| !claimed.contains_key(name)) {
             return None;
         }
-        let refs = self.refs_named(names, git).await.ok()?;
-        names
+        let cached = self.refs_named(names, git).await.ok()?;
+        if at_claims(&cached) {
+            tracing::debug!("the cache holds what the event says; no fetch");
+            return Some((cached, false));
+        }
+        if cached.len() != names.len() {
+            return None;
+        }
+        // No `+`: git refuses to move a ref other than forward.
+        let refspecs = names
             .iter()
-            .all(|name| refs.get(name) == claimed.get(name))
-            .then_some(refs)
+            .filter_map(|name| Some(format!("{}:{name}", claimed.get(name)?)))
+            .collect();
+        if let Err(e) = self.fetch(source, refspecs, false, git).await {
+            tracing::debug!(error = %e.message, "fetching the event's ids failed or was refused; fetching the refs by name");
+            return None;
+        }
+        let refs = self.refs_named(names, git).await.ok()?;
+        at_claims(&refs).then_some((refs, true))
     }
 
     /// Whether a failed fetch is explained by a damaged cache (then: rebuild, fetch again).

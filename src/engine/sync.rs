@@ -71,7 +71,8 @@ pub async fn run_mirror(mirror: &Mirror, settings: &Settings, mode: Mode) -> Mir
 /// plans and pushes only those refs and leaves every other ref and record entry alone; when
 /// the focused fetch fails (a named ref is gone from the source, or anything else), the run
 /// takes the whole selection instead. `claimed`: what the event says the focus's refs point at
-/// now; when the cache holds exactly that already, the focused run does not fetch at all.
+/// now; when the cache holds exactly that already, the focused run does not fetch at all, and
+/// when those ids are ahead of the cache it fetches them by id (see [`Cache::reach_claimed`]).
 pub async fn run_mirror_with(
     mirror: &Mirror,
     settings: &Settings,
@@ -256,11 +257,13 @@ async fn attempt(
             claimed,
         }) = focus
         {
-            if let Some(refs) = cache.holds(focus, claimed, git).await {
-                tracing::debug!(mirror = %mirror.name, "the cache holds what the event says; no fetch");
+            if let Some((refs, fetched)) = cache
+                .reach_claimed(&mirror.source, focus, claimed, git)
+                .await
+            {
                 return Ok(SourceRefs {
                     refs,
-                    fetched: false,
+                    fetched,
                     focused: true,
                 });
             }

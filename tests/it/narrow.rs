@@ -3,8 +3,9 @@
 //! ref the source no longer has sends the run down the full path, which deletes it.
 
 use crate::fast_path::logging_git;
-use crate::harness::{branches_and_tags, Repo, Transport};
+use crate::harness::{branches_and_tags, servers, Repo, Transport};
 use crate::service::{delivery, hmac_hex, mirror_toml, Serve, SECRET};
+use ferry_testkit::WRITER;
 use serde_json::Value;
 use std::path::Path;
 use std::time::Duration;
@@ -86,14 +87,14 @@ fn a_push_webhook_syncs_only_the_refs_it_names() {
     let serve = serve(&src, &dst, &log);
     let old_dev = dst.refs()["refs/heads/dev"].clone();
 
-    src.commit("main moves");
+    let main = src.commit("main moves");
     src.git(&["checkout", "-q", "dev"]);
     src.commit("dev moves");
     src.git(&["checkout", "-q", "main"]);
     src.push(&["main", "dev"]);
     std::fs::remove_file(&log).unwrap();
 
-    let report = push_webhook(&serve, "refs/heads/main", 2);
+    let report = push_with_id(&serve, "app", "refs/heads/main", &main, 2);
     assert_eq!(report["ok"], true, "{report}");
     assert_eq!(planned_refs(&report), ["refs/heads/main"], "{report}");
     assert!(
@@ -109,8 +110,8 @@ fn a_push_webhook_syncs_only_the_refs_it_names() {
     let fetched = fetches(&log);
     assert_eq!(fetched.len(), 1, "{fetched:?}");
     assert!(
-        fetched[0].ends_with(" +refs/heads/main:refs/heads/main"),
-        "only main was fetched: {fetched:?}"
+        fetched[0].ends_with(&format!(" {main}:refs/heads/main")),
+        "only main was fetched, by the id the event named: {fetched:?}"
     );
     let listed = std::fs::read_to_string(&log)
         .unwrap_or_default()
@@ -218,4 +219,102 @@ fn a_push_whose_new_id_the_shared_cache_already_holds_syncs_without_fetching() {
     assert_eq!(b.refs()["refs/heads/main"], new);
     assert_eq!(fetches(&log), Vec::<String>::new(), "b fetched again");
     assert_eq!(planned_refs(&report), ["refs/heads/main"], "{report}");
+}
+
+#[test]
+fn an_event_id_the_source_does_not_have_falls_back_to_fetching_the_ref_by_name() {
+    let (src, dst) = (Repo::source("badid-src"), Repo::empty("badid-dst"));
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("git.log");
+    let serve = serve(&src, &dst, &log);
+    src.commit("main moves");
+    src.push(&["main"]);
+    std::fs::remove_file(&log).unwrap();
+
+    // The delivery's `after` is an id no repository has.
+    let report = push_webhook(&serve, "refs/heads/main", 2);
+    assert_eq!(report["ok"], true, "{report}");
+    assert_eq!(dst.refs()["refs/heads/main"], src.refs()["refs/heads/main"]);
+    let fetched = fetches(&log);
+    assert!(
+        fetched
+            .last()
+            .is_some_and(|f| f.ends_with(" +refs/heads/main:refs/heads/main")),
+        "the ref was fetched by name in the end: {fetched:?}"
+    );
+    assert_eq!(planned_refs(&report), ["refs/heads/main"], "{report}");
+}
+
+/// The requests nginx served for the repository at `url` with this request line start
+/// (e.g. `POST`) and path end (e.g. `/git-upload-pack`).
+fn http_requests(url: &str, method: &str, end: &str) -> usize {
+    let path = url
+        .split_once("://")
+        .and_then(|(_, rest)| rest.split_once('/'))
+        .map(|(_, path)| format!("\"{method} /{path}{end}"))
+        .expect("an http url");
+    std::fs::read_to_string(servers().http_access_log())
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.contains(&path))
+        .count()
+}
+
+#[test]
+fn a_push_whose_new_id_is_ahead_of_the_cache_is_fetched_by_id_without_listing_the_source() {
+    let (src, dst) = (Repo::source("byid-src"), Repo::empty("byid-dst"));
+    let source_url = src.url(Transport::Http);
+    let toml = format!(
+        "[[mirror]]\nname = \"app\"\nsource = {{ url = \"{source_url}\", username = \"{}\", password_env = \"SRC_PASSWORD\" }}\ndestinations = [\"{}\"]\nwebhook_secret_file = \"hook-secret\"\n",
+        WRITER.0,
+        dst.url(Transport::File),
+    );
+    let serve = Serve::start_with_env("", &toml, &[("SRC_PASSWORD", WRITER.1)]);
+    serve.wait_converged("app", &src.path(), &dst.path());
+
+    let new = src.commit("one more");
+    src.push(&["main"]);
+    let posts_before = http_requests(&source_url, "POST", "/git-upload-pack");
+    let report = push_with_id(&serve, "app", "refs/heads/main", &new, 2);
+    assert_eq!(report["ok"], true, "{report}");
+    assert_eq!(dst.refs()["refs/heads/main"], new);
+    // Protocol v2 over HTTP: a fetch by name POSTs ls-refs, then fetch; by id only fetch.
+    assert_eq!(
+        http_requests(&source_url, "POST", "/git-upload-pack") - posts_before,
+        1,
+        "one request to the source's upload-pack: the fetch itself, no ref listing"
+    );
+}
+
+#[test]
+fn a_stale_event_naming_an_older_id_does_not_move_the_destination_back() {
+    let (src, dst) = (Repo::source("stale-src"), Repo::empty("stale-dst"));
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("git.log");
+    let serve = serve(&src, &dst, &log);
+    let older = src.commit("older");
+    src.push(&["main"]);
+    let report = push_with_id(&serve, "app", "refs/heads/main", &older, 2);
+    assert_eq!(report["ok"], true, "{report}");
+    let newer = src.commit("newer");
+    src.push(&["main"]);
+    let report = push_with_id(&serve, "app", "refs/heads/main", &newer, 3);
+    assert_eq!(report["ok"], true, "{report}");
+    assert_eq!(dst.refs()["refs/heads/main"], newer);
+
+    // The first delivery again (a redelivery, or one that was held up): its id is behind the
+    // cache, git refuses to move the ref back, and the ref fetched by name is still the newer.
+    let report = push_with_id(&serve, "app", "refs/heads/main", &older, 4);
+    assert_eq!(report["ok"], true, "{report}");
+    assert_eq!(dst.refs()["refs/heads/main"], newer, "{report}");
+    assert_eq!(src.refs()["refs/heads/main"], newer);
+
+    // A force-push: the event's id is not ahead of the cache either, and it is what the
+    // source holds, so the ref fetched by name brings it.
+    src.git(&["reset", "-q", "--hard", &older]);
+    let rewritten = src.commit("rewritten");
+    src.push(&["main"]);
+    let report = push_with_id(&serve, "app", "refs/heads/main", &rewritten, 5);
+    assert_eq!(report["ok"], true, "{report}");
+    assert_eq!(dst.refs()["refs/heads/main"], rewritten, "{report}");
 }

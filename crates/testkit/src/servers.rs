@@ -441,6 +441,13 @@ impl Servers {
         self.root().join("http/lfs-access.log")
     }
 
+    /// nginx's access log of every git request (combined format: one line per request, with
+    /// its request line, e.g. `POST /git/<name>.git/git-upload-pack`), written as each request
+    /// completes.
+    pub fn http_access_log(&self) -> PathBuf {
+        self.root().join("http/nginx-access.log")
+    }
+
     /// `http://127.0.0.1:PORT/small/<name>.git`: same repos and users, but a
     /// 16 KiB request body limit, so larger pushes get HTTP 413.
     pub fn limited_http_url(&self, name: &str) -> String {
@@ -560,7 +567,7 @@ impl Servers {
             .processes
             .iter()
             .flat_map(|p| p.log_paths().to_vec())
-            .chain(std::iter::once(self.root().join("http/nginx-access.log")))
+            .chain(std::iter::once(self.http_access_log()))
             .collect();
         read_logs(&paths)
     }
