@@ -9,6 +9,7 @@ use crate::config::{self, Config, ConfigError, RawOptions};
 use crate::engine::report::RunReport;
 use crate::engine::sync::{run_mirror, Mode};
 use crate::model::mirror::{Divergence, LfsMissing, LfsMode, Mirror, Prune, Settings};
+use crate::model::refs::{is_plain_ref_name, Oid, RefMap};
 use crate::model::remote::url_has_password;
 use serve::{RunsArgs, ServeArgs, StatusArgs};
 mod codecommit;
@@ -125,6 +126,46 @@ struct SyncArgs {
     /// Print one JSON document describing the run on stdout.
     #[arg(long)]
     json: bool,
+    /// Sync only this ref, as a push event naming it would (repeatable): a full ref name, with
+    /// the id the source now has when known (REF=ID, as a post-receive hook gets it). A cache
+    /// that holds that id already fetches nothing; other refs are left alone. A ref outside a
+    /// mirror's selection, or gone from the source, makes that mirror sync its whole selection.
+    #[arg(long = "ref", value_name = "REF[=ID]", value_parser = parse_named_ref)]
+    refs: Vec<NamedRef>,
+}
+
+/// One `--ref`: a full ref name and, when given and not the zero id of a deletion, the id the
+/// source has now.
+#[derive(Debug, Clone)]
+struct NamedRef {
+    name: String,
+    id: Option<Oid>,
+}
+
+fn parse_named_ref(arg: &str) -> Result<NamedRef, String> {
+    let (name, id) = match arg.split_once('=') {
+        Some((name, id)) => (name, Some(id)),
+        None => (arg, None),
+    };
+    if !is_plain_ref_name(name) {
+        return Err(format!(
+            "'{name}' is not a full ref name; give it as git stores it, e.g. refs/heads/main or refs/tags/v1.0"
+        ));
+    }
+    let id = match id {
+        None => None,
+        Some(id) => {
+            let oid = Oid::parse(&id.to_ascii_lowercase()).ok_or_else(|| {
+                format!("'{id}' is not an object id; give the full id (40 or 64 hex digits), or only the ref name")
+            })?;
+            // A post-receive hook names a deleted ref with the zero id: nothing to claim.
+            (!oid.as_str().bytes().all(|b| b == b'0')).then_some(oid)
+        }
+    };
+    Ok(NamedRef {
+        name: name.to_owned(),
+        id,
+    })
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -214,6 +255,13 @@ pub fn run() -> Result<bool, AppError> {
         Command::Fleet(c) => return fleet::run(&c),
         Command::Lambda => return lambda::run(),
     };
+    if mode == Mode::Plan && !args.refs.is_empty() {
+        return Err(ConfigError(
+            "--ref narrows a sync; `ferry plan` always plans the whole selection (leave --ref out)"
+                .into(),
+        )
+        .into());
+    }
     let prepared = prepare(&args, cli.quiet)?;
     let settings = prepared.settings;
     let (report, fleets_ok) = runtime(Threads::One)?.block_on(async {
@@ -225,7 +273,7 @@ pub fn run() -> Result<bool, AppError> {
             mode,
         )
         .await?;
-        let report = sync_mirrors(&run.mirrors, &settings, mode).await;
+        let report = sync_mirrors(&run.mirrors, &settings, mode, &args.refs).await;
         let fleets_ok = run.finish(&prepared.fleets, &report).await;
         Ok::<_, AppError>((report, fleets_ok))
     })?;
@@ -278,16 +326,38 @@ pub fn runtime(threads: Threads) -> anyhow::Result<tokio::runtime::Runtime> {
         .context("cannot start the async runtime")
 }
 
-/// Runs the mirrors, a few at a time (each has its own cache and lock), in the given order.
-pub async fn sync_mirrors(mirrors: &[Mirror], settings: &Settings, mode: Mode) -> RunReport {
+/// Runs the mirrors, a few at a time (each has its own cache and lock), in the given order;
+/// each only for the `named` refs when there are any (see [`SyncArgs::refs`]).
+async fn sync_mirrors(
+    mirrors: &[Mirror],
+    settings: &Settings,
+    mode: Mode,
+    named: &[NamedRef],
+) -> RunReport {
     use futures::stream::{self, StreamExt};
     let parallel = std::thread::available_parallelism()
         .map_or(2, |n| n.get())
         .clamp(1, 8);
-    let reports = stream::iter(mirrors.iter().map(|m| run_mirror(m, settings, mode)))
-        .buffered(parallel)
-        .collect()
-        .await;
+    let focus: Vec<String> = named.iter().map(|r| r.name.clone()).collect();
+    // A ref named twice with different ids (or once without) claims nothing.
+    let claimed: RefMap = named
+        .iter()
+        .filter_map(|r| Some((r.name.clone(), r.id.clone()?)))
+        .filter(|(name, id)| {
+            named
+                .iter()
+                .all(|r| r.name != *name || r.id.as_ref() == Some(id))
+        })
+        .collect();
+    let (focus, claimed) = (&focus, &claimed);
+    let reports = stream::iter(
+        mirrors
+            .iter()
+            .map(|m| run_mirror(m, settings, mode, focus, claimed)),
+    )
+    .buffered(parallel)
+    .collect()
+    .await;
     RunReport::new(mode == Mode::Plan, reports)
 }
 

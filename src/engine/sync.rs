@@ -21,7 +21,7 @@ use crate::engine::report::{
 use crate::model::kind::{classify_ref_rejection, ErrorKind};
 use crate::model::mirror::{short_hash, Mirror, Settings};
 use crate::model::mirror::{Divergence, Prune};
-use crate::model::refs::{Oid, RefMap, RefSelection};
+use crate::model::refs::{is_plain_ref_name, Oid, RefMap, RefSelection};
 use crate::model::remote::{Remote, Secret};
 use futures::future::{join_all, maybe_done, poll_fn, select, BoxFuture, Either, MaybeDone};
 use std::borrow::Cow;
@@ -54,13 +54,20 @@ pub struct Records<'a> {
 }
 
 /// Runs one mirror with its records beside the cache ([`FileStore`]).
-pub async fn run_mirror(mirror: &Mirror, settings: &Settings, mode: Mode) -> MirrorReport {
+/// `focus` and `claimed` as in [`run_mirror_with`] (none: the whole selection).
+pub async fn run_mirror(
+    mirror: &Mirror,
+    settings: &Settings,
+    mode: Mode,
+    focus: &[String],
+    claimed: &RefMap,
+) -> MirrorReport {
     let store = FileStore::new(&settings.cache_dir);
     let records = Records {
         store: &store,
         assumed: &RefMap::new(),
     };
-    run_mirror_with(mirror, settings, mode, records, &[], &RefMap::new()).await
+    run_mirror_with(mirror, settings, mode, records, focus, claimed).await
 }
 
 /// Runs one mirror and reports everything that happened. Never panics on bad input or network
@@ -181,23 +188,8 @@ fn narrowed(mirror: &Mirror, mode: Mode, focus: &[String]) -> Option<BTreeSet<St
         && !focus.is_empty()
         && focus
             .iter()
-            .all(|name| plain_ref_name(name) && mirror.selection.selects(name));
+            .all(|name| is_plain_ref_name(name) && mirror.selection.selects(name));
     applies.then(|| focus.iter().cloned().collect())
-}
-
-/// A full ref name that is nothing but a name: no refspec, pattern or revision syntax, no
-/// whitespace or control characters, so that `+name:name` fetches exactly that ref.
-fn plain_ref_name(name: &str) -> bool {
-    name.starts_with("refs/")
-        && !name.ends_with('/')
-        && !name.ends_with('.')
-        && !name.ends_with(".lock")
-        && !name.contains("..")
-        && !name.contains("@{")
-        && !name.contains("//")
-        && !name
-            .chars()
-            .any(|c| c.is_control() || c.is_whitespace() || ":?*[\\^~".contains(c))
 }
 
 /// The refs an event named (when the run is narrowed to them) and what it says they point at
@@ -1426,7 +1418,7 @@ mod tests {
             "refs/tags/v1.0",
             "refs/heads/feature/x-y_z",
         ] {
-            assert!(plain_ref_name(name), "{name}");
+            assert!(is_plain_ref_name(name), "{name}");
         }
         for name in [
             "main",
@@ -1440,7 +1432,7 @@ mod tests {
             "refs/heads/",
             "refs/heads/a\nb",
         ] {
-            assert!(!plain_ref_name(name), "{name}");
+            assert!(!is_plain_ref_name(name), "{name}");
         }
         let remote = |url: &str| Remote::parse(url, std::path::Path::new("/")).unwrap();
         let mirror = Mirror {

@@ -38,6 +38,21 @@ impl fmt::Display for Oid {
 /// Ref name -> object id, sorted by name so plans and reports are deterministic.
 pub type RefMap = BTreeMap<String, Oid>;
 
+/// A full ref name that is nothing but a name: no refspec, pattern or revision syntax, no
+/// whitespace or control characters, so that `+name:name` fetches exactly that ref.
+pub fn is_plain_ref_name(name: &str) -> bool {
+    name.starts_with("refs/")
+        && !name.ends_with('/')
+        && !name.ends_with('.')
+        && !name.ends_with(".lock")
+        && !name.contains("..")
+        && !name.contains("@{")
+        && !name.contains("//")
+        && !name
+            .chars()
+            .any(|c| c.is_control() || c.is_whitespace() || ":?*[\\^~".contains(c))
+}
+
 /// Parses `<oid> SP|TAB <refname>` lines (for-each-ref and ls-remote output). Peeled tag lines
 /// (`^{}`), `HEAD` and anything that is not a full ref under `refs/` are dropped: ferry never
 /// pushes symbolic refs.

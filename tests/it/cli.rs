@@ -285,3 +285,101 @@ fn a_reader_that_stops_reading_the_report_is_no_crash() {
         branches_and_tags(&src.path())
     );
 }
+
+#[test]
+fn a_ref_named_with_ref_is_synced_alone_and_other_refs_are_left_alone() {
+    let (src, dst) = (Repo::source("named-src"), Repo::empty("named-dst"));
+    src.git(&["branch", "dev"]);
+    src.push(&["main", "dev"]);
+    let ferry = Ferry::new();
+    let (s, d) = (src.url(Transport::File), dst.url(Transport::File));
+    ferry.sync(&[&s, &d]).assert_code(0);
+    let old_dev = dst.refs()["refs/heads/dev"].clone();
+
+    let main = src.commit("main moves");
+    src.git(&["checkout", "-q", "dev"]);
+    src.commit("dev moves");
+    src.git(&["checkout", "-q", "main"]);
+    src.push(&["main", "dev"]);
+    let named = format!("refs/heads/main={main}");
+    let run = ferry.sync(&["--ref", &named, &s, &d]);
+    run.assert_code(0);
+    let refs: Vec<&str> = run.dest(0)["refs"]
+        .as_array()
+        .expect("refs")
+        .iter()
+        .filter_map(|r| r["ref"].as_str())
+        .collect();
+    assert_eq!(refs, ["refs/heads/main"], "{}", run.stdout);
+    assert_eq!(dst.refs()["refs/heads/main"], main);
+    assert_eq!(dst.refs()["refs/heads/dev"], old_dev, "dev was not named");
+
+    // Without --ref, the whole selection: dev follows.
+    ferry.sync(&[&s, &d]).assert_code(0);
+    assert_eq!(
+        branches_and_tags(&dst.path()),
+        branches_and_tags(&src.path())
+    );
+}
+
+#[test]
+fn a_post_receive_hook_passing_each_pushed_ref_keeps_the_mirror_in_step() {
+    let (src, dst) = (Repo::source("hook-src"), Repo::empty("hook-dst"));
+    src.git(&["branch", "dev"]);
+    src.push(&["main", "dev"]);
+    let ferry = Ferry::new();
+    let (s, d) = (src.url(Transport::File), dst.url(Transport::File));
+    ferry.sync(&[&s, &d]).assert_code(0);
+    // What a server-side hook does: one --ref per line git hands it (old new ref).
+    let log = ferry.cache.path().join("hook.log");
+    let hook = src.path().join("hooks/post-receive");
+    std::fs::write(
+        &hook,
+        format!(
+            "#!/bin/sh\nset -- \nwhile read old new ref; do set -- \"$@\" --ref \"$ref=$new\"; done\nexec '{}' sync --cache-dir '{}' \"$@\" '{s}' '{d}' >>'{}' 2>&1\n",
+            env!("CARGO_BIN_EXE_ferry"),
+            ferry.cache.path().display(),
+            log.display(),
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&hook, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+
+    src.commit("pushed");
+    src.git(&["tag", "v2"]);
+    src.push(&["main", "v2"]);
+    let report = std::fs::read_to_string(&log).unwrap_or_default();
+    assert_eq!(
+        branches_and_tags(&dst.path()),
+        branches_and_tags(&src.path()),
+        "hook output:\n{report}"
+    );
+    // A deletion reaches the hook with the zero id.
+    src.push(&[":dev"]);
+    let report = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(
+        !dst.refs().contains_key("refs/heads/dev"),
+        "hook output:\n{report}"
+    );
+    assert_eq!(
+        branches_and_tags(&dst.path()),
+        branches_and_tags(&src.path())
+    );
+}
+
+#[test]
+fn a_bad_ref_argument_exits_2_and_says_what_to_give() {
+    let ferry = Ferry::new();
+    for (arg, says) in [
+        ("main", "full ref name"),
+        ("refs/heads/main=abc", "not an object id"),
+        ("refs/heads/a b", "full ref name"),
+    ] {
+        let run = ferry.run("sync", &["--ref", arg, "/a", "/b"]);
+        assert_eq!(run.code, 2, "{arg}: {}", run.stderr);
+        assert!(run.stderr.contains(says), "{arg}: {}", run.stderr);
+    }
+    let run = ferry.run("plan", &["--ref", "refs/heads/main", "/a", "/b"]);
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    assert!(run.stderr.contains("whole selection"), "{}", run.stderr);
+}
