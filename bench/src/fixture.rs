@@ -66,9 +66,11 @@ impl<'a> Fixture<'a> {
             }
         }
         copy_repo(&repo.path, &fixture.raw_warm_repo())?;
-        fixture
-            .measure(Method::FerryNoop, "")
-            .context("failed to fill ferry's cache (first, untimed sync)")?;
+        for method in [Method::FerryNoop, Method::FerryEventNoop] {
+            fixture.measure(method, "").with_context(|| {
+                format!("failed to fill {method}'s cache (first, untimed sync)")
+            })?;
+        }
         Ok(fixture)
     }
 
@@ -153,7 +155,9 @@ impl<'a> Fixture<'a> {
     pub fn measure(&self, method: Method, oid: &str) -> Result<Measurement> {
         flush_dirty_pages()?;
         let result = match method {
-            Method::Ferry | Method::FerryNoop => self.ferry_sync(method),
+            Method::Ferry | Method::FerryNoop | Method::FerryEvent | Method::FerryEventNoop => {
+                self.ferry_sync(method, oid)
+            }
             Method::RawCached => self.raw_cached(),
             Method::Floor => self.floor(oid),
             Method::Classic => self.classic(),
@@ -166,8 +170,8 @@ impl<'a> Fixture<'a> {
 
     /// Timed runs never log (a `FERRY_LOG` in the bench's environment would
     /// cost them the writes).
-    fn ferry_sync(&self, method: Method) -> Result<Measurement> {
-        let mut cmd = self.ferry_command(method)?;
+    fn ferry_sync(&self, method: Method, oid: &str) -> Result<Measurement> {
+        let mut cmd = self.ferry_command(method, oid)?;
         cmd.env_remove("FERRY_LOG");
         let sampled = run_sampled(cmd, "ferry")?;
         Ok(Measurement {
@@ -179,9 +183,9 @@ impl<'a> Fixture<'a> {
     /// Runs `method` (ferry or its no-op) once more with every git call
     /// logged, for the phase breakdown. Not for the timing table: the debug
     /// log is extra work. Dirty pages are flushed first, as for a timed run.
-    pub fn profile(&self, method: Method) -> Result<Profile> {
+    pub fn profile(&self, method: Method, oid: &str) -> Result<Profile> {
         flush_dirty_pages()?;
-        let mut cmd = self.ferry_command(method)?;
+        let mut cmd = self.ferry_command(method, oid)?;
         cmd.env("FERRY_LOG", "ferry=debug");
         let sampled = run_sampled(cmd, "ferry")
             .with_context(|| format!("profiled {method} failed ({})", self.prefix))?;
@@ -190,14 +194,26 @@ impl<'a> Fixture<'a> {
     }
 
     /// `ferry sync -q --cache-dir <warm cache> SRC DEST` with this
-    /// transport's credentials (no `--verify`: the default path).
-    fn ferry_command(&self, method: Method) -> Result<Command> {
+    /// transport's credentials (no `--verify`: the default path). The event
+    /// methods add `--ref refs/heads/main=<oid>` (none when `oid` is empty)
+    /// and have a cache of their own, so that ferry's run never fetched the
+    /// commit for them.
+    fn ferry_command(&self, method: Method, oid: &str) -> Result<Command> {
+        let event = matches!(method, Method::FerryEvent | Method::FerryEventNoop);
+        let cache = if event {
+            "ferry-event-cache"
+        } else {
+            "ferry-cache"
+        };
         let mut cmd = Command::new(self.ferry);
         cmd.arg("sync")
             .arg("-q")
             .arg("--cache-dir")
-            .arg(self.scratch.path().join("ferry-cache"))
-            .arg(self.url("source"))
+            .arg(self.scratch.path().join(cache));
+        if event && !oid.is_empty() {
+            cmd.arg("--ref").arg(format!("refs/heads/main={oid}"));
+        }
+        cmd.arg(self.url("source"))
             .arg(self.url(self.destination(method)?))
             .env("GIT_CONFIG_NOSYSTEM", "1")
             .env("GIT_CONFIG_GLOBAL", "/dev/null")

@@ -289,15 +289,19 @@ fn print_report(options: &Options, ferry: &Path, rows: &[Row]) -> Result<()> {
          have the new commit after it.\n\
          - ferry: `ferry sync -q --cache-dir <warm cache> SRC DEST` (no `--verify`: the \
          push's porcelain report is the outcome, no listing after the push).\n\
+         - event: `ferry sync -q --ref refs/heads/main=<new oid> ...` with a warm cache of \
+         its own (behind the source by the new commit): what a webhook or post-receive hook \
+         naming the ref runs.\n\
          - raw cached: `git fetch --prune SRC '+refs/heads/*:refs/heads/*' \
          '+refs/tags/*:refs/tags/*'` into a warm bare repo + `git push DEST refs/heads/main`.\n\
          - floor: `git push DEST <new oid>:refs/heads/main` from the source repo itself.\n\
          - classic: fresh `git clone --mirror SRC` + `git push --mirror DEST` (deleting the \
          clone afterwards is not timed).\n\
-         - no-op: `ferry sync` again with nothing changed, vs one `git ls-remote SRC`.\n\
+         - no-op: `ferry sync` again with nothing changed, vs one `git ls-remote SRC`; event \
+         no-op: the event's command again (its ref already matches).\n\
          - peak RSS: VmHWM of the ferry process itself (not its git children), read from \
          /proc/<pid>/status every ~2 ms while it runs, last value read; max over all timed \
-         ferry runs (sync and no-op) of the row.\n\
+         ferry runs (sync, event and both no-ops) of the row.\n\
          - http: smart HTTP via nginx + git-http-backend on loopback with Basic auth; git \
          baselines get the credentials from a credential helper reading env vars (like ferry).\n"
     );

@@ -12,26 +12,34 @@ pub enum Method {
     Floor,
     /// Fresh `git clone --mirror` + `git push --mirror` (the classic Lambda).
     Classic,
+    /// `ferry sync --ref refs/heads/main=<new id>` with its own warm cache: what an event
+    /// naming the ref (a webhook, a post-receive hook) runs.
+    FerryEvent,
     /// `ferry sync` when nothing changed.
     FerryNoop,
+    /// `ferry sync --ref refs/heads/main=<id>` when the destination has that id already (an
+    /// event whose refs already match).
+    FerryEventNoop,
     /// One `git ls-remote SOURCE`.
     LsRemote,
 }
 
 impl Method {
     /// The methods that propagate a new commit, each to its own destination.
-    pub const PROPAGATING: [Method; 4] = [
+    pub const PROPAGATING: [Method; 5] = [
         Method::Ferry,
+        Method::FerryEvent,
         Method::RawCached,
         Method::Floor,
         Method::Classic,
     ];
 
-    /// The destination repository this method pushes to (the no-op reuses
-    /// ferry's, which is in sync right after ferry's run).
+    /// The destination repository this method pushes to (each no-op reuses
+    /// its sync's, which is in sync right after that run).
     pub fn destination(self) -> Option<&'static str> {
         match self {
             Method::Ferry | Method::FerryNoop => Some("dest-ferry"),
+            Method::FerryEvent | Method::FerryEventNoop => Some("dest-event"),
             Method::RawCached => Some("dest-raw"),
             Method::Floor => Some("dest-floor"),
             Method::Classic => Some("dest-classic"),
@@ -47,7 +55,9 @@ impl fmt::Display for Method {
             Method::RawCached => "raw cached",
             Method::Floor => "floor",
             Method::Classic => "classic",
+            Method::FerryEvent => "ferry event",
             Method::FerryNoop => "ferry no-op",
+            Method::FerryEventNoop => "ferry event no-op",
             Method::LsRemote => "ls-remote",
         })
     }

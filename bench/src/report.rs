@@ -16,6 +16,9 @@ const MAX_FERRY_OVER_RAW: f64 = 1.0;
 /// Many refs, one changed: a stricter bar, since raw git's fetch and push
 /// each pay for a whole ref advertisement while ferry moves one ref.
 const MAX_FERRY_OVER_RAW_MANY_REFS: f64 = 0.8;
+/// The same, for an event that names the changed ref (`--ref`): raw git still
+/// lists and matches every ref, ferry fetches and pushes one.
+const MAX_EVENT_OVER_RAW_MANY_REFS: f64 = 0.5;
 /// Judged over http, where the classic clone's transfer really costs.
 const MIN_CLASSIC_OVER_FERRY: f64 = 30.0;
 /// "Nearly flat": the large repo (~20x the small one) may cost at most this
@@ -23,29 +26,36 @@ const MIN_CLASSIC_OVER_FERRY: f64 = 30.0;
 const MAX_LARGE_OVER_SMALL: f64 = 1.5;
 /// A no-op is one look at the source and nothing else.
 const MAX_NOOP_OVER_LS_REMOTE: f64 = 1.25;
+/// An event whose refs already match: ferry knows from its cache and record.
+const MAX_EVENT_NOOP_OVER_LS_REMOTE: f64 = 1.1;
 const MAX_PEAK_MIB: f64 = 30.0;
 
 pub fn table(rows: &[Row]) -> String {
     let mut out = String::new();
     out.push_str(
-        "| repo | size | transport | ferry ms | raw cached ms | floor ms | classic ms | ferry/raw \
-         | classic/ferry | no-op ms | ls-remote ms | no-op/ls-remote | peak RSS MiB |\n",
+        "| repo | size | transport | ferry ms | event ms | raw cached ms | floor ms | classic ms \
+         | ferry/raw | event/raw | classic/ferry | no-op ms | event no-op ms | ls-remote ms \
+         | no-op/ls-remote | event no-op/ls-remote | peak RSS MiB |\n",
     );
-    out.push_str("|---|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n");
+    out.push_str("|---|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n");
     for row in rows {
         let cells = [
             row.repo.spec.name.to_string(),
             row.repo.describe(),
             row.transport.to_string(),
             timing(row.stats(Method::Ferry)),
+            timing(row.stats(Method::FerryEvent)),
             timing(row.stats(Method::RawCached)),
             timing(row.stats(Method::Floor)),
             timing(row.stats(Method::Classic)),
             ratio_cell(ratio(row, Method::Ferry, Method::RawCached)),
+            ratio_cell(ratio(row, Method::FerryEvent, Method::RawCached)),
             ratio_cell(ratio(row, Method::Classic, Method::Ferry)),
             timing(row.stats(Method::FerryNoop)),
+            timing(row.stats(Method::FerryEventNoop)),
             timing(row.stats(Method::LsRemote)),
             ratio_cell(ratio(row, Method::FerryNoop, Method::LsRemote)),
+            ratio_cell(ratio(row, Method::FerryEventNoop, Method::LsRemote)),
             row.peak_kib
                 .map_or("n/a".into(), |kib| format!("{:.1}", kib as f64 / 1024.0)),
         ];
@@ -85,6 +95,7 @@ pub fn phase_table(rows: &[Row]) -> String {
 fn sync_kind(method: Method) -> &'static str {
     match method {
         Method::FerryNoop => "no-op",
+        Method::FerryEvent => "one commit, --ref",
         _ => "one commit",
     }
 }
@@ -162,6 +173,15 @@ pub fn targets(rows: &[Row]) -> String {
             Bound::AtMost(MAX_FERRY_OVER_RAW_MANY_REFS),
         ),
         ratio_target(
+            &rows_where(|r| r.repo.spec.many_refs()),
+            &format!(
+                "many refs, an event naming the changed ref: ferry --ref/raw cached <= \
+                 {MAX_EVENT_OVER_RAW_MANY_REFS:.2}x (every row)"
+            ),
+            |r| ratio(r, Method::FerryEvent, Method::RawCached),
+            Bound::AtMost(MAX_EVENT_OVER_RAW_MANY_REFS),
+        ),
+        ratio_target(
             rows,
             &format!(
                 "no-op: ferry sync <= {MAX_NOOP_OVER_LS_REMOTE:.2}x one ls-remote of the source \
@@ -169,6 +189,15 @@ pub fn targets(rows: &[Row]) -> String {
             ),
             |r| ratio(r, Method::FerryNoop, Method::LsRemote),
             Bound::AtMost(MAX_NOOP_OVER_LS_REMOTE),
+        ),
+        ratio_target(
+            rows,
+            &format!(
+                "an event whose refs already match: ferry --ref <= \
+                 {MAX_EVENT_NOOP_OVER_LS_REMOTE:.2}x one ls-remote of the source (every row)"
+            ),
+            |r| ratio(r, Method::FerryEventNoop, Method::LsRemote),
+            Bound::AtMost(MAX_EVENT_NOOP_OVER_LS_REMOTE),
         ),
         ratio_target(
             &rows_where(|r| r.repo.spec.large && r.transport == Transport::Http),

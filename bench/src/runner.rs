@@ -94,7 +94,8 @@ pub fn run_row(
         }
         let after = fixture.source_refs()?;
         fixture.check_in_sync(Method::FerryNoop, &after)?;
-        for method in [Method::FerryNoop, Method::LsRemote] {
+        fixture.check_in_sync(Method::FerryEventNoop, &after)?;
+        for method in [Method::FerryNoop, Method::FerryEventNoop, Method::LsRemote] {
             let m = fixture.measure(method, &oid)?;
             progress.push(format!("{method} {:.1}", ms(m.elapsed)));
             if timed {
@@ -132,19 +133,27 @@ fn profile_progress(profiles: &[(Method, Profile)]) -> String {
 }
 
 /// One more round for ferry alone, after the timed ones so its debug logging
-/// never lands in their figures: a new commit synced, then the no-op, each
-/// with every git call logged. Only ferry's destination follows the source
-/// in this round; the row's other destinations are not used again.
+/// never lands in their figures: a new commit synced (from the command line
+/// and as an event naming it), then the no-op, each with every git call
+/// logged. Only ferry's destinations follow the source in this round; the
+/// row's other destinations are not used again.
 fn profile_round(fixture: &mut Fixture) -> Result<Vec<(Method, Profile)>> {
     let before = fixture.source_refs()?;
     fixture.check_in_sync(Method::Ferry, &before)?;
+    fixture.check_in_sync(Method::FerryEvent, &before)?;
     let oid = fixture.new_commit()?;
-    let sync = fixture.profile(Method::Ferry)?;
+    let sync = fixture.profile(Method::Ferry, &oid)?;
     fixture.check_has(Method::Ferry, &oid)?;
+    let event = fixture.profile(Method::FerryEvent, &oid)?;
+    fixture.check_has(Method::FerryEvent, &oid)?;
     let after = fixture.source_refs()?;
     fixture.check_in_sync(Method::FerryNoop, &after)?;
-    let noop = fixture.profile(Method::FerryNoop)?;
-    Ok(vec![(Method::Ferry, sync), (Method::FerryNoop, noop)])
+    let noop = fixture.profile(Method::FerryNoop, &oid)?;
+    Ok(vec![
+        (Method::Ferry, sync),
+        (Method::FerryEvent, event),
+        (Method::FerryNoop, noop),
+    ])
 }
 
 /// The propagating methods of `round`, rotated so none always goes first.
