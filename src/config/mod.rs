@@ -179,7 +179,7 @@ pub struct ConfiguredMirror {
 impl ConfiguredMirror {
     /// Changes whenever anything that affects what the mirror does changes (not secrets).
     pub fn fingerprint(&self) -> String {
-        crate::model::mirror::short_hash(&format!("{:?}", self.mirror))
+        crate::model::mirror::short_hash(format!("{:?}", self.mirror))
     }
 }
 

@@ -568,9 +568,14 @@ impl Cache {
     /// The values of `names` in the cache (names it does not have are left out).
     async fn refs_named<'n>(
         &self,
-        names: impl IntoIterator<Item = &'n String>,
+        names: impl IntoIterator<Item = &'n String> + Clone,
         git: &Git,
     ) -> Result<RefMap, GitFailure> {
+        match ref_files::read_named(self.dir(), names.clone()) {
+            Ok(Some(refs)) => return Ok(refs),
+            Ok(None) => {}
+            Err(e) => return Err(io_failure("reading the cache's refs", e)),
+        }
         let all = self.all_refs(git).await?;
         Ok(names
             .into_iter()

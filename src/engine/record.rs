@@ -38,7 +38,7 @@ pub struct RecordKey<'a> {
 impl RecordKey<'_> {
     /// A stable id of the ref selection (its patterns, in order).
     pub fn selection_id(&self) -> String {
-        short_hash(&self.selection.key())
+        short_hash(self.selection.key())
     }
 }
 
@@ -336,7 +336,7 @@ impl FileStore {
         let id = if *key.selection == RefSelection::default() {
             short_hash(destination)
         } else {
-            short_hash(&format!("{destination}\n{}", key.selection.key()))
+            short_hash(format!("{destination}\n{}", key.selection.key()))
         };
         CachePaths::new(&self.cache_root, key.source)
             .records
@@ -357,7 +357,7 @@ impl FileStore {
     fn version(bytes: Option<&[u8]>) -> Version {
         match bytes {
             None => Version::Absent,
-            Some(b) => Version::Tag(short_hash(&String::from_utf8_lossy(b))),
+            Some(b) => Version::Tag(short_hash(b)),
         }
     }
 

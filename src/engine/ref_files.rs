@@ -70,6 +70,60 @@ pub fn read(repo: &Path) -> io::Result<Option<RefMap>> {
     Ok(Some(refs))
 }
 
+/// The values of `names` alone (names the repository lacks are left out), as [`read`] would
+/// give them, without building a map of every ref: a narrowed run asks for one ref of a cache
+/// that may hold tens of thousands. Each name's loose file wins over `packed-refs`, which is
+/// scanned once for the rest. `None` as for [`read`], and also when a name is a symbolic ref
+/// (then [`read`] resolves it).
+pub fn read_named<'n>(
+    repo: &Path,
+    names: impl IntoIterator<Item = &'n String>,
+) -> io::Result<Option<RefMap>> {
+    if repo.join("reftable").exists() {
+        return Ok(None);
+    }
+    let mut refs = RefMap::new();
+    let mut packed: std::collections::BTreeSet<&str> = std::collections::BTreeSet::new();
+    for name in names {
+        let path = repo.join(name);
+        match fs::read_to_string(&path) {
+            Ok(content) => match parse_loose(&content) {
+                Some(Loose::Direct(oid)) => {
+                    refs.insert(name.clone(), oid);
+                }
+                Some(Loose::Symbolic(_)) => return Ok(None),
+                // Broken: for-each-ref leaves it out, whatever packed-refs says.
+                None => {}
+            },
+            // No loose file (or a directory of refs under that name): packed-refs decides.
+            Err(_) if !path.is_file() => {
+                packed.insert(name);
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    if packed.is_empty() {
+        return Ok(Some(refs));
+    }
+    let text = match fs::read_to_string(repo.join("packed-refs")) {
+        Ok(text) => text,
+        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(Some(refs)),
+        Err(e) => return Err(e),
+    };
+    for line in text.lines() {
+        let Some((oid, name)) = line.split_once(' ') else {
+            continue;
+        };
+        if line.starts_with('#') || !packed.contains(name) {
+            continue;
+        }
+        if let Some(oid) = Oid::parse(oid) {
+            refs.insert(name.to_owned(), oid);
+        }
+    }
+    Ok(Some(refs))
+}
+
 enum Loose {
     Direct(Oid),
     Symbolic(String),
@@ -164,6 +218,52 @@ mod tests {
         assert_eq!(read, for_each_ref(repo));
         assert!(read.contains_key("refs/heads/alias"));
         assert!(!read.contains_key("refs/heads/topic/deep/name"));
+    }
+
+    #[test]
+    fn named_refs_read_as_the_whole_read_gives_them() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let repo = dir.path();
+        git(repo, &["init", "-q", "-b", "main", "."]);
+        git(repo, &["commit", "-q", "--allow-empty", "-m", "one"]);
+        git(repo, &["tag", "-a", "v1", "-m", "annotated"]);
+        git(repo, &["branch", "packed-only"]);
+        git(repo, &["branch", "topic/deep/name"]);
+        git(repo, &["pack-refs", "--all"]);
+        git(repo, &["commit", "-q", "--allow-empty", "-m", "two"]);
+        git(repo, &["branch", "loose-only"]);
+        git(repo, &["branch", "-D", "topic/deep/name"]);
+        std::fs::write(repo.join(".git/refs/heads/broken"), "not an id\n").expect("broken ref");
+        let gitdir = repo.join(".git");
+        let all = read(&gitdir).expect("read").expect("files storage");
+        let names: Vec<String> = [
+            "refs/heads/main",
+            "refs/tags/v1",
+            "refs/heads/packed-only",
+            "refs/heads/loose-only",
+            "refs/heads/topic/deep/name",
+            "refs/heads/topic",
+            "refs/heads/broken",
+            "refs/heads/never",
+        ]
+        .map(String::from)
+        .to_vec();
+        let named = read_named(&gitdir, &names)
+            .expect("read")
+            .expect("files storage");
+        let expected: RefMap = names
+            .iter()
+            .filter_map(|n| Some((n.clone(), all.get(n)?.clone())))
+            .collect();
+        assert_eq!(named, expected);
+        assert_eq!(named.len(), 4, "{named:?}");
+
+        git(
+            repo,
+            &["symbolic-ref", "refs/heads/alias", "refs/heads/main"],
+        );
+        let alias = vec!["refs/heads/alias".to_owned()];
+        assert_eq!(read_named(&gitdir, &alias).expect("read"), None);
     }
 
     #[test]

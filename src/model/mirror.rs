@@ -181,8 +181,8 @@ impl Trigger {
     }
 }
 
-/// A stable 16-hex-digit id for a URL (cache and record file names).
-pub fn short_hash(text: &str) -> String {
-    let digest = Sha256::digest(text.as_bytes());
+/// A stable 16-hex-digit id for a URL (cache and record file names) or any other bytes.
+pub fn short_hash(data: impl AsRef<[u8]>) -> String {
+    let digest = Sha256::digest(data.as_ref());
     digest.iter().take(8).map(|b| format!("{b:02x}")).collect()
 }
