@@ -23,6 +23,7 @@ use std::future::Future;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
+use std::sync::Arc;
 
 /// How many times a save that lost to another writer is merged and tried again.
 const SAVE_ATTEMPTS: usize = 5;
@@ -168,27 +169,42 @@ pub fn decode(bytes: &[u8], location: &str) -> (RefMap, LfsState) {
 }
 
 /// The record of one destination, as this run sees and changes it.
+///
+/// `refs` and `lfs` start out sharing their tables with the loaded copy and are copied on
+/// their first change (`Arc::make_mut`): a run that changes nothing (a no-op, an event whose
+/// ref already matches) never copies a table of thousands of refs.
 #[derive(Debug)]
 pub struct Record {
-    pub refs: RefMap,
-    pub lfs: LfsState,
+    pub refs: Arc<RefMap>,
+    pub lfs: Arc<LfsState>,
     /// As loaded: what this run changed is the difference, and an unchanged record is not
     /// rewritten on every no-op sync.
-    loaded: RefMap,
-    loaded_lfs: LfsState,
+    loaded: Arc<RefMap>,
+    loaded_lfs: Arc<LfsState>,
     version: Version,
 }
 
 impl Record {
     pub async fn load(store: &dyn RecordStore, key: RecordKey<'_>) -> Result<Record, StoreError> {
         let stored = store.load(key).await?;
-        Ok(Record {
-            refs: stored.refs.clone(),
-            lfs: stored.lfs.clone(),
-            loaded: stored.refs,
-            loaded_lfs: stored.lfs,
+        Ok(Record::from_stored(stored))
+    }
+
+    fn from_stored(stored: Stored) -> Record {
+        let (refs, lfs) = (Arc::new(stored.refs), Arc::new(stored.lfs));
+        Record {
+            refs: Arc::clone(&refs),
+            lfs: Arc::clone(&lfs),
+            loaded: refs,
+            loaded_lfs: lfs,
             version: stored.version,
-        })
+        }
+    }
+
+    /// Whether this run changed nothing (shared tables are unchanged without a comparison).
+    fn unchanged(&self) -> bool {
+        (Arc::ptr_eq(&self.refs, &self.loaded) || self.refs == self.loaded)
+            && (Arc::ptr_eq(&self.lfs, &self.loaded_lfs) || self.lfs == self.loaded_lfs)
     }
 
     /// The refs to plan against: a record's `refs`, and for refs it has no entry for,
@@ -214,6 +230,9 @@ impl Record {
         store: &dyn RecordStore,
         key: RecordKey<'_>,
     ) -> Result<(), StoreError> {
+        if self.unchanged() && self.version != Version::Absent {
+            return Ok(());
+        }
         let ref_changes = changes(&self.loaded, &self.refs);
         let tip_changes = changes(&self.loaded_lfs.tips, &self.lfs.tips);
         let new_objects: Vec<String> = self
@@ -223,10 +242,7 @@ impl Record {
             .cloned()
             .collect();
         for _ in 0..SAVE_ATTEMPTS {
-            if self.refs == self.loaded
-                && self.lfs == self.loaded_lfs
-                && self.version != Version::Absent
-            {
+            if self.unchanged() && self.version != Version::Absent {
                 return Ok(());
             }
             let contents = Contents {
@@ -241,16 +257,16 @@ impl Record {
                         "the sync record changed since this run read it; merging this run's changes into it"
                     );
                     let fresh = store.load(key).await?;
-                    self.refs = reapplied(&fresh.refs, &ref_changes);
+                    self.refs = Arc::new(reapplied(&fresh.refs, &ref_changes));
                     // Objects are only ever added: the other writer's and this run's.
                     let mut lfs = LfsState {
                         tips: reapplied(&fresh.lfs.tips, &tip_changes),
                         objects: fresh.lfs.objects.clone(),
                     };
                     lfs.objects.extend(new_objects.iter().cloned());
-                    self.lfs = lfs;
-                    self.loaded = fresh.refs;
-                    self.loaded_lfs = fresh.lfs;
+                    self.lfs = Arc::new(lfs);
+                    self.loaded = Arc::new(fresh.refs);
+                    self.loaded_lfs = Arc::new(fresh.lfs);
                     self.version = fresh.version;
                 }
             }
@@ -465,7 +481,7 @@ mod tests {
         };
         let mut r = Record::load(&store, key).await.unwrap();
         assert!(r.refs.is_empty());
-        r.refs.insert("refs/heads/main".into(), oid('a'));
+        Arc::make_mut(&mut r.refs).insert("refs/heads/main".into(), oid('a'));
         let saved = r.refs.clone();
         r.save(&store, key).await.unwrap();
         let again = Record::load(&store, key).await.unwrap();
@@ -480,6 +496,34 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_record_the_run_did_not_change_is_neither_copied_nor_rewritten() {
+        use std::os::unix::fs::MetadataExt;
+        let dir = tempfile::tempdir().unwrap();
+        let store = FileStore::new(dir.path());
+        let (src, dst) = (remote("https://h/src.git"), remote("https://h/r.git"));
+        let selection = RefSelection::default();
+        let key = RecordKey {
+            source: &src,
+            destination: &dst,
+            selection: &selection,
+        };
+        let mut first = Record::load(&store, key).await.unwrap();
+        Arc::make_mut(&mut first.refs).insert("refs/heads/main".into(), oid('a'));
+        first.save(&store, key).await.unwrap();
+        let inode = fs::metadata(store.path(key)).unwrap().ino();
+
+        let again = Record::load(&store, key).await.unwrap();
+        assert!(Arc::ptr_eq(&again.refs, &again.loaded), "one table, shared");
+        assert!(Arc::ptr_eq(&again.lfs, &again.loaded_lfs));
+        again.save(&store, key).await.unwrap();
+        assert_eq!(
+            fs::metadata(store.path(key)).unwrap().ino(),
+            inode,
+            "an unchanged record is not written again"
+        );
+    }
+
+    #[tokio::test]
     async fn a_lost_write_is_merged_into_the_fresh_record_not_clobbered() {
         let dir = tempfile::tempdir().unwrap();
         let store = FileStore::new(dir.path());
@@ -491,17 +535,17 @@ mod tests {
             selection: &selection,
         };
         let mut first = Record::load(&store, key).await.unwrap();
-        first.refs.insert("refs/heads/main".into(), oid('a'));
-        first.refs.insert("refs/heads/gone".into(), oid('a'));
+        Arc::make_mut(&mut first.refs).insert("refs/heads/main".into(), oid('a'));
+        Arc::make_mut(&mut first.refs).insert("refs/heads/gone".into(), oid('a'));
         first.save(&store, key).await.unwrap();
 
         // Two runs read the same version; the other one saves first.
         let mut mine = Record::load(&store, key).await.unwrap();
         let mut theirs = Record::load(&store, key).await.unwrap();
-        theirs.refs.insert("refs/heads/theirs".into(), oid('c'));
+        Arc::make_mut(&mut theirs.refs).insert("refs/heads/theirs".into(), oid('c'));
         theirs.save(&store, key).await.unwrap();
-        mine.refs.insert("refs/heads/main".into(), oid('b'));
-        mine.refs.remove("refs/heads/gone");
+        Arc::make_mut(&mut mine.refs).insert("refs/heads/main".into(), oid('b'));
+        Arc::make_mut(&mut mine.refs).remove("refs/heads/gone");
         mine.save(&store, key).await.unwrap();
 
         let saved = Record::load(&store, key).await.unwrap().refs;
@@ -511,7 +555,7 @@ mod tests {
         ]
         .into_iter()
         .collect();
-        assert_eq!(saved, want);
+        assert_eq!(*saved, want);
     }
 
     #[tokio::test]
@@ -538,11 +582,17 @@ mod tests {
 
         // Two runs add LFS state from the same version; the second merges into the first.
         let mut theirs = Record::load(&store, key).await.unwrap();
-        theirs.lfs.tips.insert("refs/heads/dev".into(), oid('c'));
-        theirs.lfs.objects.insert("1".repeat(64));
+        Arc::make_mut(&mut theirs.lfs)
+            .tips
+            .insert("refs/heads/dev".into(), oid('c'));
+        Arc::make_mut(&mut theirs.lfs)
+            .objects
+            .insert("1".repeat(64));
         theirs.save(&store, key).await.unwrap();
-        mine.lfs.tips.insert("refs/heads/main".into(), oid('a'));
-        mine.lfs.objects.insert("2".repeat(64));
+        Arc::make_mut(&mut mine.lfs)
+            .tips
+            .insert("refs/heads/main".into(), oid('a'));
+        Arc::make_mut(&mut mine.lfs).objects.insert("2".repeat(64));
         mine.save(&store, key).await.unwrap();
 
         let saved = Record::load(&store, key).await.unwrap().lfs;
@@ -556,10 +606,10 @@ mod tests {
     #[test]
     fn assumed_values_fill_only_what_the_record_lacks() {
         let record = Record {
-            refs: [("refs/heads/main".to_owned(), oid('a'))].into(),
-            lfs: LfsState::default(),
-            loaded: RefMap::new(),
-            loaded_lfs: LfsState::default(),
+            refs: Arc::new([("refs/heads/main".to_owned(), oid('a'))].into()),
+            lfs: Arc::default(),
+            loaded: Arc::default(),
+            loaded_lfs: Arc::default(),
             version: Version::Absent,
         };
         let assumed: RefMap = [

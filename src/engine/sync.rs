@@ -28,6 +28,7 @@ use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::future::Future;
 use std::pin::{pin, Pin};
+use std::sync::Arc;
 use std::task::Context;
 use std::time::Instant;
 
@@ -797,7 +798,15 @@ async fn sync_destination(
     // The LFS objects of what the destination is to hold go first; refs whose objects did
     // not all arrive are held back.
     let carried = lfs::carry(lfs_step, dest, lfs_wanted(&plan), &record.lfs).await;
-    record.lfs.objects.extend(carried.confirmed.iter().cloned());
+    if carried
+        .confirmed
+        .iter()
+        .any(|o| !record.lfs.objects.contains(o))
+    {
+        Arc::make_mut(&mut record.lfs)
+            .objects
+            .extend(carried.confirmed.iter().cloned());
+    }
     let mut held = carried.held.clone();
     if mirror.atomic {
         if let Some(why) = plan.pushes().find_map(|p| held.get(&p.name)).cloned() {
@@ -1050,11 +1059,18 @@ fn update_lfs_record(record: &mut Record, carried: &Carried, dest_now: Option<&R
     for (name, value) in &carried.cleared {
         let now = dest_now.unwrap_or(&record.refs);
         if now.get(name) == Some(value) && record.lfs.tips.get(name) != Some(value) {
-            record.lfs.tips.insert(name.clone(), value.clone());
+            Arc::make_mut(&mut record.lfs)
+                .tips
+                .insert(name.clone(), value.clone());
         }
     }
     let refs = &record.refs;
-    record.lfs.tips.retain(|name, _| refs.contains_key(name));
+    // Copied (when shared) only if a tip is to go.
+    if record.lfs.tips.keys().any(|name| !refs.contains_key(name)) {
+        Arc::make_mut(&mut record.lfs)
+            .tips
+            .retain(|name, _| refs.contains_key(name));
+    }
 }
 
 /// What the destination holds for a planned ref after the push: the fresh listing's value when
@@ -1344,23 +1360,28 @@ fn update_record(
     focus: Option<&BTreeSet<String>>,
 ) {
     let planned: HashSet<&str> = plan.refs.iter().map(|p| p.name.as_str()).collect();
-    record.refs.retain(|name, _| {
-        planned.contains(name.as_str()) || focus.is_some_and(|f| !f.contains(name))
-    });
+    let kept =
+        |name: &String| planned.contains(name.as_str()) || focus.is_some_and(|f| !f.contains(name));
+    // The record's table is copied (when shared) only on its first real change.
+    if record.refs.keys().any(|name| !kept(name)) {
+        Arc::make_mut(&mut record.refs).retain(|name, _| kept(name));
+    }
     let Some(dest_now) = dest_now else {
         return;
     };
     for p in &plan.refs {
         match (source_refs.get(&p.name), dest_now.get(&p.name)) {
-            (Some(s), Some(d)) if s == d => match record.refs.get_mut(&p.name) {
-                Some(entry) => entry.clone_from(s),
-                None => {
-                    record.refs.insert(p.name.clone(), s.clone());
+            (Some(s), Some(d)) if s == d => {
+                if record.refs.get(&p.name) != Some(s) {
+                    Arc::make_mut(&mut record.refs).insert(p.name.clone(), s.clone());
                 }
-            },
+            }
             _ => {
-                if !dest_now.contains_key(&p.name) && !source_refs.contains_key(&p.name) {
-                    record.refs.remove(&p.name);
+                if !dest_now.contains_key(&p.name)
+                    && !source_refs.contains_key(&p.name)
+                    && record.refs.contains_key(&p.name)
+                {
+                    Arc::make_mut(&mut record.refs).remove(&p.name);
                 }
             }
         }
