@@ -257,7 +257,7 @@ impl<'a> Cluster<'a> {
         for i in 0..pushes {
             let oid = self.advance(&source)?;
             let started = Instant::now();
-            hooks[i % hooks.len()].send_accepted()?;
+            hooks[i % hooks.len()].send_push_accepted(&oid)?;
             let seen = dest.wait_for(&oid, REF_POLL, SYNC_LIMIT)?;
             samples.push(seen - started);
             self.api().wait_idle(HTTP_MIRROR, SYNC_LIMIT)?;

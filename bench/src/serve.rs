@@ -223,20 +223,30 @@ impl Drop for Serve {
 pub struct HookClient {
     agent: ureq::Agent,
     url: String,
+    mirror: String,
+    /// A delivery that names main without its new id (the load tests send it
+    /// as fast as they can; what main points at does not matter to them).
     body: Vec<u8>,
     signature: String,
 }
 
+/// A GitHub push delivery naming main, with `after` (the new id, as GitHub
+/// sends it) when given.
+fn delivery(mirror: &str, after: Option<&str>) -> Vec<u8> {
+    let mut body = serde_json::json!({
+        "ref": "refs/heads/main",
+        "before": "0".repeat(40),
+        "repository": { "full_name": format!("bench/{mirror}") },
+    });
+    if let Some(after) = after {
+        body["after"] = after.into();
+    }
+    body.to_string().into_bytes()
+}
+
 impl HookClient {
     fn new(base: &str, mirror: &str) -> HookClient {
-        let body = serde_json::json!({
-            "ref": "refs/heads/main",
-            "before": "0".repeat(40),
-            "after": "1".repeat(40),
-            "repository": { "full_name": format!("bench/{mirror}") },
-        })
-        .to_string()
-        .into_bytes();
+        let body = delivery(mirror, None);
         let signature = format!("sha256={}", hmac_hex(SECRET, &body));
         HookClient {
             agent: ureq::AgentBuilder::new()
@@ -244,20 +254,37 @@ impl HookClient {
                 .max_idle_connections_per_host(1)
                 .build(),
             url: format!("{base}/hooks/{mirror}"),
+            mirror: mirror.to_owned(),
             body,
             signature,
         }
     }
 
-    /// POSTs one delivery and reads the whole response; returns the status.
+    /// POSTs one delivery without the new id and reads the whole response;
+    /// returns the status.
     pub fn send(&self) -> Result<u16> {
+        self.post(&self.body, &self.signature)
+    }
+
+    /// [`HookClient::send_accepted`] for a push that moved main to `after`:
+    /// the delivery carries that id, as GitHub's do.
+    pub fn send_push_accepted(&self, after: &str) -> Result<()> {
+        let body = delivery(&self.mirror, Some(after));
+        let signature = format!("sha256={}", hmac_hex(SECRET, &body));
+        match self.post(&body, &signature)? {
+            202 => Ok(()),
+            other => bail!("POST {} answered {other}, not 202", self.url),
+        }
+    }
+
+    fn post(&self, body: &[u8], signature: &str) -> Result<u16> {
         let result = self
             .agent
             .post(&self.url)
             .set("content-type", "application/json")
             .set("x-github-event", "push")
-            .set("x-hub-signature-256", &self.signature)
-            .send_bytes(&self.body);
+            .set("x-hub-signature-256", signature)
+            .send_bytes(body);
         let response = match result {
             Ok(r) => r,
             Err(ureq::Error::Status(_, r)) => r,
