@@ -282,7 +282,9 @@ fn a_codecommit_fleet_in_serve_routes_events_by_repository_id_even_under_an_old_
     let converged = |serve: &Serve| {
         serve.wait("cc/app to converge", Duration::from_secs(60), || {
             let dst = backup.path().join("app");
-            dst.is_dir()
+            // `git init` writes `objects/` last: before that the directory is no repository
+            // yet (a poll that lands while ferry creates it must not read it).
+            dst.join("objects").is_dir()
                 && branches_and_tags(&dst) == branches_and_tags(&app.path)
                 && serve.mirror("cc%2Fapp")["state"] == "idle"
         });
