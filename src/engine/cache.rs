@@ -7,7 +7,7 @@ use crate::engine::git::{failure_from_stderr, Call, Git, GitFailure};
 use crate::engine::ref_files;
 use crate::model::kind::{classify_stderr, ErrorKind};
 use crate::model::mirror::short_hash;
-use crate::model::refs::{parse_ref_listing, Oid, RefMap, RefSelection};
+use crate::model::refs::{format_ref_listing, parse_ref_listing, Oid, RefMap, RefSelection};
 use crate::model::remote::Remote;
 use nix::fcntl::{Flock, FlockArg};
 use std::collections::{BTreeSet, HashMap};
@@ -71,6 +71,9 @@ const PACK_REFS_AFTER: usize = 64;
 /// The push repository inside the cache (see [`Cache::push_dir`]).
 const PUSH_REPO: &str = "ferry-push.git";
 
+/// How the repositories of [`Cache::sending_repo`] are named inside the cache.
+const SENDING_PREFIX: &str = "ferry-send-";
+
 /// Written last when a cache is created: a cache without it was never finished.
 const MARKER: &str = "ferry-cache";
 
@@ -108,6 +111,17 @@ pub struct Cache {
     _lock: Flock<File>,
 }
 
+/// A repository made by [`Cache::sending_repo`]; removed when dropped.
+pub struct SendingRepo {
+    dir: tempfile::TempDir,
+}
+
+impl SendingRepo {
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
 impl Cache {
     /// Opens (creating or rebuilding as needed) the cache for `source`, waiting up to `wait`
     /// for another ferry process to release it.
@@ -133,6 +147,8 @@ impl Cache {
         };
         if !cache.is_intact() {
             cache.rebuild(git).await?;
+        } else {
+            cache.clear_stale_sending_repos();
         }
         Ok(cache)
     }
@@ -195,6 +211,68 @@ impl Cache {
     /// with no refs, pushing 1,000 refs out of a 10,000-ref cache takes 0.5 s instead of 5.
     pub fn push_dir(&self) -> PathBuf {
         self.paths.repo.join(PUSH_REPO)
+    }
+
+    /// A repository holding exactly `refs` (name and value), the cache's objects borrowed
+    /// like the push repository's, for one push of them by a pattern refspec: git matches a
+    /// pattern's refs against the destination's through a sorted index, where each explicit
+    /// refspec is compared with every destination ref (see `engine::sync::creates_in_bulk`).
+    /// Its own directory, so that destinations pushing at once never see each other's refs;
+    /// removed when dropped.
+    pub async fn sending_repo(&self, refs: &RefMap, git: &Git) -> Result<SendingRepo, GitFailure> {
+        let dir = tempfile::Builder::new()
+            .prefix(SENDING_PREFIX)
+            .suffix(".git")
+            .tempdir_in(&self.paths.repo)
+            .map_err(|e| io_failure("cannot create a repository to push from", e))?;
+        let path = dir.path().display().to_string();
+        git.run(
+            &self.paths.repo,
+            // The files ref format, whatever the user's default: ferry writes `packed-refs`
+            // itself below (a git older than 2.45 ignores the setting and has no other).
+            &[
+                "-c",
+                "init.defaultRefFormat=files",
+                "init",
+                "--bare",
+                "--quiet",
+                "--template=",
+                &path,
+            ],
+            Call::default(),
+        )
+        .await?
+        .check("creating a repository to push from")?;
+        fs::write(
+            dir.path().join("objects/info/alternates"),
+            "../../objects\n",
+        )
+        .map_err(|e| io_failure("cannot link the repository to push from to the cache", e))?;
+        // One `packed-refs` file, git's documented format, sorted as git sorts (bytewise, as
+        // a BTreeMap of names is): `git update-ref` would write a loose file per ref, half a
+        // second for 10,000 of them.
+        fs::write(dir.path().join("packed-refs"), format_ref_listing(refs))
+            .map_err(|e| io_failure("cannot write the refs to push", e))?;
+        Ok(SendingRepo { dir })
+    }
+
+    /// Removes repositories [`Cache::sending_repo`] left behind by a process that died
+    /// mid-push. Safe: the cache's lock is held, so no other process is pushing from it.
+    fn clear_stale_sending_repos(&self) {
+        let Ok(entries) = fs::read_dir(&self.paths.repo) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            if entry
+                .file_name()
+                .to_string_lossy()
+                .starts_with(SENDING_PREFIX)
+            {
+                if let Err(e) = fs::remove_dir_all(entry.path()) {
+                    tracing::warn!(path = %entry.path().display(), error = %e, "cannot remove a stale repository a push left in the cache");
+                }
+            }
+        }
     }
 
     /// Throws the cache away and creates an empty one (in a temporary directory, renamed into

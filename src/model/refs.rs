@@ -73,6 +73,19 @@ pub fn ref_listing(text: &str) -> impl Iterator<Item = (String, Oid)> + '_ {
     })
 }
 
+/// The inverse of [`parse_ref_listing`]: `<oid> SP <refname>` lines in name order (bytewise,
+/// as git sorts), which is also the body of a `packed-refs` file.
+pub fn format_ref_listing(refs: &RefMap) -> String {
+    let mut text = String::with_capacity(refs.len() * 80);
+    for (name, oid) in refs {
+        text.push_str(oid.as_str());
+        text.push(' ');
+        text.push_str(name);
+        text.push('\n');
+    }
+    text
+}
+
 /// A ref pattern in git refspec syntax: a full ref name under `refs/`, with at most one `*`
 /// that matches any string, slashes included (as in `refs/heads/*` matching `refs/heads/a/b`).
 /// Keeping to refspec syntax means the same pattern can be handed to `git fetch` unchanged.
@@ -245,5 +258,12 @@ mod tests {
         assert_eq!(refs.len(), 3);
         assert_eq!(refs["refs/tags/v1"].as_str(), b);
         assert_eq!(refs["refs/heads/x"].as_str(), b);
+        let text = format_ref_listing(&refs);
+        assert_eq!(
+            text,
+            format!("{a} refs/heads/main\n{b} refs/heads/x\n{b} refs/tags/v1\n"),
+            "one line per ref, sorted by name"
+        );
+        assert_eq!(parse_ref_listing(&text), refs);
     }
 }

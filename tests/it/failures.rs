@@ -394,6 +394,44 @@ fn a_lease_replan_that_aborts_says_so_for_each_ref() {
     );
 }
 
+/// Hundreds of new refs go to the destination in one push with no lease per ref (see
+/// `a_first_sync_of_thousands_of_refs_creates_them_in_one_push`). One of them, created on the
+/// destination by someone else between ferry's listing and its push, is still not pushed over:
+/// git moves an existing ref only forward without `+`, and ferry re-plans the refusal as a
+/// lost lease.
+#[test]
+fn a_ref_created_on_the_destination_during_a_bulk_first_sync_survives() {
+    let name = crate::harness::unique("bulk-race-src");
+    let src = servers().repo_path(&name);
+    ferry_testkit::generate_repo(&src, 20, 64, 400, 5).expect("generate");
+    let dst = Repo::empty("bulk-race-dst");
+    let (s, d) = (Transport::File.url(&name), dst.url(Transport::File));
+    let racer = WorkRepo::new().unwrap();
+    let theirs = racer.commit("race.txt", "racing", "racing commit").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (wrapper, marker) = racing_git(
+        dir.path(),
+        racer.path(),
+        &dst.path().display().to_string(),
+        "HEAD:refs/heads/b-7",
+    );
+
+    let run = Ferry::new().env("FERRY_GIT", &wrapper).sync(&[&s, &d]);
+    assert!(marker.exists(), "the race was staged");
+    run.assert_code(1);
+    let held = dst.refs();
+    assert_eq!(held["refs/heads/b-7"], theirs, "the racing commit survives");
+    assert_eq!(
+        run.ref_result(0, "refs/heads/b-7"),
+        ("skip".into(), "diverged".into()),
+        "re-planned against the new state: {}",
+        run.stdout
+    );
+    let mut expected = branches_and_tags(&src);
+    expected.insert("refs/heads/b-7".into(), theirs);
+    assert_eq!(branches_and_tags(&dst.path()), expected, "the rest arrived");
+}
+
 #[test]
 fn two_ferry_processes_share_one_cache_safely() {
     let src = Repo::source("two-src");
