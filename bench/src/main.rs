@@ -8,6 +8,9 @@
 //! acknowledgement latency under load, idle memory with 100 mirrors, cost of
 //! a burst), with its own table and verdicts.
 //!
+//! With the many-refs repository, the first-sync rows: a migration's first run (10,000 refs to
+//! an empty destination, empty cache) against the classic clone + push.
+//!
 //! Then the Git LFS rows: an incremental sync with 1,000 (and 100) LFS objects where one
 //! commit adds one, with LFS and without.
 //!
@@ -25,6 +28,7 @@
 
 mod cluster;
 mod ferry_bin;
+mod first_sync;
 mod fixture;
 mod fleet;
 mod lfs;
@@ -54,6 +58,8 @@ use crate::transport::Transport;
 const DEFAULT_RUNS: usize = 5;
 const QUICK_RUNS: usize = 2;
 const CLASSIC_RUNS_LARGE: usize = 3;
+/// A first sync of 10,000 refs takes seconds: at most this many rounds.
+const FIRST_SYNC_RUNS: usize = 3;
 
 const USAGE: &str = "usage: ferry-bench [--quick] [--runs N] [--repo NAME]
                    [--sync-only | --service-only | --cluster-only | --lfs-only | --fleet-only]";
@@ -193,7 +199,7 @@ fn main() -> Result<()> {
         classic_runs_large: CLASSIC_RUNS_LARGE,
     };
     let sync_part = matches!(options.sections, Sections::All | Sections::Sync);
-    let (rows, lfs_rows) = if sync_part {
+    let (rows, first_rows, lfs_rows) = if sync_part {
         let measured: Vec<Generated> = repos
             .iter()
             .filter(|r| {
@@ -205,14 +211,20 @@ fn main() -> Result<()> {
             .cloned()
             .collect();
         let rows = measure_all(&servers, &ferry, &measured, rounds)?;
+        let first_rows = match measured.iter().find(|r| r.spec.name == "many-refs") {
+            Some(repo) => {
+                first_sync::run(&servers, &ferry, repo, options.runs.min(FIRST_SYNC_RUNS))?
+            }
+            None => vec![],
+        };
         let lfs_rows = if options.sections == Sections::All {
             lfs::run(&servers, &ferry, options.runs)?
         } else {
             vec![]
         };
-        (rows, lfs_rows)
+        (rows, first_rows, lfs_rows)
     } else {
-        (vec![], vec![])
+        (vec![], vec![], vec![])
     };
     let small = repos
         .iter()
@@ -233,6 +245,9 @@ fn main() -> Result<()> {
     drop(servers);
     if sync_part {
         print_report(&options, &ferry, &rows)?;
+    }
+    if !first_rows.is_empty() {
+        print_first_sync(&first_rows);
     }
     if !lfs_rows.is_empty() {
         print_lfs(&lfs_rows);
@@ -321,6 +336,18 @@ fn print_report(options: &Options, ferry: &Path, rows: &[Row]) -> Result<()> {
          also holds ferry's own work and process start-up."
     );
     Ok(())
+}
+
+fn print_first_sync(rows: &[first_sync::FirstSyncRow]) {
+    println!("\n## First sync of many refs\n");
+    print!("{}", first_sync::table(rows));
+    println!(
+        "\nMedian ms of a migration's first run: the many-refs repository to an empty \
+         destination. ferry: `ferry sync -q` with an empty cache; classic: `git clone --mirror` \
+         + `git push --mirror`. Each run has a fresh destination, checked afterwards to list \
+         the source's branches and tags (untimed).\n"
+    );
+    print!("{}", first_sync::targets(rows));
 }
 
 fn print_lfs(rows: &[lfs::LfsRow]) {
