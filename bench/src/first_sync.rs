@@ -1,8 +1,8 @@
 //! The first-sync rows: a migration's first run, the many-refs repository (10,000 refs) to an
 //! empty destination with an empty cache, against the classic clone + push (which is also what
-//! a careful script does when it has nothing cached). Before ferry pushed new refs in bulk
-//! (`engine::sync::creates_in_bulk`) this took 32 s: git push compares each explicit refspec
-//! and lease with every destination ref.
+//! a careful script does when it has nothing cached). Before ferry pushed many refs in bulk
+//! (`engine::sync::pushes_in_bulk`) this took 32 s over file: git push compares each explicit
+//! refspec and lease with every destination ref.
 
 use std::fmt::Write as _;
 use std::path::Path;

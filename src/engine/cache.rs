@@ -214,11 +214,11 @@ impl Cache {
     }
 
     /// A repository holding exactly `refs` (name and value), the cache's objects borrowed
-    /// like the push repository's, for one push of them by a pattern refspec: git matches a
-    /// pattern's refs against the destination's through a sorted index, where each explicit
-    /// refspec is compared with every destination ref (see `engine::sync::creates_in_bulk`).
-    /// Its own directory, so that destinations pushing at once never see each other's refs;
-    /// removed when dropped.
+    /// like the push repository's, for one push by a pattern refspec: git matches a pattern's
+    /// refs against the destination's through a sorted index, where each explicit refspec is
+    /// compared with every destination ref (see `engine::sync::pushes_in_bulk`). Its own
+    /// directory, so that destinations pushing at once never see each other's refs; removed
+    /// when dropped.
     pub async fn sending_repo(&self, refs: &RefMap, git: &Git) -> Result<SendingRepo, GitFailure> {
         let dir = tempfile::Builder::new()
             .prefix(SENDING_PREFIX)

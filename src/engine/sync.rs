@@ -1121,26 +1121,33 @@ pub struct PushStatus {
     pub kind: Option<ErrorKind>,
 }
 
-/// git push compares each explicit refspec, and each lease, with every ref the destination
-/// advertises, formatting a few candidate names per pair (about 1.2 µs a pair here): creating
-/// `n` refs on a destination of `m` costs `n × (m + n)` such pairs. A first sync of 10,000
-/// refs took 32 s that way. Past this many pairs, the creates go in one push by a pattern
-/// refspec from a repository holding exactly them ([`Cache::sending_repo`]), which git
-/// matches through a sorted index: the repository costs a few milliseconds, these pairs 24.
+/// git push compares each explicit refspec, and each `--force-with-lease=<ref>:<value>`, with
+/// every ref the destination advertises, formatting a few candidate names per pair (about
+/// 1.2 µs a pair here): pushing `n` refs to a destination of `m` costs `n × (m + n)` such
+/// pairs. A first sync of 10,000 refs took 32 s that way. Past this many pairs, the refs go
+/// in one push by a pattern refspec from a repository holding exactly them, their leases as
+/// remote-tracking refs beside them (see [`push_batch`]); git looks both up by name. That
+/// repository costs a few milliseconds, these pairs 24.
 const BULK_PAIRS: usize = 20_000;
 
-/// Whether `creates` new refs for a destination advertising about `advertised` refs go in
-/// one pattern push (see [`BULK_PAIRS`]).
-fn creates_in_bulk(creates: usize, advertised: usize) -> bool {
-    creates >= 2 && creates.saturating_mul(creates.saturating_add(advertised)) >= BULK_PAIRS
+/// Where a [`SendingRepo`](crate::engine::cache::SendingRepo) holds the value a ref is to be given (`refs/x` as
+/// `refs/ferry-send/x`), and the value its lease expects the destination to hold.
+const SEND_NAMESPACE: &str = "refs/ferry-send/";
+const LEASE_NAMESPACE: &str = "refs/ferry-lease/";
+/// The name the destination has in a bulk push (given on the command line, see
+/// [`push_batch`]): leases read from remote-tracking refs need a named remote.
+const BULK_REMOTE: &str = "ferry-dest";
+
+/// Whether `pushes` refs (creates and updates) for a destination advertising about
+/// `advertised` refs go in one pattern push (see [`BULK_PAIRS`]).
+fn pushes_in_bulk(pushes: usize, advertised: usize) -> bool {
+    pushes >= 2 && pushes.saturating_mul(pushes.saturating_add(advertised)) >= BULK_PAIRS
 }
 
-/// Pushes the planned refs from the cache, with a lease on every update and delete. Returns
-/// each ref's porcelain status and, when git failed as a whole, the classified failure.
-///
-/// Refs the destination lacks may go in bulk (see [`creates_in_bulk`]): then no lease, but
-/// no `+` either, so a ref created on the destination since it was listed is moved only
-/// forward (nothing is lost) or refused, and a refusal counts as a lost lease (re-planned).
+/// Pushes the planned refs from the cache, with a lease on every one (a create's: the ref must
+/// not exist yet). Returns each ref's porcelain status and, when git failed as a whole, the
+/// classified failure. Many creates and updates go in bulk (see [`pushes_in_bulk`]); deletes
+/// always go one refspec each (a pattern cannot delete).
 async fn push(
     cache: &Cache,
     git: &Git,
@@ -1149,18 +1156,24 @@ async fn push(
     atomic: bool,
     advertised: usize,
 ) -> (BTreeMap<String, PushStatus>, Option<GitFailure>) {
-    let (creates, rest): (Vec<&RefPlan>, Vec<&RefPlan>) = refs
+    let (sent, deletes): (Vec<&RefPlan>, Vec<&RefPlan>) = refs
         .iter()
-        .partition(|r| r.old.is_none() && r.new.is_some() && r.name.starts_with("refs/"));
-    let sending = if creates_in_bulk(creates.len(), advertised) {
-        let wanted: RefMap = creates
-            .iter()
-            .filter_map(|r| Some((r.name.clone(), r.new.clone()?)))
-            .collect();
-        match cache.sending_repo(&wanted, git).await {
+        .partition(|r| r.new.is_some() && r.name.starts_with("refs/"));
+    let sending = if pushes_in_bulk(sent.len(), advertised) {
+        let mut held = RefMap::new();
+        for r in &sent {
+            let rest = &r.name["refs/".len()..];
+            if let Some(new) = &r.new {
+                held.insert(format!("{SEND_NAMESPACE}{rest}"), new.clone());
+            }
+            if let Some(old) = &r.old {
+                held.insert(format!("{LEASE_NAMESPACE}{rest}"), old.clone());
+            }
+        }
+        match cache.sending_repo(&held, git).await {
             Ok(repo) => Some(repo),
             Err(e) => {
-                tracing::warn!(destination = dest.display(), error = %e.message, "pushing the new refs one refspec each");
+                tracing::warn!(destination = dest.display(), error = %e.message, "pushing one refspec per ref");
                 None
             }
         }
@@ -1168,7 +1181,7 @@ async fn push(
         None
     };
     let (bulk, explicit) = match sending {
-        Some(_) => (creates, rest),
+        Some(_) => (sent, deletes),
         None => (Vec::new(), refs.to_vec()),
     };
     let push_dir = cache.push_dir();
@@ -1198,9 +1211,13 @@ async fn push(
     (statuses, failure)
 }
 
-/// One `git push` from `dir`: `explicit` refs (up to [`PUSH_BATCH`]) one refspec each, with a
-/// lease on every one and `+` only on forced refs, and `bulk` creates (the refs `dir` holds)
-/// by one pattern refspec.
+/// One `git push` from `dir`, a lease on every ref: `explicit` refs (up to [`PUSH_BATCH`]) one
+/// refspec and one `--force-with-lease=<ref>:<value>` each, `+` only on forced refs; `bulk`
+/// refs (held by `dir`, a [`SendingRepo`](crate::engine::cache::SendingRepo)) by the pattern `refs/ferry-send/*:refs/*` and a
+/// bare `--force-with-lease`, which takes each ref's expected value from its remote-tracking
+/// ref: the destination is named [`BULK_REMOTE`] for this one call, its tracking refs under
+/// [`LEASE_NAMESPACE`], and a create has none (the ref must not exist). A lease that holds
+/// lets git move the ref whatever the ancestry, as the explicit leases do.
 async fn push_batch(
     cache: &Cache,
     git: &Git,
@@ -1210,12 +1227,21 @@ async fn push_batch(
     bulk: &[&RefPlan],
     atomic: bool,
 ) -> Result<(BTreeMap<String, PushStatus>, Option<GitFailure>), GitFailure> {
-    let mut args: Vec<String> = vec![
+    let mut args: Vec<String> = Vec::new();
+    if !bulk.is_empty() {
+        args.extend([
+            "-c".into(),
+            format!("remote.{BULK_REMOTE}.url={}", dest.git_url()),
+            "-c".into(),
+            format!("remote.{BULK_REMOTE}.fetch=+refs/*:{LEASE_NAMESPACE}*"),
+        ]);
+    }
+    args.extend([
         "push".into(),
         "--porcelain".into(),
         "--progress".into(),
         "--no-verify".into(),
-    ];
+    ]);
     if atomic {
         args.push("--atomic".into());
     }
@@ -1226,8 +1252,15 @@ async fn push_batch(
         let expect = r.old.as_ref().map_or("", Oid::as_str);
         args.push(format!("--force-with-lease={}:{expect}", r.name));
     }
+    if !bulk.is_empty() {
+        args.push("--force-with-lease".into());
+    }
     args.push("--".into());
-    args.push(dest.git_url().into());
+    args.push(if bulk.is_empty() {
+        dest.git_url().into()
+    } else {
+        BULK_REMOTE.into()
+    });
     for r in explicit {
         args.push(match (&r.new, r.action) {
             (None, _) => format!(":{}", r.name),
@@ -1236,7 +1269,7 @@ async fn push_batch(
         });
     }
     if !bulk.is_empty() {
-        args.push("refs/*:refs/*".into());
+        args.push(format!("{SEND_NAMESPACE}*:refs/*"));
     }
     let argv: Vec<&str> = args.iter().map(String::as_str).collect();
     let out = git
@@ -1250,16 +1283,7 @@ async fn push_batch(
         )
         .await?;
     cache.note_damage(&out.stderr, git).await;
-    let mut parsed = parse_porcelain(&out.stdout);
-    for r in bulk {
-        // git refused to move a ref that exists now: someone created it since the listing.
-        // That is what a failed lease says, and it is handled the same way.
-        if let Some(status) = parsed.get_mut(&r.name) {
-            if status.flag == '!' && status.summary.starts_with("[rejected]") {
-                status.kind = Some(ErrorKind::Lease);
-            }
-        }
-    }
+    let parsed = parse_porcelain(&out.stdout);
     let covered = explicit
         .iter()
         .chain(bulk)
@@ -1498,16 +1522,16 @@ mod tests {
     }
 
     #[test]
-    fn creates_go_in_bulk_once_git_s_pairwise_matching_would_cost_more() {
+    fn refs_go_in_bulk_once_git_s_pairwise_matching_would_cost_more() {
         // A branch or two: one refspec each, whatever the destination holds.
-        assert!(!creates_in_bulk(0, 100_000));
-        assert!(!creates_in_bulk(1, 100_000));
+        assert!(!pushes_in_bulk(0, 100_000));
+        assert!(!pushes_in_bulk(1, 100_000));
         // A handful on a large destination: each would be compared with 10,000 refs.
-        assert!(creates_in_bulk(2, 10_000));
-        // On an empty destination only the creates themselves are compared.
-        assert!(!creates_in_bulk(100, 0));
-        assert!(creates_in_bulk(142, 0));
-        assert!(creates_in_bulk(usize::MAX, usize::MAX), "no overflow");
+        assert!(pushes_in_bulk(2, 10_000));
+        // On an empty destination only the pushed refs themselves are compared.
+        assert!(!pushes_in_bulk(100, 0));
+        assert!(pushes_in_bulk(142, 0));
+        assert!(pushes_in_bulk(usize::MAX, usize::MAX), "no overflow");
     }
 
     #[test]

@@ -352,9 +352,9 @@ fn thousands_of_lagging_refs_are_planned_with_a_bounded_number_of_git_processes(
 
 /// git push compares each explicit refspec and each lease with every ref the destination
 /// advertises. A first sync of thousands of refs used to push them 2,000 at a time, each
-/// batch slower than the last (32 s for 10,000 refs). New refs now go in one push by a
-/// pattern refspec, whose arguments do not grow with the number of refs; the ones it moves
-/// afterwards still go one refspec and one lease each.
+/// batch slower than the last (32 s for 10,000 refs). Many refs now go in one push by a
+/// pattern refspec, their leases read from remote-tracking refs, whose arguments do not grow
+/// with the number of refs.
 #[test]
 fn a_first_sync_of_thousands_of_refs_creates_them_in_one_push() {
     let name = crate::harness::unique("bulk-src");
@@ -375,7 +375,7 @@ fn a_first_sync_of_thousands_of_refs_creates_them_in_one_push() {
         "every ref is reported created"
     );
     let calls = git_log.take();
-    let pushes: Vec<&String> = calls.iter().filter(|c| subcommand(c) == "push").collect();
+    let pushes: Vec<&String> = calls.iter().filter(|c| c.contains(" push ")).collect();
     assert_eq!(pushes.len(), 1, "{pushes:#?}");
     assert!(
         pushes[0].split_whitespace().count() < 20,
@@ -389,7 +389,8 @@ fn a_first_sync_of_thousands_of_refs_creates_them_in_one_push() {
     std::fs::create_dir_all(cache.join("ferry-send-left-by-a-killed-run.git/objects"))
         .expect("plant");
 
-    // 300 new tags and one moved branch: the tags in bulk, the branch with its lease.
+    // 300 new tags and one moved branch, all in one push again: the branch's lease is a
+    // remote-tracking ref of the repository the push runs from.
     let main = git(&src, &["rev-parse", "refs/heads/main"]).expect("main");
     let moved = commit_on(&src, &main, "moved");
     let mut lines = format!("update refs/heads/main {moved}\n");
@@ -403,13 +404,12 @@ fn a_first_sync_of_thousands_of_refs_creates_them_in_one_push() {
     assert_eq!(run.ref_result(0, "refs/heads/main").1, "updated");
     assert_eq!(run.ref_result(0, "refs/tags/bulk-299").1, "created");
     let calls = git_log.take();
-    let pushes: Vec<&String> = calls.iter().filter(|c| subcommand(c) == "push").collect();
-    assert_eq!(pushes.len(), 2, "{pushes:#?}");
+    let pushes: Vec<&String> = calls.iter().filter(|c| c.contains(" push ")).collect();
+    assert_eq!(pushes.len(), 1, "{pushes:#?}");
     assert!(
-        pushes
-            .iter()
-            .any(|p| p.contains(&format!("--force-with-lease=refs/heads/main:{main}"))),
-        "the moved branch keeps its lease: {pushes:#?}"
+        pushes[0].contains(" --force-with-lease ") && pushes[0].split_whitespace().count() < 20,
+        "one lease option for every ref: {}",
+        &pushes[0][..pushes[0].len().min(300)]
     );
     assert_eq!(sending_repos(&cache), Vec::<String>::new());
 }
@@ -422,4 +422,94 @@ fn sending_repos(cache: &Path) -> Vec<String> {
         .map(|e| e.file_name().to_string_lossy().into_owned())
         .filter(|n| n.starts_with("ferry-send-"))
         .collect()
+}
+
+/// Hundreds of branches moved at once go in one bulk push, and each keeps its lease: a
+/// branch someone moved on the destination between ferry's listing and its push fails its
+/// lease (the remote-tracking ref holds what ferry expected), is re-planned and kept; the
+/// rest are updated.
+#[test]
+fn a_bulk_update_keeps_a_lease_on_every_ref() {
+    let (src, dst, s, d) = bulk_pair("bulk-move", 9);
+    let ferry = Ferry::new();
+    ferry.sync(&[&s, &d]).assert_code(0);
+    let branches = every_branch_one_commit_forward(&src, "");
+    assert!(branches >= 200, "{branches} branches");
+
+    let racer = ferry_testkit::WorkRepo::new().expect("racer");
+    let theirs = racer
+        .commit("race.txt", "racing", "racing commit")
+        .expect("commit");
+    let dir = tempfile::tempdir().expect("dir");
+    let (wrapper, marker) = crate::failures::racing_git(
+        dir.path(),
+        racer.path(),
+        &dst.path().display().to_string(),
+        "HEAD:refs/heads/b-3",
+    );
+    let run = ferry.env("FERRY_GIT", &wrapper).sync(&[&s, &d]);
+    assert!(marker.exists(), "the race was staged");
+    run.assert_code(1);
+    assert_eq!(
+        run.ref_result(0, "refs/heads/b-3"),
+        ("skip".into(), "diverged".into()),
+        "{}",
+        run.stdout
+    );
+    let mut expected = branches_and_tags(&src);
+    expected.insert("refs/heads/b-3".into(), theirs);
+    assert_eq!(branches_and_tags(&dst.path()), expected);
+    let outcomes = run.outcomes(0);
+    let updated = outcomes.values().filter(|o| *o == "updated").count();
+    assert_eq!(updated, branches - 1, "{outcomes:?}");
+}
+
+/// An atomic mirror's push is one `git push --atomic` whatever it holds: a bulk of moved
+/// branches and a delete (which a pattern cannot express) go together.
+#[test]
+fn an_atomic_bulk_push_carries_its_deletes_in_the_same_push() {
+    let (src, dst, s, d) = bulk_pair("bulk-atomic", 13);
+    let git_log = GitLog::new();
+    let ferry = Ferry::new().env("FERRY_GIT", &git_log.program());
+    ferry.sync(&["--atomic", &s, &d]).assert_code(0);
+    assert_eq!(branches_and_tags(&dst.path()), branches_and_tags(&src));
+
+    update_refs(&src, "delete refs/heads/b-0\n");
+    every_branch_one_commit_forward(&src, "refs/heads/b-0");
+    git_log.take();
+    let run = ferry.sync(&["--atomic", &s, &d]);
+    run.assert_code(0);
+    assert_eq!(branches_and_tags(&dst.path()), branches_and_tags(&src));
+    assert_eq!(run.ref_result(0, "refs/heads/b-0").1, "deleted");
+    let calls = git_log.take();
+    let pushes: Vec<&String> = calls.iter().filter(|c| c.contains(" push ")).collect();
+    assert_eq!(pushes.len(), 1, "{pushes:#?}");
+    assert!(
+        pushes[0].contains(" --atomic ") && pushes[0].contains(" :refs/heads/b-0"),
+        "{}",
+        &pushes[0][..pushes[0].len().min(400)]
+    );
+}
+
+/// A generated source of 400 refs (200 branches) served from the test servers' directory, an
+/// empty destination, and their file URLs.
+fn bulk_pair(prefix: &str, seed: u64) -> (PathBuf, Repo, String, String) {
+    let name = crate::harness::unique(&format!("{prefix}-src"));
+    let src = servers().repo_path(&name);
+    ferry_testkit::generate_repo(&src, 20, 64, 400, seed).expect("generate");
+    let dst = Repo::empty(&format!("{prefix}-dst"));
+    let (s, d) = (Transport::File.url(&name), dst.url(Transport::File));
+    (src, dst, s, d)
+}
+
+/// Moves every branch of `src` but `except` one new commit forward; returns how many moved.
+fn every_branch_one_commit_forward(src: &Path, except: &str) -> usize {
+    let mut lines = String::new();
+    for (n, old) in branches_and_tags(src) {
+        if n.starts_with("refs/heads/") && n != except {
+            lines.push_str(&format!("update {n} {} {old}\n", commit_on(src, &old, &n)));
+        }
+    }
+    update_refs(src, &lines);
+    lines.lines().count()
 }

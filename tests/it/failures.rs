@@ -246,10 +246,11 @@ fn a_connection_cut_mid_push_fails_and_a_rerun_converges() {
     );
 }
 
-/// A FERRY_GIT that, the first time ferry pushes, first pushes `refspecs` from `racer` to the
+/// A FERRY_GIT that, the first time ferry pushes (`push` among its arguments, which may start
+/// with `-c` options), first pushes `refspecs` from `racer` to the
 /// destination `dst` (someone else's push landing between ferry's listing and its push).
 /// Returns the wrapper's path and the marker file it leaves once the race was staged.
-fn racing_git(
+pub(crate) fn racing_git(
     dir: &std::path::Path,
     racer: &std::path::Path,
     dst: &str,
@@ -261,7 +262,7 @@ fn racing_git(
     std::fs::write(
         &wrapper,
         format!(
-            "#!/bin/sh\nif [ \"$1\" = push ] && [ ! -e '{m}' ]; then touch '{m}'; env -u GIT_CONFIG_COUNT '{real_git}' -C '{r}' push -q --force '{dst}' {refspecs} >/dev/null 2>&1; fi\nexec '{real_git}' \"$@\"\n",
+            "#!/bin/sh\ncase \" $* \" in *\" push \"*) if [ ! -e '{m}' ]; then touch '{m}'; env -u GIT_CONFIG_COUNT '{real_git}' -C '{r}' push -q --force '{dst}' {refspecs} >/dev/null 2>&1; fi;; esac\nexec '{real_git}' \"$@\"\n",
             m = marker.display(),
             r = racer.display(),
         ),
@@ -394,11 +395,11 @@ fn a_lease_replan_that_aborts_says_so_for_each_ref() {
     );
 }
 
-/// Hundreds of new refs go to the destination in one push with no lease per ref (see
+/// Hundreds of new refs go to the destination in one push by a pattern refspec, their leases
+/// read from remote-tracking refs (see
 /// `a_first_sync_of_thousands_of_refs_creates_them_in_one_push`). One of them, created on the
-/// destination by someone else between ferry's listing and its push, is still not pushed over:
-/// git moves an existing ref only forward without `+`, and ferry re-plans the refusal as a
-/// lost lease.
+/// destination by someone else between ferry's listing and its push, fails its lease (a
+/// create's: the ref must not exist) and is re-planned, not pushed over.
 #[test]
 fn a_ref_created_on_the_destination_during_a_bulk_first_sync_survives() {
     let name = crate::harness::unique("bulk-race-src");
