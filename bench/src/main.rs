@@ -217,14 +217,12 @@ fn main() -> Result<()> {
             }
             None => vec![],
         };
-        let lfs_rows = if options.sections == Sections::All {
-            lfs::run(&servers, &ferry, options.runs)?
-        } else {
-            vec![]
-        };
+        // A failure here (giftless missing) is reported after the tables already measured.
+        let lfs_rows = (options.sections == Sections::All)
+            .then(|| lfs::run(&servers, &ferry, options.runs).context("the Git LFS rows failed"));
         (rows, first_rows, lfs_rows)
     } else {
-        (vec![], vec![], vec![])
+        (vec![], vec![], None)
     };
     let small = repos
         .iter()
@@ -249,17 +247,15 @@ fn main() -> Result<()> {
     if !first_rows.is_empty() {
         print_first_sync(&first_rows);
     }
-    if !lfs_rows.is_empty() {
-        print_lfs(&lfs_rows);
-    }
     // Print what was measured before reporting a section that failed.
+    let lfs = print_section(lfs_rows, |rows: &Vec<lfs::LfsRow>| print_lfs(rows));
     let service = print_section(service, print_service);
     let cluster = print_section(cluster, print_cluster);
     println!(
         "\nTotal benchmark time: {:.1} s",
         started.elapsed().as_secs_f64()
     );
-    service.and(cluster)
+    lfs.and(service).and(cluster)
 }
 
 fn measure_all(

@@ -108,6 +108,8 @@ pub struct Cache {
     /// (is the destination's value, the cache's old one, an ancestor of the new?) is then
     /// answered without reading the history again.
     learned: Mutex<HashMap<(Oid, Oid), bool>>,
+    /// Set when a fetch left many loose ref files: [`Cache::housekeeping`] packs them.
+    pack_refs_due: AtomicBool,
     _lock: Flock<File>,
 }
 
@@ -143,6 +145,7 @@ impl Cache {
             paths,
             damaged: AtomicBool::new(false),
             learned: Mutex::default(),
+            pack_refs_due: AtomicBool::new(false),
             _lock: lock,
         };
         if !cache.is_intact() {
@@ -370,10 +373,9 @@ impl Cache {
             other => other?,
         };
         if updated >= PACK_REFS_AFTER {
-            // Thousands of loose ref files make every later fetch and listing slow.
-            git.run(self.dir(), &["pack-refs", "--all"], Call::default())
-                .await?
-                .check("packing the cache's refs")?;
+            // Thousands of loose ref files make every later fetch and listing slow; they are
+            // packed beside the pushes (see `housekeeping`), off a first sync's path.
+            self.pack_refs_due.store(true, Ordering::Relaxed);
         }
         Ok(updated)
     }
@@ -601,10 +603,23 @@ impl Cache {
         Ok(updates.len())
     }
 
-    /// `git gc --auto` (fetches run with automatic maintenance off, so that a no-op fetch does
-    /// not pay for it); run alongside the pushes after something was fetched. Failures are
-    /// only logged: a cache that is never repacked is slower, not wrong.
+    /// `git pack-refs` when a fetch left many loose ref files, then `git gc --auto` (fetches run
+    /// with automatic maintenance off, so that a no-op fetch does not pay for it); run
+    /// alongside the pushes after something was fetched (they read the cache's objects, not its
+    /// refs). Failures are only logged: a cache that is never packed is slower, not wrong.
     pub async fn housekeeping(&self, git: &Git) {
+        if self.pack_refs_due.swap(false, Ordering::Relaxed) {
+            match git
+                .run(self.dir(), &["pack-refs", "--all"], Call::default())
+                .await
+            {
+                Ok(out) if out.success => {}
+                Ok(out) => {
+                    tracing::warn!(stderr = %out.stderr, "git pack-refs failed in the cache")
+                }
+                Err(e) => tracing::warn!(error = %e.message, "git pack-refs failed in the cache"),
+            }
+        }
         if !may_need_gc(self.dir()) {
             return;
         }

@@ -1130,11 +1130,13 @@ pub struct PushStatus {
 /// repository costs a few milliseconds, these pairs 24.
 const BULK_PAIRS: usize = 20_000;
 
-/// Where a [`SendingRepo`](crate::engine::cache::SendingRepo) holds the value a ref is to be given (`refs/x` as
-/// `refs/ferry-send/x`), and the value its lease expects the destination to hold.
-const SEND_NAMESPACE: &str = "refs/ferry-send/";
+/// Where a [`SendingRepo`](crate::engine::cache::SendingRepo) holds the refs of a bulk push:
+/// `refs/x` as `refs/ferry-new/x` when the destination lacks it, as `refs/ferry-send/x` when it
+/// moves, and the value a moved ref's lease expects as `refs/ferry-lease/x`.
+const CREATE_NAMESPACE: &str = "refs/ferry-new/";
+const UPDATE_NAMESPACE: &str = "refs/ferry-send/";
 const LEASE_NAMESPACE: &str = "refs/ferry-lease/";
-/// The name the destination has in a bulk push (given on the command line, see
+/// The name the destination has in a bulk push of moved refs (given on the command line, see
 /// [`push_batch`]): leases read from remote-tracking refs need a named remote.
 const BULK_REMOTE: &str = "ferry-dest";
 
@@ -1142,6 +1144,22 @@ const BULK_REMOTE: &str = "ferry-dest";
 /// `advertised` refs go in one pattern push (see [`BULK_PAIRS`]).
 fn pushes_in_bulk(pushes: usize, advertised: usize) -> bool {
     pushes >= 2 && pushes.saturating_mul(pushes.saturating_add(advertised)) >= BULK_PAIRS
+}
+
+/// Refs a bulk push sends by one pattern refspec from a
+/// [`SendingRepo`](crate::engine::cache::SendingRepo).
+#[derive(Clone, Copy)]
+struct Bulk<'a> {
+    refs: &'a [&'a RefPlan],
+    /// Where the sending repository holds them: [`CREATE_NAMESPACE`] or [`UPDATE_NAMESPACE`].
+    namespace: &'static str,
+}
+
+impl Bulk<'_> {
+    /// Moved refs' leases are remote-tracking refs, which need the destination named.
+    fn tracked(&self) -> bool {
+        self.namespace == UPDATE_NAMESPACE && !self.refs.is_empty()
+    }
 }
 
 /// Pushes the planned refs from the cache, with a lease on every one (a create's: the ref must
@@ -1163,9 +1181,16 @@ async fn push(
         let mut held = RefMap::new();
         for r in &sent {
             let rest = &r.name["refs/".len()..];
-            if let Some(new) = &r.new {
-                held.insert(format!("{SEND_NAMESPACE}{rest}"), new.clone());
-            }
+            let (Some(new), namespace) = (
+                &r.new,
+                match r.old {
+                    None => CREATE_NAMESPACE,
+                    Some(_) => UPDATE_NAMESPACE,
+                },
+            ) else {
+                continue;
+            };
+            held.insert(format!("{namespace}{rest}"), new.clone());
             if let Some(old) = &r.old {
                 held.insert(format!("{LEASE_NAMESPACE}{rest}"), old.clone());
             }
@@ -1184,23 +1209,37 @@ async fn push(
         Some(_) => (sent, deletes),
         None => (Vec::new(), refs.to_vec()),
     };
+    let (creates, updates): (Vec<&RefPlan>, Vec<&RefPlan>) =
+        bulk.iter().partition(|r| r.old.is_none());
+    let bulks = [
+        Bulk {
+            refs: &creates,
+            namespace: CREATE_NAMESPACE,
+        },
+        Bulk {
+            refs: &updates,
+            namespace: UPDATE_NAMESPACE,
+        },
+    ];
     let push_dir = cache.push_dir();
     let dir = sending.as_ref().map_or(push_dir.as_path(), |s| s.path());
     let mut statuses = BTreeMap::new();
     let mut failure = None;
-    let mut batches: Vec<(&Path, &[&RefPlan], &[&RefPlan])> = Vec::new();
+    let mut batches: Vec<(&Path, &[&RefPlan], Vec<Bulk>)> = Vec::new();
     if atomic {
-        batches.push((dir, &explicit, &bulk));
+        batches.push((dir, &explicit, bulks.to_vec()));
     } else {
-        if !bulk.is_empty() {
-            batches.push((dir, &[], &bulk));
+        // Apart, so that creates, the bulk of a first sync, leave no remote-tracking refs to
+        // write afterwards (git updates one per pushed ref of a named remote).
+        for b in bulks.into_iter().filter(|b| !b.refs.is_empty()) {
+            batches.push((dir, &[], vec![b]));
         }
         for chunk in explicit.chunks(PUSH_BATCH) {
-            batches.push((&push_dir, chunk, &[]));
+            batches.push((&push_dir, chunk, vec![]));
         }
     }
-    for (dir, explicit, bulk) in batches {
-        match push_batch(cache, git, dest, dir, explicit, bulk, atomic).await {
+    for (dir, explicit, bulks) in batches {
+        match push_batch(cache, git, dest, dir, explicit, &bulks, atomic).await {
             Ok((parsed, batch_failure)) => {
                 statuses.extend(parsed);
                 failure = failure.or(batch_failure);
@@ -1212,23 +1251,26 @@ async fn push(
 }
 
 /// One `git push` from `dir`, a lease on every ref: `explicit` refs (up to [`PUSH_BATCH`]) one
-/// refspec and one `--force-with-lease=<ref>:<value>` each, `+` only on forced refs; `bulk`
-/// refs (held by `dir`, a [`SendingRepo`](crate::engine::cache::SendingRepo)) by the pattern `refs/ferry-send/*:refs/*` and a
-/// bare `--force-with-lease`, which takes each ref's expected value from its remote-tracking
-/// ref: the destination is named [`BULK_REMOTE`] for this one call, its tracking refs under
-/// [`LEASE_NAMESPACE`], and a create has none (the ref must not exist). A lease that holds
-/// lets git move the ref whatever the ancestry, as the explicit leases do.
+/// refspec and one `--force-with-lease=<ref>:<value>` each, `+` only on forced refs; each bulk
+/// (refs held by `dir`, a [`SendingRepo`](crate::engine::cache::SendingRepo)) by one pattern
+/// `<namespace>*:refs/*`, and a bare `--force-with-lease`, which takes each ref's expected
+/// value from its remote-tracking ref. Moved refs have one: the destination is named
+/// [`BULK_REMOTE`] for this one call, its tracking refs under [`LEASE_NAMESPACE`]. A create
+/// has none (with the destination given as a URL, no ref has), so the ref must not exist. A
+/// lease that holds lets git move the ref whatever the ancestry, as the explicit leases do.
 async fn push_batch(
     cache: &Cache,
     git: &Git,
     dest: &Remote,
     dir: &Path,
     explicit: &[&RefPlan],
-    bulk: &[&RefPlan],
+    bulks: &[Bulk<'_>],
     atomic: bool,
 ) -> Result<(BTreeMap<String, PushStatus>, Option<GitFailure>), GitFailure> {
+    let bulks: Vec<&Bulk> = bulks.iter().filter(|b| !b.refs.is_empty()).collect();
+    let tracked = bulks.iter().any(|b| b.tracked());
     let mut args: Vec<String> = Vec::new();
-    if !bulk.is_empty() {
+    if tracked {
         args.extend([
             "-c".into(),
             format!("remote.{BULK_REMOTE}.url={}", dest.git_url()),
@@ -1252,14 +1294,14 @@ async fn push_batch(
         let expect = r.old.as_ref().map_or("", Oid::as_str);
         args.push(format!("--force-with-lease={}:{expect}", r.name));
     }
-    if !bulk.is_empty() {
+    if !bulks.is_empty() {
         args.push("--force-with-lease".into());
     }
     args.push("--".into());
-    args.push(if bulk.is_empty() {
-        dest.git_url().into()
-    } else {
+    args.push(if tracked {
         BULK_REMOTE.into()
+    } else {
+        dest.git_url().into()
     });
     for r in explicit {
         args.push(match (&r.new, r.action) {
@@ -1268,8 +1310,8 @@ async fn push_batch(
             (Some(new), _) => format!("{new}:{}", r.name),
         });
     }
-    if !bulk.is_empty() {
-        args.push(format!("{SEND_NAMESPACE}*:refs/*"));
+    for b in &bulks {
+        args.push(format!("{}*:refs/*", b.namespace));
     }
     let argv: Vec<&str> = args.iter().map(String::as_str).collect();
     let out = git
@@ -1286,7 +1328,7 @@ async fn push_batch(
     let parsed = parse_porcelain(&out.stdout);
     let covered = explicit
         .iter()
-        .chain(bulk)
+        .chain(bulks.iter().flat_map(|b| b.refs.iter()))
         .all(|r| parsed.contains_key(&r.name));
     // Not every ref reported, or every ref looked fine yet git failed: the push failed as a
     // whole, and git's words say why.
