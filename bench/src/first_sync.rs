@@ -211,22 +211,13 @@ fn fmt(v: Option<f64>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
-
-    fn stats(ms: &[u64]) -> Stats {
-        let mut s = Stats::default();
-        for &m in ms {
-            s.push(Duration::from_millis(m));
-        }
-        s
-    }
 
     fn row(transport: Transport, ferry: &[u64], classic: &[u64]) -> FirstSyncRow {
         FirstSyncRow {
             transport,
             refs: 10_000,
-            ferry: stats(ferry),
-            classic: stats(classic),
+            ferry: Stats::from_millis(ferry),
+            classic: Stats::from_millis(classic),
         }
     }
 

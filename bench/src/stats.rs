@@ -29,6 +29,14 @@ impl Stats {
         }
     }
 
+    /// Samples of whole milliseconds, for tests of what is made of them.
+    #[cfg(test)]
+    pub fn from_millis(ms: &[u64]) -> Stats {
+        Stats {
+            samples: ms.iter().map(|&m| Duration::from_millis(m)).collect(),
+        }
+    }
+
     pub fn min(&self) -> Option<Duration> {
         self.samples.iter().min().copied()
     }
@@ -76,23 +84,21 @@ pub fn percentile_f64(samples: &[f64], p: f64) -> Option<f64> {
 mod tests {
     use super::*;
 
-    fn stats(ms: &[u64]) -> Stats {
-        let mut s = Stats::default();
-        for &m in ms {
-            s.push(Duration::from_millis(m));
-        }
-        s
-    }
-
     #[test]
     fn median_and_min() {
-        assert_eq!(stats(&[]).median(), None);
-        assert_eq!(stats(&[5, 1, 3]).median(), Some(Duration::from_millis(3)));
+        assert_eq!(Stats::from_millis(&[]).median(), None);
         assert_eq!(
-            stats(&[4, 1, 3, 2]).median(),
+            Stats::from_millis(&[5, 1, 3]).median(),
+            Some(Duration::from_millis(3))
+        );
+        assert_eq!(
+            Stats::from_millis(&[4, 1, 3, 2]).median(),
             Some(Duration::from_micros(2500))
         );
-        assert_eq!(stats(&[4, 1, 3, 2]).min(), Some(Duration::from_millis(1)));
+        assert_eq!(
+            Stats::from_millis(&[4, 1, 3, 2]).min(),
+            Some(Duration::from_millis(1))
+        );
     }
 
     #[test]

@@ -1125,9 +1125,8 @@ pub struct PushStatus {
 /// every ref the destination advertises, formatting a few candidate names per pair (about
 /// 1.2 µs a pair here): pushing `n` refs to a destination of `m` costs `n × (m + n)` such
 /// pairs. A first sync of 10,000 refs took 32 s that way. Past this many pairs, the refs go
-/// in one push by a pattern refspec from a repository holding exactly them, their leases as
-/// remote-tracking refs beside them (see [`push_batch`]); git looks both up by name. That
-/// repository costs a few milliseconds, these pairs 24.
+/// by a pattern refspec from a repository holding exactly them, with leases git looks up by
+/// name (see [`push_batch`]). That repository costs a few milliseconds, these pairs 24.
 const BULK_PAIRS: usize = 20_000;
 
 /// Where a [`SendingRepo`](crate::engine::cache::SendingRepo) holds the refs of a bulk push:
@@ -1158,7 +1157,7 @@ struct Bulk<'a> {
 impl Bulk<'_> {
     /// Moved refs' leases are remote-tracking refs, which need the destination named.
     fn tracked(&self) -> bool {
-        self.namespace == UPDATE_NAMESPACE && !self.refs.is_empty()
+        self.namespace == UPDATE_NAMESPACE
     }
 }
 
@@ -1181,18 +1180,15 @@ async fn push(
         let mut held = RefMap::new();
         for r in &sent {
             let rest = &r.name["refs/".len()..];
-            let (Some(new), namespace) = (
-                &r.new,
-                match r.old {
-                    None => CREATE_NAMESPACE,
-                    Some(_) => UPDATE_NAMESPACE,
-                },
-            ) else {
-                continue;
-            };
-            held.insert(format!("{namespace}{rest}"), new.clone());
-            if let Some(old) = &r.old {
-                held.insert(format!("{LEASE_NAMESPACE}{rest}"), old.clone());
+            let Some(new) = &r.new else { continue };
+            match &r.old {
+                None => {
+                    held.insert(format!("{CREATE_NAMESPACE}{rest}"), new.clone());
+                }
+                Some(old) => {
+                    held.insert(format!("{UPDATE_NAMESPACE}{rest}"), new.clone());
+                    held.insert(format!("{LEASE_NAMESPACE}{rest}"), old.clone());
+                }
             }
         }
         match cache.sending_repo(&held, git).await {
@@ -1229,10 +1225,11 @@ async fn push(
     if atomic {
         batches.push((dir, &explicit, bulks.to_vec()));
     } else {
-        // Apart, so that creates, the bulk of a first sync, leave no remote-tracking refs to
-        // write afterwards (git updates one per pushed ref of a named remote).
-        for b in bulks.into_iter().filter(|b| !b.refs.is_empty()) {
-            batches.push((dir, &[], vec![b]));
+        // Creates and moves together: one push (each costs the destination's advertisement).
+        // Creates alone, the bulk of a first sync, go to the URL, so that git has no
+        // remote-tracking refs to write afterwards (one per pushed ref of a named remote).
+        if !bulk.is_empty() {
+            batches.push((dir, &[], bulks.to_vec()));
         }
         for chunk in explicit.chunks(PUSH_BATCH) {
             batches.push((&push_dir, chunk, vec![]));
