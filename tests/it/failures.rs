@@ -395,11 +395,11 @@ fn a_lease_replan_that_aborts_says_so_for_each_ref() {
     );
 }
 
-/// Hundreds of new refs go to the destination in one push by a pattern refspec, their leases
-/// read from remote-tracking refs (see
-/// `a_first_sync_of_thousands_of_refs_creates_them_in_one_push`). One of them, created on the
-/// destination by someone else between ferry's listing and its push, fails its lease (a
-/// create's: the ref must not exist) and is re-planned, not pushed over.
+/// Hundreds of new refs go to the destination in one push by a pattern refspec with a bare
+/// `--force-with-lease` (see `a_first_sync_of_thousands_of_refs_creates_them_in_one_push`).
+/// One of them, created on the destination by someone else between ferry's listing and its
+/// push, fails its lease (a create's: the ref must not exist) and is re-planned, not pushed
+/// over.
 #[test]
 fn a_ref_created_on_the_destination_during_a_bulk_first_sync_survives() {
     let name = crate::harness::unique("bulk-race-src");
