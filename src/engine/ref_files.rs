@@ -1,14 +1,22 @@
-//! The refs of ferry's own bare cache, read straight from git's "files" ref storage
-//! (`packed-refs` plus loose files under `refs/`) instead of from a `git for-each-ref`
-//! process: a one-commit sync reads them after every fetch, and a process start costs more
-//! than the read. Only the cache is read this way; it is locked by its run, and git writes
-//! each ref file whole (a `.lock` file renamed into place), so a read never sees half a ref.
-//! A repository with another ref storage (reftable) answers `None`: ask git instead.
+//! Refs read straight from git's "files" ref storage (`packed-refs` plus loose files under
+//! `refs/`) instead of from a git process: a process start costs more than the read.
+//!
+//! - ferry's own bare cache ([`read`], [`read_named`]): a one-commit sync reads it after every
+//!   fetch. It is locked by its run.
+//! - A local source or destination ([`read_repository`]): what `git ls-remote` of its path would
+//!   list, read where a no-op would otherwise start two processes per repository. Someone else
+//!   may be writing it, so the read is git's own: git writes each ref file whole (a `.lock`
+//!   file renamed into place), and loose refs are read before `packed-refs`, so a ref moved
+//!   into `packed-refs` while the read runs is found in one or the other. Anything the read
+//!   does not model (another ref storage, hidden refs, includes in the config, a shallow or
+//!   linked repository, an odd ref name or a ref git would call broken) answers `None`: ask git.
+//!
+//! A repository with another ref storage (reftable) answers `None` everywhere.
 
-use crate::model::refs::{Oid, RefMap};
+use crate::model::refs::{is_plain_ref_name, Oid, RefMap};
 use std::fs;
 use std::io::{self, ErrorKind};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// How many symbolic refs deep a loose ref may point before it is ignored (git stops at 5).
 const MAX_SYMREF_DEPTH: usize = 5;
@@ -18,14 +26,72 @@ const MAX_SYMREF_DEPTH: usize = 5;
 /// its refs in files. Entries git would call broken (unparsable, dangling symbolic refs) are
 /// left out, as for-each-ref leaves them out.
 pub fn read(repo: &Path) -> io::Result<Option<RefMap>> {
+    read_files(repo, Odd::LeaveOut)
+}
+
+/// The refs `git ls-remote <path>` would list for the local repository at `path` (bare, or a
+/// work tree with its `.git` directory), symbolic refs resolved; `None` when only git can say
+/// (see the module's notes). Objects are not opened; git's listing does not open them either
+/// (a ref naming an object the repository lacks is listed, and fetching it fails).
+pub fn read_repository(path: &Path) -> io::Result<Option<RefMap>> {
+    let Some(gitdir) = plain_git_dir(path)? else {
+        return Ok(None);
+    };
+    read_files(&gitdir, Odd::AskGit)
+}
+
+/// The git directory of `path` when the repository is one [`read_repository`] models.
+fn plain_git_dir(path: &Path) -> io::Result<Option<PathBuf>> {
+    let dot_git = path.join(".git");
+    // git tries `<path>/.git` before `<path>`; a `.git` file (a linked work tree or a
+    // submodule) points elsewhere: left to git.
+    let gitdir = if dot_git.is_dir() {
+        dot_git
+    } else if !dot_git.exists() && path.join("HEAD").is_file() && path.join("refs").is_dir() {
+        path.to_path_buf()
+    } else {
+        return Ok(None);
+    };
+    if ["commondir", "shallow", "reftable"]
+        .iter()
+        .any(|f| gitdir.join(f).exists())
+    {
+        return Ok(None);
+    }
+    let config = match fs::read(gitdir.join("config")) {
+        Ok(bytes) => String::from_utf8_lossy(&bytes).to_ascii_lowercase(),
+        Err(e) if e.kind() == ErrorKind::NotFound => String::new(),
+        Err(e) => return Err(e),
+    };
+    // Hidden refs change what git advertises; an include can bring anything, including
+    // those; another ref storage is not files.
+    if ["hiderefs", "include", "refstorage"]
+        .iter()
+        .any(|word| config.contains(word))
+    {
+        return Ok(None);
+    }
+    Ok(Some(gitdir))
+}
+
+/// What a read does with an entry git would skip (an unparsable loose ref, a dangling
+/// symbolic ref, a name git would not accept on the command line).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Odd {
+    /// Leave it out, as for-each-ref does: ferry's own cache.
+    LeaveOut,
+    /// Answer `None`, so that git lists the repository: someone else's.
+    AskGit,
+}
+
+fn read_files(repo: &Path, odd: Odd) -> io::Result<Option<RefMap>> {
     if repo.join("reftable").exists() {
         return Ok(None);
     }
-    let mut refs = match fs::read_to_string(repo.join("packed-refs")) {
-        Ok(text) => parse_packed(&text),
-        Err(e) if e.kind() == ErrorKind::NotFound => RefMap::new(),
-        Err(e) => return Err(e),
-    };
+    // Loose refs first, then packed-refs (git's order): `git pack-refs` writes packed-refs
+    // before it deletes the loose files, so a ref it moves is seen in one or the other.
+    let mut loose = RefMap::new();
+    let mut broken = Vec::new();
     let mut symbolic = Vec::new();
     let mut dirs = vec![repo.join("refs")];
     while let Some(dir) = dirs.pop() {
@@ -38,7 +104,8 @@ pub fn read(repo: &Path) -> io::Result<Option<RefMap>> {
         for entry in entries {
             let entry = entry?;
             let path = entry.path();
-            if entry.file_type()?.is_dir() {
+            let kind = entry.file_type()?;
+            if kind.is_dir() {
                 dirs.push(path);
                 continue;
             }
@@ -48,8 +115,14 @@ pub fn read(repo: &Path) -> io::Result<Option<RefMap>> {
                 .and_then(Path::to_str)
                 .filter(|name| !name.ends_with(".lock"))
             else {
+                if odd == Odd::AskGit && !path.to_string_lossy().ends_with(".lock") {
+                    return Ok(None);
+                }
                 continue;
             };
+            if odd == Odd::AskGit && (kind.is_symlink() || !is_plain_ref_name(name)) {
+                return Ok(None);
+            }
             let content = match fs::read_to_string(&path) {
                 Ok(content) => content,
                 Err(e) if e.kind() == ErrorKind::NotFound => continue,
@@ -57,16 +130,31 @@ pub fn read(repo: &Path) -> io::Result<Option<RefMap>> {
             };
             match parse_loose(&content) {
                 Some(Loose::Direct(oid)) => {
-                    refs.insert(name.to_owned(), oid);
+                    loose.insert(name.to_owned(), oid);
                 }
                 Some(Loose::Symbolic(target)) => symbolic.push((name.to_owned(), target)),
-                None => {
-                    refs.remove(name);
-                }
+                None if odd == Odd::AskGit => return Ok(None),
+                None => broken.push(name.to_owned()),
             }
         }
     }
-    resolve_symbolic(&mut refs, symbolic);
+    let mut refs = match fs::read_to_string(repo.join("packed-refs")) {
+        Ok(text) => parse_packed(&text),
+        Err(e) if e.kind() == ErrorKind::NotFound => RefMap::new(),
+        Err(e) => return Err(e),
+    };
+    if odd == Odd::AskGit && refs.keys().any(|name| !is_plain_ref_name(name)) {
+        return Ok(None);
+    }
+    // A broken loose ref hides its packed value: for-each-ref lists neither.
+    for name in broken {
+        refs.remove(&name);
+    }
+    refs.extend(loose);
+    let dangling = resolve_symbolic(&mut refs, symbolic);
+    if odd == Odd::AskGit && dangling {
+        return Ok(None);
+    }
     Ok(Some(refs))
 }
 
@@ -151,8 +239,12 @@ fn parse_packed(text: &str) -> RefMap {
 }
 
 /// Gives each symbolic ref its target's object, following chains up to
-/// [`MAX_SYMREF_DEPTH`]; dangling or too-deep ones are dropped.
-fn resolve_symbolic(refs: &mut RefMap, symbolic: Vec<(String, String)>) {
+/// [`MAX_SYMREF_DEPTH`]; dangling or too-deep ones are dropped (then it answers true). A
+/// loose symbolic ref hides a packed value of the same name, as in git.
+fn resolve_symbolic(refs: &mut RefMap, symbolic: Vec<(String, String)>) -> bool {
+    for (name, _) in &symbolic {
+        refs.remove(name);
+    }
     let targets: std::collections::HashMap<&str, &str> = symbolic
         .iter()
         .map(|(name, target)| (name.as_str(), target.as_str()))
@@ -171,7 +263,9 @@ fn resolve_symbolic(refs: &mut RefMap, symbolic: Vec<(String, String)>) {
             }
         }
     }
+    let dangling = resolved.len() != symbolic.len();
     refs.extend(resolved);
+    dangling
 }
 
 #[cfg(test)]
@@ -264,6 +358,98 @@ mod tests {
         );
         let alias = vec!["refs/heads/alias".to_owned()];
         assert_eq!(read_named(&gitdir, &alias).expect("read"), None);
+    }
+
+    fn ls_remote(path: &Path) -> RefMap {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let url = path.display().to_string();
+        crate::model::refs::parse_ref_listing(&git(dir.path(), &["ls-remote", "--refs", &url]))
+    }
+
+    #[test]
+    fn a_local_repository_reads_as_ls_remote_lists_it_bare_or_not() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let repo = dir.path().join("work");
+        std::fs::create_dir(&repo).expect("work dir");
+        git(&repo, &["init", "-q", "-b", "main", "."]);
+        git(&repo, &["commit", "-q", "--allow-empty", "-m", "one"]);
+        git(&repo, &["tag", "-a", "v1", "-m", "annotated"]);
+        git(&repo, &["branch", "packed-then-moved"]);
+        git(&repo, &["pack-refs", "--all"]);
+        git(&repo, &["commit", "-q", "--allow-empty", "-m", "two"]);
+        git(&repo, &["branch", "-f", "packed-then-moved"]);
+        git(&repo, &["branch", "loose-only"]);
+        git(
+            &repo,
+            &["symbolic-ref", "refs/heads/alias", "refs/heads/main"],
+        );
+        let read = read_repository(&repo)
+            .expect("read")
+            .expect("a plain repository");
+        assert_eq!(read, ls_remote(&repo));
+        assert_eq!(read.len(), 5, "{read:?}");
+
+        let bare = dir.path().join("bare.git");
+        let url = repo.display().to_string();
+        git(dir.path(), &["clone", "-q", "--mirror", &url, "bare.git"]);
+        let read = read_repository(&bare)
+            .expect("read")
+            .expect("a plain repository");
+        assert_eq!(read, ls_remote(&bare));
+    }
+
+    #[test]
+    fn what_the_local_read_does_not_model_is_left_to_git() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let fresh = |name: &str| {
+            let repo = dir.path().join(name);
+            std::fs::create_dir(&repo).expect("repo dir");
+            git(&repo, &["init", "-q", "--bare", "-b", "main", "."]);
+            let tree = git(&repo, &["mktree"]).trim().to_owned();
+            let commit = git(&repo, &["commit-tree", "-m", "one", &tree])
+                .trim()
+                .to_owned();
+            git(&repo, &["update-ref", "refs/heads/main", &commit]);
+            assert!(read_repository(&repo).expect("read").is_some());
+            repo
+        };
+        let left_to_git = |repo: &Path, why: &str| {
+            assert_eq!(read_repository(repo).expect("read"), None, "{why}");
+        };
+
+        let repo = fresh("hidden");
+        git(
+            &repo,
+            &["config", "uploadpack.hideRefs", "refs/heads/secret"],
+        );
+        left_to_git(&repo, "hidden refs change the listing");
+        let repo = fresh("included");
+        git(&repo, &["config", "include.path", "/elsewhere"]);
+        left_to_git(&repo, "an included config can hide refs");
+        let repo = fresh("shallow");
+        std::fs::write(repo.join("shallow"), "").expect("shallow file");
+        left_to_git(&repo, "a shallow repository");
+        let repo = fresh("broken");
+        std::fs::write(repo.join("refs/heads/broken"), "not an id\n").expect("broken ref");
+        left_to_git(&repo, "a broken loose ref");
+        let repo = fresh("dangling");
+        git(
+            &repo,
+            &["symbolic-ref", "refs/heads/dangling", "refs/heads/nowhere"],
+        );
+        left_to_git(&repo, "a dangling symbolic ref");
+        let repo = fresh("odd");
+        std::fs::write(
+            repo.join("refs/heads/with space"),
+            format!("{}\n", "1".repeat(40)),
+        )
+        .expect("odd ref");
+        left_to_git(&repo, "a name git would not list");
+        let linked = dir.path().join("linked");
+        std::fs::create_dir(&linked).expect("linked dir");
+        std::fs::write(linked.join(".git"), "gitdir: /elsewhere\n").expect(".git file");
+        left_to_git(&linked, "a .git file points elsewhere");
+        left_to_git(&dir.path().join("missing"), "no repository at all");
     }
 
     #[test]

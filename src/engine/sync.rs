@@ -7,6 +7,8 @@
 //!                 -> push (leases, porcelain) -> re-plan lease failures once
 //!                 -> verify with a fresh listing -> outcomes -> save record
 //! ```
+//! A destination with a record is planned from it and not listed (a local one is read from its
+//! files); a local source is read from its files, and only its changed refs are fetched.
 //! Destinations are independent: each gets its own report, and one failing never stops the
 //! others.
 
@@ -15,6 +17,7 @@ use crate::engine::git::{failure_from_stderr, Call, Git, GitFailure};
 use crate::engine::lfs::{self, store::ObjectStore, Carried, Lfs};
 use crate::engine::plan::{self, Action, Note, Plan, PlanInput, RefPlan};
 use crate::engine::record::{FileStore, Record, RecordKey, RecordStore, StoreError};
+use crate::engine::ref_files;
 use crate::engine::report::{
     DestinationReport, ErrorReport, MirrorReport, Outcome, RefReport, SourceReport,
 };
@@ -308,6 +311,12 @@ async fn fetch_selection(
     git: &Git,
 ) -> Result<SourceRefs, GitFailure> {
     let selection = &mirror.selection;
+    if let Some(mut listing) = local_listing(&mirror.source) {
+        listing.retain(|name, _| selection.selects(name));
+        if let Some(caught_up) = catch_up_locally(mirror, cache, git, listing).await? {
+            return Ok(caught_up);
+        }
+    }
     let (refs, fetched) = match cache.strategy() {
         Strategy::FetchFirst => {
             // The refs read beside the fetch stand when the fetch changed nothing.
@@ -340,6 +349,39 @@ async fn fetch_selection(
         fetched,
         focused: false,
     })
+}
+
+/// Brings the cache up to a local source whose refs were read from its files: nothing to do
+/// when the cache holds them already (a no-op runs no git for the source), else a fetch of
+/// the changed refs alone. `None` leaves it to the usual fetch: when the source deleted refs
+/// (only git's own listing may delete from the cache) or the cache's refs cannot be read.
+async fn catch_up_locally(
+    mirror: &Mirror,
+    cache: &Cache,
+    git: &Git,
+    listing: RefMap,
+) -> Result<Option<SourceRefs>, GitFailure> {
+    let Ok(cached) = cache.refs(&mirror.selection, git).await else {
+        return Ok(None);
+    };
+    if cached == listing {
+        return Ok(Some(SourceRefs {
+            refs: cached,
+            fetched: false,
+            focused: false,
+        }));
+    }
+    if cached.keys().any(|name| !listing.contains_key(name)) {
+        return Ok(None);
+    }
+    let refs = cache
+        .catch_up(&mirror.source, &mirror.selection, cached, &listing, git)
+        .await?;
+    Ok(Some(SourceRefs {
+        refs,
+        fetched: true,
+        focused: false,
+    }))
 }
 
 fn source_failed(mirror: &Mirror, e: GitFailure) -> (SourceReport, Vec<DestinationReport>) {
@@ -467,6 +509,10 @@ async fn list_refs(
     git: &Git,
     protocol_v0: bool,
 ) -> Result<RefMap, GitFailure> {
+    if let Some(mut refs) = local_listing(remote) {
+        refs.retain(|name, _| selection.selects(name));
+        return Ok(refs);
+    }
     let cwd = std::env::temp_dir();
     let mut args = vec![];
     if protocol_v0 {
@@ -499,6 +545,19 @@ async fn list_refs(
         .await?
         .check(&format!("listing {}", remote.display()))?;
     Ok(selection.parse(&out.stdout))
+}
+
+/// A local repository's refs read from its files, as `git ls-remote` of its path would list
+/// them (see [`ref_files::read_repository`]); `None` for a remote, or when only git can say.
+fn local_listing(remote: &Remote) -> Option<RefMap> {
+    let path = remote.local_path()?;
+    match ref_files::read_repository(&path) {
+        Ok(refs) => refs,
+        Err(e) => {
+            tracing::debug!(repo = %remote.display(), error = %e, "reading refs from files failed; asking git");
+            None
+        }
+    }
 }
 
 /// What every destination of one pass shares.
@@ -556,9 +615,10 @@ enum Trust {
     Listing,
     /// Plan from the record; nothing was listed (a focused run).
     Record,
-    /// Plan from the record when that plan pushes something; else from the listing (started
-    /// beside the fetch all the same), so that a run with nothing to push still reports what
-    /// changed on the destination behind ferry's back. A listing not needed is stopped.
+    /// Plan from the record when that plan pushes something, or when the destination is
+    /// remote (nothing is listed: a no-op makes no round trip to it); else (a local
+    /// destination with nothing to push) from the listing, a read of its files started beside
+    /// the fetch, which reports what changed on it behind ferry's back.
     RecordWhenPushing,
 }
 
@@ -614,8 +674,9 @@ async fn beside_the_fetch<'a, F: Future>(
 /// The record stands in for a listing where that is safe: every push carries a lease on the
 /// recorded value, so a destination that changed behind ferry's back fails the lease, and
 /// then it is listed and re-planned. A focused run (the refs an event named) plans from a
-/// non-empty record and lists nothing. Any other sync with a non-empty record starts the
-/// listing beside the fetch but plans from the record when that plan pushes something (see
+/// non-empty record and lists nothing. Any other sync with a non-empty record plans from the
+/// record too, and lists nothing remote; a local destination is read from its files beside
+/// the fetch, and that listing decides when the record's plan pushes nothing (see
 /// [`Trust::RecordWhenPushing`]). The listing decides when the policies need the whole
 /// destination (`divergence = abort` looks at every ref, `prune = all` deletes refs ferry never
 /// recorded), when the run verifies (`verify`, reconcile runs), plans (`ferry plan`), has no
@@ -641,7 +702,12 @@ async fn prepare_destination<'a>(pass: Pass<'a>, dest: &'a Remote, focused: bool
     } else {
         Trust::Listing
     };
-    let listing = (trust != Trust::Record).then(|| -> Listing<'a> {
+    let listed = match trust {
+        Trust::Listing => true,
+        Trust::RecordWhenPushing => dest.local_path().is_some(),
+        Trust::Record => false,
+    };
+    let listing = listed.then(|| -> Listing<'a> {
         Box::pin(maybe_done(Box::pin(list_destination(
             mirror, dest, pass.mode, pass.git,
         ))))
@@ -727,6 +793,9 @@ async fn sync_destination(
             Some(list_destination(mirror, dest, mode, git).await)
         }
         (Trust::Record, _) => None,
+        // Nothing to push to a remote destination: the record stands in for it (reconcile
+        // runs and `verify` list it).
+        (Trust::RecordWhenPushing, _) if started.is_none() => None,
         (Trust::RecordWhenPushing, _) | (Trust::Listing, _) => listed(started).await,
     };
     let listed = listing.is_some();

@@ -22,14 +22,6 @@ pub(crate) fn logging_git(dir: &Path, log: &Path) -> String {
     wrapper.display().to_string()
 }
 
-fn listings(log: &Path) -> usize {
-    std::fs::read_to_string(log)
-        .unwrap_or_default()
-        .lines()
-        .filter(|l| l.split_whitespace().any(|w| w == "ls-remote"))
-        .count()
-}
-
 #[test]
 fn a_push_report_is_the_outcome_and_only_verify_lists_again() {
     let (src, dst) = (Repo::source("fast-src"), Repo::empty("fast-dst"));
@@ -50,9 +42,9 @@ fn a_push_report_is_the_outcome_and_only_verify_lists_again() {
     assert_eq!(run.dest(0)["verified"], false, "{}", run.stdout);
     assert_eq!(dst.refs()["refs/heads/main"], src.refs()["refs/heads/main"]);
     assert_eq!(
-        listings(&log),
-        1,
-        "one listing (beside the fetch), none after the push"
+        listings_of(&log, &d),
+        0,
+        "the record's plan was pushed, and the push's report is the outcome"
     );
 
     std::fs::remove_file(&log).unwrap();
@@ -62,7 +54,11 @@ fn a_push_report_is_the_outcome_and_only_verify_lists_again() {
     run.assert_code(0);
     assert_eq!(run.ref_result(0, "refs/heads/main").1, "updated");
     assert_eq!(run.dest(0)["verified"], true, "{}", run.stdout);
-    assert_eq!(listings(&log), 2, "--verify lists again after the push");
+    assert_eq!(
+        listings_of(&log, &d),
+        2,
+        "--verify lists before the push and again after it"
+    );
 
     // The record the fast path kept is right: an upstream force-push is followed, not
     // reported as diverged.
@@ -73,70 +69,135 @@ fn a_push_report_is_the_outcome_and_only_verify_lists_again() {
     assert_eq!(run.ref_result(0, "refs/heads/main").1, "forced");
 }
 
-/// A FERRY_GIT that logs each git command line to `log` and, once `<dir>/stall` exists,
-/// holds every `ls-remote` of `stalled_url` for 20 s before running it: it writes its pid to
-/// `<dir>/stalled` when the hold starts and touches `<dir>/listed` when it ends.
-fn stalling_git(dir: &Path, log: &Path, stalled_url: &str) -> String {
-    let wrapper = dir.join("git-stalling");
-    let real = ferry_testkit::git_binary().unwrap().display().to_string();
-    let (flag, pid) = (dir.join("stall"), dir.join("stalled"));
-    std::fs::write(
-        &wrapper,
-        format!(
-            "#!/bin/sh\necho \"$*\" >> '{log}'\n\
-             if [ -e '{flag}' ] && [ \"$1\" = ls-remote ]; then\n\
-             case \"$*\" in *'{stalled_url}'*) echo $$ > '{pid}'; sleep 20; touch '{listed}';; esac\nfi\n\
-             exec '{real}' \"$@\"\n",
-            log = log.display(),
-            flag = flag.display(),
-            pid = pid.display(),
-            listed = dir.join("listed").display(),
-        ),
+/// Someone's own branch `theirs` on the destination, at its main.
+fn branch_behind_ferry_s_back(dst: &Repo) {
+    ferry_testkit::git(
+        &dst.path(),
+        &["update-ref", "refs/heads/theirs", "refs/heads/main"],
     )
     .unwrap();
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
-    wrapper.display().to_string()
+}
+
+/// The logged git command lines that list `url`.
+fn listings_of(log: &Path, url: &str) -> usize {
+    std::fs::read_to_string(log)
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.split_whitespace().any(|w| w == "ls-remote") && l.contains(url))
+        .count()
 }
 
 #[test]
-fn with_a_record_the_push_does_not_wait_for_the_destination_listing_which_is_stopped() {
+fn with_a_record_a_remote_destination_is_listed_neither_for_a_push_nor_for_a_no_op() {
     let (src, dst) = (Repo::source("trust-src"), Repo::empty("trust-dst"));
-    let [s, d] = [src.url(Transport::File), dst.url(Transport::File)];
+    let [s, d] = [src.url(Transport::File), dst.url(Transport::Http)];
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("git.log");
-    let git = stalling_git(dir.path(), &log, &d);
-    let ferry = Ferry::new().env("FERRY_GIT", &git);
+    let ferry = Ferry::with_test_credentials().env("FERRY_GIT", &logging_git(dir.path(), &log));
     ferry.sync(&[&s, &d]).assert_code(0);
+    assert_eq!(listings_of(&log, &d), 1, "no record yet: listed");
 
-    // From now on a listing of the destination would hold the run for 20 s.
-    std::fs::write(dir.path().join("stall"), "").unwrap();
+    std::fs::remove_file(&log).unwrap();
     src.commit("one");
     src.push(&["main"]);
     let run = ferry.sync(&[&s, &d]);
     run.assert_code(0);
     assert_eq!(run.ref_result(0, "refs/heads/main").1, "updated");
     assert_eq!(dst.refs()["refs/heads/main"], src.refs()["refs/heads/main"]);
-    let pid: u32 = std::fs::read_to_string(dir.path().join("stalled"))
-        .expect("the listing was started beside the fetch")
-        .trim()
-        .parse()
-        .unwrap();
+    assert_eq!(listings_of(&log, &d), 0, "the record's plan was pushed");
+
+    // Someone adds a branch on the destination. A no-op trusts the record: one look at the
+    // source, no round trip to the destination, nothing said about their branch.
+    branch_behind_ferry_s_back(&dst);
+    std::fs::remove_file(&log).unwrap();
+    let run = ferry.sync(&[&s, &d]);
+    run.assert_code(0);
+    assert_eq!(run.ref_result(0, "refs/heads/main").1, "unchanged");
+    assert_eq!(run.dest(0)["verified"], false, "{}", run.stdout);
     assert!(
-        crate::harness::ended(pid),
-        "the listing the run did not need is not running"
+        run.dest(0)["refs"]
+            .as_array()
+            .is_some_and(|refs| refs.iter().all(|r| r["ref"] != "refs/heads/theirs")),
+        "{}",
+        run.stdout
     );
+    assert_eq!(
+        listings_of(&log, &d),
+        0,
+        "a no-op does not list the destination"
+    );
+
+    // A run that lists (--verify, as reconcile runs do) sees their branch, and keeps it.
+    let run = ferry.sync(&["--verify", &s, &d]);
+    run.assert_code(0);
+    assert_eq!(
+        run.ref_result(0, "refs/heads/theirs"),
+        ("skip".into(), "unchanged".into()),
+        "{}",
+        run.stdout
+    );
+    assert!(listings_of(&log, &d) > 0);
+    assert!(dst.refs().contains_key("refs/heads/theirs"));
+}
+
+#[test]
+fn a_no_op_between_local_repositories_runs_no_git_and_a_change_fetches_only_its_ref() {
+    let (src, dst) = (Repo::source("local-src"), Repo::empty("local-dst"));
+    src.git(&["branch", "dev"]);
+    src.push(&["dev"]);
+    let [s, d] = [src.url(Transport::File), dst.url(Transport::File)];
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("git.log");
+    let ferry = Ferry::new().env("FERRY_GIT", &logging_git(dir.path(), &log));
+    ferry.sync(&[&s, &d]).assert_code(0);
+
+    std::fs::remove_file(&log).unwrap();
+    let run = ferry.sync(&[&s, &d]);
+    run.assert_code(0);
+    assert_eq!(run.ref_result(0, "refs/heads/main").1, "unchanged");
+    let calls = std::fs::read_to_string(&log).unwrap_or_default();
+    assert_eq!(calls, "", "both repositories were read from their files");
+
+    // Their branch on the local destination is read, so a no-op still reports it.
+    branch_behind_ferry_s_back(&dst);
+    let run = ferry.sync(&[&s, &d]);
+    run.assert_code(0);
+    assert_eq!(
+        run.ref_result(0, "refs/heads/theirs"),
+        ("skip".into(), "unchanged".into())
+    );
+
+    src.commit("one");
+    src.push(&["main"]);
+    let run = ferry.sync(&[&s, &d]);
+    run.assert_code(0);
+    assert_eq!(run.ref_result(0, "refs/heads/main").1, "updated");
+    assert_eq!(dst.refs()["refs/heads/main"], src.refs()["refs/heads/main"]);
+    let calls = std::fs::read_to_string(&log).unwrap_or_default();
+    let fetches: Vec<&str> = calls.lines().filter(|l| l.starts_with("fetch")).collect();
+    assert_eq!(fetches.len(), 1, "{calls}");
     assert!(
-        !dir.path().join("listed").exists(),
-        "the run did not wait for the listing: it was stopped"
+        fetches[0].ends_with(" +refs/heads/main:refs/heads/main"),
+        "only the changed ref was fetched: {calls}"
     );
+    assert!(!calls.contains("ls-remote"), "{calls}");
+
+    // A branch the source deleted: git's own listing decides, and the mirror follows.
+    src.push(&[":refs/heads/dev"]);
+    let run = ferry.sync(&[&s, &d]);
+    run.assert_code(0);
+    assert_eq!(
+        run.ref_result(0, "refs/heads/dev"),
+        ("delete".into(), "deleted".into())
+    );
+    assert!(!dst.refs().contains_key("refs/heads/dev"));
 }
 
 #[test]
 fn a_record_proven_wrong_by_a_lost_lease_is_listed_and_replanned() {
     let (src, dst) = (Repo::source("lease-src"), Repo::empty("lease-dst"));
-    let [s, d] = [src.url(Transport::File), dst.url(Transport::File)];
-    let ferry = Ferry::new();
+    let [s, d] = [src.url(Transport::File), dst.url(Transport::Http)];
+    let ferry = Ferry::with_test_credentials();
     ferry.sync(&[&s, &d]).assert_code(0);
     // Someone else moves the destination's main (a fast-forward ferry never saw), then the
     // source moves too: the record's value for main is wrong.
