@@ -189,8 +189,17 @@ impl<'a> Fixture<'a> {
         cmd.env("FERRY_LOG", "ferry=debug");
         let sampled = run_sampled(cmd, "ferry")
             .with_context(|| format!("profiled {method} failed ({})", self.prefix))?;
-        Profile::from_log(&sampled.stderr, sampled.elapsed, &self.url("source"))
-            .with_context(|| format!("cannot read the log of the profiled {method}"))
+        let profile = Profile::from_log(&sampled.stderr, sampled.elapsed, &self.url("source"))
+            .with_context(|| format!("cannot read the log of the profiled {method}"))?;
+        // A run that propagates a commit runs git: none logged means the log format or
+        // FERRY_LOG handling changed, and the breakdown would silently be empty.
+        if profile.calls.is_empty() && Method::PROPAGATING.contains(&method) {
+            bail!(
+                "the profiled {method} logged no git calls with FERRY_LOG=ferry=debug; stderr:\n{}",
+                sampled.stderr.trim_end()
+            );
+        }
+        Ok(profile)
     }
 
     /// `ferry sync -q --cache-dir <warm cache> SRC DEST` with this

@@ -81,9 +81,9 @@ pub struct Profile {
 
 impl Profile {
     /// Reads ferry's stderr; `source_url` tells the source's listing from a
-    /// destination's. Fails if the log has no git calls at all (every sync
-    /// runs git): then the log format or FERRY_LOG handling has changed and
-    /// the breakdown would silently be empty.
+    /// destination's. A log without git calls is a run that started none (a
+    /// no-op between local repositories); the caller knows whether its run
+    /// had to (see `Fixture::profile`).
     pub fn from_log(stderr: &str, wall: Duration, source_url: &str) -> Result<Profile> {
         let mut calls = vec![];
         let mut pushed = false;
@@ -105,12 +105,6 @@ impl Profile {
                 phase,
                 elapsed_ms,
             });
-        }
-        if calls.is_empty() {
-            bail!(
-                "ferry logged no {GIT_FINISHED:?} lines with FERRY_LOG=ferry=debug; stderr:\n{}",
-                stderr.trim_end()
-            );
         }
         Ok(Profile { wall, calls })
     }
@@ -244,9 +238,10 @@ mod tests {
     }
 
     #[test]
-    fn a_log_without_git_calls_is_an_error() {
-        assert!(Profile::from_log("", Duration::ZERO, SOURCE).is_err());
+    fn a_git_line_without_timing_is_an_error_a_run_without_git_is_not() {
         let bad = r#"{"message":"git finished","args":"fetch"}"#;
         assert!(Profile::from_log(bad, Duration::ZERO, SOURCE).is_err());
+        let profile = Profile::from_log("", Duration::ZERO, SOURCE).expect("a run without git");
+        assert!(profile.calls.is_empty());
     }
 }
