@@ -123,7 +123,7 @@ fn read_files(repo: &Path, odd: Odd) -> io::Result<Option<RefMap>> {
             if odd == Odd::AskGit && (kind.is_symlink() || !is_plain_ref_name(name)) {
                 return Ok(None);
             }
-            let content = match fs::read_to_string(&path) {
+            let content = match read_ref_file(&path) {
                 Ok(content) => content,
                 Err(e) if e.kind() == ErrorKind::NotFound => continue,
                 Err(e) => return Err(e),
@@ -174,7 +174,7 @@ pub fn read_named<'n>(
     let mut packed: std::collections::BTreeSet<&str> = std::collections::BTreeSet::new();
     for name in names {
         let path = repo.join(name);
-        match fs::read_to_string(&path) {
+        match read_ref_file(&path) {
             Ok(content) => match parse_loose(&content) {
                 Some(Loose::Direct(oid)) => {
                     refs.insert(name.clone(), oid);
@@ -210,6 +210,38 @@ pub fn read_named<'n>(
         }
     }
     Ok(Some(refs))
+}
+
+/// A loose ref file's text. One open and one read for the usual file (an id or a `ref: `
+/// line): a destination pushed to one ref at a time holds thousands of them, and
+/// `fs::read_to_string` would also ask each one's size first and read again to see its end.
+fn read_ref_file(path: &Path) -> io::Result<String> {
+    use std::io::Read;
+    let mut file = fs::File::open(path)?;
+    let mut buf = [0u8; 256];
+    let mut len = 0;
+    loop {
+        match file.read(&mut buf[len..]) {
+            Ok(0) => break,
+            // A regular file reads short only at its end: no second call to learn that.
+            Ok(n) if len + n < buf.len() => {
+                len += n;
+                break;
+            }
+            Ok(n) => len += n,
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+        if len == buf.len() {
+            // Longer than any ref file git writes: read the rest as it comes.
+            let mut all = buf.to_vec();
+            file.read_to_end(&mut all)?;
+            return String::from_utf8(all).map_err(|e| io::Error::new(ErrorKind::InvalidData, e));
+        }
+    }
+    std::str::from_utf8(&buf[..len])
+        .map(str::to_owned)
+        .map_err(|e| io::Error::new(ErrorKind::InvalidData, e))
 }
 
 enum Loose {
