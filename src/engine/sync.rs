@@ -311,13 +311,14 @@ async fn fetch_selection(
     git: &Git,
 ) -> Result<SourceRefs, GitFailure> {
     let selection = &mirror.selection;
-    if let Some(mut listing) = local_listing(&mirror.source) {
-        listing.retain(|name, _| selection.selects(name));
-        if let Some(caught_up) = catch_up_locally(mirror, cache, git, listing).await? {
-            return Ok(caught_up);
-        }
-    }
-    let (refs, fetched) = match cache.strategy() {
+    // A local source is listed first whatever the cache's size: its listing is a read of its
+    // files (see `list_refs`), so a no-op runs no git for it and a change fetches only the
+    // changed refs.
+    let strategy = match mirror.source.local_path() {
+        Some(_) => Strategy::ListFirst,
+        None => cache.strategy(),
+    };
+    let (refs, fetched) = match strategy {
         Strategy::FetchFirst => {
             // The refs read beside the fetch stand when the fetch changed nothing.
             let (before, updated) = tokio::join!(
@@ -349,39 +350,6 @@ async fn fetch_selection(
         fetched,
         focused: false,
     })
-}
-
-/// Brings the cache up to a local source whose refs were read from its files: nothing to do
-/// when the cache holds them already (a no-op runs no git for the source), else a fetch of
-/// the changed refs alone. `None` leaves it to the usual fetch: when the source deleted refs
-/// (only git's own listing may delete from the cache) or the cache's refs cannot be read.
-async fn catch_up_locally(
-    mirror: &Mirror,
-    cache: &Cache,
-    git: &Git,
-    listing: RefMap,
-) -> Result<Option<SourceRefs>, GitFailure> {
-    let Ok(cached) = cache.refs(&mirror.selection, git).await else {
-        return Ok(None);
-    };
-    if cached == listing {
-        return Ok(Some(SourceRefs {
-            refs: cached,
-            fetched: false,
-            focused: false,
-        }));
-    }
-    if cached.keys().any(|name| !listing.contains_key(name)) {
-        return Ok(None);
-    }
-    let refs = cache
-        .catch_up(&mirror.source, &mirror.selection, cached, &listing, git)
-        .await?;
-    Ok(Some(SourceRefs {
-        refs,
-        fetched: true,
-        focused: false,
-    }))
 }
 
 fn source_failed(mirror: &Mirror, e: GitFailure) -> (SourceReport, Vec<DestinationReport>) {
