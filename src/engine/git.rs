@@ -181,66 +181,69 @@ impl Git {
         args: &[&str],
         call: Call<'_>,
     ) -> Result<Output, GitFailure> {
+        let running = self.start(cwd, args, call, None)?;
+        let clock = running.spawned;
+        running.finish(clock).await
+    }
+
+    /// Starts `git <args>` in `cwd` with its hooks held at a gate (see [`HeldCall`]): a
+    /// `pre-push` hook of `core.hooksPath` reads ferry's word from descriptor 3. Its deadline
+    /// and stall clock start when the gate opens.
+    pub fn start_held(
+        &self,
+        cwd: &Path,
+        args: &[&str],
+        call: Call<'_>,
+    ) -> Result<HeldCall, GitFailure> {
+        // Close-on-exec on both ends: only this child gets the read end (as descriptor 3), and
+        // no other child holds the write end open past ferry's.
+        let (reader, writer) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| {
+            GitFailure::new(ErrorKind::Other, format!("cannot make a pipe for git: {e}"))
+        })?;
+        let running = self.start(cwd, args, call, Some(reader))?;
+        Ok(HeldCall {
+            running,
+            gate: std::fs::File::from(writer),
+        })
+    }
+
+    /// Spawns the call; `gate`, when given, becomes the child's descriptor 3 (and is closed
+    /// here once the child has it).
+    fn start(
+        &self,
+        cwd: &Path,
+        args: &[&str],
+        call: Call<'_>,
+        gate: Option<std::os::fd::OwnedFd>,
+    ) -> Result<Running, GitFailure> {
         let cfg = &self.inner;
-        let started = Instant::now();
-        let mut child = self.spawn(cwd, args, call.remote, Stdio::null())?;
+        let spawned = Instant::now();
+        let mut child = self.spawn(cwd, args, call.remote, Stdio::null(), gate.as_ref())?;
+        drop(gate);
         let group = ProcessGroup(child.id());
         let activity = Arc::new(AtomicU64::new(0));
         let stdout = child
             .stdout
             .take()
-            .map(|s| tokio::spawn(read_all(s, activity.clone(), started, false)));
+            .map(|s| tokio::spawn(read_all(s, activity.clone(), spawned, false)));
         let stderr = child.stderr.take().map(|s| {
             tokio::spawn(read_all(
                 s,
                 activity.clone(),
-                started,
+                spawned,
                 cfg.show_progress && call.transfer,
             ))
         });
-
-        let deadline = started + cfg.timeout;
-        let stall = STALL_LIMIT.min(cfg.timeout);
-        let status = loop {
-            tokio::select! {
-                status = child.wait() => break status,
-                _ = tokio::time::sleep(Duration::from_millis(100)) => {
-                    let now = Instant::now();
-                    let idle = now.duration_since(started).saturating_sub(Duration::from_millis(activity.load(Ordering::Relaxed)));
-                    let timed_out = now >= deadline;
-                    if timed_out || (call.transfer && idle >= stall) {
-                        group.kill();
-                        let _ = child.wait().await;
-                        let what = if timed_out {
-                            format!("git {} did not finish within {}", args.first().unwrap_or(&""), humantime::format_duration(cfg.timeout))
-                        } else {
-                            format!("git {} made no progress for {}", args.first().unwrap_or(&""), humantime::format_duration(stall))
-                        };
-                        return Err(GitFailure::new(ErrorKind::Timeout, format!("{what}; it was stopped")));
-                    }
-                }
-            }
-        };
-        let status = status.map_err(|e| {
-            GitFailure::new(ErrorKind::Other, format!("waiting for git failed: {e}"))
-        })?;
-        // git has exited; anything still holding its pipes (a stray helper) is killed so the
-        // reads below finish. The group id cannot have been reused yet: a pid is not handed
-        // out again while a process group with that id exists, and ours was alive a moment ago.
-        group.kill();
-        let stdout = join_reader(stdout).await;
-        let stderr = redact_text(&self.scrub(&collapse_progress(&join_reader(stderr).await)));
-        tracing::debug!(
-            args = %args.join(" "),
-            status = %status,
-            elapsed_ms = started.elapsed().as_millis() as u64,
-            stderr = %stderr,
-            "git finished"
-        );
-        Ok(Output {
-            success: status.success(),
-            stdout: self.scrub(&stdout),
+        Ok(Running {
+            git: self.clone(),
+            args: args.join(" "),
+            transfer: call.transfer,
+            child,
+            group,
+            activity,
+            stdout,
             stderr,
+            spawned,
         })
     }
 
@@ -252,10 +255,14 @@ impl Git {
         args: &[&str],
         remote: Option<&Remote>,
         stdin: Stdio,
+        gate: Option<&std::os::fd::OwnedFd>,
     ) -> Result<tokio::process::Child, GitFailure> {
         let program = &self.inner.program;
         let mut command = tokio::process::Command::new(program);
         die_with_this_process(&mut command);
+        if let Some(gate) = gate {
+            hand_over_as_descriptor_3(&mut command, gate);
+        }
         command
             .args(args)
             .current_dir(cwd)
@@ -283,7 +290,7 @@ impl Git {
     /// process-group rules as [`Git::run`]. Local only: no remote, no credentials.
     pub fn session(&self, cwd: &Path, args: &[&str]) -> Result<Session, GitFailure> {
         let started = Instant::now();
-        let mut child = self.spawn(cwd, args, None, Stdio::piped())?;
+        let mut child = self.spawn(cwd, args, None, Stdio::piped(), None)?;
         let group = ProcessGroup(child.id());
         let (Some(stdin), Some(stdout)) = (child.stdin.take(), child.stdout.take()) else {
             return Err(GitFailure::new(
@@ -427,6 +434,110 @@ impl Git {
             set(&format!("GIT_CONFIG_VALUE_{i}"), v);
         }
         env
+    }
+}
+
+/// A started git call (see [`Git::run`]): killed, with its whole process group, when dropped.
+struct Running {
+    git: Git,
+    args: String,
+    transfer: bool,
+    child: Child,
+    group: ProcessGroup,
+    /// Milliseconds after `spawned` at which git last printed something.
+    activity: Arc<AtomicU64>,
+    stdout: Option<tokio::task::JoinHandle<Vec<u8>>>,
+    stderr: Option<tokio::task::JoinHandle<Vec<u8>>>,
+    spawned: Instant,
+}
+
+impl Running {
+    /// Waits for git to exit, the deadline and stall clock running from `clock` (the spawn,
+    /// or the moment a held call's gate opened: waiting for ferry is not git's time).
+    async fn finish(mut self, clock: Instant) -> Result<Output, GitFailure> {
+        let cfg = &self.git.inner;
+        let deadline = clock + cfg.timeout;
+        let stall = STALL_LIMIT.min(cfg.timeout);
+        let command = self.args.split(' ').next().unwrap_or("").to_owned();
+        let status = loop {
+            tokio::select! {
+                status = self.child.wait() => break status,
+                _ = tokio::time::sleep(Duration::from_millis(100)) => {
+                    let now = Instant::now();
+                    let last_heard = self.spawned
+                        + Duration::from_millis(self.activity.load(Ordering::Relaxed));
+                    let idle = now.duration_since(last_heard.max(clock));
+                    let timed_out = now >= deadline;
+                    if timed_out || (self.transfer && idle >= stall) {
+                        self.group.kill();
+                        let _ = self.child.wait().await;
+                        let what = if timed_out {
+                            format!("git {command} did not finish within {}", humantime::format_duration(cfg.timeout))
+                        } else {
+                            format!("git {command} made no progress for {}", humantime::format_duration(stall))
+                        };
+                        return Err(GitFailure::new(ErrorKind::Timeout, format!("{what}; it was stopped")));
+                    }
+                }
+            }
+        };
+        let status = status.map_err(|e| {
+            GitFailure::new(ErrorKind::Other, format!("waiting for git failed: {e}"))
+        })?;
+        // git has exited; anything still holding its pipes (a stray helper) is killed so the
+        // reads below finish. The group id cannot have been reused yet: a pid is not handed
+        // out again while a process group with that id exists, and ours was alive a moment ago.
+        self.group.kill();
+        let stdout = join_reader(self.stdout.take()).await;
+        let stderr = redact_text(
+            &self
+                .git
+                .scrub(&collapse_progress(&join_reader(self.stderr.take()).await)),
+        );
+        tracing::debug!(
+            args = %self.args,
+            status = %status,
+            elapsed_ms = self.spawned.elapsed().as_millis() as u64,
+            stderr = %stderr,
+            "git finished"
+        );
+        Ok(Output {
+            success: status.success(),
+            stdout: self.git.scrub(&stdout),
+            stderr,
+        })
+    }
+}
+
+/// What a held call's `pre-push` hook runs: it waits for a line on descriptor 3 and lets the
+/// push go on only when that line is `go`. Anything else, or the descriptor closing (ferry
+/// dropped the call, or died), stops the push before it sends anything.
+pub const GATE_HOOK: &str = "#!/bin/sh\n\
+# ferry: a push started ahead of its data waits here for ferry's word on descriptor 3.\n\
+read -r verdict <&3 || exit 1\n\
+test \"$verdict\" = go\n";
+
+/// A git call started ahead of time and held at its `pre-push` hook (see [`GATE_HOOK`]): git
+/// connects, reads the remote's advertisement and checks the leases, then waits. Opening the
+/// gate ([`HeldCall::release`]) lets it push; dropping it stops the push before anything is
+/// sent and kills the call.
+pub struct HeldCall {
+    running: Running,
+    /// The write end of the gate's pipe.
+    gate: std::fs::File,
+}
+
+impl HeldCall {
+    /// Opens the gate and waits for the call like [`Git::run`], its deadline starting now.
+    /// A call that finished without reaching its hook (nothing to push, a stale lease) just
+    /// reports how it ended.
+    pub async fn release(self) -> Result<Output, GitFailure> {
+        let HeldCall { running, mut gate } = self;
+        // The pipe is empty and the word is a few bytes: this never blocks. A call that ended
+        // already has closed its end; its output says how it ended.
+        let _ = gate.write_all(b"go\n");
+        drop(gate);
+        running.finish(Instant::now()).await
     }
 }
 
@@ -639,6 +750,36 @@ fn die_with_this_process(command: &mut tokio::process::Command) {
 
 #[cfg(not(target_os = "linux"))]
 fn die_with_this_process(_command: &mut tokio::process::Command) {}
+
+/// Makes `gate` the child's descriptor 3, open across exec: a held call's hook reads ferry's
+/// word there (see [`GATE_HOOK`]). Every other descriptor of ferry's stays close-on-exec.
+fn hand_over_as_descriptor_3(command: &mut tokio::process::Command, gate: &std::os::fd::OwnedFd) {
+    use nix::libc;
+    use std::os::fd::AsRawFd;
+    const GATE_FD: i32 = 3;
+    let fd = gate.as_raw_fd();
+    let in_child = move || -> std::io::Result<()> {
+        // SAFETY: fcntl(2) and dup2(2) on descriptors of this forked child are
+        // async-signal-safe and allocate nothing.
+        let done = unsafe {
+            if fd == GATE_FD {
+                // dup2 onto itself would keep close-on-exec: clear the flag instead.
+                libc::fcntl(fd, libc::F_SETFD, 0)
+            } else {
+                libc::dup2(fd, GATE_FD)
+            }
+        };
+        if done < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(())
+    };
+    // SAFETY: the closure runs in the forked child before exec and makes only the
+    // async-signal-safe calls above.
+    unsafe {
+        command.pre_exec(in_child);
+    }
+}
 
 /// Kills the whole process group of a git call (git, its remote helpers, ssh).
 struct ProcessGroup(Option<u32>);

@@ -13,7 +13,8 @@
 //! others.
 
 use crate::engine::cache::{Cache, CachePaths, Strategy};
-use crate::engine::git::{failure_from_stderr, Call, Git, GitFailure};
+use crate::engine::git::{failure_from_stderr, summarize_stderr, Call, Git, GitFailure};
+use crate::engine::held_push::{self, HeldPush};
 use crate::engine::lfs::{self, store::ObjectStore, Carried, Lfs};
 use crate::engine::plan::{self, Action, Note, Plan, PlanInput, RefPlan};
 use crate::engine::record::{FileStore, Record, RecordKey, RecordStore, StoreError};
@@ -239,7 +240,7 @@ async fn attempt(
         mirror
             .destinations
             .iter()
-            .map(|d| prepare_destination(pass, d, focus.is_some())),
+            .map(|d| prepare_destination(pass, d, focus)),
     );
     let fetch = async {
         if let Some(Focus {
@@ -578,6 +579,9 @@ struct Prepared<'a> {
     trust: Trust,
     /// The listing, when one was started.
     listing: Option<Listing<'a>>,
+    /// The push started beside the fetch, when the run can tell what it will be (see
+    /// [`hold_a_push`]).
+    held: Option<HeldPush>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -652,7 +656,15 @@ async fn beside_the_fetch<'a, F: Future>(
 /// destination (`divergence = abort` looks at every ref, `prune = all` deletes refs ferry never
 /// recorded), when the run verifies (`verify`, reconcile runs), plans (`ferry plan`), has no
 /// record yet, or may have to create a local destination.
-async fn prepare_destination<'a>(pass: Pass<'a>, dest: &'a Remote, focused: bool) -> Prepared<'a> {
+///
+/// A focused run whose event says what its refs point at now also starts the push it expects
+/// to make (see [`hold_a_push`]).
+async fn prepare_destination<'a>(
+    pass: Pass<'a>,
+    dest: &'a Remote,
+    focus: Option<&Focus<'_>>,
+) -> Prepared<'a> {
+    let focused = focus.is_some();
     let mirror = pass.mirror;
     let key = RecordKey {
         source: &mirror.source,
@@ -683,11 +695,64 @@ async fn prepare_destination<'a>(pass: Pass<'a>, dest: &'a Remote, focused: bool
             mirror, dest, pass.mode, pass.git,
         ))))
     });
+    let held = match (trust, focus, &record) {
+        (Trust::Record, Some(focus), Ok(record)) => hold_a_push(pass, dest, focus, record),
+        _ => None,
+    };
     Prepared {
         record,
         trust,
         listing,
+        held,
     }
+}
+
+/// Starts, held (see [`held_push`]), the push a focused run expects to make to a destination
+/// it plans from the record: each named ref the event says moved to an id other than the
+/// recorded one, pushed there with a lease on the recorded value, as the plan pushes a ref
+/// that moved forward. The run releases it only if its plan makes exactly this push (a
+/// diverged ref, a ref the cache cannot reach, any difference: it is dropped). None when
+/// nothing is expected to move, or the push would go in bulk or several batches. (Git LFS
+/// objects go first as ever; a destination that hangs up on a push held that long gets the
+/// push made again, see [`push_batch`].)
+fn hold_a_push(
+    pass: Pass<'_>,
+    dest: &Remote,
+    focus: &Focus<'_>,
+    record: &Record,
+) -> Option<HeldPush> {
+    let mirror = pass.mirror;
+    if pass.mode != Mode::Sync {
+        return None;
+    }
+    let expected: Vec<RefPlan> = focus
+        .refs
+        .iter()
+        .filter_map(|name| {
+            let new = focus.claimed.get(name)?;
+            let old = record.refs.get(name);
+            (old != Some(new)).then(|| RefPlan {
+                name: name.clone(),
+                action: if old.is_some() {
+                    Action::Update
+                } else {
+                    Action::Create
+                },
+                old: old.cloned(),
+                new: Some(new.clone()),
+                note: None,
+            })
+        })
+        .collect();
+    let refs: Vec<&RefPlan> = expected.iter().collect();
+    if refs.is_empty() || refs.len() > PUSH_BATCH || pushes_in_bulk(refs.len(), record.refs.len()) {
+        return None;
+    }
+    let hooks = held_push::hooks_dir(pass.cache.dir())?;
+    let dir = pass.cache.push_dir();
+    let expected_args = push_args(dest, &refs, &[], mirror.atomic, Hooks::Skipped);
+    let args = push_args(dest, &refs, &[], mirror.atomic, Hooks::Gate);
+    HeldPush::start(pass.git, &dir, expected_args, args, &hooks, dest)
 }
 
 async fn sync_destination(
@@ -715,6 +780,7 @@ async fn sync_destination(
         record,
         trust,
         listing: started,
+        held: started_push,
     } = prepared;
     let mut record = match record {
         Ok(r) => r,
@@ -900,6 +966,7 @@ async fn sync_destination(
         &pushes.iter().collect::<Vec<_>>(),
         mirror.atomic,
         advertised,
+        started_push,
     )
     .await;
     let lease_lost: Vec<String> = statuses
@@ -965,7 +1032,7 @@ async fn sync_destination(
                         let (again, again_error) = if to_push.is_empty() || replanned.aborted {
                             (BTreeMap::new(), None)
                         } else {
-                            push(cache, git, dest, &to_push, mirror.atomic, fresh.len()).await
+                            push(cache, git, dest, &to_push, mirror.atomic, fresh.len(), None).await
                         };
                         for r in retry {
                             statuses.remove(&r.name);
@@ -1205,6 +1272,9 @@ impl Bulk<'_> {
 /// not exist yet). Returns each ref's porcelain status and, when git failed as a whole, the
 /// classified failure. Many creates and updates go in bulk (see [`pushes_in_bulk`]); deletes
 /// always go one refspec each (a pattern cannot delete).
+///
+/// `held`: a push started ahead of the plan (see [`held_push`]); released when it is exactly
+/// the push of the first batch, else dropped (it sends nothing) before anything is pushed.
 async fn push(
     cache: &Cache,
     git: &Git,
@@ -1212,6 +1282,7 @@ async fn push(
     refs: &[&RefPlan],
     atomic: bool,
     advertised: usize,
+    held: Option<HeldPush>,
 ) -> (BTreeMap<String, PushStatus>, Option<GitFailure>) {
     let (sent, deletes): (Vec<&RefPlan>, Vec<&RefPlan>) = refs
         .iter()
@@ -1275,8 +1346,14 @@ async fn push(
             batches.push((&push_dir, chunk, vec![]));
         }
     }
+    let mut held = held;
     for (dir, explicit, bulks) in batches {
-        match push_batch(cache, git, dest, dir, explicit, &bulks, atomic).await {
+        let args = push_args(dest, explicit, &bulks, atomic, Hooks::Skipped);
+        let held = held.take().filter(|h| h.is(dir, &args));
+        let refs = explicit
+            .iter()
+            .chain(bulks.iter().flat_map(|b| b.refs.iter()));
+        match push_batch(cache, git, dest, dir, &args, refs, held).await {
             Ok((parsed, batch_failure)) => {
                 statuses.extend(parsed);
                 failure = failure.or(batch_failure);
@@ -1287,23 +1364,29 @@ async fn push(
     (statuses, failure)
 }
 
-/// One `git push` from `dir`, a lease on every ref: `explicit` refs (up to [`PUSH_BATCH`]) one
-/// refspec and one `--force-with-lease=<ref>:<value>` each, `+` only on forced refs; each bulk
-/// (refs held by `dir`, a [`SendingRepo`](crate::engine::cache::SendingRepo)) by one pattern
-/// `<namespace>*:refs/*`, and a bare `--force-with-lease`, which takes each ref's expected
-/// value from its remote-tracking ref. Moved refs have one: the destination is named
-/// [`BULK_REMOTE`] for this one call, its tracking refs under [`LEASE_NAMESPACE`]. A create
-/// has none (with the destination given as a URL, no ref has), so the ref must not exist. A
-/// lease that holds lets git move the ref whatever the ancestry, as the explicit leases do.
-async fn push_batch(
-    cache: &Cache,
-    git: &Git,
+/// Whether a push runs git's hooks: never, except a held push's gate (see [`held_push`]).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Hooks {
+    Skipped,
+    Gate,
+}
+
+/// The arguments of one `git push` from a directory, a lease on every ref: `explicit` refs
+/// (up to [`PUSH_BATCH`]) one refspec and one `--force-with-lease=<ref>:<value>` each, `+`
+/// only on forced refs; each bulk (refs held by the directory, a
+/// [`SendingRepo`](crate::engine::cache::SendingRepo)) by one pattern `<namespace>*:refs/*`,
+/// and a bare `--force-with-lease`, which takes each ref's expected value from its
+/// remote-tracking ref. Moved refs have one: the destination is named [`BULK_REMOTE`] for this
+/// one call, its tracking refs under [`LEASE_NAMESPACE`]. A create has none (with the
+/// destination given as a URL, no ref has), so the ref must not exist. A lease that holds lets
+/// git move the ref whatever the ancestry, as the explicit leases do.
+fn push_args(
     dest: &Remote,
-    dir: &Path,
     explicit: &[&RefPlan],
     bulks: &[Bulk<'_>],
     atomic: bool,
-) -> Result<(BTreeMap<String, PushStatus>, Option<GitFailure>), GitFailure> {
+    hooks: Hooks,
+) -> Vec<String> {
     let bulks: Vec<&Bulk> = bulks.iter().filter(|b| !b.refs.is_empty()).collect();
     let tracked = bulks.iter().any(|b| b.tracked());
     let mut args: Vec<String> = Vec::new();
@@ -1315,12 +1398,10 @@ async fn push_batch(
             format!("remote.{BULK_REMOTE}.fetch=+refs/*:{LEASE_NAMESPACE}*"),
         ]);
     }
-    args.extend([
-        "push".into(),
-        "--porcelain".into(),
-        "--progress".into(),
-        "--no-verify".into(),
-    ]);
+    args.extend(["push".into(), "--porcelain".into(), "--progress".into()]);
+    if hooks == Hooks::Skipped {
+        args.push("--no-verify".into());
+    }
     if atomic {
         args.push("--atomic".into());
     }
@@ -1350,23 +1431,47 @@ async fn push_batch(
     for b in &bulks {
         args.push(format!("{}*:refs/*", b.namespace));
     }
+    args
+}
+
+/// Runs one `git push` of [`push_args`] from `dir` (or releases `held`, the same push started
+/// ahead of time) and reads the status of each of `refs`.
+async fn push_batch<'r>(
+    cache: &Cache,
+    git: &Git,
+    dest: &Remote,
+    dir: &Path,
+    args: &[String],
+    refs: impl Iterator<Item = &'r &'r RefPlan> + Clone,
+    held: Option<HeldPush>,
+) -> Result<(BTreeMap<String, PushStatus>, Option<GitFailure>), GitFailure> {
     let argv: Vec<&str> = args.iter().map(String::as_str).collect();
-    let out = git
-        .run(
-            dir,
-            &argv,
-            Call {
-                remote: Some(dest),
-                transfer: true,
-            },
-        )
-        .await?;
+    let call = Call {
+        remote: Some(dest),
+        transfer: true,
+    };
+    let out = match held {
+        Some(held) => {
+            let out = held.release().await?;
+            if out.success || !parse_porcelain(&out.stdout).is_empty() {
+                out
+            } else {
+                // The held push failed as a whole before any ref's status (the destination
+                // hung up while it waited, say): it sent nothing git could report, and every
+                // ref carries its lease, so the push is simply made again.
+                tracing::debug!(
+                    destination = dest.display(),
+                    error = %summarize_stderr(&out.stderr),
+                    "the push started ahead failed; pushing again"
+                );
+                git.run(dir, &argv, call).await?
+            }
+        }
+        None => git.run(dir, &argv, call).await?,
+    };
     cache.note_damage(&out.stderr, git).await;
     let parsed = parse_porcelain(&out.stdout);
-    let covered = explicit
-        .iter()
-        .chain(bulks.iter().flat_map(|b| b.refs.iter()))
-        .all(|r| parsed.contains_key(&r.name));
+    let covered = refs.clone().all(|r| parsed.contains_key(&r.name));
     // Not every ref reported, or every ref looked fine yet git failed: the push failed as a
     // whole, and git's words say why.
     let failed = !out.success && (!covered || parsed.values().all(|s| s.flag != '!'));

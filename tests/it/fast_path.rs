@@ -79,7 +79,7 @@ fn branch_behind_ferry_s_back(dst: &Repo) {
 }
 
 /// The logged git command lines that list `url`.
-fn listings_of(log: &Path, url: &str) -> usize {
+pub(crate) fn listings_of(log: &Path, url: &str) -> usize {
     std::fs::read_to_string(log)
         .unwrap_or_default()
         .lines()

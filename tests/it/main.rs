@@ -16,6 +16,7 @@ mod fleet_host;
 mod fleet_serve;
 mod fleets;
 mod harness;
+mod held_push;
 mod http_face;
 mod lambda;
 mod lfs;

@@ -1,0 +1,153 @@
+//! Pushes started beside the fetch: an event that says what its ref points at now lets the run
+//! start the push it expects to make before the commit is fetched, held at a `pre-push` gate.
+//! The run releases it only when its plan makes exactly that push; otherwise the held push is
+//! dropped and sends nothing, and a lease that no longer holds is re-planned as ever.
+
+use crate::fast_path::{listings_of, logging_git};
+use crate::harness::{Ferry, Repo, Transport};
+use std::path::Path;
+
+/// The `git push` command lines of a logged run, and how many of them were held at the gate.
+fn pushes(log: &Path) -> (usize, usize) {
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    let pushes: Vec<&str> = text
+        .lines()
+        .filter(|l| l.split_whitespace().any(|w| w == "push"))
+        .collect();
+    let held = pushes
+        .iter()
+        .filter(|l| l.contains("core.hooksPath="))
+        .count();
+    (pushes.len(), held)
+}
+
+/// A source and destination over HTTP, synced once; and a ferry logging its git calls.
+fn synced(prefix: &str) -> (Repo, Repo, Ferry, tempfile::TempDir) {
+    let (src, dst) = (
+        Repo::source(&format!("{prefix}-src")),
+        Repo::empty(&format!("{prefix}-dst")),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("git.log");
+    let ferry = Ferry::with_test_credentials().env("FERRY_GIT", &logging_git(dir.path(), &log));
+    ferry
+        .sync(&[&src.url(Transport::Http), &dst.url(Transport::Http)])
+        .assert_code(0);
+    std::fs::remove_file(&log).unwrap();
+    (src, dst, ferry, dir)
+}
+
+#[test]
+fn an_event_naming_the_new_id_pushes_by_the_push_started_beside_the_fetch() {
+    let (src, dst, ferry, dir) = synced("ahead");
+    let log = dir.path().join("git.log");
+    let new = src.commit("one more");
+    src.push(&["main"]);
+
+    let named = format!("refs/heads/main={new}");
+    let run = ferry.sync(&[
+        "--ref",
+        &named,
+        &src.url(Transport::Http),
+        &dst.url(Transport::Http),
+    ]);
+    run.assert_code(0);
+    assert_eq!(
+        run.ref_result(0, "refs/heads/main").1,
+        "updated",
+        "{}",
+        run.stdout
+    );
+    assert_eq!(dst.refs()["refs/heads/main"], new);
+    assert_eq!(
+        pushes(&log),
+        (1, 1),
+        "one push, the one started beside the fetch"
+    );
+}
+
+#[test]
+fn a_held_push_the_plan_does_not_make_is_dropped_and_sends_nothing() {
+    let (src, dst, ferry, dir) = synced("dropped");
+    let log = dir.path().join("git.log");
+    let [s, d] = [src.url(Transport::Http), dst.url(Transport::Http)];
+    let older = src.commit("older");
+    let newer = src.commit("newer");
+    src.push(&["main"]);
+    ferry.sync(&[&s, &d]).assert_code(0);
+    assert_eq!(dst.refs()["refs/heads/main"], newer);
+    std::fs::remove_file(&log).unwrap();
+
+    // A redelivered event naming the older id: the push it suggests (main back to older) is
+    // started, but the plan (main is where the source has it) pushes nothing.
+    let named = format!("refs/heads/main={older}");
+    let run = ferry.sync(&["--ref", &named, &s, &d]);
+    run.assert_code(0);
+    assert_eq!(
+        pushes(&log),
+        (1, 1),
+        "the push suggested by the event was started"
+    );
+    assert_eq!(
+        run.ref_result(0, "refs/heads/main"),
+        ("unchanged".to_owned(), "unchanged".to_owned()),
+        "{}",
+        run.stdout
+    );
+    assert_eq!(
+        dst.refs()["refs/heads/main"],
+        newer,
+        "the held push never went on"
+    );
+}
+
+#[test]
+fn a_held_push_whose_lease_no_longer_holds_is_replanned_and_overwrites_nothing() {
+    let (src, dst, ferry, dir) = synced("stale");
+    let log = dir.path().join("git.log");
+    let [s, d] = [src.url(Transport::Http), dst.url(Transport::Http)];
+    let new = src.commit("one more");
+    src.push(&["main"]);
+    // Someone commits on the destination's main behind ferry's back.
+    let theirs = ferry_testkit::git(
+        &dst.path(),
+        &[
+            "commit-tree",
+            "refs/heads/main^{tree}",
+            "-p",
+            "refs/heads/main",
+            "-m",
+            "theirs",
+        ],
+    )
+    .unwrap()
+    .trim()
+    .to_owned();
+    ferry_testkit::git(&dst.path(), &["update-ref", "refs/heads/main", &theirs]).unwrap();
+
+    let named = format!("refs/heads/main={new}");
+    let run = ferry.sync(&["--ref", &named, &s, &d]);
+    run.assert_code(1);
+    let (pushed, held) = pushes(&log);
+    assert_eq!(held, 1, "the push was started beside the fetch");
+    assert_eq!(
+        pushed, 1,
+        "and not pushed again: the re-plan keeps their commit"
+    );
+    assert_eq!(
+        listings_of(&log, &d),
+        1,
+        "the lost lease had the destination listed"
+    );
+    assert_eq!(
+        run.ref_result(0, "refs/heads/main"),
+        ("skip".into(), "diverged".into()),
+        "{}",
+        run.stdout
+    );
+    assert_eq!(
+        dst.refs()["refs/heads/main"],
+        theirs,
+        "their commit is kept"
+    );
+}
