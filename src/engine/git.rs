@@ -144,6 +144,8 @@ struct GitConfig {
     /// Every secret in play, scrubbed from anything git prints before ferry keeps it.
     secrets: Vec<Secret>,
     home: PathBuf,
+    /// How long a transfer may go without printing anything or using any CPU.
+    stall_limit: Duration,
 }
 
 /// Per-call options.
@@ -165,6 +167,23 @@ impl Git {
                 show_progress,
                 secrets,
                 home,
+                stall_limit: STALL_LIMIT.min(timeout),
+            }),
+        }
+    }
+
+    /// The same runner with a shorter stall limit (the unit tests of stall detection).
+    #[cfg(test)]
+    fn with_stall_limit(self, stall_limit: Duration) -> Git {
+        let cfg = &self.inner;
+        Git {
+            inner: Arc::new(GitConfig {
+                program: cfg.program.clone(),
+                timeout: cfg.timeout,
+                show_progress: cfg.show_progress,
+                secrets: cfg.secrets.clone(),
+                home: cfg.home.clone(),
+                stall_limit,
             }),
         }
     }
@@ -457,8 +476,10 @@ impl Running {
     async fn finish(mut self, clock: Instant) -> Result<Output, GitFailure> {
         let cfg = &self.git.inner;
         let deadline = clock + cfg.timeout;
-        let stall = STALL_LIMIT.min(cfg.timeout);
+        let stall = cfg.stall_limit;
         let command = self.args.split(' ').next().unwrap_or("").to_owned();
+        // The CPU time git's processes had used when it was last found quiet.
+        let mut cpu_seen = 0;
         let status = loop {
             tokio::select! {
                 status = self.child.wait() => break status,
@@ -468,7 +489,19 @@ impl Running {
                         + Duration::from_millis(self.activity.load(Ordering::Relaxed));
                     let idle = now.duration_since(last_heard.max(clock));
                     let timed_out = now >= deadline;
-                    if timed_out || (self.transfer && idle >= stall) {
+                    let mut stalled = self.transfer && idle >= stall;
+                    if stalled && !timed_out {
+                        // Quiet is not stalled while git computes: `send-pack` matches 10,000
+                        // refspecs for a minute before it prints anything. Used CPU since the
+                        // last look counts as progress.
+                        if let Some(cpu) = self.group.cpu_ticks().filter(|&c| c > cpu_seen) {
+                            cpu_seen = cpu;
+                            let since_spawn = now.duration_since(self.spawned).as_millis();
+                            self.activity.store(since_spawn as u64, Ordering::Relaxed);
+                            stalled = false;
+                        }
+                    }
+                    if timed_out || stalled {
                         self.group.kill();
                         let _ = self.child.wait().await;
                         let what = if timed_out {
@@ -795,6 +828,31 @@ impl ProcessGroup {
     }
 }
 
+impl ProcessGroup {
+    /// The CPU time (user and system, in clock ticks) the group's live processes have used,
+    /// with that of their children they have waited for; `None` where `/proc` cannot tell.
+    fn cpu_ticks(&self) -> Option<u64> {
+        let group = self.0?;
+        let mut total = 0;
+        for entry in std::fs::read_dir("/proc").ok()?.flatten() {
+            let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+                continue;
+            };
+            // `pid (comm) state ppid pgrp ... utime stime ...`: comm can hold anything, so the
+            // fields are counted from its closing parenthesis.
+            let Some((_, rest)) = stat.rsplit_once(')') else {
+                continue;
+            };
+            let fields: Vec<&str> = rest.split_whitespace().collect();
+            let number = |i: usize| fields.get(i).and_then(|f| f.parse::<u64>().ok());
+            if number(2) == Some(u64::from(group)) {
+                total += (11..=14).filter_map(number).sum::<u64>();
+            }
+        }
+        Some(total)
+    }
+}
+
 impl Drop for ProcessGroup {
     /// A cancelled sync (the future dropped) must not leave git running.
     fn drop(&mut self) {
@@ -850,6 +908,41 @@ fn collapse_progress(stderr: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A transfer-like git call (stall detection on) running `script` through an alias, with a
+    /// one-second stall limit.
+    async fn quiet_transfer(script: &str) -> Result<Output, GitFailure> {
+        let git = Git::new(
+            Duration::from_secs(60),
+            false,
+            Vec::new(),
+            std::env::temp_dir(),
+        )
+        .with_stall_limit(Duration::from_secs(1));
+        let alias = format!("alias.quiet=!{script}");
+        let call = Call {
+            remote: None,
+            transfer: true,
+        };
+        git.run(&std::env::temp_dir(), &["-c", &alias, "quiet"], call)
+            .await
+    }
+
+    #[tokio::test]
+    async fn a_quiet_git_that_computes_is_not_stalled() {
+        // About three seconds of arithmetic, printing nothing.
+        let out = quiet_transfer("i=0; while [ $i -lt 1500000 ]; do i=$((i+1)); done")
+            .await
+            .unwrap();
+        assert!(out.success, "{}", out.stderr);
+    }
+
+    #[tokio::test]
+    async fn a_quiet_git_that_waits_is_stalled() {
+        let e = quiet_transfer("sleep 30").await.unwrap_err();
+        assert_eq!(e.kind, ErrorKind::Timeout);
+        assert!(e.message.contains("made no progress"), "{}", e.message);
+    }
 
     #[test]
     fn summaries_keep_the_lines_that_explain_the_failure() {
