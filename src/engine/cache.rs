@@ -46,6 +46,18 @@ struct FetchedRef {
     name: String,
 }
 
+/// Whether a fetch by object id failed because the server would not serve that id: it was
+/// not advertised (a protocol v0 server without `uploadpack.allowReachableSHA1InWant`, which
+/// git refuses client-side or the server refuses as "not our ref"), or the source moved on
+/// and no longer has it. Any other failure is the source's, and fetching by name would fail
+/// the same way.
+fn refused_an_id(e: &GitFailure) -> bool {
+    let message = e.message.to_ascii_lowercase();
+    ["not our ref", "unadvertised object", "no such remote ref"]
+        .iter()
+        .any(|words| message.contains(words))
+}
+
 fn parse_fetch_porcelain(stdout: &str) -> Vec<FetchedRef> {
     let oid = |s: &str| Oid::parse(s).filter(|o| !o.as_str().bytes().all(|b| b == b'0'));
     stdout
@@ -382,8 +394,9 @@ impl Cache {
 
     /// Brings the cache from `cached` (its refs) up to the source's `listing` (both within the
     /// selection) and returns the cache's refs, which are then the source's. Changed refs are
-    /// fetched by name, so the server advertises only those; refs the source deleted are
-    /// deleted locally; many changes take one full fetch instead.
+    /// fetched by their listed ids (by name where the server refuses that), so the server
+    /// advertises only those, or none; refs the source deleted are deleted locally; many
+    /// changes take one full fetch instead.
     pub async fn catch_up(
         &self,
         source: &Remote,
@@ -408,11 +421,26 @@ impl Cache {
         }
         let mut refs = cached;
         if !changed.is_empty() {
-            let refspecs: Vec<String> = changed
+            // By the listed ids first: a fetch naming only ids lists no refs over protocol v2
+            // (one request less over HTTP). A server that refuses ids it did not advertise
+            // (protocol v0) gets the refs by name.
+            let by_id: Vec<String> = changed
                 .iter()
-                .map(|name| format!("+{name}:{name}"))
+                .filter_map(|name| Some(format!("+{}:{name}", listing.get(name)?)))
                 .collect();
-            if let Err(e) = self.fetch(source, refspecs, false, git).await {
+            let fetched = match self.fetch(source, by_id, false, git).await {
+                Ok(_) => Ok(()),
+                Err(e) if refused_an_id(&e) => {
+                    tracing::debug!(error = %e.message, "fetching the listed ids failed; fetching the refs by name");
+                    let by_name: Vec<String> = changed
+                        .iter()
+                        .map(|name| format!("+{name}:{name}"))
+                        .collect();
+                    self.fetch(source, by_name, false, git).await.map(|_| ())
+                }
+                Err(e) => Err(e),
+            };
+            if let Err(e) = fetched {
                 if !self.fetch_failed_on_damage(&e, git).await {
                     return Err(e);
                 }
@@ -907,6 +935,49 @@ fn io_failure(what: &str, e: std::io::Error) -> GitFailure {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// What a real `git fetch` of `id` from `source` into a new repository says when it fails.
+    fn fetch_failure(source: &Path, id: &str, protocol: &str) -> GitFailure {
+        let dir = tempfile::tempdir().unwrap();
+        crate::engine::test_git(dir.path(), &["init", "-q", "--bare"], None);
+        let out = std::process::Command::new("git")
+            .args(["-c", &format!("protocol.version={protocol}"), "fetch", "-q"])
+            .arg(format!("file://{}", source.display()))
+            .arg(format!("+{id}:refs/heads/x"))
+            .current_dir(dir.path())
+            .env("GIT_CONFIG_NOSYSTEM", "1")
+            .env("GIT_CONFIG_GLOBAL", "/dev/null")
+            .output()
+            .unwrap();
+        assert!(!out.status.success());
+        failure_from_stderr("fetch", &String::from_utf8_lossy(&out.stderr))
+    }
+
+    #[test]
+    fn a_server_refusing_an_id_is_told_from_a_failing_source() {
+        let dir = tempfile::tempdir().unwrap();
+        let source = dir.path();
+        crate::engine::test_git(source, &["init", "-q"], None);
+        crate::engine::test_git(
+            source,
+            &["commit", "-q", "--allow-empty", "-m", "one"],
+            None,
+        );
+        let first = crate::engine::test_git(source, &["rev-parse", "HEAD"], None);
+        crate::engine::test_git(
+            source,
+            &["commit", "-q", "--allow-empty", "-m", "two"],
+            None,
+        );
+        // Protocol v0 serves only advertised tips; any protocol refuses an id it lacks.
+        assert!(refused_an_id(&fetch_failure(source, first.trim(), "0")));
+        assert!(refused_an_id(&fetch_failure(source, &"1".repeat(40), "2")));
+        let gone = failure_from_stderr(
+            "fetch",
+            "fatal: '/nowhere' does not appear to be a git repository",
+        );
+        assert!(!refused_an_id(&gone));
+    }
 
     #[test]
     fn words_of_damage_ignore_the_remotes_own_lines() {

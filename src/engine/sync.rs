@@ -236,13 +236,18 @@ async fn attempt(
             timeout: git.timeout(),
         },
     };
+    let (listed_tx, listed) = tokio::sync::watch::channel(None);
     let prepared = join_all(
         mirror
             .destinations
             .iter()
-            .map(|d| prepare_destination(pass, d, focus)),
+            .map(|d| prepare_destination(pass, d, focus, listed.clone())),
     );
+    drop(listed);
     let fetch = async {
+        // Owned by the body (dropped when it returns, not when the future is), so that
+        // destinations waiting for a listing stop waiting once the source is in the cache.
+        let listed_tx = listed_tx;
         if let Some(Focus {
             refs: focus,
             claimed,
@@ -273,7 +278,7 @@ async fn attempt(
                 ),
             }
         }
-        fetch_selection(mirror, cache, git).await
+        fetch_selection(mirror, cache, git, mode, listed_tx).await
     };
     let (source, prepared) = beside_the_fetch(fetch, prepared).await;
     let source = match source {
@@ -305,22 +310,29 @@ async fn attempt(
     (source, reports)
 }
 
-/// Brings the cache up to the source's whole selection (see [`Strategy`]).
+/// Brings the cache up to the source's whole selection (see [`Strategy`]); a listing taken
+/// first is sent to `listed` before the fetch.
 async fn fetch_selection(
     mirror: &Mirror,
     cache: &Cache,
     git: &Git,
+    mode: Mode,
+    listed: tokio::sync::watch::Sender<Option<Arc<RefMap>>>,
 ) -> Result<SourceRefs, GitFailure> {
     let selection = &mirror.selection;
     // A local source is listed first whatever the cache's size: its listing is a read of its
     // files (see `list_refs`), so a no-op runs no git for it and a change fetches only the
-    // changed refs.
+    // changed refs. A run that plans from records lists first too: a no-op then costs one
+    // listing, and a change is fetched by id while the destinations' pushes, started from
+    // the listing and their records, connect (see `hold_a_push`).
     let strategy = match mirror.source.local_path() {
         Some(_) => Strategy::ListFirst,
+        None if records_can_stand_in(mirror, mode) => Strategy::ListFirst,
         None => cache.strategy(),
     };
     let (refs, fetched) = match strategy {
         Strategy::FetchFirst => {
+            drop(listed);
             // The refs read beside the fetch stand when the fetch changed nothing.
             let (before, updated) = tokio::join!(
                 cache.refs(selection, git),
@@ -336,10 +348,12 @@ async fn fetch_selection(
                 cache.refs(selection, git),
                 ls_remote(&mirror.source, selection, git),
             );
-            let listing = listing?;
+            let listing = Arc::new(listing?);
+            let _ = listed.send(Some(listing.clone()));
+            drop(listed);
             // An unreadable cache counts as empty: the full fetch that follows repairs it.
             let cached = cached.unwrap_or_default();
-            let changed = cached != listing;
+            let changed = cached != *listing;
             let refs = cache
                 .catch_up(&mirror.source, selection, cached, &listing, git)
                 .await?;
@@ -644,6 +658,21 @@ async fn beside_the_fetch<'a, F: Future>(
     (fetched, prepared)
 }
 
+/// What the source's listing said, for the destinations' held pushes (see [`hold_a_push`]):
+/// `None` until the source is listed; the sender is dropped without a listing when the source
+/// is fetched straight away.
+type SourceListing = tokio::sync::watch::Receiver<Option<Arc<RefMap>>>;
+
+/// Whether a sync may plan from destinations' records instead of listing them: not when it
+/// verifies or only plans, nor when a policy needs the whole destination (`divergence =
+/// abort` looks at every ref, `prune = all` deletes refs ferry never recorded).
+fn records_can_stand_in(mirror: &Mirror, mode: Mode) -> bool {
+    mirror.policy.divergence != Divergence::Abort
+        && mirror.policy.prune != Prune::All
+        && !mirror.verify
+        && mode == Mode::Sync
+}
+
 /// Reads the destination's record and decides how the run learns what the destination holds.
 ///
 /// The record stands in for a listing where that is safe: every push carries a lease on the
@@ -663,6 +692,7 @@ async fn prepare_destination<'a>(
     pass: Pass<'a>,
     dest: &'a Remote,
     focus: Option<&Focus<'_>>,
+    mut source_listing: SourceListing,
 ) -> Prepared<'a> {
     let focused = focus.is_some();
     let mirror = pass.mirror;
@@ -674,10 +704,7 @@ async fn prepare_destination<'a>(
     let record = Record::load(pass.records.store, key).await;
     let missing_locally = dest.local_path().is_some_and(|p| !p.exists());
     let recorded = !missing_locally && record.as_ref().is_ok_and(|r| !r.refs.is_empty());
-    let policy_allows = mirror.policy.divergence != Divergence::Abort
-        && mirror.policy.prune != Prune::All
-        && !mirror.verify
-        && pass.mode == Mode::Sync;
+    let policy_allows = records_can_stand_in(mirror, pass.mode);
     let trust = if focused && recorded {
         Trust::Record
     } else if recorded && policy_allows {
@@ -696,7 +723,23 @@ async fn prepare_destination<'a>(
         ))))
     });
     let held = match (trust, focus, &record) {
-        (Trust::Record, Some(focus), Ok(record)) => hold_a_push(pass, dest, focus, record),
+        (Trust::Record, Some(focus), Ok(record)) => {
+            let moved = focus
+                .refs
+                .iter()
+                .filter_map(|name| Some((name, focus.claimed.get(name)?)));
+            hold_a_push(pass, dest, moved, record)
+        }
+        // A remote destination planned from its record when the source is listed first: the
+        // push waits for the listing (none comes when the source is fetched straight away).
+        (Trust::RecordWhenPushing, None, Ok(record)) if listing.is_none() => {
+            let source = source_listing
+                .wait_for(Option::is_some)
+                .await
+                .ok()
+                .and_then(|l| l.clone());
+            source.and_then(|source| hold_a_push(pass, dest, source.iter(), record))
+        }
         _ => None,
     };
     Prepared {
@@ -707,29 +750,26 @@ async fn prepare_destination<'a>(
     }
 }
 
-/// Starts, held (see [`held_push`]), the push a focused run expects to make to a destination
-/// it plans from the record: each named ref the event says moved to an id other than the
-/// recorded one, pushed there with a lease on the recorded value, as the plan pushes a ref
-/// that moved forward. The run releases it only if its plan makes exactly this push (a
-/// diverged ref, a ref the cache cannot reach, any difference: it is dropped). None when
-/// nothing is expected to move, or the push would go in bulk or several batches. (Git LFS
-/// objects go first as ever; a destination that hangs up on a push held that long gets the
-/// push made again, see [`push_batch`].)
-fn hold_a_push(
+/// Starts, held (see [`held_push`]), the push a run expects to make to a destination it plans
+/// from the record: each ref of `moved` (what an event says its refs point at now, or the
+/// source's listing) at an id other than the recorded one, pushed there with a lease on the
+/// recorded value, as the plan pushes a ref that moved forward. The run releases it only if
+/// its plan makes exactly this push (a diverged ref, a ref the cache cannot reach, any
+/// difference: it is dropped). None when nothing is expected to move, or the push would go in
+/// bulk or several batches. (Git LFS objects go first as ever; a destination that hangs up on
+/// a push held that long gets the push made again, see [`push_batch`].)
+fn hold_a_push<'n>(
     pass: Pass<'_>,
     dest: &Remote,
-    focus: &Focus<'_>,
+    moved: impl Iterator<Item = (&'n String, &'n Oid)>,
     record: &Record,
 ) -> Option<HeldPush> {
     let mirror = pass.mirror;
     if pass.mode != Mode::Sync {
         return None;
     }
-    let expected: Vec<RefPlan> = focus
-        .refs
-        .iter()
-        .filter_map(|name| {
-            let new = focus.claimed.get(name)?;
+    let expected: Vec<RefPlan> = moved
+        .filter_map(|(name, new)| {
             let old = record.refs.get(name);
             (old != Some(new)).then(|| RefPlan {
                 name: name.clone(),
@@ -743,6 +783,7 @@ fn hold_a_push(
                 note: None,
             })
         })
+        .take(PUSH_BATCH + 1)
         .collect();
     let refs: Vec<&RefPlan> = expected.iter().collect();
     if refs.is_empty() || refs.len() > PUSH_BATCH || pushes_in_bulk(refs.len(), record.refs.len()) {

@@ -1,10 +1,11 @@
-//! Pushes started beside the fetch: an event that says what its ref points at now lets the run
-//! start the push it expects to make before the commit is fetched, held at a `pre-push` gate.
+//! Pushes started beside the fetch: an event that says what its ref points at now, or the
+//! source's listing in a run that plans from records, lets the run start the push it expects
+//! to make before the commit is fetched, held at a `pre-push` gate.
 //! The run releases it only when its plan makes exactly that push; otherwise the held push is
 //! dropped and sends nothing, and a lease that no longer holds is re-planned as ever.
 
 use crate::fast_path::{listings_of, logging_git};
-use crate::harness::{Ferry, Repo, Transport};
+use crate::harness::{Ferry, Repo, Run, Transport};
 use std::path::Path;
 
 /// The `git push` command lines of a logged run, and how many of them were held at the gate.
@@ -19,6 +20,23 @@ fn pushes(log: &Path) -> (usize, usize) {
         .filter(|l| l.contains("core.hooksPath="))
         .count();
     (pushes.len(), held)
+}
+
+/// Asserts that `run` updated the destination's main to `new` with one push, the held one.
+fn main_landed_by_the_held_push(run: &Run, dst: &Repo, new: &str, log: &Path) {
+    run.assert_code(0);
+    assert_eq!(
+        run.ref_result(0, "refs/heads/main").1,
+        "updated",
+        "{}",
+        run.stdout
+    );
+    assert_eq!(dst.refs()["refs/heads/main"], new);
+    assert_eq!(
+        pushes(log),
+        (1, 1),
+        "one push, the one started beside the fetch"
+    );
 }
 
 /// A source and destination over HTTP, synced once; and a ferry logging its git calls.
@@ -51,19 +69,7 @@ fn an_event_naming_the_new_id_pushes_by_the_push_started_beside_the_fetch() {
         &src.url(Transport::Http),
         &dst.url(Transport::Http),
     ]);
-    run.assert_code(0);
-    assert_eq!(
-        run.ref_result(0, "refs/heads/main").1,
-        "updated",
-        "{}",
-        run.stdout
-    );
-    assert_eq!(dst.refs()["refs/heads/main"], new);
-    assert_eq!(
-        pushes(&log),
-        (1, 1),
-        "one push, the one started beside the fetch"
-    );
+    main_landed_by_the_held_push(&run, &dst, &new, &log);
 }
 
 #[test]
@@ -150,4 +156,32 @@ fn a_held_push_whose_lease_no_longer_holds_is_replanned_and_overwrites_nothing()
         theirs,
         "their commit is kept"
     );
+}
+
+#[test]
+fn a_sync_from_the_record_lists_the_source_and_pushes_by_the_push_started_beside_the_fetch() {
+    let (src, dst, ferry, dir) = synced("listed");
+    let log = dir.path().join("git.log");
+    let [s, d] = [src.url(Transport::Http), dst.url(Transport::Http)];
+    let new = src.commit("one more");
+    src.push(&["main"]);
+
+    let run = ferry.sync(&[&s, &d]);
+    main_landed_by_the_held_push(&run, &dst, &new, &log);
+    assert_eq!(listings_of(&log, &s), 1, "the source was listed first");
+    let calls = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        calls
+            .lines()
+            .any(|l| l.starts_with("fetch ") && l.ends_with(&format!(" +{new}:refs/heads/main"))),
+        "the listed id was fetched: {calls}"
+    );
+
+    // Nothing changed: one listing of the source, nothing else.
+    std::fs::remove_file(&log).unwrap();
+    let run = ferry.sync(&[&s, &d]);
+    run.assert_code(0);
+    let calls = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(calls.lines().count(), 1, "{calls}");
+    assert_eq!(listings_of(&log, &s), 1, "{calls}");
 }
