@@ -7,19 +7,22 @@ use std::path::Path;
 
 /// A FERRY_GIT that logs each git command line (one per line) to `log`, then runs git.
 pub(crate) fn logging_git(dir: &Path, log: &Path) -> String {
-    let wrapper = dir.join("git-logging");
     let real = ferry_testkit::git_binary().unwrap().display().to_string();
-    std::fs::write(
-        &wrapper,
-        format!(
+    script(
+        &dir.join("git-logging"),
+        &format!(
             "#!/bin/sh\necho \"$*\" >> '{}'\nexec '{real}' \"$@\"\n",
             log.display()
         ),
     )
-    .unwrap();
+}
+
+/// Writes an executable script at `path`; returns its path for `FERRY_GIT`.
+fn script(path: &Path, text: &str) -> String {
+    std::fs::write(path, text).unwrap();
     use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
-    wrapper.display().to_string()
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    path.display().to_string()
 }
 
 #[test]
@@ -233,5 +236,58 @@ fn a_record_proven_wrong_by_a_lost_lease_is_listed_and_replanned() {
             .skip(push)
             .any(|l| l.starts_with("ls-remote") && l.contains(&d)),
         "the lost lease listed the destination again: {calls}"
+    );
+}
+
+#[test]
+fn a_listed_id_a_protocol_v0_source_no_longer_serves_is_fetched_by_name() {
+    let (src, dst) = (Repo::source("v0-src"), Repo::empty("v0-dst"));
+    let [s, d] = [src.url(Transport::Http), dst.url(Transport::Http)];
+    let ferry = Ferry::with_test_credentials();
+    ferry.sync(&[&s, &d]).assert_code(0);
+    let listed = src.commit("listed");
+    src.push(&["main"]);
+    let newer = src.commit("newer");
+    src.push(&["main:refs/kept/newer"]);
+
+    // Every git call speaks protocol v0, which serves only the ids its refs point at; and
+    // right after ferry lists the source, the source's main moves on to `newer`, so the
+    // listed id is no longer one of them.
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("git.log");
+    let real = ferry_testkit::git_binary().unwrap().display().to_string();
+    let moved = dir.path().join("moved");
+    let wrapper = script(
+        &dir.path().join("git-v0"),
+        &format!(
+            "#!/bin/sh\necho \"$*\" >> '{log}'\n'{real}' -c protocol.version=0 \"$@\"\nstatus=$?\n\
+             case \" $* \" in *' ls-remote '*) if [ ! -e '{moved}' ]; then : > '{moved}'; \
+             '{real}' --git-dir '{bare}' update-ref refs/heads/main {newer}; fi;; esac\n\
+             exit $status\n",
+            log = log.display(),
+            moved = moved.display(),
+            bare = src.path().display(),
+        ),
+    );
+
+    let run = ferry.env("FERRY_GIT", &wrapper).sync(&[&s, &d]);
+    run.assert_code(0);
+    assert!(moved.exists(), "the source was listed");
+    assert_eq!(
+        dst.refs()["refs/heads/main"],
+        newer,
+        "the fetch by name brought what main points at now: {}",
+        run.stdout
+    );
+    let calls = std::fs::read_to_string(&log).unwrap();
+    let fetches: Vec<&str> = calls.lines().filter(|l| l.starts_with("fetch")).collect();
+    assert_eq!(fetches.len(), 2, "{calls}");
+    assert!(
+        fetches[0].ends_with(&format!(" +{listed}:refs/heads/main")),
+        "{calls}"
+    );
+    assert!(
+        fetches[1].ends_with(" +refs/heads/main:refs/heads/main"),
+        "{calls}"
     );
 }
