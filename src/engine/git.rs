@@ -155,6 +155,8 @@ pub struct Call<'a> {
     pub remote: Option<&'a Remote>,
     /// A transfer that prints progress: enables stall detection and `--progress` forwarding.
     pub transfer: bool,
+    /// Git config for this call only, passed through the environment like ferry's own.
+    pub config: &'a [(String, String)],
 }
 
 impl Git {
@@ -237,7 +239,7 @@ impl Git {
     ) -> Result<Running, GitFailure> {
         let cfg = &self.inner;
         let spawned = Instant::now();
-        let mut child = self.spawn(cwd, args, call.remote, Stdio::null(), gate.as_ref())?;
+        let mut child = self.spawn(cwd, args, call, Stdio::null(), gate.as_ref())?;
         drop(gate);
         let group = ProcessGroup(child.id());
         let activity = Arc::new(AtomicU64::new(0));
@@ -267,12 +269,13 @@ impl Git {
     }
 
     /// Spawns `git <args>` in `cwd` in its own process group with the isolated environment
-    /// (credentials for `remote`), stdout and stderr piped; killed when dropped.
+    /// (credentials for the call's remote, its config), stdout and stderr piped; killed when
+    /// dropped.
     fn spawn(
         &self,
         cwd: &Path,
         args: &[&str],
-        remote: Option<&Remote>,
+        call: Call<'_>,
         stdin: Stdio,
         gate: Option<&std::os::fd::OwnedFd>,
     ) -> Result<tokio::process::Child, GitFailure> {
@@ -286,7 +289,7 @@ impl Git {
             .args(args)
             .current_dir(cwd)
             .env_clear()
-            .envs(self.environment(remote, |name| std::env::var(name).ok()))
+            .envs(self.environment(call.remote, call.config, |name| std::env::var(name).ok()))
             .stdin(stdin)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -309,7 +312,7 @@ impl Git {
     /// process-group rules as [`Git::run`]. Local only: no remote, no credentials.
     pub fn session(&self, cwd: &Path, args: &[&str]) -> Result<Session, GitFailure> {
         let started = Instant::now();
-        let mut child = self.spawn(cwd, args, None, Stdio::piped(), None)?;
+        let mut child = self.spawn(cwd, args, Call::default(), Stdio::piped(), None)?;
         let group = ProcessGroup(child.id());
         let (Some(stdin), Some(stdout)) = (child.stdin.take(), child.stdout.take()) else {
             return Err(GitFailure::new(
@@ -345,11 +348,12 @@ impl Git {
         out
     }
 
-    /// The git child's whole environment, built from `remote` and the few variables of ours
-    /// (`parent`) that git may see.
+    /// The git child's whole environment, built from `remote`, the call's own `config` and the
+    /// few variables of ours (`parent`) that git may see.
     fn environment(
         &self,
         remote: Option<&Remote>,
+        extra_config: &[(String, String)],
         parent: impl Fn(&str) -> Option<String>,
     ) -> Vec<(OsString, OsString)> {
         let mut env: Vec<(OsString, OsString)> = Vec::new();
@@ -447,6 +451,7 @@ impl Git {
                 }
             }
         }
+        config.extend(extra_config.iter().cloned());
         set("GIT_CONFIG_COUNT", &config.len().to_string());
         for (i, (k, v)) in config.iter().enumerate() {
             set(&format!("GIT_CONFIG_KEY_{i}"), k);
@@ -921,8 +926,8 @@ mod tests {
         .with_stall_limit(Duration::from_secs(1));
         let alias = format!("alias.quiet=!{script}");
         let call = Call {
-            remote: None,
             transfer: true,
+            ..Call::default()
         };
         git.run(&std::env::temp_dir(), &["-c", &alias, "quiet"], call)
             .await
@@ -974,7 +979,7 @@ mod tests {
             Vec::new(),
             "/home/ferry".into(),
         );
-        git.environment(remote, |name| {
+        git.environment(remote, &[], |name| {
             parent
                 .iter()
                 .find(|(k, _)| *k == name)

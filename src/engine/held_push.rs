@@ -1,6 +1,7 @@
 //! Pushes started before their data is fetched. When an event says what its refs point at now
-//! and the destination's record says what it holds, the push a run will most likely make is
-//! known before the source's fetch ends: `<claimed id>:<ref>`, leased on the recorded value.
+//! (or the source's listing does, in a run that lists the source first) and the destination's
+//! record says what it holds, the push a run will most likely make is known before the
+//! source's fetch ends: `<new id>:<ref>`, leased on the recorded value.
 //! That push is started beside the fetch and held at its `pre-push` hook (see
 //! [`GATE_HOOK`]): git connects, reads the destination's advertisement and checks the leases
 //! meanwhile, which is a round trip and a server process off the run's path. Once the run has
@@ -46,6 +47,7 @@ impl HeldPush {
         let call = Call {
             remote: Some(dest),
             transfer: true,
+            ..Call::default()
         };
         match git.start_held(dir, &argv, call) {
             Ok(call) => Some(HeldPush {

@@ -446,6 +446,7 @@ async fn source_default_branch(source: &Remote, git: &Git) -> Option<String> {
             Call {
                 remote: Some(source),
                 transfer: false,
+                ..Call::default()
             },
         )
         .await
@@ -523,6 +524,7 @@ async fn list_refs(
             Call {
                 remote: Some(remote),
                 transfer: false,
+                ..Call::default()
             },
         )
         .await?
@@ -1490,6 +1492,7 @@ async fn push_batch<'r>(
     let call = Call {
         remote: Some(dest),
         transfer: true,
+        ..Call::default()
     };
     let out = match held {
         Some(held) => {
