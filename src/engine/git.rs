@@ -257,6 +257,7 @@ impl Git {
         });
         Ok(Running {
             git: self.clone(),
+            command: command_of(args).to_owned(),
             args: args.join(" "),
             transfer: call.transfer,
             child,
@@ -464,6 +465,8 @@ impl Git {
 /// A started git call (see [`Git::run`]): killed, with its whole process group, when dropped.
 struct Running {
     git: Git,
+    /// The git command (`push`, `fetch`), for messages.
+    command: String,
     args: String,
     transfer: bool,
     child: Child,
@@ -482,7 +485,6 @@ impl Running {
         let cfg = &self.git.inner;
         let deadline = clock + cfg.timeout;
         let stall = cfg.stall_limit;
-        let command = self.args.split(' ').next().unwrap_or("").to_owned();
         // The CPU time git's processes had used when it was last found quiet.
         let mut cpu_seen = 0;
         let status = loop {
@@ -510,9 +512,9 @@ impl Running {
                         self.group.kill();
                         let _ = self.child.wait().await;
                         let what = if timed_out {
-                            format!("git {command} did not finish within {}", humantime::format_duration(cfg.timeout))
+                            format!("git {} did not finish within {}", self.command, humantime::format_duration(cfg.timeout))
                         } else {
-                            format!("git {command} made no progress for {}", humantime::format_duration(stall))
+                            format!("git {} made no progress for {}", self.command, humantime::format_duration(stall))
                         };
                         return Err(GitFailure::new(ErrorKind::Timeout, format!("{what}; it was stopped")));
                     }
@@ -545,6 +547,22 @@ impl Running {
             stderr,
         })
     }
+}
+
+/// The git command of a call's arguments (`push` in `-c core.hooksPath=… push …`): the first
+/// argument that is neither an option nor the value of `-c` or `-C`.
+fn command_of<'a>(args: &[&'a str]) -> &'a str {
+    let mut args = args.iter();
+    while let Some(arg) = args.next() {
+        match *arg {
+            "-c" | "-C" => {
+                args.next();
+            }
+            option if option.starts_with('-') => {}
+            command => return command,
+        }
+    }
+    ""
 }
 
 /// What a held call's `pre-push` hook runs: it waits for a line on descriptor 3 and lets the
@@ -946,7 +964,12 @@ mod tests {
     async fn a_quiet_git_that_waits_is_stalled() {
         let e = quiet_transfer("sleep 30").await.unwrap_err();
         assert_eq!(e.kind, ErrorKind::Timeout);
-        assert!(e.message.contains("made no progress"), "{}", e.message);
+        // The call is `git -c alias.quiet=... quiet`: the message names the command, not `-c`.
+        assert!(
+            e.message.starts_with("git quiet made no progress"),
+            "{}",
+            e.message
+        );
     }
 
     #[test]
