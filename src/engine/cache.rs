@@ -408,8 +408,8 @@ impl Cache {
     /// Brings the cache from `cached` (its refs) up to the source's `listing` (both within the
     /// selection) and returns the cache's refs, which are then the source's. Changed refs are
     /// fetched by their listed ids (by name where the server refuses that), so the server
-    /// advertises only those, or none; refs the source deleted are deleted locally; many
-    /// changes take one full fetch instead.
+    /// advertises only those, or none; refs the source deleted are deleted locally (one `git
+    /// update-ref --stdin`); many changes take one full fetch instead.
     pub async fn catch_up(
         &self,
         source: &Remote,
@@ -479,11 +479,19 @@ impl Cache {
                 };
             }
         }
-        for name in deleted {
-            git.run(self.dir(), &["update-ref", "-d", &name], Call::default())
+        if !deleted.is_empty() {
+            // All in one transaction of one git.
+            let mut deleting = git.session(self.dir(), &["update-ref", "--stdin"])?;
+            for name in &deleted {
+                deleting.send(&format!("delete {name}")).await?;
+            }
+            deleting
+                .finish()
                 .await?
-                .check("deleting a ref the source deleted from the cache")?;
-            refs.remove(&name);
+                .check("deleting the refs the source deleted from the cache")?;
+            for name in deleted {
+                refs.remove(&name);
+            }
         }
         Ok(refs)
     }

@@ -291,3 +291,33 @@ fn a_listed_id_a_protocol_v0_source_no_longer_serves_is_fetched_by_name() {
         "{calls}"
     );
 }
+
+#[test]
+fn branches_the_source_deleted_leave_the_cache_in_one_git_call() {
+    let (src, dst) = (Repo::source("gone-src"), Repo::empty("gone-dst"));
+    for branch in ["one", "two", "three"] {
+        src.git(&["branch", branch]);
+        src.push(&[branch]);
+    }
+    let [s, d] = [src.url(Transport::File), dst.url(Transport::Http)];
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("git.log");
+    let ferry = Ferry::with_test_credentials().env("FERRY_GIT", &logging_git(dir.path(), &log));
+    ferry.sync(&[&s, &d]).assert_code(0);
+
+    src.push(&[":refs/heads/one", ":refs/heads/two"]);
+    std::fs::remove_file(&log).unwrap();
+    let run = ferry.sync(&[&s, &d]);
+    run.assert_code(0);
+    for gone in ["refs/heads/one", "refs/heads/two"] {
+        assert_eq!(run.ref_result(0, gone), ("delete".into(), "deleted".into()));
+        assert!(!dst.refs().contains_key(gone), "{gone}");
+    }
+    assert!(dst.refs().contains_key("refs/heads/three"));
+    let calls = std::fs::read_to_string(&log).unwrap();
+    let deletions: Vec<&str> = calls
+        .lines()
+        .filter(|l| l.starts_with("update-ref"))
+        .collect();
+    assert_eq!(deletions, ["update-ref --stdin"], "{calls}");
+}
