@@ -2,7 +2,7 @@
 //! the push happens only when asked for (`--verify`, reconcile runs) or when the report is
 //! incomplete.
 
-use crate::harness::{Ferry, Repo, Transport};
+use crate::harness::{Ferry, Repo, Run, Transport};
 use std::path::Path;
 
 /// A FERRY_GIT that logs each git command line (one per line) to `log`, then runs git.
@@ -79,6 +79,21 @@ fn branch_behind_ferry_s_back(dst: &Repo) {
         &["update-ref", "refs/heads/theirs", "refs/heads/main"],
     )
     .unwrap();
+}
+
+/// Asserts that `run` found the destination's main diverged and left `theirs` there.
+pub(crate) fn main_diverged_and_theirs_is_kept(run: &Run, dst: &Repo, theirs: &str) {
+    assert_eq!(
+        run.ref_result(0, "refs/heads/main"),
+        ("skip".into(), "diverged".into()),
+        "{}",
+        run.stdout
+    );
+    assert_eq!(
+        dst.refs()["refs/heads/main"],
+        theirs,
+        "their commit is kept"
+    );
 }
 
 /// The logged git command lines that list `url`.
@@ -214,17 +229,7 @@ fn a_record_proven_wrong_by_a_lost_lease_is_listed_and_replanned() {
     let git = logging_git(dir.path(), &log);
     let run = ferry.env("FERRY_GIT", &git).sync(&[&s, &d]);
     run.assert_code(1);
-    assert_eq!(
-        run.ref_result(0, "refs/heads/main"),
-        ("skip".into(), "diverged".into()),
-        "{}",
-        run.stdout
-    );
-    assert_eq!(
-        dst.refs()["refs/heads/main"],
-        theirs,
-        "their commit is kept"
-    );
+    main_diverged_and_theirs_is_kept(&run, &dst, &theirs);
     let calls = std::fs::read_to_string(&log).unwrap();
     let push = calls
         .lines()
