@@ -59,7 +59,11 @@ pub enum Version {
 pub struct LfsState {
     /// Ref -> the value whose history's LFS objects are all on the destination: a scan for
     /// what a push needs starts from the new value and stops at these.
-    #[serde(default, skip_serializing_if = "RefMap::is_empty")]
+    #[serde(
+        default,
+        skip_serializing_if = "RefMap::is_empty",
+        deserialize_with = "ref_map"
+    )]
     pub tips: RefMap,
     /// The LFS objects (sha256 hex) known to be on the destination: ferry uploaded them or
     /// the server said it had them. A scan that finds one again does not ask for it.
@@ -129,9 +133,39 @@ struct Document<'a> {
     include: Vec<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     exclude: Vec<String>,
+    #[serde(deserialize_with = "owned_ref_map")]
     refs: Cow<'a, RefMap>,
     #[serde(default, skip_serializing_if = "no_lfs")]
     lfs: Cow<'a, LfsState>,
+}
+
+/// Reads a JSON object of ref names and ids into a map built in one pass from its sorted
+/// entries, where serde would insert them one by one: a record holds up to thousands of refs,
+/// read on every run (an event's no-op spends most of its time here), and ferry writes them
+/// sorted, so the sort only checks the order. A repeated name keeps its last id, as an insert
+/// would.
+fn ref_map<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<RefMap, D::Error> {
+    struct Entries;
+    impl<'de> serde::de::Visitor<'de> for Entries {
+        type Value = RefMap;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a map of ref names to object ids")
+        }
+        fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<RefMap, A::Error> {
+            let mut entries: Vec<(String, Oid)> = Vec::with_capacity(map.size_hint().unwrap_or(0));
+            while let Some(entry) = map.next_entry()? {
+                entries.push(entry);
+            }
+            Ok(entries.into_iter().collect())
+        }
+    }
+    deserializer.deserialize_map(Entries)
+}
+
+fn owned_ref_map<'de, 'a, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Cow<'a, RefMap>, D::Error> {
+    ref_map(deserializer).map(Cow::Owned)
 }
 
 // serde's `skip_serializing_if` hands over a reference to the field itself.
@@ -440,6 +474,26 @@ mod tests {
 
     fn remote(url: &str) -> Remote {
         Remote::parse(url, Path::new("/")).unwrap()
+    }
+
+    #[test]
+    fn a_record_s_refs_are_read_in_any_order_and_a_repeated_name_keeps_its_last_id() {
+        let (a, b, c) = ("a".repeat(40), "b".repeat(40), "c".repeat(40));
+        let json = format!(
+            r#"{{"destination":"d","refs":{{"refs/heads/z":"{a}","refs/heads/m":"{b}","refs/heads/z":"{c}"}},
+               "lfs":{{"tips":{{"refs/heads/z":"{b}","refs/heads/a":"{a}"}}}}}}"#
+        );
+        let (refs, lfs) = decode(json.as_bytes(), "test");
+        let expected: RefMap = [("refs/heads/m", 'b'), ("refs/heads/z", 'c')]
+            .iter()
+            .map(|(n, c)| ((*n).to_owned(), oid(*c)))
+            .collect();
+        assert_eq!(refs, expected);
+        assert_eq!(lfs.tips.len(), 2);
+        assert_eq!(lfs.tips["refs/heads/a"], oid('a'));
+        // Not a map: an unreadable record, which counts as empty.
+        let (refs, _) = decode(br#"{"refs":["refs/heads/x"]}"#, "test");
+        assert!(refs.is_empty());
     }
 
     #[test]
