@@ -689,7 +689,9 @@ fn records_can_stand_in(mirror: &Mirror, mode: Mode) -> bool {
 /// record yet, or may have to create a local destination.
 ///
 /// A focused run whose event says what its refs point at now also starts the push it expects
-/// to make (see [`hold_a_push`]).
+/// to make (see [`hold_a_push`]); so does a run planning a remote destination from its record,
+/// once `source_listing` brings the source's listing (none comes when the source is fetched
+/// straight away).
 async fn prepare_destination<'a>(
     pass: Pass<'a>,
     dest: &'a Remote,
