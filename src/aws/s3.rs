@@ -12,6 +12,11 @@ use crate::model::refs::RefMap;
 use aws_sdk_s3::error::ProvideErrorMetadata;
 use aws_sdk_s3::primitives::ByteStream;
 
+/// The user metadata (`x-amz-meta-ferry-settled`) that holds a record's settled stamp: written
+/// with the record in one PUT, so that any write without it leaves the record with none, and
+/// read by a HEAD request, without the record.
+const SETTLED_METADATA: &str = "ferry-settled";
+
 pub struct S3Records {
     client: aws_sdk_s3::Client,
     bucket: String,
@@ -110,6 +115,7 @@ impl RecordStore for S3Records {
                         refs: RefMap::new(),
                         lfs: LfsState::default(),
                         version: Version::Absent,
+                        settled: None,
                     })
                 }
                 Err(e) => {
@@ -126,6 +132,10 @@ impl RecordStore for S3Records {
                     self.location(&object)
                 ))
             })?;
+            let settled = out
+                .metadata()
+                .and_then(|m| m.get(SETTLED_METADATA))
+                .cloned();
             let bytes = out.body.collect().await.map_err(|e| {
                 StoreError(format!(
                     "cannot read {}: {}",
@@ -138,7 +148,33 @@ impl RecordStore for S3Records {
                 refs,
                 lfs,
                 version: Version::Tag(etag),
+                settled,
             })
+        })
+    }
+
+    fn settled<'a>(&'a self, key: RecordKey<'a>) -> StoreFuture<'a, Option<String>> {
+        Box::pin(async move {
+            let object = self.object_key(key);
+            let head = self
+                .client
+                .head_object()
+                .bucket(&self.bucket)
+                .key(&object)
+                .send()
+                .await;
+            match head {
+                Ok(out) => Ok(out
+                    .metadata()
+                    .and_then(|m| m.get(SETTLED_METADATA))
+                    .cloned()),
+                Err(e) if e.as_service_error().is_some_and(|e| e.is_not_found()) => Ok(None),
+                Err(e) => Err(StoreError(format!(
+                    "cannot read {}: {}",
+                    self.location(&object),
+                    describe(&e)
+                ))),
+            }
         })
     }
 
@@ -156,6 +192,11 @@ impl RecordStore for S3Records {
                 .bucket(&self.bucket)
                 .key(&object)
                 .content_type("application/json")
+                .set_metadata(
+                    contents
+                        .settled
+                        .map(|stamp| [(SETTLED_METADATA.to_owned(), stamp.to_owned())].into()),
+                )
                 .body(ByteStream::from(record::encode(key, contents)?));
             let put = match expected {
                 Version::Absent => put.if_none_match("*"),

@@ -20,10 +20,11 @@ use std::borrow::Cow;
 use std::collections::BTreeSet;
 use std::fs;
 use std::future::Future;
-use std::io::Write;
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::Arc;
+use std::time::UNIX_EPOCH;
 
 /// How many times a save that lost to another writer is merged and tried again.
 const SAVE_ATTEMPTS: usize = 5;
@@ -83,6 +84,8 @@ pub struct Stored {
     pub refs: RefMap,
     pub lfs: LfsState,
     pub version: Version,
+    /// The record's settled stamp, when it has one (see [`Record::settle`]).
+    pub settled: Option<String>,
 }
 
 /// What a conditional save did.
@@ -103,8 +106,15 @@ pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, StoreError>>
 
 /// Where records live. `load` answers an absent record with empty refs and
 /// [`Version::Absent`]; `save` writes only if the record is still at `expected`.
+///
+/// A record can carry a settled stamp (see [`Record::settle`]), saved with it and read on its
+/// own by `settled`, without reading the record: a no-op run needs nothing else. A store makes
+/// sure a stamp never outlives the record it was saved with: a record written without one (by
+/// anyone) has none.
 pub trait RecordStore: Send + Sync {
     fn load<'a>(&'a self, key: RecordKey<'a>) -> StoreFuture<'a, Stored>;
+    /// The stamp of the record as it is now; `None` when it has none or there is no record.
+    fn settled<'a>(&'a self, key: RecordKey<'a>) -> StoreFuture<'a, Option<String>>;
     fn save<'a>(
         &'a self,
         key: RecordKey<'a>,
@@ -118,6 +128,7 @@ pub trait RecordStore: Send + Sync {
 pub struct Contents<'a> {
     pub refs: &'a RefMap,
     pub lfs: &'a LfsState,
+    pub settled: Option<&'a str>,
 }
 
 /// A record as stored: the refs, plus what it is the record of, for people inspecting it.
@@ -216,6 +227,19 @@ pub struct Record {
     loaded: Arc<RefMap>,
     loaded_lfs: Arc<LfsState>,
     version: Version,
+    /// The settled stamp as loaded, and what this run says of it (see [`Record::settle`]).
+    loaded_settled: Option<String>,
+    settled: Settle,
+}
+
+/// What a run says of its record's settled stamp.
+#[derive(Debug)]
+enum Settle {
+    /// Nothing: the loaded stamp stays while the record is unchanged, and goes with any change
+    /// (a focused run, which sees only some of the source's refs, cannot tell).
+    Unsaid,
+    /// This stamp (`None`: not settled).
+    To(Option<String>),
 }
 
 impl Record {
@@ -232,13 +256,40 @@ impl Record {
             loaded: refs,
             loaded_lfs: lfs,
             version: stored.version,
+            loaded_settled: stored.settled,
+            settled: Settle::Unsaid,
         }
     }
 
-    /// Whether this run changed nothing (shared tables are unchanged without a comparison).
-    fn unchanged(&self) -> bool {
+    /// Whether the refs and LFS state are as loaded (shared tables are unchanged without a
+    /// comparison).
+    fn tables_unchanged(&self) -> bool {
         (Arc::ptr_eq(&self.refs, &self.loaded) || self.refs == self.loaded)
             && (Arc::ptr_eq(&self.lfs, &self.loaded_lfs) || self.lfs == self.loaded_lfs)
+    }
+
+    /// Whether this run changed nothing, the settled stamp included.
+    fn unchanged(&self) -> bool {
+        self.tables_unchanged() && self.stamp() == self.loaded_settled.as_deref()
+    }
+
+    /// Marks the record as settled: `stamp` says that its refs are exactly the source's refs
+    /// of a listing, and, with LFS on, that every ref's LFS objects are on the destination
+    /// (the sync engine makes the stamp from the listing's digest and the LFS policy). A later
+    /// sync planning from this record whose source lists the same refs has nothing to do,
+    /// which it can tell from the stamp alone ([`RecordStore::settled`]) without reading the
+    /// record. `None`: not settled.
+    pub fn settle(&mut self, stamp: Option<String>) {
+        self.settled = Settle::To(stamp);
+    }
+
+    /// The stamp to save with the record as it is now.
+    fn stamp(&self) -> Option<&str> {
+        match &self.settled {
+            Settle::To(stamp) => stamp.as_deref(),
+            Settle::Unsaid if self.tables_unchanged() => self.loaded_settled.as_deref(),
+            Settle::Unsaid => None,
+        }
     }
 
     /// The refs to plan against: a record's `refs`, and for refs it has no entry for,
@@ -282,6 +333,7 @@ impl Record {
             let contents = Contents {
                 refs: &self.refs,
                 lfs: &self.lfs,
+                settled: self.stamp(),
             };
             match store.save(key, contents, &self.version).await? {
                 Written::Saved(_) => return Ok(()),
@@ -302,6 +354,10 @@ impl Record {
                     self.loaded = Arc::new(fresh.refs);
                     self.loaded_lfs = Arc::new(fresh.lfs);
                     self.version = fresh.version;
+                    // The merge is not what this run saw the destination settle at: the other
+                    // writer's stamp stays only if the merge changes nothing of its record.
+                    self.loaded_settled = fresh.settled;
+                    self.settled = Settle::Unsaid;
                 }
             }
         }
@@ -371,6 +427,12 @@ pub struct FileStore {
     cache_root: PathBuf,
 }
 
+/// A record file as read: its bytes and its [`FileStore::mark`].
+struct RecordFile {
+    bytes: Vec<u8>,
+    mark: Option<String>,
+}
+
 impl FileStore {
     pub fn new(cache_root: &Path) -> FileStore {
         FileStore {
@@ -393,14 +455,73 @@ impl FileStore {
             .join(format!("{id}.json"))
     }
 
-    fn read(path: &Path) -> Result<Option<Vec<u8>>, StoreError> {
-        match fs::read(path) {
-            Ok(bytes) => Ok(Some(bytes)),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(StoreError(format!(
+    /// The record file; `None` when there is none.
+    fn read(path: &Path) -> Result<Option<RecordFile>, StoreError> {
+        let failed = |e: std::io::Error| {
+            StoreError(format!(
                 "cannot read the sync record {}: {e}",
                 path.display()
-            ))),
+            ))
+        };
+        let mut file = match fs::File::open(path) {
+            Ok(file) => file,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(failed(e)),
+        };
+        let meta = file.metadata().map_err(failed)?;
+        let mut bytes = Vec::with_capacity(usize::try_from(meta.len()).unwrap_or(0));
+        file.read_to_end(&mut bytes).map_err(failed)?;
+        Ok(Some(RecordFile {
+            mark: FileStore::mark(&meta),
+            bytes,
+        }))
+    }
+
+    /// Where the record at `path` keeps its settled stamp: a file of its own, so that a no-op
+    /// run reads a line instead of the record.
+    fn stamp_path(path: &Path) -> PathBuf {
+        path.with_extension("settled")
+    }
+
+    /// What a stamp is bound to: the record file's inode, length and modification time, which
+    /// every write of the record changes (it renames a new file into place), whoever writes
+    /// it. A stamp whose mark is not the record's is stale and counts as none.
+    fn mark(meta: &fs::Metadata) -> Option<String> {
+        use std::os::unix::fs::MetadataExt;
+        let modified = meta.modified().ok()?.duration_since(UNIX_EPOCH).ok()?;
+        Some(format!(
+            "{} {} {}",
+            meta.ino(),
+            meta.len(),
+            modified.as_nanos()
+        ))
+    }
+
+    /// The stamp of the record whose mark is `mark`.
+    fn read_stamp(path: &Path, mark: Option<&str>) -> Option<String> {
+        let text = fs::read_to_string(FileStore::stamp_path(path)).ok()?;
+        let (stamp, stamped) = text.trim_end().split_once(' ')?;
+        (Some(stamped) == mark).then(|| stamp.to_owned())
+    }
+
+    /// Binds `stamp` to the record just written at `path` (or removes the stamp). Not synced
+    /// to disk: a stamp lost or torn in a crash reads as none, which costs one full run.
+    fn write_stamp(path: &Path, stamp: Option<&str>) -> std::io::Result<()> {
+        let stamp_path = FileStore::stamp_path(path);
+        let mark = match stamp {
+            Some(_) => FileStore::mark(&fs::metadata(path)?),
+            None => None,
+        };
+        match (stamp, mark) {
+            (Some(stamp), Some(mark)) => {
+                let tmp = path.with_extension(format!("settled.tmp-{}", std::process::id()));
+                fs::write(&tmp, format!("{stamp} {mark}\n"))?;
+                fs::rename(&tmp, &stamp_path)
+            }
+            _ => match fs::remove_file(&stamp_path) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+                _ => Ok(()),
+            },
         }
     }
 
@@ -428,16 +549,30 @@ impl RecordStore for FileStore {
     fn load<'a>(&'a self, key: RecordKey<'a>) -> StoreFuture<'a, Stored> {
         Box::pin(async move {
             let path = self.path(key);
-            let bytes = FileStore::read(&path)?;
-            let (refs, lfs) = bytes
-                .as_deref()
-                .map(|b| decode(b, &path.display().to_string()))
-                .unwrap_or_default();
+            let Some(RecordFile { bytes, mark }) = FileStore::read(&path)? else {
+                return Ok(Stored {
+                    refs: RefMap::new(),
+                    lfs: LfsState::default(),
+                    version: Version::Absent,
+                    settled: None,
+                });
+            };
+            let (refs, lfs) = decode(&bytes, &path.display().to_string());
             Ok(Stored {
                 refs,
                 lfs,
-                version: FileStore::version(bytes.as_deref()),
+                version: FileStore::version(Some(&bytes)),
+                settled: FileStore::read_stamp(&path, mark.as_deref()),
             })
+        })
+    }
+
+    fn settled<'a>(&'a self, key: RecordKey<'a>) -> StoreFuture<'a, Option<String>> {
+        Box::pin(async move {
+            let path = self.path(key);
+            Ok(fs::metadata(&path)
+                .ok()
+                .and_then(|meta| FileStore::read_stamp(&path, FileStore::mark(&meta).as_deref())))
         })
     }
 
@@ -449,16 +584,23 @@ impl RecordStore for FileStore {
     ) -> StoreFuture<'a, Written> {
         Box::pin(async move {
             let path = self.path(key);
-            if FileStore::version(FileStore::read(&path)?.as_deref()) != *expected {
+            let current = FileStore::read(&path)?;
+            if FileStore::version(current.as_ref().map(|file| file.bytes.as_slice())) != *expected {
                 return Ok(Written::Conflict);
             }
             let bytes = encode(key, contents)?;
-            FileStore::write(&path, &bytes).map_err(|e| {
+            let failed = |e: std::io::Error| {
                 StoreError(format!(
                     "cannot write the sync record {}: {e}",
                     path.display()
                 ))
-            })?;
+            };
+            FileStore::write(&path, &bytes).map_err(failed)?;
+            // A stamp left behind is bound to the record it was written with, so a stamp that
+            // cannot be written costs the next no-op its shortcut, nothing else.
+            if let Err(e) = FileStore::write_stamp(&path, contents.settled) {
+                tracing::warn!(record = %path.display(), error = %e, "cannot write the sync record's settled stamp; the next sync reads the record");
+            }
             Ok(Written::Saved(FileStore::version(Some(&bytes))))
         })
     }
@@ -657,6 +799,98 @@ mod tests {
         );
     }
 
+    #[tokio::test]
+    async fn a_settled_stamp_is_read_alone_and_never_outlives_its_record() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FileStore::new(dir.path());
+        let (src, dst) = (remote("https://h/src.git"), remote("https://h/r.git"));
+        let selection = RefSelection::default();
+        let key = RecordKey {
+            source: &src,
+            destination: &dst,
+            selection: &selection,
+        };
+        assert_eq!(
+            store.settled(key).await.unwrap(),
+            None,
+            "no record, no stamp"
+        );
+        let mut first = Record::load(&store, key).await.unwrap();
+        Arc::make_mut(&mut first.refs).insert("refs/heads/main".into(), oid('a'));
+        first.settle(Some("s1".into()));
+        first.save(&store, key).await.unwrap();
+        assert_eq!(store.settled(key).await.unwrap().as_deref(), Some("s1"));
+
+        // A run that changes nothing and says nothing keeps it; one that only settles the
+        // record anew writes the stamp.
+        let again = Record::load(&store, key).await.unwrap();
+        assert_eq!(again.loaded_settled.as_deref(), Some("s1"));
+        again.save(&store, key).await.unwrap();
+        assert_eq!(store.settled(key).await.unwrap().as_deref(), Some("s1"));
+        let mut resettled = Record::load(&store, key).await.unwrap();
+        resettled.settle(Some("s2".into()));
+        resettled.save(&store, key).await.unwrap();
+        assert_eq!(store.settled(key).await.unwrap().as_deref(), Some("s2"));
+
+        // A change that says nothing of the stamp (a focused run) drops it.
+        let mut focused = Record::load(&store, key).await.unwrap();
+        Arc::make_mut(&mut focused.refs).insert("refs/heads/dev".into(), oid('b'));
+        focused.save(&store, key).await.unwrap();
+        assert_eq!(store.settled(key).await.unwrap(), None);
+
+        // A record written behind the store's back, even in place at the same length, leaves
+        // the stamp stale.
+        let mut settled = Record::load(&store, key).await.unwrap();
+        settled.settle(Some("s3".into()));
+        settled.save(&store, key).await.unwrap();
+        let path = store.path(key);
+        let bytes = fs::read(&path).unwrap();
+        let before = fs::metadata(&path).unwrap().modified().unwrap();
+        let moved = String::from_utf8(bytes)
+            .unwrap()
+            .replace(oid('a').as_str(), oid('c').as_str());
+        fs::write(&path, moved).unwrap();
+        let file = fs::File::options().write(true).open(&path).unwrap();
+        file.set_modified(before + std::time::Duration::from_nanos(1))
+            .unwrap();
+        assert_eq!(store.settled(key).await.unwrap(), None);
+        assert_eq!(
+            Record::load(&store, key).await.unwrap().loaded_settled,
+            None
+        );
+    }
+
+    #[tokio::test]
+    async fn a_merged_save_drops_both_writers_stamps() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FileStore::new(dir.path());
+        let (src, dst) = (remote("https://h/src.git"), remote("https://h/r.git"));
+        let selection = RefSelection::default();
+        let key = RecordKey {
+            source: &src,
+            destination: &dst,
+            selection: &selection,
+        };
+        let mut first = Record::load(&store, key).await.unwrap();
+        Arc::make_mut(&mut first.refs).insert("refs/heads/main".into(), oid('a'));
+        first.save(&store, key).await.unwrap();
+
+        let mut mine = Record::load(&store, key).await.unwrap();
+        let mut theirs = Record::load(&store, key).await.unwrap();
+        Arc::make_mut(&mut theirs.refs).insert("refs/heads/theirs".into(), oid('c'));
+        theirs.settle(Some("theirs".into()));
+        theirs.save(&store, key).await.unwrap();
+        // This run settled at what it saw; the merge is not that.
+        Arc::make_mut(&mut mine.refs).insert("refs/heads/main".into(), oid('b'));
+        mine.settle(Some("mine".into()));
+        mine.save(&store, key).await.unwrap();
+        assert_eq!(store.settled(key).await.unwrap(), None);
+        assert_eq!(
+            Record::load(&store, key).await.unwrap().refs["refs/heads/main"],
+            oid('b')
+        );
+    }
+
     #[test]
     fn assumed_values_fill_only_what_the_record_lacks() {
         let record = Record {
@@ -665,6 +899,8 @@ mod tests {
             loaded: Arc::default(),
             loaded_lfs: Arc::default(),
             version: Version::Absent,
+            loaded_settled: None,
+            settled: Settle::Unsaid,
         };
         let assumed: RefMap = [
             ("refs/heads/main".to_owned(), oid('b')),

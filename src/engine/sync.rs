@@ -24,7 +24,7 @@ use crate::engine::report::{
 };
 use crate::model::kind::{classify_ref_rejection, ErrorKind};
 use crate::model::mirror::{short_hash, Mirror, Settings};
-use crate::model::mirror::{Divergence, Prune};
+use crate::model::mirror::{Divergence, LfsMode, Prune};
 use crate::model::refs::{format_ref_listing, is_plain_ref_name, Oid, RefMap, RefSelection};
 use crate::model::remote::{Remote, Secret};
 use futures::future::{join_all, maybe_done, poll_fn, select, BoxFuture, Either, MaybeDone};
@@ -205,6 +205,28 @@ struct SourceRefs {
     fetched: bool,
     /// Whether only the focus was fetched (then `refs` holds only the focus).
     focused: bool,
+    /// The source's listing when `refs` are exactly it (its digest may be made already).
+    listed: Option<Arc<Listed>>,
+}
+
+/// The source's listing, taken before its fetch, as the destinations see it.
+struct Listed {
+    refs: RefMap,
+    /// Its [`refs_digest`], made once by whoever needs it first.
+    digest: std::sync::OnceLock<String>,
+}
+
+impl Listed {
+    fn digest(&self) -> &str {
+        self.digest.get_or_init(|| refs_digest(&self.refs))
+    }
+}
+
+/// The settled stamp (see [`Record::settle`]) of a record whose refs are exactly the source's
+/// refs of `digest` (a [`refs_digest`]) under the mirror's LFS policy: a stamp made with LFS
+/// off says nothing about LFS objects, so turning LFS on makes every stamp stale.
+fn settled_stamp(mirror: &Mirror, digest: &str) -> String {
+    short_hash(format!("{digest}\nlfs {:?}", mirror.lfs.mode))
 }
 
 /// One pass: bring the cache up to the source (only the focus's refs when there is one and
@@ -227,6 +249,7 @@ async fn attempt(
         mode,
         records,
         focus: None,
+        stamp: None,
         lfs: Lfs {
             policy: mirror.lfs,
             source: &mirror.source,
@@ -261,6 +284,7 @@ async fn attempt(
                     refs,
                     fetched,
                     focused: true,
+                    listed: None,
                 });
             }
             match cache.fetch_refs(&mirror.source, focus, git).await {
@@ -269,6 +293,7 @@ async fn attempt(
                         refs,
                         fetched,
                         focused: true,
+                        listed: None,
                     })
                 }
                 Err(e) => tracing::info!(
@@ -289,6 +314,20 @@ async fn attempt(
         pass.focus = focus.map(|f| &f.refs);
     }
     let source_refs = &source.refs;
+    // A focused run did not read the whole source: polling keeps the last full digest, and
+    // no record settles.
+    let digest = (!source.focused).then(|| match &source.listed {
+        Some(listed) => listed.digest().to_owned(),
+        None => refs_digest(source_refs),
+    });
+    let stamp = digest
+        .as_deref()
+        .filter(|_| mode == Mode::Sync)
+        .map(|digest| settled_stamp(mirror, digest));
+    let pass = Pass {
+        stamp: stamp.as_deref(),
+        ..pass
+    };
     let per_dest = mirror
         .destinations
         .iter()
@@ -304,8 +343,7 @@ async fn attempt(
         ok: true,
         refs: source_refs.len(),
         error: None,
-        // A focused run did not read the whole source: polling keeps the last full digest.
-        digest: (!source.focused).then(|| refs_digest(source_refs)),
+        digest,
     };
     (source, reports)
 }
@@ -317,7 +355,7 @@ async fn fetch_selection(
     cache: &Cache,
     git: &Git,
     mode: Mode,
-    listed: tokio::sync::watch::Sender<Option<Arc<RefMap>>>,
+    listed: tokio::sync::watch::Sender<Option<Arc<Listed>>>,
 ) -> Result<SourceRefs, GitFailure> {
     let selection = &mirror.selection;
     // A local source is listed first whatever the cache's size: its listing is a read of its
@@ -330,7 +368,7 @@ async fn fetch_selection(
         None if records_can_stand_in(mirror, mode) => Strategy::ListFirst,
         None => cache.strategy(),
     };
-    let (refs, fetched) = match strategy {
+    match strategy {
         Strategy::FetchFirst => {
             drop(listed);
             // The refs read beside the fetch stand when the fetch changed nothing.
@@ -338,33 +376,54 @@ async fn fetch_selection(
                 cache.refs(selection, git),
                 cache.update(&mirror.source, selection, git),
             );
-            match (updated?, before) {
+            let (refs, fetched) = match (updated?, before) {
                 (0, Ok(before)) => (before, false),
                 (n, _) => (cache.refs(selection, git).await?, n > 0),
-            }
+            };
+            Ok(SourceRefs {
+                refs,
+                fetched,
+                focused: false,
+                listed: None,
+            })
         }
         Strategy::ListFirst => {
-            let (cached, listing) = tokio::join!(
-                cache.refs(selection, git),
+            // The listing first: a remote one's git starts before the cache's refs are read
+            // (a read of its files, on this thread).
+            let (listing, cached) = tokio::join!(
                 ls_remote(&mirror.source, selection, git),
+                cache.refs(selection, git),
             );
-            let listing = Arc::new(listing?);
+            let listing = Arc::new(Listed {
+                refs: listing?,
+                digest: std::sync::OnceLock::new(),
+            });
             let _ = listed.send(Some(listing.clone()));
             drop(listed);
             // An unreadable cache counts as empty: the full fetch that follows repairs it.
             let cached = cached.unwrap_or_default();
-            let changed = cached != *listing;
+            if cached == listing.refs {
+                return Ok(SourceRefs {
+                    refs: cached,
+                    fetched: false,
+                    focused: false,
+                    listed: Some(listing),
+                });
+            }
             let refs = cache
-                .catch_up(&mirror.source, selection, cached, &listing, git)
+                .catch_up(&mirror.source, selection, cached, &listing.refs, git)
                 .await?;
-            (refs, changed)
+            // The cache is at the listing unless the source moved meanwhile: then its digest
+            // is made afresh.
+            let listed = (refs == listing.refs).then_some(listing);
+            Ok(SourceRefs {
+                refs,
+                fetched: true,
+                focused: false,
+                listed,
+            })
         }
-    };
-    Ok(SourceRefs {
-        refs,
-        fetched,
-        focused: false,
-    })
+    }
 }
 
 fn source_failed(mirror: &Mirror, e: GitFailure) -> (SourceReport, Vec<DestinationReport>) {
@@ -558,6 +617,10 @@ struct Pass<'a> {
     records: Records<'a>,
     /// `Some`: the run fetched only these refs; it plans, pushes and records only them.
     focus: Option<&'a BTreeSet<String>>,
+    /// `Some`: the pass read the source's whole selection and syncs; a record settled at this
+    /// stamp has nothing to do, and a record that ends the pass exactly at the source's refs
+    /// settles at it (see [`Record::settle`]).
+    stamp: Option<&'a str>,
     lfs: Lfs<'a>,
 }
 
@@ -590,7 +653,12 @@ type Listing<'a> = Pin<Box<MaybeDone<BoxFuture<'a, Result<RefMap, GitFailure>>>>
 
 /// A destination's record, and how the run learns what the destination holds.
 struct Prepared<'a> {
-    record: Result<Record, StoreError>,
+    /// `None`: not read, as the record's settled stamp matched the source's listing (see
+    /// [`prepare_destination`]).
+    record: Option<Result<Record, StoreError>>,
+    /// The record's settled stamp, read first when the record may stand in for the
+    /// destination.
+    settled: Option<String>,
     /// Where the destination's refs come from (see [`prepare_destination`]).
     trust: Trust,
     /// The listing, when one was started.
@@ -663,7 +731,7 @@ async fn beside_the_fetch<'a, F: Future>(
 /// What the source's listing said, for the destinations' held pushes (see [`hold_a_push`]):
 /// `None` until the source is listed; the sender is dropped without a listing when the source
 /// is fetched straight away.
-type SourceListing = tokio::sync::watch::Receiver<Option<Arc<RefMap>>>;
+type SourceListing = tokio::sync::watch::Receiver<Option<Arc<Listed>>>;
 
 /// Whether a sync may plan from destinations' records instead of listing them: not when it
 /// verifies or only plans, nor when a policy needs the whole destination (`divergence =
@@ -705,10 +773,42 @@ async fn prepare_destination<'a>(
         destination: dest,
         selection: &mirror.selection,
     };
-    let record = Record::load(pass.records.store, key).await;
+    let start_listing = || -> Listing<'a> {
+        Box::pin(maybe_done(Box::pin(list_destination(
+            mirror, dest, pass.mode, pass.git,
+        ))))
+    };
     let missing_locally = dest.local_path().is_some_and(|p| !p.exists());
-    let recorded = !missing_locally && record.as_ref().is_ok_and(|r| !r.refs.is_empty());
     let policy_allows = records_can_stand_in(mirror, pass.mode);
+    // The stamp matters only where the record may stand in for the whole destination.
+    let settled = if !focused && policy_allows && !missing_locally {
+        pass.records.store.settled(key).await.unwrap_or_else(|e| {
+            tracing::debug!(destination = dest.display(), error = %e, "cannot read the sync record's settled stamp; reading the record");
+            None
+        })
+    } else {
+        None
+    };
+    let settled_at = |listed: &Listed| {
+        settled
+            .as_deref()
+            .is_some_and(|stamp| settled_stamp(mirror, listed.digest()) == stamp)
+    };
+    // A local source's listing is here already (a read of its files, done before this runs).
+    // When the record settled at it, the record is not read: the run has nothing to do,
+    // unless a local destination's files say otherwise (see `sync_destination`).
+    let listed_now = source_listing.borrow().clone();
+    if listed_now.as_deref().is_some_and(settled_at) {
+        return Prepared {
+            record: None,
+            settled,
+            trust: Trust::RecordWhenPushing,
+            listing: dest.local_path().map(|_| start_listing()),
+            held: None,
+        };
+    }
+    let record = Record::load(pass.records.store, key).await;
+    let recorded = !missing_locally && record.as_ref().is_ok_and(|r| !r.refs.is_empty());
     let trust = if focused && recorded {
         Trust::Record
     } else if recorded && policy_allows {
@@ -721,11 +821,7 @@ async fn prepare_destination<'a>(
         Trust::RecordWhenPushing => dest.local_path().is_some(),
         Trust::Record => false,
     };
-    let listing = listed.then(|| -> Listing<'a> {
-        Box::pin(maybe_done(Box::pin(list_destination(
-            mirror, dest, pass.mode, pass.git,
-        ))))
-    });
+    let listing = listed.then(start_listing);
     let held = match (trust, focus, &record) {
         (Trust::Record, Some(focus), Ok(record)) => {
             let moved = focus
@@ -742,12 +838,16 @@ async fn prepare_destination<'a>(
                 .await
                 .ok()
                 .and_then(|l| l.clone());
-            source.and_then(|source| hold_a_push(pass, dest, source.iter(), record))
+            // Settled at the listing: nothing moves.
+            source
+                .filter(|source| !settled_at(source))
+                .and_then(|source| hold_a_push(pass, dest, source.refs.iter(), record))
         }
         _ => None,
     };
     Prepared {
-        record,
+        record: Some(record),
+        settled,
         trust,
         listing,
         held,
@@ -813,6 +913,7 @@ async fn sync_destination(
         mode,
         records,
         focus,
+        stamp: _,
         lfs: lfs_step,
     } = pass;
     let url = dest.display();
@@ -823,10 +924,29 @@ async fn sync_destination(
     };
     let Prepared {
         record,
+        settled,
         trust,
-        listing: started,
+        listing: mut started,
         held: started_push,
     } = prepared;
+    // Settled at the source's refs (see `Record::settle`): nothing to push, nothing to record,
+    // unless a local destination's files, read beside the fetch, say otherwise.
+    if pass.stamp.is_some() && settled.as_deref() == pass.stamp {
+        let agrees = match started.as_mut() {
+            None => true,
+            Some(listing) => {
+                listing.as_mut().await;
+                matches!(listing.as_mut().output_mut(), Some(Ok(refs)) if refs == source_refs)
+            }
+        };
+        if agrees {
+            return all_unchanged(url, source_refs, started.is_some());
+        }
+    }
+    let record = match record {
+        Some(record) => record,
+        None => Record::load(records.store, key).await,
+    };
     let mut record = match record {
         Ok(r) => r,
         Err(e) => {
@@ -934,7 +1054,8 @@ async fn sync_destination(
                 lfs: None,
             },
             record,
-            records.store,
+            pass,
+            source_refs,
             key,
         )
         .await;
@@ -992,7 +1113,8 @@ async fn sync_destination(
                 lfs: carried.report,
             },
             record,
-            records.store,
+            pass,
+            source_refs,
             key,
         )
         .await;
@@ -1168,7 +1290,7 @@ async fn sync_destination(
         refs,
         lfs: carried.report,
     };
-    save_and_finish(report, record, records.store, key).await
+    save_and_finish(report, record, pass, source_refs, key).await
 }
 
 /// The refs the destination is to hold after this push, with their values: what is pushed,
@@ -1707,13 +1829,48 @@ fn update_record(
     }
 }
 
+/// A destination settled at the source's refs, as a no-op reports it: every ref unchanged.
+fn all_unchanged(url: &str, source_refs: &RefMap, verified: bool) -> DestinationReport {
+    let refs = source_refs
+        .iter()
+        .map(|(name, oid)| RefReport {
+            name: name.clone(),
+            action: Action::Unchanged,
+            outcome: Some(Outcome::Unchanged),
+            old: Some(oid.clone()),
+            new: Some(oid.clone()),
+            kind: None,
+            reason: None,
+            hint: None,
+        })
+        .collect();
+    DestinationReport {
+        url: url.to_owned(),
+        ok: true,
+        verified,
+        error: None,
+        refs,
+        lfs: None,
+    }
+    .finish()
+}
+
+/// Settles the record when the pass read the whole source and the record ends it holding
+/// exactly the source's refs, with every ref's LFS objects on the destination when LFS is on
+/// (see [`Record::settle`]); saves it; and finishes the report.
 async fn save_and_finish(
     mut report: DestinationReport,
-    record: Record,
-    store: &dyn RecordStore,
+    mut record: Record,
+    pass: Pass<'_>,
+    source_refs: &RefMap,
     key: RecordKey<'_>,
 ) -> DestinationReport {
-    if let Err(e) = record.save(store, key).await {
+    if let Some(stamp) = pass.stamp {
+        let settles = *record.refs == *source_refs
+            && (pass.lfs.policy.mode == LfsMode::Off || record.lfs.tips == *record.refs);
+        record.settle(settles.then(|| stamp.to_owned()));
+    }
+    if let Err(e) = record.save(pass.records.store, key).await {
         report.error = report.error.or(Some(ErrorReport::new(
             ErrorKind::Other,
             format!("the sync record could not be saved ({e}); the next run plans from the record as it was before this run"),

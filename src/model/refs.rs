@@ -40,17 +40,34 @@ pub type RefMap = BTreeMap<String, Oid>;
 
 /// A full ref name that is nothing but a name: no refspec, pattern or revision syntax, no
 /// whitespace or control characters, so that `+name:name` fetches exactly that ref.
+///
+/// One pass over the bytes: every name of a local repository's ref files goes through here
+/// (three tables of 10k refs in a no-op sync), where a check per rule cost a fifth of the run.
 pub fn is_plain_ref_name(name: &str) -> bool {
-    name.starts_with("refs/")
-        && !name.ends_with('/')
-        && !name.ends_with('.')
-        && !name.ends_with(".lock")
-        && !name.contains("..")
-        && !name.contains("@{")
-        && !name.contains("//")
-        && !name
-            .chars()
-            .any(|c| c.is_control() || c.is_whitespace() || ":?*[\\^~".contains(c))
+    if !name.starts_with("refs/")
+        || name.ends_with('/')
+        || name.ends_with('.')
+        || name.ends_with(".lock")
+    {
+        return false;
+    }
+    let mut previous = 0u8;
+    for &byte in name.as_bytes() {
+        let refused = match byte {
+            // ASCII controls and whitespace.
+            0..=b' ' | 0x7f => true,
+            b':' | b'?' | b'*' | b'[' | b'\\' | b'^' | b'~' => true,
+            b'.' | b'/' => previous == byte,
+            b'{' => previous == b'@',
+            _ => false,
+        };
+        if refused {
+            return false;
+        }
+        previous = byte;
+    }
+    // Beyond ASCII: Unicode's controls and whitespace (a no-break space, say).
+    name.is_ascii() || !name.chars().any(|c| c.is_control() || c.is_whitespace())
 }
 
 /// Parses `<oid> SP|TAB <refname>` lines (for-each-ref and ls-remote output). Peeled tag lines
@@ -210,6 +227,31 @@ mod tests {
 
     fn pat(s: &str) -> RefPattern {
         RefPattern::parse(s).unwrap()
+    }
+
+    /// The rules of [`is_plain_ref_name`], one check each.
+    fn plain_by_the_rules(name: &str) -> bool {
+        name.starts_with("refs/")
+            && !name.ends_with('/')
+            && !name.ends_with('.')
+            && !name.ends_with(".lock")
+            && !name.contains("..")
+            && !name.contains("@{")
+            && !name.contains("//")
+            && !name
+                .chars()
+                .any(|c| c.is_control() || c.is_whitespace() || ":?*[\\^~".contains(c))
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn the_one_pass_plain_name_check_follows_the_rules(
+            tail in "[a-z./@{}:?*\\[\\\\^~ \t\n\u{7f}\u{a0}\u{85}é-]{0,12}"
+        ) {
+            for name in [format!("refs/heads/{tail}"), tail.clone()] {
+                proptest::prop_assert_eq!(is_plain_ref_name(&name), plain_by_the_rules(&name), "{:?}", name);
+            }
+        }
     }
 
     #[test]

@@ -326,3 +326,86 @@ fn branches_the_source_deleted_leave_the_cache_in_one_git_call() {
         .collect();
     assert_eq!(deletions, ["update-ref --stdin"], "{calls}");
 }
+
+/// The one record file in `cache` (its `.json`; the settled stamp is the `.settled` beside it).
+fn the_record_file(cache: &Path) -> std::path::PathBuf {
+    let records: Vec<std::path::PathBuf> = std::fs::read_dir(cache)
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".records"))
+        .flat_map(|dir| std::fs::read_dir(dir.path()).unwrap().flatten())
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "json"))
+        .collect();
+    assert_eq!(records.len(), 1, "{records:?}");
+    records[0].clone()
+}
+
+#[test]
+fn a_settled_no_op_reads_no_record_and_reports_what_a_full_one_does() {
+    let (src, dst) = (Repo::source("settled-src"), Repo::empty("settled-dst"));
+    src.git(&["branch", "dev"]);
+    src.push(&["dev"]);
+    let [s, d] = [src.url(Transport::File), dst.url(Transport::Http)];
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("git.log");
+    let ferry = Ferry::with_test_credentials().env("FERRY_GIT", &logging_git(dir.path(), &log));
+    ferry.sync(&[&s, &d]).assert_code(0);
+    let record = the_record_file(ferry.cache.path());
+    assert!(
+        record.with_extension("settled").exists(),
+        "the first sync left the destination exactly at the source: settled"
+    );
+
+    // The record is made unreadable in place, its size and time kept, so that its stamp
+    // still names it: a run that read it would warn and list the destination (a first
+    // sync's rules).
+    let bytes = std::fs::read(&record).unwrap();
+    let modified = std::fs::metadata(&record).unwrap().modified().unwrap();
+    std::fs::write(&record, vec![b'#'; bytes.len()]).unwrap();
+    std::fs::File::options()
+        .write(true)
+        .open(&record)
+        .unwrap()
+        .set_modified(modified)
+        .unwrap();
+    std::fs::remove_file(&log).unwrap();
+    let settled = ferry.sync(&[&s, &d]);
+    settled.assert_code(0);
+    assert!(!settled.stderr.contains("unreadable"), "{}", settled.stderr);
+    assert_eq!(listings_of(&log, &d), 0, "the destination was not listed");
+    assert_eq!(
+        std::fs::read(&record).unwrap(),
+        vec![b'#'; bytes.len()],
+        "nothing was written"
+    );
+
+    // Without the stamp, the same no-op reads the record (and lists the destination, the
+    // record being unreadable), and reports the same.
+    std::fs::remove_file(record.with_extension("settled")).unwrap();
+    let full = ferry.sync(&[&s, &d]);
+    full.assert_code(0);
+    assert!(full.stderr.contains("unreadable"), "{}", full.stderr);
+    assert_eq!(listings_of(&log, &d), 1);
+    assert_eq!(settled.dest(0)["refs"], full.dest(0)["refs"]);
+    assert_eq!(settled.dest(0)["verified"], false);
+    assert_eq!(settled.dest(0)["ok"], true);
+    assert_eq!(
+        full.dest(0)["refs"].as_array().map(Vec::len),
+        Some(2),
+        "{}",
+        full.stdout
+    );
+    assert!(
+        record.with_extension("settled").exists(),
+        "the full run settled the record again"
+    );
+
+    // A settled record is no reason to miss a change.
+    src.commit("one");
+    src.push(&["main"]);
+    let run = ferry.sync(&[&s, &d]);
+    run.assert_code(0);
+    assert_eq!(run.ref_result(0, "refs/heads/main").1, "updated");
+    assert_eq!(dst.refs()["refs/heads/main"], src.refs()["refs/heads/main"]);
+}

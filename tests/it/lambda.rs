@@ -553,6 +553,45 @@ fn a_record_changed_by_another_writer_meanwhile_is_merged_not_clobbered() {
 }
 
 #[test]
+fn a_record_another_writer_rewrote_loses_its_settled_stamp_and_is_read_again() {
+    let moto = Moto::start();
+    let (src, dst) = (Repo::source("lamstamp-src"), Repo::empty("lamstamp-dst"));
+    let rig = LambdaRig::start(&stateful_env(&src, &dst, &moto));
+    rig.invoke(&scheduled()).expect("first sync");
+    let keys = moto.keys(STATE_BUCKET);
+    assert_eq!(keys.len(), 1, "{keys:?}");
+    let key = &keys[0];
+    assert!(
+        moto.metadata(STATE_BUCKET, key, "ferry-settled").is_some(),
+        "the destination holds exactly the source's refs: the record is settled"
+    );
+
+    // Another writer drops main's entry, writing the record without the stamp. A run that
+    // took the old stamp for true would leave the entry missing; reading the record, it
+    // finds main at the source's value on the destination and records it again.
+    let mut record: Value =
+        serde_json::from_str(&moto.get(STATE_BUCKET, key)).expect("record json");
+    let main = record["refs"]["refs/heads/main"].clone();
+    assert!(main.is_string(), "{record}");
+    record["refs"]
+        .as_object_mut()
+        .expect("refs")
+        .remove("refs/heads/main");
+    moto.put(STATE_BUCKET, key, &record.to_string());
+    assert_eq!(moto.metadata(STATE_BUCKET, key, "ferry-settled"), None);
+
+    let response = rig.invoke(&scheduled()).expect("a no-op");
+    assert_eq!(
+        outcome(&response, "refs/heads/main"),
+        "unchanged",
+        "{response}"
+    );
+    let record: Value = serde_json::from_str(&moto.get(STATE_BUCKET, key)).expect("record json");
+    assert_eq!(record["refs"]["refs/heads/main"], main, "{record}");
+    assert!(moto.metadata(STATE_BUCKET, key, "ferry-settled").is_some());
+}
+
+#[test]
 fn a_codecommit_events_old_commit_stands_in_for_a_missing_record() {
     let (src, dst) = (Repo::source("lamold-src"), Repo::empty("lamold-dst"));
     // Something else (the classic function) kept the destination in sync: no record of it.

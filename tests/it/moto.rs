@@ -92,6 +92,15 @@ impl Moto {
             .expect("object text")
     }
 
+    /// The object's user metadata `name` (`x-amz-meta-<name>`), read by a HEAD request.
+    pub fn metadata(&self, bucket: &str, key: &str, name: &str) -> Option<String> {
+        self.request("HEAD", &format!("/{bucket}/{key}"), "s3")
+            .call()
+            .expect("head an object")
+            .header(&format!("x-amz-meta-{name}"))
+            .map(str::to_owned)
+    }
+
     pub fn put(&self, bucket: &str, key: &str, body: &str) {
         self.request("PUT", &format!("/{bucket}/{key}"), "s3")
             .send_string(body)
