@@ -760,6 +760,11 @@ fn records_can_stand_in(mirror: &Mirror, mode: Mode) -> bool {
 /// to make (see [`hold_a_push`]); so does a run planning a remote destination from its record,
 /// once `source_listing` brings the source's listing (none comes when the source is fetched
 /// straight away).
+///
+/// Where the record may stand in, its settled stamp is read first (see [`Record::settle`]):
+/// when it names the source's listing, which a local source has given already, the record
+/// is not read at all; a remote source's listing comes later, so its record is read
+/// meanwhile, and `sync_destination` compares the stamp.
 async fn prepare_destination<'a>(
     pass: Pass<'a>,
     dest: &'a Remote,
@@ -1856,7 +1861,7 @@ fn all_unchanged(url: &str, source_refs: &RefMap, verified: bool) -> Destination
 }
 
 /// Settles the record when the pass read the whole source and the record ends it holding
-/// exactly the source's refs, with every ref's LFS objects on the destination when LFS is on
+/// exactly the source's refs (some: an empty record keeps a first sync's rules), with every ref's LFS objects on the destination when LFS is on
 /// (see [`Record::settle`]); saves it; and finishes the report.
 async fn save_and_finish(
     mut report: DestinationReport,
@@ -1866,7 +1871,8 @@ async fn save_and_finish(
     key: RecordKey<'_>,
 ) -> DestinationReport {
     if let Some(stamp) = pass.stamp {
-        let settles = *record.refs == *source_refs
+        let settles = !record.refs.is_empty()
+            && *record.refs == *source_refs
             && (pass.lfs.policy.mode == LfsMode::Off || record.lfs.tips == *record.refs);
         record.settle(settles.then(|| stamp.to_owned()));
     }
