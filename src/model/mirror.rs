@@ -183,6 +183,15 @@ impl Trigger {
 
 /// A stable 16-hex-digit id for a URL (cache and record file names) or any other bytes.
 pub fn short_hash(data: impl AsRef<[u8]>) -> String {
-    let digest = Sha256::digest(data.as_ref());
+    short_hash_of_parts(std::iter::once(data))
+}
+
+/// [`short_hash`] of the concatenation of `parts`, without making it.
+pub fn short_hash_of_parts(parts: impl IntoIterator<Item = impl AsRef<[u8]>>) -> String {
+    let mut hasher = Sha256::new();
+    for part in parts {
+        hasher.update(part.as_ref());
+    }
+    let digest = hasher.finalize();
     digest.iter().take(8).map(|b| format!("{b:02x}")).collect()
 }
