@@ -405,3 +405,29 @@ fn lfs_false_mirrors_the_refs_only() {
     assert!(lfs().stored("git", &dest.name).is_empty());
     assert!(requests_for(&source.name, before).is_empty());
 }
+
+#[test]
+fn lfs_turned_on_after_a_refs_only_sync_carries_the_objects_though_no_ref_moved() {
+    let source = lfs_source("lfs-later");
+    let bytes = content("later", 12_000);
+    let oid = add_large(&source, "data.bin", &bytes);
+    push_with_objects(&source, "main");
+    let dest = Repo::empty("lfs-later-dst");
+    let table = http_table(&dest.url(Transport::Http), "");
+    let off = Config::new(&source, &table, "lfs = false");
+    off.sync().assert_code(0);
+    assert_eq!(dest.refs(), source.refs());
+    assert!(lfs().stored("git", &dest.name).is_empty());
+
+    // Only the policy changes: the destination already holds every ref, and its record says
+    // so (settled with LFS off), which says nothing about LFS objects.
+    let on = off.with_options(&source, &table, "");
+    let run = on.sync();
+    run.assert_code(0);
+    assert_eq!(run.dest(0)["lfs"]["objects"], 1, "{}", run.stdout);
+    assert!(lfs().stored("git", &dest.name).contains(&oid));
+    assert_eq!(
+        checkout(&dest.url(Transport::Http), &["data.bin"]),
+        vec![bytes]
+    );
+}
