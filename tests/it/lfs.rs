@@ -291,13 +291,19 @@ fn a_ref_whose_lfs_object_the_source_lacks_is_held_back_unless_dangling_pointers
     );
 }
 
-#[test]
-fn a_destination_lfs_endpoint_that_needs_other_credentials_gets_them_from_its_own_keys() {
-    let source = lfs_source("lfs-creds");
-    let data = content("creds", 25_000);
+/// A source `<name>` whose main adds one LFS file, `data.bin` (`len` bytes), pushed with its
+/// object, and an empty destination `<name>-dst`; with the file's bytes and object id.
+fn one_lfs_file(name: &str, len: usize) -> (Repo, Repo, Vec<u8>, String) {
+    let source = lfs_source(name);
+    let data = content(name, len);
     let oid = add_large(&source, "data.bin", &data);
     push_with_objects(&source, "main");
-    let dest = Repo::empty("lfs-creds-dst");
+    (source, Repo::empty(&format!("{name}-dst")), data, oid)
+}
+
+#[test]
+fn a_destination_lfs_endpoint_that_needs_other_credentials_gets_them_from_its_own_keys() {
+    let (source, dest, _, oid) = one_lfs_file("lfs-creds", 25_000);
     let endpoint = servers().lfs_private_url(&dest.name);
 
     // The remote's own credentials are refused there: nothing is pushed, and it says why.
@@ -408,11 +414,7 @@ fn lfs_false_mirrors_the_refs_only() {
 
 #[test]
 fn lfs_turned_on_after_a_refs_only_sync_carries_the_objects_though_no_ref_moved() {
-    let source = lfs_source("lfs-later");
-    let bytes = content("later", 12_000);
-    let oid = add_large(&source, "data.bin", &bytes);
-    push_with_objects(&source, "main");
-    let dest = Repo::empty("lfs-later-dst");
+    let (source, dest, bytes, oid) = one_lfs_file("lfs-later", 12_000);
     let table = http_table(&dest.url(Transport::Http), "");
     let off = Config::new(&source, &table, "lfs = false");
     off.sync().assert_code(0);
