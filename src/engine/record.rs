@@ -283,6 +283,11 @@ impl Record {
         self.settled = Settle::To(stamp);
     }
 
+    /// The settled stamp the record was loaded with.
+    pub fn settled_as_loaded(&self) -> Option<&str> {
+        self.loaded_settled.as_deref()
+    }
+
     /// The stamp to save with the record as it is now.
     fn stamp(&self) -> Option<&str> {
         match &self.settled {

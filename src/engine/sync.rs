@@ -767,10 +767,11 @@ fn records_can_stand_in(mirror: &Mirror, mode: Mode) -> bool {
 /// once `source_listing` brings the source's listing (none comes when the source is fetched
 /// straight away).
 ///
-/// Where the record may stand in, its settled stamp is read first (see [`Record::settle`]):
-/// when it names the source's listing, which a local source has given already, the record
-/// is not read at all; a remote source's listing comes later, so its record is read
-/// meanwhile, and `sync_destination` compares the stamp.
+/// Where the record may stand in, its settled stamp (see [`Record::settle`]) decides whether
+/// there is anything to do. A local source has given its listing already: the stamp is read
+/// alone first, and when it names that listing the record is not read at all. A remote
+/// source's listing comes later: the record, which carries its stamp, is read meanwhile, and
+/// `sync_destination` compares the stamp.
 async fn prepare_destination<'a>(
     pass: Pass<'a>,
     dest: &'a Remote,
@@ -792,33 +793,38 @@ async fn prepare_destination<'a>(
     let missing_locally = dest.local_path().is_some_and(|p| !p.exists());
     let policy_allows = records_can_stand_in(mirror, pass.mode);
     // The stamp matters only where the record may stand in for the whole destination.
-    let settled = if !focused && policy_allows && !missing_locally {
-        pass.records.store.settled(key).await.unwrap_or_else(|e| {
+    let may_settle = !focused && policy_allows && !missing_locally;
+    let matches = |stamp: Option<&str>, listed: &Listed| {
+        stamp.is_some_and(|stamp| settled_stamp(mirror, listed.digest()) == stamp)
+    };
+    // A local source's listing is here already (a read of its files, done before this runs):
+    // the stamp is read alone first, and when the record settled at that listing, the record
+    // is not read: the run has nothing to do, unless a local destination's files say
+    // otherwise (see `sync_destination`). A remote source's listing comes later; the record,
+    // which holds its stamp, is read meanwhile (one read of the store, not two).
+    let listed_now = source_listing.borrow().clone();
+    if let Some(listed) = listed_now.filter(|_| may_settle) {
+        let stamp = pass.records.store.settled(key).await.unwrap_or_else(|e| {
             tracing::debug!(destination = dest.display(), error = %e, "cannot read the sync record's settled stamp; reading the record");
             None
-        })
-    } else {
-        None
-    };
-    let settled_at = |listed: &Listed| {
-        settled
-            .as_deref()
-            .is_some_and(|stamp| settled_stamp(mirror, listed.digest()) == stamp)
-    };
-    // A local source's listing is here already (a read of its files, done before this runs).
-    // When the record settled at it, the record is not read: the run has nothing to do,
-    // unless a local destination's files say otherwise (see `sync_destination`).
-    let listed_now = source_listing.borrow().clone();
-    if listed_now.as_deref().is_some_and(settled_at) {
-        return Prepared {
-            record: None,
-            settled,
-            trust: Trust::RecordWhenPushing,
-            listing: dest.local_path().map(|_| start_listing()),
-            held: None,
-        };
+        });
+        if matches(stamp.as_deref(), &listed) {
+            return Prepared {
+                record: None,
+                settled: stamp,
+                trust: Trust::RecordWhenPushing,
+                listing: dest.local_path().map(|_| start_listing()),
+                held: None,
+            };
+        }
     }
     let record = Record::load(pass.records.store, key).await;
+    let settled = record
+        .as_ref()
+        .ok()
+        .and_then(Record::settled_as_loaded)
+        .filter(|_| may_settle)
+        .map(str::to_owned);
     let recorded = !missing_locally && record.as_ref().is_ok_and(|r| !r.refs.is_empty());
     let trust = if focused && recorded {
         Trust::Record
@@ -851,7 +857,7 @@ async fn prepare_destination<'a>(
                 .and_then(|l| l.clone());
             // Settled at the listing: nothing moves.
             source
-                .filter(|source| !settled_at(source))
+                .filter(|source| !matches(settled.as_deref(), source))
                 .and_then(|source| hold_a_push(pass, dest, source.refs.iter(), record))
         }
         _ => None,
