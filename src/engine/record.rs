@@ -626,6 +626,38 @@ mod tests {
         Remote::parse(url, Path::new("/")).unwrap()
     }
 
+    /// A file store's directory and the key of one record in it.
+    struct Fixture {
+        dir: tempfile::TempDir,
+        source: Remote,
+        destination: Remote,
+        selection: RefSelection,
+    }
+
+    impl Fixture {
+        fn new() -> Fixture {
+            Fixture {
+                dir: tempfile::tempdir().unwrap(),
+                source: remote("https://h/src.git"),
+                destination: remote("https://h/r.git"),
+                selection: RefSelection::default(),
+            }
+        }
+
+        /// A store over the fixture's directory (a file store is only its path).
+        fn store(&self) -> FileStore {
+            FileStore::new(self.dir.path())
+        }
+
+        fn key(&self) -> RecordKey<'_> {
+            RecordKey {
+                source: &self.source,
+                destination: &self.destination,
+                selection: &self.selection,
+            }
+        }
+    }
+
     #[test]
     fn a_record_s_refs_are_read_in_any_order_and_a_repeated_name_keeps_its_last_id() {
         let (a, b, c) = ("a".repeat(40), "b".repeat(40), "c".repeat(40));
@@ -702,15 +734,8 @@ mod tests {
     #[tokio::test]
     async fn a_record_the_run_did_not_change_is_neither_copied_nor_rewritten() {
         use std::os::unix::fs::MetadataExt;
-        let dir = tempfile::tempdir().unwrap();
-        let store = FileStore::new(dir.path());
-        let (src, dst) = (remote("https://h/src.git"), remote("https://h/r.git"));
-        let selection = RefSelection::default();
-        let key = RecordKey {
-            source: &src,
-            destination: &dst,
-            selection: &selection,
-        };
+        let records = Fixture::new();
+        let (store, key) = (records.store(), records.key());
         let mut first = Record::load(&store, key).await.unwrap();
         Arc::make_mut(&mut first.refs).insert("refs/heads/main".into(), oid('a'));
         first.save(&store, key).await.unwrap();
@@ -729,15 +754,8 @@ mod tests {
 
     #[tokio::test]
     async fn a_lost_write_is_merged_into_the_fresh_record_not_clobbered() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = FileStore::new(dir.path());
-        let (src, dst) = (remote("https://h/src.git"), remote("https://h/r.git"));
-        let selection = RefSelection::default();
-        let key = RecordKey {
-            source: &src,
-            destination: &dst,
-            selection: &selection,
-        };
+        let records = Fixture::new();
+        let (store, key) = (records.store(), records.key());
         let mut first = Record::load(&store, key).await.unwrap();
         Arc::make_mut(&mut first.refs).insert("refs/heads/main".into(), oid('a'));
         Arc::make_mut(&mut first.refs).insert("refs/heads/gone".into(), oid('a'));
@@ -764,15 +782,8 @@ mod tests {
 
     #[tokio::test]
     async fn the_lfs_state_round_trips_merges_and_is_optional_in_old_records() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = FileStore::new(dir.path());
-        let (src, dst) = (remote("https://h/src.git"), remote("https://h/r.git"));
-        let selection = RefSelection::default();
-        let key = RecordKey {
-            source: &src,
-            destination: &dst,
-            selection: &selection,
-        };
+        let records = Fixture::new();
+        let (store, key) = (records.store(), records.key());
         // A record written before ferry carried LFS objects.
         fs::create_dir_all(store.path(key).parent().unwrap()).unwrap();
         let old = format!(
@@ -809,15 +820,8 @@ mod tests {
 
     #[tokio::test]
     async fn a_settled_stamp_is_read_alone_and_never_outlives_its_record() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = FileStore::new(dir.path());
-        let (src, dst) = (remote("https://h/src.git"), remote("https://h/r.git"));
-        let selection = RefSelection::default();
-        let key = RecordKey {
-            source: &src,
-            destination: &dst,
-            selection: &selection,
-        };
+        let records = Fixture::new();
+        let (store, key) = (records.store(), records.key());
         assert_eq!(
             store.settled(key).await.unwrap(),
             None,
@@ -870,15 +874,8 @@ mod tests {
 
     #[tokio::test]
     async fn a_merged_save_drops_both_writers_stamps() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = FileStore::new(dir.path());
-        let (src, dst) = (remote("https://h/src.git"), remote("https://h/r.git"));
-        let selection = RefSelection::default();
-        let key = RecordKey {
-            source: &src,
-            destination: &dst,
-            selection: &selection,
-        };
+        let records = Fixture::new();
+        let (store, key) = (records.store(), records.key());
         let mut first = Record::load(&store, key).await.unwrap();
         Arc::make_mut(&mut first.refs).insert("refs/heads/main".into(), oid('a'));
         first.save(&store, key).await.unwrap();
