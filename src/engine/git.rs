@@ -338,6 +338,31 @@ impl Git {
         })
     }
 
+    /// The output of a call whose git has exited (its process group killed, its pipes read):
+    /// stderr scrubbed of secrets and URL credentials, and the call logged.
+    fn finished(
+        &self,
+        args: &str,
+        started: Instant,
+        status: std::process::ExitStatus,
+        stdout: String,
+        stderr: &str,
+    ) -> Output {
+        let stderr = redact_text(&self.scrub(stderr));
+        tracing::debug!(
+            args = %args,
+            status = %status,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            stderr = %stderr,
+            "git finished"
+        );
+        Output {
+            success: status.success(),
+            stdout,
+            stderr,
+        }
+    }
+
     /// Replaces every known secret in `text` with `***`.
     pub fn scrub(&self, text: &str) -> String {
         let mut out = text.to_owned();
@@ -528,24 +553,11 @@ impl Running {
         // reads below finish. The group id cannot have been reused yet: a pid is not handed
         // out again while a process group with that id exists, and ours was alive a moment ago.
         self.group.kill();
-        let stdout = join_reader(self.stdout.take()).await;
-        let stderr = redact_text(
-            &self
-                .git
-                .scrub(&collapse_progress(&join_reader(self.stderr.take()).await)),
-        );
-        tracing::debug!(
-            args = %self.args,
-            status = %status,
-            elapsed_ms = self.spawned.elapsed().as_millis() as u64,
-            stderr = %stderr,
-            "git finished"
-        );
-        Ok(Output {
-            success: status.success(),
-            stdout: self.git.scrub(&stdout),
-            stderr,
-        })
+        let stdout = self.git.scrub(&join_reader(self.stdout.take()).await);
+        let stderr = collapse_progress(&join_reader(self.stderr.take()).await);
+        Ok(self
+            .git
+            .finished(&self.args, self.spawned, status, stdout, &stderr))
     }
 }
 
@@ -716,19 +728,10 @@ impl Session {
             Err(_) => return Err(self.timed_out()),
         };
         self.group.kill();
-        let stderr = redact_text(&self.git.scrub(&join_reader(self.stderr.take()).await));
-        tracing::debug!(
-            args = %self.args,
-            status = %status,
-            elapsed_ms = self.started.elapsed().as_millis() as u64,
-            stderr = %stderr,
-            "git finished"
-        );
-        Ok(Output {
-            success: status.success(),
-            stdout: String::new(),
-            stderr,
-        })
+        let stderr = join_reader(self.stderr.take()).await;
+        Ok(self
+            .git
+            .finished(&self.args, self.started, status, String::new(), &stderr))
     }
 
     fn stopped(&self, e: std::io::Error) -> GitFailure {
