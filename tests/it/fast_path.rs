@@ -17,6 +17,15 @@ pub(crate) fn logging_git(dir: &Path, log: &Path) -> String {
     )
 }
 
+/// `ferry` with its git command lines logged (see [`logging_git`]): the ferry, the directory
+/// holding the script and the log (keep it for the test's life), and the log's path.
+pub(crate) fn with_logged_git(ferry: Ferry) -> (Ferry, tempfile::TempDir, std::path::PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("git.log");
+    let ferry = ferry.env("FERRY_GIT", &logging_git(dir.path(), &log));
+    (ferry, dir, log)
+}
+
 /// Writes an executable script at `path`; returns its path for `FERRY_GIT`.
 fn script(path: &Path, text: &str) -> String {
     std::fs::write(path, text).unwrap();
@@ -109,9 +118,7 @@ pub(crate) fn listings_of(log: &Path, url: &str) -> usize {
 fn with_a_record_a_remote_destination_is_listed_neither_for_a_push_nor_for_a_no_op() {
     let (src, dst) = (Repo::source("trust-src"), Repo::empty("trust-dst"));
     let [s, d] = [src.url(Transport::File), dst.url(Transport::Http)];
-    let dir = tempfile::tempdir().unwrap();
-    let log = dir.path().join("git.log");
-    let ferry = Ferry::with_test_credentials().env("FERRY_GIT", &logging_git(dir.path(), &log));
+    let (ferry, _dir, log) = with_logged_git(Ferry::with_test_credentials());
     ferry.sync(&[&s, &d]).assert_code(0);
     assert_eq!(listings_of(&log, &d), 1, "no record yet: listed");
 
@@ -164,9 +171,7 @@ fn a_no_op_between_local_repositories_runs_no_git_and_a_change_fetches_only_its_
     src.git(&["branch", "dev"]);
     src.push(&["dev"]);
     let [s, d] = [src.url(Transport::File), dst.url(Transport::File)];
-    let dir = tempfile::tempdir().unwrap();
-    let log = dir.path().join("git.log");
-    let ferry = Ferry::new().env("FERRY_GIT", &logging_git(dir.path(), &log));
+    let (ferry, _dir, log) = with_logged_git(Ferry::new());
     ferry.sync(&[&s, &d]).assert_code(0);
 
     std::fs::remove_file(&log).unwrap();
@@ -305,9 +310,7 @@ fn branches_the_source_deleted_leave_the_cache_in_one_git_call() {
         src.push(&[branch]);
     }
     let [s, d] = [src.url(Transport::File), dst.url(Transport::Http)];
-    let dir = tempfile::tempdir().unwrap();
-    let log = dir.path().join("git.log");
-    let ferry = Ferry::with_test_credentials().env("FERRY_GIT", &logging_git(dir.path(), &log));
+    let (ferry, _dir, log) = with_logged_git(Ferry::with_test_credentials());
     ferry.sync(&[&s, &d]).assert_code(0);
 
     src.push(&[":refs/heads/one", ":refs/heads/two"]);
@@ -347,9 +350,7 @@ fn a_settled_no_op_reads_no_record_and_reports_what_a_full_one_does() {
     src.git(&["branch", "dev"]);
     src.push(&["dev"]);
     let [s, d] = [src.url(Transport::File), dst.url(Transport::Http)];
-    let dir = tempfile::tempdir().unwrap();
-    let log = dir.path().join("git.log");
-    let ferry = Ferry::with_test_credentials().env("FERRY_GIT", &logging_git(dir.path(), &log));
+    let (ferry, _dir, log) = with_logged_git(Ferry::with_test_credentials());
     ferry.sync(&[&s, &d]).assert_code(0);
     let record = the_record_file(ferry.cache.path());
     assert!(

@@ -4,7 +4,7 @@
 //! The run releases it only when its plan makes exactly that push; otherwise the held push is
 //! dropped and sends nothing, and a lease that no longer holds is re-planned as ever.
 
-use crate::fast_path::{listings_of, logging_git, main_diverged_and_theirs_is_kept};
+use crate::fast_path::{listings_of, main_diverged_and_theirs_is_kept, with_logged_git};
 use crate::harness::{Ferry, Repo, Run, Transport};
 use std::path::Path;
 
@@ -45,9 +45,7 @@ fn synced(prefix: &str) -> (Repo, Repo, Ferry, tempfile::TempDir) {
         Repo::source(&format!("{prefix}-src")),
         Repo::empty(&format!("{prefix}-dst")),
     );
-    let dir = tempfile::tempdir().unwrap();
-    let log = dir.path().join("git.log");
-    let ferry = Ferry::with_test_credentials().env("FERRY_GIT", &logging_git(dir.path(), &log));
+    let (ferry, dir, log) = with_logged_git(Ferry::with_test_credentials());
     ferry
         .sync(&[&src.url(Transport::Http), &dst.url(Transport::Http)])
         .assert_code(0);
