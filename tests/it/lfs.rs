@@ -433,3 +433,47 @@ fn lfs_turned_on_after_a_refs_only_sync_carries_the_objects_though_no_ref_moved(
         vec![bytes]
     );
 }
+
+/// Past 64 tips a moved ref's history is scanned from its own last tip first (cheap), and the
+/// scan from every tip runs only when that finds pointers: a merge of a branch whose objects
+/// the destination has finds them from main's own tip, and the whole scan rules them out.
+#[test]
+fn with_many_tips_a_merged_branch_s_objects_are_not_counted_again_and_a_plain_commit_finds_none() {
+    let source = lfs_source("lfs-tips");
+    source.git(&["checkout", "-q", "-b", "feature"]);
+    let feature = content("tips-feature", 20_000);
+    add_large(&source, "feature.bin", &feature);
+    source.git(&["checkout", "-q", "main"]);
+    for i in 0..70 {
+        source.commit(&format!("tagged-{i}"));
+        source.git(&["tag", &format!("t{i}")]);
+    }
+    push_with_objects(&source, "feature");
+    push_with_objects(&source, "main");
+    source.push(&["refs/tags/*:refs/tags/*"]);
+    let dest = Repo::empty("lfs-tips-dst");
+    let config = Config::new(&source, &http_table(&dest.url(Transport::Http), ""), "");
+    let first = config.sync();
+    first.assert_code(0);
+    assert_eq!(first.dest(0)["lfs"]["objects"], 1, "{}", first.stdout);
+
+    source.git(&["merge", "-q", "--no-ff", "-m", "merge feature", "feature"]);
+    let new = content("tips-new", 30_000);
+    let new_oid = add_large(&source, "new.bin", &new);
+    push_with_objects(&source, "main");
+    let merged = config.sync();
+    merged.assert_code(0);
+    let lfs_report = &merged.dest(0)["lfs"];
+    assert_eq!(lfs_report["objects"], 1, "{}", merged.stdout);
+    // feature.bin is behind feature's tip, which the destination has: not found at all.
+    assert_eq!(lfs_report["present"], 0, "{}", merged.stdout);
+    assert_eq!(lfs().stored("git", &dest.name).len(), 2);
+    assert!(lfs().stored("git", &dest.name).contains(&new_oid));
+
+    let plain = source.commit("no large file");
+    source.push(&["main"]);
+    let run = config.sync();
+    run.assert_code(0);
+    assert!(run.dest(0)["lfs"].is_null(), "{}", run.stdout);
+    assert_eq!(dest.refs().get("refs/heads/main"), Some(&plain));
+}

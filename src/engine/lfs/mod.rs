@@ -19,7 +19,7 @@ pub mod pointer;
 pub mod scan;
 pub mod store;
 
-use crate::engine::git::Git;
+use crate::engine::git::{Git, GitFailure};
 use crate::engine::record::LfsState;
 use crate::engine::report::{bytes_text, ErrorReport, LfsObjectProblem, LfsReport};
 use crate::model::kind::ErrorKind;
@@ -90,6 +90,38 @@ enum Problem {
     Failed(LfsError),
 }
 
+/// How many tips the destination's LFS objects are known at before a scan tries each moved
+/// ref's own tip first (see [`scan_changes`]).
+const NARROW_SCAN_TIPS: usize = 64;
+
+/// The LFS pointers reachable from `from` (the values of the refs in `needed`) and not from
+/// `stop` (every tip whose objects the destination has). Where each of those refs has such a
+/// tip of its own, its history since that tip is walked first: that walk reads a superset of
+/// what the whole one reads, so when it finds no pointer (the usual commit, in a repository
+/// without LFS), neither would the whole one, and a mirror with thousands of refs is spared a
+/// walk that starts by reading all of their tips. Else the whole walk answers, as before.
+/// Only past [`NARROW_SCAN_TIPS`] tips: a ref moved far from its own tip (reset to another
+/// branch) makes the first walk long, which only many tips to start from would outweigh.
+async fn scan_changes(
+    lfs: Lfs<'_>,
+    needed: &BTreeMap<String, Oid>,
+    state: &LfsState,
+    from: &[&Oid],
+    stop: &[&Oid],
+) -> Result<Vec<Found>, GitFailure> {
+    let own_tips: Option<BTreeSet<&Oid>> = needed.keys().map(|name| state.tips.get(name)).collect();
+    if let Some(own_tips) = own_tips.filter(|_| stop.len() > NARROW_SCAN_TIPS) {
+        let own_tips: Vec<&Oid> = own_tips.into_iter().collect();
+        if scan::pointers(lfs.git, lfs.repo, from, &own_tips)
+            .await?
+            .is_empty()
+        {
+            return Ok(Vec::new());
+        }
+    }
+    scan::pointers(lfs.git, lfs.repo, from, stop).await
+}
+
 /// The LFS step of one destination: `wanted` are the refs (name -> value) the destination will
 /// hold after the push (pushed or already there); `state` is what its record says.
 pub async fn carry(
@@ -123,7 +155,7 @@ pub async fn carry(
         .collect::<BTreeSet<_>>()
         .into_iter()
         .collect();
-    let found = match scan::pointers(lfs.git, lfs.repo, &from, &stop).await {
+    let found = match scan_changes(lfs, &needed, state, &from, &stop).await {
         Ok(found) => found,
         Err(e) => {
             hold_all(
