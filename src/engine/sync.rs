@@ -847,9 +847,12 @@ async fn prepare_destination<'a>(
                 .filter_map(|name| Some((name, focus.claimed.get(name)?)));
             hold_a_push(pass, dest, moved, record)
         }
-        // A remote destination planned from its record when the source is listed first: the
-        // push waits for the listing (none comes when the source is fetched straight away).
-        (Trust::RecordWhenPushing, None, Ok(record)) if listing.is_none() => {
+        // A destination planned from its record when the source is listed first: the push
+        // waits for the listing (none comes when the source is fetched straight away). A
+        // local destination's files are read too; when they differ from the record, the plan
+        // from the record still leads (see `sync_destination`), and the lease on the recorded
+        // value stops the push as it would stop the push made after the fetch.
+        (Trust::RecordWhenPushing, None, Ok(record)) => {
             let source = source_listing
                 .wait_for(Option::is_some)
                 .await

@@ -112,22 +112,7 @@ fn a_held_push_whose_lease_no_longer_holds_is_replanned_and_overwrites_nothing()
     let [s, d] = [src.url(Transport::Http), dst.url(Transport::Http)];
     let new = src.commit("one more");
     src.push(&["main"]);
-    // Someone commits on the destination's main behind ferry's back.
-    let theirs = ferry_testkit::git(
-        &dst.path(),
-        &[
-            "commit-tree",
-            "refs/heads/main^{tree}",
-            "-p",
-            "refs/heads/main",
-            "-m",
-            "theirs",
-        ],
-    )
-    .unwrap()
-    .trim()
-    .to_owned();
-    ferry_testkit::git(&dst.path(), &["update-ref", "refs/heads/main", &theirs]).unwrap();
+    let theirs = commit_behind_ferry_s_back(&dst);
 
     let named = format!("refs/heads/main={new}");
     let run = ferry.sync(&["--ref", &named, &s, &d]);
@@ -172,4 +157,66 @@ fn a_sync_from_the_record_lists_the_source_and_pushes_by_the_push_started_beside
     let calls = std::fs::read_to_string(&log).unwrap();
     assert_eq!(calls.lines().count(), 1, "{calls}");
     assert_eq!(listings_of(&log, &s), 1, "{calls}");
+}
+
+/// A commit on the destination's main made behind ferry's back; returns its id.
+fn commit_behind_ferry_s_back(dst: &Repo) -> String {
+    let theirs = ferry_testkit::git(
+        &dst.path(),
+        &[
+            "commit-tree",
+            "refs/heads/main^{tree}",
+            "-p",
+            "refs/heads/main",
+            "-m",
+            "theirs",
+        ],
+    )
+    .unwrap()
+    .trim()
+    .to_owned();
+    ferry_testkit::git(&dst.path(), &["update-ref", "refs/heads/main", &theirs]).unwrap();
+    theirs
+}
+
+#[test]
+fn a_local_destination_planned_from_its_record_gets_the_push_started_beside_the_fetch() {
+    let (src, dst) = (
+        Repo::source("local-held-src"),
+        Repo::empty("local-held-dst"),
+    );
+    let [s, d] = [src.url(Transport::File), dst.url(Transport::File)];
+    let (ferry, dir, log) = with_logged_git(Ferry::new());
+    ferry.sync(&[&s, &d]).assert_code(0);
+    std::fs::remove_file(&log).unwrap();
+    let new = src.commit("one more");
+    src.push(&["main"]);
+
+    let run = ferry.sync(&[&s, &d]);
+    main_landed_by_the_held_push(&run, &dst, &new, &dir.path().join("git.log"));
+}
+
+#[test]
+fn a_local_destination_changed_behind_ferry_s_back_fails_the_held_push_s_lease_and_keeps_their_commit(
+) {
+    let (src, dst) = (
+        Repo::source("local-stale-src"),
+        Repo::empty("local-stale-dst"),
+    );
+    let [s, d] = [src.url(Transport::File), dst.url(Transport::File)];
+    let (ferry, _dir, log) = with_logged_git(Ferry::new());
+    ferry.sync(&[&s, &d]).assert_code(0);
+    std::fs::remove_file(&log).unwrap();
+    src.commit("one more");
+    src.push(&["main"]);
+    let theirs = commit_behind_ferry_s_back(&dst);
+
+    let run = ferry.sync(&[&s, &d]);
+    run.assert_code(1);
+    assert_eq!(
+        pushes(&log),
+        (1, 1),
+        "the push was started beside the fetch, and not made again"
+    );
+    main_diverged_and_theirs_is_kept(&run, &dst, &theirs);
 }
