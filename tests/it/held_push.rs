@@ -41,13 +41,19 @@ fn main_landed_by_the_held_push(run: &Run, dst: &Repo, new: &str, log: &Path) {
 
 /// A source and destination over HTTP, synced once; and a ferry logging its git calls.
 fn synced(prefix: &str) -> (Repo, Repo, Ferry, tempfile::TempDir) {
+    synced_over(prefix, Transport::Http)
+}
+
+/// A source and destination reached over `transport`, synced once; and a ferry logging its
+/// git calls.
+fn synced_over(prefix: &str, transport: Transport) -> (Repo, Repo, Ferry, tempfile::TempDir) {
     let (src, dst) = (
         Repo::source(&format!("{prefix}-src")),
         Repo::empty(&format!("{prefix}-dst")),
     );
     let (ferry, dir, log) = with_logged_git(Ferry::with_test_credentials());
     ferry
-        .sync(&[&src.url(Transport::Http), &dst.url(Transport::Http)])
+        .sync(&[&src.url(transport), &dst.url(transport)])
         .assert_code(0);
     std::fs::remove_file(&log).unwrap();
     (src, dst, ferry, dir)
@@ -181,14 +187,8 @@ fn commit_behind_ferry_s_back(dst: &Repo) -> String {
 
 #[test]
 fn a_local_destination_planned_from_its_record_gets_the_push_started_beside_the_fetch() {
-    let (src, dst) = (
-        Repo::source("local-held-src"),
-        Repo::empty("local-held-dst"),
-    );
+    let (src, dst, ferry, dir) = synced_over("local-held", Transport::File);
     let [s, d] = [src.url(Transport::File), dst.url(Transport::File)];
-    let (ferry, dir, log) = with_logged_git(Ferry::new());
-    ferry.sync(&[&s, &d]).assert_code(0);
-    std::fs::remove_file(&log).unwrap();
     let new = src.commit("one more");
     src.push(&["main"]);
 
@@ -199,14 +199,9 @@ fn a_local_destination_planned_from_its_record_gets_the_push_started_beside_the_
 #[test]
 fn a_local_destination_changed_behind_ferry_s_back_fails_the_held_push_s_lease_and_keeps_their_commit(
 ) {
-    let (src, dst) = (
-        Repo::source("local-stale-src"),
-        Repo::empty("local-stale-dst"),
-    );
+    let (src, dst, ferry, dir) = synced_over("local-stale", Transport::File);
+    let log = dir.path().join("git.log");
     let [s, d] = [src.url(Transport::File), dst.url(Transport::File)];
-    let (ferry, _dir, log) = with_logged_git(Ferry::new());
-    ferry.sync(&[&s, &d]).assert_code(0);
-    std::fs::remove_file(&log).unwrap();
     src.commit("one more");
     src.push(&["main"]);
     let theirs = commit_behind_ferry_s_back(&dst);
