@@ -24,7 +24,6 @@ use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::UNIX_EPOCH;
 
 /// How many times a save that lost to another writer is merged and tried again.
 const SAVE_ATTEMPTS: usize = 5;
@@ -316,7 +315,7 @@ impl Record {
     /// again, a few times. The record is done with then: it is consumed rather than kept in
     /// step with what was written (a record can hold thousands of refs).
     pub async fn save(
-        mut self,
+        &mut self,
         store: &dyn RecordStore,
         key: RecordKey<'_>,
     ) -> Result<(), StoreError> {
@@ -425,9 +424,10 @@ fn changes(before: &RefMap, after: &RefMap) -> Vec<(String, Option<Oid>)> {
 /// Records as JSON files beside the cache, one directory per source and one file per
 /// destination (named by its hash; the ref selection is not part of the name, so records
 /// written before selections were keyed stay valid). Writes are atomic (temporary file,
-/// fsync, rename). The version is a hash of the file's bytes, checked before writing; the
-/// cache's lock, held for the whole run, keeps other ferry processes out between the check
-/// and the rename.
+/// fsync, rename). The version is the file's [`FileStore::mark`], which every write changes,
+/// checked before writing (a look at the file's metadata: a record of 10,000 refs is not read
+/// and hashed again to be saved); the cache's lock, held for the whole run, keeps other ferry
+/// processes out between the check and the rename.
 pub struct FileStore {
     cache_root: PathBuf,
 }
@@ -435,7 +435,7 @@ pub struct FileStore {
 /// A record file as read: its bytes and its [`FileStore::mark`].
 struct RecordFile {
     bytes: Vec<u8>,
-    mark: Option<String>,
+    mark: String,
 }
 
 impl FileStore {
@@ -490,50 +490,49 @@ impl FileStore {
 
     /// What a stamp is bound to: the record file's inode, length and modification time, which
     /// every write of the record changes (it renames a new file into place), whoever writes
-    /// it. A stamp whose mark is not the record's is stale and counts as none.
-    fn mark(meta: &fs::Metadata) -> Option<String> {
+    /// it. A stamp whose mark is not the record's is stale and counts as none; a save that
+    /// finds another mark than the one it loaded lost to another writer.
+    fn mark(meta: &fs::Metadata) -> String {
         use std::os::unix::fs::MetadataExt;
-        let modified = meta.modified().ok()?.duration_since(UNIX_EPOCH).ok()?;
-        Some(format!(
-            "{} {} {}",
-            meta.ino(),
-            meta.len(),
-            modified.as_nanos()
-        ))
+        // Nanoseconds since the epoch, as stamps written by earlier versions have them.
+        let modified = i128::from(meta.mtime()) * 1_000_000_000 + i128::from(meta.mtime_nsec());
+        format!("{} {} {modified}", meta.ino(), meta.len())
     }
 
     /// The stamp of the record whose mark is `mark`.
-    fn read_stamp(path: &Path, mark: Option<&str>) -> Option<String> {
+    fn read_stamp(path: &Path, mark: &str) -> Option<String> {
         let text = fs::read_to_string(FileStore::stamp_path(path)).ok()?;
         let (stamp, stamped) = text.trim_end().split_once(' ')?;
-        (Some(stamped) == mark).then(|| stamp.to_owned())
+        (stamped == mark).then(|| stamp.to_owned())
     }
 
     /// Binds `stamp` to the record just written at `path` (or removes the stamp). Not synced
     /// to disk: a stamp lost or torn in a crash reads as none, which costs one full run.
     fn write_stamp(path: &Path, stamp: Option<&str>) -> std::io::Result<()> {
         let stamp_path = FileStore::stamp_path(path);
-        let mark = match stamp {
-            Some(_) => FileStore::mark(&fs::metadata(path)?),
-            None => None,
-        };
-        match (stamp, mark) {
-            (Some(stamp), Some(mark)) => {
+        match stamp {
+            Some(stamp) => {
+                let mark = FileStore::mark(&fs::metadata(path)?);
                 let tmp = path.with_extension(format!("settled.tmp-{}", std::process::id()));
                 fs::write(&tmp, format!("{stamp} {mark}\n"))?;
                 fs::rename(&tmp, &stamp_path)
             }
-            _ => match fs::remove_file(&stamp_path) {
+            None => match fs::remove_file(&stamp_path) {
                 Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
                 _ => Ok(()),
             },
         }
     }
 
-    fn version(bytes: Option<&[u8]>) -> Version {
-        match bytes {
-            None => Version::Absent,
-            Some(b) => Version::Tag(short_hash(b)),
+    /// The record's version: its mark, or [`Version::Absent`] when there is no record.
+    fn version(path: &Path) -> Result<Version, StoreError> {
+        match fs::metadata(path) {
+            Ok(meta) => Ok(Version::Tag(FileStore::mark(&meta))),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Version::Absent),
+            Err(e) => Err(StoreError(format!(
+                "cannot read the sync record {}: {e}",
+                path.display()
+            ))),
         }
     }
 
@@ -566,8 +565,8 @@ impl RecordStore for FileStore {
             Ok(Stored {
                 refs,
                 lfs,
-                version: FileStore::version(Some(&bytes)),
-                settled: FileStore::read_stamp(&path, mark.as_deref()),
+                version: Version::Tag(mark.clone()),
+                settled: FileStore::read_stamp(&path, &mark),
             })
         })
     }
@@ -577,7 +576,7 @@ impl RecordStore for FileStore {
             let path = self.path(key);
             Ok(fs::metadata(&path)
                 .ok()
-                .and_then(|meta| FileStore::read_stamp(&path, FileStore::mark(&meta).as_deref())))
+                .and_then(|meta| FileStore::read_stamp(&path, &FileStore::mark(&meta))))
         })
     }
 
@@ -589,13 +588,9 @@ impl RecordStore for FileStore {
     ) -> StoreFuture<'a, Written> {
         Box::pin(async move {
             let path = self.path(key);
-            // The current bytes are dropped before the new ones are made: a record of 10k
-            // refs is 1.4 MB.
-            let current = FileStore::read(&path)?.map(|file| file.bytes);
-            if FileStore::version(current.as_deref()) != *expected {
+            if FileStore::version(&path)? != *expected {
                 return Ok(Written::Conflict);
             }
-            drop(current);
             let bytes = encode(key, contents)?;
             let failed = |e: std::io::Error| {
                 StoreError(format!(
@@ -609,7 +604,7 @@ impl RecordStore for FileStore {
             if let Err(e) = FileStore::write_stamp(&path, contents.settled) {
                 tracing::warn!(record = %path.display(), error = %e, "cannot write the sync record's settled stamp; the next sync reads the record");
             }
-            Ok(Written::Saved(FileStore::version(Some(&bytes))))
+            Ok(Written::Saved(FileStore::version(&path)?))
         })
     }
 }
@@ -741,7 +736,7 @@ mod tests {
         first.save(&store, key).await.unwrap();
         let inode = fs::metadata(store.path(key)).unwrap().ino();
 
-        let again = Record::load(&store, key).await.unwrap();
+        let mut again = Record::load(&store, key).await.unwrap();
         assert!(Arc::ptr_eq(&again.refs, &again.loaded), "one table, shared");
         assert!(Arc::ptr_eq(&again.lfs, &again.loaded_lfs));
         again.save(&store, key).await.unwrap();
@@ -835,7 +830,7 @@ mod tests {
 
         // A run that changes nothing and says nothing keeps it; one that only settles the
         // record anew writes the stamp.
-        let again = Record::load(&store, key).await.unwrap();
+        let mut again = Record::load(&store, key).await.unwrap();
         assert_eq!(again.loaded_settled.as_deref(), Some("s1"));
         again.save(&store, key).await.unwrap();
         assert_eq!(store.settled(key).await.unwrap().as_deref(), Some("s1"));

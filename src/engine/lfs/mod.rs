@@ -95,22 +95,22 @@ enum Problem {
 const NARROW_SCAN_TIPS: usize = 64;
 
 /// The LFS pointers reachable from `from` (the values of the refs in `needed`) and not from
-/// `stop` (every tip whose objects the destination has). Where each of those refs has such a
+/// any of `state`'s tips (whose objects the destination has). Where each of those refs has a
 /// tip of its own, its history since that tip is walked first: that walk reads a superset of
 /// what the whole one reads, so when it finds no pointer (the usual commit, in a repository
 /// without LFS), neither would the whole one, and a mirror with thousands of refs is spared a
-/// walk that starts by reading all of their tips. Else the whole walk answers, as before.
-/// Only past [`NARROW_SCAN_TIPS`] tips: a ref moved far from its own tip (reset to another
-/// branch) makes the first walk long, which only many tips to start from would outweigh.
+/// walk that starts by reading all of their tips (nor is that list of tips made). Else the
+/// whole walk answers, as before. Only past [`NARROW_SCAN_TIPS`] tips: a ref moved far from
+/// its own tip (reset to another branch) makes the first walk long, which only many tips to
+/// start from would outweigh.
 async fn scan_changes(
     lfs: Lfs<'_>,
     needed: &BTreeMap<String, Oid>,
     state: &LfsState,
     from: &[&Oid],
-    stop: &[&Oid],
 ) -> Result<Vec<Found>, GitFailure> {
     let own_tips: Option<BTreeSet<&Oid>> = needed.keys().map(|name| state.tips.get(name)).collect();
-    if let Some(own_tips) = own_tips.filter(|_| stop.len() > NARROW_SCAN_TIPS) {
+    if let Some(own_tips) = own_tips.filter(|_| state.tips.len() > NARROW_SCAN_TIPS) {
         let own_tips: Vec<&Oid> = own_tips.into_iter().collect();
         if scan::pointers(lfs.git, lfs.repo, from, &own_tips)
             .await?
@@ -119,7 +119,17 @@ async fn scan_changes(
             return Ok(Vec::new());
         }
     }
-    scan::pointers(lfs.git, lfs.repo, from, stop).await
+    scan::pointers(lfs.git, lfs.repo, from, &all_tips(state)).await
+}
+
+/// Every tip of `state`, each value once.
+fn all_tips(state: &LfsState) -> Vec<&Oid> {
+    state
+        .tips
+        .values()
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect()
 }
 
 /// The LFS step of one destination: `wanted` are the refs (name -> value) the destination will
@@ -144,18 +154,12 @@ pub async fn carry(
     if needed.is_empty() {
         return carried;
     }
-    let stop: Vec<&Oid> = state
-        .tips
-        .values()
-        .collect::<BTreeSet<_>>()
-        .into_iter()
-        .collect();
     let from: Vec<&Oid> = needed
         .values()
         .collect::<BTreeSet<_>>()
         .into_iter()
         .collect();
-    let found = match scan_changes(lfs, &needed, state, &from, &stop).await {
+    let found = match scan_changes(lfs, &needed, state, &from).await {
         Ok(found) => found,
         Err(e) => {
             hold_all(
@@ -203,7 +207,7 @@ pub async fn carry(
     let holding = if blobs.is_empty() {
         BTreeMap::new()
     } else {
-        match scan::refs_holding(lfs.git, lfs.repo, &needed, &stop, &blobs).await {
+        match scan::refs_holding(lfs.git, lfs.repo, &needed, &all_tips(state), &blobs).await {
             Ok(holding) => holding,
             Err(e) => {
                 // Cannot tell which refs need them: hold every ref that had objects to carry.
