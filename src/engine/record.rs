@@ -114,6 +114,13 @@ pub trait RecordStore: Send + Sync {
     fn load<'a>(&'a self, key: RecordKey<'a>) -> StoreFuture<'a, Stored>;
     /// The stamp of the record as it is now; `None` when it has none or there is no record.
     fn settled<'a>(&'a self, key: RecordKey<'a>) -> StoreFuture<'a, Option<String>>;
+    /// Whether `settled` costs next to nothing beside `load` (a small local file): then a run
+    /// whose source is still being listed reads the stamp first, and the record only when the
+    /// listing does not match it. Where the stamp is a request of its own (S3), it comes with
+    /// the record's one read instead.
+    fn settled_alone_is_cheap(&self) -> bool {
+        false
+    }
     fn save<'a>(
         &'a self,
         key: RecordKey<'a>,
@@ -578,6 +585,10 @@ impl RecordStore for FileStore {
                 .ok()
                 .and_then(|meta| FileStore::read_stamp(&path, &FileStore::mark(&meta))))
         })
+    }
+
+    fn settled_alone_is_cheap(&self) -> bool {
+        true
     }
 
     fn save<'a>(

@@ -763,14 +763,17 @@ fn records_can_stand_in(mirror: &Mirror, mode: Mode) -> bool {
 /// record yet, or may have to create a local destination.
 ///
 /// A focused run whose event says what its refs point at now also starts the push it expects
-/// to make (see [`hold_a_push`]); so does a run planning a remote destination from its record,
-/// once `source_listing` brings the source's listing (none comes when the source is fetched
+/// to make (see [`hold_a_push`]); so does a run planning a destination from its record, once
+/// `source_listing` brings the source's listing (none comes when the source is fetched
 /// straight away).
 ///
 /// Where the record may stand in, its settled stamp (see [`Record::settle`]) decides whether
 /// there is anything to do. A local source has given its listing already: the stamp is read
 /// alone first, and when it names that listing the record is not read at all. A remote
-/// source's listing comes later: the record, which carries its stamp, is read meanwhile, and
+/// source's listing comes later: where the store reads a stamp alone cheaply (files), a
+/// stamp is read first and compared with the listing when it comes, and the record is read
+/// only when they differ; elsewhere (S3) the record, which carries its stamp, is read
+/// meanwhile, and
 /// `sync_destination` compares the stamp.
 async fn prepare_destination<'a>(
     pass: Pass<'a>,
@@ -800,15 +803,30 @@ async fn prepare_destination<'a>(
     // A local source's listing is here already (a read of its files, done before this runs):
     // the stamp is read alone first, and when the record settled at that listing, the record
     // is not read: the run has nothing to do, unless a local destination's files say
-    // otherwise (see `sync_destination`). A remote source's listing comes later; the record,
-    // which holds its stamp, is read meanwhile (one read of the store, not two).
+    // otherwise (see `sync_destination`). A remote source's listing comes later: with a store
+    // that reads a stamp alone cheaply (files), the stamp is read first and the record only
+    // when the listing does not match it; otherwise (S3) the record, which holds its stamp,
+    // is read meanwhile (one read of the store, not two).
     let listed_now = source_listing.borrow().clone();
-    if let Some(listed) = listed_now.filter(|_| may_settle) {
-        let stamp = pass.records.store.settled(key).await.unwrap_or_else(|e| {
+    let store = pass.records.store;
+    let stamp_first = listed_now.is_some() || store.settled_alone_is_cheap();
+    if may_settle && stamp_first {
+        let stamp = store.settled(key).await.unwrap_or_else(|e| {
             tracing::debug!(destination = dest.display(), error = %e, "cannot read the sync record's settled stamp; reading the record");
             None
         });
-        if matches(stamp.as_deref(), &listed) {
+        // A remote source's listing is awaited only when there is a stamp to compare it
+        // with: a record that never settled is read meanwhile, as a change needs it.
+        let listed = match (listed_now, &stamp) {
+            (Some(listed), _) => Some(listed),
+            (None, Some(_)) => source_listing
+                .wait_for(Option::is_some)
+                .await
+                .ok()
+                .and_then(|listed| listed.clone()),
+            (None, None) => None,
+        };
+        if listed.is_some_and(|listed| matches(stamp.as_deref(), &listed)) {
             return Prepared {
                 record: None,
                 settled: stamp,

@@ -346,10 +346,22 @@ fn the_record_file(cache: &Path) -> std::path::PathBuf {
 
 #[test]
 fn a_settled_no_op_reads_no_record_and_reports_what_a_full_one_does() {
+    settled_no_op_from(Transport::File);
+}
+
+/// A remote source's listing comes after the stamp is read: the record is not read either.
+#[test]
+fn a_settled_no_op_from_a_remote_source_reads_no_record_either() {
+    settled_no_op_from(Transport::Http);
+}
+
+/// A settled no-op from a source reached over `transport` to an HTTP destination reads no
+/// record and reports what a full one does; a change after it is still synced.
+fn settled_no_op_from(transport: Transport) {
     let (src, dst) = (Repo::source("settled-src"), Repo::empty("settled-dst"));
     src.git(&["branch", "dev"]);
     src.push(&["dev"]);
-    let [s, d] = [src.url(Transport::File), dst.url(Transport::Http)];
+    let [s, d] = [src.url(transport), dst.url(Transport::Http)];
     let (ferry, _dir, log) = with_logged_git(Ferry::with_test_credentials());
     ferry.sync(&[&s, &d]).assert_code(0);
     let record = the_record_file(ferry.cache.path());
