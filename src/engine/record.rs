@@ -319,8 +319,9 @@ impl Record {
 
     /// Saves the record if it changed (or was never stored). When another writer saved it
     /// since it was loaded, reads it again, re-applies this run's changes on top and tries
-    /// again, a few times. The record is done with then: it is consumed rather than kept in
-    /// step with what was written (a record can hold thousands of refs).
+    /// again, a few times. The record is done with then: it is not kept in step with what
+    /// was written (a record can hold thousands of refs), and the caller drops it where that
+    /// costs the run nothing (see `engine::sync::free_aside`).
     pub async fn save(
         &mut self,
         store: &dyn RecordStore,

@@ -773,8 +773,7 @@ fn records_can_stand_in(mirror: &Mirror, mode: Mode) -> bool {
 /// source's listing comes later: where the store reads a stamp alone cheaply (files), a
 /// stamp is read first and compared with the listing when it comes, and the record is read
 /// only when they differ; elsewhere (S3) the record, which carries its stamp, is read
-/// meanwhile, and
-/// `sync_destination` compares the stamp.
+/// meanwhile, and `sync_destination` compares the stamp.
 async fn prepare_destination<'a>(
     pass: Pass<'a>,
     dest: &'a Remote,
