@@ -48,7 +48,7 @@ impl RecordKey<'_> {
 pub enum Version {
     /// There was no record: create it only if there still is none.
     Absent,
-    /// The store's token for what was read (an ETag, a content hash).
+    /// The store's token for what was read (an ETag, a file's inode, size and time).
     Tag(String),
 }
 
