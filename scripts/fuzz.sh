@@ -11,6 +11,12 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 seconds="${1:-15}"
+case "$seconds" in
+  '' | *[!0-9]*)
+    echo "fuzz: the time per target must be a whole number of seconds, not '$seconds' (e.g. scripts/fuzz.sh 600)" >&2
+    exit 2
+    ;;
+esac
 
 tools="$PWD/target/test-tools"
 if [ ! -x "$tools/bin/cargo-fuzz" ]; then
