@@ -514,13 +514,13 @@ impl FileStore {
         (stamped == mark).then(|| stamp.to_owned())
     }
 
-    /// Binds `stamp` to the record just written at `path` (or removes the stamp). Not synced
-    /// to disk: a stamp lost or torn in a crash reads as none, which costs one full run.
-    fn write_stamp(path: &Path, stamp: Option<&str>) -> std::io::Result<()> {
+    /// Binds `stamp` to the record just written at `path` with `mark` (or removes the stamp).
+    /// Not synced to disk: a stamp lost or torn in a crash reads as none, which costs one full
+    /// run.
+    fn write_stamp(path: &Path, mark: &str, stamp: Option<&str>) -> std::io::Result<()> {
         let stamp_path = FileStore::stamp_path(path);
         match stamp {
             Some(stamp) => {
-                let mark = FileStore::mark(&fs::metadata(path)?);
                 let tmp = path.with_extension(format!("settled.tmp-{}", std::process::id()));
                 fs::write(&tmp, format!("{stamp} {mark}\n"))?;
                 fs::rename(&tmp, &stamp_path)
@@ -544,16 +544,21 @@ impl FileStore {
         }
     }
 
-    fn write(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    /// Writes the record file and returns its mark, taken from the written file (a rename
+    /// keeps its inode, size and time), so that neither the new version nor the stamp needs
+    /// another look at the file.
+    fn write(path: &Path, bytes: &[u8]) -> std::io::Result<String> {
         let dir = path.parent().unwrap_or(Path::new("."));
         fs::create_dir_all(dir)?;
         let tmp = path.with_extension(format!("json.tmp-{}", std::process::id()));
-        {
+        let mark = {
             let mut f = fs::File::create(&tmp)?;
             f.write_all(bytes)?;
             f.sync_all()?;
-        }
-        fs::rename(&tmp, path)
+            FileStore::mark(&f.metadata()?)
+        };
+        fs::rename(&tmp, path)?;
+        Ok(mark)
     }
 }
 
@@ -610,13 +615,13 @@ impl RecordStore for FileStore {
                     path.display()
                 ))
             };
-            FileStore::write(&path, &bytes).map_err(failed)?;
+            let mark = FileStore::write(&path, &bytes).map_err(failed)?;
             // A stamp left behind is bound to the record it was written with, so a stamp that
             // cannot be written costs the next no-op its shortcut, nothing else.
-            if let Err(e) = FileStore::write_stamp(&path, contents.settled) {
+            if let Err(e) = FileStore::write_stamp(&path, &mark, contents.settled) {
                 tracing::warn!(record = %path.display(), error = %e, "cannot write the sync record's settled stamp; the next sync reads the record");
             }
-            Ok(Written::Saved(FileStore::version(&path)?))
+            Ok(Written::Saved(Version::Tag(mark)))
         })
     }
 }
