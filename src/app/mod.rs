@@ -7,7 +7,7 @@
 
 use crate::config::{self, Config, ConfigError, RawOptions};
 use crate::engine::report::RunReport;
-use crate::engine::sync::{run_mirror, Mode};
+use crate::engine::sync::{free_aside, run_mirror, Mode};
 use crate::model::mirror::{Divergence, LfsMissing, LfsMode, Mirror, Prune, Settings};
 use crate::model::refs::{is_plain_ref_name, Oid, RefMap};
 use crate::model::remote::url_has_password;
@@ -283,7 +283,10 @@ pub fn run() -> Result<bool, AppError> {
     } else {
         print_out(&report.render_human())?;
     }
-    Ok(report.ok && fleets_ok)
+    let ok = report.ok && fleets_ok;
+    // The process exits next: a report of 10k refs is not worth freeing on the way out.
+    free_aside(report);
+    Ok(ok)
 }
 
 /// Writes a command's output to stdout. A reader that went away (`ferry sync | head -1`) is

@@ -252,7 +252,7 @@ pub struct SourceReport {
     pub refs: usize,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<ErrorReport>,
-    /// A digest of the selected refs the run synced from (see `engine::sync::refs_digest`):
+    /// A digest of the selected refs the run synced from (see `model::refs::refs_digest`):
     /// what a poll compares the source with. Absent when the source could not be read, and
     /// when the run read only the refs an event named.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -23,9 +23,9 @@ use crate::engine::report::{
     DestinationReport, ErrorReport, MirrorReport, Outcome, RefReport, SourceReport,
 };
 use crate::model::kind::{classify_ref_rejection, ErrorKind};
-use crate::model::mirror::{short_hash, short_hash_of_parts, Mirror, Settings};
+use crate::model::mirror::{short_hash, Mirror, Settings};
 use crate::model::mirror::{Divergence, LfsMode, Prune};
-use crate::model::refs::{is_plain_ref_name, Oid, RefMap, RefSelection};
+use crate::model::refs::{is_plain_ref_name, refs_digest, Oid, RefMap, RefSelection};
 use crate::model::remote::{Remote, Secret};
 use futures::future::{join_all, maybe_done, poll_fn, select, BoxFuture, Either, MaybeDone};
 use std::borrow::Cow;
@@ -143,15 +143,6 @@ fn git_for(mirror: &Mirror, settings: &Settings) -> Git {
     )
 }
 
-/// A digest of a ref table: equal digests, equal refs. The [`short_hash`] of its
-/// [`format_ref_listing`](crate::model::refs::format_ref_listing), hashed line by line (10k refs would make a 700 kB string).
-pub fn refs_digest(refs: &RefMap) -> String {
-    short_hash_of_parts(
-        refs.iter()
-            .flat_map(|(name, oid)| [oid.as_str(), " ", name.as_str(), "\n"]),
-    )
-}
-
 /// For polling: whether the source's selected refs differ from what this mirror last synced
 /// from (`last_synced`, the [`refs_digest`] of its last run's source). The cache is shared by
 /// every mirror and command with that source, so it says nothing about whether this mirror's
@@ -213,16 +204,48 @@ struct SourceRefs {
     listed: Option<Arc<Listed>>,
 }
 
-/// The source's listing, taken before its fetch, as the destinations see it.
+/// The source's listing, taken before its fetch, as the destinations see it. A listing git
+/// printed is kept as its text: a no-op needs only its digest, and 10k refs parsed into a
+/// table cost milliseconds of the run's critical path.
 struct Listed {
-    refs: RefMap,
-    /// Its [`refs_digest`], made once by whoever needs it first.
+    /// `ls-remote`'s output (empty when `refs` was read from a local source's files).
+    text: String,
+    selection: RefSelection,
+    /// The selected refs, parsed from `text` by whoever needs them first.
+    refs: std::sync::OnceLock<RefMap>,
+    /// Their [`refs_digest`], made once by whoever needs it first.
     digest: std::sync::OnceLock<String>,
 }
 
 impl Listed {
+    fn of_text(text: String, selection: &RefSelection) -> Listed {
+        Listed {
+            text,
+            selection: selection.clone(),
+            refs: std::sync::OnceLock::new(),
+            digest: std::sync::OnceLock::new(),
+        }
+    }
+
+    fn of_refs(refs: RefMap, selection: &RefSelection) -> Listed {
+        Listed {
+            refs: refs.into(),
+            ..Listed::of_text(String::new(), selection)
+        }
+    }
+
+    fn refs(&self) -> &RefMap {
+        self.refs.get_or_init(|| self.selection.parse(&self.text))
+    }
+
     fn digest(&self) -> &str {
-        self.digest.get_or_init(|| refs_digest(&self.refs))
+        self.digest.get_or_init(|| match self.refs.get() {
+            Some(refs) => refs_digest(refs),
+            None => self
+                .selection
+                .listing_digest(&self.text)
+                .unwrap_or_else(|| refs_digest(self.refs())),
+        })
     }
 }
 
@@ -344,14 +367,15 @@ async fn attempt(
             cache.housekeeping(git).await;
         }
     });
-    let source = SourceReport {
+    let report = SourceReport {
         url: mirror.source.display().to_owned(),
         ok: true,
         refs: source_refs.len(),
         error: None,
         digest,
     };
-    (source, reports)
+    free_aside(source);
+    (report, reports)
 }
 
 /// Brings the cache up to the source's whole selection (see [`Strategy`]); a listing taken
@@ -396,19 +420,25 @@ async fn fetch_selection(
         Strategy::ListFirst => {
             // The listing first: a remote one's git starts before the cache's refs are read
             // (a read of its files, on this thread).
-            let (listing, cached) = tokio::join!(
-                ls_remote(&mirror.source, selection, git),
-                cache.refs(selection, git),
-            );
-            let listing = Arc::new(Listed {
-                refs: listing?,
-                digest: std::sync::OnceLock::new(),
-            });
+            // A remote listing comes as text, compared by digest (see `Listed`): the cache's
+            // is made while git lists.
+            let remote = mirror.source.local_path().is_none();
+            let (listing, (cached, cached_digest)) =
+                tokio::join!(list_source(&mirror.source, selection, git), async {
+                    // An unreadable cache counts as empty: the full fetch that follows
+                    // repairs it.
+                    let cached = cache.refs(selection, git).await.unwrap_or_default();
+                    let digest = remote.then(|| refs_digest(&cached));
+                    (cached, digest)
+                },);
+            let listing = Arc::new(listing?);
             let _ = listed.send(Some(listing.clone()));
             drop(listed);
-            // An unreadable cache counts as empty: the full fetch that follows repairs it.
-            let cached = cached.unwrap_or_default();
-            if cached == listing.refs {
+            let unchanged = match cached_digest {
+                Some(digest) => listing.digest() == digest,
+                None => *listing.refs() == cached,
+            };
+            if unchanged {
                 return Ok(SourceRefs {
                     refs: cached,
                     fetched: false,
@@ -417,11 +447,11 @@ async fn fetch_selection(
                 });
             }
             let refs = cache
-                .catch_up(&mirror.source, selection, cached, &listing.refs, git)
+                .catch_up(&mirror.source, selection, cached, listing.refs(), git)
                 .await?;
             // The cache is at the listing unless the source moved meanwhile: then its digest
             // is made afresh.
-            let listed = (refs == listing.refs).then_some(listing);
+            let listed = (refs == *listing.refs()).then_some(listing);
             Ok(SourceRefs {
                 refs,
                 fetched: true,
@@ -562,6 +592,33 @@ async fn list_refs(
         refs.retain(|name, _| selection.selects(name));
         return Ok(refs);
     }
+    let text = ls_remote_text(remote, selection, git, protocol_v0).await?;
+    Ok(selection.parse(&text))
+}
+
+/// The source's refs within the selection as a [`Listed`]: a local source's read from its
+/// files, a remote one's listing kept as git printed it.
+async fn list_source(
+    remote: &Remote,
+    selection: &RefSelection,
+    git: &Git,
+) -> Result<Listed, GitFailure> {
+    if let Some(mut refs) = local_listing(remote) {
+        refs.retain(|name, _| selection.selects(name));
+        return Ok(Listed::of_refs(refs, selection));
+    }
+    let text = ls_remote_text(remote, selection, git, false).await?;
+    Ok(Listed::of_text(text, selection))
+}
+
+/// `git ls-remote`'s output for the remote's refs, narrowed to branches and/or tags when the
+/// selection is (GitHub's thousands of refs/pull/* then stay on the server).
+async fn ls_remote_text(
+    remote: &Remote,
+    selection: &RefSelection,
+    git: &Git,
+    protocol_v0: bool,
+) -> Result<String, GitFailure> {
     let cwd = std::env::temp_dir();
     let mut args = vec![];
     if protocol_v0 {
@@ -594,7 +651,7 @@ async fn list_refs(
         )
         .await?
         .check(&format!("listing {}", remote.display()))?;
-    Ok(selection.parse(&out.stdout))
+    Ok(out.stdout)
 }
 
 /// A local repository's refs read from its files, as `git ls-remote` of its path would list
@@ -878,7 +935,7 @@ async fn prepare_destination<'a>(
             // Settled at the listing: nothing moves.
             source
                 .filter(|source| !matches(settled.as_deref(), source))
-                .and_then(|source| hold_a_push(pass, dest, source.refs.iter(), record))
+                .and_then(|source| hold_a_push(pass, dest, source.refs().iter(), record))
         }
         _ => None,
     };
@@ -1928,11 +1985,11 @@ async fn save_and_finish(
     report.finish()
 }
 
-/// Drops `value` on a thread of its own. A record of 10,000 refs holds up to four tables of
-/// them (as loaded and as changed, refs and LFS tips): freeing their strings takes
-/// milliseconds the run's report need not wait for, and a process that exits first skips
-/// them altogether. (When no thread can be started, the value is dropped here.)
-fn free_aside<T: Send + 'static>(value: T) {
+/// Drops `value` on a thread of its own. Freeing the strings of a table of 10,000 refs (a
+/// record holds up to four: as loaded and as changed, refs and LFS tips; a report holds one
+/// ref report each) takes milliseconds the run need not wait for, and a process that exits
+/// first skips them altogether. (When no thread can be started, the value is dropped here.)
+pub fn free_aside<T: Send + 'static>(value: T) {
     let _ = std::thread::Builder::new()
         .name("ferry-free".into())
         .spawn(move || drop(value));
@@ -1953,21 +2010,6 @@ impl DestinationReport {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn a_ref_table_s_digest_is_the_hash_of_its_listing() {
-        // Pollers compare digests stored by earlier versions: the value must not change.
-        let refs: RefMap = [
-            ("refs/heads/main".to_owned(), oid('a')),
-            ("refs/tags/v1".to_owned(), oid('b')),
-        ]
-        .into();
-        assert_eq!(
-            refs_digest(&refs),
-            short_hash(crate::model::refs::format_ref_listing(&refs))
-        );
-        assert_eq!(refs_digest(&RefMap::new()), short_hash(""));
-    }
 
     #[test]
     fn keys_within_is_true_exactly_when_every_name_is_in_the_outer_table() {

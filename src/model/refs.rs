@@ -3,6 +3,8 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
+use super::mirror::short_hash_of_parts;
+
 /// A full hex object id as git prints it (SHA-1 or SHA-256).
 #[derive(
     Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
@@ -13,10 +15,13 @@ pub struct Oid(String);
 impl Oid {
     /// Accepts 40 (SHA-1) or 64 (SHA-256) lowercase hex digits.
     pub fn parse(s: &str) -> Option<Oid> {
-        let ok = (s.len() == 40 || s.len() == 64)
+        Oid::valid(s).then(|| Oid(s.to_owned()))
+    }
+
+    fn valid(s: &str) -> bool {
+        (s.len() == 40 || s.len() == 64)
             && s.bytes()
-                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
-        ok.then(|| Oid(s.to_owned()))
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
     }
 
     pub fn as_str(&self) -> &str {
@@ -80,14 +85,29 @@ pub fn parse_ref_listing(text: &str) -> RefMap {
 /// The entries of a listing, in git's order (sorted by name, so collecting into a map is a
 /// bulk build rather than one search per ref).
 pub fn ref_listing(text: &str) -> impl Iterator<Item = (String, Oid)> + '_ {
+    listing_lines(text).map(|(name, oid)| (name.to_owned(), Oid(oid.to_owned())))
+}
+
+/// [`ref_listing`]'s entries as `(name, oid)` slices of `text`, each oid valid.
+fn listing_lines(text: &str) -> impl Iterator<Item = (&str, &str)> + '_ {
     text.lines().filter_map(|line| {
         let (oid, name) = line.split_once(['\t', ' '])?;
         let name = name.trim();
-        if !name.starts_with("refs/") || name.ends_with("^{}") {
-            return None;
-        }
-        Some((name.to_owned(), Oid::parse(oid.trim())?))
+        let oid = oid.trim();
+        let listed = name.starts_with("refs/") && !name.ends_with("^{}") && Oid::valid(oid);
+        listed.then_some((name, oid))
     })
+}
+
+/// A digest of a ref table: equal digests, equal tables. The
+/// [`short_hash`](super::mirror::short_hash) of its
+/// [`format_ref_listing`], hashed line by line (10k refs would make a 700 kB string).
+pub fn refs_digest(refs: &RefMap) -> String {
+    table_digest(refs.iter().map(|(name, oid)| (name.as_str(), oid.as_str())))
+}
+
+fn table_digest<'a>(entries: impl Iterator<Item = (&'a str, &'a str)>) -> String {
+    short_hash_of_parts(entries.flat_map(|(name, oid)| [oid, " ", name, "\n"]))
 }
 
 /// The inverse of [`parse_ref_listing`]: `<oid> SP <refname>` lines in name order (bytewise,
@@ -206,9 +226,28 @@ impl RefSelection {
 
     /// The selected refs of a listing (`<oid> <name>` lines).
     pub fn parse(&self, listing: &str) -> RefMap {
-        ref_listing(listing)
+        listing_lines(listing)
             .filter(|(name, _)| self.selects(name))
+            .map(|(name, oid)| (name.to_owned(), Oid(oid.to_owned())))
             .collect()
+    }
+
+    /// [`refs_digest`] of [`RefSelection::parse`] of `listing`, made without building the
+    /// table (no allocation per ref), when the selected lines are in strictly ascending name
+    /// order, as git lists them; `None` otherwise (then only the table tells).
+    pub fn listing_digest(&self, listing: &str) -> Option<String> {
+        let mut previous: Option<&str> = None;
+        let mut ordered = true;
+        let digest = table_digest(
+            listing_lines(listing)
+                .filter(|(name, _)| self.selects(name))
+                .map_while(|(name, oid)| {
+                    ordered = previous.is_none_or(|previous| previous < name);
+                    previous = Some(name);
+                    ordered.then_some((name, oid))
+                }),
+        );
+        ordered.then_some(digest)
     }
 
     /// Refspecs that fetch exactly the selected namespaces into the same names in the cache,
@@ -307,5 +346,53 @@ mod tests {
             "one line per ref, sorted by name"
         );
         assert_eq!(parse_ref_listing(&text), refs);
+    }
+
+    #[test]
+    fn a_ref_table_s_digest_is_the_hash_of_its_listing() {
+        // Pollers compare digests stored by earlier versions: the value must not change.
+        let refs: RefMap = [
+            ("refs/heads/main".to_owned(), Oid("a".repeat(40))),
+            ("refs/tags/v1".to_owned(), Oid("b".repeat(40))),
+        ]
+        .into();
+        assert_eq!(
+            refs_digest(&refs),
+            super::super::mirror::short_hash(format_ref_listing(&refs))
+        );
+        assert_eq!(
+            refs_digest(&RefMap::new()),
+            super::super::mirror::short_hash("")
+        );
+    }
+
+    #[test]
+    fn a_listing_s_digest_is_its_selected_table_s_digest_when_git_listed_it_in_order() {
+        let (a, b) = ("a".repeat(40), "b".repeat(40));
+        let sel = RefSelection {
+            include: vec![pat("refs/heads/*"), pat("refs/tags/*")],
+            exclude: vec![pat("refs/heads/wip/*")],
+        };
+        // What the table drops is skipped: HEAD, peeled tags, excluded and unselected refs,
+        // lines that are no ref line.
+        let text = format!(
+            "{a}\tHEAD\n{a}\trefs/heads/main\n{b}\trefs/heads/wip/x\n{a}\trefs/notes/n\n\
+             {b}\trefs/tags/v1\n{a}\trefs/tags/v1^{{}}\nnonsense\nzz refs/tags/v2\n{b} refs/tags/v3\n"
+        );
+        let table = sel.parse(&text);
+        assert_eq!(table.len(), 3);
+        assert_eq!(sel.listing_digest(&text), Some(refs_digest(&table)));
+        assert_eq!(sel.listing_digest(""), Some(refs_digest(&RefMap::new())));
+        // Out of order, or a name twice: only the table can tell.
+        let unordered = format!("{a}\trefs/tags/v1\n{b}\trefs/heads/main\n");
+        assert_eq!(sel.listing_digest(&unordered), None);
+        let twice = format!("{a}\trefs/heads/main\n{b}\trefs/heads/main\n");
+        assert_eq!(sel.listing_digest(&twice), None);
+        // Another id, another digest.
+        let moved = text.replace(
+            &format!("{a}\trefs/heads/main"),
+            &format!("{b}\trefs/heads/main"),
+        );
+        assert_ne!(sel.listing_digest(&moved), sel.listing_digest(&text));
     }
 }

@@ -211,7 +211,18 @@ impl Serve {
     }
 
     /// Polls until `check` holds, or panics with the service's logs.
-    pub fn wait(&self, what: &str, limit: Duration, mut check: impl FnMut() -> bool) {
+    pub fn wait(&self, what: &str, limit: Duration, check: impl FnMut() -> bool) {
+        self.wait_or_explain(what, limit, check, String::new);
+    }
+
+    /// [`Serve::wait`], the panic also saying what `explain` finds then.
+    fn wait_or_explain(
+        &self,
+        what: &str,
+        limit: Duration,
+        mut check: impl FnMut() -> bool,
+        explain: impl FnOnce() -> String,
+    ) {
         let started = Instant::now();
         while started.elapsed() < limit {
             if check() {
@@ -220,19 +231,28 @@ impl Serve {
             std::thread::sleep(Duration::from_millis(50));
         }
         panic!(
-            "timed out after {limit:?} waiting for {what}; logs:\n{}",
+            "timed out after {limit:?} waiting for {what}; {}logs:\n{}",
+            explain(),
             self.logs()
         );
     }
 
     /// Waits until the mirror is idle and its destination holds the source's refs.
+    /// On a timeout, the panic shows the mirror and its runs (their errors are not logged).
     pub fn wait_converged(&self, name: &str, src: &Path, dst: &Path) {
-        self.wait(
+        self.wait_or_explain(
             &format!("{name} to converge"),
             Duration::from_secs(30),
             || {
                 branches_and_tags(dst) == branches_and_tags(src)
                     && self.mirror(name)["state"] == "idle"
+            },
+            || {
+                format!(
+                    "mirror: {}\nruns: {:#}\n",
+                    self.mirror(name),
+                    Value::Array(self.runs(name))
+                )
             },
         );
     }
