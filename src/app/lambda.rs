@@ -419,10 +419,13 @@ impl Function {
                 200,
                 json!({ "synced": false, "provider": provider.as_str(), "ignored": reason }),
             ),
+            // One event, one run: old ids matter only where events are coalesced (the
+            // service's queue).
             Ok(Event::Push {
                 provider,
                 refs,
                 ids,
+                olds: _,
             }) => {
                 let told = Told {
                     focus: &refs,

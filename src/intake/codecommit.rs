@@ -1,7 +1,7 @@
 //! AWS CodeCommit events, as EventBridge delivers them: to a Lambda function directly, or to
 //! `ferry serve` through an API destination (then authenticated as a webhook first).
 
-use super::webhook::{ignored, new_value, push, qualify, Event, Provider, Rejection};
+use super::webhook::{ignored, present_id, push, qualify, Event, Provider, Rejection};
 use crate::model::refs::{Oid, RefMap};
 use crate::model::remote::Remote;
 use serde_json::{Map, Value};
@@ -37,7 +37,7 @@ pub fn classify(body: &Map<String, Value>) -> Result<Event, Rejection> {
             let refs: Vec<String> = reference(body).into_iter().collect();
             // `commitId` is the ref's new commit (a deletion's is its old one: not taken).
             let new = detail.and_then(|d| d.get("commitId"));
-            let ids = match (refs.as_slice(), event, new_value(new)) {
+            let ids = match (refs.as_slice(), event, present_id(new)) {
                 ([name], "referenceCreated" | "referenceUpdated", Some(oid)) => {
                     RefMap::from([(name.clone(), oid)])
                 }

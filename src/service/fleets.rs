@@ -88,6 +88,7 @@ pub(super) struct Unrouted {
     pub provider: Provider,
     pub refs: Vec<String>,
     pub ids: RefMap,
+    pub olds: RefMap,
 }
 
 impl Service {
@@ -296,7 +297,7 @@ async fn rediscover(svc: &Arc<Service>, fleet: &str, timers: &mut MemberTimers) 
                                 Trigger::Config,
                                 "the fleet member is new or its configuration changed",
                                 &[],
-                                &RefMap::new(),
+                                (&RefMap::new(), &RefMap::new()),
                             )
                             .await
                         {
@@ -338,7 +339,13 @@ async fn route_unrouted(svc: &Service, fleet: &str) {
             push.refs.join(" ")
         );
         if let Err(e) = svc
-            .trigger(&member, Trigger::Webhook, &detail, &push.refs, &push.ids)
+            .trigger(
+                &member,
+                Trigger::Webhook,
+                &detail,
+                &push.refs,
+                (&push.ids, &push.olds),
+            )
             .await
         {
             tracing::error!(mirror = %member, error = %format!("{e:#}"), "cannot queue a sync");

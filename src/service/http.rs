@@ -120,7 +120,8 @@ async fn hook(
             provider,
             refs,
             ids,
-        }) => queue_push(&svc, &name, provider, (&refs, &ids), "", false).await,
+            olds,
+        }) => queue_push(&svc, &name, provider, (&refs, &ids, &olds), "", false).await,
     }
 }
 
@@ -129,7 +130,7 @@ async fn queue_push(
     svc: &Service,
     mirror: &str,
     provider: Provider,
-    (refs, ids): (&[String], &RefMap),
+    (refs, ids, olds): (&[String], &RefMap, &RefMap),
     via: &str,
     discovering: bool,
 ) -> Response {
@@ -142,7 +143,7 @@ async fn queue_push(
         .trim_end()
         .to_owned()
         + via;
-    match svc.trigger(mirror, trigger, &detail, refs, ids).await {
+    match svc.trigger(mirror, trigger, &detail, refs, (ids, olds)).await {
         Ok(id) => (
             StatusCode::ACCEPTED,
             Json(json!({ "queued": true, "event": id, "provider": provider.as_str(), "mirror": mirror, "discovering": discovering })),
@@ -190,26 +191,42 @@ async fn fleet_hook(
                 provider,
                 refs,
                 ids,
+                olds,
             },
             Some(origin),
         )) => {
             match svc.route(&fleet.name, &origin) {
                 Some(route) if !route.moved => {
                     let via = format!(" (fleet hook, {origin})");
-                    return queue_push(svc, &route.member, provider, (&refs, &ids), &via, false)
-                        .await;
+                    return queue_push(
+                        svc,
+                        &route.member,
+                        provider,
+                        (&refs, &ids, &olds),
+                        &via,
+                        false,
+                    )
+                    .await;
                 }
                 Some(route) => {
                     // Renamed since the last discovery: the member syncs now, and a discovery
                     // makes it follow the rename (then the push is routed again).
                     let via = format!(" (fleet hook, {origin}: renamed, discovering)");
-                    let queued =
-                        queue_push(svc, &route.member, provider, (&refs, &ids), &via, true).await;
+                    let queued = queue_push(
+                        svc,
+                        &route.member,
+                        provider,
+                        (&refs, &ids, &olds),
+                        &via,
+                        true,
+                    )
+                    .await;
                     let push = Unrouted {
                         origin,
                         provider,
                         refs,
                         ids,
+                        olds,
                     };
                     if let Err(e) = svc.discover_for(&fleet.name, push).await {
                         return internal(e);
@@ -224,6 +241,7 @@ async fn fleet_hook(
                 provider,
                 refs,
                 ids,
+                olds,
             };
             match svc.discover_for(&fleet.name, push).await {
                 Ok(()) => (
@@ -275,7 +293,7 @@ async fn manual(State(svc): Svc, Path(name): Path<String>, headers: HeaderMap) -
             Trigger::Manual,
             "requested through the API",
             &[],
-            &RefMap::new(),
+            (&RefMap::new(), &RefMap::new()),
         )
         .await
     {

@@ -196,18 +196,19 @@ impl Service {
     }
 
     /// Records a trigger durably and wakes the dispatcher. Returns the event id. `refs`: the
-    /// refs a push event named (empty for any other trigger).
+    /// refs a push event named (empty for any other trigger); `ids` and `olds`: what it said
+    /// some of them point at now and pointed at before.
     async fn trigger(
         &self,
         mirror: &str,
         trigger: Trigger,
         detail: &str,
         refs: &[String],
-        ids: &RefMap,
+        (ids, olds): (&RefMap, &RefMap),
     ) -> anyhow::Result<i64> {
         let id = self
             .store
-            .enqueue(mirror, trigger, detail, refs, ids)
+            .enqueue(mirror, trigger, detail, refs, (ids, olds))
             .await?;
         self.wake.notify_one();
         Ok(id)
@@ -234,7 +235,7 @@ pub async fn run(
                 Trigger::Config,
                 "the mirror is new or its configuration changed",
                 &[],
-                &RefMap::new(),
+                (&RefMap::new(), &RefMap::new()),
             )
             .await?;
     }
@@ -753,7 +754,7 @@ async fn every_interval(svc: Arc<Service>, name: String, every: Duration, trigge
             _ => "periodic reconciliation",
         };
         if let Err(e) = svc
-            .trigger(name, trigger, detail, &[], &RefMap::new())
+            .trigger(name, trigger, detail, &[], (&RefMap::new(), &RefMap::new()))
             .await
         {
             tracing::error!(mirror = %name, error = %format!("{e:#}"), "cannot queue a sync");

@@ -432,14 +432,14 @@ impl Store {
     /// with its retry count reset, because a fresh event deserves an immediate try); a mirror
     /// that is running gets exactly one follow-up run.
     /// `refs`: the full names of the refs a push event said it changed (empty: none named);
-    /// `ids`: what it said some of them point at now.
+    /// `ids` and `olds`: what it said some of them point at now and pointed at before.
     pub async fn enqueue(
         &self,
         mirror: &str,
         trigger: Trigger,
         detail: &str,
         refs: &[String],
-        ids: &RefMap,
+        (ids, olds): (&RefMap, &RefMap),
     ) -> Result<i64> {
         let now = now_ms();
         let refs = if refs.is_empty() {
@@ -451,6 +451,7 @@ impl Store {
                 NamedRefs::WithIds {
                     refs: refs.to_vec(),
                     ids: ids.clone(),
+                    olds: olds.clone(),
                 }
             };
             Some(serde_json::to_string(&named).context("encoding an event's refs")?)
@@ -614,7 +615,8 @@ impl Store {
                         .await
                         .with_context(|| format!("reading the failure streak of {mirror}"))?;
                 let named: Vec<Option<String>> = sqlx::query_scalar(
-                    "SELECT refs FROM events WHERE mirror = $1 AND run_id IS NULL AND id <= $2",
+                    "SELECT refs FROM events WHERE mirror = $1 AND run_id IS NULL AND id <= $2 \
+                     ORDER BY id",
                 )
                 .bind(&mirror)
                 .bind(through)
@@ -1521,35 +1523,49 @@ fn state_after(report: &MirrorReport) -> MirrorState {
 #[serde(untagged)]
 enum NamedRefs {
     Names(Vec<String>),
-    WithIds { refs: Vec<String>, ids: RefMap },
+    WithIds {
+        refs: Vec<String>,
+        ids: RefMap,
+        /// Absent from events stored before old ids were kept.
+        #[serde(default, skip_serializing_if = "RefMap::is_empty")]
+        olds: RefMap,
+    },
 }
 
 /// The focus of a claim and the ids claimed for it (see [`Claim::focus`], [`Claim::claimed`])
-/// from the mirror's failure streak and the refs its covered events named.
+/// from the mirror's failure streak and the refs its covered events named, in the order they
+/// came.
 fn claim_focus(failure_streak: i64, named: Vec<Option<String>>) -> (Vec<String>, RefMap) {
     if failure_streak > 0 {
         return (Vec::new(), RefMap::new());
     }
     let mut focus = std::collections::BTreeSet::new();
-    // Per ref: the id every event naming it agreed on, or `None` once one gave none or
-    // another.
+    // Per ref: the id the events naming it agree it ends at, or `None` once one gave none,
+    // or another that does not follow on (its old id is not the id so far): a burst of
+    // pushes, each event moving the ref on from where the one before left it, ends at the
+    // last one's new id; events that came out of order, or from pushes the service never
+    // heard of, leave the ref to be fetched.
     let mut agreed: std::collections::BTreeMap<String, Option<Oid>> = Default::default();
     for refs in named {
         // An unreadable list counts as none named: the run takes the whole selection.
         let Some(named) = refs.and_then(|r| serde_json::from_str::<NamedRefs>(&r).ok()) else {
             return (Vec::new(), RefMap::new());
         };
-        let (refs, ids) = match named {
-            NamedRefs::Names(refs) => (refs, RefMap::new()),
-            NamedRefs::WithIds { refs, ids } => (refs, ids),
+        let (refs, ids, olds) = match named {
+            NamedRefs::Names(refs) => (refs, RefMap::new(), RefMap::new()),
+            NamedRefs::WithIds { refs, ids, olds } => (refs, ids, olds),
         };
         for name in refs {
             let id = ids.get(&name).cloned();
+            let old = olds.get(&name);
             agreed
                 .entry(name.clone())
                 .and_modify(|seen| {
-                    if *seen != id {
+                    let follows_on = seen.is_some() && seen.as_ref() == old;
+                    if *seen != id && !follows_on {
                         *seen = None;
+                    } else {
+                        seen.clone_from(&id);
                     }
                 })
                 .or_insert(id);
@@ -1654,6 +1670,7 @@ mod tests {
         enqueue_claim_finish_round_trip,
         a_claims_focus_is_the_union_of_the_refs_its_push_events_named,
         a_claims_ids_are_those_every_event_naming_the_ref_agreed_on,
+        a_burst_of_pushes_each_moving_on_from_the_last_claims_the_last_id,
         no_focus_when_an_event_named_no_refs_or_the_last_run_failed,
         coalesces_events_while_queued_and_while_running,
         concurrent_claims_never_share_a_mirror,
@@ -1764,6 +1781,21 @@ mod tests {
     }
 
     /// Claims exactly one sync, of `mirror`.
+    /// Enqueues an event that says nothing of its refs' ids; its id.
+    async fn enqueue_plain(
+        store: &Store,
+        mirror: &str,
+        trigger: Trigger,
+        detail: &str,
+        refs: &[String],
+    ) -> i64 {
+        let none = RefMap::new();
+        store
+            .enqueue(mirror, trigger, detail, refs, (&none, &none))
+            .await
+            .unwrap()
+    }
+
     async fn claim_one(store: &Store, now: i64, mirror: &str) -> Claim {
         let mut claims = store.claim(now, 10).await.expect("claim");
         assert_eq!(claims.len(), 1, "{claims:?}");
@@ -1807,10 +1839,7 @@ mod tests {
 
     async fn enqueue_claim_finish_round_trip(at: Location) {
         let store = open_as(&at, "a").await;
-        let event = store
-            .enqueue("app", Trigger::Webhook, "push to main", &[], &RefMap::new())
-            .await
-            .unwrap();
+        let event = enqueue_plain(&store, "app", Trigger::Webhook, "push to main", &[]).await;
         assert!(event > 0);
         assert_eq!(store.queue_depth().await.unwrap(), 1);
         assert!(store.next_due().await.unwrap().is_some());
@@ -1864,30 +1893,23 @@ mod tests {
     async fn a_claims_focus_is_the_union_of_the_refs_its_push_events_named(at: Location) {
         let store = open_as(&at, "a").await;
         let main = names(&["refs/heads/main"]);
-        store
-            .enqueue("app", Trigger::Webhook, "", &main, &RefMap::new())
-            .await
-            .unwrap();
-        store
-            .enqueue(
-                "app",
-                Trigger::Webhook,
-                "",
-                &names(&["refs/heads/dev", "refs/heads/main"]),
-                &RefMap::new(),
-            )
-            .await
-            .unwrap();
-        store
-            .enqueue(
-                "app",
-                Trigger::Codecommit,
-                "",
-                &names(&["refs/tags/v1"]),
-                &RefMap::new(),
-            )
-            .await
-            .unwrap();
+        enqueue_plain(&store, "app", Trigger::Webhook, "", &main).await;
+        enqueue_plain(
+            &store,
+            "app",
+            Trigger::Webhook,
+            "",
+            &names(&["refs/heads/dev", "refs/heads/main"]),
+        )
+        .await;
+        enqueue_plain(
+            &store,
+            "app",
+            Trigger::Codecommit,
+            "",
+            &names(&["refs/tags/v1"]),
+        )
+        .await;
         let claim = claim_one(&store, now_ms(), "app").await;
         assert_eq!(
             claim.focus,
@@ -1895,16 +1917,14 @@ mod tests {
         );
 
         // An event during the run joins the follow-up only.
-        store
-            .enqueue(
-                "app",
-                Trigger::Webhook,
-                "",
-                &names(&["refs/heads/next"]),
-                &RefMap::new(),
-            )
-            .await
-            .unwrap();
+        enqueue_plain(
+            &store,
+            "app",
+            Trigger::Webhook,
+            "",
+            &names(&["refs/heads/next"]),
+        )
+        .await;
         finish(&store, &claim, &ok_report("app"), None).await;
         let follow_up = claim_one(&store, now_ms(), "app").await;
         assert_eq!(follow_up.focus, names(&["refs/heads/next"]));
@@ -1925,30 +1945,72 @@ mod tests {
         for dev_now in ['b', 'c'] {
             let ids = with(&[(main, 'a'), (dev, dev_now)]);
             store
-                .enqueue("app", Trigger::Webhook, "", &names(&[main, dev]), &ids)
+                .enqueue(
+                    "app",
+                    Trigger::Webhook,
+                    "",
+                    &names(&[main, dev]),
+                    (&ids, &RefMap::new()),
+                )
                 .await
                 .unwrap();
         }
-        store
-            .enqueue("app", Trigger::Webhook, "", &names(&[tag]), &RefMap::new())
-            .await
-            .unwrap();
+        enqueue_plain(&store, "app", Trigger::Webhook, "", &names(&[tag])).await;
         let claim = claim_one(&store, now_ms(), "app").await;
         assert_eq!(claim.focus, names(&[dev, main, tag]));
         assert_eq!(claim.claimed, with(&[(main, 'a')]));
     }
 
+    async fn a_burst_of_pushes_each_moving_on_from_the_last_claims_the_last_id(at: Location) {
+        let store = open_as(&at, "a").await;
+        let oid = |c: char| Oid::parse(&c.to_string().repeat(40)).unwrap();
+        let (main, dev, tag, topic) = (
+            "refs/heads/main",
+            "refs/heads/dev",
+            "refs/tags/v1",
+            "refs/heads/topic",
+        );
+        // (ref, old, new) per event, in the order they come.
+        let events: &[(&str, Option<char>, char)] = &[
+            // main: a chain, a -> b -> c -> d.
+            (main, Some('a'), 'b'),
+            (main, Some('b'), 'c'),
+            (main, Some('c'), 'd'),
+            // dev: a push the service never heard of between them (b, then c -> d).
+            (dev, Some('a'), 'b'),
+            (dev, Some('c'), 'd'),
+            // the tag: out of order (b -> c came before a -> b).
+            (tag, Some('b'), 'c'),
+            (tag, Some('a'), 'b'),
+            // topic: the second event gives no old id.
+            (topic, Some('a'), 'b'),
+            (topic, None, 'c'),
+        ];
+        for (name, old, new) in events {
+            let ids = RefMap::from([(name.to_string(), oid(*new))]);
+            let olds: RefMap = old
+                .map(|o| (name.to_string(), oid(o)))
+                .into_iter()
+                .collect();
+            store
+                .enqueue("app", Trigger::Webhook, "", &names(&[name]), (&ids, &olds))
+                .await
+                .unwrap();
+        }
+        let claim = claim_one(&store, now_ms(), "app").await;
+        assert_eq!(claim.focus, names(&[dev, main, topic, tag]));
+        assert_eq!(
+            claim.claimed,
+            RefMap::from([(main.to_string(), oid('d'))]),
+            "only the unbroken chain says where its ref ended"
+        );
+    }
+
     async fn no_focus_when_an_event_named_no_refs_or_the_last_run_failed(at: Location) {
         let store = open_as(&at, "a").await;
         let main = names(&["refs/heads/main"]);
-        store
-            .enqueue("app", Trigger::Webhook, "", &main, &RefMap::new())
-            .await
-            .unwrap();
-        store
-            .enqueue("app", Trigger::Poll, "", &[], &RefMap::new())
-            .await
-            .unwrap();
+        enqueue_plain(&store, "app", Trigger::Webhook, "", &main).await;
+        enqueue_plain(&store, "app", Trigger::Poll, "", &[]).await;
         let claim = claim_one(&store, now_ms(), "app").await;
         assert_eq!(claim.focus, Vec::<String>::new(), "the poll named no refs");
         finish(&store, &claim, &failed_report("app"), Some(0)).await;
@@ -1961,18 +2023,12 @@ mod tests {
 
         // After a failed run, a push naming one ref must not narrow the next run: the failed
         // run's refs may still be unsynced.
-        store
-            .enqueue("app", Trigger::Webhook, "", &main, &RefMap::new())
-            .await
-            .unwrap();
+        enqueue_plain(&store, "app", Trigger::Webhook, "", &main).await;
         let claim = claim_one(&store, now_ms(), "app").await;
         assert!(claim.focus.is_empty(), "{:?}", claim.focus);
         finish(&store, &claim, &ok_report("app"), None).await;
 
-        store
-            .enqueue("app", Trigger::Webhook, "", &main, &RefMap::new())
-            .await
-            .unwrap();
+        enqueue_plain(&store, "app", Trigger::Webhook, "", &main).await;
         assert_eq!(claim_one(&store, now_ms(), "app").await.focus, main);
     }
 
@@ -1985,10 +2041,7 @@ mod tests {
             Trigger::Manual,
             Trigger::Poll,
         ] {
-            store
-                .enqueue("app", trigger, "", &[], &RefMap::new())
-                .await
-                .unwrap();
+            enqueue_plain(&store, "app", trigger, "", &[]).await;
         }
         assert_eq!(store.queue_depth().await.unwrap(), 1);
         let claim = claim_one(&store, now_ms(), "app").await;
@@ -2000,10 +2053,7 @@ mod tests {
 
         // Events during the run: not claimable until it finishes, then exactly one follow-up.
         for _ in 0..3 {
-            store
-                .enqueue("app", Trigger::Poll, "", &[], &RefMap::new())
-                .await
-                .unwrap();
+            enqueue_plain(&store, "app", Trigger::Poll, "", &[]).await;
         }
         assert!(store.claim(now_ms(), 10).await.unwrap().is_empty());
         assert_eq!(store.next_due().await.unwrap(), None);
@@ -2033,9 +2083,7 @@ mod tests {
         let b = open_as(&at, "b").await;
         let names: Vec<String> = (0..40).map(|i| format!("m{i:02}")).collect();
         for name in &names {
-            a.enqueue(name, Trigger::Webhook, "", &[], &RefMap::new())
-                .await
-                .unwrap();
+            enqueue_plain(&a, name, Trigger::Webhook, "", &[]).await;
         }
         let now = now_ms();
         let tasks: Vec<_> = (0..8)
@@ -2063,10 +2111,7 @@ mod tests {
 
     async fn retries_wait_for_their_time_and_new_events_reset_them(at: Location) {
         let store = open_as(&at, "a").await;
-        store
-            .enqueue("app", Trigger::Webhook, "", &[], &RefMap::new())
-            .await
-            .unwrap();
+        enqueue_plain(&store, "app", Trigger::Webhook, "", &[]).await;
         let now = now_ms();
         let claim = claim_one(&store, now, "app").await;
         let retry_at = now + 60_000;
@@ -2090,10 +2135,7 @@ mod tests {
         assert!(store.claim(retry_at2 - 1, 10).await.unwrap().is_empty());
 
         // A fresh event: due now, first try again.
-        store
-            .enqueue("app", Trigger::Manual, "", &[], &RefMap::new())
-            .await
-            .unwrap();
+        enqueue_plain(&store, "app", Trigger::Manual, "", &[]).await;
         let status = store.mirror("app").await.unwrap().unwrap();
         assert_eq!(status.retry_at, None);
         let fresh = claim_one(&store, now_ms(), "app").await;
@@ -2106,16 +2148,10 @@ mod tests {
 
     async fn a_new_event_during_a_failing_run_wins_over_the_retry(at: Location) {
         let store = open_as(&at, "a").await;
-        store
-            .enqueue("app", Trigger::Webhook, "", &[], &RefMap::new())
-            .await
-            .unwrap();
+        enqueue_plain(&store, "app", Trigger::Webhook, "", &[]).await;
         let now = now_ms();
         let claim = claim_one(&store, now, "app").await;
-        store
-            .enqueue("app", Trigger::Poll, "", &[], &RefMap::new())
-            .await
-            .unwrap();
+        enqueue_plain(&store, "app", Trigger::Poll, "", &[]).await;
         finish(&store, &claim, &failed_report("app"), Some(now + 60_000)).await;
         let next = claim_one(&store, now + 1, "app").await;
         assert_eq!(next.triggers, vec![Trigger::Poll]);
@@ -2140,14 +2176,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (_, at) = sqlite_at(&dir);
         let store = open_as(&at, "a").await;
-        store
-            .enqueue("app", Trigger::Webhook, "", &[], &RefMap::new())
-            .await
-            .unwrap();
-        store
-            .enqueue("app", Trigger::Poll, "", &[], &RefMap::new())
-            .await
-            .unwrap();
+        enqueue_plain(&store, "app", Trigger::Webhook, "", &[]).await;
+        enqueue_plain(&store, "app", Trigger::Poll, "", &[]).await;
         claim_one(&store, now_ms(), "app").await;
         assert!(store.claim(now_ms(), 10).await.unwrap().is_empty());
         // The process dies mid-sync: no finish.
@@ -2170,14 +2200,8 @@ mod tests {
         at: Location,
     ) {
         let store = open_as(&at, "a").await;
-        store
-            .enqueue("app", Trigger::Webhook, "", &[], &RefMap::new())
-            .await
-            .unwrap();
-        store
-            .enqueue("app", Trigger::Poll, "", &[], &RefMap::new())
-            .await
-            .unwrap();
+        enqueue_plain(&store, "app", Trigger::Webhook, "", &[]).await;
+        enqueue_plain(&store, "app", Trigger::Poll, "", &[]).await;
         let now = now_ms();
         claim_one(&store, now, "app").await;
         let retry_at = now + 60_000;
@@ -2218,10 +2242,7 @@ mod tests {
 
     async fn a_read_only_store_shows_a_running_sync_as_it_is_and_writes_nothing(at: Location) {
         let store = open_as(&at, "a").await;
-        store
-            .enqueue("app", Trigger::Webhook, "", &[], &RefMap::new())
-            .await
-            .unwrap();
+        enqueue_plain(&store, "app", Trigger::Webhook, "", &[]).await;
         let claim = claim_one(&store, now_ms(), "app").await;
 
         let reader = Store::open_read_only(&at).await.unwrap();
@@ -2229,7 +2250,13 @@ mod tests {
         assert_eq!(status.state, MirrorState::Syncing, "not requeued");
         assert_eq!(status.node.as_deref(), Some("a"));
         assert!(reader
-            .enqueue("app", Trigger::Manual, "", &[], &RefMap::new())
+            .enqueue(
+                "app",
+                Trigger::Manual,
+                "",
+                &[],
+                (&RefMap::new(), &RefMap::new())
+            )
             .await
             .is_err());
         assert!(reader.heartbeat(now_ms()).await.is_err());
@@ -2244,10 +2271,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (path, at) = sqlite_at(&dir);
         let store = open_as(&at, "a").await;
-        store
-            .enqueue("app", Trigger::Webhook, "", &[], &RefMap::new())
-            .await
-            .unwrap();
+        enqueue_plain(&store, "app", Trigger::Webhook, "", &[]).await;
         let claim = claim_one(&store, now_ms(), "app").await;
         finish(&store, &claim, &ok_report("app"), None).await;
 
@@ -2289,7 +2313,13 @@ mod tests {
         }
         let enqueued = tokio::time::timeout(
             Duration::from_secs(5),
-            store.enqueue("app", Trigger::Webhook, "push", &[], &RefMap::new()),
+            store.enqueue(
+                "app",
+                Trigger::Webhook,
+                "push",
+                &[],
+                (&RefMap::new(), &RefMap::new()),
+            ),
         )
         .await;
         assert!(matches!(enqueued, Ok(Ok(_))), "{enqueued:?}");
@@ -2307,10 +2337,7 @@ mod tests {
             .unwrap();
 
         async fn run(store: &Store, report: &MirrorReport) -> (FinishOutcome, MirrorStatus) {
-            store
-                .enqueue("app", Trigger::Webhook, "", &[], &RefMap::new())
-                .await
-                .unwrap();
+            enqueue_plain(store, "app", Trigger::Webhook, "", &[]).await;
             let claim = claim_one(store, now_ms(), "app").await;
             let out = finish(store, &claim, report, None).await;
             (out, store.mirror("app").await.unwrap().unwrap())
@@ -2540,10 +2567,7 @@ mod tests {
         assert!(unchanged.is_empty());
 
         // web loses a destination (new fingerprint); app is dropped from the configuration.
-        store
-            .enqueue("app", Trigger::Webhook, "", &[], &RefMap::new())
-            .await
-            .unwrap();
+        enqueue_plain(&store, "app", Trigger::Webhook, "", &[]).await;
         let changed = store
             .register_mirrors(&[config("web", &[D2], "w2")])
             .await
@@ -2580,10 +2604,7 @@ mod tests {
         let behind =
             |store: Store| async move { store.mirror("app").await.unwrap().unwrap().behind_since };
 
-        let e1 = store
-            .enqueue("app", Trigger::Webhook, "", &[], &RefMap::new())
-            .await
-            .unwrap();
+        let e1 = enqueue_plain(&store, "app", Trigger::Webhook, "", &[]).await;
         let t1 = received_at(&store, e1).await;
         assert_eq!(behind(store.clone()).await, Some(t1));
         let claim = claim_one(&store, now_ms(), "app").await;
@@ -2592,24 +2613,15 @@ mod tests {
         // A failed run keeps the mirror behind since its events, through later failures.
         finish(&store, &claim, &failed_report("app"), None).await;
         assert_eq!(behind(store.clone()).await, Some(t1));
-        store
-            .enqueue("app", Trigger::Poll, "", &[], &RefMap::new())
-            .await
-            .unwrap();
+        enqueue_plain(&store, "app", Trigger::Poll, "", &[]).await;
         let claim = claim_one(&store, now_ms(), "app").await;
         finish(&store, &claim, &failed_report("app"), None).await;
         assert_eq!(behind(store.clone()).await, Some(t1));
 
         // Success clears it, except for events that arrived during the run.
-        store
-            .enqueue("app", Trigger::Manual, "", &[], &RefMap::new())
-            .await
-            .unwrap();
+        enqueue_plain(&store, "app", Trigger::Manual, "", &[]).await;
         let claim = claim_one(&store, now_ms(), "app").await;
-        let e4 = store
-            .enqueue("app", Trigger::Poll, "", &[], &RefMap::new())
-            .await
-            .unwrap();
+        let e4 = enqueue_plain(&store, "app", Trigger::Poll, "", &[]).await;
         let t4 = received_at(&store, e4).await;
         finish(&store, &claim, &ok_report("app"), None).await;
         assert_eq!(behind(store.clone()).await, Some(t4));
@@ -2618,10 +2630,7 @@ mod tests {
         assert_eq!(behind(store.clone()).await, None);
 
         // Failures after a success count only their own events.
-        let e5 = store
-            .enqueue("app", Trigger::Webhook, "", &[], &RefMap::new())
-            .await
-            .unwrap();
+        let e5 = enqueue_plain(&store, "app", Trigger::Webhook, "", &[]).await;
         let t5 = received_at(&store, e5).await;
         let claim = claim_one(&store, now_ms(), "app").await;
         finish(&store, &claim, &failed_report("app"), None).await;
@@ -2631,10 +2640,7 @@ mod tests {
         let store = open_as(&at, "a").await;
         let report = report_for_prune("p");
         for _ in 0..5 {
-            store
-                .enqueue("p", Trigger::Webhook, "x", &[], &RefMap::new())
-                .await
-                .unwrap();
+            enqueue_plain(&store, "p", Trigger::Webhook, "x", &[]).await;
             let claim = store.claim(now_ms(), 1).await.unwrap().remove(0);
             let finish = Finish {
                 mirror: "p",
@@ -2646,10 +2652,7 @@ mod tests {
             };
             store.finish(finish).await.unwrap();
         }
-        store
-            .enqueue("p", Trigger::Webhook, "still pending", &[], &RefMap::new())
-            .await
-            .unwrap();
+        enqueue_plain(&store, "p", Trigger::Webhook, "still pending", &[]).await;
         assert_eq!(store.prune(2).await.unwrap(), 3);
         assert_eq!(store.run_count("p").await.unwrap(), 2);
         assert_eq!(
@@ -2669,15 +2672,14 @@ mod tests {
     ) {
         let a = open_as(&at, "a").await;
         let b = open_as(&at, "b").await;
-        a.enqueue(
+        enqueue_plain(
+            &a,
             "app",
             Trigger::Webhook,
             "",
             &names(&["refs/heads/main"]),
-            &RefMap::new(),
         )
-        .await
-        .unwrap();
+        .await;
         let t0 = now_ms();
         let claim = claim_one(&a, t0, "app").await;
         let lease = LEASE.as_millis() as i64;
@@ -2691,9 +2693,7 @@ mod tests {
             "b waits for the lease"
         );
         assert_eq!(a.next_due().await.unwrap(), None, "a runs it");
-        a.enqueue("app", Trigger::Poll, "", &[], &RefMap::new())
-            .await
-            .unwrap();
+        enqueue_plain(&a, "app", Trigger::Poll, "", &[]).await;
 
         // a stops heartbeating: b takes the mirror over once the lease has lapsed (past the
         // affinity grace too: a, its preferred node maybe, is gone), covering every event.
@@ -2751,9 +2751,7 @@ mod tests {
         assert_eq!(nodes[1].version, env!("CARGO_PKG_VERSION"));
 
         for m in ["m1", "m2"] {
-            a.enqueue(m, Trigger::Webhook, "", &[], &RefMap::new())
-                .await
-                .unwrap();
+            enqueue_plain(&a, m, Trigger::Webhook, "", &[]).await;
         }
         let lease = LEASE.as_millis() as i64;
         // Past the grace: a takes both whichever node they prefer.
@@ -2786,9 +2784,7 @@ mod tests {
         b.heartbeat(now).await.unwrap();
         let all: Vec<String> = (0..20).map(|i| format!("m{i:02}")).collect();
         for m in &all {
-            a.enqueue(m, Trigger::Webhook, "", &[], &RefMap::new())
-                .await
-                .unwrap();
+            enqueue_plain(&a, m, Trigger::Webhook, "", &[]).await;
         }
         let enqueued = now_ms();
         let mine = |claims: Vec<Claim>| -> Vec<String> {
@@ -2816,9 +2812,7 @@ mod tests {
                 claimed: RefMap::new(),
                 taken_from: None,
             };
-            b.enqueue(m, Trigger::Poll, "", &[], &RefMap::new())
-                .await
-                .unwrap();
+            enqueue_plain(&b, m, Trigger::Poll, "", &[]).await;
             finish(&b, &claim, &ok_report(m), None).await;
         }
         let due = now_ms();
@@ -2838,9 +2832,7 @@ mod tests {
         let a = open_as(&at, "a").await;
         let b = open_as(&at, "b").await;
         a.heartbeat(now_ms()).await.unwrap();
-        a.enqueue("app", Trigger::Webhook, "", &[], &RefMap::new())
-            .await
-            .unwrap();
+        enqueue_plain(&a, "app", Trigger::Webhook, "", &[]).await;
         claim_one(&a, now_ms(), "app").await;
         a.leave().await.unwrap();
         assert!(a.nodes().await.unwrap().is_empty());

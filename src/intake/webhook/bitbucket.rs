@@ -3,7 +3,7 @@
 //! (`x-hub-signature`) are done before this, in the parent module.
 
 use super::{
-    dedup, ignored, new_value, not_a_push, push, qualify, required_header, Event, Provider,
+    dedup, ignored, not_a_push, present_id, push, qualify, required_header, Event, Provider,
     Rejection, Request,
 };
 use crate::model::refs::RefMap;
@@ -56,7 +56,7 @@ fn cloud_refs(body: &Map<String, Value>) -> (Vec<String>, RefMap) {
             .then(|| qualify(name, Some(kind)))
             .flatten()?;
         let new = change.get("new").and_then(|n| n.get("target"));
-        if let Some(oid) = new_value(new.and_then(|t| t.get("hash"))) {
+        if let Some(oid) = present_id(new.and_then(|t| t.get("hash"))) {
             ids.insert(full.clone(), oid);
         }
         Some(full)
@@ -76,7 +76,7 @@ fn server_refs(body: &Map<String, Value>) -> (Vec<String>, RefMap) {
             .and_then(|r| r.get("id"))
             .or_else(|| change.get("refId"))
             .and_then(Value::as_str)?;
-        if let Some(oid) = new_value(change.get("toHash")) {
+        if let Some(oid) = present_id(change.get("toHash")) {
             ids.insert(name.to_owned(), oid);
         }
         Some(name.to_owned())

@@ -83,10 +83,11 @@ mod tests {
     fn gitea_signed_push_create_and_delete_are_pushes() {
         assert_eq!(
             gitea("push", GITEA_PUSH, SECRET),
-            pushed_at(
+            pushed_moved(
                 Provider::Gitea,
                 &[(
                     "refs/heads/develop",
+                    "28e1879d029cb852e4844d9c718537df08844e03",
                     "bffeb74224043ba2feb48d137756c8a9331c449a"
                 )]
             )
@@ -151,10 +152,11 @@ mod tests {
         let headers = forgejo_headers("push", GITEA_PUSH);
         assert_eq!(
             forgejo(&headers, GITEA_PUSH),
-            pushed_at(
+            pushed_moved(
                 Provider::Forgejo,
                 &[(
                     "refs/heads/develop",
+                    "28e1879d029cb852e4844d9c718537df08844e03",
                     "bffeb74224043ba2feb48d137756c8a9331c449a"
                 )]
             )
@@ -171,10 +173,11 @@ mod tests {
         let headers = without(&forgejo_headers("push", GITEA_PUSH), "x-forgejo-signature");
         assert_eq!(
             forgejo(&headers, GITEA_PUSH),
-            pushed_at(
+            pushed_moved(
                 Provider::Forgejo,
                 &[(
                     "refs/heads/develop",
+                    "28e1879d029cb852e4844d9c718537df08844e03",
                     "bffeb74224043ba2feb48d137756c8a9331c449a"
                 )]
             )

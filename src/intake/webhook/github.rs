@@ -20,6 +20,7 @@ pub(super) fn classify(req: &Request<'_>, body: &Map<String, Value>) -> Result<E
 mod tests {
     use super::super::tests::*;
     use super::super::{Event, Provider, Rejection};
+    use crate::model::refs::{Oid, RefMap};
 
     const GITHUB_TAG_DELETED: &str = r#"{
   "ref": "refs/tags/v1.0.0",
@@ -65,17 +66,28 @@ mod tests {
     fn github_signed_push_is_a_push_of_its_ref() {
         assert_eq!(
             github("push", GITHUB_PUSH),
-            pushed_at(
+            pushed_moved(
                 Provider::GitHub,
                 &[(
                     "refs/heads/main",
+                    "6113728f27ae82c7b1a177c8d03f9e96e0adf246",
                     "0d1a26e67d8f5eaf1f6ba5c57fc3c7d91ac0fd1c"
                 )]
             )
         );
+        // A deletion: no new id, the old one from `before`.
+        let tag = "refs/tags/v1.0.0".to_string();
         assert_eq!(
             github("push", GITHUB_TAG_DELETED),
-            pushed(Provider::GitHub, &["refs/tags/v1.0.0"])
+            Ok(Event::Push {
+                provider: Provider::GitHub,
+                refs: vec![tag.clone()],
+                ids: RefMap::new(),
+                olds: RefMap::from([(
+                    tag,
+                    Oid::parse("0d1a26e67d8f5eaf1f6ba5c57fc3c7d91ac0fd1c").unwrap()
+                )]),
+            })
         );
     }
 

@@ -95,10 +95,11 @@ mod tests {
     fn gitlab_push_and_tag_push_with_the_token_are_pushes() {
         assert_eq!(
             gitlab("Push Hook", GITLAB_PUSH, SECRET),
-            pushed_at(
+            pushed_moved(
                 Provider::GitLab,
                 &[(
                     "refs/heads/master",
+                    "95790bf891e76fee5e1747ab589903a6a1f80f22",
                     "da1560886d4f094c3e6c9ef40349f7d38b5d27d7"
                 )]
             )
@@ -115,10 +116,11 @@ mod tests {
         );
         assert_eq!(
             gitlab("System Hook", GITLAB_PUSH, SECRET),
-            pushed_at(
+            pushed_moved(
                 Provider::GitLab,
                 &[(
                     "refs/heads/master",
+                    "95790bf891e76fee5e1747ab589903a6a1f80f22",
                     "da1560886d4f094c3e6c9ef40349f7d38b5d27d7"
                 )]
             )

@@ -71,6 +71,10 @@ pub enum Event {
         /// What a named ref points at now on the source, where the payload says so (never a
         /// deletion): a run whose cache holds exactly that already skips the fetch.
         ids: RefMap,
+        /// What a named ref pointed at before this push, where the payload says so (never a
+        /// creation): events whose moves follow on from each other tell where a ref ended.
+        /// GitHub, GitLab, Gitea and Forgejo payloads say (`before`); the others' are empty.
+        olds: RefMap,
     },
     /// A valid, authenticated delivery that needs no sync (ping, pull request, comment, ...).
     Ignored { provider: Provider, reason: String },
@@ -443,34 +447,42 @@ fn dedup(refs: impl Iterator<Item = String>) -> Vec<String> {
     out
 }
 
+/// A push without the refs' old values (see [`Event::Push`]).
 pub(super) fn push(provider: Provider, refs: Vec<String>, ids: RefMap) -> Event {
     Event::Push {
         provider,
         refs,
         ids,
+        olds: RefMap::new(),
     }
 }
 
-/// A payload's new value of a ref: a well-formed object id that is not the zero id (which
-/// says the ref was deleted).
-pub(super) fn new_value(value: Option<&Value>) -> Option<Oid> {
+/// A payload's id of a ref: a well-formed object id that is not the zero id (which says the
+/// ref did not exist: deleted, as a new value; created, as an old one).
+pub(super) fn present_id(value: Option<&Value>) -> Option<Oid> {
     Oid::parse(value?.as_str()?).filter(|o| o.as_str().bytes().any(|b| b != b'0'))
 }
 
-/// `body.after` as the new value of the one ref `body.ref` names (GitHub, GitLab, Gitea and
-/// Forgejo push payloads).
-fn after_field(body: &Map<String, Value>, refs: &[String]) -> RefMap {
-    match (refs, new_value(body.get("after"))) {
+/// `body.<field>` (`after`, `before`) as a value of the one ref `body.ref` names (GitHub,
+/// GitLab, Gitea and Forgejo push payloads); none when it is the zero id.
+fn ref_value(body: &Map<String, Value>, refs: &[String], field: &str) -> RefMap {
+    match (refs, present_id(body.get(field))) {
         ([name], Some(oid)) => RefMap::from([(name.clone(), oid)]),
         _ => RefMap::new(),
     }
 }
 
-/// A push naming `body.ref`, with `body.after` as its new value.
+/// A push naming `body.ref`, with `body.after` as its new value and `body.before` its old one.
 fn ref_push(provider: Provider, body: &Map<String, Value>) -> Event {
     let refs = ref_field(body);
-    let ids = after_field(body, &refs);
-    push(provider, refs, ids)
+    let ids = ref_value(body, &refs, "after");
+    let olds = ref_value(body, &refs, "before");
+    Event::Push {
+        provider,
+        refs,
+        ids,
+        olds,
+    }
 }
 
 pub(super) fn ignored(provider: Provider, reason: String) -> Event {
@@ -567,6 +579,33 @@ mod tests {
             provider,
             refs: refs.iter().map(|r| r.to_string()).collect(),
             ids: RefMap::new(),
+            olds: RefMap::new(),
+        })
+    }
+
+    /// A push of refs with the old and the new id the payload gave each.
+    pub(super) fn pushed_moved(
+        provider: Provider,
+        moves: &[(&str, &str, &str)],
+    ) -> Result<Event, Rejection> {
+        let news: Vec<(&str, &str)> = moves.iter().map(|(r, _, new)| (*r, *new)).collect();
+        let olds = moves
+            .iter()
+            .map(|(r, old, _)| (r.to_string(), Oid::parse(old).unwrap()))
+            .collect();
+        pushed_at(provider, &news).map(|event| match event {
+            Event::Push {
+                provider,
+                refs,
+                ids,
+                ..
+            } => Event::Push {
+                provider,
+                refs,
+                ids,
+                olds,
+            },
+            other => other,
         })
     }
 
@@ -579,9 +618,15 @@ mod tests {
     /// `event` (a push) with these new ids.
     pub(super) fn with_ids(event: Event, ids: &[(&str, &str)]) -> Event {
         match event {
-            Event::Push { provider, refs, .. } => Event::Push {
+            Event::Push {
                 provider,
                 refs,
+                olds,
+                ..
+            } => Event::Push {
+                provider,
+                refs,
+                olds,
                 ids: ids
                     .iter()
                     .map(|(r, id)| (r.to_string(), Oid::parse(id).unwrap()))
@@ -1141,10 +1186,11 @@ mod tests {
     fn a_pinned_provider_accepts_its_own_signed_deliveries() {
         assert_eq!(
             pinned(&github_signed(GITHUB_PUSH), GITHUB_PUSH, Provider::GitHub),
-            pushed_at(
+            pushed_moved(
                 Provider::GitHub,
                 &[(
                     "refs/heads/main",
+                    "6113728f27ae82c7b1a177c8d03f9e96e0adf246",
                     "0d1a26e67d8f5eaf1f6ba5c57fc3c7d91ac0fd1c"
                 )]
             )
