@@ -255,9 +255,9 @@ impl<'a> Cluster<'a> {
         let logs_before = self.log_lengths();
         let mut samples = vec![];
         for i in 0..pushes {
-            let oid = self.advance(&source)?;
+            let (old, oid) = self.advance(&source)?;
             let started = Instant::now();
-            hooks[i % hooks.len()].send_push_accepted(&oid)?;
+            hooks[i % hooks.len()].send_push_accepted(&old, &oid)?;
             let seen = dest.wait_for(&oid, REF_POLL, SYNC_LIMIT)?;
             samples.push(seen - started);
             self.api().wait_idle(HTTP_MIRROR, SYNC_LIMIT)?;
@@ -377,13 +377,14 @@ impl<'a> Cluster<'a> {
     }
 
     /// A new commit on the main branch of the bare repository `source`; its id.
-    fn advance(&mut self, source: &Path) -> Result<String> {
+    /// Moves the source's main one new commit on: its old and new id.
+    fn advance(&mut self, source: &Path) -> Result<(String, String)> {
         self.commits += 1;
         let old = ferry_testkit::git(source, &["rev-parse", "refs/heads/main"])?;
         let label = format!("ferry-bench cluster commit {}", self.commits);
         let oid = make_commit(source, self.scratch.path(), &old, &label)?;
         ferry_testkit::git(source, &["update-ref", "refs/heads/main", &oid, &old])?;
-        Ok(oid)
+        Ok((old, oid))
     }
 
     fn log_lengths(&self) -> Vec<usize> {

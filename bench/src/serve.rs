@@ -232,13 +232,16 @@ pub struct HookClient {
 
 /// A GitHub push delivery naming main, with `after` (the new id, as GitHub
 /// sends it) when given.
-fn delivery(mirror: &str, after: Option<&str>) -> Vec<u8> {
+/// A GitHub push delivery for main; with `moved`, the `(before, after)` ids of a push, as
+/// GitHub's carry them.
+fn delivery(mirror: &str, moved: Option<(&str, &str)>) -> Vec<u8> {
     let mut body = serde_json::json!({
         "ref": "refs/heads/main",
         "before": "0".repeat(40),
         "repository": { "full_name": format!("bench/{mirror}") },
     });
-    if let Some(after) = after {
+    if let Some((before, after)) = moved {
+        body["before"] = before.into();
         body["after"] = after.into();
     }
     body.to_string().into_bytes()
@@ -268,8 +271,8 @@ impl HookClient {
 
     /// [`HookClient::send_accepted`] for a push that moved main to `after`:
     /// the delivery carries that id, as GitHub's do.
-    pub fn send_push_accepted(&self, after: &str) -> Result<()> {
-        let body = delivery(&self.mirror, Some(after));
+    pub fn send_push_accepted(&self, before: &str, after: &str) -> Result<()> {
+        let body = delivery(&self.mirror, Some((before, after)));
         let signature = format!("sha256={}", hmac_hex(SECRET, &body));
         match self.post(&body, &signature)? {
             202 => Ok(()),

@@ -294,7 +294,7 @@ impl<'a> Bench<'a> {
         let oid = self.commit_on(&old)?;
         self.move_main(&oid, &old)?;
         let started = Instant::now();
-        self.hooks.send_push_accepted(&oid)?;
+        self.hooks.send_push_accepted(&old, &oid)?;
         let seen = self.dest.wait_for(&oid, REF_POLL, SYNC_LIMIT)?;
         let elapsed = seen - started;
         self.serve.wait_idle(HTTP_MIRROR, SYNC_LIMIT)?;
@@ -343,7 +343,7 @@ impl<'a> Bench<'a> {
             let started = Instant::now();
             for oid in &chain {
                 mover.advance(oid, &old)?;
-                self.hooks.send_push_accepted(oid)?;
+                self.hooks.send_push_accepted(&old, oid)?;
                 old.clone_from(oid);
             }
             let sent = started.elapsed();

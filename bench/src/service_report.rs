@@ -150,7 +150,7 @@ pub fn methods(r: &ServiceResults) -> String {
          from `password_env`) and mirror `file` (file:// both ways), both copies of the {} repo, \
          poll_interval and reconcile_interval \"0\" (only webhooks trigger syncs); webhooks are \
          GitHub push deliveries signed with `x-hub-signature-256`, every one answered 202; those \
-         of a timed push carry its new commit id in `after`, as GitHub's do (the load parts name main \
+         of a timed push carry its old and new commit ids in `before` and `after`, as GitHub's do (the load parts name main \
          without one).\n\
          - webhook -> destination: a one-commit push to the source (commit-tree + update-ref in \
          the bare repo, dated now), then the clock starts just before POSTing the webhook and \
