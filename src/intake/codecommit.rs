@@ -1,7 +1,7 @@
 //! AWS CodeCommit events, as EventBridge delivers them: to a Lambda function directly, or to
 //! `ferry serve` through an API destination (then authenticated as a webhook first).
 
-use super::webhook::{ignored, present_id, push, qualify, Event, Provider, Rejection};
+use super::webhook::{ignored, present_id, qualify, Event, Provider, Rejection};
 use crate::model::refs::{Oid, RefMap};
 use crate::model::remote::Remote;
 use serde_json::{Map, Value};
@@ -43,7 +43,13 @@ pub fn classify(body: &Map<String, Value>) -> Result<Event, Rejection> {
                 }
                 _ => RefMap::new(),
             };
-            Ok(push(provider, refs, ids))
+            let olds = previous_value(body).into_iter().collect();
+            Ok(Event::Push {
+                provider,
+                refs,
+                ids,
+                olds,
+            })
         }
         _ => Ok(ignored(
             provider,

@@ -3,8 +3,8 @@
 //! (`x-hub-signature`) are done before this, in the parent module.
 
 use super::{
-    dedup, ignored, not_a_push, present_id, push, qualify, required_header, Event, Provider,
-    Rejection, Request,
+    dedup, ignored, not_a_push, present_id, qualify, required_header, Event, Provider, Rejection,
+    Request,
 };
 use crate::model::refs::RefMap;
 use serde_json::{Map, Value};
@@ -15,8 +15,13 @@ pub(super) fn cloud(req: &Request<'_>, body: &Map<String, Value>) -> Result<Even
     let key = required_header(req, &["x-event-key"])?;
     match key {
         "repo:push" => {
-            let (refs, ids) = cloud_refs(body);
-            Ok(push(provider, refs, ids))
+            let (refs, ids, olds) = cloud_refs(body);
+            Ok(Event::Push {
+                provider,
+                refs,
+                ids,
+                olds,
+            })
         }
         _ => Ok(not_a_push(provider, key)),
     }
@@ -29,8 +34,13 @@ pub(super) fn server(req: &Request<'_>, body: &Map<String, Value>) -> Result<Eve
     let key = required_header(req, &["x-event-key"])?;
     match key {
         "repo:refs_changed" => {
-            let (refs, ids) = server_refs(body);
-            Ok(push(provider, refs, ids))
+            let (refs, ids, olds) = server_refs(body);
+            Ok(Event::Push {
+                provider,
+                refs,
+                ids,
+                olds,
+            })
         }
         "diagnostics:ping" => Ok(ignored(provider, "ping".to_string())),
         _ => Ok(not_a_push(provider, key)),
@@ -39,13 +49,14 @@ pub(super) fn server(req: &Request<'_>, body: &Map<String, Value>) -> Result<Eve
 
 /// Bitbucket Cloud `repo:push`: one change per ref; `new` is null for a deletion and `old` for
 /// a creation. Mercurial-era types (`named_branch`, `bookmark`) have no git ref and are skipped.
-/// `new.target.hash` is the ref's new commit.
-fn cloud_refs(body: &Map<String, Value>) -> (Vec<String>, RefMap) {
+/// `new.target.hash` is the ref's new commit, `old.target.hash` its old one.
+fn cloud_refs(body: &Map<String, Value>) -> (Vec<String>, RefMap, RefMap) {
     let changes = body
         .get("push")
         .and_then(|p| p.get("changes"))
         .and_then(Value::as_array);
     let mut ids = RefMap::new();
+    let mut olds = RefMap::new();
     let refs = changes.into_iter().flatten().filter_map(|change| {
         let side = ["new", "old"]
             .iter()
@@ -55,21 +66,32 @@ fn cloud_refs(body: &Map<String, Value>) -> (Vec<String>, RefMap) {
         let full = matches!(kind, "branch" | "tag")
             .then(|| qualify(name, Some(kind)))
             .flatten()?;
-        let new = change.get("new").and_then(|n| n.get("target"));
-        if let Some(oid) = present_id(new.and_then(|t| t.get("hash"))) {
+        let hash = |side: &str| {
+            present_id(
+                change
+                    .get(side)
+                    .and_then(|s| s.get("target"))
+                    .and_then(|t| t.get("hash")),
+            )
+        };
+        if let Some(oid) = hash("new") {
             ids.insert(full.clone(), oid);
+        }
+        if let Some(oid) = hash("old") {
+            olds.insert(full.clone(), oid);
         }
         Some(full)
     });
     let refs = dedup(refs);
-    (refs, ids)
+    (refs, ids, olds)
 }
 
 /// Bitbucket Server/DC `repo:refs_changed`: `changes[].ref.id` is the full name (`refId` in
-/// older payloads), `toHash` its new value.
-fn server_refs(body: &Map<String, Value>) -> (Vec<String>, RefMap) {
+/// older payloads), `toHash` its new value and `fromHash` its old one.
+fn server_refs(body: &Map<String, Value>) -> (Vec<String>, RefMap, RefMap) {
     let changes = body.get("changes").and_then(Value::as_array);
     let mut ids = RefMap::new();
+    let mut olds = RefMap::new();
     let refs = changes.into_iter().flatten().filter_map(|change| {
         let name = change
             .get("ref")
@@ -79,10 +101,13 @@ fn server_refs(body: &Map<String, Value>) -> (Vec<String>, RefMap) {
         if let Some(oid) = present_id(change.get("toHash")) {
             ids.insert(name.to_owned(), oid);
         }
+        if let Some(oid) = present_id(change.get("fromHash")) {
+            olds.insert(name.to_owned(), oid);
+        }
         Some(name.to_owned())
     });
     let refs = dedup(refs);
-    (refs, ids)
+    (refs, ids, olds)
 }
 
 #[cfg(test)]
@@ -155,6 +180,20 @@ mod tests {
                         "709d658dc5b6d6afcd46049c2f332ee3f515a67d"
                     ),
                     ("refs/tags/v2.0", "709d658dc5b6d6afcd46049c2f332ee3f515a67d")
+                ]
+            ))
+            // The created tag has no old id.
+            .map(|e| with_olds(
+                e,
+                &[
+                    (
+                        "refs/heads/main",
+                        "1e65c05c1d5171631d92438a13901ca7dae9618c"
+                    ),
+                    (
+                        "refs/heads/feature/gone",
+                        "1e65c05c1d5171631d92438a13901ca7dae9618c"
+                    )
                 ]
             ))
         );
@@ -257,6 +296,14 @@ mod tests {
                     )
                 ]
             )
+            // The created tag's `fromHash` is the zero id: no old id.
+            .map(|e| with_olds(
+                e,
+                &[(
+                    "refs/heads/master",
+                    "ecddabb624f6f5ba43816f5926e580a5f680a932"
+                )]
+            ))
         );
     }
 

@@ -73,7 +73,8 @@ pub enum Event {
         ids: RefMap,
         /// What a named ref pointed at before this push, where the payload says so (never a
         /// creation): events whose moves follow on from each other tell where a ref ended.
-        /// GitHub, GitLab, Gitea and Forgejo payloads say (`before`); the others' are empty.
+        /// Every provider's payload says (`before`, Bitbucket's old hashes, CodeCommit's
+        /// `oldCommitId`) but the generic one's.
         olds: RefMap,
     },
     /// A valid, authenticated delivery that needs no sync (ping, pull request, comment, ...).
@@ -589,11 +590,13 @@ mod tests {
         moves: &[(&str, &str, &str)],
     ) -> Result<Event, Rejection> {
         let news: Vec<(&str, &str)> = moves.iter().map(|(r, _, new)| (*r, *new)).collect();
-        let olds = moves
-            .iter()
-            .map(|(r, old, _)| (r.to_string(), Oid::parse(old).unwrap()))
-            .collect();
-        pushed_at(provider, &news).map(|event| match event {
+        let olds: Vec<(&str, &str)> = moves.iter().map(|(r, old, _)| (*r, *old)).collect();
+        pushed_at(provider, &news).map(|e| with_olds(e, &olds))
+    }
+
+    /// `event` (a push) with these old ids.
+    pub(super) fn with_olds(event: Event, olds: &[(&str, &str)]) -> Event {
+        match event {
             Event::Push {
                 provider,
                 refs,
@@ -603,10 +606,13 @@ mod tests {
                 provider,
                 refs,
                 ids,
-                olds,
+                olds: olds
+                    .iter()
+                    .map(|(r, id)| (r.to_string(), Oid::parse(id).unwrap()))
+                    .collect(),
             },
             other => other,
-        })
+        }
     }
 
     /// A push of refs with the new id the payload gave each.
@@ -979,26 +985,35 @@ mod tests {
         );
         assert_eq!(
             codecommit(CODECOMMIT_REFERENCE_UPDATED),
-            pushed_at(
+            pushed_moved(
                 Provider::CodeCommit,
                 &[(
                     "refs/heads/main",
+                    "5d4e9c1b8a7f6e5d4c3b2a1908f7e6d5c4b3a291",
                     "e1f2a3b4c5d6e7f8091a2b3c4d5e6f708192a3b4"
                 )]
             )
         );
+        // A deletion: its old id, no new one.
         assert_eq!(
             codecommit(CODECOMMIT_TAG_DELETED),
-            pushed(Provider::CodeCommit, &["refs/tags/v1.4.0"])
+            pushed(Provider::CodeCommit, &["refs/tags/v1.4.0"]).map(|e| with_olds(
+                e,
+                &[(
+                    "refs/tags/v1.4.0",
+                    "e1f2a3b4c5d6e7f8091a2b3c4d5e6f708192a3b4"
+                )]
+            ))
         );
     }
 
     #[test]
     fn codecommit_accepts_the_ferry_token_header() {
-        let main = pushed_at(
+        let main = pushed_moved(
             Provider::CodeCommit,
             &[(
                 "refs/heads/main",
+                "5d4e9c1b8a7f6e5d4c3b2a1908f7e6d5c4b3a291",
                 "e1f2a3b4c5d6e7f8091a2b3c4d5e6f708192a3b4",
             )],
         );
