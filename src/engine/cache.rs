@@ -566,6 +566,30 @@ impl Cache {
         at_claims(&refs).then_some((refs, true))
     }
 
+    /// Removes the lock files of the cache's repository that a failed git call could not
+    /// create (`Unable to create '<path>.lock': File exists.`); whether it removed any. Every
+    /// git call in the cache runs under the cache's lock, so such a file is stale: a git
+    /// killed with its ferry (`kill -9`, a Lambda timeout) left it, and without this every
+    /// later fetch of the ref would fail the same way.
+    fn remove_stale_locks(&self, stderr: &str) -> bool {
+        let Ok(repo) = self.dir().canonicalize() else {
+            return false;
+        };
+        let mut removed = false;
+        for named in locks_git_could_not_create(stderr) {
+            let path = Path::new(named);
+            let inside = path
+                .parent()
+                .and_then(|dir| dir.canonicalize().ok())
+                .is_some_and(|dir| dir.starts_with(&repo));
+            if inside && path.is_file() && fs::remove_file(path).is_ok() {
+                tracing::warn!(lock = %path.display(), "removed a lock file a killed git left in the cache");
+                removed = true;
+            }
+        }
+        removed
+    }
+
     /// Whether a failed fetch is explained by a damaged cache (then: rebuild, fetch again).
     async fn fetch_failed_on_damage(&self, e: &GitFailure, git: &Git) -> bool {
         let damaged =
@@ -626,6 +650,9 @@ impl Cache {
             out = fetch(false).await?;
         }
         let porcelain = porcelain && !FETCH_PORCELAIN_UNKNOWN.load(Ordering::Relaxed);
+        if !out.success && self.remove_stale_locks(&out.stderr) {
+            out = fetch(porcelain).await?;
+        }
         self.note_damage(&out.stderr, git).await;
         if !out.success {
             let mut failure = failure_from_stderr(&what, &out.stderr);
@@ -904,6 +931,15 @@ async fn lock(path: &Path, wait: Duration) -> Result<Flock<File>, GitFailure> {
     }
 }
 
+/// The `*.lock` paths git names in `Unable to create '<path>': File exists.` lines.
+fn locks_git_could_not_create(stderr: &str) -> impl Iterator<Item = &str> {
+    stderr.lines().filter_map(|line| {
+        let (_, rest) = line.split_once("Unable to create '")?;
+        let (path, _) = rest.split_once("': File exists")?;
+        path.ends_with(".lock").then_some(path)
+    })
+}
+
 /// Whether git's stderr speaks of unreadable objects, which makes the cache worth checking
 /// (it proves nothing by itself). Lines relayed from the other side (`remote: ...`) are about
 /// the remote; but a destination that cannot unpack what the cache sent may have been sent
@@ -970,6 +1006,22 @@ fn io_failure(what: &str, e: std::io::Error) -> GitFailure {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_locks_git_could_not_create_are_read_from_its_message() {
+        let stderr = "error: cannot lock ref 'refs/heads/main': Unable to create \
+                      '/c/x.git/./refs/heads/main.lock': File exists.\n\
+                      Another git process seems to be running in this repository\n\
+                      fatal: Unable to create '/c/x.git/packed-refs.lock': File exists.\n\
+                      fatal: Unable to create '/c/x.git/not-a-lock': File exists.\n";
+        assert_eq!(
+            locks_git_could_not_create(stderr).collect::<Vec<_>>(),
+            [
+                "/c/x.git/./refs/heads/main.lock",
+                "/c/x.git/packed-refs.lock"
+            ]
+        );
+    }
 
     /// What a real `git fetch` of `id` from `source` into a new repository says when it fails.
     fn fetch_failure(source: &Path, id: &str, protocol: &str) -> GitFailure {

@@ -206,6 +206,32 @@ fn a_damaged_destination_fails_without_wiping_the_cache() {
     assert_cache_kept(&planted, &git_log.take(), 1);
 }
 
+/// A git killed with its ferry mid-fetch (`kill -9`, a Lambda timeout) can leave a ref's lock
+/// file in the cache. Nothing else runs git in the cache while ferry holds its lock, so the
+/// file is stale: the next run removes it and fetches, instead of failing on it for ever.
+#[test]
+fn a_lock_file_a_killed_fetch_left_in_the_cache_does_not_stop_the_next_sync() {
+    let (src, dst) = (Repo::source("trust-lk-src"), Repo::empty("trust-lk-dst"));
+    let git_log = GitLog::new();
+    let ferry = Ferry::new().env("FERRY_GIT", &git_log.program());
+    let planted = warm_cache(&ferry, &git_log, &src);
+    let lock = cache_repo(ferry.cache.path()).join("refs/heads/main.lock");
+    std::fs::create_dir_all(lock.parent().unwrap()).expect("refs dir");
+    std::fs::write(&lock, "").expect("plant a stale lock");
+    src.commit("after the killed fetch");
+    src.push(&["main"]);
+
+    let [s, d] = [src.url(Transport::File), dst.url(Transport::File)];
+    ferry.sync(&[&s, &d]).assert_code(0);
+    assert_eq!(
+        branches_and_tags(&dst.path()),
+        branches_and_tags(&src.path())
+    );
+    assert!(!lock.exists(), "the stale lock is still there");
+    // The failed fetch and the one after the lock was removed; the cache was kept.
+    assert_cache_kept(&planted, &git_log.take(), 2);
+}
+
 /// A source whose pack is corrupt sends data that fails to unpack in the cache, and git says
 /// so in the cache's process ("inflate: data stream error"). The cache's own objects are fine:
 /// the source fails, the cache stays.
