@@ -5,7 +5,7 @@
 //! code the table tests exercise hardest.
 
 use crate::model::mirror::{Divergence, Policy, Prune};
-use crate::model::refs::{Oid, RefMap};
+use crate::model::refs::{Oid, RefMap, SortedLookup};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -173,10 +173,16 @@ pub fn plan(
     }
 
     let mut refs = Vec::with_capacity(names.len());
+    // The names come in order: each table is walked once, not searched per name.
+    let (mut source, mut dest, mut record) = (
+        SortedLookup::new(input.source),
+        SortedLookup::new(input.dest),
+        SortedLookup::new(input.record),
+    );
     for name in names {
-        let src = input.source.get(name);
-        let dst = input.dest.get(name);
-        let rec = input.record.get(name);
+        let src = source.get(name);
+        let dst = dest.get(name);
+        let rec = record.get(name);
         let (action, note) = decide(src, dst, rec, policy, &is_ancestor);
         refs.push(RefPlan {
             name: name.clone(),

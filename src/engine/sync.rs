@@ -25,7 +25,7 @@ use crate::engine::report::{
 use crate::model::kind::{classify_ref_rejection, ErrorKind};
 use crate::model::mirror::{short_hash, Mirror, Settings};
 use crate::model::mirror::{Divergence, LfsMode, Prune};
-use crate::model::refs::{is_plain_ref_name, refs_digest, Oid, RefMap, RefSelection};
+use crate::model::refs::{is_plain_ref_name, refs_digest, Oid, RefMap, RefSelection, SortedLookup};
 use crate::model::remote::{Remote, Secret};
 use futures::future::{join_all, maybe_done, poll_fn, select, BoxFuture, Either, MaybeDone};
 use std::borrow::Cow;
@@ -1422,12 +1422,20 @@ fn update_lfs_record(record: &mut Record, carried: &Carried, dest_now: Option<&R
     if !carried.enabled {
         return;
     }
-    for (name, value) in &carried.cleared {
-        let now = dest_now.unwrap_or(&record.refs);
-        if now.get(name) == Some(value) && record.lfs.tips.get(name) != Some(value) {
-            Arc::make_mut(&mut record.lfs)
-                .tips
-                .insert(name.clone(), value.clone());
+    // `cleared` is in name order: the tables are walked once (see `SortedLookup`).
+    let (mut now, mut tips) = (
+        SortedLookup::new(dest_now.unwrap_or(&record.refs)),
+        SortedLookup::new(&record.lfs.tips),
+    );
+    let new_tips: Vec<(&String, &Oid)> = carried
+        .cleared
+        .iter()
+        .filter(|&(name, value)| now.get(name) == Some(value) && tips.get(name) != Some(value))
+        .collect();
+    if !new_tips.is_empty() {
+        let tips = &mut Arc::make_mut(&mut record.lfs).tips;
+        for (name, value) in new_tips {
+            tips.insert(name.clone(), value.clone());
         }
     }
     let refs = &record.refs;
@@ -1914,22 +1922,35 @@ fn update_record(
     let Some(dest_now) = dest_now else {
         return;
     };
+    // The plan's refs come in name order: each table is walked once (see `SortedLookup`),
+    // and the record changes after the walk, only where it must.
+    let (mut source, mut dest, mut recorded) = (
+        SortedLookup::new(source_refs),
+        SortedLookup::new(dest_now),
+        SortedLookup::new(&record.refs),
+    );
+    let mut changes: Vec<(&String, Option<&Oid>)> = Vec::new();
     for p in &plan.refs {
-        match (source_refs.get(&p.name), dest_now.get(&p.name)) {
-            (Some(s), Some(d)) if s == d => {
-                if record.refs.get(&p.name) != Some(s) {
-                    Arc::make_mut(&mut record.refs).insert(p.name.clone(), s.clone());
-                }
-            }
-            _ => {
-                if !dest_now.contains_key(&p.name)
-                    && !source_refs.contains_key(&p.name)
-                    && record.refs.contains_key(&p.name)
-                {
-                    Arc::make_mut(&mut record.refs).remove(&p.name);
-                }
-            }
+        let (s, d, r) = (
+            source.get(&p.name),
+            dest.get(&p.name),
+            recorded.get(&p.name),
+        );
+        match (s, d) {
+            (Some(s), Some(d)) if s == d && r != Some(s) => changes.push((&p.name, Some(s))),
+            (None, None) if r.is_some() => changes.push((&p.name, None)),
+            _ => {}
         }
+    }
+    if changes.is_empty() {
+        return;
+    }
+    let refs = Arc::make_mut(&mut record.refs);
+    for (name, value) in changes {
+        match value {
+            Some(value) => refs.insert(name.clone(), value.clone()),
+            None => refs.remove(name),
+        };
     }
 }
 
