@@ -931,9 +931,13 @@ async fn lock(path: &Path, wait: Duration) -> Result<Flock<File>, GitFailure> {
     }
 }
 
-/// The `*.lock` paths git names in `Unable to create '<path>': File exists.` lines.
+/// The `*.lock` paths git names in `Unable to create '<path>': File exists.` lines; not in
+/// lines the remote side printed (`remote: `), which are not about this repository.
 fn locks_git_could_not_create(stderr: &str) -> impl Iterator<Item = &str> {
     stderr.lines().filter_map(|line| {
+        if line.starts_with("remote:") {
+            return None;
+        }
         let (_, rest) = line.split_once("Unable to create '")?;
         let (path, _) = rest.split_once("': File exists")?;
         path.ends_with(".lock").then_some(path)
@@ -1013,7 +1017,9 @@ mod tests {
                       '/c/x.git/./refs/heads/main.lock': File exists.\n\
                       Another git process seems to be running in this repository\n\
                       fatal: Unable to create '/c/x.git/packed-refs.lock': File exists.\n\
-                      fatal: Unable to create '/c/x.git/not-a-lock': File exists.\n";
+                      fatal: Unable to create '/c/x.git/not-a-lock': File exists.\n\
+                      remote: fatal: Unable to create '/c/x.git/said-by-the-server.lock': File \
+                      exists.\n";
         assert_eq!(
             locks_git_could_not_create(stderr).collect::<Vec<_>>(),
             [

@@ -430,7 +430,7 @@ async fn fetch_selection(
                     let cached = cache.refs(selection, git).await.unwrap_or_default();
                     let digest = remote.then(|| refs_digest(&cached));
                     (cached, digest)
-                },);
+                });
             let listing = Arc::new(listing?);
             let _ = listed.send(Some(listing.clone()));
             drop(listed);
