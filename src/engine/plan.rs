@@ -133,11 +133,12 @@ pub struct PlanInput<'a> {
 /// all (in one batch, against the cache) before planning. The destination's value is the
 /// candidate ancestor: if it is, updating it loses nothing.
 pub fn ancestry_questions(input: PlanInput<'_>) -> Vec<(Oid, Oid)> {
+    let mut dest = SortedLookup::new(input.dest);
     input
         .source
         .iter()
         .filter_map(|(name, src)| {
-            let dst = input.dest.get(name)?;
+            let dst = dest.get(name)?;
             (dst != src).then(|| (dst.clone(), src.clone()))
         })
         .collect()

@@ -24,7 +24,7 @@ use crate::engine::record::LfsState;
 use crate::engine::report::{bytes_text, ErrorReport, LfsObjectProblem, LfsReport};
 use crate::model::kind::ErrorKind;
 use crate::model::mirror::{LfsMissing, LfsMode, LfsPolicy};
-use crate::model::refs::Oid;
+use crate::model::refs::{Oid, SortedLookup};
 use crate::model::remote::Remote;
 use batch::{Actions, Client, LfsError, Operation, BATCH_SIZE};
 use futures::stream::{self, StreamExt};
@@ -147,10 +147,14 @@ pub async fn carry(
     if !carried.enabled {
         return carried;
     }
-    let (done, needed): (BTreeMap<String, Oid>, BTreeMap<String, Oid>) = wanted
+    // `wanted` comes in name order: the tips are walked once, and each side is built from a
+    // sorted list in bulk rather than one insertion at a time (10k refs).
+    let mut tips = SortedLookup::new(&state.tips);
+    let (done, needed): (Vec<_>, Vec<_>) = wanted
         .into_iter()
-        .partition(|(name, value)| state.tips.get(name) == Some(value));
-    carried.cleared = done;
+        .partition(|(name, value)| tips.get(name) == Some(value));
+    carried.cleared = done.into_iter().collect();
+    let needed: BTreeMap<String, Oid> = needed.into_iter().collect();
     if needed.is_empty() {
         return carried;
     }
