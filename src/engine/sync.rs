@@ -238,6 +238,13 @@ impl Listed {
         self.refs.get_or_init(|| self.selection.parse(&self.text))
     }
 
+    fn into_refs(self) -> RefMap {
+        match self.refs.into_inner() {
+            Some(refs) => refs,
+            None => self.selection.parse(&self.text),
+        }
+    }
+
     fn digest(&self) -> &str {
         self.digest.get_or_init(|| match self.refs.get() {
             Some(refs) => refs_digest(refs),
@@ -424,7 +431,7 @@ async fn fetch_selection(
             // is made while git lists.
             let remote = mirror.source.local_path().is_none();
             let (listing, (cached, cached_digest)) =
-                tokio::join!(list_source(&mirror.source, selection, git), async {
+                tokio::join!(list_source(&mirror.source, selection, git, false), async {
                     // An unreadable cache counts as empty: the full fetch that follows
                     // repairs it.
                     let cached = cache.refs(selection, git).await.unwrap_or_default();
@@ -588,26 +595,24 @@ async fn list_refs(
     git: &Git,
     protocol_v0: bool,
 ) -> Result<RefMap, GitFailure> {
-    if let Some(mut refs) = local_listing(remote) {
-        refs.retain(|name, _| selection.selects(name));
-        return Ok(refs);
-    }
-    let text = ls_remote_text(remote, selection, git, protocol_v0).await?;
-    Ok(selection.parse(&text))
+    Ok(list_source(remote, selection, git, protocol_v0)
+        .await?
+        .into_refs())
 }
 
-/// The source's refs within the selection as a [`Listed`]: a local source's read from its
+/// The remote's refs within the selection as a [`Listed`]: a local repository's read from its
 /// files, a remote one's listing kept as git printed it.
 async fn list_source(
     remote: &Remote,
     selection: &RefSelection,
     git: &Git,
+    protocol_v0: bool,
 ) -> Result<Listed, GitFailure> {
     if let Some(mut refs) = local_listing(remote) {
         refs.retain(|name, _| selection.selects(name));
         return Ok(Listed::of_refs(refs, selection));
     }
-    let text = ls_remote_text(remote, selection, git, false).await?;
+    let text = ls_remote_text(remote, selection, git, protocol_v0).await?;
     Ok(Listed::of_text(text, selection))
 }
 
