@@ -255,6 +255,8 @@ impl Function {
             records,
             told.focus,
             told.claimed,
+            // One event, one invocation: no queue to take later pushes from.
+            None,
         )
         .await
     }

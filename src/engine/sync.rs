@@ -73,7 +73,7 @@ pub async fn run_mirror(
         store: &store,
         assumed: &RefMap::new(),
     };
-    run_mirror_with(mirror, settings, mode, records, focus, claimed).await
+    run_mirror_with(mirror, settings, mode, records, focus, claimed, None).await
 }
 
 /// Runs one mirror and reports everything that happened. Never panics on bad input or network
@@ -86,6 +86,8 @@ pub async fn run_mirror(
 /// takes the whole selection instead. `claimed`: what the event says the focus's refs point at
 /// now; when the cache holds exactly that already, the focused run does not fetch at all, and
 /// when those ids are ahead of the cache it fetches them by id (see [`Cache::reach_claimed`]).
+/// `later`: the pushes that come in while a focused run fetches (see [`LaterPushes`]; `None`:
+/// the run takes none).
 pub async fn run_mirror_with(
     mirror: &Mirror,
     settings: &Settings,
@@ -93,28 +95,52 @@ pub async fn run_mirror_with(
     records: Records<'_>,
     focus: &[String],
     claimed: &RefMap,
+    later: Option<&dyn LaterPushes>,
 ) -> MirrorReport {
     let started = Instant::now();
     let git = git_for(mirror, settings);
-    let focus = narrowed(mirror, mode, focus).map(|refs| Focus { refs, claimed });
-    let focus = focus.as_ref();
+    let mut focus = narrowed(mirror, mode, focus).map(|refs| Focus {
+        refs,
+        claimed: Cow::Borrowed(claimed),
+        later,
+    });
     let objects = ObjectStore::new(&settings.cache_dir);
 
     let (source, destinations) =
         match Cache::open(&settings.cache_dir, &mirror.source, &git, settings.timeout).await {
             Err(e) => source_failed(mirror, e),
             Ok(cache) => {
-                let first = attempt(mirror, &cache, &git, mode, records, focus, &objects).await;
-                if !cache.is_damaged() {
-                    first
-                } else {
-                    // git could not read the cache's own objects (a corrupt pack): start from
-                    // an empty cache and run once more; destinations already done are no-ops.
-                    match cache.reset(&git).await {
-                        Ok(()) => {
-                            attempt(mirror, &cache, &git, mode, records, focus, &objects).await
+                let mut reset = false;
+                loop {
+                    let attempted = attempt(
+                        mirror,
+                        &cache,
+                        &git,
+                        mode,
+                        records,
+                        focus.as_ref(),
+                        &objects,
+                    )
+                    .await;
+                    match attempted {
+                        Attempted::MovedOn(ids) => {
+                            if let Some(focus) = &mut focus {
+                                focus.claimed = Cow::Owned(ids);
+                                // Once: a steady stream of pushes never keeps a run from
+                                // pushing.
+                                focus.later = None;
+                            }
                         }
-                        Err(e) => source_failed(mirror, e),
+                        Attempted::Done(done) if reset || !cache.is_damaged() => break done,
+                        Attempted::Done(_) => {
+                            // git could not read the cache's own objects (a corrupt pack):
+                            // start from an empty cache and run once more; destinations
+                            // already done are no-ops.
+                            if let Err(e) = cache.reset(&git).await {
+                                break source_failed(mirror, e);
+                            }
+                            reset = true;
+                        }
                     }
                 }
             }
@@ -190,7 +216,33 @@ fn narrowed(mirror: &Mirror, mode: Mode, focus: &[String]) -> Option<BTreeSet<St
 /// now on the source.
 struct Focus<'a> {
     refs: BTreeSet<String>,
-    claimed: &'a RefMap,
+    claimed: Cow<'a, RefMap>,
+    later: Option<&'a dyn LaterPushes>,
+}
+
+/// Pushes that came in for a mirror after its run was claimed (the service's queue). A burst of
+/// pushes to one branch comes as a burst of events: the first starts a run, the others come in
+/// while it fetches. A run that took them in then fetches and pushes the last one's commit once,
+/// instead of pushing the first one's and leaving the rest to a follow-up run.
+pub trait LaterPushes: Send + Sync {
+    /// Asked once a focused run has fetched `claimed`, before it pushes anything: when the
+    /// pushes that came in since only move the run's `focus` (sorted) on from `claimed`, by
+    /// unbroken chains of old and new ids, takes them into this run and returns the ids they
+    /// end at. `None`: the run goes on with what it has (a failure to ask is `None` too).
+    fn take<'a>(
+        &'a self,
+        focus: &'a [String],
+        claimed: &'a RefMap,
+    ) -> BoxFuture<'a, Option<RefMap>>;
+}
+
+/// How one pass over the mirror ended.
+enum Attempted {
+    /// It ran: what happened at the source and at each destination.
+    Done((SourceReport, Vec<DestinationReport>)),
+    /// It fetched, then took later pushes of its refs in, which end at these ids; it pushed
+    /// nothing, and the run goes on with these ids.
+    MovedOn(RefMap),
 }
 
 /// The source as one pass sees it: its refs (within the focus, when focused) and whether the
@@ -275,7 +327,7 @@ async fn attempt(
     records: Records<'_>,
     focus: Option<&Focus<'_>>,
     objects: &ObjectStore,
-) -> (SourceReport, Vec<DestinationReport>) {
+) -> Attempted {
     let mut pass = Pass {
         mirror,
         cache,
@@ -308,6 +360,7 @@ async fn attempt(
         if let Some(Focus {
             refs: focus,
             claimed,
+            ..
         }) = focus
         {
             if let Some((refs, fetched)) = cache
@@ -342,9 +395,13 @@ async fn attempt(
     let (source, prepared) = beside_the_fetch(fetch, prepared).await;
     let mut source = match source {
         Ok(source) => source,
-        Err(e) => return source_failed(mirror, e),
+        Err(e) => return Attempted::Done(source_failed(mirror, e)),
     };
     if source.focused {
+        if let Some(moved_on) = take_later_pushes(focus).await {
+            // The pushes held for the claimed ids stop at their gates as `prepared` goes.
+            return Attempted::MovedOn(moved_on);
+        }
         pass.focus = focus.map(|f| &f.refs);
     }
     // Taken, so that the listing (a second table of the source's refs) is freed here.
@@ -382,7 +439,21 @@ async fn attempt(
         digest,
     };
     free_aside(source);
-    (report, reports)
+    Attempted::Done((report, reports))
+}
+
+/// The ids later pushes move a focused run's refs on to (see [`LaterPushes`]), when they
+/// name exactly its focus.
+async fn take_later_pushes(focus: Option<&Focus<'_>>) -> Option<RefMap> {
+    let focus = focus?;
+    let later = focus.later?;
+    let names: Vec<String> = focus.refs.iter().cloned().collect();
+    let moved_on = later.take(&names, &focus.claimed).await?;
+    let same_refs = moved_on.len() == names.len()
+        && names
+            .iter()
+            .all(|name| moved_on.contains_key(name.as_str()));
+    same_refs.then_some(moved_on)
 }
 
 /// Brings the cache up to the source's whole selection (see [`Strategy`]); a listing taken

@@ -573,6 +573,10 @@ async fn execute(svc: &Service, claim: Claim) -> anyhow::Result<()> {
     } else {
         &configured.mirror
     };
+    let later = QueuedPushes {
+        store: &svc.store,
+        mirror: &claim.mirror,
+    };
     let report = sync::run_mirror_with(
         mirror,
         &svc.engine,
@@ -580,6 +584,7 @@ async fn execute(svc: &Service, claim: Claim) -> anyhow::Result<()> {
         records,
         &claim.focus,
         &claim.claimed,
+        Some(&later),
     )
     .await;
     let finished_at = now_ms();
@@ -616,6 +621,41 @@ async fn execute(svc: &Service, claim: Claim) -> anyhow::Result<()> {
     }
     svc.wake.notify_one();
     Ok(())
+}
+
+/// The events queued for a running mirror, as a run takes them in (see
+/// [`Store::take_later_pushes`]).
+struct QueuedPushes<'a> {
+    store: &'a Store,
+    mirror: &'a str,
+}
+
+impl sync::LaterPushes for QueuedPushes<'_> {
+    fn take<'a>(
+        &'a self,
+        focus: &'a [String],
+        claimed: &'a RefMap,
+    ) -> futures::future::BoxFuture<'a, Option<RefMap>> {
+        Box::pin(async move {
+            match self
+                .store
+                .take_later_pushes(self.mirror, focus, claimed)
+                .await
+            {
+                Ok(moved_on) => {
+                    if moved_on.is_some() {
+                        tracing::info!(mirror = %self.mirror, "pushes that came in during the fetch are taken into this run");
+                    }
+                    moved_on
+                }
+                Err(e) => {
+                    // The run goes on with what it claimed; the follow-up takes the events.
+                    tracing::warn!(mirror = %self.mirror, error = %format!("{e:#}"), "cannot read the events that came in during the run");
+                    None
+                }
+            }
+        })
+    }
 }
 
 /// [`Store::finish`], tried [`FINISH_ATTEMPTS`] times with a growing wait in between (the

@@ -179,6 +179,54 @@ macro_rules! ensure_mirror {
     };
 }
 
+/// The id of `$mirror`'s newest event (0: none), read with `$executor`.
+macro_rules! newest_event {
+    ($executor:expr, $mirror:expr) => {
+        sqlx::query_scalar::<_, i64>("SELECT COALESCE(MAX(id), 0) FROM events WHERE mirror = $1")
+            .bind($mirror)
+            .fetch_one($executor)
+            .await
+            .with_context(|| format!("reading the events of {}", $mirror))?
+    };
+}
+
+/// The focus and claimed ids of a run covering `$mirror`'s unhandled events up to id
+/// `$through` (see [`claim_focus`]), read in `$tx`.
+macro_rules! focus_of_events {
+    ($tx:ident, $mirror:expr, $through:expr) => {{
+        let failing: i64 = sqlx::query_scalar("SELECT failure_streak FROM mirrors WHERE name = $1")
+            .bind($mirror)
+            .fetch_one(&mut *$tx)
+            .await
+            .with_context(|| format!("reading the failure streak of {}", $mirror))?;
+        let named: Vec<Option<String>> = sqlx::query_scalar(
+            "SELECT refs FROM events WHERE mirror = $1 AND run_id IS NULL AND id <= $2 \
+             ORDER BY id",
+        )
+        .bind($mirror)
+        .bind($through)
+        .fetch_all(&mut *$tx)
+        .await
+        .with_context(|| format!("reading the refs of the events of {}", $mirror))?;
+        claim_focus(failing, named)
+    }};
+}
+
+/// `$mirror`'s queue entry, read in `$tx` and locked until it ends (PostgreSQL; SQLite's
+/// write lock covers it).
+macro_rules! locked_pending {
+    ($tx:ident, $sql:ident, $mirror:expr) => {
+        sqlx::query_as::<_, Pending>(&format!(
+            "SELECT queued, running, claimed_through, node FROM pending WHERE mirror = $1{}",
+            $sql.lock
+        ))
+        .bind($mirror)
+        .fetch_optional(&mut *$tx)
+        .await
+        .with_context(|| format!("reading the queue entry of {}", $mirror))?
+    };
+}
+
 /// Wakes the other nodes when `$tx` commits (PostgreSQL), so that a node with a free worker
 /// claims what this transaction made due.
 macro_rules! wake_nodes {
@@ -568,12 +616,7 @@ impl Store {
                 // The events this run covers: every one committed so far (the row lock, or
                 // SQLite's write lock, keeps an enqueue of this mirror from committing one
                 // older in between).
-                let through: i64 =
-                    sqlx::query_scalar("SELECT COALESCE(MAX(id), 0) FROM events WHERE mirror = $1")
-                        .bind(&mirror)
-                        .fetch_one(&mut *tx)
-                        .await
-                        .with_context(|| format!("reading the events of {mirror}"))?;
+                let through = newest_event!(&mut *tx, &mirror);
                 let taken_from = held
                     .running
                     .then(|| held.node.unwrap_or_else(|| "an unknown node".to_owned()));
@@ -608,22 +651,7 @@ impl Store {
                 if triggers.is_empty() {
                     triggers.push(Trigger::Retry);
                 }
-                let failing: i64 =
-                    sqlx::query_scalar("SELECT failure_streak FROM mirrors WHERE name = $1")
-                        .bind(&mirror)
-                        .fetch_one(&mut *tx)
-                        .await
-                        .with_context(|| format!("reading the failure streak of {mirror}"))?;
-                let named: Vec<Option<String>> = sqlx::query_scalar(
-                    "SELECT refs FROM events WHERE mirror = $1 AND run_id IS NULL AND id <= $2 \
-                     ORDER BY id",
-                )
-                .bind(&mirror)
-                .bind(through)
-                .fetch_all(&mut *tx)
-                .await
-                .with_context(|| format!("reading the refs of the events of {mirror}"))?;
-                let (focus, claimed) = claim_focus(failing, named);
+                let (focus, claimed) = focus_of_events!(tx, &mirror, through);
                 claims.push(Claim {
                     mirror,
                     triggers,
@@ -636,6 +664,72 @@ impl Store {
             }
             tx.commit().await.context("committing the claim")?;
             Ok(claims)
+        })
+    }
+
+    /// Takes the events that came in for `mirror` since this node claimed it into the running
+    /// claim, when they only move its `focus` on from the ids it `claimed`: every event not
+    /// yet handled, the claim's and the new ones, read in order as a claim reads them (see
+    /// [`claim_focus`]), names exactly `focus` and leaves every ref of it at an id by an
+    /// unbroken chain, and some of those ids differ from `claimed`. Returns those ids; the
+    /// run that fetches and pushes them then covers the new events, and no follow-up run is
+    /// queued for them. `None` (nothing written) otherwise: no new event, a poll or another
+    /// ref among them, a chain broken, or the claim no longer this node's; the new events
+    /// then wait for the follow-up run as before.
+    pub async fn take_later_pushes(
+        &self,
+        mirror: &str,
+        focus: &[String],
+        claimed: &RefMap,
+    ) -> Result<Option<RefMap>> {
+        on_db!(&self.db, |read, write, sql| {
+            // A read first: most runs see no new event, and are not held up by a write.
+            let newest = newest_event!(read, mirror);
+            let through: Option<i64> = sqlx::query_scalar(
+                "SELECT claimed_through FROM pending WHERE mirror = $1 AND running AND node = $2",
+            )
+            .bind(mirror)
+            .bind(&*self.node)
+            .fetch_optional(read)
+            .await
+            .with_context(|| format!("reading the claim of {mirror}"))?
+            .flatten();
+            if through.is_none_or(|through| newest <= through) {
+                return Ok(None);
+            }
+
+            let mut tx = write
+                .begin_with(sql.begin)
+                .await
+                .context("starting the transaction taking later events")?;
+            // The queue row locked first, as an enqueue does: no event commits in between.
+            let pending: Option<Pending> = locked_pending!(tx, sql, mirror);
+            let ours = pending.is_some_and(|p| {
+                p.running && p.claimed_through.is_some() && p.node.as_deref() == Some(&*self.node)
+            });
+            if !ours {
+                return Ok(None);
+            }
+            let newest = newest_event!(&mut *tx, mirror);
+            let (all_focus, all_claimed) = focus_of_events!(tx, mirror, newest);
+            let moved_on =
+                all_focus == focus && all_claimed.len() == focus.len() && all_claimed != *claimed;
+            if !moved_on {
+                return Ok(None);
+            }
+            // Every event so far is this run's now: no follow-up for them.
+            sqlx::query(
+                "UPDATE pending SET claimed_through = $2, queued = FALSE WHERE mirror = $1",
+            )
+            .bind(mirror)
+            .bind(newest)
+            .execute(&mut *tx)
+            .await
+            .with_context(|| format!("taking the later events of {mirror} into its run"))?;
+            tx.commit()
+                .await
+                .with_context(|| format!("committing the later events of {mirror}"))?;
+            Ok(Some(all_claimed))
         })
     }
 
@@ -654,14 +748,7 @@ impl Store {
                 .await
                 .context("starting the finish transaction")?;
             ensure_mirror!(tx, mirror);
-            let pending: Option<Pending> = sqlx::query_as(&format!(
-                "SELECT queued, running, claimed_through, node FROM pending WHERE mirror = $1{}",
-                sql.lock
-            ))
-            .bind(mirror)
-            .fetch_optional(&mut *tx)
-            .await
-            .with_context(|| format!("reading the queue entry of {mirror}"))?;
+            let pending: Option<Pending> = locked_pending!(tx, sql, mirror);
             if let Some(Pending {
                 running: true,
                 node: Some(other),
@@ -1671,6 +1758,7 @@ mod tests {
         a_claims_focus_is_the_union_of_the_refs_its_push_events_named,
         a_claims_ids_are_those_every_event_naming_the_ref_agreed_on,
         a_burst_of_pushes_each_moving_on_from_the_last_claims_the_last_id,
+        pushes_moving_a_running_claim_s_refs_on_are_taken_into_it_and_nothing_else_is,
         no_focus_when_an_event_named_no_refs_or_the_last_run_failed,
         coalesces_events_while_queued_and_while_running,
         concurrent_claims_never_share_a_mirror,
@@ -2004,6 +2092,94 @@ mod tests {
             RefMap::from([(main.to_string(), oid('d'))]),
             "only the unbroken chain says where its ref ended"
         );
+    }
+
+    async fn pushes_moving_a_running_claim_s_refs_on_are_taken_into_it_and_nothing_else_is(
+        at: Location,
+    ) {
+        let store = open_as(&at, "a").await;
+        let oid = |c: char| Oid::parse(&c.to_string().repeat(40)).unwrap();
+        let (main, dev) = ("refs/heads/main", "refs/heads/dev");
+        let push = |name: &'static str, old: char, new: char| {
+            let store = store.clone();
+            async move {
+                let ids = RefMap::from([(name.to_string(), oid(new))]);
+                let olds = RefMap::from([(name.to_string(), oid(old))]);
+                store
+                    .enqueue("app", Trigger::Webhook, "", &names(&[name]), (&ids, &olds))
+                    .await
+                    .unwrap();
+            }
+        };
+        let take = |claim: &Claim| {
+            let (store, claim) = (store.clone(), claim.clone());
+            async move {
+                store
+                    .take_later_pushes("app", &claim.focus, &claim.claimed)
+                    .await
+                    .unwrap()
+            }
+        };
+
+        // main a -> b is claimed; b -> c and c -> d come in while it runs.
+        push(main, 'a', 'b').await;
+        let claim = claim_one(&store, now_ms(), "app").await;
+        assert_eq!(take(&claim).await, None, "nothing came in yet");
+        push(main, 'b', 'c').await;
+        push(main, 'c', 'd').await;
+        assert_eq!(
+            store
+                .as_node("b")
+                .take_later_pushes("app", &claim.focus, &claim.claimed)
+                .await
+                .unwrap(),
+            None,
+            "only the node holding the claim takes events into it"
+        );
+        assert_eq!(
+            take(&claim).await,
+            Some(RefMap::from([(main.to_string(), oid('d'))]))
+        );
+        finish(&store, &claim, &ok_report("app"), None).await;
+        assert_eq!(
+            unhandled(&store, "app").await,
+            0,
+            "the run handled them all"
+        );
+        assert!(
+            store
+                .claim(now_ms() + 1_000_000, 10)
+                .await
+                .unwrap()
+                .is_empty(),
+            "no follow-up run for events the run took in"
+        );
+
+        // What a run does not take in waits for its follow-up: a broken chain, another ref, a
+        // poll.
+        let mut tip = 'd';
+        for (case, next) in [
+            ("a broken chain", 'e'),
+            ("another ref", 'f'),
+            ("a poll", '1'),
+        ] {
+            push(main, tip, next).await;
+            tip = next;
+            let claim = claim_one(&store, now_ms(), "app").await;
+            match case {
+                "a broken chain" => push(main, '9', '8').await,
+                "another ref" => push(dev, 'a', 'b').await,
+                _ => {
+                    enqueue_plain(&store, "app", Trigger::Poll, "", &[]).await;
+                }
+            }
+            assert_eq!(take(&claim).await, None, "{case}");
+            finish(&store, &claim, &ok_report("app"), None).await;
+            assert_eq!(unhandled(&store, "app").await, 1, "{case}");
+            let follow_up = claim_one(&store, now_ms(), "app").await;
+            finish(&store, &follow_up, &ok_report("app"), None).await;
+            assert_eq!(unhandled(&store, "app").await, 0, "{case}");
+        }
     }
 
     async fn no_focus_when_an_event_named_no_refs_or_the_last_run_failed(at: Location) {

@@ -169,7 +169,19 @@ fn a_named_ref_the_source_deleted_falls_back_to_the_full_run_which_deletes_it() 
 /// Posts a signed GitHub push of `refname` to `new` for `mirror` and waits for the mirror's
 /// `runs`-th run; returns its report.
 fn push_with_id(serve: &Serve, mirror: &str, refname: &str, new: &str, runs: usize) -> Value {
-    let body = serde_json::json!({ "ref": refname, "before": "0".repeat(40), "after": new })
+    post_push(serve, mirror, refname, &"0".repeat(40), new);
+    serve.wait(
+        &format!("run {runs} of {mirror}"),
+        Duration::from_secs(30),
+        || serve.runs(mirror).len() >= runs && serve.mirror(mirror)["state"] == "idle",
+    );
+    serve.runs(mirror)[0]["report"].clone()
+}
+
+/// Posts a signed GitHub push of `refname` from `old` to `new` for `mirror`; returns once the
+/// service has committed the event.
+fn post_push(serve: &Serve, mirror: &str, refname: &str, old: &str, new: &str) {
+    let body = serde_json::json!({ "ref": refname, "before": old, "after": new })
         .to_string()
         .into_bytes();
     let headers = [
@@ -182,12 +194,96 @@ fn push_with_id(serve: &Serve, mirror: &str, refname: &str, new: &str, runs: usi
     ];
     let (code, answer) = serve.post(&format!("/hooks/{mirror}"), &headers, &body);
     assert_eq!(code, 202, "{answer}");
-    serve.wait(
-        &format!("run {runs} of {mirror}"),
-        Duration::from_secs(30),
-        || serve.runs(mirror).len() >= runs && serve.mirror(mirror)["state"] == "idle",
+}
+
+/// A git that logs as [`logging_git`] does and, while `<dir>/hold` exists, holds every fetch
+/// (for a minute at most) once it has marked it in `<dir>/fetching`.
+fn git_holding_fetches(dir: &Path, log: &Path) -> String {
+    let logging = logging_git(dir, log);
+    let (hold, fetching) = (dir.join("hold"), dir.join("fetching"));
+    let path = dir.join("git-holding-fetches");
+    std::fs::write(
+        &path,
+        format!(
+            "#!/bin/sh\nif [ \"$1\" = fetch ] && [ -e '{hold}' ]; then\n  touch '{fetching}'\n  i=0\n  while [ -e '{hold}' ] && [ $i -lt 600 ]; do sleep 0.1; i=$((i+1)); done\nfi\nexec '{logging}' \"$@\"\n",
+            hold = hold.display(),
+            fetching = fetching.display(),
+        ),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    path.display().to_string()
+}
+
+#[test]
+fn pushes_that_come_in_while_a_run_fetches_are_taken_in_and_only_the_last_commit_is_pushed() {
+    let (src, dst) = (Repo::source("later-src"), Repo::empty("later-dst"));
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("git.log");
+    let git = git_holding_fetches(dir.path(), &log);
+    let toml = mirror_toml(
+        "app",
+        &src.url(Transport::File),
+        &dst.url(Transport::File),
+        "",
     );
-    serve.runs(mirror)[0]["report"].clone()
+    let serve = Serve::start_with_env("", &toml, &[("FERRY_GIT", git.as_str())]);
+    serve.wait_converged("app", &src.path(), &dst.path());
+    // From here on the destination logs every update of its branches.
+    let status = std::process::Command::new(ferry_testkit::git_binary().unwrap())
+        .arg("-C")
+        .arg(dst.path())
+        .args(["config", "core.logAllRefUpdates", "true"])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let runs = serve.runs("app").len();
+    let first = src.refs()["refs/heads/main"].clone();
+
+    // Three pushes, one after another; the run the first one starts is held in its fetch
+    // until the other two are in the queue.
+    std::fs::write(dir.path().join("hold"), "").unwrap();
+    let mut old = first.clone();
+    for (i, message) in ["one", "two", "three"].into_iter().enumerate() {
+        let new = src.commit(message);
+        src.push(&["main"]);
+        post_push(&serve, "app", "refs/heads/main", &old, &new);
+        if i == 0 {
+            let fetching = dir.path().join("fetching");
+            serve.wait("the first push's fetch", Duration::from_secs(30), || {
+                fetching.exists()
+            });
+        }
+        old = new;
+    }
+    std::fs::remove_file(dir.path().join("hold")).unwrap();
+
+    let report = finished_run(&serve, runs + 1);
+    assert_eq!(report["ok"], true, "{report}");
+    assert_eq!(
+        serve.runs("app").len(),
+        runs + 1,
+        "one run for the three pushes"
+    );
+    assert_eq!(
+        serve.mirror("app")["behind_since"],
+        Value::Null,
+        "every event handled"
+    );
+    let main = ref_entry(&report, "refs/heads/main");
+    assert_eq!(main["outcome"], "updated", "{report}");
+    assert_eq!(dst.refs()["refs/heads/main"], old);
+    let reflog = std::fs::read_to_string(dst.path().join("logs/refs/heads/main")).unwrap();
+    let updates: Vec<(&str, &str)> = reflog
+        .lines()
+        .filter_map(|l| l.split_whitespace().next().zip(l.split_whitespace().nth(1)))
+        .collect();
+    assert_eq!(
+        updates,
+        [(first.as_str(), old.as_str())],
+        "the destination took the last commit, in one update"
+    );
 }
 
 #[test]
