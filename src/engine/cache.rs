@@ -4,6 +4,7 @@
 
 use crate::engine::ancestry::{self, CatFile};
 use crate::engine::git::{failure_from_stderr, Call, Git, GitFailure};
+use crate::engine::packet_trace::LsRefsAnswer;
 use crate::engine::ref_files;
 use crate::model::kind::{classify_stderr, ErrorKind};
 use crate::model::mirror::short_hash;
@@ -16,6 +17,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
+use tokio::sync::oneshot;
 
 /// A cache whose packed-refs file is at least this large (about 2,000 refs) lists first.
 const LIST_FIRST_PACKED_REFS_BYTES: u64 = 128 * 1024;
@@ -26,7 +28,8 @@ const NARROW_FETCH_LIMIT: usize = 64;
 /// How a sync brings the cache up to the source.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Strategy {
-    /// Fetch straight away (beside the destination listings).
+    /// Fetch straight away (beside the destination listings), the fetch's own listing read
+    /// from its trace.
     FetchFirst,
     /// List the source (beside the destination listings), fetch only what changed.
     ListFirst,
@@ -367,7 +370,8 @@ impl Cache {
     /// How to bring this cache up to date. A cache with many refs lists the source first and
     /// fetches only what changed: for it a fetch's own ref advertisement and connectivity
     /// check cost several times a listing. Small caches fetch straight away, which is the
-    /// shorter path when something did change (the usual reason to sync).
+    /// shorter path when something did change (the usual reason to sync): one git process
+    /// and one round trip less, and the fetch's own listing decides a no-op as early.
     pub fn strategy(&self) -> Strategy {
         let packed = fs::metadata(self.dir().join("packed-refs")).map_or(0, |m| m.len());
         if packed >= LIST_FIRST_PACKED_REFS_BYTES {
@@ -379,20 +383,23 @@ impl Cache {
 
     /// Fetches the selected refs of the source into the cache (forced, pruned) and returns how
     /// many refs changed. After a large fetch the refs are packed. A failure that looks like a
-    /// damaged cache rebuilds it and fetches once more.
+    /// damaged cache rebuilds it and fetches once more. `listing`, when given, gets the
+    /// source's refs (as `ls-remote` prints them) as soon as the fetch has listed them, when
+    /// its trace shows that (see [`LsRefsAnswer`]); dropped without them otherwise.
     pub async fn update(
         &self,
         source: &Remote,
         selection: &RefSelection,
         git: &Git,
+        listing: Option<oneshot::Sender<String>>,
     ) -> Result<usize, GitFailure> {
         let updated = match self
-            .fetch(source, selection.fetch_refspecs(), true, &[], git)
+            .fetch(source, selection.fetch_refspecs(), true, &[], git, listing)
             .await
         {
             Err(e) if self.fetch_failed_on_damage(&e, git).await => {
                 self.reset(git).await?;
-                self.fetch(source, selection.fetch_refspecs(), true, &[], git)
+                self.fetch(source, selection.fetch_refspecs(), true, &[], git, None)
                     .await?
             }
             other => other?,
@@ -429,7 +436,7 @@ impl Cache {
             .cloned()
             .collect();
         if changed.len() + deleted.len() > NARROW_FETCH_LIMIT {
-            self.update(source, selection, git).await?;
+            self.update(source, selection, git, None).await?;
             return self.refs(selection, git).await;
         }
         let mut refs = cached;
@@ -448,7 +455,7 @@ impl Cache {
             } else {
                 Vec::new()
             };
-            let fetched = match self.fetch(source, by_id, false, &config, git).await {
+            let fetched = match self.fetch(source, by_id, false, &config, git, None).await {
                 Ok(_) => Ok(()),
                 Err(e) if refused_an_id(&e) => {
                     tracing::debug!(error = %e.message, "fetching the listed ids failed; fetching the refs by name");
@@ -456,7 +463,7 @@ impl Cache {
                         .iter()
                         .map(|name| format!("+{name}:{name}"))
                         .collect();
-                    self.fetch(source, by_name, false, &config, git)
+                    self.fetch(source, by_name, false, &config, git, None)
                         .await
                         .map(|_| ())
                 }
@@ -467,7 +474,7 @@ impl Cache {
                     return Err(e);
                 }
                 self.reset(git).await?;
-                self.update(source, selection, git).await?;
+                self.update(source, selection, git, None).await?;
                 return self.refs(selection, git).await;
             }
             // Read back what the fetch wrote: the source may have moved since it was listed.
@@ -507,7 +514,7 @@ impl Cache {
         git: &Git,
     ) -> Result<(RefMap, bool), GitFailure> {
         let refspecs: Vec<String> = names.iter().map(|name| format!("+{name}:{name}")).collect();
-        let updated = self.fetch(source, refspecs, false, &[], git).await?;
+        let updated = self.fetch(source, refspecs, false, &[], git, None).await?;
         let refs = self.refs_named(names, git).await?;
         if let Some(missing) = names.iter().find(|name| !refs.contains_key(*name)) {
             return Err(GitFailure::new(
@@ -556,7 +563,7 @@ impl Cache {
             .filter_map(|name| Some(format!("{}:{name}", claimed.get(name)?)))
             .collect();
         if let Err(e) = self
-            .fetch(source, refspecs, false, &checked_against(names), git)
+            .fetch(source, refspecs, false, &checked_against(names), git, None)
             .await
         {
             tracing::debug!(error = %e.message, "fetching the event's ids failed or was refused; fetching the refs by name");
@@ -609,9 +616,10 @@ impl Cache {
         prune: bool,
         config: &[(String, String)],
         git: &Git,
+        listing: Option<oneshot::Sender<String>>,
     ) -> Result<usize, GitFailure> {
         let what = format!("fetch from the source {}", source.display());
-        let fetch = |porcelain: bool| {
+        let fetch = |porcelain: bool, listing: Option<oneshot::Sender<String>>| {
             let mut args: Vec<String> = vec![
                 "fetch".into(),
                 "--no-tags".into(),
@@ -630,28 +638,35 @@ impl Cache {
             args.extend(refspecs.iter().cloned());
             async move {
                 let argv: Vec<&str> = args.iter().map(String::as_str).collect();
-                git.run(
-                    self.dir(),
-                    &argv,
-                    Call {
-                        remote: Some(source),
-                        transfer: true,
-                        config,
-                    },
-                )
+                let call = Call {
+                    remote: Some(source),
+                    transfer: true,
+                    config,
+                };
+                let Some(listing) = listing else {
+                    return git.run(self.dir(), &argv, call).await;
+                };
+                let (mut answer, mut listing) = (LsRefsAnswer::default(), Some(listing));
+                git.run_tracing_packets(self.dir(), &argv, call, move |line| {
+                    if let Some(refs) = answer.line(line) {
+                        if let Some(listing) = listing.take() {
+                            let _ = listing.send(refs);
+                        }
+                    }
+                })
                 .await
             }
         };
         let porcelain = !FETCH_PORCELAIN_UNKNOWN.load(Ordering::Relaxed);
-        let mut out = fetch(porcelain).await?;
+        let mut out = fetch(porcelain, listing).await?;
         if porcelain && !out.success && out.stderr.contains("unknown option `porcelain'") {
             // git older than 2.41: the summary on stderr still counts the updates.
             FETCH_PORCELAIN_UNKNOWN.store(true, Ordering::Relaxed);
-            out = fetch(false).await?;
+            out = fetch(false, None).await?;
         }
         let porcelain = porcelain && !FETCH_PORCELAIN_UNKNOWN.load(Ordering::Relaxed);
         if !out.success && self.remove_stale_locks(&out.stderr) {
-            out = fetch(porcelain).await?;
+            out = fetch(porcelain, None).await?;
         }
         self.note_damage(&out.stderr, git).await;
         if !out.success {

@@ -203,7 +203,46 @@ impl Git {
         args: &[&str],
         call: Call<'_>,
     ) -> Result<Output, GitFailure> {
-        let running = self.start(cwd, args, call, None)?;
+        let running = self.start(cwd, args, call, None, false)?;
+        let clock = running.spawned;
+        running.finish(clock).await
+    }
+
+    /// Runs `git <args>` as [`Git::run`] does, with its packet trace (`GIT_TRACE_PACKET`) on
+    /// descriptor 3, each line handed to `on_line` as git writes it. git traces the packets it
+    /// exchanges up to the start of a pack (not the pack, and no HTTP header), so what a
+    /// fetch learns from its ref listing is known before the fetch ends.
+    pub async fn run_tracing_packets(
+        &self,
+        cwd: &Path,
+        args: &[&str],
+        call: Call<'_>,
+        mut on_line: impl FnMut(&str) + Send + 'static,
+    ) -> Result<Output, GitFailure> {
+        // Close-on-exec on both ends: the child gets the write end as descriptor 3 (its own
+        // children inherit that one), and ferry keeps only the read end.
+        let (reader, writer) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| {
+            GitFailure::new(ErrorKind::Other, format!("cannot make a pipe for git: {e}"))
+        })?;
+        let reader = tokio::net::unix::pipe::Receiver::from_owned_fd(reader).map_err(|e| {
+            GitFailure::new(
+                ErrorKind::Other,
+                format!("cannot read a pipe from git: {e}"),
+            )
+        })?;
+        let running = self.start(cwd, args, call, Some(writer), true)?;
+        // Read to the end whatever `on_line` makes of it: git blocks on a full pipe.
+        tokio::spawn(async move {
+            let mut reader = BufReader::new(reader);
+            let mut line = Vec::new();
+            while let Ok(n) = reader.read_until(b'\n', &mut line).await {
+                if n == 0 {
+                    break;
+                }
+                on_line(String::from_utf8_lossy(&line).trim_end());
+                line.clear();
+            }
+        });
         let clock = running.spawned;
         running.finish(clock).await
     }
@@ -222,25 +261,28 @@ impl Git {
         let (reader, writer) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| {
             GitFailure::new(ErrorKind::Other, format!("cannot make a pipe for git: {e}"))
         })?;
-        let running = self.start(cwd, args, call, Some(reader))?;
+        let running = self.start(cwd, args, call, Some(reader), false)?;
         Ok(HeldCall {
             running,
             gate: std::fs::File::from(writer),
         })
     }
 
-    /// Spawns the call; `gate`, when given, becomes the child's descriptor 3 (and is closed
-    /// here once the child has it).
+    /// Spawns the call; `descriptor_3`, when given, becomes the child's descriptor 3 (and is
+    /// closed here once the child has it); `trace_packets` has git write its packet trace
+    /// there.
     fn start(
         &self,
         cwd: &Path,
         args: &[&str],
         call: Call<'_>,
-        gate: Option<std::os::fd::OwnedFd>,
+        descriptor_3: Option<std::os::fd::OwnedFd>,
+        trace_packets: bool,
     ) -> Result<Running, GitFailure> {
         let cfg = &self.inner;
         let spawned = Instant::now();
-        let mut child = self.spawn(cwd, args, call, Stdio::null(), gate.as_ref())?;
+        let gate = descriptor_3;
+        let mut child = self.spawn(cwd, args, call, Stdio::null(), gate.as_ref(), trace_packets)?;
         drop(gate);
         let group = ProcessGroup(child.id());
         let activity = Arc::new(AtomicU64::new(0));
@@ -280,6 +322,7 @@ impl Git {
         call: Call<'_>,
         stdin: Stdio,
         gate: Option<&std::os::fd::OwnedFd>,
+        trace_packets: bool,
     ) -> Result<tokio::process::Child, GitFailure> {
         let program = &self.inner.program;
         let mut command = tokio::process::Command::new(program);
@@ -291,7 +334,11 @@ impl Git {
             .args(args)
             .current_dir(cwd)
             .env_clear()
-            .envs(self.environment(call.remote, call.config, |name| std::env::var(name).ok()))
+            .envs(self.environment(call.remote, call.config, |name| std::env::var(name).ok()));
+        if trace_packets {
+            command.env("GIT_TRACE_PACKET", "3");
+        }
+        command
             .stdin(stdin)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -314,7 +361,7 @@ impl Git {
     /// process-group rules as [`Git::run`]. Local only: no remote, no credentials.
     pub fn session(&self, cwd: &Path, args: &[&str]) -> Result<Session, GitFailure> {
         let started = Instant::now();
-        let mut child = self.spawn(cwd, args, Call::default(), Stdio::piped(), None)?;
+        let mut child = self.spawn(cwd, args, Call::default(), Stdio::piped(), None, false)?;
         let group = ProcessGroup(child.id());
         let (Some(stdin), Some(stdout)) = (child.stdin.take(), child.stdout.take()) else {
             return Err(GitFailure::new(

@@ -12,6 +12,7 @@ pub mod cache;
 pub mod git;
 mod held_push;
 pub mod lfs;
+pub mod packet_trace;
 pub mod plan;
 #[cfg(test)]
 mod plan_props;

@@ -390,7 +390,7 @@ async fn attempt(
                 ),
             }
         }
-        fetch_selection(mirror, cache, git, mode, listed_tx).await
+        fetch_selection(mirror, cache, git, listed_tx).await
     };
     let (source, prepared) = beside_the_fetch(fetch, prepared).await;
     let mut source = match source {
@@ -456,43 +456,76 @@ async fn take_later_pushes(focus: Option<&Focus<'_>>) -> Option<RefMap> {
     same_refs.then_some(moved_on)
 }
 
-/// Brings the cache up to the source's whole selection (see [`Strategy`]); a listing taken
-/// first is sent to `listed` before the fetch.
+/// Brings the cache up to the source's whole selection (see [`Strategy`]); the source's
+/// listing, taken first or read from the fetch's trace, is sent to `listed` as soon as it is
+/// known, before the fetch ends.
 async fn fetch_selection(
     mirror: &Mirror,
     cache: &Cache,
     git: &Git,
-    mode: Mode,
     listed: tokio::sync::watch::Sender<Option<Arc<Listed>>>,
 ) -> Result<SourceRefs, GitFailure> {
     let selection = &mirror.selection;
     // A local source is listed first whatever the cache's size: its listing is a read of its
     // files (see `list_refs`), so a no-op runs no git for it and a change fetches only the
-    // changed refs. A run that plans from records lists first too: a no-op then costs one
-    // listing, and a change is fetched by id while the destinations' pushes, started from
-    // the listing and their records, connect (see `hold_a_push`).
+    // changed refs. A remote source is fetched straight away unless the cache has many refs
+    // (see `Cache::strategy`): the fetch lists the source itself, and that listing, read from
+    // its trace, decides a no-op and starts the destinations' pushes from their records (see
+    // `hold_a_push`) while the pack comes. A cache with many refs lists first: a no-op then
+    // costs one listing, and a change is fetched by id, with the pushes started beside it.
     let strategy = match mirror.source.local_path() {
         Some(_) => Strategy::ListFirst,
-        None if records_can_stand_in(mirror, mode) => Strategy::ListFirst,
         None => cache.strategy(),
     };
     match strategy {
         Strategy::FetchFirst => {
-            drop(listed);
+            // The fetch's own listing, read from its trace, stands in for a listing taken
+            // before it: the destinations' pushes start from it while the fetch goes on, and
+            // when it matches the cache the run is a no-op and stops the fetch there.
+            let (listing_tx, listing_rx) = tokio::sync::oneshot::channel();
+            let mut update = pin!(cache.update(&mirror.source, selection, git, Some(listing_tx)));
             // The refs read beside the fetch stand when the fetch changed nothing.
-            let (before, updated) = tokio::join!(
+            let (before, listing) = tokio::join!(
                 cache.refs(selection, git),
-                cache.update(&mirror.source, selection, git),
+                select(listing_rx, update.as_mut()),
             );
+            let (listing, updated) = match listing {
+                Either::Left((Ok(text), _)) => {
+                    (Some(Arc::new(Listed::of_text(text, selection))), None)
+                }
+                // No listing in the trace: the fetch says what happened.
+                Either::Left((Err(_), _)) => (None, None),
+                Either::Right((updated, _)) => (None, Some(updated)),
+            };
+            if let Some(listing) = &listing {
+                let _ = listed.send(Some(listing.clone()));
+            }
+            drop(listed);
+            if let (Some(listing), Ok(before)) = (&listing, &before) {
+                if listing.digest() == refs_digest(before) {
+                    // Dropping the fetch stops its git, which has nothing to fetch.
+                    return Ok(SourceRefs {
+                        refs: before.clone(),
+                        fetched: false,
+                        focused: false,
+                        listed: Some(listing.clone()),
+                    });
+                }
+            }
+            let updated = match updated {
+                Some(updated) => updated,
+                None => update.await,
+            };
             let (refs, fetched) = match (updated?, before) {
                 (0, Ok(before)) => (before, false),
                 (n, _) => (cache.refs(selection, git).await?, n > 0),
             };
+            let listed = listing.filter(|listing| *listing.refs() == refs);
             Ok(SourceRefs {
                 refs,
                 fetched,
                 focused: false,
-                listed: None,
+                listed,
             })
         }
         Strategy::ListFirst => {
@@ -868,8 +901,8 @@ async fn beside_the_fetch<'a, F: Future>(
 }
 
 /// What the source's listing said, for the destinations' held pushes (see [`hold_a_push`]):
-/// `None` until the source is listed; the sender is dropped without a listing when the source
-/// is fetched straight away.
+/// `None` until the source is listed (first, or by the fetch, read from its trace); the sender
+/// is dropped without a listing when the fetch's trace gave none.
 type SourceListing = tokio::sync::watch::Receiver<Option<Arc<Listed>>>;
 
 /// Whether a sync may plan from destinations' records instead of listing them: not when it
@@ -897,8 +930,8 @@ fn records_can_stand_in(mirror: &Mirror, mode: Mode) -> bool {
 ///
 /// A focused run whose event says what its refs point at now also starts the push it expects
 /// to make (see [`hold_a_push`]); so does a run planning a destination from its record, once
-/// `source_listing` brings the source's listing (none comes when the source is fetched
-/// straight away).
+/// `source_listing` brings the source's listing (none comes when a fetch's trace gives
+/// none).
 ///
 /// Where the record may stand in, its settled stamp (see [`Record::settle`]) decides whether
 /// there is anything to do. A local source has given its listing already: the stamp is read
@@ -997,8 +1030,8 @@ async fn prepare_destination<'a>(
                 .filter_map(|name| Some((name, focus.claimed.get(name)?)));
             hold_a_push(pass, dest, moved, record)
         }
-        // A destination planned from its record when the source is listed first: the push
-        // waits for the listing (none comes when the source is fetched straight away). A
+        // A destination planned from its record: the push waits for the source's listing
+        // (none comes when a fetch's trace gives none). A
         // local destination's files are read too; when they differ from the record, the plan
         // from the record still leads (see `sync_destination`), and the lease on the recorded
         // value stops the push as it would stop the push made after the fetch.

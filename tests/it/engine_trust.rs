@@ -279,7 +279,7 @@ fn a_corrupt_pack_in_the_cache_is_rebuilt_when_a_push_fails_on_it() {
 }
 
 /// Applies `update-ref --stdin` lines ("update <ref> <oid>") to a bare repository.
-fn update_refs(repo: &Path, lines: &str) {
+pub(crate) fn update_refs(repo: &Path, lines: &str) {
     use std::io::Write;
     let mut cmd = ferry_testkit::git_command(repo).expect("git");
     cmd.args(["update-ref", "--stdin"])

@@ -250,9 +250,39 @@ fn a_record_proven_wrong_by_a_lost_lease_is_listed_and_replanned() {
 }
 
 #[test]
+fn a_protocol_v0_fetch_which_traces_no_ls_refs_answer_still_syncs_from_what_it_fetched() {
+    let (src, dst) = (Repo::source("v0-trace-src"), Repo::empty("v0-trace-dst"));
+    let [s, d] = [src.url(Transport::Http), dst.url(Transport::Http)];
+    let ferry = Ferry::with_test_credentials();
+    ferry.sync(&[&s, &d]).assert_code(0);
+    let dir = tempfile::tempdir().unwrap();
+    let real = ferry_testkit::git_binary().unwrap().display().to_string();
+    let v0 = script(
+        &dir.path().join("git-v0"),
+        &format!("#!/bin/sh\nexec '{real}' -c protocol.version=0 \"$@\"\n"),
+    );
+    let ferry = ferry.env("FERRY_GIT", &v0);
+
+    let new = src.commit("over protocol v0");
+    src.push(&["main"]);
+    let run = ferry.sync(&[&s, &d]);
+    run.assert_code(0);
+    assert_eq!(run.ref_result(0, "refs/heads/main").1, "updated");
+    assert_eq!(dst.refs()["refs/heads/main"], new);
+    let run = ferry.sync(&[&s, &d]);
+    run.assert_all_unchanged(0);
+}
+
+#[test]
 fn a_listed_id_a_protocol_v0_source_no_longer_serves_is_fetched_by_name() {
     let (src, dst) = (Repo::source("v0-src"), Repo::empty("v0-dst"));
-    let [s, d] = [src.url(Transport::Http), dst.url(Transport::Http)];
+    // Enough refs that the cache lists the source before it fetches (see `Cache::strategy`).
+    let head = src.refs()["refs/heads/main"].clone();
+    let fillers: String = (0..2500)
+        .map(|i| format!("create refs/tags/filler-{i:05} {head}\n"))
+        .collect();
+    crate::engine_trust::update_refs(&src.path(), &fillers);
+    let [s, d] = [src.url(Transport::Http), dst.url(Transport::File)];
     let ferry = Ferry::with_test_credentials();
     ferry.sync(&[&s, &d]).assert_code(0);
     let listed = src.commit("listed");

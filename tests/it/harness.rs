@@ -206,6 +206,16 @@ impl Run {
             .map(str::to_owned)
     }
 
+    /// Asserts that the run exited 0 and left every ref of destination `dest` unchanged.
+    pub fn assert_all_unchanged(&self, dest: usize) {
+        self.assert_code(0);
+        assert!(
+            self.outcomes(dest).values().all(|o| o == "unchanged"),
+            "{}",
+            self.stdout
+        );
+    }
+
     pub fn outcomes(&self, dest: usize) -> BTreeMap<String, String> {
         self.dest(dest)["refs"]
             .as_array()

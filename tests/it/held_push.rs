@@ -138,7 +138,7 @@ fn a_held_push_whose_lease_no_longer_holds_is_replanned_and_overwrites_nothing()
 }
 
 #[test]
-fn a_sync_from_the_record_lists_the_source_and_pushes_by_the_push_started_beside_the_fetch() {
+fn a_sync_from_the_record_pushes_by_the_push_started_from_the_fetch_s_own_listing() {
     let (src, dst, ferry, dir) = synced("listed");
     let log = dir.path().join("git.log");
     let [s, d] = [src.url(Transport::Http), dst.url(Transport::Http)];
@@ -147,22 +147,40 @@ fn a_sync_from_the_record_lists_the_source_and_pushes_by_the_push_started_beside
 
     let run = ferry.sync(&[&s, &d]);
     main_landed_by_the_held_push(&run, &dst, &new, &log);
-    assert_eq!(listings_of(&log, &s), 1, "the source was listed first");
     let calls = std::fs::read_to_string(&log).unwrap();
-    assert!(
-        calls
-            .lines()
-            .any(|l| l.starts_with("fetch ") && l.ends_with(&format!(" +{new}:refs/heads/main"))),
-        "the listed id was fetched: {calls}"
+    assert_eq!(
+        listings_of(&log, &s),
+        0,
+        "the fetch listed the source: {calls}"
+    );
+    assert_eq!(
+        source_fetches(&calls, &s),
+        ["+refs/heads/*:refs/heads/*".to_owned()],
+        "one fetch, by name"
     );
 
-    // Nothing changed: one listing of the source, nothing else.
+    // Nothing changed: the fetch's listing says so, and nothing else runs.
     std::fs::remove_file(&log).unwrap();
     let run = ferry.sync(&[&s, &d]);
-    run.assert_code(0);
+    run.assert_all_unchanged(0);
     let calls = std::fs::read_to_string(&log).unwrap();
     assert_eq!(calls.lines().count(), 1, "{calls}");
-    assert_eq!(listings_of(&log, &s), 1, "{calls}");
+    assert_eq!(source_fetches(&calls, &s).len(), 1, "{calls}");
+}
+
+/// The first refspec of each fetch from `source` in a log of git command lines.
+fn source_fetches(calls: &str, source: &str) -> Vec<String> {
+    calls
+        .lines()
+        .filter(|l| l.starts_with("fetch ") && l.contains(source))
+        .filter_map(|l| {
+            l.split(source)
+                .nth(1)?
+                .split_whitespace()
+                .next()
+                .map(str::to_owned)
+        })
+        .collect()
 }
 
 /// A commit on the destination's main made behind ferry's back; returns its id.

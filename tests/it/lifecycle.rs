@@ -32,12 +32,7 @@ fn lifecycle(t: Transport) {
 
     // Nothing changed: nothing to do, still exit 0.
     let run = ferry.sync(&args);
-    run.assert_code(0);
-    assert!(
-        run.outcomes(0).values().all(|o| o == "unchanged"),
-        "{}",
-        run.stdout
-    );
+    run.assert_all_unchanged(0);
 
     // A new commit is a fast-forward.
     src.commit("second");
@@ -186,6 +181,5 @@ fn many_refs_are_synced_by_listing_first() {
     assert_eq!(branches_and_tags(&dst.path()), branches_and_tags(&path));
 
     let run = ferry.sync(&[&s, &d]);
-    run.assert_code(0);
-    assert!(run.outcomes(0).values().all(|o| o == "unchanged"));
+    run.assert_all_unchanged(0);
 }
