@@ -309,6 +309,7 @@ impl Git {
             stdout,
             stderr,
             spawned,
+            waited: false,
         })
     }
 
@@ -556,6 +557,25 @@ struct Running {
     stdout: Option<tokio::task::JoinHandle<Vec<u8>>>,
     stderr: Option<tokio::task::JoinHandle<Vec<u8>>>,
     spawned: Instant,
+    /// Whether git was waited for (else it is stopped when this is dropped).
+    waited: bool,
+}
+
+impl Drop for Running {
+    /// A call dropped before git exited (a fetch whose listing showed nothing to fetch, a held
+    /// push its plan did not make, a cancelled sync) is logged like a finished one, so that
+    /// the log accounts for every git process; `group` kills it.
+    fn drop(&mut self) {
+        if !self.waited {
+            tracing::debug!(
+                args = %self.args,
+                status = "stopped by ferry before it exited",
+                elapsed_ms = self.spawned.elapsed().as_millis() as u64,
+                stderr = "",
+                "git finished"
+            );
+        }
+    }
 }
 
 impl Running {
@@ -569,7 +589,10 @@ impl Running {
         let mut cpu_seen = 0;
         let status = loop {
             tokio::select! {
-                status = self.child.wait() => break status,
+                status = self.child.wait() => {
+                    self.waited = true;
+                    break status;
+                }
                 _ = tokio::time::sleep(Duration::from_millis(100)) => {
                     let now = Instant::now();
                     let last_heard = self.spawned
@@ -591,6 +614,7 @@ impl Running {
                     if timed_out || stalled {
                         self.group.kill();
                         let _ = self.child.wait().await;
+                        self.waited = true;
                         let what = if timed_out {
                             format!("git {} did not finish within {}", self.command, humantime::format_duration(cfg.timeout))
                         } else {
