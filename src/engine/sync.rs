@@ -228,7 +228,9 @@ pub trait LaterPushes: Send + Sync {
     /// Asked once a focused run has fetched `claimed`, before it pushes anything: when the
     /// pushes that came in since only move the run's `focus` (sorted) on from `claimed`, by
     /// unbroken chains of old and new ids, takes them into this run and returns the ids they
-    /// end at. `None`: the run goes on with what it has (a failure to ask is `None` too).
+    /// end at. `None`: the run goes on with what it has (a failure to ask is `None` too). The
+    /// run takes only ids that name exactly its focus ([`names_exactly`]); others are ignored,
+    /// so an implementation counts the pushes as this run's only then.
     fn take<'a>(
         &'a self,
         focus: &'a [String],
@@ -449,11 +451,13 @@ async fn take_later_pushes(focus: Option<&Focus<'_>>) -> Option<RefMap> {
     let later = focus.later?;
     let names: Vec<String> = focus.refs.iter().cloned().collect();
     let moved_on = later.take(&names, &focus.claimed).await?;
-    let same_refs = moved_on.len() == names.len()
-        && names
-            .iter()
-            .all(|name| moved_on.contains_key(name.as_str()));
-    same_refs.then_some(moved_on)
+    names_exactly(&moved_on, &names).then_some(moved_on)
+}
+
+/// Whether `ids` name exactly the refs of `focus` (sorted, distinct): the only later ids a run
+/// takes (see [`LaterPushes::take`]).
+pub fn names_exactly(ids: &RefMap, focus: &[String]) -> bool {
+    ids.len() == focus.len() && focus.iter().all(|name| ids.contains_key(name.as_str()))
 }
 
 /// Brings the cache up to the source's whole selection (see [`Strategy`]); the source's

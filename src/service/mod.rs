@@ -43,6 +43,7 @@ use anyhow::Context;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use std::collections::HashMap;
 use std::future::Future;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::Duration;
 use tokio::net::TcpListener;
@@ -576,6 +577,7 @@ async fn execute(svc: &Service, claim: Claim) -> anyhow::Result<()> {
     let later = QueuedPushes {
         store: &svc.store,
         mirror: &claim.mirror,
+        covered_through: AtomicI64::new(claim.through),
     };
     let report = sync::run_mirror_with(
         mirror,
@@ -609,6 +611,7 @@ async fn execute(svc: &Service, claim: Claim) -> anyhow::Result<()> {
         trigger,
         report: &report,
         retry_at,
+        covered_through: Some(later.covered_through.load(Ordering::Relaxed)),
     };
     let outcome = record(svc, finish).await?;
     notify(svc, &report, outcome).await;
@@ -628,6 +631,9 @@ async fn execute(svc: &Service, claim: Claim) -> anyhow::Result<()> {
 struct QueuedPushes<'a> {
     store: &'a Store,
     mirror: &'a str,
+    /// The newest event the run covers: its claim's, then that of the events it took in. Only
+    /// what the run heard back counts (see [`Finish::covered_through`]).
+    covered_through: AtomicI64,
 }
 
 impl sync::LaterPushes for QueuedPushes<'_> {
@@ -642,14 +648,16 @@ impl sync::LaterPushes for QueuedPushes<'_> {
                 .take_later_pushes(self.mirror, focus, claimed)
                 .await
             {
-                Ok(moved_on) => {
-                    if moved_on.is_some() {
-                        tracing::info!(mirror = %self.mirror, "pushes that came in during the fetch are taken into this run");
-                    }
-                    moved_on
+                Ok(Some(taken)) if sync::names_exactly(&taken.claimed, focus) => {
+                    tracing::info!(mirror = %self.mirror, "pushes that came in during the fetch are taken into this run");
+                    self.covered_through.store(taken.through, Ordering::Relaxed);
+                    Some(taken.claimed)
                 }
+                // Ids the run would not take: the events they stand for wait for the follow-up.
+                Ok(_) => None,
                 Err(e) => {
-                    // The run goes on with what it claimed; the follow-up takes the events.
+                    // The run goes on with what it claimed; the follow-up takes the events,
+                    // also when the store took them in and only its answer was lost.
                     tracing::warn!(mirror = %self.mirror, error = %format!("{e:#}"), "cannot read the events that came in during the run");
                     None
                 }

@@ -262,6 +262,9 @@ pub struct Claim {
     pub claimed: RefMap,
     /// The node whose lapsed claim this one took over (`None`: a claim of a queued mirror).
     pub taken_from: Option<String>,
+    /// The newest event this claim covers (its watermark): what the run reports in
+    /// [`Finish::covered_through`] unless it took later events in.
+    pub through: i64,
 }
 
 /// What a finished run reports to the store.
@@ -274,6 +277,21 @@ pub struct Finish<'a> {
     pub report: &'a MirrorReport,
     /// `Some(at)`: the failure was transient; run again at `at` (unless an event comes first).
     pub retry_at: Option<i64>,
+    /// The newest event the run knows it covered: its claim's watermark, or the last one
+    /// [`Store::take_later_pushes`] answered with. Events past it are not marked handled and
+    /// get a follow-up run even when the claim's watermark moved past them: a take whose
+    /// answer was lost (its commit reached the store, the reply did not) must not count as
+    /// synced. `None` for a run that was not claimed.
+    pub covered_through: Option<i64>,
+}
+
+/// Later events taken into a running claim (see [`Store::take_later_pushes`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Taken {
+    /// Where the events leave the focus's refs.
+    pub claimed: RefMap,
+    /// The claim's new watermark: the newest event taken.
+    pub through: i64,
 }
 
 /// What [`Store::finish`] recorded, for the service's notification decisions.
@@ -660,6 +678,7 @@ impl Store {
                     focus,
                     claimed,
                     taken_from,
+                    through,
                 });
             }
             tx.commit().await.context("committing the claim")?;
@@ -671,8 +690,9 @@ impl Store {
     /// claim, when they only move its `focus` on from the ids it `claimed`: every event not
     /// yet handled, the claim's and the new ones, read in order as a claim reads them (see
     /// [`claim_focus`]), names exactly `focus` and leaves every ref of it at an id by an
-    /// unbroken chain, and some of those ids differ from `claimed`. Returns those ids; the
-    /// run that fetches and pushes them then covers the new events, and no follow-up run is
+    /// unbroken chain, and some of those ids differ from `claimed`. Returns those ids and the
+    /// claim's new watermark; the run that fetches and pushes them then covers the new events
+    /// (it reports that watermark in [`Finish::covered_through`]), and no follow-up run is
     /// queued for them. `None` (nothing written) otherwise: no new event, a poll or another
     /// ref among them, a chain broken, or the claim no longer this node's; the new events
     /// then wait for the follow-up run as before.
@@ -681,7 +701,7 @@ impl Store {
         mirror: &str,
         focus: &[String],
         claimed: &RefMap,
-    ) -> Result<Option<RefMap>> {
+    ) -> Result<Option<Taken>> {
         on_db!(&self.db, |read, write, sql| {
             // A read first: most runs see no new event, and are not held up by a write.
             let newest = newest_event!(read, mirror);
@@ -729,7 +749,10 @@ impl Store {
             tx.commit()
                 .await
                 .with_context(|| format!("committing the later events of {mirror}"))?;
-            Ok(Some(all_claimed))
+            Ok(Some(Taken {
+                claimed: all_claimed,
+                through: newest,
+            }))
         })
     }
 
@@ -775,20 +798,28 @@ impl Store {
             .await
             .with_context(|| format!("recording the run of {mirror}"))?;
 
-            // The events this run handled. The claim's watermark is exact; without one (a run
-            // that was not claimed) fall back to the events received before the run started.
-            let handled = match pending.as_ref().filter(|p| p.running) {
-                Some(Pending {
-                    claimed_through: Some(through),
-                    ..
-                }) => sqlx::query(
+            // The events this run handled. The claim's watermark is exact, up to what the run
+            // knows it covered; without one (a run that was not claimed) fall back to the
+            // events received before the run started.
+            let claim_through = pending
+                .as_ref()
+                .filter(|p| p.running)
+                .and_then(|p| p.claimed_through);
+            let handled_through = match (claim_through, f.covered_through) {
+                (Some(claim), Some(covered)) => Some(claim.min(covered)),
+                (claim, _) => claim,
+            };
+            // Events the claim took in without the run knowing it: the follow-up syncs them.
+            let uncovered = handled_through < claim_through;
+            let handled = match handled_through {
+                Some(through) => sqlx::query(
                     "UPDATE events SET run_id = $2 \
                      WHERE mirror = $1 AND run_id IS NULL AND id <= $3",
                 )
                 .bind(mirror)
                 .bind(run_id)
-                .bind(*through),
-                _ => sqlx::query(
+                .bind(through),
+                None => sqlx::query(
                     "UPDATE events SET run_id = $2 \
                      WHERE mirror = $1 AND run_id IS NULL AND received_at <= $3",
                 )
@@ -801,12 +832,14 @@ impl Store {
                 .await
                 .with_context(|| format!("marking the events of {mirror} handled"))?;
 
-            let follow_up = pending.as_ref().is_some_and(|p| p.queued);
+            let follow_up = uncovered || pending.as_ref().is_some_and(|p| p.queued);
             let queue = if follow_up {
-                // Events arrived during the run: one immediate follow-up, a fresh first try.
+                // Events arrived during the run, or the run did not cover all its claim took
+                // in: one immediate follow-up, a fresh first try.
                 sqlx::query(
-                    "UPDATE pending SET running = FALSE, not_before = $2, attempt = 0, \
-                     claimed_through = NULL, interrupted = NULL, node = NULL, lease_until = NULL \
+                    "UPDATE pending SET queued = TRUE, running = FALSE, not_before = $2, \
+                     attempt = 0, claimed_through = NULL, interrupted = NULL, node = NULL, \
+                     lease_until = NULL \
                      WHERE mirror = $1",
                 )
                 .bind(mirror)
@@ -1759,6 +1792,7 @@ mod tests {
         a_claims_ids_are_those_every_event_naming_the_ref_agreed_on,
         a_burst_of_pushes_each_moving_on_from_the_last_claims_the_last_id,
         pushes_moving_a_running_claim_s_refs_on_are_taken_into_it_and_nothing_else_is,
+        events_a_run_took_in_without_hearing_back_get_a_follow_up_run,
         no_focus_when_an_event_named_no_refs_or_the_last_run_failed,
         coalesces_events_while_queued_and_while_running,
         concurrent_claims_never_share_a_mirror,
@@ -1849,11 +1883,23 @@ mod tests {
         report(name, vec![dest_error(D1, ErrorKind::Network)])
     }
 
+    /// Records the run of `claim`, which covered what its claim did.
     async fn finish(
         store: &Store,
         claim: &Claim,
         report: &MirrorReport,
         retry_at: Option<i64>,
+    ) -> FinishOutcome {
+        finish_covering(store, claim, report, retry_at, claim.through).await
+    }
+
+    /// Records the run of `claim`, which covered the events through `covered`.
+    async fn finish_covering(
+        store: &Store,
+        claim: &Claim,
+        report: &MirrorReport,
+        retry_at: Option<i64>,
+        covered: i64,
     ) -> FinishOutcome {
         store
             .finish(Finish {
@@ -1863,12 +1909,24 @@ mod tests {
                 trigger: claim.triggers[0],
                 report,
                 retry_at,
+                covered_through: Some(covered),
             })
             .await
             .expect("finish")
     }
 
-    /// Claims exactly one sync, of `mirror`.
+    /// Enqueues a webhook for a push that moved `name` from one id to another (each id the
+    /// letter repeated).
+    async fn enqueue_move(store: &Store, mirror: &str, name: &str, (old, new): (char, char)) {
+        let oid = |c: char| Oid::parse(&c.to_string().repeat(40)).unwrap();
+        let ids = RefMap::from([(name.to_string(), oid(new))]);
+        let olds = RefMap::from([(name.to_string(), oid(old))]);
+        store
+            .enqueue(mirror, Trigger::Webhook, "", &names(&[name]), (&ids, &olds))
+            .await
+            .unwrap();
+    }
+
     /// Enqueues an event that says nothing of its refs' ids; its id.
     async fn enqueue_plain(
         store: &Store,
@@ -1884,6 +1942,7 @@ mod tests {
             .unwrap()
     }
 
+    /// Claims exactly one sync, of `mirror`.
     async fn claim_one(store: &Store, now: i64, mirror: &str) -> Claim {
         let mut claims = store.claim(now, 10).await.expect("claim");
         assert_eq!(claims.len(), 1, "{claims:?}");
@@ -2101,15 +2160,7 @@ mod tests {
         let oid = |c: char| Oid::parse(&c.to_string().repeat(40)).unwrap();
         let (main, dev) = ("refs/heads/main", "refs/heads/dev");
         let push = |name: &'static str, old: char, new: char| {
-            let store = store.clone();
-            async move {
-                let ids = RefMap::from([(name.to_string(), oid(new))]);
-                let olds = RefMap::from([(name.to_string(), oid(old))]);
-                store
-                    .enqueue("app", Trigger::Webhook, "", &names(&[name]), (&ids, &olds))
-                    .await
-                    .unwrap();
-            }
+            enqueue_move(&store, "app", name, (old, new))
         };
         let take = |claim: &Claim| {
             let (store, claim) = (store.clone(), claim.clone());
@@ -2136,11 +2187,10 @@ mod tests {
             None,
             "only the node holding the claim takes events into it"
         );
-        assert_eq!(
-            take(&claim).await,
-            Some(RefMap::from([(main.to_string(), oid('d'))]))
-        );
-        finish(&store, &claim, &ok_report("app"), None).await;
+        let taken = take(&claim).await.expect("taken in");
+        assert_eq!(taken.claimed, RefMap::from([(main.to_string(), oid('d'))]));
+        assert!(taken.through > claim.through);
+        finish_covering(&store, &claim, &ok_report("app"), None, taken.through).await;
         assert_eq!(
             unhandled(&store, "app").await,
             0,
@@ -2182,6 +2232,37 @@ mod tests {
         }
     }
 
+    /// A take whose commit reached the store but whose answer did not (a connection lost at
+    /// the commit) moved the claim's watermark without the run knowing: the run reports what
+    /// it covered, and the events it did not push wait for a follow-up run.
+    async fn events_a_run_took_in_without_hearing_back_get_a_follow_up_run(at: Location) {
+        let store = open_as(&at, "a").await;
+        let oid = |c: char| Oid::parse(&c.to_string().repeat(40)).unwrap();
+        let main = "refs/heads/main";
+        let push = |old: char, new: char| enqueue_move(&store, "app", main, (old, new));
+        push('a', 'b').await;
+        let claim = claim_one(&store, now_ms(), "app").await;
+        push('b', 'c').await;
+        let taken = store
+            .take_later_pushes("app", &claim.focus, &claim.claimed)
+            .await
+            .unwrap();
+        assert!(taken.is_some(), "the store took b -> c into the claim");
+        // The run never heard of it: it pushed b and reports its claim's watermark.
+        finish(&store, &claim, &ok_report("app"), None).await;
+        assert_eq!(
+            unhandled(&store, "app").await,
+            1,
+            "b -> c is not counted as synced"
+        );
+        let follow_up = claim_one(&store, now_ms(), "app").await;
+        assert_eq!(
+            follow_up.claimed,
+            RefMap::from([(main.to_string(), oid('c'))])
+        );
+        finish(&store, &follow_up, &ok_report("app"), None).await;
+        assert_eq!(unhandled(&store, "app").await, 0);
+    }
     async fn no_focus_when_an_event_named_no_refs_or_the_last_run_failed(at: Location) {
         let store = open_as(&at, "a").await;
         let main = names(&["refs/heads/main"]);
@@ -2825,6 +2906,7 @@ mod tests {
                 trigger: Trigger::Webhook,
                 report: &report,
                 retry_at: None,
+                covered_through: Some(claim.through),
             };
             store.finish(finish).await.unwrap();
         }
@@ -2893,6 +2975,7 @@ mod tests {
                 trigger: Trigger::Webhook,
                 report: &ok_report("app"),
                 retry_at: None,
+                covered_through: Some(claim.through),
             })
             .await
             .unwrap_err();
@@ -2969,7 +3052,8 @@ mod tests {
             names
         };
         let of_a = mine(a.claim(enqueued, 100).await.unwrap());
-        let of_b = mine(b.claim(enqueued, 100).await.unwrap());
+        let claims_of_b = b.claim(enqueued, 100).await.unwrap();
+        let of_b = mine(claims_of_b.clone());
         assert!(!of_a.is_empty() && !of_b.is_empty(), "{of_a:?} {of_b:?}");
         let mut both = [of_a.clone(), of_b.clone()].concat();
         both.sort();
@@ -2978,18 +3062,10 @@ mod tests {
         assert!(of_a.iter().all(|m| preferred_node(m, &live) == Some("a")));
 
         // b's mirrors come due again while b is busy: a leaves them to b for the grace only.
-        for m in &of_b {
-            let claim = Claim {
-                mirror: m.clone(),
-                triggers: vec![Trigger::Webhook],
-                attempt: 0,
-                started_at: enqueued,
-                focus: Vec::new(),
-                claimed: RefMap::new(),
-                taken_from: None,
-            };
+        for claim in &claims_of_b {
+            let m = &claim.mirror;
             enqueue_plain(&b, m, Trigger::Poll, "", &[]).await;
-            finish(&b, &claim, &ok_report(m), None).await;
+            finish(&b, claim, &ok_report(m), None).await;
         }
         let due = now_ms();
         assert!(a.claim(due, 100).await.unwrap().is_empty(), "b's to take");
