@@ -5,8 +5,8 @@
 //! process and one round trip instead of a listing followed by a fetch.
 //!
 //! The trace is git's, not a promised format: anything unexpected (protocol v0, whose
-//! advertisement is not an `ls-refs` answer; a line that does not parse) yields no listing,
-//! and the run waits for the fetch as it would without one.
+//! advertisement is not an `ls-refs` answer; a line that does not parse; a ref name the trace
+//! escaped) yields no listing, and the run waits for the fetch as it would without one.
 
 use crate::model::refs::Oid;
 
@@ -61,9 +61,11 @@ impl LsRefsAnswer {
                     return Some(std::mem::take(&mut self.listing));
                 }
                 // `<id> <ref>[ <attribute>...]`; an unborn HEAD (`unborn HEAD ...`) is no ref.
+                // A name with a backslash is one the trace escaped (a byte past ASCII): no
+                // ref name holds one, so the listing cannot be read from this trace.
                 let mut words = payload.split(' ');
                 match (words.next(), words.next()) {
-                    (Some(id), Some(name)) if Oid::parse(id).is_some() => {
+                    (Some(id), Some(name)) if Oid::parse(id).is_some() && !name.contains('\\') => {
                         self.listing.push_str(id);
                         self.listing.push(' ');
                         self.listing.push_str(name);
@@ -163,5 +165,16 @@ mod tests {
         assert_eq!(read(&v0), None);
         assert_eq!(read(&v2_fetch(&["what is this"])), None);
         assert_eq!(read("not a trace at all\n"), None);
+    }
+
+    #[test]
+    fn no_listing_when_the_trace_escaped_a_ref_name() {
+        // git's trace prints a byte past ASCII as an octal escape (here `refs/heads/café`); a
+        // ref name never holds a backslash, so the name as traced is not the ref's.
+        let escaped = format!("{A} refs/heads/caf\\37777777703\\37777777651");
+        assert_eq!(
+            read(&v2_fetch(&[&format!("{B} refs/heads/main"), &escaped])),
+            None
+        );
     }
 }
