@@ -5,7 +5,7 @@
 //! whole process group when either trips (git's helpers, ssh and remote-https included).
 
 use crate::model::kind::{classify_stderr, ErrorKind};
-use crate::model::remote::{redact_text, Remote, Secret, Transport};
+use crate::model::remote::{redact_text, Credentials, Remote, Secret, Transport};
 use base64::Engine;
 use std::ffi::OsString;
 use std::io::Write;
@@ -128,6 +128,36 @@ fn is_progress(line: &str) -> bool {
     ]
     .iter()
     .any(|p| l.starts_with(p))
+}
+
+/// The secrets of `remotes` that git's output could hold, to scrub from it: each password,
+/// LFS password, and the `Basic` credentials git sends in an `Authorization` header.
+pub fn secrets_of<'a>(remotes: impl IntoIterator<Item = &'a Remote>) -> Vec<Secret> {
+    let mut secrets = Vec::new();
+    for remote in remotes {
+        let creds = &remote.credentials;
+        secrets.extend(creds.password.clone());
+        secrets.extend(remote.lfs.password.clone());
+        if creds.username.is_some() || creds.password.is_some() {
+            secrets.push(basic_credentials(creds));
+        }
+    }
+    secrets
+}
+
+/// The username and password git is given for a remote with credentials (git's default user
+/// `git` when only a password is set).
+fn username_and_password(creds: &Credentials) -> (&str, &str) {
+    (
+        creds.username.as_deref().unwrap_or("git"),
+        creds.password.as_ref().map(Secret::expose).unwrap_or(""),
+    )
+}
+
+/// `<username>:<password>` in base64, as an `Authorization: Basic` header carries them.
+fn basic_credentials(creds: &Credentials) -> Secret {
+    let (username, password) = username_and_password(creds);
+    Secret::new(base64::engine::general_purpose::STANDARD.encode(format!("{username}:{password}")))
 }
 
 /// Runs git for ferry. Cheap to clone; one per sync run.
@@ -502,8 +532,6 @@ impl Git {
                 // password, helper or not. The failure's kind says to use the new URL. Remotes
                 // without credentials keep git's default (follow on the first request).
                 config.push(("http.followRedirects".into(), "false".into()));
-                let username = creds.username.as_deref().unwrap_or("git");
-                let password = creds.password.as_ref().map(Secret::expose).unwrap_or("");
                 // The credentials go with the first request, as a header for the remote's
                 // origin only (in the environment, like the helper's): no 401 first, and no
                 // helper process before the first request nor after the last one (git runs
@@ -511,11 +539,10 @@ impl Git {
                 // of each git call over HTTP. Safe because the only origin this git call
                 // can reach is the remote's own. A server that refuses them answers 401:
                 // git then asks the helper, and fails with its usual message.
-                let basic = base64::engine::general_purpose::STANDARD
-                    .encode(format!("{username}:{password}"));
+                let (username, password) = username_and_password(creds);
                 config.push((
                     format!("http.{origin}.extraHeader"),
-                    format!("Authorization: Basic {basic}"),
+                    format!("Authorization: Basic {}", basic_credentials(creds).expose()),
                 ));
                 set("FERRY_GIT_USERNAME", username);
                 set("FERRY_GIT_PASSWORD", password);
@@ -1017,6 +1044,24 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_remote_s_secrets_include_its_authorization_header_as_git_is_given_it() {
+        let mut remote = Remote::parse("https://git.example.com/app.git", Path::new("/")).unwrap();
+        remote.credentials.username = Some("bot".into());
+        remote.credentials.password = Some(Secret::new("pa55word".into()));
+        let encoded = base64::engine::general_purpose::STANDARD.encode("bot:pa55word");
+        let git = Git::new(
+            Duration::from_secs(60),
+            false,
+            secrets_of([&remote]),
+            std::env::temp_dir(),
+        );
+        assert_eq!(
+            git.scrub(format!("sent Authorization: Basic {encoded} with pa55word")),
+            "sent Authorization: Basic *** with ***"
+        );
+    }
+
+    #[test]
     fn scrubbing_replaces_every_secret_and_leaves_text_without_one_as_it_is() {
         let git = Git::new(
             Duration::from_secs(60),
@@ -1179,7 +1224,12 @@ mod tests {
             "credential.https://git.example.com:8443.helper"
         );
         assert!(config.contains(&("http.followRedirects".into(), "false".into())));
-        assert!(!config.iter().any(|(_, v)| v.contains("pa55word")));
+        // The password is in the header alone, encoded as `Basic` credentials are.
+        let encoded = base64::engine::general_purpose::STANDARD.encode("bot:pa55word");
+        assert!(!config
+            .iter()
+            .filter(|(k, _)| !k.ends_with("extraHeader"))
+            .any(|(_, v)| v.contains("pa55word") || v.contains(&encoded)));
         let headers: Vec<&(String, String)> = config
             .iter()
             .filter(|(k, _)| k.to_ascii_lowercase().ends_with("extraheader"))
@@ -1188,10 +1238,7 @@ mod tests {
             headers,
             [&(
                 "http.https://git.example.com:8443.extraHeader".to_owned(),
-                format!(
-                    "Authorization: Basic {}",
-                    base64::engine::general_purpose::STANDARD.encode("bot:pa55word")
-                )
+                format!("Authorization: Basic {encoded}")
             )],
             "sent with the first request, to the remote's origin alone"
         );

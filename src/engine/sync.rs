@@ -13,7 +13,9 @@
 //! others.
 
 use crate::engine::cache::{Cache, CachePaths, Strategy};
-use crate::engine::git::{failure_from_stderr, summarize_stderr, Call, Git, GitFailure};
+use crate::engine::git::{
+    failure_from_stderr, secrets_of, summarize_stderr, Call, Git, GitFailure,
+};
 use crate::engine::held_push::{self, HeldPush};
 use crate::engine::lfs::{self, store::ObjectStore, Carried, Lfs};
 use crate::engine::plan::{self, Action, Note, Plan, PlanInput, RefPlan};
@@ -26,7 +28,7 @@ use crate::model::kind::{classify_ref_rejection, ErrorKind};
 use crate::model::mirror::{short_hash, Mirror, Settings};
 use crate::model::mirror::{Divergence, LfsMode, Prune};
 use crate::model::refs::{is_plain_ref_name, refs_digest, Oid, RefMap, RefSelection, SortedLookup};
-use crate::model::remote::{Remote, Secret};
+use crate::model::remote::Remote;
 use futures::future::{join_all, maybe_done, poll_fn, select, BoxFuture, Either, MaybeDone};
 use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet, HashSet};
@@ -156,15 +158,10 @@ pub async fn run_mirror_with(
 
 /// A git runner that knows every secret of the mirror (to scrub them from git's output).
 fn git_for(mirror: &Mirror, settings: &Settings) -> Git {
-    let secrets: Vec<Secret> = std::iter::once(&mirror.source)
-        .chain(&mirror.destinations)
-        .flat_map(|r| [r.credentials.password.clone(), r.lfs.password.clone()])
-        .flatten()
-        .collect();
     Git::new(
         settings.timeout,
         settings.progress,
-        secrets,
+        secrets_of(std::iter::once(&mirror.source).chain(&mirror.destinations)),
         settings.cache_dir.clone(),
     )
 }
