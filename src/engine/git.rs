@@ -584,19 +584,25 @@ struct Running {
     stdout: Option<tokio::task::JoinHandle<Vec<u8>>>,
     stderr: Option<tokio::task::JoinHandle<Vec<u8>>>,
     spawned: Instant,
-    /// Whether git was waited for (else it is stopped when this is dropped).
+    /// Whether git's end was logged with its output (else it is logged, and stopped, when
+    /// this is dropped).
     waited: bool,
 }
 
 impl Drop for Running {
-    /// A call dropped before git exited (a fetch whose listing showed nothing to fetch, a held
-    /// push its plan did not make, a cancelled sync) is logged like a finished one, so that
-    /// the log accounts for every git process; `group` kills it.
+    /// A call dropped before its end was logged (a fetch whose listing showed nothing to
+    /// fetch, a held push its plan did not make, a cancelled sync, a call past its deadline)
+    /// is logged like a finished one, so that the log accounts for every git process; `group`
+    /// kills it if it still runs.
     fn drop(&mut self) {
         if !self.waited {
+            let status = match self.child.try_wait() {
+                Ok(Some(status)) => status.to_string(),
+                _ => "stopped by ferry before it exited".to_owned(),
+            };
             tracing::debug!(
                 args = %self.args,
-                status = "stopped by ferry before it exited",
+                status = %status,
                 elapsed_ms = self.spawned.elapsed().as_millis() as u64,
                 stderr = "",
                 "git finished"
@@ -616,10 +622,7 @@ impl Running {
         let mut cpu_seen = 0;
         let status = loop {
             tokio::select! {
-                status = self.child.wait() => {
-                    self.waited = true;
-                    break status;
-                }
+                status = self.child.wait() => break status,
                 _ = tokio::time::sleep(Duration::from_millis(100)) => {
                     let now = Instant::now();
                     let last_heard = self.spawned
@@ -639,9 +642,9 @@ impl Running {
                         }
                     }
                     if timed_out || stalled {
+                        // Logged as stopped when dropped, on the way out.
                         self.group.kill();
                         let _ = self.child.wait().await;
-                        self.waited = true;
                         let what = if timed_out {
                             format!("git {} did not finish within {}", self.command, humantime::format_duration(cfg.timeout))
                         } else {
@@ -661,6 +664,7 @@ impl Running {
         self.group.kill();
         let stdout = self.git.scrub(join_reader(self.stdout.take()).await);
         let stderr = collapse_progress(&join_reader(self.stderr.take()).await);
+        self.waited = true;
         Ok(self
             .git
             .finished(&self.args, self.spawned, status, stdout, &stderr))
@@ -1082,6 +1086,71 @@ mod tests {
             git.scrub("nothing secret here".into()),
             "nothing secret here"
         );
+    }
+
+    /// What the calls `calls` makes log at debug level, as ferry's JSON log lines.
+    fn logged_by(calls: impl std::future::Future<Output = ()>) -> Vec<String> {
+        #[derive(Clone, Default)]
+        struct Lines(Arc<std::sync::Mutex<Vec<u8>>>);
+        impl Write for Lines {
+            fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+                self.0
+                    .lock()
+                    .map_err(|_| std::io::Error::other("poisoned"))?
+                    .extend_from_slice(buf);
+                Ok(buf.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let lines = Lines::default();
+        let writer = lines.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .json()
+            .with_max_level(tracing::Level::DEBUG)
+            .with_writer(move || writer.clone())
+            .finish();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        tracing::subscriber::with_default(subscriber, || runtime.block_on(calls));
+        let text = String::from_utf8(lines.0.lock().unwrap().clone()).unwrap();
+        text.lines().map(str::to_owned).collect()
+    }
+
+    #[test]
+    fn every_git_call_is_logged_as_finished_however_it_ends() {
+        let lines = logged_by(async {
+            let cwd = std::env::temp_dir();
+            let git = Git::new(Duration::from_secs(60), false, Vec::new(), cwd.clone());
+            let wait = ["-c", "alias.wait=!sleep 5", "wait"];
+            // Runs to its end.
+            git.run(&cwd, &["--version"], Call::default())
+                .await
+                .unwrap();
+            // Dropped by ferry while it runs.
+            let dropped = tokio::time::timeout(
+                Duration::from_millis(300),
+                git.run(&cwd, &wait, Call::default()),
+            )
+            .await;
+            assert!(dropped.is_err(), "still running when dropped");
+            // Past its deadline.
+            let hasty = Git::new(Duration::from_millis(300), false, Vec::new(), cwd.clone());
+            let late = hasty.run(&cwd, &wait, Call::default()).await.unwrap_err();
+            assert_eq!(late.kind, ErrorKind::Timeout);
+        });
+        let finished: Vec<&String> = lines
+            .iter()
+            .filter(|l| l.contains("git finished"))
+            .collect();
+        assert_eq!(finished.len(), 3, "{lines:#?}");
+        assert!(finished[0].contains("--version") && finished[0].contains("exit status: 0"));
+        assert!(finished[1].contains("alias.wait") && finished[1].contains("stopped by ferry"));
+        // Killed past its deadline: git's own end, a signal.
+        assert!(finished[2].contains("alias.wait") && finished[2].contains("SIGKILL"));
     }
 
     /// A transfer-like git call (stall detection on) running `script` through an alias, with a
