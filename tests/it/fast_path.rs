@@ -452,3 +452,42 @@ fn settled_no_op_from(transport: Transport) {
     assert_eq!(run.ref_result(0, "refs/heads/main").1, "updated");
     assert_eq!(dst.refs()["refs/heads/main"], src.refs()["refs/heads/main"]);
 }
+
+#[test]
+fn refs_with_non_ascii_names_are_mirrored_kept_unchanged_and_updated_over_every_path() {
+    let (cafe, tag) = ("refs/heads/café", "refs/tags/版本-1");
+    for (transport, dest) in [
+        (Transport::Http, Transport::Http),
+        (Transport::File, Transport::File),
+        (Transport::Ssh, Transport::Http),
+    ] {
+        let (src, dst) = (Repo::source("utf8-src"), Repo::empty("utf8-dst"));
+        src.push(&["main:refs/heads/café", "main:refs/tags/版本-1"]);
+        let [s, d] = [src.url(transport), dst.url(dest)];
+        let ferry = Ferry::with_test_credentials();
+        ferry.sync(&[&s, &d]).assert_code(0);
+        let source = src.refs();
+        assert_eq!(dst.refs()[cafe], source[cafe], "{transport:?}");
+        assert_eq!(dst.refs()[tag], source[tag], "{transport:?}");
+
+        // A no-op: the names as git lists them are the names ferry recorded.
+        ferry.sync(&[&s, &d]).assert_all_unchanged(0);
+
+        // A change to the branch alone, from the command line and as an event.
+        let new = src.commit(&format!("on café over {transport:?}"));
+        src.push(&["HEAD:refs/heads/café"]);
+        let run = ferry.sync(&[&s, &d]);
+        run.assert_code(0);
+        assert_eq!(run.ref_result(0, cafe).1, "updated", "{}", run.stdout);
+        assert_eq!(run.ref_result(0, "refs/heads/main").1, "unchanged");
+        assert_eq!(dst.refs()[cafe], new);
+        let newer = src.commit(&format!("on café again over {transport:?}"));
+        src.push(&["HEAD:refs/heads/café"]);
+        let named = format!("{cafe}={newer}");
+        let run = ferry.sync(&["--ref", &named, &s, &d]);
+        run.assert_code(0);
+        assert_eq!(run.ref_result(0, cafe).1, "updated", "{}", run.stdout);
+        assert_eq!(dst.refs()[cafe], newer);
+        ferry.sync(&[&s, &d]).assert_all_unchanged(0);
+    }
+}
