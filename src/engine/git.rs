@@ -414,6 +414,7 @@ impl Git {
             group,
             started,
             deadline: tokio::time::Instant::from_std(started + self.inner.timeout),
+            logged: false,
         })
     }
 
@@ -596,19 +597,26 @@ impl Drop for Running {
     /// kills it if it still runs.
     fn drop(&mut self) {
         if !self.waited {
-            let status = match self.child.try_wait() {
-                Ok(Some(status)) => status.to_string(),
-                _ => "stopped by ferry before it exited".to_owned(),
-            };
-            tracing::debug!(
-                args = %self.args,
-                status = %status,
-                elapsed_ms = self.spawned.elapsed().as_millis() as u64,
-                stderr = "",
-                "git finished"
-            );
+            log_unfinished(&self.args, self.spawned, &mut self.child);
         }
     }
+}
+
+/// Logs a call whose end was not logged with its output (see the `Drop`s of [`Running`] and
+/// [`Session`]) like a finished one: with git's own status when it has exited, else as
+/// stopped (the call's process group is killed next).
+fn log_unfinished(args: &str, spawned: Instant, child: &mut Child) {
+    let status = match child.try_wait() {
+        Ok(Some(status)) => status.to_string(),
+        _ => "stopped by ferry before it exited".to_owned(),
+    };
+    tracing::debug!(
+        args = %args,
+        status = %status,
+        elapsed_ms = spawned.elapsed().as_millis() as u64,
+        stderr = "",
+        "git finished"
+    );
 }
 
 impl Running {
@@ -741,6 +749,16 @@ pub struct Session {
     group: ProcessGroup,
     started: Instant,
     deadline: tokio::time::Instant,
+    /// Whether its end was logged by [`Session::finish`] (else it is logged when dropped).
+    logged: bool,
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        if !self.logged {
+            log_unfinished(&self.args, self.started, &mut self.child);
+        }
+    }
 }
 
 impl Session {
@@ -839,6 +857,7 @@ impl Session {
         };
         self.group.kill();
         let stderr = join_reader(self.stderr.take()).await;
+        self.logged = true;
         Ok(self
             .git
             .finished(&self.args, self.started, status, String::new(), &stderr))
@@ -1141,16 +1160,20 @@ mod tests {
             let hasty = Git::new(Duration::from_millis(300), false, Vec::new(), cwd.clone());
             let late = hasty.run(&cwd, &wait, Call::default()).await.unwrap_err();
             assert_eq!(late.kind, ErrorKind::Timeout);
+            // A session dropped while it waits for its input.
+            let session = git.session(&cwd, &["hash-object", "--stdin"]).unwrap();
+            drop(session);
         });
         let finished: Vec<&String> = lines
             .iter()
             .filter(|l| l.contains("git finished"))
             .collect();
-        assert_eq!(finished.len(), 3, "{lines:#?}");
+        assert_eq!(finished.len(), 4, "{lines:#?}");
         assert!(finished[0].contains("--version") && finished[0].contains("exit status: 0"));
         assert!(finished[1].contains("alias.wait") && finished[1].contains("stopped by ferry"));
         // Killed past its deadline: git's own end, a signal.
         assert!(finished[2].contains("alias.wait") && finished[2].contains("SIGKILL"));
+        assert!(finished[3].contains("hash-object") && finished[3].contains("stopped by ferry"));
     }
 
     /// A transfer-like git call (stall detection on) running `script` through an alias, with a
