@@ -4,7 +4,7 @@
 
 use crate::engine::ancestry::{self, CatFile};
 use crate::engine::git::{failure_from_stderr, Call, Git, GitFailure};
-use crate::engine::packet_trace::LsRefsAnswer;
+use crate::engine::packet_trace::TracedListing;
 use crate::engine::ref_files;
 use crate::model::kind::{classify_stderr, ErrorKind};
 use crate::model::mirror::short_hash;
@@ -385,7 +385,7 @@ impl Cache {
     /// many refs changed. After a large fetch the refs are packed. A failure that looks like a
     /// damaged cache rebuilds it and fetches once more. `listing`, when given, gets the
     /// source's refs (as `ls-remote` prints them) as soon as the fetch has listed them, when
-    /// its trace shows that (see [`LsRefsAnswer`]); dropped without them otherwise.
+    /// its trace shows that (see [`TracedListing`]); dropped without them otherwise.
     pub async fn update(
         &self,
         source: &Remote,
@@ -646,7 +646,7 @@ impl Cache {
                 let Some(listing) = listing else {
                     return git.run(self.dir(), &argv, call).await;
                 };
-                let (mut answer, mut listing) = (LsRefsAnswer::default(), Some(listing));
+                let (mut answer, mut listing) = (TracedListing::default(), Some(listing));
                 git.run_tracing_packets(self.dir(), &argv, call, move |line| {
                     if let Some(refs) = answer.line(line) {
                         if let Some(listing) = listing.take() {

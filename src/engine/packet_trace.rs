@@ -1,18 +1,21 @@
 //! The source's refs as a fetch's own ref listing gave them, read from git's packet trace
-//! (`GIT_TRACE_PACKET`). A fetch lists the source (protocol v2 `ls-refs`) before it
-//! negotiates and receives a pack; with the listing in hand that early, a run knows whether
-//! anything changed, and which push it will most likely make, while the fetch goes on: one git
-//! process and one round trip instead of a listing followed by a fetch.
+//! (`GIT_TRACE_PACKET`). A fetch lists the source (protocol v2 `ls-refs`, or the
+//! advertisement a protocol v0 server sends first) before it negotiates and receives a pack;
+//! with the listing in hand that early, a run knows whether anything changed, and which push it
+//! will most likely make, while the fetch goes on: one git process and one round trip instead
+//! of a listing followed by a fetch.
 //!
-//! The trace is git's, not a promised format: anything unexpected (protocol v0, whose
-//! advertisement is not an `ls-refs` answer; a line that does not parse; a ref name the trace
-//! escaped) yields no listing, and the run waits for the fetch as it would without one.
+//! The trace is git's, not a promised format: anything unexpected (a line that does not
+//! parse; a ref name the trace escaped; protocol v0 over HTTP, whose advertisement reaches the
+//! fetch through its transport helper, not as packets) yields no listing, and the run waits
+//! for the fetch as it would without one.
 
 use crate::model::refs::Oid;
 
-/// Reads a fetch's packet trace, line by line, for the answer to its `ls-refs` command.
+/// Reads a fetch's packet trace, line by line, for the source's listing: the answer to its
+/// `ls-refs` command (protocol v2), or the advertisement the server opened with (v0).
 #[derive(Debug, Default)]
-pub struct LsRefsAnswer {
+pub struct TracedListing {
     state: State,
     /// The listing so far, as `ls-remote` prints it (`<id> <ref>` lines).
     listing: String,
@@ -20,7 +23,7 @@ pub struct LsRefsAnswer {
 
 #[derive(Debug, Default, PartialEq, Eq)]
 enum State {
-    /// Before the fetch sent `command=ls-refs`.
+    /// Before the fetch sent `command=ls-refs`, or received a v0 advertisement.
     #[default]
     BeforeCommand,
     /// The fetch is sending the rest of its command.
@@ -31,7 +34,11 @@ enum State {
     Done,
 }
 
-impl LsRefsAnswer {
+/// What separates a v0 advertisement's first ref from the server's capabilities, as the trace
+/// prints it (a NUL, escaped).
+const V0_CAPABILITIES: &str = "\\0";
+
+impl TracedListing {
     /// Reads one line of the trace; returns the listing once the answer has ended (once).
     pub fn line(&mut self, line: &str) -> Option<String> {
         if self.state == State::Done {
@@ -52,6 +59,13 @@ impl LsRefsAnswer {
             (State::BeforeCommand, true) if payload == "command=ls-refs" => {
                 self.state = State::Asking;
             }
+            // Protocol v0: the server opens with its refs, the first one carrying its
+            // capabilities (a v2 server's capability lines never hold a NUL).
+            (State::BeforeCommand, false) if payload.contains(V0_CAPABILITIES) => {
+                self.state = State::Answering;
+                let first = payload.split(V0_CAPABILITIES).next().unwrap_or_default();
+                self.answer_line(first);
+            }
             (State::BeforeCommand, _) => {}
             (State::Asking, true) => {}
             (State::Asking | State::Answering, false) => {
@@ -60,24 +74,30 @@ impl LsRefsAnswer {
                     self.state = State::Done;
                     return Some(std::mem::take(&mut self.listing));
                 }
-                // `<id> <ref>[ <attribute>...]`; an unborn HEAD (`unborn HEAD ...`) is no ref.
-                // A name with a backslash is one the trace escaped (a byte past ASCII): no
-                // ref name holds one, so the listing cannot be read from this trace.
-                let mut words = payload.split(' ');
-                match (words.next(), words.next()) {
-                    (Some(id), Some(name)) if Oid::parse(id).is_some() && !name.contains('\\') => {
-                        self.listing.push_str(id);
-                        self.listing.push(' ');
-                        self.listing.push_str(name);
-                        self.listing.push('\n');
-                    }
-                    (Some("unborn"), _) => {}
-                    _ => self.state = State::Done,
-                }
+                self.answer_line(payload);
             }
             (State::Answering, true) | (State::Done, _) => self.state = State::Done,
         }
         None
+    }
+
+    /// Takes one ref of the answer: `<id> <ref>[ <attribute>...]`. An unborn HEAD (`unborn
+    /// HEAD ...`, v2) and an empty repository's `capabilities^{}` (v0) are no refs; peeled
+    /// tags (`<ref>^{}`, v0) and HEAD are kept, as `ls-remote` prints them. A name with a
+    /// backslash is one the trace escaped (a byte past ASCII): no ref name holds one, so the
+    /// listing cannot be read from this trace.
+    fn answer_line(&mut self, payload: &str) {
+        let mut words = payload.split(' ');
+        match (words.next(), words.next()) {
+            (Some(_), Some("capabilities^{}")) | (Some("unborn"), _) => {}
+            (Some(id), Some(name)) if Oid::parse(id).is_some() && !name.contains('\\') => {
+                self.listing.push_str(id);
+                self.listing.push(' ');
+                self.listing.push_str(name);
+                self.listing.push('\n');
+            }
+            _ => self.state = State::Done,
+        }
     }
 }
 
@@ -86,7 +106,7 @@ mod tests {
     use super::*;
 
     fn read(trace: &str) -> Option<String> {
-        let mut answer = LsRefsAnswer::default();
+        let mut answer = TracedListing::default();
         let mut got = None;
         for line in trace.lines() {
             if let Some(listing) = answer.line(line) {
@@ -155,16 +175,62 @@ mod tests {
     }
 
     #[test]
-    fn no_listing_from_a_trace_without_an_ls_refs_command_or_with_a_line_that_does_not_parse() {
-        // Protocol v0: the advertisement comes unasked, with capabilities after a NUL.
-        let v0 = packet(
-            "fetch<",
-            &format!("{A} refs/heads/main\0multi_ack thin-pack"),
-        ) + &packet("fetch<", "0000")
-            + &packet("fetch>", &format!("want {A} multi_ack"));
-        assert_eq!(read(&v0), None);
+    fn no_listing_from_a_trace_without_one_or_with_a_line_that_does_not_parse() {
         assert_eq!(read(&v2_fetch(&["what is this"])), None);
         assert_eq!(read("not a trace at all\n"), None);
+        // Protocol v0 over HTTP: the helper hands the advertisement to `fetch-pack`.
+        let helper = packet(
+            "fetch-pack<",
+            &format!("{A} refs/heads/main\\0multi_ack thin-pack"),
+        ) + &packet("fetch-pack<", "0000");
+        assert_eq!(read(&helper), None);
+    }
+
+    /// A protocol v0 fetch (over SSH or `git://`) as git 2.47 traces it: the server's
+    /// advertisement, its first line carrying the capabilities after an escaped NUL.
+    fn v0_fetch(refs: &[&str]) -> String {
+        let caps = "multi_ack thin-pack side-band-64k ofs-delta agent=git/2.47.3";
+        let mut trace = String::new();
+        for (i, r) in refs.iter().enumerate() {
+            let payload = match i {
+                0 => format!("{r}\\0{caps}"),
+                _ => r.to_string(),
+            };
+            trace += &packet("upload-pack>", &payload);
+            trace += &packet("fetch<", &payload);
+        }
+        trace += &packet("fetch<", "0000");
+        trace += &packet("fetch>", &format!("want {A} multi_ack_detailed"));
+        trace += &packet("fetch>", "0000");
+        trace += &packet("fetch>", "done");
+        trace += &packet("fetch<", "NAK");
+        trace
+    }
+
+    #[test]
+    fn a_protocol_v0_advertisement_is_the_listing_as_ls_remote_prints_it() {
+        let trace = v0_fetch(&[
+            &format!("{A} HEAD"),
+            &format!("{A} refs/heads/main"),
+            &format!("{B} refs/tags/v1"),
+            &format!("{A} refs/tags/v1^{{}}"),
+        ]);
+        assert_eq!(
+            read(&trace).as_deref(),
+            Some(
+                format!("{A} HEAD\n{A} refs/heads/main\n{B} refs/tags/v1\n{A} refs/tags/v1^{{}}\n")
+                    .as_str()
+            )
+        );
+        // An empty repository advertises its capabilities alone.
+        let zero = "0".repeat(40);
+        assert_eq!(
+            read(&v0_fetch(&[&format!("{zero} capabilities^{{}}")])).as_deref(),
+            Some("")
+        );
+        // A v0 name the trace escaped.
+        let escaped = format!("{A} refs/heads/caf\\37777777703\\37777777651");
+        assert_eq!(read(&v0_fetch(&[&format!("{A} HEAD"), &escaped])), None);
     }
 
     #[test]

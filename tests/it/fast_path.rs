@@ -27,7 +27,7 @@ pub(crate) fn with_logged_git(ferry: Ferry) -> (Ferry, tempfile::TempDir, std::p
 }
 
 /// Writes an executable script at `path`; returns its path for `FERRY_GIT`.
-fn script(path: &Path, text: &str) -> String {
+pub(crate) fn script(path: &Path, text: &str) -> String {
     std::fs::write(path, text).unwrap();
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).unwrap();

@@ -4,7 +4,7 @@
 //! The run releases it only when its plan makes exactly that push; otherwise the held push is
 //! dropped and sends nothing, and a lease that no longer holds is re-planned as ever.
 
-use crate::fast_path::{listings_of, main_diverged_and_theirs_is_kept, with_logged_git};
+use crate::fast_path::{listings_of, main_diverged_and_theirs_is_kept, script, with_logged_git};
 use crate::harness::{Ferry, Repo, Run, Transport};
 use std::path::Path;
 
@@ -142,30 +142,64 @@ fn a_sync_from_the_record_pushes_by_the_push_started_from_the_fetch_s_own_listin
     let (src, dst, ferry, dir) = synced("listed");
     let log = dir.path().join("git.log");
     let [s, d] = [src.url(Transport::Http), dst.url(Transport::Http)];
-    let new = src.commit("one more");
-    src.push(&["main"]);
-
-    let run = ferry.sync(&[&s, &d]);
-    main_landed_by_the_held_push(&run, &dst, &new, &log);
-    let calls = std::fs::read_to_string(&log).unwrap();
-    assert_eq!(
-        listings_of(&log, &s),
-        0,
-        "the fetch listed the source: {calls}"
-    );
+    let calls =
+        lands_by_the_push_started_from_the_fetch_s_listing(&src, &dst, &ferry, &log, [&s, &d]);
     assert_eq!(
         source_fetches(&calls, &s),
         ["+refs/heads/*:refs/heads/*".to_owned()],
         "one fetch, by name"
     );
+}
+
+#[test]
+fn a_protocol_v0_source_s_advertisement_in_the_fetch_s_trace_starts_the_push_beside_the_fetch() {
+    // Over SSH a server speaks v0 unless its sshd passes GIT_PROTOCOL on, as stock ones do not.
+    let (src, dst) = (Repo::source("v0-held-src"), Repo::empty("v0-held-dst"));
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("git.log");
+    let real = ferry_testkit::git_binary().unwrap().display().to_string();
+    let v0 = script(
+        &dir.path().join("git-v0"),
+        &format!(
+            "#!/bin/sh\necho \"$*\" >> '{}'\nexec '{real}' -c protocol.version=0 \"$@\"\n",
+            log.display()
+        ),
+    );
+    let ferry = Ferry::with_test_credentials().env("FERRY_GIT", &v0);
+    let [s, d] = [src.url(Transport::Ssh), dst.url(Transport::Ssh)];
+    ferry.sync(&[&s, &d]).assert_code(0);
+    std::fs::remove_file(&log).unwrap();
+    lands_by_the_push_started_from_the_fetch_s_listing(&src, &dst, &ferry, &log, [&s, &d]);
+}
+
+/// A new commit on the source's main lands by the one push, started from the fetch's own
+/// listing (the source is not listed otherwise); then a no-op runs that fetch alone. Returns
+/// the git command lines of the run that landed it.
+fn lands_by_the_push_started_from_the_fetch_s_listing(
+    src: &Repo,
+    dst: &Repo,
+    ferry: &Ferry,
+    log: &Path,
+    [s, d]: [&str; 2],
+) -> String {
+    let new = src.commit("one more");
+    src.push(&["main"]);
+    let run = ferry.sync(&[s, d]);
+    main_landed_by_the_held_push(&run, dst, &new, log);
+    let calls = std::fs::read_to_string(log).unwrap();
+    assert_eq!(
+        listings_of(log, s),
+        0,
+        "the fetch listed the source: {calls}"
+    );
 
     // Nothing changed: the fetch's listing says so, and nothing else runs.
-    std::fs::remove_file(&log).unwrap();
-    let run = ferry.sync(&[&s, &d]);
-    run.assert_all_unchanged(0);
-    let calls = std::fs::read_to_string(&log).unwrap();
-    assert_eq!(calls.lines().count(), 1, "{calls}");
-    assert_eq!(source_fetches(&calls, &s).len(), 1, "{calls}");
+    std::fs::remove_file(log).unwrap();
+    ferry.sync(&[s, d]).assert_all_unchanged(0);
+    let no_op = std::fs::read_to_string(log).unwrap();
+    assert_eq!(no_op.lines().count(), 1, "{no_op}");
+    assert_eq!(source_fetches(&no_op, s).len(), 1, "{no_op}");
+    calls
 }
 
 /// The first refspec of each fetch from `source` in a log of git command lines.
