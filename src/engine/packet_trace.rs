@@ -6,9 +6,9 @@
 //! of a listing followed by a fetch.
 //!
 //! The trace is git's, not a promised format: anything unexpected (a line that does not
-//! parse; a ref name the trace escaped; protocol v0 over HTTP, whose advertisement reaches the
-//! fetch through its transport helper, not as packets) yields no listing, and the run waits
-//! for the fetch as it would without one.
+//! parse; a ref name the trace escaped; protocol v0 over HTTP, whose advertisement the fetch's
+//! transport helper reads, not the fetch) yields no listing, and the run waits for the fetch as
+//! it would without one.
 
 use crate::model::refs::Oid;
 
