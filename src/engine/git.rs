@@ -138,7 +138,9 @@ pub fn secrets_of<'a>(remotes: impl IntoIterator<Item = &'a Remote>) -> Vec<Secr
         let creds = &remote.credentials;
         secrets.extend(creds.password.clone());
         secrets.extend(remote.lfs.password.clone());
-        if creds.username.is_some() || creds.password.is_some() {
+        // Only a remote reached over HTTP gets the header (see `environment`).
+        let has_credentials = creds.username.is_some() || creds.password.is_some();
+        if has_credentials && remote.http_origin().is_some() {
             secrets.push(basic_credentials(creds));
         }
     }
