@@ -44,7 +44,7 @@ mod service_report;
 mod stats;
 mod transport;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
@@ -61,7 +61,7 @@ const CLASSIC_RUNS_LARGE: usize = 3;
 /// A first sync of 10,000 refs takes seconds: at most this many rounds.
 const FIRST_SYNC_RUNS: usize = 3;
 
-const USAGE: &str = "usage: ferry-bench [--quick] [--runs N] [--repo NAME]
+const USAGE: &str = "usage: ferry-bench [--quick] [--runs N] [--repo NAME] [--ferry PATH]
                    [--sync-only | --service-only | --cluster-only | --lfs-only | --fleet-only]";
 
 /// Which sections a run measures.
@@ -86,6 +86,9 @@ struct Options {
     sections: Sections,
     /// Only this repository's rows in the CLI table (`small`, `large`, `many-refs`).
     repo: Option<String>,
+    /// A ferry binary to measure instead of the one built from this tree (another build, to
+    /// compare two side by side in alternating runs).
+    ferry: Option<PathBuf>,
 }
 
 fn parse_args() -> Result<Options> {
@@ -93,6 +96,7 @@ fn parse_args() -> Result<Options> {
     let mut sections = Sections::All;
     let mut repo = None;
     let mut runs = None;
+    let mut ferry = None;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         let only = match arg.as_str() {
@@ -127,6 +131,16 @@ fn parse_args() -> Result<Options> {
                 }
                 repo = Some(name);
             }
+            "--ferry" => {
+                let path = PathBuf::from(
+                    args.next()
+                        .context("--ferry needs the path of a ferry binary")?,
+                );
+                if !path.is_file() {
+                    bail!("--ferry {}: no such file; give the path of a built ferry binary (target/release/ferry of another checkout)", path.display());
+                }
+                ferry = Some(path);
+            }
             "-h" | "--help" => {
                 println!("{USAGE}");
                 std::process::exit(0);
@@ -140,6 +154,7 @@ fn parse_args() -> Result<Options> {
         runs,
         sections,
         repo,
+        ferry,
     })
 }
 
@@ -147,7 +162,15 @@ fn main() -> Result<()> {
     let started = Instant::now();
     let options = parse_args()?;
     eprintln!("building ferry (release)...");
-    let ferry = ferry_bin::build_release()?;
+    // Built also when another binary is measured: generated repositories live beside it.
+    let built = ferry_bin::build_release()?;
+    let ferry = match &options.ferry {
+        Some(other) => {
+            eprintln!("measuring {} instead", other.display());
+            other.clone()
+        }
+        None => built.clone(),
+    };
     if options.sections == Sections::Fleet {
         eprintln!("starting git servers...");
         // The fake GitHub needs them for the whole run; the testkit's watchdog stops them
@@ -187,7 +210,7 @@ fn main() -> Result<()> {
         );
         return Ok(());
     }
-    let repo_cache = ferry_bin::target_dir(&ferry)?.join("ferry-bench-repos");
+    let repo_cache = ferry_bin::target_dir(&built)?.join("ferry-bench-repos");
     let repos = RepoSpec::all(options.quick)
         .iter()
         .map(|spec| generated(spec, &repo_cache))
