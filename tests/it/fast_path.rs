@@ -7,11 +7,16 @@ use std::path::Path;
 
 /// A FERRY_GIT that logs each git command line (one per line) to `log`, then runs git.
 pub(crate) fn logging_git(dir: &Path, log: &Path) -> String {
+    logging_git_with(dir, log, "")
+}
+
+/// [`logging_git`], running git with `options` first (`-c protocol.version=0`, say).
+pub(crate) fn logging_git_with(dir: &Path, log: &Path, options: &str) -> String {
     let real = ferry_testkit::git_binary().unwrap().display().to_string();
     script(
         &dir.join("git-logging"),
         &format!(
-            "#!/bin/sh\necho \"$*\" >> '{}'\nexec '{real}' \"$@\"\n",
+            "#!/bin/sh\necho \"$*\" >> '{}'\nexec '{real}' {options} \"$@\"\n",
             log.display()
         ),
     )
@@ -27,7 +32,7 @@ pub(crate) fn with_logged_git(ferry: Ferry) -> (Ferry, tempfile::TempDir, std::p
 }
 
 /// Writes an executable script at `path`; returns its path for `FERRY_GIT`.
-pub(crate) fn script(path: &Path, text: &str) -> String {
+fn script(path: &Path, text: &str) -> String {
     std::fs::write(path, text).unwrap();
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).unwrap();

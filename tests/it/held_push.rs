@@ -4,7 +4,9 @@
 //! The run releases it only when its plan makes exactly that push; otherwise the held push is
 //! dropped and sends nothing, and a lease that no longer holds is re-planned as ever.
 
-use crate::fast_path::{listings_of, main_diverged_and_theirs_is_kept, script, with_logged_git};
+use crate::fast_path::{
+    listings_of, logging_git_with, main_diverged_and_theirs_is_kept, with_logged_git,
+};
 use crate::harness::{Ferry, Repo, Run, Transport};
 use std::path::Path;
 
@@ -157,14 +159,7 @@ fn a_protocol_v0_source_s_advertisement_in_the_fetch_s_trace_starts_the_push_bes
     let (src, dst) = (Repo::source("v0-held-src"), Repo::empty("v0-held-dst"));
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("git.log");
-    let real = ferry_testkit::git_binary().unwrap().display().to_string();
-    let v0 = script(
-        &dir.path().join("git-v0"),
-        &format!(
-            "#!/bin/sh\necho \"$*\" >> '{}'\nexec '{real}' -c protocol.version=0 \"$@\"\n",
-            log.display()
-        ),
-    );
+    let v0 = logging_git_with(dir.path(), &log, "-c protocol.version=0");
     let ferry = Ferry::with_test_credentials().env("FERRY_GIT", &v0);
     let [s, d] = [src.url(Transport::Ssh), dst.url(Transport::Ssh)];
     ferry.sync(&[&s, &d]).assert_code(0);
