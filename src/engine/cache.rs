@@ -99,7 +99,8 @@ const PACK_REFS_AFTER: usize = 64;
 /// The push repository inside the cache (see [`Cache::push_dir`]).
 const PUSH_REPO: &str = "ferry-push.git";
 
-/// How the repositories of [`Cache::sending_repo`] are named inside the cache.
+/// How the repositories of [`Cache::sending_repo`] and the files of [`Cache::push_config`]
+/// are named inside the cache.
 const SENDING_PREFIX: &str = "ferry-send-";
 
 /// Written last when a cache is created: a cache without it was never finished.
@@ -287,8 +288,23 @@ impl Cache {
         Ok(SendingRepo { dir })
     }
 
-    /// Removes repositories [`Cache::sending_repo`] left behind by a process that died
-    /// mid-push. Safe: the cache's lock is held, so no other process is pushing from it.
+    /// A file of git configuration for one push (see `engine::sync::push_listed_creates`),
+    /// beside the cache's repositories; removed when dropped.
+    pub fn push_config(&self, contents: &str) -> Result<tempfile::TempPath, GitFailure> {
+        use std::io::Write;
+        let mut file = tempfile::Builder::new()
+            .prefix(SENDING_PREFIX)
+            .suffix(".config")
+            .tempfile_in(&self.paths.repo)
+            .map_err(|e| io_failure("cannot create the list of refs to push", e))?;
+        file.write_all(contents.as_bytes())
+            .map_err(|e| io_failure("cannot write the list of refs to push", e))?;
+        Ok(file.into_temp_path())
+    }
+
+    /// Removes repositories [`Cache::sending_repo`] and files [`Cache::push_config`] left
+    /// behind by a process that died mid-push. Safe: the cache's lock is held, so no other
+    /// process is pushing from it.
     fn clear_stale_sending_repos(&self) {
         let Ok(entries) = fs::read_dir(&self.paths.repo) else {
             return;
@@ -299,8 +315,14 @@ impl Cache {
                 .to_string_lossy()
                 .starts_with(SENDING_PREFIX)
             {
-                if let Err(e) = fs::remove_dir_all(entry.path()) {
-                    tracing::warn!(path = %entry.path().display(), error = %e, "cannot remove a stale repository a push left in the cache");
+                let path = entry.path();
+                let removed = if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                    fs::remove_dir_all(&path)
+                } else {
+                    fs::remove_file(&path)
+                };
+                if let Err(e) = removed {
+                    tracing::warn!(path = %path.display(), error = %e, "cannot remove a stale repository or file a push left in the cache");
                 }
             }
         }
