@@ -1658,9 +1658,10 @@ impl Bulk<'_> {
 }
 
 /// Pushes the planned refs from the cache, with a lease on every one (a create's: the ref must
-/// not exist yet). Returns each ref's porcelain status and, when git failed as a whole, the
-/// classified failure. Many creates and updates go in bulk (see [`pushes_in_bulk`]); deletes
-/// always go one refspec each (a pattern cannot delete).
+/// not exist yet), except many creates to an HTTP(S) destination, which need none (see
+/// [`push_listed_creates`]). Returns each ref's porcelain status and, when git failed as a
+/// whole, the classified failure. Many creates and updates go in bulk (see
+/// [`pushes_in_bulk`]); deletes always go one refspec each (a pattern cannot delete).
 ///
 /// `held`: a push started ahead of the plan (see [`held_push`]); released when it is exactly
 /// the push of the first batch, else dropped (it sends nothing) before anything is pushed.
@@ -1753,6 +1754,8 @@ async fn push(
         }
     }
     if !listed_creates.is_empty() {
+        // A held push no batch took stops at its gate now, before this push.
+        drop(held);
         match push_listed_creates(cache, git, dest, &listed_creates).await {
             Ok((parsed, batch_failure)) => {
                 statuses.extend(parsed);
@@ -1797,11 +1800,13 @@ fn take_listed_creates<'p>(
 ///
 /// The push is not forced and carries no lease, which would cost a comparison with every ref
 /// it touches. It needs none: git sends a create as an update from "no ref" and the
-/// destination applies it only while the ref does not exist. A ref that exists when git
-/// reads the destination's advertisement is a tag git refuses to overwrite, or a branch git
-/// moves only by a fast-forward (nothing on the destination is lost; the report says it was
-/// updated, see [`settled_report`]). git's refusals there are what a lost lease would be,
-/// so they are reported as one ([`ErrorKind::Lease`]) and the ref is re-planned.
+/// destination applies it only while the ref does not exist (else it refuses it, as it
+/// refuses a leased push that lost that race). A ref that exists when git reads the
+/// destination's advertisement is a tag git refuses to overwrite, a ref at or to a non-commit
+/// git refuses without force, or a ref git moves only by a fast-forward (nothing on the
+/// destination is lost; the report says it was updated, see [`settled_report`]). git's
+/// refusals there are what a lost lease would be, so they are reported as one
+/// ([`ErrorKind::Lease`]) and the ref is re-planned.
 async fn push_listed_creates(
     cache: &Cache,
     git: &Git,
@@ -1842,9 +1847,14 @@ async fn push_listed_creates(
 /// check against the advertisement, not the destination's).
 fn found_the_ref(summary: &str) -> bool {
     summary.starts_with("[rejected]")
-        && ["already exists", "fetch first", "non-fast-forward"]
-            .iter()
-            .any(|why| summary.contains(why))
+        && [
+            "already exists",
+            "fetch first",
+            "non-fast-forward",
+            "needs force",
+        ]
+        .iter()
+        .any(|why| summary.contains(why))
 }
 
 /// The configuration of [`push_listed_creates`]: remote [`LISTED_REMOTE`] at `url`, one `push`
@@ -2086,10 +2096,11 @@ fn settled_report(
         Action::Skip => Outcome::Unchanged,
         _ if landed => match p.action {
             // A create pushed without a lease (see [`push_listed_creates`]) that git
-            // fast-forwarded: the ref appeared on the destination during the sync.
+            // fast-forwarded: the destination held the ref after all (created during the sync,
+            // or behind the back of the record the run planned from).
             Action::Create if status.is_some_and(|s| s.flag == ' ') => {
                 r.reason = Some(
-                    "the ref appeared on the destination during the sync, at an older commit of this history; the push fast-forwarded it".to_owned(),
+                    "the destination already held this ref, at an older commit of this history; the push fast-forwarded it".to_owned(),
                 );
                 Outcome::Updated
             }
@@ -2418,6 +2429,7 @@ mod tests {
             "[rejected] (already exists)",
             "[rejected] (fetch first)",
             "[rejected] (non-fast-forward)",
+            "[rejected] (needs force)",
         ] {
             assert!(found_the_ref(summary), "{summary}");
         }
@@ -2447,10 +2459,7 @@ mod tests {
         };
         let forwarded = settled_report(&p, Some(&status(' ', "a..b")), Some(&oid('b')), None);
         assert_eq!(forwarded.outcome, Some(Outcome::Updated));
-        assert!(forwarded
-            .reason
-            .unwrap()
-            .contains("appeared on the destination"));
+        assert!(forwarded.reason.unwrap().contains("already held this ref"));
         let created = settled_report(
             &p,
             Some(&status('*', "[new branch]")),

@@ -18,13 +18,18 @@ struct GitLog {
 
 impl GitLog {
     fn new() -> GitLog {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let wrapper = dir.path().join("git-logging");
-        let log = dir.path().join("calls.log");
         let real = ferry_testkit::git_binary()
             .expect("git")
             .display()
             .to_string();
+        GitLog::wrapping(&real)
+    }
+
+    /// A log of the calls that then run `real` (git, or another wrapper of it).
+    fn wrapping(real: &str) -> GitLog {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let wrapper = dir.path().join("git-logging");
+        let log = dir.path().join("calls.log");
         std::fs::write(
             &wrapper,
             format!(
@@ -560,31 +565,48 @@ fn a_first_sync_over_http_pushes_hundreds_of_creates_listed_in_a_file_it_removes
     assert_eq!(sending_repos(&cache), Vec::<String>::new());
 }
 
-/// The creates of a first sync over HTTP carry no lease (see the test above). A branch and a
-/// tag someone else created on the destination between ferry's listing and its push are
-/// refused by git as a lost lease would refuse them, re-planned and kept; the rest arrive.
+/// The creates of a first sync over HTTP carry no lease (see the test above). Refs someone
+/// else created on the destination between ferry's listing and its push are refused by git as
+/// a lost lease would refuse them, re-planned and kept: a branch at a commit ferry lacks
+/// ("fetch first"), a branch at a commit of the source that is not an ancestor of the
+/// source's ("non-fast-forward") and a tag ("already exists"); the rest arrive.
 #[test]
 fn refs_created_on_an_http_destination_during_a_bulk_first_sync_survive() {
     let (src, dst, s, d) = bulk_pair(Transport::Http, "bulk-http-race", 19);
+    // A side branch of the source, so that the cache has its commit.
+    let main = git(&src, &["rev-parse", "refs/heads/main"]).expect("main");
+    let side = commit_on(&src, &format!("{main}~1"), "side");
+    update_refs(&src, &format!("create refs/heads/side {side}\n"));
     let racer = ferry_testkit::WorkRepo::new().expect("racer");
     let theirs = racer
         .commit("race.txt", "racing", "racing commit")
         .expect("commit");
+    racer
+        .git(&["fetch", "-q", &src.display().to_string(), "refs/heads/side"])
+        .expect("fetch side");
     let tag = first_tag(&src);
     let dir = tempfile::tempdir().expect("dir");
     let (wrapper, marker) = crate::failures::racing_git(
         dir.path(),
         racer.path(),
         &dst.path().display().to_string(),
-        &format!("HEAD:refs/heads/b-7 HEAD:{tag}"),
+        &format!("HEAD:refs/heads/b-7 HEAD:{tag} {side}:refs/heads/b-9"),
     );
+    let git_log = GitLog::wrapping(&wrapper);
 
     let run = Ferry::with_test_credentials()
-        .env("FERRY_GIT", &wrapper)
+        .env("FERRY_GIT", &git_log.program())
         .sync(&[&s, &d]);
     assert!(marker.exists(), "the race was staged");
     run.assert_code(1);
-    for name in ["refs/heads/b-7", tag.as_str()] {
+    let calls = git_log.take();
+    let first_push = calls.iter().find(|c| is_push(c)).expect("a push");
+    assert!(
+        first_push.contains("include.path="),
+        "the creates went listed: {}",
+        &first_push[..first_push.len().min(300)]
+    );
+    for name in ["refs/heads/b-7", "refs/heads/b-9", tag.as_str()] {
         let (action, outcome) = run.ref_result(0, name);
         assert!(
             action == "skip" && outcome == "diverged",
@@ -594,6 +616,7 @@ fn refs_created_on_an_http_destination_during_a_bulk_first_sync_survive() {
     }
     let mut expected = branches_and_tags(&src);
     expected.insert("refs/heads/b-7".into(), theirs.clone());
+    expected.insert("refs/heads/b-9".into(), side);
     expected.insert(tag, theirs);
     assert_eq!(branches_and_tags(&dst.path()), expected, "the rest arrived");
 }
@@ -630,7 +653,7 @@ fn a_branch_created_at_an_older_commit_during_an_http_bulk_sync_is_reported_upda
     assert!(
         run.ref_entry(0, "refs/heads/b-7")["reason"]
             .as_str()
-            .is_some_and(|r| r.contains("appeared on the destination")),
+            .is_some_and(|r| r.contains("already held this ref")),
         "{}",
         run.stdout
     );
