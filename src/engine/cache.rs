@@ -730,21 +730,31 @@ impl Cache {
         Ok(updates.len())
     }
 
-    /// `git pack-refs` when a fetch left many loose ref files, then `git gc --auto` (fetches run
+    /// `git pack-refs` and `git commit-graph write` when a fetch brought many refs (left many
+    /// loose ref files), then `git gc --auto` (fetches run
     /// with automatic maintenance off, so that a no-op fetch does not pay for it); run
     /// alongside the pushes after something was fetched (they read the cache's objects, not its
     /// refs). Failures are only logged: a cache that is never packed is slower, not wrong.
     pub async fn housekeeping(&self, git: &Git) {
         if self.pack_refs_due.swap(false, Ordering::Relaxed) {
-            match git
-                .run(self.dir(), &["pack-refs", "--all"], Call::default())
-                .await
-            {
-                Ok(out) if out.success => {}
-                Ok(out) => {
-                    tracing::warn!(stderr = %out.stderr, "git pack-refs failed in the cache")
+            // After many refs came in: their files packed into one, and a commit graph, from
+            // which every later fetch's connectivity check and push (each walks from every
+            // ref's tip) read those tips instead of parsing each commit (4 ms and 3 ms less
+            // with 10,000 refs here). `gc --auto` rewrites both later.
+            let steps: [&[&str]; 2] = [
+                &["pack-refs", "--all"],
+                &["commit-graph", "write", "--reachable"],
+            ];
+            for args in steps {
+                match git.run(self.dir(), args, Call::default()).await {
+                    Ok(out) if out.success => {}
+                    Ok(out) => {
+                        tracing::warn!(command = args[0], stderr = %out.stderr, "git failed in the cache")
+                    }
+                    Err(e) => {
+                        tracing::warn!(command = args[0], error = %e.message, "git failed in the cache")
+                    }
                 }
-                Err(e) => tracing::warn!(error = %e.message, "git pack-refs failed in the cache"),
             }
         }
         if !may_need_gc(self.dir()) {

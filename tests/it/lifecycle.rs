@@ -139,10 +139,11 @@ fn one_source_many_destinations_across_transports() {
     }
 }
 
-/// A source with thousands of refs: after the first sync the cache lists the source first and
-/// fetches only what changed. Creates, updates, deletes and no-ops must all still be right.
+/// A source with thousands of refs: the first sync leaves the cache's refs packed and a commit
+/// graph beside its objects; after it the cache lists the source first and fetches only what
+/// changed. Creates, updates, deletes and no-ops must all still be right.
 #[test]
-fn many_refs_are_synced_by_listing_first() {
+fn many_refs_are_synced_by_listing_first_from_a_packed_cache_with_a_commit_graph() {
     let name = crate::harness::unique("many-src");
     let path = crate::harness::servers().repo_path(&name);
     ferry_testkit::generate_repo(&path, 50, 64, 4000, 7).unwrap();
@@ -161,6 +162,11 @@ fn many_refs_are_synced_by_listing_first() {
     assert!(
         std::fs::metadata(&cache_packed).unwrap().len() >= 128 * 1024,
         "large enough to list first"
+    );
+    let cache = cache_packed.parent().expect("the cache repository");
+    assert!(
+        cache.join("objects/info/commit-graph").is_file(),
+        "a commit graph after the large first fetch"
     );
 
     // One new commit on a branch, a deleted branch, a new tag.
