@@ -1813,6 +1813,8 @@ async fn push_listed_creates(
     dest: &Remote,
     creates: &[&RefPlan],
 ) -> Result<(BTreeMap<String, PushStatus>, Option<GitFailure>), GitFailure> {
+    // An absolute path (every front end makes the cache root absolute): git refuses a
+    // relative include given with `-c`.
     let config = cache.push_config(&listed_creates_config(dest.git_url(), creates))?;
     let args: Vec<String> = [
         "-c".to_owned(),
