@@ -405,19 +405,11 @@ fn a_first_sync_of_thousands_of_refs_creates_them_in_one_push() {
     let run = ferry.sync(&[&s, &d]);
     run.assert_code(0);
     assert_eq!(branches_and_tags(&dst.path()), branches_and_tags(&src));
-    let outcomes = run.outcomes(0);
-    assert!(outcomes.len() > 4_500, "{} refs reported", outcomes.len());
+    let push = created_in_one_push(&run, 4_501, &git_log);
     assert!(
-        outcomes.values().all(|o| o == "created"),
-        "every ref is reported created"
-    );
-    let calls = git_log.take();
-    let pushes: Vec<&String> = calls.iter().filter(|c| is_push(c)).collect();
-    assert_eq!(pushes.len(), 1, "{pushes:#?}");
-    assert!(
-        pushes[0].split_whitespace().count() < 20,
+        push.split_whitespace().count() < 20,
         "no per-ref arguments: {}",
-        &pushes[0][..pushes[0].len().min(300)]
+        &push[..push.len().min(300)]
     );
 
     // The repository the push ran from is gone; one a killed run left behind goes next time.
@@ -449,6 +441,25 @@ fn a_first_sync_of_thousands_of_refs_creates_them_in_one_push() {
         &pushes[0][..pushes[0].len().min(300)]
     );
     assert_eq!(sending_repos(&cache), Vec::<String>::new());
+}
+
+/// Asserts that `run` reported at least `at_least` refs, every one created, and that git ran
+/// exactly one push (the logged calls since the log was last taken); returns that push.
+fn created_in_one_push(run: &crate::harness::Run, at_least: usize, git_log: &GitLog) -> String {
+    let outcomes = run.outcomes(0);
+    assert!(
+        outcomes.len() >= at_least,
+        "{} refs reported",
+        outcomes.len()
+    );
+    assert!(
+        outcomes.values().all(|o| o == "created"),
+        "every ref is reported created: {outcomes:?}"
+    );
+    let calls = git_log.take();
+    let pushes: Vec<&String> = calls.iter().filter(|c| is_push(c)).collect();
+    assert_eq!(pushes.len(), 1, "{pushes:#?}");
+    pushes[0].clone()
 }
 
 /// The names of the per-push repositories in a cache.
@@ -542,19 +553,11 @@ fn a_first_sync_over_http_pushes_hundreds_of_creates_listed_in_a_file_it_removes
     let run = ferry.sync(&[&s, &d]);
     run.assert_code(0);
     assert_eq!(branches_and_tags(&dst.path()), branches_and_tags(&src));
-    let outcomes = run.outcomes(0);
-    assert!(outcomes.len() >= 400, "{} refs reported", outcomes.len());
+    let push = created_in_one_push(&run, 400, &git_log);
     assert!(
-        outcomes.values().all(|o| o == "created"),
-        "every ref is reported created: {outcomes:?}"
-    );
-    let calls = git_log.take();
-    let pushes: Vec<&String> = calls.iter().filter(|c| is_push(c)).collect();
-    assert_eq!(pushes.len(), 1, "{pushes:#?}");
-    assert!(
-        pushes[0].contains("include.path=") && pushes[0].split_whitespace().count() < 20,
+        push.contains("include.path=") && push.split_whitespace().count() < 20,
         "the refspecs are in a file, not in the arguments: {}",
-        &pushes[0][..pushes[0].len().min(300)]
+        &push[..push.len().min(300)]
     );
     let cache = cache_repo(ferry.cache.path());
     assert_eq!(sending_repos(&cache), Vec::<String>::new());
