@@ -25,7 +25,7 @@ use crate::engine::report::{
     DestinationReport, ErrorReport, MirrorReport, Outcome, RefReport, SourceReport,
 };
 use crate::model::kind::{classify_ref_rejection, ErrorKind};
-use crate::model::mirror::{short_hash, Mirror, Settings};
+use crate::model::mirror::{short_hash, Mirror, Settings, CREATING_SUFFIX};
 use crate::model::mirror::{Divergence, LfsMode, Prune};
 use crate::model::refs::{is_plain_ref_name, refs_digest, Oid, RefMap, RefSelection, SortedLookup};
 use crate::model::remote::{Remote, Transport};
@@ -619,28 +619,125 @@ async fn list_destination(
             if mode == Mode::Plan {
                 return Ok(RefMap::new());
             }
-            let parent = path.parent().unwrap_or(std::path::Path::new("/"));
-            std::fs::create_dir_all(parent).map_err(|e| {
-                GitFailure::new(
-                    ErrorKind::Other,
-                    format!("cannot create {}: {e}", parent.display()),
-                )
-            })?;
-            let path_str = path.display().to_string();
-            // The new repository's HEAD names the source's default branch, so that a clone
-            // of it checks that branch out (git's own default may not exist in it).
-            let initial = source_default_branch(&mirror.source, git)
-                .await
-                .map(|b| format!("--initial-branch={b}"));
-            let mut args = vec!["init", "--bare", "--quiet"];
-            args.extend(initial.as_deref());
-            args.push(&path_str);
-            git.run(parent, &args, Call::default())
-                .await?
-                .check(&format!("creating the destination {}", dest.display()))?;
+            create_local_destination(&mirror.source, dest, &path, git).await?;
         }
     }
     ls_remote(dest, selection, git).await
+}
+
+/// Creates a local destination as a bare repository, whole or not at all. git makes it
+/// beside its path (`.<name>.ferry-new`), and it is renamed into place once complete: a run
+/// killed meanwhile (`kill -9`, a Lambda timeout) leaves no half-made repository where the
+/// destination belongs, which every later run would fail on. The parent directory is locked
+/// throughout, so that runs creating it at once take turns (the later one finds it made);
+/// under the lock, what a killed run left beside it is removed.
+async fn create_local_destination(
+    source: &Remote,
+    dest: &Remote,
+    path: &Path,
+    git: &Git,
+) -> Result<(), GitFailure> {
+    let failed = |what: &str, e: std::io::Error| {
+        GitFailure::new(
+            ErrorKind::Other,
+            format!(
+                "cannot create the destination {}: {what}: {e}",
+                dest.display()
+            ),
+        )
+    };
+    let (Some(parent), Some(name)) = (path.parent(), path.file_name()) else {
+        return Err(GitFailure::new(
+            ErrorKind::Other,
+            format!(
+                "cannot create the destination {}: its path names no directory to create; give the path of the repository to create",
+                dest.display()
+            ),
+        ));
+    };
+    std::fs::create_dir_all(parent)
+        .map_err(|e| failed(&format!("creating {}", parent.display()), e))?;
+    let _turn = lock_directory(parent, git.timeout())
+        .await
+        .map_err(|e| failed(&format!("locking {}", parent.display()), e))?;
+    match std::fs::symlink_metadata(path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        // Another run created it while this one waited for its turn.
+        Ok(_) if path.is_dir() => return Ok(()),
+        Ok(_) => {
+            return Err(GitFailure::new(
+                ErrorKind::Other,
+                format!(
+                    "cannot create the destination {}: something that is not a directory is at its path (a symbolic link to a missing directory?); remove it, or fix the link",
+                    dest.display()
+                ),
+            ))
+        }
+        Err(e) => return Err(failed(&format!("looking at {}", path.display()), e)),
+    }
+    let mut making_name = std::ffi::OsString::from(".");
+    making_name.push(name);
+    making_name.push(CREATING_SUFFIX);
+    let making = parent.join(making_name);
+    remove_made(&making).map_err(|e| {
+        failed(
+            &format!(
+                "removing {}, left by a run killed while creating it",
+                making.display()
+            ),
+            e,
+        )
+    })?;
+    // The new repository's HEAD names the source's default branch, so that a clone of it
+    // checks that branch out (git's own default may not exist in it).
+    let initial = source_default_branch(source, git)
+        .await
+        .map(|b| format!("--initial-branch={b}"));
+    let making_str = making.display().to_string();
+    let mut args = vec!["init", "--bare", "--quiet"];
+    args.extend(initial.as_deref());
+    args.push(&making_str);
+    let made = match git.run(parent, &args, Call::default()).await {
+        Ok(out) => out.check(&format!("creating the destination {}", dest.display())),
+        Err(e) => Err(e),
+    };
+    let placed = made.and_then(|_| {
+        std::fs::rename(&making, path)
+            .map_err(|e| failed(&format!("renaming {} into place", making.display()), e))
+    });
+    if placed.is_err() {
+        let _ = remove_made(&making);
+    }
+    placed
+}
+
+/// An exclusive lock on `dir` (flock(2) on the directory itself: no file is left behind),
+/// waited for up to `wait`; released when dropped, or when the process dies.
+async fn lock_directory(
+    dir: &Path,
+    wait: std::time::Duration,
+) -> std::io::Result<nix::fcntl::Flock<std::fs::File>> {
+    let started = Instant::now();
+    loop {
+        let file = std::fs::File::open(dir)?;
+        match nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock) {
+            Ok(lock) => return Ok(lock),
+            Err((_, nix::errno::Errno::EWOULDBLOCK)) if started.elapsed() < wait => {
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+            Err((_, errno)) => return Err(errno.into()),
+        }
+    }
+}
+
+/// Removes a repository being made by [`create_local_destination`], if there is one.
+fn remove_made(making: &Path) -> std::io::Result<()> {
+    match std::fs::symlink_metadata(making) {
+        Ok(meta) if meta.is_dir() => std::fs::remove_dir_all(making),
+        Ok(_) => std::fs::remove_file(making),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e),
+    }
 }
 
 /// The branch the source's HEAD names (`main` for `ref: refs/heads/main`), if it says. Only

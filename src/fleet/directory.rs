@@ -2,6 +2,7 @@
 //! repository's id is its relative path (a directory has nothing that survives a rename).
 
 use crate::model::fleet::{Listing, Lookup, Repository};
+use crate::model::mirror::CREATING_SUFFIX;
 use std::io::ErrorKind;
 use std::path::Path;
 
@@ -52,7 +53,12 @@ fn walk(
             }
         };
         let is_dir = entry.file_type().is_ok_and(|t| t.is_dir());
-        if !is_dir || entry.file_name() == ".git" {
+        // A repository ferry is still creating (or a killed run left half-made) is not one.
+        let creating = entry
+            .file_name()
+            .as_encoded_bytes()
+            .ends_with(CREATING_SUFFIX.as_bytes());
+        if !is_dir || entry.file_name() == ".git" || creating {
             continue;
         }
         let path = entry.path();
@@ -108,12 +114,14 @@ mod tests {
     }
 
     #[test]
-    fn finds_bare_repositories_recursively_but_not_inside_them_nor_working_copies() {
+    fn finds_bare_repositories_recursively_but_not_inside_them_nor_working_copies_nor_ones_being_created(
+    ) {
         let root = tempfile::tempdir().unwrap();
         bare(root.path(), "app.git");
         bare(root.path(), "team/a/lib.git");
         bare(root.path(), "app.git/modules/inner.git");
         bare(root.path(), "work/.git");
+        bare(root.path(), "team/.half.git.ferry-new");
         std::fs::create_dir_all(root.path().join("empty/dir")).unwrap();
         let mut paths: Vec<String> = discover(root.path())
             .repositories

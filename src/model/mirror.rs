@@ -181,6 +181,10 @@ impl Trigger {
     }
 }
 
+/// How the name of a local repository ferry is creating ends, beside its place until it is
+/// whole (`.<name>.ferry-new`): no listing of a directory's repositories takes one.
+pub const CREATING_SUFFIX: &str = ".ferry-new";
+
 /// A stable 16-hex-digit id for a URL (cache and record file names) or any other bytes.
 pub fn short_hash(data: impl AsRef<[u8]>) -> String {
     short_hash_of_parts(std::iter::once(data))

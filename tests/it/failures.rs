@@ -106,6 +106,53 @@ fn create_makes_a_missing_local_destination() {
     assert_eq!(branches_and_tags(&dest), branches_and_tags(&src.path()));
 }
 
+/// ferry killed (`kill -9`, a Lambda timeout) while it creates a local destination leaves no
+/// half-made repository at the destination's path: the next run creates it whole, and
+/// removes what the killed run left beside it.
+#[test]
+fn a_run_killed_while_creating_a_local_destination_leaves_no_half_made_repository() {
+    let src = Repo::source("create-killed-src");
+    let dir = tempfile::tempdir().unwrap();
+    let parent = dir.path().join("mirrors");
+    let dest = parent.join("half-made-dest.git");
+    let (s, d) = (src.url(Transport::File), dest.display().to_string());
+    // A git that, asked to create the destination, creates part of it (a repository without
+    // its HEAD) and then kills ferry, its parent.
+    let wrapper = dir.path().join("git-killing-ferry");
+    let real_git = ferry_testkit::git_binary().unwrap().display().to_string();
+    std::fs::write(
+        &wrapper,
+        format!(
+            "#!/bin/sh\nfor last; do :; done\ncase \" $* \" in *\" init \"*) case \"$last\" in *half-made-dest.git*)\n  '{real_git}' \"$@\" && rm -f \"$last/HEAD\"; kill -9 $PPID; exit 137;;\nesac;; esac\nexec '{real_git}' \"$@\"\n"
+        ),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let ferry = Ferry::new().env("FERRY_GIT", &wrapper.display().to_string());
+    let killed = ferry.sync(&["--create", &s, &d]);
+    assert_eq!(killed.code, -1, "ferry was killed: {}", killed.stderr);
+    assert!(
+        !dest.exists(),
+        "a half-made repository at the destination's path"
+    );
+    let left_by_the_killed_run = parent.join(".half-made-dest.git.ferry-new");
+    assert!(
+        left_by_the_killed_run.join("objects").is_dir()
+            && !left_by_the_killed_run.join("HEAD").exists(),
+        "the killed run was creating the destination beside its path"
+    );
+
+    let ferry = ferry.env("FERRY_GIT", &real_git);
+    ferry.sync(&["--create", &s, &d]).assert_code(0);
+    assert_eq!(branches_and_tags(&dest), branches_and_tags(&src.path()));
+    let left: Vec<_> = std::fs::read_dir(&parent)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(left, ["half-made-dest.git"], "only the destination is left");
+}
+
 #[test]
 fn unknown_and_changed_host_keys_are_told_apart() {
     let (src, dst) = (Repo::source("hk-src"), Repo::empty("hk-dst"));
