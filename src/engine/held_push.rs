@@ -95,25 +95,17 @@ pub fn hooks_dir(cache_repo: &Path) -> Option<PathBuf> {
 /// sees half of it.
 fn write_hook(dir: &Path, hook: &Path) -> std::io::Result<()> {
     use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
+    use std::os::unix::fs::PermissionsExt;
     std::fs::create_dir_all(dir)?;
-    let tmp = dir.join(format!(".pre-push.{}", std::process::id()));
-    let written = (|| {
-        let mut file = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o755)
-            .open(&tmp)?;
-        file.write_all(GATE_HOOK.as_bytes())?;
-        file.sync_all()?;
-        drop(file);
-        std::fs::rename(&tmp, hook)
-    })();
-    if written.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    written
+    // A failed write removes its temporary file (dropped unpersisted).
+    let mut file = tempfile::Builder::new()
+        .prefix(".pre-push.")
+        .permissions(std::fs::Permissions::from_mode(0o755))
+        .tempfile_in(dir)?;
+    file.write_all(GATE_HOOK.as_bytes())?;
+    file.as_file().sync_all()?;
+    // Closed before it is in place: git cannot run a file still open for writing.
+    file.into_temp_path().persist(hook).map_err(|e| e.error)
 }
 
 #[cfg(test)]

@@ -521,9 +521,10 @@ impl FileStore {
         let stamp_path = FileStore::stamp_path(path);
         match stamp {
             Some(stamp) => {
-                let tmp = path.with_extension(format!("settled.tmp-{}", std::process::id()));
-                fs::write(&tmp, format!("{stamp} {mark}\n"))?;
-                fs::rename(&tmp, &stamp_path)
+                let dir = stamp_path.parent().unwrap_or(Path::new("."));
+                let mut file = FileStore::file_beside(dir)?;
+                file.write_all(format!("{stamp} {mark}\n").as_bytes())?;
+                file.persist(&stamp_path).map(drop).map_err(|e| e.error)
             }
             None => match fs::remove_file(&stamp_path) {
                 Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
@@ -544,20 +545,29 @@ impl FileStore {
         }
     }
 
+    /// A new file in `dir`, to be renamed into place: made as `File::create` would make it
+    /// (0666 less the umask; tempfile's own default is 0600), so that a record keeps the mode
+    /// records always had.
+    fn file_beside(dir: &Path) -> std::io::Result<tempfile::NamedTempFile> {
+        use std::os::unix::fs::PermissionsExt;
+        tempfile::Builder::new()
+            .permissions(fs::Permissions::from_mode(0o666))
+            .tempfile_in(dir)
+    }
+
     /// Writes the record file and returns its mark, taken from the written file (a rename
     /// keeps its inode, size and time), so that neither the new version nor the stamp needs
     /// another look at the file.
     fn write(path: &Path, bytes: &[u8]) -> std::io::Result<String> {
         let dir = path.parent().unwrap_or(Path::new("."));
         fs::create_dir_all(dir)?;
-        let tmp = path.with_extension(format!("json.tmp-{}", std::process::id()));
-        let mark = {
-            let mut f = fs::File::create(&tmp)?;
-            f.write_all(bytes)?;
-            f.sync_all()?;
-            FileStore::mark(&f.metadata()?)
-        };
-        fs::rename(&tmp, path)?;
+        // Written beside it under a name of its own and renamed over it: a reader sees the
+        // old record or the new one, never half of one. A failed write removes its file.
+        let mut file = FileStore::file_beside(dir)?;
+        file.write_all(bytes)?;
+        file.as_file().sync_all()?;
+        let mark = FileStore::mark(&file.as_file().metadata()?);
+        file.persist(path).map_err(|e| e.error)?;
         Ok(mark)
     }
 }

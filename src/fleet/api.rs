@@ -221,12 +221,13 @@ impl Api {
         let Ok(bytes) = serde_json::to_vec(&*etags) else {
             return;
         };
-        if let Some(dir) = file.parent() {
-            let _ = std::fs::create_dir_all(dir);
-        }
-        let tmp = file.with_extension(format!("tmp-{}", std::process::id()));
-        if std::fs::write(&tmp, bytes).is_ok() && std::fs::rename(&tmp, file).is_err() {
-            let _ = std::fs::remove_file(&tmp);
+        let Some(dir) = file.parent() else { return };
+        let _ = std::fs::create_dir_all(dir);
+        // A failed write removes its temporary file (dropped unpersisted).
+        if let Ok(mut tmp) = crate::fleet::inventory::file_beside(dir) {
+            if std::io::Write::write_all(&mut tmp, &bytes).is_ok() {
+                let _ = tmp.persist(file);
+            }
         }
     }
 

@@ -56,14 +56,23 @@ impl Inventory {
             members: members.to_vec(),
         })
         .map_err(|e| format!("cannot encode the fleet inventory: {e}"))?;
-        let tmp = self
-            .path
-            .with_extension(format!("json.tmp-{}", std::process::id()));
-        let mut f = std::fs::File::create(&tmp).map_err(fail)?;
-        f.write_all(&bytes).map_err(fail)?;
-        f.sync_all().map_err(fail)?;
-        std::fs::rename(&tmp, &self.path).map_err(fail)
+        let mut file = file_beside(dir).map_err(fail)?;
+        file.write_all(&bytes).map_err(fail)?;
+        file.as_file().sync_all().map_err(fail)?;
+        file.persist(&self.path)
+            .map(drop)
+            .map_err(|e| fail(e.error))
     }
+}
+
+/// A new file in `dir`, to be renamed into place: made as `File::create` would make it (0666
+/// less the umask; tempfile's own default is 0600). A file dropped before it is persisted is
+/// removed.
+pub(crate) fn file_beside(dir: &Path) -> std::io::Result<tempfile::NamedTempFile> {
+    use std::os::unix::fs::PermissionsExt;
+    tempfile::Builder::new()
+        .permissions(std::fs::Permissions::from_mode(0o666))
+        .tempfile_in(dir)
 }
 
 #[cfg(test)]
