@@ -15,7 +15,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::fs::{self, File, OpenOptions};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 
@@ -105,6 +105,36 @@ const SENDING_PREFIX: &str = "ferry-send-";
 
 /// Written last when a cache is created: a cache without it was never finished.
 const MARKER: &str = "ferry-cache";
+
+/// How many refs the source advertised at the last fetch that saw its whole advertisement
+/// (protocol v0), in the cache's repository: whether the next may ask for v0 again (see
+/// [`Cache::update`]).
+const ADVERTISED: &str = "ferry-advertised-refs";
+
+/// A source that advertised at most this many refs (about 130 kB) is fetched with protocol
+/// v0, whose first response is the listing: one round trip less than v2's capabilities and
+/// `ls-refs`. v2 lists only the selection; a source advertising more (GitHub's
+/// `refs/pull/*` of a busy repository) is fetched with v2.
+const V0_ADVERTISED_AT_MOST: usize = 2_000;
+
+/// Who wants a fetch's listing (see [`TracedListing`]): it is sent there once read; its count
+/// of refs goes to `advertised` when the fetch speaks protocol v0 (then the listing is the
+/// source's whole advertisement).
+struct Listing {
+    sender: oneshot::Sender<String>,
+    advertised: Option<Arc<OnceLock<usize>>>,
+}
+
+/// The refs of a listing (`ls-remote` lines), without HEAD and peeled tags.
+fn advertised_refs(listing: &str) -> usize {
+    listing
+        .lines()
+        .filter(|line| {
+            line.split_once(' ')
+                .is_some_and(|(_, name)| name.starts_with("refs/") && !name.ends_with("^{}"))
+        })
+        .count()
+}
 
 /// Where a source's cache and the records of its destinations live under the cache root.
 #[derive(Debug, Clone)]
@@ -415,10 +445,36 @@ impl Cache {
         git: &Git,
         listing: Option<oneshot::Sender<String>>,
     ) -> Result<usize, GitFailure> {
-        let updated = match self
-            .fetch(source, selection.fetch_refspecs(), true, &[], git, listing)
-            .await
-        {
+        // A fetch whose listing is wanted early speaks v0 while the source advertises few
+        // refs, or when that is not known yet (one v0 fetch finds out); the count is kept for
+        // the next.
+        let advertised = Arc::new(OnceLock::new());
+        let v0 = listing.is_some()
+            && self
+                .advertised()
+                .is_none_or(|count| count <= V0_ADVERTISED_AT_MOST);
+        let config = match v0 {
+            true => vec![("protocol.version".to_owned(), "0".to_owned())],
+            false => Vec::new(),
+        };
+        let listing = listing.map(|sender| Listing {
+            sender,
+            advertised: v0.then(|| advertised.clone()),
+        });
+        let fetched = self
+            .fetch(
+                source,
+                selection.fetch_refspecs(),
+                true,
+                &config,
+                git,
+                listing,
+            )
+            .await;
+        if let Some(&count) = advertised.get() {
+            self.remember_advertised(count);
+        }
+        let updated = match fetched {
             Err(e) if self.fetch_failed_on_damage(&e, git).await => {
                 self.reset(git).await?;
                 self.fetch(source, selection.fetch_refspecs(), true, &[], git, None)
@@ -638,10 +694,10 @@ impl Cache {
         prune: bool,
         config: &[(String, String)],
         git: &Git,
-        listing: Option<oneshot::Sender<String>>,
+        listing: Option<Listing>,
     ) -> Result<usize, GitFailure> {
         let what = format!("fetch from the source {}", source.display());
-        let fetch = |porcelain: bool, listing: Option<oneshot::Sender<String>>| {
+        let fetch = |porcelain: bool, listing: Option<Listing>| {
             let mut args: Vec<String> = vec![
                 "fetch".into(),
                 "--no-tags".into(),
@@ -668,11 +724,15 @@ impl Cache {
                 let Some(listing) = listing else {
                     return git.run(self.dir(), &argv, call).await;
                 };
-                let (mut answer, mut listing) = (TracedListing::default(), Some(listing));
+                let Listing { sender, advertised } = listing;
+                let (mut answer, mut sender) = (TracedListing::default(), Some(sender));
                 git.run_tracing_packets(self.dir(), &argv, call, move |line| {
                     if let Some(refs) = answer.line(line) {
-                        if let Some(listing) = listing.take() {
-                            let _ = listing.send(refs);
+                        if let Some(advertised) = &advertised {
+                            let _ = advertised.set(advertised_refs(&refs));
+                        }
+                        if let Some(sender) = sender.take() {
+                            let _ = sender.send(refs);
                         }
                     }
                 })
@@ -728,6 +788,22 @@ impl Cache {
             }
         }
         Ok(updates.len())
+    }
+
+    /// How many refs the source advertised at the last v0 fetch, if one was made.
+    fn advertised(&self) -> Option<usize> {
+        let text = fs::read_to_string(self.dir().join(ADVERTISED)).ok()?;
+        text.trim().parse().ok()
+    }
+
+    /// Keeps what a v0 fetch saw, when it changed. A hint: a lost or torn write costs the
+    /// next fetch one v0 advertisement, so it is neither synced nor renamed into place.
+    fn remember_advertised(&self, count: usize) {
+        if self.advertised() != Some(count) {
+            if let Err(e) = fs::write(self.dir().join(ADVERTISED), format!("{count}\n")) {
+                tracing::debug!(error = %e, "cannot keep the count of the source's refs");
+            }
+        }
     }
 
     /// `git pack-refs` and `git commit-graph write` when a fetch brought many refs (left many

@@ -6,9 +6,9 @@
 //! of a listing followed by a fetch.
 //!
 //! The trace is git's, not a promised format: anything unexpected (a line that does not
-//! parse; a ref name the trace escaped; protocol v0 over HTTP, whose advertisement the fetch's
-//! transport helper reads, not the fetch) yields no listing, and the run waits for the fetch as
-//! it would without one.
+//! parse; a ref name the trace escaped) yields no listing, and the run waits for the fetch as
+//! it would without one. Over HTTP, a v0 advertisement is read by the fetch's transport helper
+//! (`git<` lines), a v2 answer by the fetch itself.
 
 use crate::model::refs::Oid;
 
@@ -19,6 +19,9 @@ pub struct TracedListing {
     state: State,
     /// The listing so far, as `ls-remote` prints it (`<id> <ref>` lines).
     listing: String,
+    /// Whether the listing is a v0 advertisement the transport helper read (HTTP): then only
+    /// the helper's lines are read.
+    via_helper: bool,
 }
 
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -47,6 +50,12 @@ impl TracedListing {
         // `<time> pkt-line.c:<n>  packet:  fetch< <payload>`; `git<`/`git>` lines are
         // the transport helper relaying the same packets.
         let packet = line.split_once(" packet: ")?.1.trim_start();
+        if let Some(payload) = packet.strip_prefix("git< ") {
+            return self.helper_line(payload);
+        }
+        if self.via_helper {
+            return None;
+        }
         let (sent, payload) = match (
             packet.strip_prefix("fetch> "),
             packet.strip_prefix("fetch< "),
@@ -77,6 +86,30 @@ impl TracedListing {
                 self.answer_line(payload);
             }
             (State::Answering, true) | (State::Done, _) => self.state = State::Done,
+        }
+        None
+    }
+
+    /// Reads one packet the transport helper received. Over HTTP the helper reads a v0
+    /// advertisement (the first ref carrying the capabilities, as the fetch would see it) and
+    /// hands it on; its other lines (v2's capabilities, the requests it relays) hold no NUL
+    /// and no listing.
+    fn helper_line(&mut self, payload: &str) -> Option<String> {
+        match self.state {
+            State::BeforeCommand if payload.contains(V0_CAPABILITIES) => {
+                self.via_helper = true;
+                self.state = State::Answering;
+                let first = payload.split(V0_CAPABILITIES).next().unwrap_or_default();
+                self.answer_line(first);
+            }
+            State::Answering if self.via_helper => {
+                if payload == "0000" {
+                    self.state = State::Done;
+                    return Some(std::mem::take(&mut self.listing));
+                }
+                self.answer_line(payload);
+            }
+            _ => {}
         }
         None
     }
@@ -178,12 +211,44 @@ mod tests {
     fn no_listing_from_a_trace_without_one_or_with_a_line_that_does_not_parse() {
         assert_eq!(read(&v2_fetch(&["what is this"])), None);
         assert_eq!(read("not a trace at all\n"), None);
-        // Protocol v0 over HTTP: the helper hands the advertisement to `fetch-pack`.
-        let helper = packet(
+        // What the helper hands `fetch-pack` is not read: the helper's own lines are.
+        let handed = packet(
             "fetch-pack<",
             &format!("{A} refs/heads/main\\0multi_ack thin-pack"),
         ) + &packet("fetch-pack<", "0000");
-        assert_eq!(read(&helper), None);
+        assert_eq!(read(&handed), None);
+    }
+
+    #[test]
+    fn a_protocol_v0_advertisement_over_http_is_read_from_the_transport_helper() {
+        // As git 2.47 traces `fetch -c protocol.version=0` over HTTP: the helper reads the
+        // advertisement (after the `# service` line), hands the wanted refs and then the
+        // whole advertisement to `fetch-pack`, and relays its request.
+        let caps = "multi_ack thin-pack side-band side-band-64k ofs-delta shallow agent=git/2.47.3";
+        let mut trace = packet("git<", "# service=git-upload-pack") + &packet("git<", "0000");
+        trace += &packet("git<", &format!("{A} refs/heads/dev\\0{caps}"));
+        trace += &packet("git<", &format!("{B} refs/pull/1/head"));
+        trace += &packet("git<", &format!("{B} refs/tags/v1^{{}}"));
+        trace += &packet("git<", "0000");
+        trace += &packet("git>", &format!("{A} refs/heads/dev"));
+        trace += &packet("git>", "0000");
+        trace += &packet("fetch-pack<", &format!("{A} refs/heads/dev"));
+        trace += &packet("fetch-pack<", "0000");
+        trace += &packet("fetch-pack<", &format!("{A} refs/heads/dev\\0{caps}"));
+        trace += &packet("fetch-pack>", &format!("want {A} multi_ack_detailed"));
+        trace += &packet("git<", &format!("00b0want {A} multi_ack_detailed"));
+        assert_eq!(
+            read(&trace).as_deref(),
+            Some(
+                format!("{A} refs/heads/dev\n{B} refs/pull/1/head\n{B} refs/tags/v1^{{}}\n")
+                    .as_str()
+            )
+        );
+        // A v2 fetch's helper lines (capabilities, relayed requests) are no listing.
+        assert_eq!(
+            read(&v2_fetch(&[&format!("{A} refs/heads/main")])).as_deref(),
+            Some(format!("{A} refs/heads/main\n").as_str())
+        );
     }
 
     /// A protocol v0 fetch (over SSH or `git://`) as git 2.47 traces it: the server's

@@ -3,7 +3,7 @@
 //! ref the source no longer has sends the run down the full path, which deletes it.
 
 use crate::fast_path::logging_git;
-use crate::harness::{branches_and_tags, servers, Repo, Transport};
+use crate::harness::{branches_and_tags, servers, Ferry, Repo, Transport};
 use crate::service::{delivery, hmac_hex, mirror_toml, Serve, SECRET};
 use ferry_testkit::WRITER;
 use serde_json::Value;
@@ -379,6 +379,81 @@ fn a_push_whose_new_id_is_ahead_of_the_cache_is_fetched_by_id_without_listing_th
         http_requests(&source_url, "POST", "/git-upload-pack") - posts_before,
         1,
         "one request to the source's upload-pack: the fetch itself, no ref listing"
+    );
+}
+
+/// The requests nginx served so far for the source's upload-pack: (advertisement GETs, POSTs).
+fn upload_pack_requests(url: &str) -> (usize, usize) {
+    (
+        http_requests(url, "GET", "/info/refs?service=git-upload-pack"),
+        http_requests(url, "POST", "/git-upload-pack"),
+    )
+}
+
+/// Commits to the source's main and syncs it (over HTTP) to `dst`; returns the requests the
+/// sync made to the source's upload-pack (advertisement GETs, POSTs).
+fn one_commit_synced(src: &Repo, dst: &Repo, ferry: &Ferry) -> (usize, usize) {
+    let (s, d) = (src.url(Transport::Http), dst.url(Transport::File));
+    src.commit("one more");
+    src.push(&["main"]);
+    let before = upload_pack_requests(&s);
+    ferry.sync(&[&s, &d]).assert_code(0);
+    assert_eq!(
+        branches_and_tags(&dst.path()),
+        branches_and_tags(&src.path())
+    );
+    let after = upload_pack_requests(&s);
+    (after.0 - before.0, after.1 - before.1)
+}
+
+/// A source that advertises few refs is fetched with protocol v0 over HTTP: the advertisement
+/// (the answer to the fetch's first request) is the listing. A one-commit sync then costs one
+/// POST to the source (v2: `ls-refs`, then the fetch), and a no-op none.
+#[test]
+fn a_source_advertising_few_refs_is_listed_by_the_fetch_s_first_request_over_http() {
+    let (src, dst) = (Repo::source("v0-src"), Repo::empty("v0-dst"));
+    src.git(&["tag", "-a", "-m", "a release", "v1"]);
+    src.push(&["v1"]);
+    let (s, d) = (src.url(Transport::Http), dst.url(Transport::File));
+    let ferry = Ferry::with_test_credentials();
+    ferry.sync(&[&s, &d]).assert_code(0);
+
+    assert_eq!(
+        one_commit_synced(&src, &dst, &ferry),
+        (1, 1),
+        "one advertisement, one fetch"
+    );
+
+    let before = upload_pack_requests(&s);
+    let run = ferry.sync(&[&s, &d]);
+    run.assert_code(0).assert_all_unchanged(0);
+    let after = upload_pack_requests(&s);
+    assert_eq!(
+        (after.0 - before.0, after.1 - before.1),
+        (1, 0),
+        "a no-op: the advertisement alone"
+    );
+}
+
+/// A source advertising thousands of refs outside the selection (a busy GitHub repository's
+/// `refs/pull/*`) is fetched with protocol v2 once ferry has seen them, so that it lists only
+/// the selection.
+#[test]
+fn a_source_advertising_many_refs_beyond_the_selection_is_fetched_with_ref_prefixes() {
+    let (src, dst) = (Repo::source("v2-src"), Repo::empty("v2-dst"));
+    let head = src.refs()["refs/heads/main"].clone();
+    let pulls: String = (0..2_100)
+        .map(|n| format!("create refs/pull/{n}/head {head}\n"))
+        .collect();
+    crate::engine_trust::update_refs(&src.path(), &pulls);
+    let (s, d) = (src.url(Transport::Http), dst.url(Transport::File));
+    let ferry = Ferry::with_test_credentials();
+    ferry.sync(&[&s, &d]).assert_code(0);
+
+    assert_eq!(
+        one_commit_synced(&src, &dst, &ferry),
+        (1, 2),
+        "capabilities, then ls-refs (the selection only) and the fetch"
     );
 }
 
