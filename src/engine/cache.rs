@@ -1014,17 +1014,28 @@ impl Cache {
 }
 
 async fn lock(path: &Path, wait: Duration) -> Result<Flock<File>, GitFailure> {
-    let started = Instant::now();
-    let mut logged = false;
-    loop {
-        let file = OpenOptions::new()
+    let open = || {
+        OpenOptions::new()
             .create(true)
             .truncate(false)
             .write(true)
             .open(path)
-            .map_err(|e| {
-                io_failure(&format!("cannot open the cache lock {}", path.display()), e)
-            })?;
+    };
+    lock_waiting(open, &format!("the cache lock {}", path.display()), wait).await
+}
+
+/// An exclusive `flock` on the file `open` opens (a lock file, a directory), waited for up to
+/// `wait` while another process holds it; released when dropped, or when the process dies.
+/// `what` names it in messages.
+pub async fn lock_waiting(
+    open: impl Fn() -> std::io::Result<File>,
+    what: &str,
+    wait: Duration,
+) -> Result<Flock<File>, GitFailure> {
+    let started = Instant::now();
+    let mut logged = false;
+    loop {
+        let file = open().map_err(|e| io_failure(&format!("cannot open {what}"), e))?;
         match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
             Ok(lock) => return Ok(lock),
             Err((_, nix::errno::Errno::EWOULDBLOCK)) => {
@@ -1032,23 +1043,22 @@ async fn lock(path: &Path, wait: Duration) -> Result<Flock<File>, GitFailure> {
                     return Err(GitFailure::new(
                         ErrorKind::Timeout,
                         format!(
-                            "another ferry process held the cache lock {} for over {}; wait for it to finish, or raise --timeout",
-                            path.display(),
+                            "another ferry process held {what} for over {}; wait for it to finish, or raise --timeout",
                             humantime::format_duration(wait)
                         ),
                     ));
                 }
                 if !logged {
-                    tracing::info!(lock = %path.display(), "another ferry process is using this cache; waiting");
+                    tracing::info!(
+                        lock = what,
+                        "another ferry process holds this lock; waiting"
+                    );
                     logged = true;
                 }
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
             Err((_, errno)) => {
-                return Err(io_failure(
-                    &format!("cannot lock {}", path.display()),
-                    errno.into(),
-                ));
+                return Err(io_failure(&format!("cannot lock {what}"), errno.into()));
             }
         }
     }

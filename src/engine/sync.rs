@@ -12,7 +12,7 @@
 //! Destinations are independent: each gets its own report, and one failing never stops the
 //! others.
 
-use crate::engine::cache::{Cache, CachePaths, Strategy};
+use crate::engine::cache::{lock_waiting, Cache, CachePaths, Strategy};
 use crate::engine::git::{
     failure_from_stderr, secrets_of, summarize_stderr, Call, Git, GitFailure,
 };
@@ -657,9 +657,13 @@ async fn create_local_destination(
     };
     std::fs::create_dir_all(parent)
         .map_err(|e| failed(&format!("creating {}", parent.display()), e))?;
-    let _turn = lock_directory(parent, git.timeout())
-        .await
-        .map_err(|e| failed(&format!("locking {}", parent.display()), e))?;
+    // A lock on the directory itself leaves no file behind.
+    let _turn = lock_waiting(
+        || std::fs::File::open(parent),
+        &format!("the directory {}", parent.display()),
+        git.timeout(),
+    )
+    .await?;
     match std::fs::symlink_metadata(path) {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         // Another run created it while this one waited for its turn.
@@ -709,25 +713,6 @@ async fn create_local_destination(
         let _ = remove_made(&making);
     }
     placed
-}
-
-/// An exclusive lock on `dir` (flock(2) on the directory itself: no file is left behind),
-/// waited for up to `wait`; released when dropped, or when the process dies.
-async fn lock_directory(
-    dir: &Path,
-    wait: std::time::Duration,
-) -> std::io::Result<nix::fcntl::Flock<std::fs::File>> {
-    let started = Instant::now();
-    loop {
-        let file = std::fs::File::open(dir)?;
-        match nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock) {
-            Ok(lock) => return Ok(lock),
-            Err((_, nix::errno::Errno::EWOULDBLOCK)) if started.elapsed() < wait => {
-                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-            }
-            Err((_, errno)) => return Err(errno.into()),
-        }
-    }
 }
 
 /// Removes a repository being made by [`create_local_destination`], if there is one.
