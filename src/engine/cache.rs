@@ -15,7 +15,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::fs::{self, File, OpenOptions};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 
@@ -117,12 +117,37 @@ const ADVERTISED: &str = "ferry-advertised-refs";
 /// `refs/pull/*` of a busy repository) is fetched with v2.
 const V0_ADVERTISED_AT_MOST: usize = 2_000;
 
-/// Who wants a fetch's listing (see [`TracedListing`]): it is sent there once read; its count
-/// of refs goes to `advertised` when the fetch speaks protocol v0 (then the listing is the
-/// source's whole advertisement).
+/// Who wants a fetch's listing (see [`TracedListing`]): it is sent there once read. When the
+/// fetch speaks protocol v0 the listing is the source's whole advertisement, and its count of
+/// refs is kept as soon as it is read: a no-op stops the fetch right after.
 struct Listing {
     sender: oneshot::Sender<String>,
-    advertised: Option<Arc<OnceLock<usize>>>,
+    advertised: Option<AdvertisedCount>,
+}
+
+/// The cache's [`ADVERTISED`] file and the count it held when the fetch started.
+struct AdvertisedCount {
+    path: PathBuf,
+    known: Option<usize>,
+}
+
+impl AdvertisedCount {
+    fn read(path: PathBuf) -> AdvertisedCount {
+        let known = fs::read_to_string(&path)
+            .ok()
+            .and_then(|text| text.trim().parse().ok());
+        AdvertisedCount { path, known }
+    }
+
+    /// Keeps `count` when it changed. A hint: a lost or torn write costs the next fetch one
+    /// v0 advertisement, so it is neither synced nor renamed into place.
+    fn keep(&self, count: usize) {
+        if self.known != Some(count) {
+            if let Err(e) = fs::write(&self.path, format!("{count}\n")) {
+                tracing::debug!(error = %e, "cannot keep the count of the source's refs");
+            }
+        }
+    }
 }
 
 /// The refs of a listing (`ls-remote` lines), without HEAD and peeled tags.
@@ -448,10 +473,10 @@ impl Cache {
         // A fetch whose listing is wanted early speaks v0 while the source advertises few
         // refs, or when that is not known yet (one v0 fetch finds out); the count is kept for
         // the next.
-        let advertised = Arc::new(OnceLock::new());
+        let advertised = AdvertisedCount::read(self.dir().join(ADVERTISED));
         let v0 = listing.is_some()
-            && self
-                .advertised()
+            && advertised
+                .known
                 .is_none_or(|count| count <= V0_ADVERTISED_AT_MOST);
         let config = match v0 {
             true => vec![("protocol.version".to_owned(), "0".to_owned())],
@@ -459,7 +484,7 @@ impl Cache {
         };
         let listing = listing.map(|sender| Listing {
             sender,
-            advertised: v0.then(|| advertised.clone()),
+            advertised: v0.then_some(advertised),
         });
         let fetched = self
             .fetch(
@@ -471,9 +496,6 @@ impl Cache {
                 listing,
             )
             .await;
-        if let Some(&count) = advertised.get() {
-            self.remember_advertised(count);
-        }
         let updated = match fetched {
             Err(e) if self.fetch_failed_on_damage(&e, git).await => {
                 self.reset(git).await?;
@@ -729,7 +751,7 @@ impl Cache {
                 git.run_tracing_packets(self.dir(), &argv, call, move |line| {
                     if let Some(refs) = answer.line(line) {
                         if let Some(advertised) = &advertised {
-                            let _ = advertised.set(advertised_refs(&refs));
+                            advertised.keep(advertised_refs(&refs));
                         }
                         if let Some(sender) = sender.take() {
                             let _ = sender.send(refs);
@@ -788,22 +810,6 @@ impl Cache {
             }
         }
         Ok(updates.len())
-    }
-
-    /// How many refs the source advertised at the last v0 fetch, if one was made.
-    fn advertised(&self) -> Option<usize> {
-        let text = fs::read_to_string(self.dir().join(ADVERTISED)).ok()?;
-        text.trim().parse().ok()
-    }
-
-    /// Keeps what a v0 fetch saw, when it changed. A hint: a lost or torn write costs the
-    /// next fetch one v0 advertisement, so it is neither synced nor renamed into place.
-    fn remember_advertised(&self, count: usize) {
-        if self.advertised() != Some(count) {
-            if let Err(e) = fs::write(self.dir().join(ADVERTISED), format!("{count}\n")) {
-                tracing::debug!(error = %e, "cannot keep the count of the source's refs");
-            }
-        }
     }
 
     /// `git pack-refs` and `git commit-graph write` when a fetch brought many refs (left many

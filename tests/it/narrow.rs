@@ -457,6 +457,35 @@ fn a_source_advertising_many_refs_beyond_the_selection_is_fetched_with_ref_prefi
     );
 }
 
+/// A source that comes to advertise thousands of refs beyond the selection while its selected
+/// refs stay put is fetched with v2 from the sync after the first no-op that saw them: that
+/// no-op's fetch is stopped once its listing matches, and the count is kept before.
+#[test]
+fn a_source_that_grows_many_refs_beyond_the_selection_is_fetched_with_v2_after_one_no_op() {
+    let (src, dst) = (Repo::source("grow-src"), Repo::empty("grow-dst"));
+    let (s, d) = (src.url(Transport::Http), dst.url(Transport::File));
+    let ferry = Ferry::with_test_credentials();
+    ferry.sync(&[&s, &d]).assert_code(0);
+    let head = src.refs()["refs/heads/main"].clone();
+    let pulls: String = (0..2_100)
+        .map(|n| format!("create refs/pull/{n}/head {head}\n"))
+        .collect();
+    crate::engine_trust::update_refs(&src.path(), &pulls);
+
+    let no_op = || {
+        let before = upload_pack_requests(&s);
+        ferry.sync(&[&s, &d]).assert_all_unchanged(0);
+        let after = upload_pack_requests(&s);
+        (after.0 - before.0, after.1 - before.1)
+    };
+    assert_eq!(no_op(), (1, 0), "v0: the advertisement alone, 2,101 refs");
+    assert_eq!(
+        no_op(),
+        (1, 1),
+        "v2: capabilities, then ls-refs of the selection"
+    );
+}
+
 #[test]
 fn a_stale_event_naming_an_older_id_does_not_move_the_destination_back() {
     let (src, dst) = (Repo::source("stale-src"), Repo::empty("stale-dst"));
