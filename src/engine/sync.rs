@@ -655,6 +655,12 @@ async fn create_local_destination(
             ),
         ));
     };
+    // The new repository's HEAD names the source's default branch, so that a clone of it
+    // checks that branch out (git's own default may not exist in it). Asked before the lock:
+    // creations beside this one wait for the lock, not for this listing.
+    let initial = source_default_branch(source, git)
+        .await
+        .map(|b| format!("--initial-branch={b}"));
     std::fs::create_dir_all(parent)
         .map_err(|e| failed(&format!("creating {}", parent.display()), e))?;
     // A lock on the directory itself leaves no file behind.
@@ -692,19 +698,14 @@ async fn create_local_destination(
             e,
         )
     })?;
-    // The new repository's HEAD names the source's default branch, so that a clone of it
-    // checks that branch out (git's own default may not exist in it).
-    let initial = source_default_branch(source, git)
-        .await
-        .map(|b| format!("--initial-branch={b}"));
     let making_str = making.display().to_string();
     let mut args = vec!["init", "--bare", "--quiet"];
     args.extend(initial.as_deref());
     args.push(&making_str);
-    let made = match git.run(parent, &args, Call::default()).await {
-        Ok(out) => out.check(&format!("creating the destination {}", dest.display())),
-        Err(e) => Err(e),
-    };
+    let made = git
+        .run(parent, &args, Call::default())
+        .await
+        .and_then(|out| out.check(&format!("creating the destination {}", dest.display())));
     let placed = made.and_then(|_| {
         std::fs::rename(&making, path)
             .map_err(|e| failed(&format!("renaming {} into place", making.display()), e))
