@@ -15,7 +15,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::fs::{self, File, OpenOptions};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 
@@ -107,9 +107,13 @@ const SENDING_PREFIX: &str = "ferry-send-";
 const MARKER: &str = "ferry-cache";
 
 /// How many refs the source advertised at the last fetch that saw its whole advertisement
-/// (protocol v0), in the cache's repository: whether the next may ask for v0 again (see
-/// [`Cache::update`]).
+/// (protocol v0), or [`UNREADABLE`], in the cache's repository: whether the next may ask for
+/// v0 again (see [`Cache::update`]).
 const ADVERTISED: &str = "ferry-advertised-refs";
+
+/// What [`ADVERTISED`] holds when a v0 fetch's trace gave no listing (a ref name the trace
+/// escaped, say, which v2 would not list unless it is selected): the next fetches speak v2.
+const UNREADABLE: &str = "unreadable";
 
 /// A source that advertised at most this many refs (about 130 kB) is fetched with protocol
 /// v0, whose first response is the listing: one round trip less than v2's capabilities and
@@ -125,24 +129,41 @@ struct Listing {
     advertised: Option<AdvertisedCount>,
 }
 
-/// The cache's [`ADVERTISED`] file and the count it held when the fetch started.
+/// The cache's [`ADVERTISED`] file, what it held when the fetch started, and whether this
+/// fetch kept a count in it.
 struct AdvertisedCount {
     path: PathBuf,
-    known: Option<usize>,
+    known: Option<String>,
+    kept: Arc<AtomicBool>,
 }
 
 impl AdvertisedCount {
     fn read(path: PathBuf) -> AdvertisedCount {
         let known = fs::read_to_string(&path)
             .ok()
-            .and_then(|text| text.trim().parse().ok());
-        AdvertisedCount { path, known }
+            .map(|text| text.trim().to_owned());
+        AdvertisedCount {
+            path,
+            known,
+            kept: Arc::default(),
+        }
     }
 
-    /// Keeps `count` when it changed. A hint: a lost or torn write costs the next fetch one
-    /// v0 advertisement, so it is neither synced nor renamed into place.
-    fn keep(&self, count: usize) {
-        if self.known != Some(count) {
+    /// Whether a fetch may speak v0: the source advertised few refs last time, or that is
+    /// not known yet (no file: the v0 fetch finds out).
+    fn allows_v0(&self) -> bool {
+        self.known.as_deref().is_none_or(|known| {
+            known
+                .parse::<usize>()
+                .is_ok_and(|count| count <= V0_ADVERTISED_AT_MOST)
+        })
+    }
+
+    /// Keeps `count` (or [`UNREADABLE`]) when it changed. A hint: a lost or torn write costs
+    /// the next fetch one v0 advertisement, so it is neither synced nor renamed into place.
+    fn keep(&self, count: &str) {
+        self.kept.store(true, Ordering::Relaxed);
+        if self.known.as_deref() != Some(count) {
             if let Err(e) = fs::write(&self.path, format!("{count}\n")) {
                 tracing::debug!(error = %e, "cannot keep the count of the source's refs");
             }
@@ -474,14 +495,12 @@ impl Cache {
         // refs, or when that is not known yet (one v0 fetch finds out); the count is kept for
         // the next.
         let advertised = AdvertisedCount::read(self.dir().join(ADVERTISED));
-        let v0 = listing.is_some()
-            && advertised
-                .known
-                .is_none_or(|count| count <= V0_ADVERTISED_AT_MOST);
+        let v0 = listing.is_some() && advertised.allows_v0();
         let config = match v0 {
             true => vec![("protocol.version".to_owned(), "0".to_owned())],
             false => Vec::new(),
         };
+        let (path, kept) = (advertised.path.clone(), advertised.kept.clone());
         let listing = listing.map(|sender| Listing {
             sender,
             advertised: v0.then_some(advertised),
@@ -496,6 +515,11 @@ impl Cache {
                 listing,
             )
             .await;
+        if v0 && fetched.is_ok() && !kept.load(Ordering::Relaxed) {
+            // The fetch ran to its end without a listing in its trace.
+            let unreadable = AdvertisedCount::read(path);
+            unreadable.keep(UNREADABLE);
+        }
         let updated = match fetched {
             Err(e) if self.fetch_failed_on_damage(&e, git).await => {
                 self.reset(git).await?;
@@ -751,7 +775,7 @@ impl Cache {
                 git.run_tracing_packets(self.dir(), &argv, call, move |line| {
                     if let Some(refs) = answer.line(line) {
                         if let Some(advertised) = &advertised {
-                            advertised.keep(advertised_refs(&refs));
+                            advertised.keep(&advertised_refs(&refs).to_string());
                         }
                         if let Some(sender) = sender.take() {
                             let _ = sender.send(refs);

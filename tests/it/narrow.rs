@@ -390,6 +390,15 @@ fn upload_pack_requests(url: &str) -> (usize, usize) {
     )
 }
 
+/// A ferry with its own cache that has synced `src` (over HTTP) to `dst` once.
+fn synced_once(src: &Repo, dst: &Repo) -> Ferry {
+    let ferry = Ferry::with_test_credentials();
+    ferry
+        .sync(&[&src.url(Transport::Http), &dst.url(Transport::File)])
+        .assert_code(0);
+    ferry
+}
+
 /// Commits to the source's main and syncs it (over HTTP) to `dst`; returns the requests the
 /// sync made to the source's upload-pack (advertisement GETs, POSTs).
 fn one_commit_synced(src: &Repo, dst: &Repo, ferry: &Ferry) -> (usize, usize) {
@@ -414,9 +423,8 @@ fn a_source_advertising_few_refs_is_listed_by_the_fetch_s_first_request_over_htt
     let (src, dst) = (Repo::source("v0-src"), Repo::empty("v0-dst"));
     src.git(&["tag", "-a", "-m", "a release", "v1"]);
     src.push(&["v1"]);
+    let ferry = synced_once(&src, &dst);
     let (s, d) = (src.url(Transport::Http), dst.url(Transport::File));
-    let ferry = Ferry::with_test_credentials();
-    ferry.sync(&[&s, &d]).assert_code(0);
 
     assert_eq!(
         one_commit_synced(&src, &dst, &ferry),
@@ -446,9 +454,7 @@ fn a_source_advertising_many_refs_beyond_the_selection_is_fetched_with_ref_prefi
         .map(|n| format!("create refs/pull/{n}/head {head}\n"))
         .collect();
     crate::engine_trust::update_refs(&src.path(), &pulls);
-    let (s, d) = (src.url(Transport::Http), dst.url(Transport::File));
-    let ferry = Ferry::with_test_credentials();
-    ferry.sync(&[&s, &d]).assert_code(0);
+    let ferry = synced_once(&src, &dst);
 
     assert_eq!(
         one_commit_synced(&src, &dst, &ferry),
@@ -463,9 +469,8 @@ fn a_source_advertising_many_refs_beyond_the_selection_is_fetched_with_ref_prefi
 #[test]
 fn a_source_that_grows_many_refs_beyond_the_selection_is_fetched_with_v2_after_one_no_op() {
     let (src, dst) = (Repo::source("grow-src"), Repo::empty("grow-dst"));
+    let ferry = synced_once(&src, &dst);
     let (s, d) = (src.url(Transport::Http), dst.url(Transport::File));
-    let ferry = Ferry::with_test_credentials();
-    ferry.sync(&[&s, &d]).assert_code(0);
     let head = src.refs()["refs/heads/main"].clone();
     let pulls: String = (0..2_100)
         .map(|n| format!("create refs/pull/{n}/head {head}\n"))
@@ -483,6 +488,26 @@ fn a_source_that_grows_many_refs_beyond_the_selection_is_fetched_with_v2_after_o
         no_op(),
         (1, 1),
         "v2: capabilities, then ls-refs of the selection"
+    );
+}
+
+/// A source whose v0 advertisement the fetch's trace does not give as a listing (a ref name
+/// past ASCII outside the selection, which git's trace escapes) is fetched with v2 from then
+/// on, which does not list that ref at all.
+#[test]
+fn a_source_whose_v0_advertisement_is_unreadable_is_fetched_with_v2_from_then_on() {
+    let (src, dst) = (
+        Repo::source("unreadable-src"),
+        Repo::empty("unreadable-dst"),
+    );
+    let head = src.refs()["refs/heads/main"].clone();
+    crate::engine_trust::update_refs(&src.path(), &format!("create refs/pull/café {head}\n"));
+    let ferry = synced_once(&src, &dst);
+
+    assert_eq!(
+        one_commit_synced(&src, &dst, &ferry),
+        (1, 2),
+        "capabilities, then ls-refs (the selection only) and the fetch"
     );
 }
 
