@@ -159,11 +159,12 @@ impl AdvertisedCount {
         })
     }
 
-    /// Keeps `count` (or [`UNREADABLE`]) when it changed. A hint: a lost or torn write costs
+    /// Keeps `count` when it changed. A hint: a lost or torn write costs
     /// the next fetch one v0 advertisement, so it is neither synced nor renamed into place.
-    fn keep(&self, count: &str) {
+    fn keep(&self, count: usize) {
         self.kept.store(true, Ordering::Relaxed);
-        if self.known.as_deref() != Some(count) {
+        let count = count.to_string();
+        if self.known.as_deref() != Some(count.as_str()) {
             if let Err(e) = fs::write(&self.path, format!("{count}\n")) {
                 tracing::debug!(error = %e, "cannot keep the count of the source's refs");
             }
@@ -516,9 +517,10 @@ impl Cache {
             )
             .await;
         if v0 && fetched.is_ok() && !kept.load(Ordering::Relaxed) {
-            // The fetch ran to its end without a listing in its trace.
-            let unreadable = AdvertisedCount::read(path);
-            unreadable.keep(UNREADABLE);
+            // The fetch ran to its end without a listing in its trace (once: v2 follows).
+            if let Err(e) = fs::write(&path, format!("{UNREADABLE}\n")) {
+                tracing::debug!(error = %e, "cannot keep the count of the source's refs");
+            }
         }
         let updated = match fetched {
             Err(e) if self.fetch_failed_on_damage(&e, git).await => {
@@ -775,7 +777,7 @@ impl Cache {
                 git.run_tracing_packets(self.dir(), &argv, call, move |line| {
                     if let Some(refs) = answer.line(line) {
                         if let Some(advertised) = &advertised {
-                            advertised.keep(&advertised_refs(&refs).to_string());
+                            advertised.keep(advertised_refs(&refs));
                         }
                         if let Some(sender) = sender.take() {
                             let _ = sender.send(refs);
