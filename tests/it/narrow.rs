@@ -415,6 +415,28 @@ fn one_commit_synced(src: &Repo, dst: &Repo, ferry: &Ferry) -> (usize, usize) {
     (after.0 - before.0, after.1 - before.1)
 }
 
+/// The refs `refs/pull/<n>/head` for n below `count`, at the source's main, outside the
+/// default selection (a busy GitHub repository's pull requests).
+fn add_pull_refs(src: &Repo, count: usize) {
+    let head = src.refs()["refs/heads/main"].clone();
+    let pulls: String = (0..count)
+        .map(|n| format!("create refs/pull/{n}/head {head}\n"))
+        .collect();
+    crate::engine_trust::update_refs(&src.path(), &pulls);
+}
+
+/// Syncs `src` (over HTTP) to `dst` when nothing changed; returns the requests the sync made
+/// to the source's upload-pack (advertisement GETs, POSTs).
+fn no_op_synced(src: &Repo, dst: &Repo, ferry: &Ferry) -> (usize, usize) {
+    let s = src.url(Transport::Http);
+    let before = upload_pack_requests(&s);
+    ferry
+        .sync(&[&s, &dst.url(Transport::File)])
+        .assert_all_unchanged(0);
+    let after = upload_pack_requests(&s);
+    (after.0 - before.0, after.1 - before.1)
+}
+
 /// A source that advertises few refs is fetched with protocol v0 over HTTP: the advertisement
 /// (the answer to the fetch's first request) is the listing. A one-commit sync then costs one
 /// POST to the source (v2: `ls-refs`, then the fetch), and a no-op none.
@@ -424,7 +446,6 @@ fn a_source_advertising_few_refs_is_listed_by_the_fetch_s_first_request_over_htt
     src.git(&["tag", "-a", "-m", "a release", "v1"]);
     src.push(&["v1"]);
     let ferry = synced_once(&src, &dst);
-    let (s, d) = (src.url(Transport::Http), dst.url(Transport::File));
 
     assert_eq!(
         one_commit_synced(&src, &dst, &ferry),
@@ -432,12 +453,8 @@ fn a_source_advertising_few_refs_is_listed_by_the_fetch_s_first_request_over_htt
         "one advertisement, one fetch"
     );
 
-    let before = upload_pack_requests(&s);
-    let run = ferry.sync(&[&s, &d]);
-    run.assert_code(0).assert_all_unchanged(0);
-    let after = upload_pack_requests(&s);
     assert_eq!(
-        (after.0 - before.0, after.1 - before.1),
+        no_op_synced(&src, &dst, &ferry),
         (1, 0),
         "a no-op: the advertisement alone"
     );
@@ -449,11 +466,7 @@ fn a_source_advertising_few_refs_is_listed_by_the_fetch_s_first_request_over_htt
 #[test]
 fn a_source_advertising_many_refs_beyond_the_selection_is_fetched_with_ref_prefixes() {
     let (src, dst) = (Repo::source("v2-src"), Repo::empty("v2-dst"));
-    let head = src.refs()["refs/heads/main"].clone();
-    let pulls: String = (0..2_100)
-        .map(|n| format!("create refs/pull/{n}/head {head}\n"))
-        .collect();
-    crate::engine_trust::update_refs(&src.path(), &pulls);
+    add_pull_refs(&src, 2_100);
     let ferry = synced_once(&src, &dst);
 
     assert_eq!(
@@ -470,22 +483,15 @@ fn a_source_advertising_many_refs_beyond_the_selection_is_fetched_with_ref_prefi
 fn a_source_that_grows_many_refs_beyond_the_selection_is_fetched_with_v2_after_one_no_op() {
     let (src, dst) = (Repo::source("grow-src"), Repo::empty("grow-dst"));
     let ferry = synced_once(&src, &dst);
-    let (s, d) = (src.url(Transport::Http), dst.url(Transport::File));
-    let head = src.refs()["refs/heads/main"].clone();
-    let pulls: String = (0..2_100)
-        .map(|n| format!("create refs/pull/{n}/head {head}\n"))
-        .collect();
-    crate::engine_trust::update_refs(&src.path(), &pulls);
+    add_pull_refs(&src, 2_100);
 
-    let no_op = || {
-        let before = upload_pack_requests(&s);
-        ferry.sync(&[&s, &d]).assert_all_unchanged(0);
-        let after = upload_pack_requests(&s);
-        (after.0 - before.0, after.1 - before.1)
-    };
-    assert_eq!(no_op(), (1, 0), "v0: the advertisement alone, 2,101 refs");
     assert_eq!(
-        no_op(),
+        no_op_synced(&src, &dst, &ferry),
+        (1, 0),
+        "v0: the advertisement alone, 2,101 refs"
+    );
+    assert_eq!(
+        no_op_synced(&src, &dst, &ferry),
         (1, 1),
         "v2: capabilities, then ls-refs of the selection"
     );
